@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Braid",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "braid", targets: ["braid"]),
+        .library(name: "BraidONNX", targets: ["BraidONNX"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c",
+                       providers: [.apt(["libprotobuf-c-dev"])]),
+        .target(name: "CONNXProto", dependencies: ["CProtobufC"]),
+        .target(name: "BraidTensor"),
+        .target(name: "BraidKernels", dependencies: ["BraidTensor", "CBLAS"],
+                swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .target(name: "BraidGraph", dependencies: ["BraidTensor", "BraidKernels"]),
+        .target(name: "BraidONNX", dependencies: ["BraidGraph", "BraidTensor", "CONNXProto"]),
+        .executableTarget(name: "braid", dependencies: [
+            "BraidONNX", "BraidGraph", "BraidTensor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "BraidTensorTests", dependencies: ["BraidTensor"]),
+        .testTarget(name: "BraidKernelsTests", dependencies: ["BraidKernels", "BraidTensor"]),
+        .testTarget(name: "BraidGraphTests", dependencies: ["BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
+    ]
+)

@@ -1,0 +1,220 @@
+import BraidTensor
+
+/// The operations of Braid's IR.
+///
+/// Names and fields are Braid's own: importers translate foreign ops into these, resolving
+/// attribute defaults and version quirks so that an `Op` value means one thing. Operands that
+/// ONNX passes as tensors (a Reshape's target shape, a Slice's bounds, a Pad's widths, a
+/// Resize's scales) stay node inputs here; the planner evaluates them when they are known
+/// before the run (constants, or values computed from input shapes).
+public enum Op: Sendable {
+    // MARK: Element-wise (Math family)
+    /// One input, one output of the same shape.
+    case unary(UnaryOp)
+    /// Two inputs broadcast NumPy-style.
+    case binary(BinaryOp)
+    /// Any number of inputs broadcast together, folded with `kind` (`.mean` divides by count).
+    case variadic(VariadicOp)
+    /// `[cond, x, y]` broadcast: cond ? x : y.
+    case select
+    /// `[x, min?, max?]`; missing bounds are empty input names.
+    case clip
+    /// `[x, slope]`, slope broadcast to x (unidirectional).
+    case prelu
+    /// Element type conversion.
+    case cast(to: DType)
+
+    // MARK: Neural-network family
+    /// `[x, w, b?]`, x `[N, C, spatial...]`, w `[M, C/group, kernel...]`; 1-D and 2-D spatial.
+    case conv(ConvParams)
+    /// `[x, w, b?]`, w `[C, M/group, kernel...]`.
+    case convTranspose(ConvTransposeParams)
+    /// `[a, b, c?]`: alpha * op(a) * op(b) + beta * c, a and b 2-D, c broadcast to the result.
+    case gemm(transA: Bool, transB: Bool, alpha: Float, beta: Float)
+    /// `[a, b]` with NumPy matmul semantics (1-D promotion, batch broadcast).
+    case matMul
+    /// `[x, scale, bias, mean, var]` in inference form; channel axis 1.
+    case batchNorm(epsilon: Float)
+    /// `[x, scale, bias]` per-channel instance normalisation.
+    case instanceNorm(epsilon: Float)
+    /// `[x, scale, bias?]` normalising over the axes from `axis` to the end.
+    case layerNorm(axis: Int, epsilon: Float)
+    case pool(PoolParams)
+    /// Global average or max over all spatial axes, keeping them as size 1.
+    case globalPool(PoolKind)
+    /// Local response normalisation across channels.
+    case lrn(size: Int, alpha: Float, beta: Float, bias: Float)
+    /// Softmax, log-softmax or hardmax over one axis (`coerce2D`: the opset < 13 rule that
+    /// flattens to `[prod(shape[..<axis]), prod(shape[axis...])]`).
+    case softmax(SoftmaxKind, axis: Int, coerce2D: Bool)
+    /// Identity at inference (outputs `[y, mask?]`).
+    case dropout
+
+    // MARK: Shape and data-movement family
+    /// `[x, shape]`; 0 copies the input dim unless `allowZero`, -1 infers.
+    case reshape(allowZero: Bool)
+    case flatten(axis: Int)
+    case transpose(perm: [Int]?)
+    case concat(axis: Int)
+    /// `[x, sizes?]`; equal parts when sizes are absent (`count` outputs).
+    case split(axis: Int, count: Int)
+    /// `[x, starts, ends, axes?, steps?]`.
+    case slice
+    /// `[x, indices]` along `axis`.
+    case gather(axis: Int)
+    case gatherElements(axis: Int)
+    /// The input's shape as int64, optionally `[start, end)`.
+    case shape(start: Int, end: Int?)
+    case size
+    /// `[shape]` -> a tensor filled with `value`.
+    case constantOfShape(value: Tensor)
+    /// `[x, axes]`.
+    case unsqueeze
+    /// `[x, axes?]`.
+    case squeeze
+    /// `[x, shape]` broadcast.
+    case expand
+    /// `[x, repeats]`.
+    case tile
+    /// `[x, pads, value?, axes?]`.
+    case pad(mode: PadMode)
+    /// `[x, roi?, scales?, sizes?]`.
+    case resize(ResizeParams)
+    /// `[start, limit, delta]`.
+    case range
+    case depthToSpace(blockSize: Int, columnRowDepth: Bool)
+    case spaceToDepth(blockSize: Int)
+    case argExtreme(max: Bool, axis: Int, keepDims: Bool, selectLastIndex: Bool)
+    /// `[x, axes?]`; axes from an input (opset >= 18 or ReduceSum >= 13) or from `axes`.
+    case reduce(ReduceKind, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool)
+    case identity
+    /// A value fixed in the graph.
+    case constant(Tensor)
+}
+
+public enum UnaryOp: Sendable, Equatable {
+    case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
+    case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
+    case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
+    case not, isNaN, isInf
+    case leakyRelu(alpha: Float)
+    case elu(alpha: Float)
+    case celu(alpha: Float)
+    case selu(alpha: Float, gamma: Float)
+    case thresholdedRelu(alpha: Float)
+    case hardSigmoid(alpha: Float, beta: Float)
+    case gelu(tanhApproximation: Bool)
+    case shrink(bias: Float, lambd: Float)
+}
+
+public enum BinaryOp: Sendable, Equatable {
+    case add, sub, mul, div, pow, max, min
+    /// `fmod` true: C fmod (sign of dividend); false: Python-style (sign of divisor).
+    case mod(fmod: Bool)
+    case equal, less, greater, lessOrEqual, greaterOrEqual
+    case and, or, xor
+    case bitShiftLeft, bitShiftRight
+}
+
+public enum VariadicOp: Sendable, Equatable {
+    case sum, mean, max, min
+}
+
+public enum PoolKind: Sendable, Equatable {
+    case max, average
+    /// Lp pooling with exponent p.
+    case lp(p: Int)
+}
+
+public enum SoftmaxKind: Sendable, Equatable { case softmax, logSoftmax, hardmax }
+
+public enum PadMode: Sendable, Equatable { case constant, reflect, edge, wrap }
+
+public enum ReduceKind: Sendable, Equatable {
+    case sum, mean, max, min, prod, l1, l2, logSum, logSumExp, sumSquare
+}
+
+/// Convolution geometry. Arrays have one entry per spatial axis; `pads` holds all begins then
+/// all ends (`[h0, w0, h1, w1]` in 2-D), already resolved from any auto-pad rule except when
+/// `autoPad` asks the planner to resolve it from the input size.
+public struct ConvParams: Sendable, Equatable {
+    public var kernel: [Int]
+    public var strides: [Int]
+    public var pads: [Int]
+    public var dilations: [Int]
+    public var group: Int
+    public var autoPad: AutoPad
+
+    public init(kernel: [Int], strides: [Int], pads: [Int], dilations: [Int], group: Int,
+                autoPad: AutoPad = .explicit) {
+        self.kernel = kernel; self.strides = strides; self.pads = pads
+        self.dilations = dilations; self.group = group; self.autoPad = autoPad
+    }
+}
+
+public struct ConvTransposeParams: Sendable, Equatable {
+    public var conv: ConvParams
+    public var outputPadding: [Int]
+    /// Explicit output spatial shape, when given it decides the padding.
+    public var outputShape: [Int]?
+
+    public init(conv: ConvParams, outputPadding: [Int], outputShape: [Int]?) {
+        self.conv = conv; self.outputPadding = outputPadding; self.outputShape = outputShape
+    }
+}
+
+/// How padding is decided: given explicitly, or TensorFlow/ONNX "same" (extra pad at the end
+/// for `sameUpper`, at the start for `sameLower`), or none (`valid`).
+public enum AutoPad: Sendable, Equatable { case explicit, sameUpper, sameLower, valid }
+
+public struct PoolParams: Sendable, Equatable {
+    public var kind: PoolKind
+    public var kernel: [Int]
+    public var strides: [Int]
+    public var pads: [Int]
+    public var dilations: [Int]
+    public var autoPad: AutoPad
+    public var ceilMode: Bool
+    /// Average pooling: divide by the full window including padding.
+    public var countIncludePad: Bool
+    /// MaxPool's optional second output (flat indices); row-major unless set.
+    public var storageOrderColumnMajor: Bool
+
+    public init(kind: PoolKind, kernel: [Int], strides: [Int], pads: [Int], dilations: [Int],
+                autoPad: AutoPad, ceilMode: Bool, countIncludePad: Bool,
+                storageOrderColumnMajor: Bool = false) {
+        self.kind = kind; self.kernel = kernel; self.strides = strides; self.pads = pads
+        self.dilations = dilations; self.autoPad = autoPad; self.ceilMode = ceilMode
+        self.countIncludePad = countIncludePad
+        self.storageOrderColumnMajor = storageOrderColumnMajor
+    }
+}
+
+public struct ResizeParams: Sendable, Equatable {
+    public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
+    public enum CoordinateTransform: Sendable, Equatable {
+        case halfPixel, pytorchHalfPixel, alignCorners, asymmetric, tfCropAndResize, halfPixelSymmetric
+    }
+    public enum NearestRounding: Sendable, Equatable { case roundPreferFloor, roundPreferCeil, floor, ceil }
+    public enum AspectPolicy: Sendable, Equatable { case stretch, notLarger, notSmaller }
+
+    public var mode: Mode
+    public var coordinate: CoordinateTransform
+    public var nearest: NearestRounding
+    public var cubicCoefficient: Float
+    public var excludeOutside: Bool
+    public var extrapolationValue: Float
+    public var antialias: Bool
+    public var axes: [Int]?
+    public var aspect: AspectPolicy
+
+    public init(mode: Mode, coordinate: CoordinateTransform, nearest: NearestRounding,
+                cubicCoefficient: Float = -0.75, excludeOutside: Bool = false,
+                extrapolationValue: Float = 0, antialias: Bool = false, axes: [Int]? = nil,
+                aspect: AspectPolicy = .stretch) {
+        self.mode = mode; self.coordinate = coordinate; self.nearest = nearest
+        self.cubicCoefficient = cubicCoefficient; self.excludeOutside = excludeOutside
+        self.extrapolationValue = extrapolationValue; self.antialias = antialias
+        self.axes = axes; self.aspect = aspect
+    }
+}

@@ -1,0 +1,1 @@
+// Braid kernels: forward (and later backward) CPU kernels, one file per op family.

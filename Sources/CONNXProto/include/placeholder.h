@@ -1,0 +1,1 @@
+/* Replaced by protoc-c output for Formats/onnx/onnx.proto. */
