@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
@@ -24,14 +25,19 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .target(name: "BraidGraph", dependencies: ["BraidTensor", "BraidKernels"]),
         .target(name: "BraidONNX", dependencies: ["BraidGraph", "BraidTensor", "CONNXProto"]),
+        .target(name: "BraidKeras", dependencies: [
+            "BraidGraph", "BraidTensor", "CHDF5",
+            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ]),
         .executableTarget(name: "braid", dependencies: [
-            "BraidONNX", "BraidGraph", "BraidTensor",
+            "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "BraidTensorTests", dependencies: ["BraidTensor"]),
         .testTarget(name: "BraidKernelsTests", dependencies: ["BraidKernels", "BraidTensor"]),
         .testTarget(name: "BraidGraphTests", dependencies: ["BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
     ]

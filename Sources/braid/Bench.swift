@@ -1,0 +1,81 @@
+import ArgumentParser
+import BraidGraph
+import BraidTensor
+import Foundation
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time a model on random inputs: median, min and max latency and throughput.")
+
+    @Argument(help: "Model file (.onnx).") var model: String
+    @Option(name: .long, help: "[NAME=]D1xD2x...; inputs without a shape use the model's fixed dims.")
+    var shape: [String] = []
+    @Option(name: .long, help: "Timed runs.") var runs = 20
+    @Option(name: .long, help: "Untimed runs first.") var warmup = 3
+    @Flag(name: .long, help: "Print time per op, slowest first.") var perOp = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() {
+        let loaded = reportingErrors { try loadModel(model) }
+        let graph = reportingErrors { try Passes.optimizeForInference(loaded) }
+        let parsed = reportingErrors { try shape.map(parseShapeArg) }
+        let bound = reportingErrors { try bindArguments(parsed.map { (name: $0.name, value: $0.shape) }, graph: graph) }
+        var feeds: [String: Tensor] = [:]
+        var rng = SystemRandomNumberGenerator()
+        for d in graph.feedInputs {
+            let dims: [Int]
+            if let s = bound[d.name] { dims = s } else if let decl = d.shape, decl.allSatisfy({ $0.value != nil }) {
+                dims = decl.map { $0.value! }
+            } else {
+                fail("input '\(d.name)' has symbolic dims [\(d.shape?.map(\.description).joined(separator: ", ") ?? "?")]: give --shape \(d.name)=...")
+            }
+            let t = Tensor(zeros: dims, dtype: d.dtype)
+            if d.dtype.isFloat { for i in 0..<t.count { t.floats[i] = Float.random(in: -1...1, using: &rng) } }
+            feeds[d.name] = t
+        }
+        let executor = Executor(graph: graph)
+        let plan = reportingErrors { try executor.plan(for: feeds.mapValues { ($0.shape, $0.dtype) }) }
+        for (name, slot) in plan.inputs {
+            slot.buffer.raw.copyMemory(from: feeds[name]!.buffer.raw, byteCount: slot.count * slot.dtype.storageStride)
+        }
+        for _ in 0..<warmup { plan.execute() }
+        var times: [Double] = []
+        var perOpTime = [Double](repeating: 0, count: plan.steps.count)
+        for _ in 0..<max(runs, 1) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            if perOp {
+                for (i, s) in plan.steps.enumerated() {
+                    let a = DispatchTime.now().uptimeNanoseconds
+                    s.run()
+                    perOpTime[i] += Double(DispatchTime.now().uptimeNanoseconds - a) / 1e6
+                }
+            } else {
+                plan.execute()
+            }
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        times.sort()
+        let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+        let batch = feeds.values.first?.shape.first ?? 1
+        let throughput = Double(batch) / (median / 1000)
+        if json {
+            let obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!,
+                                      "max_ms": times.last!, "runs": times.count, "batch": batch,
+                                      "items_per_s": throughput, "planned_bytes": plan.plannedBytes]
+            let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(String(format: "%@: median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
+                         model, median, times.first!, times.last!, times.count, throughput, batch))
+        }
+        if perOp {
+            let total = perOpTime.reduce(0, +)
+            var byOp: [String: Double] = [:]
+            for (i, s) in plan.steps.enumerated() { byOp[s.op, default: 0] += perOpTime[i] }
+            print("time per op type (share of \(String(format: "%.1f", total / Double(times.count))) ms/run):")
+            for (op, t) in byOp.sorted(by: { $0.value > $1.value }) {
+                print(String(format: "  %-24@ %8.3f ms  %5.1f%%", op, t / Double(times.count), 100 * t / total))
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct Braid: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "braid",
+        abstract: "Import pretrained vision models from ONNX and Keras, fine-tune them together, export and run them.",
+        version: braidVersion,
+        subcommands: [Inspect.self, Run.self, Bench.self])
+}
+
+let braidVersion = "0.1.0"
+
+/// Prints one clear line to standard error and exits non-zero.
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("braid: error: \(message)\n".utf8))
+    exit(1)
+}
+
+/// Runs `body`, turning any thrown error into one line on standard error and exit status 1.
+func reportingErrors<T>(_ body: () throws -> T) -> T {
+    do { return try body() } catch { fail(String(describing: error)) }
+}

@@ -1,0 +1,53 @@
+import ArgumentParser
+import BraidGraph
+import BraidTensor
+import Foundation
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a model's inputs, outputs, ops, parameters and layer units.")
+
+    @Argument(help: "Model file (.onnx).") var model: String
+    @Flag(help: "Print JSON instead of text.") var json = false
+
+    func run() {
+        let graph = reportingErrors { try loadModel(model) }
+        let executor = Executor(graph: graph)
+        let shapes = executor.symbolicOutputShapes()
+        func dims(_ d: [Dim]?) -> [String] { d?.map(\.description) ?? ["?"] }
+        var histogram: [String: Int] = [:]
+        for n in graph.nodes { histogram[n.sourceOp, default: 0] += 1 }
+        let units = graph.layerUnits
+        let inputs = graph.feedInputs.map { ["name": $0.name, "dtype": $0.dtype.rawValue, "shape": dims($0.shape)] as [String: Any] }
+        let outputs = graph.outputs.map { o -> [String: Any] in
+            let shape = shapes?[o.name] ?? o.shape
+            return ["name": o.name, "dtype": o.dtype.rawValue, "shape": dims(shape)]
+        }
+        if json {
+            let obj: [String: Any] = [
+                "file": model, "metadata": graph.metadata, "inputs": inputs, "outputs": outputs,
+                "ops": histogram, "nodes": graph.nodes.count, "parameters": graph.parameterCount,
+                "layer_units": units.map { ["index": $0.index, "node": $0.node, "kind": $0.kind,
+                                            "parameters": $0.parameterCount] as [String: Any] },
+            ]
+            let data = reportingErrors { try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]) }
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("model: \(model)")
+        for k in graph.metadata.keys.sorted() { print("  \(k): \(graph.metadata[k]!)") }
+        print("inputs:")
+        for i in inputs { print("  \(i["name"]!)  \(i["dtype"]!)  [\((i["shape"] as! [String]).joined(separator: ", "))]") }
+        print("outputs:")
+        for o in outputs { print("  \(o["name"]!)  \(o["dtype"]!)  [\((o["shape"] as! [String]).joined(separator: ", "))]") }
+        print("nodes: \(graph.nodes.count), parameters: \(graph.parameterCount)")
+        print("ops:")
+        for (op, n) in histogram.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {
+            print("  \(op.padding(toLength: max(op.count, 24), withPad: " ", startingAt: 0)) \(n)")
+        }
+        print("layer units (\(units.count), freeze depth k freezes units 0..<k):")
+        for u in units {
+            print("  \(String(u.index).padding(toLength: 4, withPad: " ", startingAt: 0)) \(u.kind.padding(toLength: 15, withPad: " ", startingAt: 0)) \(u.node)  (\(u.parameterCount) params)")
+        }
+    }
+}
