@@ -29,6 +29,7 @@ let package = Package(
             "BraidGraph", "BraidTensor", "CHDF5",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
+        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels"]),
         .executableTarget(name: "braid", dependencies: [
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -38,6 +39,7 @@ let package = Package(
         .testTarget(name: "BraidGraphTests", dependencies: ["BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidTensor"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
     ]
