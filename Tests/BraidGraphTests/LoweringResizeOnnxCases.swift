@@ -4,7 +4,7 @@ import XCTest
 
 extension LoweringResizeTests {
     // ONNX's own 39 Resize node cases (onnx 1.23.2, collect_testcases("") filtered on
-    // test_resize_*, first data set), attributes mapped to ResizeParams by gen_conf.py.
+    // test_resize_*, first data set), attributes mapped to ResizeParams by tools/fixtures/gen_resize_onnx_cases.py.
     static let onnxCases: [ResizeCase] = [
         ResizeCase(name: "test_resize_downsample_scales_cubic", params: .init(mode: .cubic, coordinate: .halfPixel, nearest: .roundPreferFloor, cubicCoefficient: -0.75, excludeOutside: false, extrapolationValue: 0.0, antialias: false, axes: nil, aspect: .stretch),
                    xShape: [1, 1, 4, 4], x: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0], float: true,

@@ -12,7 +12,7 @@ final class LoweringResizeTests: XCTestCase {
     }
 
     // Made with onnx 1.23.2's ReferenceEvaluator on a single opset-19 Resize node
-    // (gen_resize.py in the report); "negative axes" ran there as axes [3, 2].
+    // (tools/fixtures/gen_resize_literals.py in the report); "negative axes" ran there as axes [3, 2].
     let cases: [ResizeCase] = [
         ResizeCase(name: "nearest half_pixel round_prefer_floor up", params: .init(mode: .nearest, coordinate: .halfPixel, nearest: .roundPreferFloor),
                    xShape: [1, 1, 3, 3], x: [0.5, 1.59, 1.1, -1.1, -0.8, 1.49, -1.98, 1.28, 1.19], float: true,

@@ -131,7 +131,7 @@ final class LoweringShapeTests: XCTestCase {
     struct SliceCase { var starts: [Int], ends: [Int], axes: [Int]?, steps: [Int]?, shape: [Int], values: [Int64] }
 
     func testSliceFollowsNumPyClamping() throws {
-        // Made with numpy: np.arange(60).reshape(3, 4, 5)[slices] (gen_misc.py in the report).
+        // Made with numpy: np.arange(60).reshape(3, 4, 5)[slices] (tools/fixtures/gen_slice_pad_literals.py in the report).
         let cases: [SliceCase] = [
         SliceCase(starts: [0, 1], ends: [2, 3], axes: nil, steps: nil, shape: [2, 2, 5], values: [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34]),
         SliceCase(starts: [1], ends: [Int.max], axes: [1], steps: nil, shape: [3, 3, 5], values: [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59]),
@@ -213,7 +213,7 @@ final class LoweringShapeTests: XCTestCase {
     struct PadCase { var mode: PadMode, pads: [Int], value: Float?, axes: [Int]?, shape: [Int], values: [Float] }
 
     func testPadModesMatchOnnxReference() throws {
-        // Made with onnx.reference.ops.op_pad._pad_impl on [[1, 2, 3], [4, 5, 6]] (gen_misc.py).
+        // Made with onnx.reference.ops.op_pad._pad_impl on [[1, 2, 3], [4, 5, 6]] (tools/fixtures/gen_slice_pad_literals.py).
         let cases: [PadCase] = [
         PadCase(mode: .constant, pads: [1, 2, 0, 1], value: 9.5, axes: nil, shape: [3, 6], values: [9.5, 9.5, 9.5, 9.5, 9.5, 9.5, 9.5, 9.5, 1.0, 2.0, 3.0, 9.5, 9.5, 9.5, 4.0, 5.0, 6.0, 9.5]),
         PadCase(mode: .reflect, pads: [1, 4, 1, 5], value: nil, axes: nil, shape: [4, 12], values: [4.0, 5.0, 6.0, 5.0, 4.0, 5.0, 6.0, 5.0, 4.0, 5.0, 6.0, 5.0, 1.0, 2.0, 3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 4.0, 5.0, 6.0, 5.0, 4.0, 5.0, 6.0, 5.0, 4.0, 5.0, 6.0, 5.0, 1.0, 2.0, 3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0, 2.0, 3.0, 2.0]),
