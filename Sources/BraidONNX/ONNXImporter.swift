@@ -9,7 +9,13 @@ import Foundation
 /// so the IR sees one form. The result is validated (every value defined once, before use)
 /// and returned in topological order.
 public struct ONNXImporter: Sendable {
-    public init() {}
+    /// When true, Constant nodes holding float tensors become initializers (trainable
+    /// weights) instead of `.constant` nodes; some exporters store every weight that way.
+    public var constantsAsInitializers: Bool
+
+    public init(constantsAsInitializers: Bool = false) {
+        self.constantsAsInitializers = constantsAsInitializers
+    }
 
     /// Imports the model at `path`; external data is looked up next to it.
     public func importModel(path: String) throws -> Graph {
@@ -80,7 +86,14 @@ public struct ONNXImporter: Sendable {
                 })
             try entry.translate(t)
             for c in t.constants { initializers[c.name] = c.tensor }
-            nodes.append(contentsOf: t.nodes)
+            for node in t.nodes {
+                if constantsAsInitializers, case .constant(let value) = node.op, value.dtype.isFloat,
+                   node.outputs.count == 1, !node.outputs[0].isEmpty {
+                    initializers[node.outputs[0]] = value
+                } else {
+                    nodes.append(node)
+                }
+            }
         }
 
         return Graph(name: g.name, inputs: inputs, outputs: outputs, initializers: initializers,
@@ -113,11 +126,11 @@ public struct ONNXImporter: Sendable {
             let dims = try shape.map { dims in
                 try dims.enumerated().map { (axis, d) -> Dim in
                     switch d {
-                    case .value(let n):
-                        guard n >= 0 else { throw ONNXError(subject: subject, "negative dimension \(n)") }
-                        return .fixed(Int(n))
-                    case .param(let p): return .symbol(p)
-                    case .unknown: return .symbol("\(v.name)_dim\(axis)")
+                    // Some exporters write -1 or "?" for "unknown"; each such axis gets its
+                    // own symbol, since a shared name would claim the axes are equal.
+                    case .value(let n) where n >= 0: return .fixed(Int(n))
+                    case .param(let p) where p != "?": return .symbol(p)
+                    default: return .symbol("\(v.name)_dim\(axis)")
                     }
                 }
             }

@@ -1,7 +1,8 @@
 import Foundation
 
 // Braid's own protobuf encoder for the ONNX messages it writes. Field numbers are those of
-// Formats/onnx/onnx.proto; repeated numbers are written packed, as ONNX producers do.
+// Formats/onnx/onnx.proto. Repeated numbers are packed only where ONNX's schema declares
+// `[packed = true]` (TensorProto's data fields), so Braid writes the bytes onnx itself writes.
 
 struct ProtoWriter {
     var bytes: [UInt8] = []
@@ -101,8 +102,8 @@ extension ONNXAttributeProto {
         case .string: w.bytesField(4, s)
         case .tensor: if let t { w.message(5) { t.write(to: &$0) } }
         case .graph: if let g { w.message(6) { g.write(to: &$0) } }
-        case .floats: w.packedFixed(7, floats.map(\.bitPattern))
-        case .ints: w.packedVarints(8, ints.map { UInt64(bitPattern: $0) })
+        case .floats: for x in floats { w.float(7, x) }
+        case .ints: for x in ints { w.int(8, x) }
         case .strings: for s in strings { w.bytesField(9, s) }
         case .tensors: for t in tensors { w.message(10) { t.write(to: &$0) } }
         case .graphs: for g in graphs { w.message(11) { g.write(to: &$0) } }
@@ -121,7 +122,7 @@ extension ONNXTensorProto {
     }
 
     func write(to w: inout ProtoWriter) {
-        w.packedVarints(1, dims.map { UInt64(bitPattern: $0) })
+        for d in dims { w.int(1, d) }
         w.int(2, Int64(dataType))
         if let segment { w.message(3) { $0.int(1, segment.begin); $0.int(2, segment.end) } }
         w.packedFixed(4, floatData.map(\.bitPattern))
