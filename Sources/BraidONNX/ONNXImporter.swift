@@ -39,8 +39,14 @@ public struct ONNXImporter: Sendable {
 
     /// Imports an already decoded model.
     public func importModel(_ model: ONNXModelProto, baseDirectory: String? = nil) throws -> Graph {
-        let opset = try defaultOpset(model)
+        // Protobuf accepts an empty buffer, and garbage can parse as unknown fields only; a
+        // real model always states its IR version and has outputs.
+        guard model.irVersion >= 1 else {
+            throw ONNXError("not an ONNX model (no ir_version; empty or corrupt file)")
+        }
         let g = model.graph
+        guard !g.outputs.isEmpty else { throw ONNXError("model graph has no outputs") }
+        let opset = try defaultOpset(model)
         if let s = g.sparseInitializerNames.first {
             throw ONNXError(subject: "initializer '\(s)'", "sparse initializers are not supported")
         }

@@ -310,8 +310,7 @@ func writeFileAtomically(_ data: Data, to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
     do {
         try data.write(to: URL(fileURLWithPath: tmp))
-        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.moveItem(atPath: tmp, toPath: path)
+        guard rename(tmp, path) == 0 else { throw CocoaError(.fileWriteUnknown) }
     } catch {
         try? FileManager.default.removeItem(atPath: tmp)
         throw ONNXError(file: path, "cannot write: \(error.localizedDescription)")

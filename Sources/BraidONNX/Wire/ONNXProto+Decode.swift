@@ -9,6 +9,7 @@ extension ONNXModelProto {
     /// Parses a serialized `ModelProto`.
     /// Throws `ONNXError` when the bytes are not a well-formed message.
     public init(serialized bytes: UnsafeRawBufferPointer) throws {
+        try checkNesting(bytes, root: .model)
         guard let base = bytes.baseAddress,
               let m = onnx__model_proto__unpack(nil, bytes.count, base.assumingMemoryBound(to: UInt8.self))
         else { throw ONNXError("not a valid ONNX model (protobuf parse failed: truncated or corrupt file)") }
@@ -84,6 +85,7 @@ extension ONNXAttributeProto {
 extension ONNXTensorProto {
     /// Parses a serialized `TensorProto` (ONNX's `input_0.pb` test-data format).
     public init(serialized bytes: UnsafeRawBufferPointer) throws {
+        try checkNesting(bytes, root: .tensor)
         guard let base = bytes.baseAddress,
               let t = onnx__tensor_proto__unpack(nil, bytes.count, base.assumingMemoryBound(to: UInt8.self))
         else { throw ONNXError("not a valid ONNX TensorProto (protobuf parse failed: truncated or corrupt file)") }
