@@ -67,6 +67,11 @@ public struct ONNXImporter: Sendable {
 
         var taken = Set(initializers.keys).union(inputs.map(\.name))
         for n in g.nodes { taken.formUnion(n.outputs) }
+        var fixedInputShapes: [String: [Int]] = [:]
+        for i in inputs {
+            let dims = i.shape?.compactMap(\.value)
+            if let dims, dims.count == i.shape?.count { fixedInputShapes[i.name] = dims }
+        }
         var nodes: [Node] = []
         for index in order {
             let p = g.nodes[index]
@@ -84,6 +89,7 @@ public struct ONNXImporter: Sendable {
             let t = NodeTranslation(
                 proto: p, opset: opset, name: name, used: used,
                 initializer: { initializers[$0] },
+                declaredShape: { fixedInputShapes[$0] },
                 freshName: { base in
                     var n = base, k = 1
                     while taken.contains(n) { n = "\(base)_\(k)"; k += 1 }

@@ -42,14 +42,16 @@ final class NodeTranslation {
     private let attributes: [String: ONNXAttributeProto]
     private let used: Set<String>
     private let initializer: (String) -> Tensor?
+    private let declaredShape: (String) -> [Int]?
     private let freshName: (String) -> String
     private(set) var nodes: [Node] = []
     private(set) var constants: [(name: String, tensor: Tensor)] = []
 
     init(proto: ONNXNodeProto, opset: Int, name: String, used: Set<String>,
-         initializer: @escaping (String) -> Tensor?, freshName: @escaping (String) -> String) {
+         initializer: @escaping (String) -> Tensor?, declaredShape: @escaping (String) -> [Int]?,
+         freshName: @escaping (String) -> String) {
         self.proto = proto; self.opset = opset; self.name = name; self.used = used
-        self.initializer = initializer; self.freshName = freshName
+        self.initializer = initializer; self.declaredShape = declaredShape; self.freshName = freshName
         var attrs: [String: ONNXAttributeProto] = [:]
         for a in proto.attributes { attrs[a.name] = a }
         attributes = attrs
@@ -71,6 +73,14 @@ final class NodeTranslation {
     func initializerValue(_ i: Int) -> Tensor? {
         let n = input(i)
         return n.isEmpty ? nil : initializer(n)
+    }
+
+    /// The fixed shape of input `i` when known at import: an initializer's shape, or a graph
+    /// input's declared shape without symbols.
+    func knownShape(_ i: Int) -> [Int]? {
+        let n = input(i)
+        guard !n.isEmpty else { return nil }
+        return initializer(n)?.shape ?? declaredShape(n)
     }
 
     func error(_ message: String) -> ONNXError {

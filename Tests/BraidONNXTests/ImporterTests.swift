@@ -81,6 +81,22 @@ final class ImporterTests: XCTestCase {
         XCTAssertEqual(c.kernel, [3, 1])
         XCTAssertEqual(c.group, 2)
         XCTAssertEqual(c.autoPad, .sameUpper)
+
+        var fed = ModelBuilder(opset: 13)
+        fed.input("x", dims(1, 2, 5, 5))
+        fed.input("w", dims(2, 4, 2, 3))
+        fed.output("y")
+        fed.node("ConvTranspose", ["x", "w"], ["y"])
+        guard case .convTranspose(let t) = try load(fed).nodes[0].op else { return XCTFail() }
+        XCTAssertEqual(t.conv.kernel, [2, 3])
+        XCTAssertEqual(t.outputPadding, [0, 0])
+
+        var unknown = ModelBuilder(opset: 13)
+        unknown.input("x", dims(1, 2, 5, 5))
+        unknown.input("w", [.param("M"), .value(2), .value(3), .value(3)])
+        unknown.output("y")
+        unknown.node("Conv", ["x", "w"], ["y"], name: "c")
+        assertMentions(onnxError { try self.load(unknown) }, "node 'c'", "kernel_shape")
     }
 
     func testClip6BoundsBecomeConstantInputs() throws {

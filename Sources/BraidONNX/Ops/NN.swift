@@ -7,10 +7,10 @@ import BraidTensor
 let nnOps: OpTable = {
     var t: OpTable = [:]
     t["Conv"] = [v(1) { n in
-        n.emit(.conv(try convParams(n, kernelFromWeight: true)))
+        n.emit(.conv(try convParams(n)))
     }]
     t["ConvTranspose"] = [v(1) { n in
-        let conv = try convParams(n, kernelFromWeight: true)
+        let conv = try convParams(n)
         let spatial = conv.kernel.count
         let outputPadding = try n.ints("output_padding") ?? Array(repeating: 0, count: spatial)
         var outputShape = try n.ints("output_shape")
@@ -109,14 +109,14 @@ private func autoPad(_ n: NodeTranslation) throws -> AutoPad {
 }
 
 /// Geometry shared by Conv and ConvTranspose. The kernel size comes from `kernel_shape` or,
-/// when absent, from the weight initializer's trailing dimensions.
-private func convParams(_ n: NodeTranslation, kernelFromWeight: Bool) throws -> ConvParams {
+/// when absent, from the weight's trailing dimensions (an initializer or a fixed-shape input).
+private func convParams(_ n: NodeTranslation) throws -> ConvParams {
     var kernel = try n.ints("kernel_shape")
-    if kernel == nil, kernelFromWeight, let w = n.initializerValue(1), w.rank >= 3 {
-        kernel = Array(w.shape.dropFirst(2))
+    if kernel == nil, let w = n.knownShape(1), w.count >= 3 {
+        kernel = Array(w.dropFirst(2))
     }
     guard let kernel, !kernel.isEmpty else {
-        throw n.error("attribute 'kernel_shape' is missing and the weight is not an initializer")
+        throw n.error("attribute 'kernel_shape' is missing and the weight's shape is not known at import")
     }
     let (strides, pads, dilations) = try geometry(n, spatial: kernel.count, dilations: true)
     let group = try n.int("group", default: 1)
