@@ -85,7 +85,9 @@ public final class EpochIterator: @unchecked Sendable {
     /// iterator runs its deinit, which releases a producer waiting for a free slot.
     private final class Channel: @unchecked Sendable {
         let lock = NSLock()
-        let free = DispatchSemaphore(value: 1)
+        // Both start at 0: libdispatch traps when a semaphore is freed with a value below
+        // its initial one, which an early-dropped epoch would leave.
+        let free = DispatchSemaphore(value: 0)
         let ready = DispatchSemaphore(value: 0)
         var queue: [Result<Batch, Error>] = []
         var cancelled = false
@@ -100,6 +102,7 @@ public final class EpochIterator: @unchecked Sendable {
     init(groups: [[Int]], make: @escaping @Sendable ([Int]) throws -> Batch) {
         count = groups.count
         let channel = self.channel
+        channel.free.signal()
         let thread = Thread {
             for group in groups {
                 channel.free.wait()

@@ -45,19 +45,29 @@ public enum ArrayDatasets {
         var labels: [Int] = []
         var row: [Float] = []
         row.reserveCapacity(pixelsPerRow + 1)
+        let bytes = [UInt8](data)
         var lineNumber = 0
-        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+        var lineStart = 0
+        while lineStart < bytes.count {
+            var lineEnd = lineStart
+            while lineEnd < bytes.count && bytes[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+            defer { lineStart = lineEnd + 1 }
             lineNumber += 1
-            let trimmed = line.last == UInt8(ascii: "\r") ? line.dropLast() : line[...]
-            if trimmed.isEmpty { continue }
+            var end = lineEnd
+            if end > lineStart && bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+            if end == lineStart { continue }
             row.removeAll(keepingCapacity: true)
             var ok = true
-            for field in trimmed.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
-                guard let v = Float(String(decoding: field, as: UTF8.self).trimmingCharacters(in: .whitespaces)) else {
+            var fieldStart = lineStart
+            while fieldStart <= end {
+                var fieldEnd = fieldStart
+                while fieldEnd < end && bytes[fieldEnd] != UInt8(ascii: ",") { fieldEnd += 1 }
+                guard let v = parseNumber(bytes, fieldStart, fieldEnd) else {
                     ok = false
                     break
                 }
                 row.append(v)
+                fieldStart = fieldEnd + 1
             }
             if !ok {
                 if lineNumber == 1 { continue }
@@ -162,6 +172,27 @@ private func h5Shape(_ path: String, _ name: String) throws -> [Int] {
         throw DataError.badFormat(path: path, detail: cMessage(message))
     }
     return dims.prefix(Int(rank)).map { Int($0) }
+}
+
+/// Parses one CSV field (surrounding spaces allowed): plain integers and decimals directly,
+/// anything else (exponents, inf) through `Float(String)`.
+private func parseNumber(_ bytes: [UInt8], _ start: Int, _ end: Int) -> Float? {
+    var s = start, e = end
+    while s < e && bytes[s] == 0x20 { s += 1 }
+    while e > s && bytes[e - 1] == 0x20 { e -= 1 }
+    guard s < e else { return nil }
+    var i = s
+    var negative = false
+    if bytes[i] == UInt8(ascii: "-") || bytes[i] == UInt8(ascii: "+") { negative = bytes[i] == UInt8(ascii: "-"); i += 1 }
+    var whole: Double = 0, digits = 0
+    while i < e, bytes[i] >= 0x30, bytes[i] <= 0x39 { whole = whole * 10 + Double(bytes[i] - 0x30); i += 1; digits += 1 }
+    if i < e && bytes[i] == UInt8(ascii: ".") {
+        i += 1
+        var scale = 0.1
+        while i < e, bytes[i] >= 0x30, bytes[i] <= 0x39 { whole += Double(bytes[i] - 0x30) * scale; scale *= 0.1; i += 1; digits += 1 }
+    }
+    if i == e && digits > 0 { return Float(negative ? -whole : whole) }
+    return Float(String(decoding: bytes[s..<e], as: UTF8.self))
 }
 
 /// Reorders `count` HWC images to CHW, multiplying by `scale`.
