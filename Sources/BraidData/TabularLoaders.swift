@@ -161,6 +161,9 @@ public enum ArrayDatasets {
     }
 }
 
+/// Rank of an HDF5 dataset.
+func hdf5Rank(_ path: String, _ name: String) throws -> Int { try h5Shape(path, name).count }
+
 private func h5Shape(_ path: String, _ name: String) throws -> [Int] {
     guard FileManager.default.fileExists(atPath: path) else {
         throw DataError.unreadable(path: path, reason: "no such file")

@@ -7,7 +7,7 @@ import XCTest
 /// a skip: the test command runs tools/fetch-data first. Expected figures were read from the
 /// files with numpy (`np.loadtxt(gzip.open(path), delimiter=",")`).
 final class RealDataTests: XCTestCase {
-    private func dataFolder() throws -> String {
+    func dataFolder() throws -> String {
         let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().path
         let env = ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? ""
@@ -74,5 +74,17 @@ final class RealDataTests: XCTestCase {
         let values = batch.inputs[0].floatArray
         XCTAssertEqual(values.min()!, -1, accuracy: 1e-5)
         XCTAssertLessThanOrEqual(values.max()!, 1.00001)
+    }
+}
+
+extension RealDataTests {
+    func testCatalogOpensTheFetchedSetsByName() throws {
+        let folder = try dataFolder()
+        let textures = try DataCatalog.open("textures", dataFolder: folder)
+        XCTAssertEqual(textures.classes, ["brick", "grass", "gravel"])
+        // Per class of 256: round(51.2) = 51 test, round(25.6) = 26 validation.
+        let s = try textures.splits(validationFraction: 0.1, testFraction: 0.2, seed: 4)
+        XCTAssertEqual([s.train.count, s.validation.count, s.test.count], [537, 78, 153])
+        XCTAssertEqual(try DataCatalog.open("digits", dataFolder: folder).whole?.count, 1797)
     }
 }
