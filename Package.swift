@@ -31,7 +31,9 @@ let package = Package(
             "BraidGraph", "BraidTensor", "CHDF5",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
-        .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5"]),
+        .target(name: "CDataShim", dependencies: ["CPNG", "CJPEG", "CHDF5"],
+                linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
         .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels"]),
         .executableTarget(name: "braid", dependencies: [
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
