@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidTensor"]),
-        .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"]),
+        .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
     ]

@@ -9,7 +9,7 @@ func loadModel(_ path: String) throws -> Graph {
     }
     switch (path as NSString).pathExtension.lowercased() {
     case "onnx":
-        return try importONNX(path: path)
+        return try ONNXImporter(constantsAsInitializers: true).importModel(path: path)
     default:
         throw GraphError(node: nil, "\(path): unknown model format (expected .onnx)")
     }
