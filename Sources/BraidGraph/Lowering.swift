@@ -36,7 +36,7 @@ public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .unary, .binary, .variadic, .select, .clip, .prelu, .cast:
         return try lowerMath(node, inputs)
     case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .instanceNorm, .layerNorm,
-         .pool, .globalPool, .lrn, .softmax, .dropout:
+         .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
         return try lowerNN(node, inputs)
     case .reshape, .flatten, .transpose, .concat, .split, .slice, .gather, .gatherElements,
          .shape, .size, .constantOfShape, .unsqueeze, .squeeze, .expand, .tile, .pad,

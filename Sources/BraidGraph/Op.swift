@@ -49,6 +49,15 @@ public enum Op: Sendable {
     case softmax(SoftmaxKind, axis: Int, coerce2D: Bool)
     /// Identity at inference (outputs `[y, mask?]`).
     case dropout
+    /// Training-mode batch normalisation: `[x, scale, bias, runningMean, runningVar]` ->
+    /// `[y, batchMean, batchInvStd]` using the batch's statistics (biased variance), and
+    /// updating the running statistics in place as
+    /// `running = (1 - momentum) * running + momentum * batch` (unbiased variance for the
+    /// running one, PyTorch's rule).
+    case batchNormTraining(epsilon: Float, momentum: Float)
+    /// Training-mode dropout: `[x]` -> `[y, mask]`, `y = x * mask / (1 - ratio)` with a fresh
+    /// Bernoulli mask (float 0/1) drawn each run from a generator seeded with `seed`.
+    case dropoutTraining(ratio: Float, seed: UInt64)
 
     // MARK: Shape and data-movement family
     /// `[x, shape]`; 0 copies the input dim unless `allowZero`, -1 infers.

@@ -1,0 +1,7 @@
+import BraidGraph
+import BraidTensor
+
+// Placeholder until the NN family's backward rules land.
+func backwardNN(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], needs: [Bool]) throws -> LoweredBackward {
+    throw GraphError(node: node.name, "\(node.sourceOp) has no backward rule yet")
+}
