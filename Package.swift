@@ -19,6 +19,8 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c",
                        providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
         .target(name: "CONNXProto", dependencies: ["CProtobufC"]),
         .target(name: "BraidTensor"),
         .target(name: "BraidKernels", dependencies: ["BraidTensor", "CBLAS"],
@@ -29,6 +31,8 @@ let package = Package(
             "BraidGraph", "BraidTensor", "CHDF5",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
+        .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5"]),
+        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels"]),
         .executableTarget(name: "braid", dependencies: [
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -38,6 +42,8 @@ let package = Package(
         .testTarget(name: "BraidGraphTests", dependencies: ["BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidTensor"]),
+        .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
     ]

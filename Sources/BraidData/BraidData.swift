@@ -1,0 +1,1 @@
+// Datasets, splits, input adaptation and batching.

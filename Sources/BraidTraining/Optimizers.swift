@@ -1,0 +1,135 @@
+import BraidTensor
+
+/// Hyper-parameters shared by a set of parameters: learning-rate multiplier and weight decay.
+public struct ParamGroup: Sendable {
+    public var names: Set<String>
+    public var lrScale: Float
+    public var weightDecay: Float
+
+    public init(names: Set<String>, lrScale: Float = 1, weightDecay: Float) {
+        self.names = names; self.lrScale = lrScale; self.weightDecay = weightDecay
+    }
+}
+
+/// Updates parameters in place from their gradients.
+///
+/// State (momentum, moments) is created on the first step for exactly the parameters that
+/// are passed, so frozen parameters never get any. `state` exposes it for checkpoints.
+public protocol Optimizer: AnyObject {
+    /// One update with base learning rate `lr`. `params` and `grads` share names and shapes.
+    func step(params: [String: Tensor], grads: [String: Tensor], lr: Float)
+    /// Named state tensors (e.g. "momentum/conv1.weight") and the step count, for saving.
+    var state: [String: Tensor] { get set }
+    var stepCount: Int { get set }
+}
+
+func groupFor(_ name: String, _ groups: [ParamGroup], defaultDecay: Float) -> (Float, Float) {
+    for g in groups where g.names.contains(name) { return (g.lrScale, g.weightDecay) }
+    return (1, defaultDecay)
+}
+
+/// Stochastic gradient descent with momentum (PyTorch's rule: the first step's buffer is the
+/// gradient itself), optional Nesterov momentum and L2 weight decay added to the gradient.
+public final class SGD: Optimizer {
+    public var momentum: Float
+    public var nesterov: Bool
+    public var weightDecay: Float
+    public var groups: [ParamGroup]
+    public var state: [String: Tensor] = [:]
+    public var stepCount = 0
+
+    public init(momentum: Float = 0.9, nesterov: Bool = false, weightDecay: Float = 0, groups: [ParamGroup] = []) {
+        self.momentum = momentum; self.nesterov = nesterov; self.weightDecay = weightDecay; self.groups = groups
+    }
+
+    public func step(params: [String: Tensor], grads: [String: Tensor], lr: Float) {
+        stepCount += 1
+        for (name, p) in params {
+            guard let g = grads[name] else { continue }
+            let (scale, wd) = groupFor(name, groups, defaultDecay: weightDecay)
+            let rate = lr * scale
+            let n = p.count
+            let w = p.floats, dw = g.floats
+            if momentum == 0 {
+                for i in 0..<n { w[i] -= rate * (dw[i] + wd * w[i]) }
+                continue
+            }
+            let key = "momentum/" + name
+            let fresh = state[key] == nil
+            if fresh { state[key] = Tensor(zeros: p.shape) }
+            let buf = state[key]!.floats
+            let mu = momentum
+            for i in 0..<n {
+                let d = dw[i] + wd * w[i]
+                let b = fresh ? d : mu * buf[i] + d
+                buf[i] = b
+                w[i] -= rate * (nesterov ? d + mu * b : b)
+            }
+        }
+    }
+}
+
+/// Adam, or AdamW when `decoupled` (weight decay applied to the weights, not the gradient).
+public final class Adam: Optimizer {
+    public var beta1: Float
+    public var beta2: Float
+    public var epsilon: Float
+    public var weightDecay: Float
+    public var decoupled: Bool
+    public var groups: [ParamGroup]
+    public var state: [String: Tensor] = [:]
+    public var stepCount = 0
+
+    public init(beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, decoupled: Bool = false, groups: [ParamGroup] = []) {
+        self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
+        self.weightDecay = weightDecay; self.decoupled = decoupled; self.groups = groups
+    }
+
+    public func step(params: [String: Tensor], grads: [String: Tensor], lr: Float) {
+        stepCount += 1
+        let c1 = 1 - Float(Double(beta1).power(stepCount))
+        let c2 = 1 - Float(Double(beta2).power(stepCount))
+        for (name, p) in params {
+            guard let g = grads[name] else { continue }
+            let (scale, wd) = groupFor(name, groups, defaultDecay: weightDecay)
+            let rate = lr * scale
+            if state["m/" + name] == nil {
+                state["m/" + name] = Tensor(zeros: p.shape)
+                state["v/" + name] = Tensor(zeros: p.shape)
+            }
+            let m = state["m/" + name]!.floats, v = state["v/" + name]!.floats
+            let w = p.floats, dw = g.floats
+            let (b1, b2, eps) = (beta1, beta2, epsilon)
+            for i in 0..<p.count {
+                var d = dw[i]
+                if decoupled { w[i] -= rate * wd * w[i] } else { d += wd * w[i] }
+                m[i] = b1 * m[i] + (1 - b1) * d
+                v[i] = b2 * v[i] + (1 - b2) * d * d
+                w[i] -= rate * (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
+            }
+        }
+    }
+}
+
+extension Double {
+    func power(_ n: Int) -> Double {
+        var r = 1.0
+        for _ in 0..<n { r *= self }
+        return r
+    }
+}
+
+/// Scales gradients so that their joint L2 norm is at most `maxNorm`; returns the norm
+/// before clipping.
+@discardableResult
+public func clipGradientNorm(_ grads: [String: Tensor], maxNorm: Float) -> Float {
+    var sum: Double = 0
+    for g in grads.values { for i in 0..<g.count { sum += Double(g.floats[i] * g.floats[i]) } }
+    let norm = Float(sum.squareRoot())
+    if norm > maxNorm {
+        let s = maxNorm / (norm + 1e-6)
+        for g in grads.values { for i in 0..<g.count { g.floats[i] *= s } }
+    }
+    return norm
+}

@@ -1,0 +1,94 @@
+import XCTest
+import BraidTensor
+@testable import BraidTraining
+
+final class LossAndOptimizerTests: XCTestCase {
+    func randomTensor(_ shape: [Int], seed: UInt64) -> Tensor {
+        var s = seed
+        let n = shape.reduce(1, *)
+        return Tensor(shape: shape, floats: (0..<n).map { _ in
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int(s >> 40) % 2000 - 1000) / 500
+        })
+    }
+
+    /// Central finite differences of `f` against the analytic gradient.
+    func checkGradient(_ x: Tensor, _ analytic: Tensor, _ f: () -> Float, tol: Float = 2e-3) {
+        let h: Float = 1e-2
+        for i in 0..<x.count {
+            let old = x.floats[i]
+            x.floats[i] = old + h; let up = f()
+            x.floats[i] = old - h; let down = f()
+            x.floats[i] = old
+            let numeric = (up - down) / (2 * h)
+            XCTAssertEqual(analytic.floats[i], numeric, accuracy: tol * max(1, abs(numeric)), "element \(i)")
+        }
+    }
+
+    func testCrossEntropyValueAndGradient() {
+        // log-softmax of [1, 2, 3] at label 2 is -0.40760596 (computed by hand: 3 - log(e+e^2+e^3)).
+        let z = Tensor(shape: [1, 3], floats: [1, 2, 3])
+        XCTAssertEqual(softmaxCrossEntropy(logits: z, labels: [2], grad: nil), 0.40760596, accuracy: 1e-6)
+        for eps: Float in [0, 0.1] {
+            let logits = randomTensor([4, 5], seed: 7)
+            let labels = [0, 3, 4, 1]
+            let g = Tensor(zeros: [4, 5])
+            _ = softmaxCrossEntropy(logits: logits, labels: labels, smoothing: eps, grad: g)
+            checkGradient(logits, g) { softmaxCrossEntropy(logits: logits, labels: labels, smoothing: eps, grad: nil) }
+        }
+    }
+
+    func testConsistencyGradient() {
+        let zs = (0..<3).map { randomTensor([2, 4], seed: UInt64(10 + $0)) }
+        let grads = (0..<3).map { _ in Tensor(zeros: [2, 4]) }
+        _ = logitConsistency(zs, weight: 0.2, grads: grads)
+        for j in 0..<3 {
+            checkGradient(zs[j], grads[j]) { logitConsistency(zs, weight: 0.2, grads: nil) }
+        }
+        // Two members at distance d per sample: each is d/2 from the mean; term = w * d / 2.
+        let a = Tensor(shape: [1, 2], floats: [0, 0]), b = Tensor(shape: [1, 2], floats: [3, 4])
+        XCTAssertEqual(logitConsistency([a, b], weight: 1, grads: nil), 2.5, accuracy: 1e-6)
+    }
+
+    func testSGDMomentumMatchesPyTorchRule() {
+        // PyTorch: buf = g (first step), then buf = mu*buf + g; p -= lr*buf; wd adds wd*p to g.
+        let p = Tensor(shape: [1], floats: [1])
+        let g = Tensor(shape: [1], floats: [0.5])
+        let opt = SGD(momentum: 0.9, weightDecay: 0.1)
+        opt.step(params: ["w": p], grads: ["w": g], lr: 0.1)
+        // d = 0.5 + 0.1*1 = 0.6; p = 1 - 0.06 = 0.94
+        XCTAssertEqual(p.floats[0], 0.94, accuracy: 1e-6)
+        opt.step(params: ["w": p], grads: ["w": g], lr: 0.1)
+        // d = 0.5 + 0.094 = 0.594; buf = 0.54 + 0.594 = 1.134; p = 0.94 - 0.1134 = 0.8266
+        XCTAssertEqual(p.floats[0], 0.8266, accuracy: 1e-6)
+        XCTAssertEqual(opt.state.keys.sorted(), ["momentum/w"])
+    }
+
+    func testAdamFirstStepMovesByLearningRate() {
+        // With bias correction, Adam's first step is lr * g / (|g| + eps) = lr * sign(g).
+        let p = Tensor(shape: [2], floats: [1, -1])
+        let g = Tensor(shape: [2], floats: [0.3, -2])
+        Adam().step(params: ["w": p], grads: ["w": g], lr: 0.01)
+        XCTAssertEqual(p.floats[0], 0.99, accuracy: 1e-6)
+        XCTAssertEqual(p.floats[1], -0.99, accuracy: 1e-6)
+        // AdamW decays the weight directly: 1 - lr*wd*1 first.
+        let q = Tensor(shape: [1], floats: [1])
+        Adam(weightDecay: 0.5, decoupled: true).step(params: ["w": q], grads: ["w": Tensor(shape: [1], floats: [1])], lr: 0.1)
+        XCTAssertEqual(q.floats[0], 1 - 0.05 - 0.1, accuracy: 1e-5)
+    }
+
+    func testSchedules() {
+        XCTAssertEqual(LRSchedule.step(stepSize: 30, gamma: 0.1).rate(base: 0.01, epoch: 29), 0.01, accuracy: 1e-9)
+        XCTAssertEqual(LRSchedule.step(stepSize: 30, gamma: 0.1).rate(base: 0.01, epoch: 30), 0.001, accuracy: 1e-9)
+        XCTAssertEqual(LRSchedule.cosine(epochs: 10, minLR: 0).rate(base: 1, epoch: 5), 0.5, accuracy: 1e-6)
+        XCTAssertEqual(warmupFactor(step: 0, steps: 4), 0.25)
+        XCTAssertEqual(warmupFactor(step: 9, steps: 4), 1)
+    }
+
+    func testClipGradientNorm() {
+        let g = Tensor(shape: [2], floats: [3, 4])
+        XCTAssertEqual(clipGradientNorm(["g": g], maxNorm: 1), 5, accuracy: 1e-6)
+        XCTAssertEqual(g.floats[0], 0.6, accuracy: 1e-5)
+        XCTAssertEqual(g.floats[1], 0.8, accuracy: 1e-5)
+    }
+}
