@@ -111,12 +111,14 @@ struct WeightCursor {
         }
     }
 
-    /// The weight called `name`, which must have `shape` (nil entries match any size).
-    func take(_ name: String, shape: [Int?]) throws -> Tensor {
+    /// The weight called `name` (or one of `aliases`, names other Keras versions use), which
+    /// must have `shape` (nil entries match any size).
+    func take(_ name: String, aliases: [String] = [], shape: [Int?]) throws -> Tensor {
         guard let pos = expected.firstIndex(of: name) else { throw err("internal: no weight '\(name)'") }
         var t = weights.tensors[pos]
         if weights.tensors.contains(where: { $0.name != nil }) {
-            guard let byName = weights.tensors.first(where: { $0.name == name }) else {
+            let names = [name] + aliases
+            guard let byName = weights.tensors.first(where: { $0.name.map(names.contains) == true }) else {
                 throw err("missing weight '\(name)' (found \(weights.tensors.map { $0.name ?? "?" }.joined(separator: ", ")))")
             }
             t = byName

@@ -98,7 +98,8 @@ private func depthwise(_ ctx: LayerContext, _ ins: [KTensor], spatial s: Int, se
     guard let filters else { throw ctx.err("no 'filters'") }
     let names = (separable ? ["depthwise_kernel", "pointwise_kernel"] : ["depthwise_kernel"]) + (useBias ? ["bias"] : [])
     let w = try ctx.weights(names)
-    let dk = try w.take("depthwise_kernel", shape: g.kernel.map { $0 } + [cin, mult])
+    // Keras 3 calls a DepthwiseConv's kernel "kernel", Keras 2 "depthwise_kernel".
+    let dk = try w.take("depthwise_kernel", aliases: separable ? [] : ["kernel"], shape: g.kernel.map { $0 } + [cin, mult])
     let dw = try ctx.weightConstant("depthwise_kernel") {
         // [k..., C, M] -> [C*M, k...] (output channel c*M + m, as TensorFlow orders it) -> [C*M, 1, k...].
         let flat = dk.reshaped(g.kernel + [cin * mult])

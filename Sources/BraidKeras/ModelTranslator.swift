@@ -124,7 +124,7 @@ struct ModelTranslator {
                 guard args.count == refs.count else { rest.append(p); continue }
                 let out = try call(layer, args, scope: scope.child(layer: layer.name, keras3Key: layerKeys[p.index]),
                                    keyPrefix: keyPrefix, graphInputs: &graphInputs)
-                produced[layer.name, default: [:]][p.call] = out
+                produced[layer.name, default: [:]][p.call + nodeOffset(layer)] = out
                 progressed = true
             }
             if !progressed {
@@ -139,6 +139,16 @@ struct ModelTranslator {
                 throw KerasError(file: file, "model '\(spec.name)': output_layers names '\(r.layer)' call \(r.node), which is never produced")
             }
             return t[r.tensor]
+        }
+    }
+
+    /// Keras numbers a nested Functional model's calls from 1 (its node 0 links its own
+    /// inputs to outputs); Keras 2 did the same for nested Sequential models.
+    private func nodeOffset(_ layer: LayerSpec) -> Int {
+        switch layer.className {
+        case "Functional", "Model": return 1
+        case "Sequential": return kerasMajor < 3 ? 1 : 0
+        default: return 0
         }
     }
 
