@@ -31,7 +31,9 @@ let package = Package(
             "BraidGraph", "BraidTensor", "CHDF5",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
-        .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5"]),
+        .target(name: "CDataShim", dependencies: ["CPNG", "CJPEG", "CHDF5"],
+                linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
         .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels"]),
         .executableTarget(name: "braid", dependencies: [
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
@@ -43,7 +45,7 @@ let package = Package(
         .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidTensor"]),
-        .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"]),
+        .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
     ]

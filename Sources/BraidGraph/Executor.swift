@@ -15,14 +15,18 @@ public final class Plan {
     public let values: [String: PlanValue]
     /// Bytes held by planned intermediate buffers (excluding weights).
     public let plannedBytes: Int
+    /// Every buffer the steps touch: kernels capture raw pointers, so the plan owns them.
+    private let retained: [TensorBuffer]
 
     init(inputs: [(String, Tensor)], outputs: [(String, Tensor)],
-         steps: [(String, String, () -> Void)], values: [String: PlanValue], plannedBytes: Int) {
+         steps: [(String, String, () -> Void)], values: [String: PlanValue], plannedBytes: Int,
+         retained: [TensorBuffer]) {
         self.inputs = inputs.map { (name: $0.0, tensor: $0.1) }
         self.outputs = outputs.map { (name: $0.0, tensor: $0.1) }
         self.steps = steps.map { (node: $0.0, op: $0.1, run: $0.2) }
         self.values = values
         self.plannedBytes = plannedBytes
+        self.retained = retained
     }
 
     /// Runs every step once on whatever the input tensors hold.
@@ -152,7 +156,13 @@ public final class Executor {
                 throw GraphError(node: node.name, "\(node.sourceOp) yields \(lowered.outputs.count) outputs, the node names \(node.outputs.count)")
             }
             let inTensors: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : tensors[$0] }
-            let foldable = ins.allSatisfy { $0 == nil || $0!.constant != nil }
+            // Shape and Size read only their input's shape, which the plan already knows.
+            let shapeOnly: Bool
+            switch node.op {
+            case .shape, .size: shapeOnly = true
+            default: shapeOnly = false
+            }
+            let foldable = shapeOnly || ins.allSatisfy { $0 == nil || $0!.constant != nil }
             var outTensors: [Tensor] = []
             for (i, o) in lowered.outputs.enumerated() {
                 let bytes = o.shape.product * o.dtype.storageStride
@@ -198,7 +208,8 @@ public final class Executor {
             outputs.append((o.name, t))
         }
         return Plan(inputs: inputs, outputs: outputs, steps: steps, values: values,
-                    plannedBytes: pool.allocatedBytes)
+                    plannedBytes: pool.allocatedBytes,
+                    retained: pool.all + tensors.values.map(\.buffer))
     }
 }
 
@@ -208,6 +219,7 @@ struct BufferPool {
     private var free: [TensorBuffer] = []
     private var taken: Set<ObjectIdentifier> = []
     private(set) var allocatedBytes = 0
+    private(set) var all: [TensorBuffer] = []
 
     mutating func take(_ bytes: Int) -> TensorBuffer {
         var best: Int?
@@ -221,6 +233,7 @@ struct BufferPool {
         }
         let b = TensorBuffer(byteCount: bytes)
         allocatedBytes += b.byteCount
+        all.append(b)
         taken.insert(ObjectIdentifier(b))
         return b
     }

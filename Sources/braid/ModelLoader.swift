@@ -10,7 +10,7 @@ func loadModel(_ path: String) throws -> Graph {
     }
     switch (path as NSString).pathExtension.lowercased() {
     case "onnx":
-        return try importONNX(path: path)
+        return try ONNXImporter(constantsAsInitializers: true).importModel(path: path)
     case "h5", "hdf5", "keras":
         return try importKeras(path: path)
     default:

@@ -1,1 +1,0 @@
-// Datasets, splits, input adaptation and batching.

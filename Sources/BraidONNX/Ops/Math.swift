@@ -1,0 +1,143 @@
+import BraidGraph
+import BraidTensor
+
+// Element-wise ONNX ops -> IR. Opset versions listed are the ones whose semantics Braid reads
+// differently; versions that only widened the accepted types share an entry.
+
+let mathOps: OpTable = {
+    var t: OpTable = [:]
+    func unary(_ name: String, since: Int, _ op: UnaryOp) {
+        t[name] = [v(since) { n in n.emit(.unary(op), inputs: [n.input(0)]) }]
+    }
+    func unary(_ name: String, since: Int, _ make: @escaping @Sendable (NodeTranslation) throws -> UnaryOp) {
+        t[name] = [v(since) { n in n.emit(.unary(try make(n)), inputs: [n.input(0)]) }]
+    }
+    // Before opset 7 the arithmetic and logical ops broadcast only when asked (`broadcast`),
+    // optionally aligned at `axis`.
+    func binary(_ name: String, since: Int, legacyBefore: Int = 7, _ op: BinaryOp) {
+        var entries = [v(since) { n in try legacyBroadcastCheck(n); n.emit(.binary(op)) }]
+        if since < legacyBefore { entries.append(v(legacyBefore) { n in n.emit(.binary(op)) }) }
+        t[name] = entries
+    }
+
+    for (name, op) in [("Neg", UnaryOp.neg), ("Abs", .abs), ("Sqrt", .sqrt), ("Exp", .exp),
+                       ("Log", .log), ("Reciprocal", .reciprocal), ("Floor", .floor),
+                       ("Ceil", .ceil), ("Relu", .relu), ("Sigmoid", .sigmoid), ("Tanh", .tanh),
+                       ("Softplus", .softplus), ("Softsign", .softsign), ("Not", .not)] {
+        unary(name, since: 1, op)
+    }
+    for (name, op) in [("Sin", UnaryOp.sin), ("Cos", .cos), ("Tan", .tan), ("Asin", .asin),
+                       ("Acos", .acos), ("Atan", .atan)] {
+        unary(name, since: 7, op)
+    }
+    for (name, op) in [("Sinh", UnaryOp.sinh), ("Cosh", .cosh), ("Asinh", .asinh),
+                       ("Acosh", .acosh), ("Atanh", .atanh), ("Erf", .erf), ("Sign", .sign),
+                       ("IsNaN", .isNaN)] {
+        unary(name, since: 9, op)
+    }
+    unary("Round", since: 11, .round)
+    unary("HardSwish", since: 14, .hardSwish)
+    unary("Mish", since: 18, .mish)
+    unary("LeakyRelu", since: 1) { .leakyRelu(alpha: try $0.float("alpha", default: 0.01)) }
+    unary("Elu", since: 1) { .elu(alpha: try $0.float("alpha", default: 1)) }
+    unary("Celu", since: 12) { .celu(alpha: try $0.float("alpha", default: 1)) }
+    unary("Selu", since: 1) {
+        .selu(alpha: try $0.float("alpha", default: 1.67326319217681884765625),
+              gamma: try $0.float("gamma", default: 1.05070102214813232421875))
+    }
+    unary("ThresholdedRelu", since: 10) { .thresholdedRelu(alpha: try $0.float("alpha", default: 1)) }
+    unary("HardSigmoid", since: 1) {
+        .hardSigmoid(alpha: try $0.float("alpha", default: 0.2), beta: try $0.float("beta", default: 0.5))
+    }
+    unary("Shrink", since: 9) {
+        .shrink(bias: try $0.float("bias", default: 0), lambd: try $0.float("lambd", default: 0.5))
+    }
+    unary("Gelu", since: 20) { n in
+        switch try n.string("approximate", default: "none") {
+        case "none": return .gelu(tanhApproximation: false)
+        case "tanh": return .gelu(tanhApproximation: true)
+        case let s: throw n.error("attribute 'approximate' = '\(s)', expected 'none' or 'tanh'")
+        }
+    }
+    t["IsInf"] = [v(10, translateIsInf)]
+
+    for (name, op) in [("Add", BinaryOp.add), ("Sub", .sub), ("Mul", .mul), ("Div", .div),
+                       ("Equal", .equal), ("Less", .less), ("Greater", .greater),
+                       ("And", .and), ("Or", .or), ("Xor", .xor)] {
+        binary(name, since: 1, op)
+    }
+    binary("Pow", since: 1, .pow)
+    binary("LessOrEqual", since: 12, .lessOrEqual)
+    binary("GreaterOrEqual", since: 12, .greaterOrEqual)
+    t["Mod"] = [v(10) { n in n.emit(.binary(.mod(fmod: try n.bool("fmod", default: false)))) }]
+    t["BitShift"] = [v(11) { n in
+        switch try n.string("direction") {
+        case "LEFT": n.emit(.binary(.bitShiftLeft))
+        case "RIGHT": n.emit(.binary(.bitShiftRight))
+        case let s: throw n.error("attribute 'direction' = '\(s ?? "(missing)")', expected 'LEFT' or 'RIGHT'")
+        }
+    }]
+
+    for (name, op) in [("Sum", VariadicOp.sum), ("Mean", .mean), ("Max", .max), ("Min", .min)] {
+        t[name] = [v(1) { n in
+            guard !n.inputs.isEmpty else { throw n.error("needs at least one input") }
+            n.emit(.variadic(op))
+        }]
+    }
+    t["Where"] = [v(9) { $0.emit(.select) }]
+    t["PRelu"] = [v(1) { $0.emit(.prelu, inputs: [$0.input(0), $0.input(1)]) }]
+    t["Clip"] = [v(1, translateClipAttributes), v(11) { n in
+        n.emit(.clip, inputs: [n.input(0), n.input(1), n.input(2)])
+    }]
+    t["Cast"] = [v(1) { n in
+        let code: Int
+        if let s = try? n.string("to") {
+            // Opset 1 and 5 spelled the type as a string.
+            guard let i = ["FLOAT": 1, "UINT8": 2, "INT8": 3, "UINT16": 4, "INT16": 5, "INT32": 6,
+                           "INT64": 7, "STRING": 8, "BOOL": 9, "FLOAT16": 10, "DOUBLE": 11,
+                           "UINT32": 12, "UINT64": 13][s] else { throw n.error("attribute 'to' = '\(s)' is not a known type") }
+            code = i
+        } else {
+            code = try n.requiredInt("to")
+        }
+        guard let c32 = Int32(exactly: code) else { throw n.error("attribute 'to' = \(code) is not a known type") }
+        do {
+            n.emit(.cast(to: try braidType(code: c32, subject: "")), inputs: [n.input(0)])
+        } catch let e as ONNXError {
+            throw n.error("cannot cast: \(e.message)")
+        }
+    }]
+    return t
+}()
+
+@Sendable private func legacyBroadcastCheck(_ n: NodeTranslation) throws {
+    if try n.bool("broadcast", default: false), n.has("axis") {
+        throw n.error("legacy broadcast aligned at attribute 'axis' is not supported; re-export the model at opset 7 or later")
+    }
+}
+
+/// IsInf with one sign disabled becomes `isInf(x) and (x > 0)` (or `< 0`).
+@Sendable private func translateIsInf(_ n: NodeTranslation) throws {
+    let positive = try n.bool("detect_positive", default: true)
+    let negative = try n.bool("detect_negative", default: true)
+    switch (positive, negative) {
+    case (true, true):
+        n.emit(.unary(.isInf), inputs: [n.input(0)])
+    case (false, false):
+        // Neither sign: all false, which `x < x` gives for every x including NaN and inf.
+        n.emit(.binary(.less), inputs: [n.input(0), n.input(0)])
+    default:
+        let inf = n.temporary("isinf"), sign = n.temporary("sign")
+        let zero = n.constant(floats: [0], shape: [], "zero")
+        n.emit(.unary(.isInf), inputs: [n.input(0)], outputs: [inf])
+        n.emit(.binary(positive ? .greater : .less), inputs: [n.input(0), zero], outputs: [sign])
+        n.emit(.binary(.and), inputs: [inf, sign], outputs: [n.outputs[0]])
+    }
+}
+
+/// Clip 1 and 6 carry the bounds as attributes; they become constant inputs.
+@Sendable private func translateClipAttributes(_ n: NodeTranslation) throws {
+    let lo = try n.float("min").map { n.constant(floats: [$0], shape: [], "min") } ?? ""
+    let hi = try n.float("max").map { n.constant(floats: [$0], shape: [], "max") } ?? ""
+    n.emit(.clip, inputs: [n.input(0), lo, hi])
+}

@@ -1,0 +1,154 @@
+import BraidGraph
+import BraidTensor
+
+// Neural-network ONNX ops -> IR: convolution, dense products, normalisation, pooling,
+// softmax and dropout.
+
+let nnOps: OpTable = {
+    var t: OpTable = [:]
+    t["Conv"] = [v(1) { n in
+        n.emit(.conv(try convParams(n)))
+    }]
+    t["ConvTranspose"] = [v(1) { n in
+        let conv = try convParams(n)
+        let spatial = conv.kernel.count
+        let outputPadding = try n.ints("output_padding") ?? Array(repeating: 0, count: spatial)
+        var outputShape = try n.ints("output_shape")
+        if let s = outputShape, s.count == spatial + 2 { outputShape = Array(s.dropFirst(2)) }
+        guard outputPadding.count == spatial, outputShape.map({ $0.count == spatial }) ?? true else {
+            throw n.error("output_padding/output_shape need \(spatial) entries")
+        }
+        n.emit(.convTranspose(ConvTransposeParams(conv: conv, outputPadding: outputPadding,
+                                                  outputShape: outputShape)))
+    }]
+    t["Gemm"] = [v(1) { n in
+        n.emit(.gemm(transA: try n.bool("transA", default: false),
+                     transB: try n.bool("transB", default: false),
+                     alpha: try n.float("alpha", default: 1), beta: try n.float("beta", default: 1)),
+               inputs: [n.input(0), n.input(1), n.input(2)])
+    }]
+    t["MatMul"] = [v(1) { $0.emit(.matMul) }]
+    t["BatchNormalization"] = [v(1) { n in
+        if n.opset < 9, try !n.bool("spatial", default: true) {
+            throw n.error("per-activation batch normalisation (spatial = 0) is not supported")
+        }
+        if try n.bool("training_mode", default: false) {
+            throw n.error("training-mode batch normalisation is not supported; export the model in eval mode")
+        }
+        try requireUnused(n, from: 1, "running statistics")
+        n.emit(.batchNorm(epsilon: try n.float("epsilon", default: 1e-5)),
+               inputs: Array((0..<5).map(n.input)), outputs: [n.outputs[0]])
+    }]
+    t["InstanceNormalization"] = [v(1) { n in
+        n.emit(.instanceNorm(epsilon: try n.float("epsilon", default: 1e-5)))
+    }]
+    t["LayerNormalization"] = [v(17) { n in
+        try requireUnused(n, from: 1, "mean and inverse standard deviation")
+        n.emit(.layerNorm(axis: try n.int("axis", default: -1), epsilon: try n.float("epsilon", default: 1e-5)),
+               inputs: [n.input(0), n.input(1), n.input(2)], outputs: [n.outputs[0]])
+    }]
+    t["MaxPool"] = [v(1) { n in
+        n.emit(.pool(try poolParams(n, .max,
+                                    dilations: n.opset >= 10, ceil: n.opset >= 10, includePad: false)))
+    }]
+    t["AveragePool"] = [v(1) { n in
+        n.emit(.pool(try poolParams(n, .average, dilations: n.opset >= 19, ceil: n.opset >= 10,
+                                    includePad: n.opset >= 7)))
+    }]
+    t["LpPool"] = [v(1) { n in
+        // Opset 1 declared p as a float; later as an int.
+        let p = try n.float("p", default: 2)
+        guard p >= 1, p == p.rounded() else { throw n.error("attribute 'p' = \(p), expected a positive integer") }
+        n.emit(.pool(try poolParams(n, .lp(p: Int(p)), dilations: n.opset >= 18, ceil: n.opset >= 18,
+                                    includePad: false)))
+    }]
+    t["GlobalAveragePool"] = [v(1) { $0.emit(.globalPool(.average)) }]
+    t["GlobalMaxPool"] = [v(1) { $0.emit(.globalPool(.max)) }]
+    t["LRN"] = [v(1) { n in
+        n.emit(.lrn(size: try n.requiredInt("size"), alpha: try n.float("alpha", default: 1e-4),
+                    beta: try n.float("beta", default: 0.75), bias: try n.float("bias", default: 1)))
+    }]
+    for (name, kind) in [("Softmax", SoftmaxKind.softmax), ("LogSoftmax", .logSoftmax), ("Hardmax", .hardmax)] {
+        t[name] = [
+            v(1) { n in n.emit(.softmax(kind, axis: try n.int("axis", default: 1), coerce2D: true)) },
+            v(13) { n in n.emit(.softmax(kind, axis: try n.int("axis", default: -1), coerce2D: false)) },
+        ]
+    }
+    t["Dropout"] = [
+        v(1) { n in
+            n.emit(.dropout, inputs: [n.input(0)])
+        },
+        v(12) { n in
+            // Opset 12 moved training_mode to an input; only a known false is inference.
+            if !n.input(2).isEmpty {
+                guard let mode = n.initializerValue(2), mode.count == 1, mode.int(at: 0) == 0 else {
+                    throw n.error("training-mode dropout is not supported (input 'training_mode' must be a false constant)")
+                }
+            }
+            n.emit(.dropout, inputs: [n.input(0)])
+        },
+    ]
+    return t
+}()
+
+/// Refuses a node whose extra outputs (from index `first` on) feed anything.
+private func requireUnused(_ n: NodeTranslation, from first: Int, _ what: String) throws {
+    for i in first..<max(first, n.outputs.count) where n.outputUsed(i) {
+        throw n.error("output '\(n.outputs[i])' (\(what)) is used, but Braid computes only the inference output")
+    }
+}
+
+private func autoPad(_ n: NodeTranslation) throws -> AutoPad {
+    switch try n.string("auto_pad", default: "NOTSET") {
+    case "NOTSET", "": return .explicit
+    case "SAME_UPPER": return .sameUpper
+    case "SAME_LOWER": return .sameLower
+    case "VALID": return .valid
+    case let s: throw n.error("attribute 'auto_pad' = '\(s)' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID")
+    }
+}
+
+/// Geometry shared by Conv and ConvTranspose. The kernel size comes from `kernel_shape` or,
+/// when absent, from the weight's trailing dimensions (an initializer or a fixed-shape input).
+private func convParams(_ n: NodeTranslation) throws -> ConvParams {
+    var kernel = try n.ints("kernel_shape")
+    if kernel == nil, let w = n.knownShape(1), w.count >= 3 {
+        kernel = Array(w.dropFirst(2))
+    }
+    guard let kernel, !kernel.isEmpty else {
+        throw n.error("attribute 'kernel_shape' is missing and the weight's shape is not known at import")
+    }
+    let (strides, pads, dilations) = try geometry(n, spatial: kernel.count, dilations: true)
+    let group = try n.int("group", default: 1)
+    guard group >= 1 else { throw n.error("attribute 'group' = \(group), expected >= 1") }
+    return ConvParams(kernel: kernel, strides: strides, pads: pads, dilations: dilations,
+                      group: group, autoPad: try autoPad(n))
+}
+
+private func geometry(_ n: NodeTranslation, spatial: Int, dilations readDilations: Bool) throws
+    -> (strides: [Int], pads: [Int], dilations: [Int]) {
+    let strides = try n.ints("strides") ?? Array(repeating: 1, count: spatial)
+    let pads = try n.ints("pads") ?? Array(repeating: 0, count: 2 * spatial)
+    let dilations = (readDilations ? try n.ints("dilations") : nil) ?? Array(repeating: 1, count: spatial)
+    guard strides.count == spatial, pads.count == 2 * spatial, dilations.count == spatial else {
+        throw n.error("strides/dilations need \(spatial) entries and pads \(2 * spatial) (kernel has \(spatial) spatial axes)")
+    }
+    guard strides.allSatisfy({ $0 >= 1 }), dilations.allSatisfy({ $0 >= 1 }), pads.allSatisfy({ $0 >= 0 }) else {
+        throw n.error("strides and dilations must be >= 1 and pads >= 0")
+    }
+    return (strides, pads, dilations)
+}
+
+private func poolParams(_ n: NodeTranslation, _ kind: PoolKind, dilations: Bool, ceil: Bool,
+                        includePad: Bool) throws -> PoolParams {
+    guard let kernel = try n.ints("kernel_shape"), !kernel.isEmpty, kernel.allSatisfy({ $0 >= 1 }) else {
+        throw n.error("missing or invalid attribute 'kernel_shape'")
+    }
+    let g = try geometry(n, spatial: kernel.count, dilations: dilations)
+    return PoolParams(kind: kind, kernel: kernel, strides: g.strides, pads: g.pads,
+                      dilations: g.dilations, autoPad: try autoPad(n),
+                      ceilMode: ceil ? try n.bool("ceil_mode", default: false) : false,
+                      countIncludePad: includePad ? try n.bool("count_include_pad", default: false) : false,
+                      storageOrderColumnMajor: kind == .max && n.opset >= 8
+                          ? try n.bool("storage_order", default: false) : false)
+}

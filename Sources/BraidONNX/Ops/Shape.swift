@@ -1,0 +1,231 @@
+import BraidGraph
+import BraidTensor
+
+// Shape and data-movement ONNX ops -> IR. Operands that early opsets carried as attributes
+// (Reshape's shape, Slice's bounds, Pad's widths, Split's sizes, Unsqueeze's axes, Upsample's
+// scales) become constant initializers so the IR always sees them as inputs.
+
+let shapeOps: OpTable = {
+    var t: OpTable = [:]
+    t["Reshape"] = [
+        v(1) { n in
+            guard let shape = try n.ints("shape") else { throw n.error("missing required attribute 'shape'") }
+            n.emit(.reshape(allowZero: false), inputs: [n.input(0), n.constant(ints: shape, "shape")])
+        },
+        v(5) { n in n.emit(.reshape(allowZero: false)) },
+        v(14) { n in n.emit(.reshape(allowZero: try n.bool("allowzero", default: false))) },
+    ]
+    t["Flatten"] = [v(1) { n in n.emit(.flatten(axis: try n.int("axis", default: 1))) }]
+    t["Transpose"] = [v(1) { n in n.emit(.transpose(perm: try n.ints("perm"))) }]
+    t["Concat"] = [
+        v(1) { n in n.emit(.concat(axis: try n.int("axis", default: 1))) },
+        v(4) { n in n.emit(.concat(axis: try n.requiredInt("axis"))) },
+    ]
+    t["Split"] = [
+        v(1) { n in
+            // Opset 1 took the sizes from a second input or the `split` attribute.
+            let sizes = n.input(1).isEmpty ? try n.ints("split").map { n.constant(ints: $0, "split") } ?? "" : n.input(1)
+            n.emit(.split(axis: try n.int("axis", default: 0), count: n.outputs.count), inputs: [n.input(0), sizes])
+        },
+        v(2) { n in
+            let sizes = try n.ints("split").map { n.constant(ints: $0, "split") } ?? ""
+            n.emit(.split(axis: try n.int("axis", default: 0), count: n.outputs.count), inputs: [n.input(0), sizes])
+        },
+        v(13) { n in
+            n.emit(.split(axis: try n.int("axis", default: 0), count: n.outputs.count),
+                   inputs: [n.input(0), n.input(1)])
+        },
+        v(18) { n in
+            let count = n.outputs.count
+            if n.input(1).isEmpty {
+                guard let parts = try n.int("num_outputs"), parts == count else {
+                    throw n.error("attribute 'num_outputs' must be given and equal the \(count) outputs when 'split' is absent")
+                }
+            }
+            n.emit(.split(axis: try n.int("axis", default: 0), count: count), inputs: [n.input(0), n.input(1)])
+        },
+    ]
+    t["Slice"] = [
+        v(1) { n in
+            guard let starts = try n.ints("starts"), let ends = try n.ints("ends"), starts.count == ends.count else {
+                throw n.error("attributes 'starts' and 'ends' are required and must have equal length")
+            }
+            let axes = try n.ints("axes").map { n.constant(ints: $0, "axes") } ?? ""
+            n.emit(.slice, inputs: [n.input(0), n.constant(ints: starts, "starts"),
+                                    n.constant(ints: ends, "ends"), axes])
+        },
+        v(10) { n in n.emit(.slice) },
+    ]
+    t["Gather"] = [v(1) { n in n.emit(.gather(axis: try n.int("axis", default: 0))) }]
+    t["GatherElements"] = [v(11) { n in n.emit(.gatherElements(axis: try n.int("axis", default: 0))) }]
+    t["Shape"] = [
+        v(1) { n in n.emit(.shape(start: 0, end: nil)) },
+        v(15) { n in n.emit(.shape(start: try n.int("start", default: 0), end: try n.int("end"))) },
+    ]
+    t["Size"] = [v(1) { $0.emit(.size) }]
+    t["ConstantOfShape"] = [v(9) { n in
+        let value = try n.tensor("value") ?? Tensor(shape: [1], floats: [0])
+        guard value.count == 1 else { throw n.error("attribute 'value' must hold one element, has \(value.count)") }
+        n.emit(.constantOfShape(value: value))
+    }]
+    t["Unsqueeze"] = [
+        v(1) { n in
+            guard let axes = try n.ints("axes") else { throw n.error("missing required attribute 'axes'") }
+            n.emit(.unsqueeze, inputs: [n.input(0), n.constant(ints: axes, "axes")])
+        },
+        v(13) { n in n.emit(.unsqueeze) },
+    ]
+    t["Squeeze"] = [
+        v(1) { n in
+            let axes = try n.ints("axes").map { n.constant(ints: $0, "axes") } ?? ""
+            n.emit(.squeeze, inputs: [n.input(0), axes])
+        },
+        v(13) { n in n.emit(.squeeze, inputs: [n.input(0), n.input(1)]) },
+    ]
+    t["Expand"] = [v(8) { $0.emit(.expand) }]
+    t["Tile"] = [v(6) { $0.emit(.tile) }]
+    t["Pad"] = [
+        v(1) { n in
+            // Opset 1 called the widths `paddings`, opset 2 `pads`.
+            guard let pads = try n.ints(n.opset < 2 ? "paddings" : "pads") else {
+                throw n.error("missing required attribute '\(n.opset < 2 ? "paddings" : "pads")'")
+            }
+            let value = n.constant(floats: [try n.float("value", default: 0)], shape: [], "value")
+            n.emit(.pad(mode: try padMode(n)), inputs: [n.input(0), n.constant(ints: pads, "pads"), value])
+        },
+        v(11) { n in
+            n.emit(.pad(mode: try padMode(n)), inputs: (0..<(n.opset >= 18 ? 4 : 3)).map(n.input))
+        },
+    ]
+    t["Resize"] = [
+        v(10) { n in
+            n.emit(.resize(ResizeParams(mode: try resizeMode(n, allowCubic: false), coordinate: .asymmetric,
+                                        nearest: .floor)),
+                   inputs: [n.input(0), "", n.input(1), ""])
+        },
+        v(11, translateResize), v(13, translateResize), v(18, translateResize), v(19, translateResize),
+    ]
+    t["Upsample"] = [
+        v(1) { n in
+            // Opset 1 gave scales for the two trailing axes of a 4-D input.
+            let h = try n.float("height_scale", default: 1), w = try n.float("width_scale", default: 1)
+            n.emit(.resize(ResizeParams(mode: try resizeMode(n, allowCubic: false, bilinear: true),
+                                        coordinate: .asymmetric, nearest: .floor)),
+                   inputs: [n.input(0), "", n.constant(floats: [1, 1, h, w], "scales"), ""])
+        },
+        v(7) { n in
+            guard let scales = try n.floats("scales") else { throw n.error("missing required attribute 'scales'") }
+            n.emit(.resize(ResizeParams(mode: try resizeMode(n, allowCubic: false), coordinate: .asymmetric,
+                                        nearest: .floor)),
+                   inputs: [n.input(0), "", n.constant(floats: scales, "scales"), ""])
+        },
+        v(9) { n in
+            n.emit(.resize(ResizeParams(mode: try resizeMode(n, allowCubic: false), coordinate: .asymmetric,
+                                        nearest: .floor)),
+                   inputs: [n.input(0), "", n.input(1), ""])
+        },
+    ]
+    t["Range"] = [v(11) { $0.emit(.range) }]
+    t["DepthToSpace"] = [
+        v(1) { n in n.emit(.depthToSpace(blockSize: try blockSize(n), columnRowDepth: false)) },
+        v(11) { n in
+            switch try n.string("mode", default: "DCR") {
+            case "DCR": n.emit(.depthToSpace(blockSize: try blockSize(n), columnRowDepth: false))
+            case "CRD": n.emit(.depthToSpace(blockSize: try blockSize(n), columnRowDepth: true))
+            case let s: throw n.error("attribute 'mode' = '\(s)', expected 'DCR' or 'CRD'")
+            }
+        },
+    ]
+    t["SpaceToDepth"] = [v(1) { n in
+        if let mode = try n.string("mode"), mode != "DCR" {
+            throw n.error("attribute 'mode' = '\(mode)' is not supported (only 'DCR')")
+        }
+        n.emit(.spaceToDepth(blockSize: try blockSize(n)))
+    }]
+    t["Identity"] = [v(1) { $0.emit(.identity, inputs: [$0.input(0)]) }]
+    t["Constant"] = [v(1) { n in n.emit(.constant(try constantValue(n)), inputs: []) }]
+    return t
+}()
+
+private func blockSize(_ n: NodeTranslation) throws -> Int {
+    let b = try n.requiredInt("blocksize")
+    guard b >= 1 else { throw n.error("attribute 'blocksize' = \(b), expected >= 1") }
+    return b
+}
+
+private func padMode(_ n: NodeTranslation) throws -> PadMode {
+    switch try n.string("mode", default: "constant") {
+    case "constant": return .constant
+    case "reflect": return .reflect
+    case "edge": return .edge
+    case "wrap" where n.opset >= 19: return .wrap
+    case let s: throw n.error("attribute 'mode' = '\(s)' is not a pad mode of opset \(n.opset)")
+    }
+}
+
+private func resizeMode(_ n: NodeTranslation, allowCubic: Bool, bilinear: Bool = false) throws -> ResizeParams.Mode {
+    switch try n.string("mode", default: "nearest") {
+    case "nearest": return .nearest
+    case "linear": return .linear
+    case "bilinear" where bilinear: return .linear
+    case "cubic" where allowCubic: return .cubic
+    case let s: throw n.error("attribute 'mode' = '\(s)' is not supported at opset \(n.opset)")
+    }
+}
+
+/// Resize 11 and later: `[x, roi, scales, sizes]`; attributes added by later versions are
+/// read only from those versions on.
+@Sendable private func translateResize(_ n: NodeTranslation) throws {
+    let coordinate: ResizeParams.CoordinateTransform
+    switch try n.string("coordinate_transformation_mode", default: "half_pixel") {
+    case "half_pixel": coordinate = .halfPixel
+    case "pytorch_half_pixel": coordinate = .pytorchHalfPixel
+    case "align_corners": coordinate = .alignCorners
+    case "asymmetric": coordinate = .asymmetric
+    case "tf_crop_and_resize": coordinate = .tfCropAndResize
+    case "half_pixel_symmetric" where n.opset >= 19: coordinate = .halfPixelSymmetric
+    case let s: throw n.error("attribute 'coordinate_transformation_mode' = '\(s)' is not supported at opset \(n.opset)")
+    }
+    let nearest: ResizeParams.NearestRounding
+    switch try n.string("nearest_mode", default: "round_prefer_floor") {
+    case "round_prefer_floor": nearest = .roundPreferFloor
+    case "round_prefer_ceil": nearest = .roundPreferCeil
+    case "floor": nearest = .floor
+    case "ceil": nearest = .ceil
+    case let s: throw n.error("attribute 'nearest_mode' = '\(s)' is not supported")
+    }
+    var aspect = ResizeParams.AspectPolicy.stretch
+    var axes: [Int]?
+    var antialias = false
+    if n.opset >= 18 {
+        antialias = try n.bool("antialias", default: false)
+        axes = try n.ints("axes")
+        switch try n.string("keep_aspect_ratio_policy", default: "stretch") {
+        case "stretch": aspect = .stretch
+        case "not_larger": aspect = .notLarger
+        case "not_smaller": aspect = .notSmaller
+        case let s: throw n.error("attribute 'keep_aspect_ratio_policy' = '\(s)' is not supported")
+        }
+    }
+    n.emit(.resize(ResizeParams(
+        mode: try resizeMode(n, allowCubic: true), coordinate: coordinate, nearest: nearest,
+        cubicCoefficient: try n.float("cubic_coeff_a", default: -0.75),
+        excludeOutside: try n.bool("exclude_outside", default: false),
+        extrapolationValue: try n.float("extrapolation_value", default: 0),
+        antialias: antialias, axes: axes, aspect: aspect)),
+        inputs: (0..<4).map(n.input))
+}
+
+/// The tensor a Constant node holds, from whichever value attribute is set.
+private func constantValue(_ n: NodeTranslation) throws -> Tensor {
+    if let t = try n.tensor("value") { return t }
+    if let f = try n.float("value_float") { return Tensor(shape: [], floats: [f]) }
+    if let fs = try n.floats("value_floats") { return Tensor(shape: [fs.count], floats: fs) }
+    if let i = try n.int("value_int") { return Tensor(shape: [], ints: [Int64(i)]) }
+    if let xs = try n.ints("value_ints") { return Tensor(shape: [xs.count], ints: xs.map(Int64.init)) }
+    for key in ["value_string", "value_strings"] where n.has(key) {
+        throw n.error("string constants ('\(key)') are not supported")
+    }
+    if n.has("sparse_value") { throw n.error("sparse constants ('sparse_value') are not supported") }
+    throw n.error("no value attribute (value, value_float(s) or value_int(s))")
+}

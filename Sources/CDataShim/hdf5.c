@@ -1,0 +1,69 @@
+#include "braid_data_shim.h"
+
+#include <hdf5.h>
+#include <stdio.h>
+
+static hid_t open_dataset(const char *path, const char *name, hid_t *file,
+                          char *message, size_t message_size) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*file < 0) {
+        snprintf(message, message_size, "cannot open as HDF5");
+        return -1;
+    }
+    hid_t set = H5Lexists(*file, name, H5P_DEFAULT) > 0 ? H5Dopen2(*file, name, H5P_DEFAULT) : -1;
+    if (set < 0) {
+        snprintf(message, message_size, "no dataset named '%s'", name);
+        H5Fclose(*file);
+    }
+    return set;
+}
+
+int braid_h5_dataset_shape(const char *path, const char *name, int *rank, int64_t *dims,
+                           char *message, size_t message_size) {
+    hid_t file;
+    hid_t set = open_dataset(path, name, &file, message, message_size);
+    if (set < 0) return -1;
+    hid_t space = H5Dget_space(set);
+    int n = H5Sget_simple_extent_ndims(space);
+    int status = 0;
+    if (n < 0 || n > 8) {
+        snprintf(message, message_size, "dataset '%s' has unsupported rank %d", name, n);
+        status = -1;
+    } else {
+        hsize_t d[8];
+        H5Sget_simple_extent_dims(space, d, NULL);
+        for (int i = 0; i < n; i++) dims[i] = (int64_t)d[i];
+        *rank = n;
+    }
+    H5Sclose(space);
+    H5Dclose(set);
+    H5Fclose(file);
+    return status;
+}
+
+int braid_h5_read(const char *path, const char *name, int as_int, void *out, size_t count,
+                  char *message, size_t message_size) {
+    hid_t file;
+    hid_t set = open_dataset(path, name, &file, message, message_size);
+    if (set < 0) return -1;
+    hid_t space = H5Dget_space(set);
+    hssize_t points = H5Sget_simple_extent_npoints(space);
+    H5Sclose(space);
+    int status = 0;
+    if (points < 0 || (size_t)points != count) {
+        snprintf(message, message_size, "dataset '%s' holds %lld elements, expected %zu",
+                 name, (long long)points, count);
+        status = -1;
+    } else {
+        hid_t type = as_int ? H5T_NATIVE_LLONG : H5T_NATIVE_FLOAT;
+        if (H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
+            snprintf(message, message_size, "dataset '%s' cannot be read as %s", name,
+                     as_int ? "integers" : "numbers");
+            status = -1;
+        }
+    }
+    H5Dclose(set);
+    H5Fclose(file);
+    return status;
+}

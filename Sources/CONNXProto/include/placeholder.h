@@ -1,1 +1,0 @@
-/* Replaced by protoc-c output for Formats/onnx/onnx.proto. */

@@ -1,0 +1,90 @@
+import BraidData
+import BraidTensor
+import Foundation
+import XCTest
+
+/// Loads the real datasets tools/fetch-data puts in the cache. Absent data is a failure, not
+/// a skip: the test command runs tools/fetch-data first. Expected figures were read from the
+/// files with numpy (`np.loadtxt(gzip.open(path), delimiter=",")`).
+final class RealDataTests: XCTestCase {
+    func dataFolder() throws -> String {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().path
+        let env = ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? ""
+        let folder = (env.isEmpty ? repo + "/.cache" : env) + "/data"
+        for file in ["mnist_5k.csv.gz", "digits.csv.gz", "textures", "sources/brick.png"]
+        where !FileManager.default.fileExists(atPath: folder + "/" + file) {
+            XCTFail("\(folder)/\(file) is missing: run tools/fetch-data")
+            throw DataError.unreadable(path: folder + "/" + file, reason: "run tools/fetch-data")
+        }
+        return folder
+    }
+
+    private func sum(_ t: Tensor) -> Double { t.floatArray.reduce(0) { $0 + Double($1) } }
+
+    func testMNIST5k() throws {
+        let ds = try ArrayDatasets.mnist5k(path: try dataFolder() + "/mnist_5k.csv.gz")
+        XCTAssertEqual(ds.count, 5000)
+        XCTAssertEqual(ds.imageShape, [1, 28, 28])
+        XCTAssertEqual(ds.classes, (0..<10).map(String.init))
+        XCTAssertEqual(ds.classCounts, Array(repeating: 500, count: 10))
+        XCTAssertEqual([ds.label(0), ds.label(4999)], [0, 9])
+        XCTAssertEqual(sum(try ds.image(0)), 31095)
+        XCTAssertEqual(sum(try ds.image(4999)), 33540)
+        XCTAssertEqual(ds.pixels.reduce(0) { $0 + Double($1) }, 131_267_102)
+    }
+
+    func testDigits() throws {
+        let ds = try ArrayDatasets.digits(path: try dataFolder() + "/digits.csv.gz")
+        XCTAssertEqual(ds.count, 1797)
+        XCTAssertEqual(ds.imageShape, [1, 8, 8])
+        XCTAssertEqual(ds.classCounts, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+        XCTAssertEqual([ds.label(0), ds.label(1796)], [0, 8])
+        // Values 0...16 are rescaled to 0...255.
+        XCTAssertEqual(sum(try ds.image(0)), 294 * 255 / 16, accuracy: 1e-2)
+        XCTAssertEqual(sum(try ds.image(1796)), 392 * 255 / 16, accuracy: 1e-2)
+        XCTAssertEqual(Array(try ds.image(0).floatArray.prefix(4)), [0, 0, 5, 13].map { $0 * 255 / 16 })
+    }
+
+    func testTexturePatchesMatchTheirSourceImage() throws {
+        let folder = try dataFolder()
+        let ds = try ImageFolder(root: folder + "/textures")
+        XCTAssertEqual(ds.classes, ["brick", "grass", "gravel"])
+        XCTAssertEqual(ds.classCounts, [256, 256, 256])
+        let source = try ImageCodec.decode(path: folder + "/sources/brick.png")
+        XCTAssertEqual([source.width, source.height, source.channels], [512, 512, 1])
+        // Patch r03_c05 is rows 96..<128, columns 160..<192 of brick.png.
+        let index = try XCTUnwrap(ds.files.firstIndex { $0.hasSuffix("brick/r03_c05.png") })
+        let patch = try ds.image(index)
+        XCTAssertEqual(patch.shape, [1, 32, 32])
+        var want: [Float] = []
+        for y in 96..<128 { for x in 160..<192 { want.append(source.pixels[y * 512 + x]) } }
+        XCTAssertEqual(patch.floatArray, want)
+    }
+
+    func testMNISTThroughTheLoaderAtAModelsInputSize() throws {
+        let ds = try ArrayDatasets.mnist5k(path: try dataFolder() + "/mnist_5k.csv.gz")
+        let (train, _, test) = try ds.split(validationFraction: 0.1, testFraction: 0.2, seed: 1)
+        XCTAssertEqual(test.classCounts, Array(repeating: 100, count: 10))
+        let spec = InputSpec(channels: 3, height: 48, width: 192, scale: 1.0 / 255,
+                             mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], bgr: true)
+        let loader = try BatchLoader(dataset: train, specs: [spec], batchSize: 32, seed: 1)
+        let batch = try XCTUnwrap(try loader.epoch(0).next())
+        XCTAssertEqual(batch.inputs[0].shape, [32, 3, 48, 192])
+        let values = batch.inputs[0].floatArray
+        XCTAssertEqual(values.min()!, -1, accuracy: 1e-5)
+        XCTAssertLessThanOrEqual(values.max()!, 1.00001)
+    }
+}
+
+extension RealDataTests {
+    func testCatalogOpensTheFetchedSetsByName() throws {
+        let folder = try dataFolder()
+        let textures = try DataCatalog.open("textures", dataFolder: folder)
+        XCTAssertEqual(textures.classes, ["brick", "grass", "gravel"])
+        // Per class of 256: round(51.2) = 51 test, round(25.6) = 26 validation.
+        let s = try textures.splits(validationFraction: 0.1, testFraction: 0.2, seed: 4)
+        XCTAssertEqual([s.train.count, s.validation.count, s.test.count], [537, 78, 153])
+        XCTAssertEqual(try DataCatalog.open("digits", dataFolder: folder).whole?.count, 1797)
+    }
+}
