@@ -1,4 +1,5 @@
 import BraidGraph
+import BraidKeras
 import BraidONNX
 import Foundation
 
@@ -10,8 +11,10 @@ func loadModel(_ path: String) throws -> Graph {
     switch (path as NSString).pathExtension.lowercased() {
     case "onnx":
         return try ONNXImporter(constantsAsInitializers: true).importModel(path: path)
+    case "h5", "hdf5", "keras":
+        return try importKeras(path: path)
     default:
-        throw GraphError(node: nil, "\(path): unknown model format (expected .onnx)")
+        throw GraphError(node: nil, "\(path): unknown model format (expected .onnx, .h5, .hdf5 or .keras)")
     }
 }
 

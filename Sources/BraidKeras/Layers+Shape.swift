@@ -1,0 +1,152 @@
+import BraidGraph
+import BraidTensor
+import Foundation
+
+/// Layers that move data: flatten, reshape, permute, padding, cropping, resizing.
+/// Flatten, Reshape and Permute work on Keras's channels-last layout so that their element
+/// order is Keras's.
+let shapeLayers: [String: LayerTranslator] = [
+    "Flatten": { ctx, ins in
+        let x = ctx.b.channelsLast(try ctx.one(ins))
+        let rest = x.shape.dropFirst()
+        let n: Int? = rest.allSatisfy { $0 != nil } ? rest.map { $0! }.product : nil
+        return [KTensor(name: ctx.add(.flatten(axis: 1), [x.name]), shape: [nil, n])]
+    },
+    "Reshape": { ctx, ins in
+        let x = ctx.b.channelsLast(try ctx.one(ins))
+        guard let target = ctx.config.array("target_shape")?.compactMap({ ($0 as? NSNumber)?.intValue }) else {
+            throw ctx.err("no 'target_shape'")
+        }
+        let known = x.shape.dropFirst().allSatisfy { $0 != nil } ? x.shape.dropFirst().map { $0! }.product : nil
+        var shape: [Int?] = target.map { $0 < 0 ? nil : $0 }
+        if let known, let hole = target.firstIndex(of: -1) {
+            let rest = target.filter { $0 >= 0 }.product
+            guard rest > 0, known % rest == 0 else { throw ctx.err("cannot reshape \(ctx.describe(x.shape)) to \(target)") }
+            shape[hole] = known / rest
+        } else if let known, target.product != known {
+            throw ctx.err("cannot reshape \(ctx.describe(x.shape)) to \(target)")
+        }
+        let s = ctx.b.intsConstant([0] + target, name: "\(ctx.name)/shape")
+        return [KTensor(name: ctx.add(.reshape(allowZero: false), [x.name, s]), shape: [nil] + shape)]
+    },
+    "Permute": { ctx, ins in
+        let x = ctx.b.channelsLast(try ctx.one(ins))
+        guard let dims = ctx.config.array("dims")?.compactMap({ ($0 as? NSNumber)?.intValue }),
+              dims.sorted() == Array(1..<x.rank) else { throw ctx.err("bad 'dims'") }
+        let y = ctx.add(.transpose(perm: [0] + dims), [x.name])
+        return [KTensor(name: y, shape: [nil] + dims.map { x.shape[$0] })]
+    },
+    "RepeatVector": { ctx, ins in
+        let x = try ctx.one(ins)
+        try ctx.requireRank(x, [2])
+        guard let n = ctx.config.int("n") else { throw ctx.err("no 'n'") }
+        let u = ctx.add(.unsqueeze, [x.name, ctx.b.intsConstant([1], name: "\(ctx.name)/axes")], suffix: "unsqueeze")
+        let y = ctx.add(.expand, [u, ctx.b.intsConstant([1, n, 1], name: "\(ctx.name)/shape")])
+        return [KTensor(name: y, shape: [nil, n, x.shape[1]])]
+    },
+    "ZeroPadding1D": { ctx, ins in try zeroPad(ctx, ins, spatial: 1) },
+    "ZeroPadding2D": { ctx, ins in try zeroPad(ctx, ins, spatial: 2) },
+    "Cropping1D": { ctx, ins in try crop(ctx, ins, spatial: 1) },
+    "Cropping2D": { ctx, ins in try crop(ctx, ins, spatial: 2) },
+    "UpSampling1D": { ctx, ins in try upSample(ctx, ins, spatial: 1) },
+    "UpSampling2D": { ctx, ins in try upSample(ctx, ins, spatial: 2) },
+    "Resizing": resizing,
+    "CenterCrop": centerCrop,
+]
+
+/// `[(begin, end)]` per spatial axis from an int, a pair per axis, or (1-D) one pair.
+private func pairs(_ ctx: LayerContext, _ key: String, spatial s: Int) throws -> [(Int, Int)] {
+    if let n = ctx.config.int(key), !(ctx.config[key] is [Any]) { return Array(repeating: (n, n), count: s) }
+    guard let a = ctx.config.array(key) else { throw ctx.err("no '\(key)'") }
+    if s == 1, a.count == 2, let b = (a[0] as? NSNumber)?.intValue, let e = (a[1] as? NSNumber)?.intValue {
+        return [(b, e)]
+    }
+    guard a.count == s else { throw ctx.err("bad '\(key)'") }
+    return try a.map { item in
+        if let n = (item as? NSNumber)?.intValue { return (n, n) }
+        guard let p = item as? [Any], p.count == 2, let b = (p[0] as? NSNumber)?.intValue,
+              let e = (p[1] as? NSNumber)?.intValue else { throw ctx.err("bad '\(key)'") }
+        return (b, e)
+    }
+}
+
+private func zeroPad(_ ctx: LayerContext, _ ins: [KTensor], spatial s: Int) throws -> [KTensor] {
+    try ctx.requireChannelsLast()
+    let x = ctx.b.channelsFirst(try ctx.one(ins))
+    try ctx.requireRank(x, [s + 2])
+    let p = try pairs(ctx, "padding", spatial: s)
+    let pads = [0, 0] + p.map(\.0) + [0, 0] + p.map(\.1)
+    let y = ctx.add(.pad(mode: .constant), [x.name, ctx.b.intsConstant(pads, name: "\(ctx.name)/pads")])
+    let sp: [Int?] = zip(x.spatial, p).map { n, q in n.map { $0 + q.0 + q.1 } }
+    return [KTensor(name: y, shape: [nil] + sp + [x.channels], channelsFirst: true)]
+}
+
+/// Slices spatial axes `[begin, end)` of a channels-first tensor (end -1 style from the back).
+private func sliceSpatial(_ ctx: LayerContext, _ x: KTensor, begins: [Int], fromEnd: [Int]) -> String {
+    let s = begins.count
+    let ends = fromEnd.map { $0 == 0 ? Int(Int64.max) : -$0 }
+    let axes = Array(2..<(2 + s))
+    return ctx.add(.slice, [x.name, ctx.b.intsConstant(begins, name: "\(ctx.name)/starts"),
+                            ctx.b.intsConstant(ends, name: "\(ctx.name)/ends"),
+                            ctx.b.intsConstant(axes, name: "\(ctx.name)/axes")])
+}
+
+private func crop(_ ctx: LayerContext, _ ins: [KTensor], spatial s: Int) throws -> [KTensor] {
+    try ctx.requireChannelsLast()
+    let x = ctx.b.channelsFirst(try ctx.one(ins))
+    try ctx.requireRank(x, [s + 2])
+    let p = try pairs(ctx, "cropping", spatial: s)
+    let sp: [Int?] = zip(x.spatial, p).map { n, q in n.map { $0 - q.0 - q.1 } }
+    guard sp.allSatisfy({ ($0 ?? 1) > 0 }) else { throw ctx.err("cropping \(p) leaves nothing of \(ctx.describe(x.shape))") }
+    let y = sliceSpatial(ctx, x, begins: p.map(\.0), fromEnd: p.map(\.1))
+    return [KTensor(name: y, shape: [nil] + sp + [x.channels], channelsFirst: true)]
+}
+
+private func resizeParams(_ ctx: LayerContext, _ interpolation: String, axes: [Int]?) throws -> ResizeParams {
+    // Keras 3 resizes with half-pixel centres (jax.image.resize); nearest rounds halves up.
+    switch interpolation {
+    case "nearest": return ResizeParams(mode: .nearest, coordinate: .halfPixel, nearest: .roundPreferCeil, axes: axes)
+    case "bilinear": return ResizeParams(mode: .linear, coordinate: .halfPixel, nearest: .roundPreferFloor, axes: axes)
+    default: throw ctx.err("unsupported interpolation '\(interpolation)'")
+    }
+}
+
+private func upSample(_ ctx: LayerContext, _ ins: [KTensor], spatial s: Int) throws -> [KTensor] {
+    try ctx.requireChannelsLast()
+    let x = ctx.b.channelsFirst(try ctx.one(ins))
+    try ctx.requireRank(x, [s + 2])
+    let size = s == 1 ? [ctx.config.int("size") ?? 2] : (ctx.config.ints("size", count: s) ?? [2, 2])
+    let p = try resizeParams(ctx, ctx.config.string("interpolation") ?? "nearest", axes: nil)
+    let scales = ctx.b.constant(Tensor(shape: [s + 2], floats: [1, 1] + size.map(Float.init)), name: "\(ctx.name)/scales")
+    let y = ctx.add(.resize(p), [x.name, "", scales])
+    let sp: [Int?] = zip(x.spatial, size).map { n, f in n.map { $0 * f } }
+    return [KTensor(name: y, shape: [nil] + sp + [x.channels], channelsFirst: true)]
+}
+
+private func resizing(_ ctx: LayerContext, _ ins: [KTensor]) throws -> [KTensor] {
+    try ctx.requireChannelsLast()
+    let x = ctx.b.channelsFirst(try ctx.one(ins))
+    try ctx.requireRank(x, [4])
+    guard let h = ctx.config.int("height"), let w = ctx.config.int("width") else { throw ctx.err("no height/width") }
+    if ctx.config.bool("crop_to_aspect_ratio") == true || ctx.config.bool("pad_to_aspect_ratio") == true {
+        throw ctx.err("crop_to_aspect_ratio / pad_to_aspect_ratio are not supported")
+    }
+    if ctx.config.bool("antialias") == true { throw ctx.err("antialias=True is not supported") }
+    let p = try resizeParams(ctx, ctx.config.string("interpolation") ?? "bilinear", axes: [2, 3])
+    let sizes = ctx.b.intsConstant([h, w], name: "\(ctx.name)/sizes")
+    let y = ctx.add(.resize(p), [x.name, "", "", sizes])
+    return [KTensor(name: y, shape: [nil, h, w, x.channels], channelsFirst: true)]
+}
+
+private func centerCrop(_ ctx: LayerContext, _ ins: [KTensor]) throws -> [KTensor] {
+    try ctx.requireChannelsLast()
+    let x = ctx.b.channelsFirst(try ctx.one(ins))
+    try ctx.requireRank(x, [4])
+    guard let h = ctx.config.int("height"), let w = ctx.config.int("width") else { throw ctx.err("no height/width") }
+    guard let ih = x.shape[1], let iw = x.shape[2], ih >= h, iw >= w else {
+        throw ctx.err("CenterCrop to \(h)x\(w) needs a known input at least that large, got \(ctx.describe(x.shape))")
+    }
+    let top = (ih - h) / 2, left = (iw - w) / 2
+    let y = sliceSpatial(ctx, x, begins: [top, left], fromEnd: [ih - h - top, iw - w - left])
+    return [KTensor(name: y, shape: [nil, h, w, x.channels], channelsFirst: true)]
+}
