@@ -1,0 +1,75 @@
+import Dispatch
+import Foundation
+
+/// The NN kernels' thread fan-out: `DispatchQueue.concurrentPerform` over raw-pointer work.
+enum NNParallel {
+    /// Cores available to `concurrentPerform`.
+    static let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Calls `body(i)` for `i` in `0..<count`, concurrently when `count > 1`. The body may
+    /// capture raw pointers: callers guarantee that iterations write disjoint memory.
+    static func run(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 1 {
+            if count == 1 { body(0) }
+            return
+        }
+        withoutActuallyEscaping(body) { escaping in
+            let box = Unchecked(body: escaping)
+            DispatchQueue.concurrentPerform(iterations: count) { box.body($0) }
+        }
+    }
+
+    private struct Unchecked: @unchecked Sendable {
+        let body: (Int) -> Void
+    }
+}
+
+/// Small vector helpers shared by the NN kernels.
+enum NNVec {
+    /// Sum of `count` floats with eight running lanes.
+    @inline(__always)
+    static func sum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        let raw = UnsafeRawPointer(p)
+        while i + 8 <= count {
+            acc += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        var s = acc.sum()
+        while i < count { s += p[i]; i += 1 }
+        return s
+    }
+
+    /// Sum of `(p[i] - mean)^2` over `count` floats.
+    @inline(__always)
+    static func squaredDeviation(_ p: UnsafePointer<Float>, _ count: Int, _ mean: Float) -> Float {
+        var acc = SIMD8<Float>()
+        let m = SIMD8<Float>(repeating: mean)
+        var i = 0
+        let raw = UnsafeRawPointer(p)
+        while i + 8 <= count {
+            let d = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - m
+            acc += d * d
+            i += 8
+        }
+        var s = acc.sum()
+        while i < count { let d = p[i] - mean; s += d * d; i += 1 }
+        return s
+    }
+
+    /// `y[i] = x[i] * scale + shift`.
+    @inline(__always)
+    static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int,
+                       _ scale: Float, _ shift: Float) {
+        let a = SIMD8<Float>(repeating: scale), b = SIMD8<Float>(repeating: shift)
+        var i = 0
+        let xr = UnsafeRawPointer(x), yr = UnsafeMutableRawPointer(y)
+        while i + 8 <= count {
+            let v = xr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            yr.storeBytes(of: v * a + b, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { y[i] = x[i] * scale + shift; i += 1 }
+    }
+}
