@@ -206,7 +206,9 @@ func lowerConvTranspose(_ node: Node, _ p: ConvTransposeParams, _ inputs: [PlanV
         let natural = strides[i] * (x.shape[2 + i] - 1) + outPad[i] + (kernel[i] - 1) * dil[i] + 1
         if let target {
             let total = natural - target[i]
-            pads[i] = cp.autoPad == .sameUpper ? total / 2 : total - total / 2
+            // Negative totals (a larger requested output) split with floor division, as ONNX does.
+            let half = total >= 0 ? total / 2 : -((-total + 1) / 2)
+            pads[i] = cp.autoPad == .sameUpper ? half : total - half
             pads[r + i] = total - pads[i]
             outSpatial[i] = target[i]
         } else {
