@@ -69,6 +69,7 @@ public final class Conv2D: @unchecked Sendable {
     private let colStride: Int
     private let col: UnsafeMutablePointer<Float>?
     private let xRanges: UnsafeMutablePointer<Int>
+    private let depthwise: DepthwiseConv2D?
 
     public init(_ g: ConvGeometry, parallelBatch: Bool? = nil) {
         geometry = g
@@ -80,9 +81,11 @@ public final class Conv2D: @unchecked Sendable {
         } else {
             method = .im2col
         }
+        depthwise = method == .depthwise ? DepthwiseConv2D(g) : nil
         let usesGEMM = method != .depthwise
         self.parallelBatch = usesGEMM && g.batch > 1 && NNParallel.workers > 1 && (parallelBatch ?? Conv2D.defaultParallelBatch)
         workers = self.parallelBatch ? min(g.batch, NNParallel.workers) : 1
+        _ = NNParallel.blasDefaultThreads
         colStride = g.patch * g.outH * g.outW
         col = method == .im2col ? .allocate(capacity: max(1, colStride * workers)) : nil
         xRanges = .allocate(capacity: 2 * max(1, g.kernelW))
@@ -94,7 +97,7 @@ public final class Conv2D: @unchecked Sendable {
     }
 
     /// Whether batches use `parallelBatch` unless a kernel says otherwise.
-    nonisolated(unsafe) public static var defaultParallelBatch = false
+    nonisolated(unsafe) public static var defaultParallelBatch = true
 
     deinit {
         col?.deallocate()
@@ -107,12 +110,11 @@ public final class Conv2D: @unchecked Sendable {
                         y: UnsafeMutablePointer<Float>) {
         let g = geometry
         if g.batch == 0 || g.outChannels == 0 || g.outH * g.outW == 0 { return }
-        if method == .depthwise {
-            depthwise(x: x, weight: weight, bias: bias, y: y)
+        if let depthwise {
+            depthwise.forward(x: x, weight: weight, bias: bias, y: y)
             return
         }
         if parallelBatch {
-            let threads = blasThreads()
             setBLASThreads(1)
             let w = workers
             NNParallel.run(w) { worker in
@@ -123,7 +125,9 @@ public final class Conv2D: @unchecked Sendable {
                     n += w
                 }
             }
-            setBLASThreads(threads)
+            // Restores the process default rather than the value read before: two convolutions
+            // running at once would otherwise leave OpenBLAS single-threaded for good.
+            setBLASThreads(NNParallel.blasDefaultThreads)
         } else {
             for n in 0..<g.batch {
                 image(n, scratch: col, x: x, weight: weight, bias: bias, y: y, parallelIm2col: true)
@@ -198,100 +202,6 @@ public final class Conv2D: @unchecked Sendable {
             }
         }
     }
-
-    private func depthwise(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                           y: UnsafeMutablePointer<Float>) {
-        let g = geometry
-        let planes = g.batch * g.outChannels
-        let chunks = NNParallel.workers > 1 && planes * g.outH * g.outW * g.kernelH * g.kernelW >= 1 << 15
-            ? min(planes, NNParallel.workers * 4) : 1
-        if chunks == 1 {
-            depthwisePlanes(0, planes, x, weight, bias, y)
-        } else {
-            NNParallel.run(chunks) { i in
-                depthwisePlanes(planes * i / chunks, planes * (i + 1) / chunks, x, weight, bias, y)
-            }
-        }
-    }
-
-    private func depthwisePlanes(_ first: Int, _ end: Int, _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                                 _ bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>) {
-        let g = geometry
-        let inPlane = g.inH * g.inW, outPlane = g.outH * g.outW, kArea = g.kernelH * g.kernelW
-        let ow = g.outW, sw = g.strideW, kw = g.kernelW, mg = g.groupOut, dw = g.dilationW
-        // Columns [xa, xb) see every tap inside the row; only they take the vector path.
-        var xa = 0, xb = ow
-        for kx in 0..<kw { xa = max(xa, xRanges[2 * kx]); xb = min(xb, xRanges[2 * kx + 1]) }
-        if xb < xa { xb = xa }
-        let vectorized = sw == 1 || sw == 2
-        for p in first..<end {
-            let m = p % g.outChannels, n = p / g.outChannels
-            let src = x + (n * g.inChannels + m / mg) * inPlane
-            let dst = y + p * outPlane
-            let w = weight + m * kArea
-            let b = bias?[m] ?? 0
-            for oy in 0..<g.outH {
-                let drow = dst + oy * ow
-                let iy0 = oy * g.strideH - g.padTop
-                var ox = 0
-                if vectorized {
-                    for c in 0..<xa { drow[c] = depthwisePoint(src, w, b, iy0, c) }
-                    ox = xa
-                    while ox < xb && xb - xa >= 8 {
-                        // The last vector overlaps the previous one rather than falling back to scalars.
-                        if ox + 8 > xb { ox = xb - 8 }
-                        var acc = SIMD8<Float>(repeating: b)
-                        for ky in 0..<g.kernelH {
-                            let iy = iy0 + ky * g.dilationH
-                            if iy < 0 || iy >= g.inH { continue }
-                            let s = UnsafeRawPointer(src + iy * g.inW + ox * sw - g.padLeft)
-                            let wr = w + ky * kw
-                            for kx in 0..<kw {
-                                let v: SIMD8<Float>
-                                if sw == 1 {
-                                    v = s.loadUnaligned(fromByteOffset: kx * dw * 4, as: SIMD8<Float>.self)
-                                } else {
-                                    // A 16-wide load would read one float past the last tap of the row.
-                                    v = loadEven(s + kx * dw * 4)
-                                }
-                                acc += wr[kx] * v
-                            }
-                        }
-                        UnsafeMutableRawPointer(drow + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
-                        ox += 8
-                    }
-                    if ox < xb { ox = xa }
-                }
-                for c in ox..<ow { drow[c] = depthwisePoint(src, w, b, iy0, c) }
-            }
-        }
-    }
-
-    @inline(__always)
-    private func depthwisePoint(_ src: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ b: Float,
-                                _ iy0: Int, _ ox: Int) -> Float {
-        let g = geometry
-        var acc = b
-        let ix0 = ox * g.strideW - g.padLeft
-        for ky in 0..<g.kernelH {
-            let iy = iy0 + ky * g.dilationH
-            if iy < 0 || iy >= g.inH { continue }
-            let srow = src + iy * g.inW
-            for kx in 0..<g.kernelW {
-                let ix = ix0 + kx * g.dilationW
-                if ix >= 0 && ix < g.inW { acc += w[ky * g.kernelW + kx] * srow[ix] }
-            }
-        }
-        return acc
-    }
-}
-
-/// Elements 0, 2, ..., 14 of the 15 floats at `p`, reading no further.
-@inline(__always)
-private func loadEven(_ p: UnsafeRawPointer) -> SIMD8<Float> {
-    let lo = p.loadUnaligned(as: SIMD8<Float>.self)
-    let hi = p.loadUnaligned(fromByteOffset: 28, as: SIMD8<Float>.self)
-    return SIMD8(lo[0], lo[2], lo[4], lo[6], hi[1], hi[3], hi[5], hi[7])
 }
 
 /// A transposed convolution compiled for one geometry:

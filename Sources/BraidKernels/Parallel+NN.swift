@@ -6,6 +6,9 @@ enum NNParallel {
     /// Cores available to `concurrentPerform`.
     static let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
+    /// OpenBLAS's thread count when the NN kernels first ran, restored after batch-parallel work.
+    static let blasDefaultThreads = blasThreads()
+
     /// Calls `body(i)` for `i` in `0..<count`, concurrently when `count > 1`. The body may
     /// capture raw pointers: callers guarantee that iterations write disjoint memory.
     static func run(_ count: Int, _ body: (Int) -> Void) {
