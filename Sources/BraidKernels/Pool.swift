@@ -1,6 +1,7 @@
 import Foundation
 
-/// Geometry of 2-D pooling over `[N, C, H, W]` planes; 1-D pooling is `H = 1, kernelH = 1`.
+/// Geometry of pooling over `[N, C, D, H, W]` planes; 2-D pooling is `D = 1, kernelD = 1`, 1-D
+/// pooling also `H = 1, kernelH = 1`.
 ///
 /// Windows start at `o * stride - padBegin`; taps past `in + padEnd` (the ceil-mode overhang)
 /// are never part of a window, matching ONNX.
@@ -21,6 +22,13 @@ public struct PoolGeometry: Sendable, Equatable {
     public var padLeft: Int
     public var padBottom: Int
     public var padRight: Int
+    public var inD = 1
+    public var outD = 1
+    public var kernelD = 1
+    public var strideD = 1
+    public var dilationD = 1
+    public var padFront = 0
+    public var padBack = 0
 
     public init(planes: Int, inH: Int, inW: Int, outH: Int, outW: Int, kernelH: Int, kernelW: Int,
                 strideH: Int = 1, strideW: Int = 1, dilationH: Int = 1, dilationW: Int = 1,
@@ -30,6 +38,9 @@ public struct PoolGeometry: Sendable, Equatable {
         self.dilationH = dilationH; self.dilationW = dilationW
         self.padTop = padTop; self.padLeft = padLeft; self.padBottom = padBottom; self.padRight = padRight
     }
+
+    var inPlane: Int { inD * inH * inW }
+    var outPlane: Int { outD * outH * outW }
 }
 
 /// What a pooling window computes.
@@ -50,70 +61,120 @@ private func taps(_ start: Int, _ kernel: Int, _ dilation: Int, _ size: Int) -> 
     return (lo, hi)
 }
 
-/// Pools `x` `[planes, inH, inW]` into `y` `[planes, outH, outW]`. For `.max`, `indices`
-/// (when given) receives each maximum's flat index into x, row-major within the plane
-/// (`h * W + w`) or column-major (`h + w * H`) when `columnMajor`, plus `plane * H * W`.
-public func pool2D(_ g: PoolGeometry, _ reduction: PoolReduction, x: UnsafePointer<Float>,
-                   y: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int64>? = nil,
-                   columnMajor: Bool = false) {
-    let work = g.planes * g.outH * g.outW * g.kernelH * g.kernelW
+/// Pools `x` `[planes, D, H, W]` into `y` `[planes, outD, outH, outW]`. For `.max`, `indices`
+/// (when given) receives each maximum's flat index into x: `plane * D*H*W` plus the position
+/// row-major (`(d * H + h) * W + w`) or, when `columnMajor`, `d + h * D + w * D * H`.
+public func pool(_ g: PoolGeometry, _ reduction: PoolReduction, x: UnsafePointer<Float>,
+                 y: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int64>? = nil,
+                 columnMajor: Bool = false) {
+    let work = g.planes * g.outPlane * g.kernelD * g.kernelH * g.kernelW
     let chunks = work >= 1 << 15 ? min(g.planes, NNParallel.workers * 4) : 1
     NNParallel.run(chunks) { i in
-        poolPlanes(g, reduction, g.planes * i / chunks, g.planes * (i + 1) / chunks, x, y, indices, columnMajor)
+        let first = g.planes * i / chunks, end = g.planes * (i + 1) / chunks
+        if reduction == .max {
+            maxPlanes(g, first, end, x, y, indices, columnMajor, lowest: -Float.infinity)
+        } else {
+            poolPlanes(g, reduction, first, end, x, y)
+        }
+    }
+}
+
+/// Max pooling of integer data (held as Int64), with the layout rules of `pool`.
+public func maxPoolInt64(_ g: PoolGeometry, x: UnsafePointer<Int64>, y: UnsafeMutablePointer<Int64>,
+                         indices: UnsafeMutablePointer<Int64>? = nil, columnMajor: Bool = false) {
+    maxPlanes(g, 0, g.planes, x, y, indices, columnMajor, lowest: Int64.min)
+}
+
+@inline(__always)
+private func maxPlanes<T: Comparable>(_ g: PoolGeometry, _ first: Int, _ end: Int, _ x: UnsafePointer<T>,
+                                      _ y: UnsafeMutablePointer<T>, _ indices: UnsafeMutablePointer<Int64>?,
+                                      _ columnMajor: Bool, lowest: T) {
+    let inPlane = g.inPlane, outPlane = g.outPlane
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
+    for p in first..<end {
+        let src = x + p * inPlane
+        var o = p * outPlane
+        for od in 0..<g.outD {
+            let ds = od * g.strideD - g.padFront
+            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
+            for oy in 0..<g.outH {
+                let hs = oy * g.strideH - g.padTop
+                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
+                for ox in 0..<g.outW {
+                    let ws = ox * g.strideW - g.padLeft
+                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
+                    var best = lowest
+                    var at = -1
+                    for kd in kd0..<kd1 {
+                        for ky in ky0..<ky1 {
+                            let row = ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                            for kx in kx0..<kx1 where src[row + kx * dw] > best || at < 0 {
+                                best = src[row + kx * dw]; at = row + kx * dw
+                            }
+                        }
+                    }
+                    y[o] = best
+                    if let indices {
+                        var flat = max(at, 0)
+                        if columnMajor {
+                            let w = flat % g.inW, h = (flat / g.inW) % g.inH, d = flat / (g.inW * g.inH)
+                            flat = d + h * g.inD + w * g.inD * g.inH
+                        }
+                        indices[o] = Int64(p * inPlane + flat)
+                    }
+                    o += 1
+                }
+            }
+        }
     }
 }
 
 private func poolPlanes(_ g: PoolGeometry, _ reduction: PoolReduction, _ first: Int, _ end: Int,
-                        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                        _ indices: UnsafeMutablePointer<Int64>?, _ columnMajor: Bool) {
-    let inPlane = g.inH * g.inW, outPlane = g.outH * g.outW
-    let dh = g.dilationH, dw = g.dilationW
+                        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    let inPlane = g.inPlane, outPlane = g.outPlane
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
     for p in first..<end {
         let src = x + p * inPlane
-        let dst = y + p * outPlane
-        for oy in 0..<g.outH {
-            let hs = oy * g.strideH - g.padTop
-            let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
-            for ox in 0..<g.outW {
-                let ws = ox * g.strideW - g.padLeft
-                let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
-                let o = oy * g.outW + ox
-                switch reduction {
-                case .max:
-                    var best = -Float.infinity
-                    var at = -1
-                    for ky in ky0..<ky1 {
-                        let row = (hs + ky * dh) * g.inW
-                        for kx in kx0..<kx1 where src[row + ws + kx * dw] > best || at < 0 {
-                            best = src[row + ws + kx * dw]; at = row + ws + kx * dw
+        var o = p * outPlane
+        for od in 0..<g.outD {
+            let ds = od * g.strideD - g.padFront
+            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
+            for oy in 0..<g.outH {
+                let hs = oy * g.strideH - g.padTop
+                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
+                for ox in 0..<g.outW {
+                    let ws = ox * g.strideW - g.padLeft
+                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
+                    var sum: Float = 0
+                    switch reduction {
+                    case .lp(let pw):
+                        for kd in kd0..<kd1 {
+                            for ky in ky0..<ky1 {
+                                let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                                for kx in kx0..<kx1 { sum += lpPower(row[kx * dw], pw) }
+                            }
                         }
+                        y[o] = lpRoot(sum, pw)
+                    case .average(let includePad):
+                        for kd in kd0..<kd1 {
+                            for ky in ky0..<ky1 {
+                                let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                                for kx in kx0..<kx1 { sum += row[kx * dw] }
+                            }
+                        }
+                        let count: Int
+                        if includePad {
+                            count = paddedTaps(ds, g.kernelD, dd, g.inD + g.padFront + g.padBack, g.padFront)
+                                * paddedTaps(hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop)
+                                * paddedTaps(ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
+                        } else {
+                            count = (kd1 - kd0) * (ky1 - ky0) * (kx1 - kx0)
+                        }
+                        y[o] = count > 0 ? sum / Float(count) : 0
+                    case .max:
+                        break
                     }
-                    dst[o] = best
-                    if let indices {
-                        let flat = at < 0 ? 0 : (columnMajor ? (at / g.inW) + (at % g.inW) * g.inH : at)
-                        indices[p * outPlane + o] = Int64(p * inPlane + flat)
-                    }
-                case .average(let includePad):
-                    var sum: Float = 0
-                    for ky in ky0..<ky1 {
-                        let row = src + (hs + ky * dh) * g.inW + ws
-                        for kx in kx0..<kx1 { sum += row[kx * dw] }
-                    }
-                    let count: Int
-                    if includePad {
-                        count = paddedTaps(hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop)
-                            * paddedTaps(ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
-                    } else {
-                        count = (ky1 - ky0) * (kx1 - kx0)
-                    }
-                    dst[o] = count > 0 ? sum / Float(count) : 0
-                case .lp(let pw):
-                    var sum: Float = 0
-                    for ky in ky0..<ky1 {
-                        let row = src + (hs + ky * dh) * g.inW + ws
-                        for kx in kx0..<kx1 { sum += lpPower(row[kx * dw], pw) }
-                    }
-                    dst[o] = lpRoot(sum, pw)
+                    o += 1
                 }
             }
         }

@@ -155,9 +155,16 @@ final class LoweringNNTests: XCTestCase {
                                           22, 23, 24, 24, 24])
     }
 
-    func testPool1DAndGlobalPool() throws {
+    func testPool1D3DIntegerAndGlobalPool() throws {
         let x = iota([1, 2, 6])
         assertClose(try runNN(poolParams(.max, kernel: [2], strides: [2]), [x])[0], [1, 3, 5, 7, 9, 11], shape: [1, 2, 3])
+        let xi = Tensor(shape: [1, 1, 5], ints: [3, -9, 4, 4, 1], dtype: .uint8)
+        let yi = try runNN(poolParams(.max, kernel: [2], strides: [2], ceil: true), [xi])[0]
+        XCTAssertEqual(yi.dtype, .uint8)
+        XCTAssertEqual(yi.intArray, [3, 4, 1])
+        XCTAssertThrowsError(try runNN(poolParams(.average, kernel: [2], strides: [2]), [xi]))
+        assertClose(try runNN(poolParams(.average, kernel: [2, 2, 2], strides: [2, 2, 2]), [iota([1, 1, 2, 2, 4])])[0],
+                    [(0 + 1 + 4 + 5 + 8 + 9 + 12 + 13) / 8, (2 + 3 + 6 + 7 + 10 + 11 + 14 + 15) / 8], shape: [1, 1, 1, 1, 2])
         let g = iota([2, 3, 2, 2])
         assertClose(try runNN(.globalPool(.average), [g])[0], [1.5, 5.5, 9.5, 13.5, 17.5, 21.5], shape: [2, 3, 1, 1])
         assertClose(try runNN(.globalPool(.max), [g])[0], [3, 7, 11, 15, 19, 23], shape: [2, 3, 1, 1])

@@ -7,31 +7,37 @@ import XCTest
 private func referencePool(_ g: PoolGeometry, _ r: PoolReduction, _ x: [Float]) -> (y: [Float], idx: [Int64]) {
     var y: [Float] = [], idx: [Int64] = []
     for p in 0..<g.planes {
-        for oy in 0..<g.outH {
-            for ox in 0..<g.outW {
-                var values: [Float] = [], positions: [Int] = [], padded = 0
-                for ky in 0..<g.kernelH {
-                    for kx in 0..<g.kernelW {
-                        let iy = oy * g.strideH + ky * g.dilationH - g.padTop
-                        let ix = ox * g.strideW + kx * g.dilationW - g.padLeft
-                        if iy >= -g.padTop && iy < g.inH + g.padBottom && ix >= -g.padLeft && ix < g.inW + g.padRight {
-                            padded += 1
-                        }
-                        if iy >= 0 && iy < g.inH && ix >= 0 && ix < g.inW {
-                            values.append(x[(p * g.inH + iy) * g.inW + ix])
-                            positions.append(iy * g.inW + ix)
+        for od in 0..<g.outD {
+            for oy in 0..<g.outH {
+                for ox in 0..<g.outW {
+                    var values: [Float] = [], positions: [Int] = [], padded = 0
+                    for kd in 0..<g.kernelD {
+                        for ky in 0..<g.kernelH {
+                            for kx in 0..<g.kernelW {
+                                let id = od * g.strideD + kd * g.dilationD - g.padFront
+                                let iy = oy * g.strideH + ky * g.dilationH - g.padTop
+                                let ix = ox * g.strideW + kx * g.dilationW - g.padLeft
+                                if id >= -g.padFront && id < g.inD + g.padBack && iy >= -g.padTop && iy < g.inH + g.padBottom
+                                    && ix >= -g.padLeft && ix < g.inW + g.padRight {
+                                    padded += 1
+                                }
+                                if id >= 0 && id < g.inD && iy >= 0 && iy < g.inH && ix >= 0 && ix < g.inW {
+                                    values.append(x[((p * g.inD + id) * g.inH + iy) * g.inW + ix])
+                                    positions.append((id * g.inH + iy) * g.inW + ix)
+                                }
+                            }
                         }
                     }
-                }
-                switch r {
-                case .max:
-                    let best = values.indices.max { values[$0] < values[$1] || (values[$0] == values[$1] && $0 > $1) }!
-                    y.append(values[best])
-                    idx.append(Int64(p * g.inH * g.inW + positions[best]))
-                case .average(let include):
-                    y.append(values.reduce(0, +) / Float(include ? padded : values.count))
-                case .lp(let pw):
-                    y.append(Float(pow(values.reduce(0.0) { $0 + pow(Double(abs($1)), Double(pw)) }, 1 / Double(pw))))
+                    switch r {
+                    case .max:
+                        let best = values.indices.max { values[$0] < values[$1] || (values[$0] == values[$1] && $0 > $1) }!
+                        y.append(values[best])
+                        idx.append(Int64(p * g.inD * g.inH * g.inW + positions[best]))
+                    case .average(let include):
+                        y.append(values.reduce(0, +) / Float(include ? padded : values.count))
+                    case .lp(let pw):
+                        y.append(Float(pow(values.reduce(0.0) { $0 + pow(Double(abs($1)), Double(pw)) }, 1 / Double(pw))))
+                    }
                 }
             }
         }
@@ -40,6 +46,24 @@ private func referencePool(_ g: PoolGeometry, _ r: PoolReduction, _ x: [Float]) 
 }
 
 final class PoolTests: XCTestCase {
+    /// A 3-D window with dilation, padding and a ceil-mode overhang on the depth axis.
+    private func volume() -> PoolGeometry {
+        var g = PoolGeometry(planes: 2, inH: 5, inW: 6, outH: 3, outW: 3, kernelH: 2, kernelW: 2, strideH: 2, strideW: 2,
+                             padTop: 1, padLeft: 0, padBottom: 0, padRight: 0)
+        g.inD = 7; g.outD = 3; g.kernelD = 3; g.strideD = 2; g.dilationD = 2; g.padFront = 1; g.padBack = 1
+        return g
+    }
+
+    func testIntegerMaxPoolMatchesFloat() {
+        let g = volume()
+        let xi = (0..<(g.planes * g.inD * g.inH * g.inW)).map { Int64(($0 * 7919) % 101) - 50 }
+        var yi = [Int64](repeating: 0, count: g.planes * g.outD * g.outH * g.outW), ii = yi
+        maxPoolInt64(g, x: xi, y: &yi, indices: &ii)
+        let ref = referencePool(g, .max, xi.map(Float.init))
+        XCTAssertEqual(yi.map(Float.init), ref.y)
+        XCTAssertEqual(ii, ref.idx)
+    }
+
     private func geometries() -> [PoolGeometry] {
         [
             PoolGeometry(planes: 3, inH: 8, inW: 9, outH: 4, outW: 4, kernelH: 2, kernelW: 2, strideH: 2, strideW: 2),
@@ -53,15 +77,16 @@ final class PoolTests: XCTestCase {
                          padLeft: 1, padRight: 1),
             PoolGeometry(planes: 40, inH: 30, inW: 30, outH: 15, outW: 15, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2,
                          padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            volume(),
         ]
     }
 
     func testMaxPoolValuesAndIndices() {
         for g in geometries() {
-            let x = nnRandom(g.planes * g.inH * g.inW, seed: 31)
-            var y = [Float](repeating: .nan, count: g.planes * g.outH * g.outW)
+            let x = nnRandom(g.planes * g.inD * g.inH * g.inW, seed: 31)
+            var y = [Float](repeating: .nan, count: g.planes * g.outD * g.outH * g.outW)
             var idx = [Int64](repeating: -7, count: y.count)
-            pool2D(g, .max, x: x, y: &y, indices: &idx)
+            pool(g, .max, x: x, y: &y, indices: &idx)
             let ref = referencePool(g, .max, x)
             XCTAssertEqual(y, ref.y, "\(g)")
             XCTAssertEqual(idx, ref.idx, "\(g)")
@@ -72,7 +97,7 @@ final class PoolTests: XCTestCase {
         let g = PoolGeometry(planes: 2, inH: 4, inW: 5, outH: 2, outW: 2, kernelH: 2, kernelW: 2, strideH: 2, strideW: 2)
         let x = nnRandom(40, seed: 32)
         var y = [Float](repeating: 0, count: 8), idx = [Int64](repeating: 0, count: 8)
-        pool2D(g, .max, x: x, y: &y, indices: &idx, columnMajor: true)
+        pool(g, .max, x: x, y: &y, indices: &idx, columnMajor: true)
         let ref = referencePool(g, .max, x)
         let expected = ref.idx.map { i -> Int64 in
             let plane = i / 20, h = (i % 20) / 5, w = i % 5
@@ -83,10 +108,10 @@ final class PoolTests: XCTestCase {
 
     func testAveragePoolWithAndWithoutPadding() {
         for g in geometries() {
-            let x = nnRandom(g.planes * g.inH * g.inW, seed: 33)
+            let x = nnRandom(g.planes * g.inD * g.inH * g.inW, seed: 33)
             for include in [false, true] {
-                var y = [Float](repeating: .nan, count: g.planes * g.outH * g.outW)
-                pool2D(g, .average(countIncludePad: include), x: x, y: &y)
+                var y = [Float](repeating: .nan, count: g.planes * g.outD * g.outH * g.outW)
+                pool(g, .average(countIncludePad: include), x: x, y: &y)
                 nnAssertClose(y, referencePool(g, .average(countIncludePad: include), x).y, "\(g) include=\(include)")
             }
         }
@@ -94,10 +119,10 @@ final class PoolTests: XCTestCase {
 
     func testLpPool() {
         for g in geometries() {
-            let x = nnRandom(g.planes * g.inH * g.inW, seed: 34)
+            let x = nnRandom(g.planes * g.inD * g.inH * g.inW, seed: 34)
             for p in [1, 2, 3] {
-                var y = [Float](repeating: .nan, count: g.planes * g.outH * g.outW)
-                pool2D(g, .lp(p: p), x: x, y: &y)
+                var y = [Float](repeating: .nan, count: g.planes * g.outD * g.outH * g.outW)
+                pool(g, .lp(p: p), x: x, y: &y)
                 nnAssertClose(y, referencePool(g, .lp(p: p), x).y, "\(g) p=\(p)")
             }
         }
