@@ -55,23 +55,22 @@ extension ConvGeometry {
 /// A convolution compiled for one geometry: `y[N, M, OH, OW] = conv(x[N, C, H, W], w[M, C/group, kH, kW]) + b[M]`.
 ///
 /// Chooses its method once: a direct SIMD kernel when each group has one input channel
-/// (depthwise), a plain GEMM for unpadded stride-1 1x1 kernels, otherwise im2col + GEMM per
-/// group. The im2col scratch is allocated here, never during `forward`.
+/// (depthwise), a plain GEMM for unpadded stride-1 1x1 kernels, otherwise im2col + GEMM.
+/// GEMM work is cut into (image, group, column panel) items spread over the cores, each with
+/// a single-threaded GEMM; an im2col panel is sized to stay in L2 and is built just before its
+/// GEMM. Scratch is allocated here, never during `forward`.
 public final class Conv2D: @unchecked Sendable {
     public enum Method: Sendable { case depthwise, pointwise, im2col }
 
     public let geometry: ConvGeometry
     public let method: Method
-    /// Images processed concurrently, each with single-threaded GEMMs, instead of one image at
-    /// a time with OpenBLAS threading each GEMM.
-    public let parallelBatch: Bool
-    private let workers: Int
-    private let colStride: Int
-    private let col: UnsafeMutablePointer<Float>?
+    /// Output columns per GEMM item.
+    public let panel: Int
+    private let scratch: UnsafeMutablePointer<Float>?
     private let xRanges: UnsafeMutablePointer<Int>
     private let depthwise: DepthwiseConv2D?
 
-    public init(_ g: ConvGeometry, parallelBatch: Bool? = nil) {
+    public init(_ g: ConvGeometry) {
         geometry = g
         if g.groupIn == 1 && g.group > 1 {
             method = .depthwise
@@ -82,25 +81,26 @@ public final class Conv2D: @unchecked Sendable {
             method = .im2col
         }
         depthwise = method == .depthwise ? DepthwiseConv2D(g) : nil
-        let usesGEMM = method != .depthwise
-        self.parallelBatch = usesGEMM && g.batch > 1 && NNParallel.workers > 1 && (parallelBatch ?? Conv2D.defaultParallelBatch)
-        workers = self.parallelBatch ? min(g.batch, NNParallel.workers) : 1
+        let outPlane = max(1, g.outH * g.outW)
+        var p = method == .im2col ? min(outPlane, max(128, 131_072 / max(1, g.patch) / 16 * 16)) : outPlane
+        let images = g.batch * g.group
+        if images < NNParallel.workers {
+            let share = (outPlane * images + NNParallel.workers - 1) / NNParallel.workers
+            p = min(p, max(16, (share + 15) / 16 * 16))
+        }
+        panel = p
         _ = NNParallel.blasDefaultThreads
-        colStride = g.patch * g.outH * g.outW
-        col = method == .im2col ? .allocate(capacity: max(1, colStride * workers)) : nil
+        scratch = method == .im2col ? .allocate(capacity: max(1, panel * g.patch * NNParallel.workers)) : nil
         xRanges = .allocate(capacity: 2 * max(1, g.kernelW))
         for kx in 0..<g.kernelW {
             let (lo, hi) = ConvGeometry.validOutputs(offset: kx * g.dilationW - g.padLeft, stride: g.strideW,
-                                        size: g.inW, count: g.outW)
+                                                     size: g.inW, count: g.outW)
             xRanges[2 * kx] = lo; xRanges[2 * kx + 1] = hi
         }
     }
 
-    /// Whether batches use `parallelBatch` unless a kernel says otherwise.
-    nonisolated(unsafe) public static var defaultParallelBatch = true
-
     deinit {
-        col?.deallocate()
+        scratch?.deallocate()
         xRanges.deallocate()
     }
 
@@ -114,91 +114,73 @@ public final class Conv2D: @unchecked Sendable {
             depthwise.forward(x: x, weight: weight, bias: bias, y: y)
             return
         }
-        if parallelBatch {
-            setBLASThreads(1)
-            let w = workers
-            NNParallel.run(w) { worker in
-                var n = worker
-                while n < g.batch {
-                    image(n, scratch: col.map { $0 + worker * colStride }, x: x, weight: weight, bias: bias,
-                          y: y, parallelIm2col: false)
-                    n += w
-                }
-            }
-            // Restores the process default rather than the value read before: two convolutions
-            // running at once would otherwise leave OpenBLAS single-threaded for good.
-            setBLASThreads(NNParallel.blasDefaultThreads)
-        } else {
-            for n in 0..<g.batch {
-                image(n, scratch: col, x: x, weight: weight, bias: bias, y: y, parallelIm2col: true)
-            }
-        }
-    }
-
-    private func image(_ n: Int, scratch: UnsafeMutablePointer<Float>?, x: UnsafePointer<Float>,
-                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                       y: UnsafeMutablePointer<Float>, parallelIm2col: Bool) {
-        let g = geometry
         let inPlane = g.inH * g.inW, outPlane = g.outH * g.outW
-        let xn = x + n * g.inChannels * inPlane
-        let yn = y + n * g.outChannels * outPlane
-        if let bias {
-            for m in 0..<g.outChannels { (yn + m * outPlane).update(repeating: bias[m], count: outPlane) }
-        }
-        let beta: Float = bias == nil ? 0 : 1
-        for grp in 0..<g.group {
-            let xg = xn + grp * g.groupIn * inPlane
-            let b: UnsafePointer<Float>
-            if let scratch {
-                im2col(xg, channels: g.groupIn, col: scratch, parallel: parallelIm2col)
-                b = UnsafePointer(scratch)
-            } else {
-                b = xg
-            }
-            gemm(transA: false, transB: false, m: g.groupOut, n: outPlane, k: g.patch, alpha: 1,
-                 a: weight + grp * g.groupOut * g.patch, lda: g.patch, b: b, ldb: outPlane,
-                 beta: beta, c: yn + grp * g.groupOut * outPlane, ldc: outPlane)
-        }
-    }
-
-    /// `col[(c * kH + ky) * kW + kx, oy * OW + ox] = x[c, oy*sH + ky*dH - padTop, ox*sW + kx*dW - padLeft]`
-    /// (0 outside), for `channels` channels of one image.
-    private func im2col(_ x: UnsafePointer<Float>, channels: Int, col: UnsafeMutablePointer<Float>, parallel: Bool) {
-        let g = geometry
-        let rows = channels * g.kernelH * g.kernelW
-        let chunks = parallel && NNParallel.workers > 1 && colStride >= 1 << 16 ? NNParallel.workers : 1
-        if chunks == 1 {
-            im2colRows(x, 0, rows, col)
-        } else {
-            NNParallel.run(chunks) { i in
-                im2colRows(x, rows * i / chunks, rows * (i + 1) / chunks, col)
+        let panel = self.panel, scratchBase = scratch
+        let panels = (outPlane + panel - 1) / panel
+        let perImage = g.group * panels
+        let items = g.batch * perImage
+        let w = min(items, NNParallel.workers)
+        // Our threads already fill the cores; OpenBLAS threads on top would only contend.
+        if w > 1 { setBLASThreads(1) }
+        NNParallel.run(w) { worker in
+            let col = scratchBase.map { $0 + worker * panel * g.patch }
+            for item in (items * worker / w)..<(items * (worker + 1) / w) {
+                let n = item / perImage, grp = (item / panels) % g.group, q0 = (item % panels) * panel
+                let cols = min(panel, outPlane - q0)
+                let xg = x + (n * g.inChannels + grp * g.groupIn) * inPlane
+                let yc = y + (n * g.outChannels + grp * g.groupOut) * outPlane + q0
+                if let bias {
+                    for m in 0..<g.groupOut { (yc + m * outPlane).update(repeating: bias[grp * g.groupOut + m], count: cols) }
+                }
+                let b: UnsafePointer<Float>, ldb: Int
+                if let col {
+                    im2colPanel(xg, q0, cols, col)
+                    b = UnsafePointer(col); ldb = cols
+                } else {
+                    b = xg + q0; ldb = outPlane
+                }
+                gemm(transA: false, transB: false, m: g.groupOut, n: cols, k: g.patch, alpha: 1,
+                     a: weight + grp * g.groupOut * g.patch, lda: g.patch, b: b, ldb: ldb,
+                     beta: bias == nil ? 0 : 1, c: yc, ldc: outPlane)
             }
         }
+        // Restores the process default rather than the value read before: two convolutions
+        // running at once would otherwise leave OpenBLAS single-threaded for good.
+        if w > 1 { setBLASThreads(NNParallel.blasDefaultThreads) }
     }
 
-    private func im2colRows(_ x: UnsafePointer<Float>, _ first: Int, _ end: Int, _ col: UnsafeMutablePointer<Float>) {
+    /// Columns `[q0, q0 + cols)` of one group's im2col matrix, stored `[patch, cols]`:
+    /// `col[(c * kH + ky) * kW + kx, q - q0] = x[c, oy*sH + ky*dH - padTop, ox*sW + kx*dW - padLeft]`
+    /// with `q = oy * OW + ox` (0 outside the input).
+    private func im2colPanel(_ x: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ col: UnsafeMutablePointer<Float>) {
         let g = geometry
-        let inPlane = g.inH * g.inW, outPlane = g.outH * g.outW, ow = g.outW, sw = g.strideW
-        for r in first..<end {
+        let inPlane = g.inH * g.inW, ow = g.outW, sw = g.strideW
+        for r in 0..<g.patch {
             let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
-            let row = col + r * outPlane
             let lo = xRanges[2 * kx], hi = xRanges[2 * kx + 1]
             let offX = kx * g.dilationW - g.padLeft
-            for oy in 0..<g.outH {
+            let row = col + r * cols
+            var q = q0
+            let end = q0 + cols
+            while q < end {
+                let oy = q / ow, ox0 = q % ow
+                let run = min(ow - ox0, end - q)
+                let dst = row + (q - q0) - ox0
                 let iy = oy * g.strideH + ky * g.dilationH - g.padTop
-                let dst = row + oy * ow
                 if iy < 0 || iy >= g.inH {
-                    dst.update(repeating: 0, count: ow)
-                    continue
-                }
-                let src = x + c * inPlane + iy * g.inW + offX
-                if lo > 0 { dst.update(repeating: 0, count: lo) }
-                if sw == 1 {
-                    (dst + lo).update(from: src + lo, count: hi - lo)
+                    (dst + ox0).update(repeating: 0, count: run)
                 } else {
-                    for ox in lo..<hi { dst[ox] = src[ox * sw] }
+                    let src = x + c * inPlane + iy * g.inW + offX
+                    let a = min(max(lo, ox0), ox0 + run), b = max(a, min(hi, ox0 + run))
+                    if a > ox0 { (dst + ox0).update(repeating: 0, count: a - ox0) }
+                    if sw == 1 {
+                        (dst + a).update(from: src + a, count: b - a)
+                    } else {
+                        for ox in a..<b { dst[ox] = src[ox * sw] }
+                    }
+                    if b < ox0 + run { (dst + b).update(repeating: 0, count: ox0 + run - b) }
                 }
-                if hi < ow { (dst + hi).update(repeating: 0, count: ow - hi) }
+                q += run
             }
         }
     }

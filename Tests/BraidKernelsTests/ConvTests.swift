@@ -78,12 +78,12 @@ private func geometry(n: Int, c: Int, h: Int, w: Int, m: Int, k: (Int, Int), s: 
 }
 
 final class ConvTests: XCTestCase {
-    private func check(_ g: ConvGeometry, bias: Bool = true, parallelBatch: Bool? = nil, expect method: Conv2D.Method,
+    private func check(_ g: ConvGeometry, bias: Bool = true, expect method: Conv2D.Method,
                        file: StaticString = #filePath, line: UInt = #line) {
         let x = nnRandom(g.batch * g.inChannels * g.inH * g.inW, seed: 11)
         let w = nnRandom(g.outChannels * g.patch, seed: 12)
         let b = bias ? nnRandom(g.outChannels, seed: 13) : nil
-        let conv = Conv2D(g, parallelBatch: parallelBatch)
+        let conv = Conv2D(g)
         XCTAssertEqual(conv.method, method, file: file, line: line)
         var y = [Float](repeating: .nan, count: g.batch * g.outChannels * g.outH * g.outW)
         if let b {
@@ -135,10 +135,15 @@ final class ConvTests: XCTestCase {
         check(geometry(n: 2, c: 3, h: 1, w: 30, m: 4, k: (1, 5), s: (1, 2), pads: (0, 2, 0, 1)), expect: .im2col)
     }
 
-    func testBatchParallelMatchesSerial() {
-        check(geometry(n: 3, c: 8, h: 12, w: 12, m: 6, k: (3, 3), pads: (1, 1, 1, 1)), parallelBatch: true, expect: .im2col)
-        check(geometry(n: 3, c: 8, h: 12, w: 12, m: 6, k: (1, 1)), parallelBatch: true, expect: .pointwise)
-        check(geometry(n: 2, c: 32, h: 40, w: 40, m: 16, k: (3, 3), pads: (1, 1, 1, 1)), parallelBatch: false, expect: .im2col)
+    func testWorkSplitIntoPanelsAcrossImagesAndRows() {
+        // Panels that end mid-row, several per image, and images split across workers.
+        let big = geometry(n: 2, c: 32, h: 40, w: 40, m: 16, k: (3, 3), pads: (1, 1, 1, 1))
+        XCTAssertGreaterThan((big.outH * big.outW + Conv2D(big).panel - 1) / Conv2D(big).panel, 2)
+        check(big, expect: .im2col)
+        check(geometry(n: 3, c: 8, h: 12, w: 12, m: 6, k: (3, 3), pads: (1, 1, 1, 1)), expect: .im2col)
+        check(geometry(n: 3, c: 8, h: 12, w: 12, m: 6, k: (1, 1)), expect: .pointwise)
+        check(geometry(n: 1, c: 3, h: 33, w: 35, m: 5, k: (1, 1)), expect: .pointwise)
+        check(geometry(n: 1, c: 1, h: 31, w: 29, m: 8, k: (3, 3), s: (2, 2), pads: (1, 1, 1, 1)), expect: .im2col)
     }
 
     func testConvTransposeMatchesScatterDefinition() {
