@@ -72,13 +72,13 @@ final class DepthwiseConv2D: @unchecked Sendable {
                 let base = (ox * g.strideW - g.padLeft) * 4
                 var acc = bv
                 if stride2 {
-                    acc += w0 * even(r0, base) + w1 * even(r0, base + 4) + w2 * even(r0, base + 8)
-                    acc += w3 * even(r1, base) + w4 * even(r1, base + 4) + w5 * even(r1, base + 8)
-                    acc += w6 * even(r2, base) + w7 * even(r2, base + 4) + w8 * even(r2, base + 8)
+                    acc += w0 * NNVec.even(r0, base) + w1 * NNVec.even(r0, base + 4) + w2 * NNVec.even(r0, base + 8)
+                    acc += w3 * NNVec.even(r1, base) + w4 * NNVec.even(r1, base + 4) + w5 * NNVec.even(r1, base + 8)
+                    acc += w6 * NNVec.even(r2, base) + w7 * NNVec.even(r2, base + 4) + w8 * NNVec.even(r2, base + 8)
                 } else {
-                    acc += w0 * load(r0, base) + w1 * load(r0, base + 4) + w2 * load(r0, base + 8)
-                    acc += w3 * load(r1, base) + w4 * load(r1, base + 4) + w5 * load(r1, base + 8)
-                    acc += w6 * load(r2, base) + w7 * load(r2, base + 4) + w8 * load(r2, base + 8)
+                    acc += w0 * NNVec.load(r0, base) + w1 * NNVec.load(r0, base + 4) + w2 * NNVec.load(r0, base + 8)
+                    acc += w3 * NNVec.load(r1, base) + w4 * NNVec.load(r1, base + 4) + w5 * NNVec.load(r1, base + 8)
+                    acc += w6 * NNVec.load(r2, base) + w7 * NNVec.load(r2, base + 4) + w8 * NNVec.load(r2, base + 8)
                 }
                 UnsafeMutableRawPointer(drow + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
                 ox += 8
@@ -104,7 +104,7 @@ final class DepthwiseConv2D: @unchecked Sendable {
                 for ky in 0..<g.kernelH {
                     let r = row(src, iy0 + ky * g.dilationH)
                     for kx in 0..<kw {
-                        let v = g.strideW == 1 ? load(r, base + kx * dw * 4) : even(r, base + kx * dw * 4)
+                        let v = g.strideW == 1 ? NNVec.load(r, base + kx * dw * 4) : NNVec.even(r, base + kx * dw * 4)
                         acc += w[ky * kw + kx] * v
                     }
                 }
@@ -138,18 +138,4 @@ final class DepthwiseConv2D: @unchecked Sendable {
         }
         return acc
     }
-}
-
-@inline(__always)
-private func load(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
-    p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float>.self)
-}
-
-/// Elements 0, 2, ..., 14 of the 15 floats at `p + byteOffset`, reading no further (a 16-wide
-/// load would run one float past the last tap of the row).
-@inline(__always)
-private func even(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
-    let lo = p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float>.self)
-    let hi = p.loadUnaligned(fromByteOffset: byteOffset + 28, as: SIMD8<Float>.self)
-    return SIMD8(lo[0], lo[2], lo[4], lo[6], hi[1], hi[3], hi[5], hi[7])
 }

@@ -76,20 +76,27 @@ public func lrn(batch: Int, channels: Int, spatial: Int, size: Int, alpha: Float
                 x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
     let before = (size - 1) / 2, after = size - 1 - before
     let a = alpha / Float(size)
-    let chunks = batch * channels * spatial * size >= 1 << 16 ? min(batch * channels, NNParallel.workers) : 1
     let planes = batch * channels
+    let chunks = planes * spatial * size >= 1 << 16 ? min(planes, NNParallel.workers) : 1
     NNParallel.run(chunks) { i in
         for p in (planes * i / chunks)..<(planes * (i + 1) / chunks) {
             let n = p / channels, c = p % channels
-            let lo = max(0, c - before), hi = min(channels - 1, c + after)
             let xn = x + n * channels * spatial
             let out = y + p * spatial
-            for j in 0..<spatial {
-                var s: Float = 0
-                for k in lo...hi { let v = xn[k * spatial + j]; s += v * v }
-                let base = bias + a * s
-                let d = beta == 0.75 ? (base * base.squareRoot()).squareRoot() : powf(base, beta)
-                out[j] = xn[c * spatial + j] / d
+            // The output row first holds the window's sum of squares, then the result.
+            out.update(repeating: 0, count: spatial)
+            for k in max(0, c - before)...min(channels - 1, c + after) {
+                let row = xn + k * spatial
+                for j in 0..<spatial { out[j] += row[j] * row[j] }
+            }
+            let xc = xn + c * spatial
+            if beta == 0.75 {
+                for j in 0..<spatial {
+                    let base = bias + a * out[j]
+                    out[j] = xc[j] / (base * base.squareRoot()).squareRoot()
+                }
+            } else {
+                for j in 0..<spatial { out[j] = xc[j] / powf(bias + a * out[j], beta) }
             }
         }
     }

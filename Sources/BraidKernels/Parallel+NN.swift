@@ -75,4 +75,18 @@ enum NNVec {
         }
         while i < count { y[i] = x[i] * scale + shift; i += 1 }
     }
+
+    @inline(__always)
+    static func load(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
+        p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float>.self)
+    }
+
+    /// Elements 0, 2, ..., 14 of the 15 floats at `p + byteOffset`, reading no further (a
+    /// 16-wide load would run one float past the last tap of a row).
+    @inline(__always)
+    static func even(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
+        let lo = p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float>.self)
+        let hi = p.loadUnaligned(fromByteOffset: byteOffset + 28, as: SIMD8<Float>.self)
+        return SIMD8(lo[0], lo[2], lo[4], lo[6], hi[1], hi[3], hi[5], hi[7])
+    }
 }

@@ -71,7 +71,11 @@ public func pool(_ g: PoolGeometry, _ reduction: PoolReduction, x: UnsafePointer
     let chunks = work >= 1 << 15 ? min(g.planes, NNParallel.workers * 4) : 1
     NNParallel.run(chunks) { i in
         let first = g.planes * i / chunks, end = g.planes * (i + 1) / chunks
-        if reduction == .max {
+        if reduction == .max && indices == nil {
+            fastPlanes(g, false, false, first, end, x, y)
+        } else if case .average(let includePad) = reduction {
+            fastPlanes(g, true, includePad, first, end, x, y)
+        } else if reduction == .max {
             maxPlanes(g, first, end, x, y, indices, columnMajor, lowest: -Float.infinity)
         } else {
             poolPlanes(g, reduction, first, end, x, y)
@@ -126,6 +130,104 @@ private func maxPlanes<T: Comparable>(_ g: PoolGeometry, _ first: Int, _ end: In
                 }
             }
         }
+    }
+}
+
+/// Max or average pooling without indices: eight output columns at a time over the columns
+/// whose taps all lie inside the row (stride 1 or 2), scalar windows at the borders.
+private func fastPlanes(_ g: PoolGeometry, _ average: Bool, _ includePad: Bool, _ first: Int, _ end: Int,
+                        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    let inPlane = g.inPlane, outPlane = g.outPlane
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW, sw = g.strideW
+    var xa = 0, xb = g.outW
+    for kx in 0..<g.kernelW {
+        let r = ConvGeometry.validOutputs(offset: kx * dw - g.padLeft, stride: sw, size: g.inW, count: g.outW)
+        xa = max(xa, r.0); xb = min(xb, r.1)
+    }
+    let vectorEnd = (sw == 1 || sw == 2) && xb - xa >= 8 ? xb : xa
+    for p in first..<end {
+        let src = x + p * inPlane
+        for od in 0..<g.outD {
+            let ds = od * g.strideD - g.padFront
+            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
+            for oy in 0..<g.outH {
+                let hs = oy * g.strideH - g.padTop
+                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
+                let dst = y + p * outPlane + (od * g.outH + oy) * g.outW
+                let rows = (kd1 - kd0) * (ky1 - ky0)
+                let divisor: Float
+                if includePad {
+                    divisor = Float(paddedTaps(ds, g.kernelD, dd, g.inD + g.padFront + g.padBack, g.padFront)
+                        * paddedTaps(hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop) * g.kernelW)
+                } else {
+                    divisor = Float(rows * g.kernelW)
+                }
+                let window = VectorWindow(src: src, ds: ds, hs: hs, kd: (kd0, kd1), ky: (ky0, ky1), rows: rows, divisor: divisor)
+                switch (average, sw == 1) {
+                case (false, true): vectorColumns(g, window, dst, xa, vectorEnd, average: false, stride1: true)
+                case (false, false): vectorColumns(g, window, dst, xa, vectorEnd, average: false, stride1: false)
+                case (true, true): vectorColumns(g, window, dst, xa, vectorEnd, average: true, stride1: true)
+                case (true, false): vectorColumns(g, window, dst, xa, vectorEnd, average: true, stride1: false)
+                }
+                func border(_ ox: Int) {
+                    let ws = ox * g.strideW - g.padLeft
+                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
+                    var acc: Float = average ? 0 : -.infinity
+                    for kd in kd0..<kd1 {
+                        for ky in ky0..<ky1 {
+                            let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                            for kx in kx0..<kx1 { acc = average ? acc + row[kx * dw] : max(acc, row[kx * dw]) }
+                        }
+                    }
+                    if average {
+                        let count = includePad
+                            ? Int(divisor) / g.kernelW * paddedTaps(ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
+                            : rows * (kx1 - kx0)
+                        acc = count > 0 ? acc / Float(count) : 0
+                    }
+                    dst[ox] = acc
+                }
+                for ox in 0..<xa { border(ox) }
+                for ox in max(xa, vectorEnd)..<g.outW { border(ox) }
+            }
+        }
+    }
+}
+
+/// One output row's window facts for `vectorColumns`.
+private struct VectorWindow {
+    var src: UnsafePointer<Float>
+    var ds: Int
+    var hs: Int
+    var kd: (Int, Int)
+    var ky: (Int, Int)
+    var rows: Int
+    var divisor: Float
+}
+
+/// Output columns `[xa, end)` of one row, eight at a time (the last vector overlaps the one
+/// before instead of falling back to scalars). Called with literal flags so each variant is
+/// compiled without per-tap branches.
+@inline(__always)
+private func vectorColumns(_ g: PoolGeometry, _ w: VectorWindow, _ dst: UnsafeMutablePointer<Float>, _ xa: Int, _ end: Int,
+                           average: Bool, stride1: Bool) {
+    let dd = g.dilationD, dh = g.dilationH, tap = g.dilationW * 4, kw = g.kernelW, sw = g.strideW
+    var ox = xa
+    while ox < end {
+        if ox + 8 > end { ox = end - 8 }
+        var acc = SIMD8<Float>(repeating: average ? 0 : -.infinity)
+        for kd in w.kd.0..<w.kd.1 {
+            for ky in w.ky.0..<w.ky.1 {
+                let row = UnsafeRawPointer(w.src + ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW + ox * sw - g.padLeft)
+                for kx in 0..<kw {
+                    let v = stride1 ? NNVec.load(row, kx * tap) : NNVec.even(row, kx * tap)
+                    acc = average ? acc + v : acc.replacing(with: v, where: v .> acc)
+                }
+            }
+        }
+        if average { acc = w.rows > 0 ? acc / w.divisor : SIMD8() }
+        UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
+        ox += 8
     }
 }
 

@@ -78,6 +78,13 @@ final class PoolTests: XCTestCase {
             PoolGeometry(planes: 40, inH: 30, inW: 30, outH: 15, outW: 15, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2,
                          padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
             volume(),
+            // Wide rows: the eight-column paths at stride 1, and at stride 2 with dilation.
+            PoolGeometry(planes: 3, inH: 9, inW: 40, outH: 9, outW: 40, kernelH: 3, kernelW: 3,
+                         padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            PoolGeometry(planes: 2, inH: 12, inW: 50, outH: 6, outW: 25, kernelH: 2, kernelW: 3, strideH: 2, strideW: 2,
+                         dilationW: 2, padTop: 0, padLeft: 2, padBottom: 1, padRight: 2),
+            PoolGeometry(planes: 2, inH: 7, inW: 33, outH: 4, outW: 17, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2,
+                         padTop: 1, padLeft: 1, padBottom: 1, padRight: 2),
         ]
     }
 
