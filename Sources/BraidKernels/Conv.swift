@@ -1,4 +1,3 @@
-
 /// Geometry of a 2-D convolution over `[N, C, H, W]`; a 1-D convolution is `H = 1, kernelH = 1`.
 ///
 /// For `Conv2D`, `(inH, inW)` is the input and `(outH, outW)` the output. For

@@ -71,14 +71,11 @@ public func pool(_ g: PoolGeometry, _ reduction: PoolReduction, x: UnsafePointer
     let chunks = work >= 1 << 15 ? min(g.planes, NNParallel.workers * 4) : 1
     NNParallel.run(chunks) { i in
         let first = g.planes * i / chunks, end = g.planes * (i + 1) / chunks
-        if reduction == .max && indices == nil {
-            fastPlanes(g, false, false, first, end, x, y)
-        } else if case .average(let includePad) = reduction {
-            fastPlanes(g, true, includePad, first, end, x, y)
-        } else if reduction == .max {
-            maxPlanes(g, first, end, x, y, indices, columnMajor, lowest: -Float.infinity)
-        } else {
-            poolPlanes(g, reduction, first, end, x, y)
+        switch reduction {
+        case .max where indices == nil: fastPlanes(g, false, false, first, end, x, y)
+        case .max: maxPlanes(g, first, end, x, y, indices, columnMajor, lowest: -Float.infinity)
+        case .average(let includePad): fastPlanes(g, true, includePad, first, end, x, y)
+        case .lp(let pw): lpPlanes(g, pw, first, end, x, y)
         }
     }
 }
@@ -231,8 +228,9 @@ private func vectorColumns(_ g: PoolGeometry, _ w: VectorWindow, _ dst: UnsafeMu
     }
 }
 
-private func poolPlanes(_ g: PoolGeometry, _ reduction: PoolReduction, _ first: Int, _ end: Int,
-                        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+/// Lp pooling: `(sum |x|^p)^(1/p)` over each window's taps inside the input.
+private func lpPlanes(_ g: PoolGeometry, _ pw: Int, _ first: Int, _ end: Int,
+                      _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
     let inPlane = g.inPlane, outPlane = g.outPlane
     let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
     for p in first..<end {
@@ -248,34 +246,13 @@ private func poolPlanes(_ g: PoolGeometry, _ reduction: PoolReduction, _ first: 
                     let ws = ox * g.strideW - g.padLeft
                     let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
                     var sum: Float = 0
-                    switch reduction {
-                    case .lp(let pw):
-                        for kd in kd0..<kd1 {
-                            for ky in ky0..<ky1 {
-                                let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
-                                for kx in kx0..<kx1 { sum += lpPower(row[kx * dw], pw) }
-                            }
+                    for kd in kd0..<kd1 {
+                        for ky in ky0..<ky1 {
+                            let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                            for kx in kx0..<kx1 { sum += lpPower(row[kx * dw], pw) }
                         }
-                        y[o] = lpRoot(sum, pw)
-                    case .average(let includePad):
-                        for kd in kd0..<kd1 {
-                            for ky in ky0..<ky1 {
-                                let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
-                                for kx in kx0..<kx1 { sum += row[kx * dw] }
-                            }
-                        }
-                        let count: Int
-                        if includePad {
-                            count = paddedTaps(ds, g.kernelD, dd, g.inD + g.padFront + g.padBack, g.padFront)
-                                * paddedTaps(hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop)
-                                * paddedTaps(ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
-                        } else {
-                            count = (kd1 - kd0) * (ky1 - ky0) * (kx1 - kx0)
-                        }
-                        y[o] = count > 0 ? sum / Float(count) : 0
-                    case .max:
-                        break
                     }
+                    y[o] = lpRoot(sum, pw)
                     o += 1
                 }
             }
