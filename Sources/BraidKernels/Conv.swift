@@ -82,10 +82,14 @@ public final class Conv2D: @unchecked Sendable {
         depthwise = method == .depthwise ? DepthwiseConv2D(g) : nil
         let outPlane = max(1, g.outH * g.outW)
         var p = method == .im2col ? min(outPlane, max(128, 131_072 / max(1, g.patch) / 16 * 16)) : outPlane
-        let images = g.batch * g.group
-        if images < NNParallel.workers {
-            let share = (outPlane * images + NNParallel.workers - 1) / NNParallel.workers
+        let images = g.batch * g.group, workers = NNParallel.workers
+        if images < workers {
+            let share = (outPlane * images + workers - 1) / workers
             p = min(p, max(16, (share + 15) / 16 * 16))
+        } else if images % workers != 0 && images < 4 * workers {
+            // A few whole images per core would leave one core idle at the end: cut them finer.
+            let perImage = (4 * workers + images - 1) / images
+            p = min(p, max(256, ((outPlane + perImage - 1) / perImage + 15) / 16 * 16))
         }
         panel = p
         _ = NNParallel.blasDefaultThreads
