@@ -27,7 +27,7 @@ func lowerBatchNorm(_ node: Node, epsilon: Float, _ inputs: [PlanValue?]) throws
     let extra = max(0, node.outputs.count - 1)
     let outputs = [(x.shape, DType.float32)] + Array(repeating: ([c], DType.float32), count: extra)
     return LoweredOp(outputs: outputs) { ins, outs in
-        let holder = ScratchHolder(count: 2 * c)
+        let holder = NNScratch(count: 2 * c)
         let scale = holder.pointer, shift = holder.pointer + c
         if let folded {
             scale.update(from: folded.0, count: c)
@@ -50,7 +50,7 @@ func lowerBatchNorm(_ node: Node, epsilon: Float, _ inputs: [PlanValue?]) throws
 }
 
 /// Owns a scratch allocation made in `make` for as long as the run closure lives.
-final class ScratchHolder: @unchecked Sendable {
+final class NNScratch: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Float>
     init(count: Int) { pointer = .allocate(capacity: max(1, count)) }
     deinit { pointer.deallocate() }
@@ -87,14 +87,14 @@ func lowerLayerNorm(_ node: Node, axis: Int, epsilon: Float, _ inputs: [PlanValu
     if let bias, bias.dtype != .float32 {
         throw GraphError(node: node.name, "\(node.sourceOp) input B must be float32, got \(bias.dtype)")
     }
-    let scaleMap = try broadcastIndex(scale.shape, to: normShape, node, "scale")
-    let biasMap = try bias.map { try broadcastIndex($0.shape, to: normShape, node, "B") } ?? nil
+    let scaleMap = try nnBroadcastIndex(scale.shape, to: normShape, node, "scale")
+    let biasMap = try bias.map { try nnBroadcastIndex($0.shape, to: normShape, node, "B") } ?? nil
     let statShape = Array(x.shape[..<ax]) + Array(repeating: 1, count: rank - ax)
     let extra = min(2, max(0, node.outputs.count - 1))
     let outputs = [(x.shape, DType.float32)] + Array(repeating: (statShape, DType.float32), count: extra)
     let hasBias = bias != nil
     return LoweredOp(outputs: outputs) { ins, outs in
-        let holder = ScratchHolder(count: 2 * inner)
+        let holder = NNScratch(count: 2 * inner)
         let scratch = holder.pointer
         let xp = ins[0]!.floats, yp = outs[0].floats
         let sp = ins[1]!.floats, bp = hasBias ? ins[2]!.floats : nil
@@ -118,7 +118,7 @@ func lowerLayerNorm(_ node: Node, axis: Int, epsilon: Float, _ inputs: [PlanValu
 
 /// For a tensor of `shape` broadcast (NumPy rules, unidirectionally) to `target`, the source
 /// index of each target element; nil when no broadcast is needed.
-func broadcastIndex(_ shape: [Int], to target: [Int], _ node: Node, _ role: String) throws -> [Int]? {
+func nnBroadcastIndex(_ shape: [Int], to target: [Int], _ node: Node, _ role: String) throws -> [Int]? {
     if shape == target || (shape.product == target.product && shape.filter { $0 != 1 } == target.filter { $0 != 1 }) {
         return nil
     }
