@@ -1,0 +1,79 @@
+import CBLAS
+
+/// The one matrix-product entry point: `C = alpha * op(A) * op(B) + beta * C`, row-major.
+///
+/// `op(A)` is `[m, k]`: A is stored `[m, k]` with row stride `lda`, or `[k, m]` when `transA`.
+/// `op(B)` is `[k, n]`: B is stored `[k, n]` with row stride `ldb`, or `[n, k]` when `transB`.
+/// C is `[m, n]` with row stride `ldc`. When `beta` is 0, C is only written, never read.
+/// OpenBLAS threads large products itself (see `setBLASThreads`).
+public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                 a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                 beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if m == 0 || n == 0 { return }
+    if k == 0 || alpha == 0 {
+        scaleRows(c, m: m, n: n, ldc: ldc, beta: beta)
+        return
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// Plain triple loop with the same contract as `gemm`, for tests.
+public func gemmReference(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                          a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                          beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    for i in 0..<m {
+        for j in 0..<n {
+            var acc: Double = 0
+            for p in 0..<k {
+                let av = transA ? a[p * lda + i] : a[i * lda + p]
+                let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
+                acc += Double(av) * Double(bv)
+            }
+            let prior = beta == 0 ? 0 : beta * c[i * ldc + j]
+            c[i * ldc + j] = alpha * Float(acc) + prior
+        }
+    }
+}
+
+/// Integer matrix product `C = op(A) * op(B)` (overwrites C), with the layout rules of `gemm`.
+/// Wraps on overflow, as ONNX runtimes do.
+public func gemmInt64(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                      a: UnsafePointer<Int64>, lda: Int, b: UnsafePointer<Int64>, ldb: Int,
+                      c: UnsafeMutablePointer<Int64>, ldc: Int) {
+    for i in 0..<m {
+        let row = c + i * ldc
+        row.update(repeating: 0, count: n)
+        for p in 0..<k {
+            let av = transA ? a[p * lda + i] : a[i * lda + p]
+            if av == 0 { continue }
+            if transB {
+                for j in 0..<n { row[j] &+= av &* b[j * ldb + p] }
+            } else {
+                let brow = b + p * ldb
+                for j in 0..<n { row[j] &+= av &* brow[j] }
+            }
+        }
+    }
+}
+
+/// Sets how many threads OpenBLAS uses for one product (process-wide).
+public func setBLASThreads(_ count: Int) {
+    openblas_set_num_threads(Int32(max(1, count)))
+}
+
+/// The number of threads OpenBLAS currently uses for one product.
+public func blasThreads() -> Int {
+    Int(openblas_get_num_threads())
+}
+
+private func scaleRows(_ c: UnsafeMutablePointer<Float>, m: Int, n: Int, ldc: Int, beta: Float) {
+    for i in 0..<m {
+        let row = c + i * ldc
+        if beta == 0 {
+            row.update(repeating: 0, count: n)
+        } else if beta != 1 {
+            for j in 0..<n { row[j] *= beta }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import Dispatch
+import Foundation
+
+/// The NN kernels' thread fan-out: `DispatchQueue.concurrentPerform` over raw-pointer work.
+enum NNParallel {
+    /// Cores available to `concurrentPerform`.
+    static let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// OpenBLAS's thread count when the NN kernels first ran, restored after batch-parallel work.
+    static let blasDefaultThreads = blasThreads()
+
+    /// Calls `body(i)` for `i` in `0..<count`, concurrently when `count > 1`. The body may
+    /// capture raw pointers: callers guarantee that iterations write disjoint memory.
+    static func run(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 1 {
+            if count == 1 { body(0) }
+            return
+        }
+        withoutActuallyEscaping(body) { escaping in
+            let box = Unchecked(body: escaping)
+            DispatchQueue.concurrentPerform(iterations: count) { box.body($0) }
+        }
+    }
+
+    private struct Unchecked: @unchecked Sendable {
+        let body: (Int) -> Void
+    }
+}
+
+/// Small vector helpers shared by the NN kernels.
+enum NNVec {
+    /// Sum of `count` floats with eight running lanes.
+    @inline(__always)
+    static func sum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        let raw = UnsafeRawPointer(p)
+        while i + 8 <= count {
+            acc += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        var s = acc.sum()
+        while i < count { s += p[i]; i += 1 }
+        return s
+    }
+
+    /// Sum of `(p[i] - mean)^2` over `count` floats.
+    @inline(__always)
+    static func squaredDeviation(_ p: UnsafePointer<Float>, _ count: Int, _ mean: Float) -> Float {
+        var acc = SIMD8<Float>()
+        let m = SIMD8<Float>(repeating: mean)
+        var i = 0
+        let raw = UnsafeRawPointer(p)
+        while i + 8 <= count {
+            let d = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - m
+            acc += d * d
+            i += 8
+        }
+        var s = acc.sum()
+        while i < count { let d = p[i] - mean; s += d * d; i += 1 }
+        return s
+    }
+
+    /// `y[i] = x[i] * scale + shift`.
+    @inline(__always)
+    static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int,
+                       _ scale: Float, _ shift: Float) {
+        let a = SIMD8<Float>(repeating: scale), b = SIMD8<Float>(repeating: shift)
+        var i = 0
+        let xr = UnsafeRawPointer(x), yr = UnsafeMutableRawPointer(y)
+        while i + 8 <= count {
+            let v = xr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            yr.storeBytes(of: v * a + b, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { y[i] = x[i] * scale + shift; i += 1 }
+    }
+
+    @inline(__always)
+    static func load(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
+        p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float>.self)
+    }
+
+    /// Elements 0, 2, ..., 14 of the 15 floats at `p + byteOffset`, reading no further (a
+    /// 16-wide load would run one float past the last tap of a row).
+    @inline(__always)
+    static func even(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
+        let lo = p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float>.self)
+        let hi = p.loadUnaligned(fromByteOffset: byteOffset + 28, as: SIMD8<Float>.self)
+        return SIMD8(lo[0], lo[2], lo[4], lo[6], hi[1], hi[3], hi[5], hi[7])
+    }
+}

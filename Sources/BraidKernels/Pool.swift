@@ -1,0 +1,311 @@
+import Foundation
+
+/// Geometry of pooling over `[N, C, D, H, W]` planes; 2-D pooling is `D = 1, kernelD = 1`, 1-D
+/// pooling also `H = 1, kernelH = 1`.
+///
+/// Windows start at `o * stride - padBegin`; taps past `in + padEnd` (the ceil-mode overhang)
+/// are never part of a window, matching ONNX.
+public struct PoolGeometry: Sendable, Equatable {
+    /// `N * C`.
+    public var planes: Int
+    public var inH: Int
+    public var inW: Int
+    public var outH: Int
+    public var outW: Int
+    public var kernelH: Int
+    public var kernelW: Int
+    public var strideH: Int
+    public var strideW: Int
+    public var dilationH: Int
+    public var dilationW: Int
+    public var padTop: Int
+    public var padLeft: Int
+    public var padBottom: Int
+    public var padRight: Int
+    public var inD = 1
+    public var outD = 1
+    public var kernelD = 1
+    public var strideD = 1
+    public var dilationD = 1
+    public var padFront = 0
+    public var padBack = 0
+
+    public init(planes: Int, inH: Int, inW: Int, outH: Int, outW: Int, kernelH: Int, kernelW: Int,
+                strideH: Int = 1, strideW: Int = 1, dilationH: Int = 1, dilationW: Int = 1,
+                padTop: Int = 0, padLeft: Int = 0, padBottom: Int = 0, padRight: Int = 0) {
+        self.planes = planes; self.inH = inH; self.inW = inW; self.outH = outH; self.outW = outW
+        self.kernelH = kernelH; self.kernelW = kernelW; self.strideH = strideH; self.strideW = strideW
+        self.dilationH = dilationH; self.dilationW = dilationW
+        self.padTop = padTop; self.padLeft = padLeft; self.padBottom = padBottom; self.padRight = padRight
+    }
+
+    var inPlane: Int { inD * inH * inW }
+    var outPlane: Int { outD * outH * outW }
+}
+
+/// What a pooling window computes.
+public enum PoolReduction: Sendable, Equatable {
+    case max
+    /// Mean over the taps inside the input, or (`countIncludePad`) over the taps inside the
+    /// explicitly padded input.
+    case average(countIncludePad: Bool)
+    /// `(sum |x|^p)^(1/p)` over the taps inside the input.
+    case lp(p: Int)
+}
+
+/// Taps `k` in `[lo, hi)` with `0 <= start + k * dilation < size`.
+@inline(__always)
+private func taps(_ start: Int, _ kernel: Int, _ dilation: Int, _ size: Int) -> (Int, Int) {
+    if dilation == 1 { return (max(0, -start), max(max(0, -start), min(kernel, size - start))) }
+    let (lo, hi) = ConvGeometry.validOutputs(offset: start, stride: dilation, size: size, count: kernel)
+    return (lo, hi)
+}
+
+/// Pools `x` `[planes, D, H, W]` into `y` `[planes, outD, outH, outW]`. For `.max`, `indices`
+/// (when given) receives each maximum's flat index into x: `plane * D*H*W` plus the position
+/// row-major (`(d * H + h) * W + w`) or, when `columnMajor`, `d + h * D + w * D * H`.
+public func pool(_ g: PoolGeometry, _ reduction: PoolReduction, x: UnsafePointer<Float>,
+                 y: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int64>? = nil,
+                 columnMajor: Bool = false) {
+    let work = g.planes * g.outPlane * g.kernelD * g.kernelH * g.kernelW
+    let chunks = work >= 1 << 15 ? min(g.planes, NNParallel.workers * 4) : 1
+    NNParallel.run(chunks) { i in
+        let first = g.planes * i / chunks, end = g.planes * (i + 1) / chunks
+        switch reduction {
+        case .max where indices == nil: fastPlanes(g, false, false, first, end, x, y)
+        case .max: maxPlanes(g, first, end, x, y, indices, columnMajor, lowest: -Float.infinity)
+        case .average(let includePad): fastPlanes(g, true, includePad, first, end, x, y)
+        case .lp(let pw): lpPlanes(g, pw, first, end, x, y)
+        }
+    }
+}
+
+/// Max pooling of integer data (held as Int64), with the layout rules of `pool`.
+public func maxPoolInt64(_ g: PoolGeometry, x: UnsafePointer<Int64>, y: UnsafeMutablePointer<Int64>,
+                         indices: UnsafeMutablePointer<Int64>? = nil, columnMajor: Bool = false) {
+    maxPlanes(g, 0, g.planes, x, y, indices, columnMajor, lowest: Int64.min)
+}
+
+@inline(__always)
+private func maxPlanes<T: Comparable>(_ g: PoolGeometry, _ first: Int, _ end: Int, _ x: UnsafePointer<T>,
+                                      _ y: UnsafeMutablePointer<T>, _ indices: UnsafeMutablePointer<Int64>?,
+                                      _ columnMajor: Bool, lowest: T) {
+    let inPlane = g.inPlane, outPlane = g.outPlane
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
+    for p in first..<end {
+        let src = x + p * inPlane
+        var o = p * outPlane
+        for od in 0..<g.outD {
+            let ds = od * g.strideD - g.padFront
+            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
+            for oy in 0..<g.outH {
+                let hs = oy * g.strideH - g.padTop
+                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
+                for ox in 0..<g.outW {
+                    let ws = ox * g.strideW - g.padLeft
+                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
+                    var best = lowest
+                    var at = -1
+                    for kd in kd0..<kd1 {
+                        for ky in ky0..<ky1 {
+                            let row = ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                            for kx in kx0..<kx1 where src[row + kx * dw] > best || at < 0 {
+                                best = src[row + kx * dw]; at = row + kx * dw
+                            }
+                        }
+                    }
+                    y[o] = best
+                    if let indices {
+                        var flat = max(at, 0)
+                        if columnMajor {
+                            let w = flat % g.inW, h = (flat / g.inW) % g.inH, d = flat / (g.inW * g.inH)
+                            flat = d + h * g.inD + w * g.inD * g.inH
+                        }
+                        indices[o] = Int64(p * inPlane + flat)
+                    }
+                    o += 1
+                }
+            }
+        }
+    }
+}
+
+/// Max or average pooling without indices: eight output columns at a time over the columns
+/// whose taps all lie inside the row (stride 1 or 2), scalar windows at the borders.
+private func fastPlanes(_ g: PoolGeometry, _ average: Bool, _ includePad: Bool, _ first: Int, _ end: Int,
+                        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    let inPlane = g.inPlane, outPlane = g.outPlane
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW, sw = g.strideW
+    var xa = 0, xb = g.outW
+    for kx in 0..<g.kernelW {
+        let r = ConvGeometry.validOutputs(offset: kx * dw - g.padLeft, stride: sw, size: g.inW, count: g.outW)
+        xa = max(xa, r.0); xb = min(xb, r.1)
+    }
+    let vectorEnd = (sw == 1 || sw == 2) && xb - xa >= 8 ? xb : xa
+    for p in first..<end {
+        let src = x + p * inPlane
+        for od in 0..<g.outD {
+            let ds = od * g.strideD - g.padFront
+            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
+            for oy in 0..<g.outH {
+                let hs = oy * g.strideH - g.padTop
+                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
+                let dst = y + p * outPlane + (od * g.outH + oy) * g.outW
+                let rows = (kd1 - kd0) * (ky1 - ky0)
+                let divisor: Float
+                if includePad {
+                    divisor = Float(paddedTaps(ds, g.kernelD, dd, g.inD + g.padFront + g.padBack, g.padFront)
+                        * paddedTaps(hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop) * g.kernelW)
+                } else {
+                    divisor = Float(rows * g.kernelW)
+                }
+                let window = VectorWindow(src: src, ds: ds, hs: hs, kd: (kd0, kd1), ky: (ky0, ky1), rows: rows, divisor: divisor)
+                switch (average, sw == 1) {
+                case (false, true): vectorColumns(g, window, dst, xa, vectorEnd, average: false, stride1: true)
+                case (false, false): vectorColumns(g, window, dst, xa, vectorEnd, average: false, stride1: false)
+                case (true, true): vectorColumns(g, window, dst, xa, vectorEnd, average: true, stride1: true)
+                case (true, false): vectorColumns(g, window, dst, xa, vectorEnd, average: true, stride1: false)
+                }
+                func border(_ ox: Int) {
+                    let ws = ox * g.strideW - g.padLeft
+                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
+                    var acc: Float = average ? 0 : -.infinity
+                    for kd in kd0..<kd1 {
+                        for ky in ky0..<ky1 {
+                            let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                            for kx in kx0..<kx1 { acc = average ? acc + row[kx * dw] : max(acc, row[kx * dw]) }
+                        }
+                    }
+                    if average {
+                        let count = includePad
+                            ? Int(divisor) / g.kernelW * paddedTaps(ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
+                            : rows * (kx1 - kx0)
+                        acc = count > 0 ? acc / Float(count) : 0
+                    }
+                    dst[ox] = acc
+                }
+                for ox in 0..<xa { border(ox) }
+                for ox in max(xa, vectorEnd)..<g.outW { border(ox) }
+            }
+        }
+    }
+}
+
+/// One output row's window facts for `vectorColumns`.
+private struct VectorWindow {
+    var src: UnsafePointer<Float>
+    var ds: Int
+    var hs: Int
+    var kd: (Int, Int)
+    var ky: (Int, Int)
+    var rows: Int
+    var divisor: Float
+}
+
+/// Output columns `[xa, end)` of one row, eight at a time (the last vector overlaps the one
+/// before instead of falling back to scalars). Called with literal flags so each variant is
+/// compiled without per-tap branches.
+@inline(__always)
+private func vectorColumns(_ g: PoolGeometry, _ w: VectorWindow, _ dst: UnsafeMutablePointer<Float>, _ xa: Int, _ end: Int,
+                           average: Bool, stride1: Bool) {
+    let dd = g.dilationD, dh = g.dilationH, tap = g.dilationW * 4, kw = g.kernelW, sw = g.strideW
+    var ox = xa
+    while ox < end {
+        if ox + 8 > end { ox = end - 8 }
+        var acc = SIMD8<Float>(repeating: average ? 0 : -.infinity)
+        for kd in w.kd.0..<w.kd.1 {
+            for ky in w.ky.0..<w.ky.1 {
+                let row = UnsafeRawPointer(w.src + ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW + ox * sw - g.padLeft)
+                for kx in 0..<kw {
+                    let v = stride1 ? NNVec.load(row, kx * tap) : NNVec.even(row, kx * tap)
+                    acc = average ? acc + v : acc.replacing(with: v, where: v .> acc)
+                }
+            }
+        }
+        if average { acc = w.rows > 0 ? acc / w.divisor : SIMD8() }
+        UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
+        ox += 8
+    }
+}
+
+/// Lp pooling: `(sum |x|^p)^(1/p)` over each window's taps inside the input.
+private func lpPlanes(_ g: PoolGeometry, _ pw: Int, _ first: Int, _ end: Int,
+                      _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    let inPlane = g.inPlane, outPlane = g.outPlane
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
+    for p in first..<end {
+        let src = x + p * inPlane
+        var o = p * outPlane
+        for od in 0..<g.outD {
+            let ds = od * g.strideD - g.padFront
+            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
+            for oy in 0..<g.outH {
+                let hs = oy * g.strideH - g.padTop
+                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
+                for ox in 0..<g.outW {
+                    let ws = ox * g.strideW - g.padLeft
+                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
+                    var sum: Float = 0
+                    for kd in kd0..<kd1 {
+                        for ky in ky0..<ky1 {
+                            let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                            for kx in kx0..<kx1 { sum += lpPower(row[kx * dw], pw) }
+                        }
+                    }
+                    y[o] = lpRoot(sum, pw)
+                    o += 1
+                }
+            }
+        }
+    }
+}
+
+/// Taps of a window starting at `start` (input coordinates) that fall inside the padded
+/// input `[-padBegin, paddedSize - padBegin)`.
+@inline(__always)
+private func paddedTaps(_ start: Int, _ kernel: Int, _ dilation: Int, _ paddedSize: Int, _ padBegin: Int) -> Int {
+    let (lo, hi) = taps(start + padBegin, kernel, dilation, paddedSize)
+    return hi - lo
+}
+
+@inline(__always)
+private func lpPower(_ v: Float, _ p: Int) -> Float {
+    switch p {
+    case 1: return abs(v)
+    case 2: return v * v
+    default: return powf(abs(v), Float(p))
+    }
+}
+
+@inline(__always)
+private func lpRoot(_ s: Float, _ p: Int) -> Float {
+    switch p {
+    case 1: return s
+    case 2: return s.squareRoot()
+    default: return powf(s, 1 / Float(p))
+    }
+}
+
+/// Global pooling: `y[p] = reduce(x[p, 0..<size])` for each of `planes` rows of `size`
+/// elements (`[N, C, spatial...]` -> `[N, C, 1...]`). `.average` ignores `countIncludePad`.
+public func globalPool(_ reduction: PoolReduction, planes: Int, size: Int, x: UnsafePointer<Float>,
+                       y: UnsafeMutablePointer<Float>) {
+    let chunks = planes * size >= 1 << 16 ? min(planes, NNParallel.workers) : 1
+    NNParallel.run(chunks) { i in
+        for p in (planes * i / chunks)..<(planes * (i + 1) / chunks) {
+            let row = x + p * size
+            switch reduction {
+            case .max:
+                var m = -Float.infinity
+                for j in 0..<size where row[j] > m || j == 0 { m = row[j] }
+                y[p] = m
+            case .average:
+                y[p] = size == 0 ? 0 : NNVec.sum(row, size) / Float(size)
+            case .lp(let pw):
+                var s: Float = 0
+                for j in 0..<size { s += lpPower(row[j], pw) }
+                y[p] = lpRoot(s, pw)
+            }
+        }
+    }
+}

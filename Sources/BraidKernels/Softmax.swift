@@ -1,0 +1,47 @@
+import Foundation
+
+/// Which normalisation `softmax` applies along its axis.
+public enum SoftmaxMode: Sendable, Equatable {
+    case softmax, logSoftmax
+    /// 1 at the first maximum, 0 elsewhere.
+    case hardmax
+}
+
+/// Softmax (with max subtraction), log-softmax or hardmax of `x` viewed as
+/// `[outer, axis, inner]`, along the middle axis; `y` has the same shape.
+public func softmax(_ mode: SoftmaxMode, outer: Int, axis: Int, inner: Int,
+                    x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    let rows = outer * inner
+    let chunks = rows * axis >= 1 << 15 ? min(rows, NNParallel.workers) : 1
+    NNParallel.run(chunks) { i in
+        for r in (rows * i / chunks)..<(rows * (i + 1) / chunks) {
+            let o = r / inner, j = r % inner
+            let base = o * axis * inner + j
+            softmaxRow(mode, axis, inner, x + base, y + base)
+        }
+    }
+}
+
+/// One row of `n` elements spaced `stride` apart.
+@inline(__always)
+private func softmaxRow(_ mode: SoftmaxMode, _ n: Int, _ stride: Int, _ x: UnsafePointer<Float>,
+                        _ y: UnsafeMutablePointer<Float>) {
+    if n == 0 { return }
+    var m = x[0]
+    var at = 0
+    for k in 1..<max(1, n) where x[k * stride] > m { m = x[k * stride]; at = k }
+    switch mode {
+    case .hardmax:
+        for k in 0..<n { y[k * stride] = k == at ? 1 : 0 }
+    case .softmax:
+        var s: Float = 0
+        for k in 0..<n { let e = expf(x[k * stride] - m); y[k * stride] = e; s += e }
+        let inv = 1 / s
+        for k in 0..<n { y[k * stride] *= inv }
+    case .logSoftmax:
+        var s: Float = 0
+        for k in 0..<n { s += expf(x[k * stride] - m) }
+        let l = logf(s) + m
+        for k in 0..<n { y[k * stride] = x[k * stride] - l }
+    }
+}
