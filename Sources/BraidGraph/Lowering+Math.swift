@@ -1,6 +1,320 @@
+import BraidKernels
 import BraidTensor
 
-// Placeholder until the Math family lands.
+/// Lowers the element-wise family: unary, binary, variadic, select, clip, prelu, cast.
+///
+/// Types follow ONNX: arithmetic keeps its operands' type, comparisons and logic give bool,
+/// Pow keeps the base's type. Integer arithmetic runs on Int64 storage and is wrapped back to
+/// the declared width afterwards (int8/16/32, uint8/16/32); uint64 values at or above 2^63
+/// compare and divide as signed, a known deviation.
 func lowerMath(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
-    throw GraphError(node: node.name, "op \(node.sourceOp) not yet supported")
+    switch node.op {
+    case .unary(let op): return try lowerUnary(node, op, inputs)
+    case .binary(let op): return try lowerBinary(node, op, inputs)
+    case .variadic(let op): return try lowerVariadic(node, op, inputs)
+    case .select: return try lowerSelect(node, inputs)
+    case .clip: return try lowerClip(node, inputs)
+    case .prelu: return try lowerPRelu(node, inputs)
+    case .cast(let to):
+        let x = try inputs.required(0, node)
+        return LoweredOp(outputs: [(x.shape, to)]) { ins, outs in
+            let src = ins[0]!, dst = outs[0]
+            return { Elementwise.cast(src, to: dst) }
+        }
+    default:
+        throw GraphError(node: node.name, "\(node.sourceOp) is not an element-wise op")
+    }
+}
+
+private func lowerUnary(_ node: Node, _ op: UnaryOp, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    let f = kernelFunction(op)
+    let n = x.shape.product
+    switch f {
+    case .isNaN, .isInf:
+        guard x.dtype.isFloat else { throw typeError(node, x.dtype, "float32") }
+        return LoweredOp(outputs: [(x.shape, .bool)]) { ins, outs in
+            let src = ins[0]!.floats, dst = outs[0].ints
+            return { Elementwise.classify(f, src, dst, count: n) }
+        }
+    case .not:
+        guard !x.dtype.isFloat else { throw typeError(node, x.dtype, "bool") }
+        return LoweredOp(outputs: [(x.shape, .bool)]) { ins, outs in
+            let src = ins[0]!.ints, dst = outs[0].ints
+            return { Elementwise.unary(f, src, dst, count: n) }
+        }
+    default:
+        if x.dtype.isFloat {
+            return LoweredOp(outputs: [(x.shape, x.dtype)]) { ins, outs in
+                let src = ins[0]!.floats, dst = outs[0].floats
+                return { Elementwise.unary(f, src, dst, count: n) }
+            }
+        }
+        guard f.acceptsIntegers, x.dtype != .bool else { throw typeError(node, x.dtype, "float32") }
+        let dtype = x.dtype
+        return LoweredOp(outputs: [(x.shape, dtype)]) { ins, outs in
+            let src = ins[0]!.ints, dst = outs[0].ints
+            return {
+                Elementwise.unary(f, src, dst, count: n)
+                Elementwise.wrap(dst, count: n, to: dtype)
+            }
+        }
+    }
+}
+
+private func lowerBinary(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let a = try inputs.required(0, node), b = try inputs.required(1, node)
+    guard let layout = BroadcastLayout(inputs: [a.shape, b.shape]) else {
+        throw GraphError(node: node.name,
+                         "\(node.sourceOp) operands \(a.shape) and \(b.shape) do not broadcast")
+    }
+    let f = kernelFunction(op)
+    let shape = layout.shape, n = layout.count
+    if case .pow = op {
+        let dtype = a.dtype
+        switch (a.dtype.isFloat, b.dtype.isFloat) {
+        case (true, true):
+            return LoweredOp(outputs: [(shape, dtype)]) { ins, outs in
+                let x = ins[0]!.floats, y = ins[1]!.floats, z = outs[0].floats
+                return { Elementwise.binary(f, layout, x, y, z) }
+            }
+        case (true, false):
+            return LoweredOp(outputs: [(shape, dtype)]) { ins, outs in
+                let x = ins[0]!.floats, y = ins[1]!.ints, z = outs[0].floats
+                return { Elementwise.pow(layout, x, y, z) }
+            }
+        case (false, true):
+            return LoweredOp(outputs: [(shape, dtype)]) { ins, outs in
+                let x = ins[0]!.ints, y = ins[1]!.floats, z = outs[0].ints
+                return {
+                    Elementwise.pow(layout, x, y, z)
+                    Elementwise.wrap(z, count: n, to: dtype)
+                }
+            }
+        case (false, false):
+            break
+        }
+    }
+    guard a.dtype.isFloat == b.dtype.isFloat else {
+        throw GraphError(node: node.name,
+                         "\(node.sourceOp) operands have different types \(a.dtype) and \(b.dtype)")
+    }
+    let outType: DType = f.producesBool ? .bool : a.dtype
+    if a.dtype.isFloat {
+        switch f {
+        case .equal, .less, .greater, .lessOrEqual, .greaterOrEqual:
+            return LoweredOp(outputs: [(shape, .bool)]) { ins, outs in
+                let x = ins[0]!.floats, y = ins[1]!.floats, z = outs[0].ints
+                return { Elementwise.compare(f, layout, x, y, z) }
+            }
+        case .and, .or, .xor, .bitShiftLeft, .bitShiftRight:
+            throw typeError(node, a.dtype, "an integer or bool type")
+        default:
+            return LoweredOp(outputs: [(shape, outType)]) { ins, outs in
+                let x = ins[0]!.floats, y = ins[1]!.floats, z = outs[0].floats
+                return { Elementwise.binary(f, layout, x, y, z) }
+            }
+        }
+    }
+    return LoweredOp(outputs: [(shape, outType)]) { ins, outs in
+        let x = ins[0]!.ints, y = ins[1]!.ints, z = outs[0].ints
+        if f.producesBool { return { Elementwise.binary(f, layout, x, y, z) } }
+        return {
+            Elementwise.binary(f, layout, x, y, z)
+            Elementwise.wrap(z, count: n, to: outType)
+        }
+    }
+}
+
+private func lowerVariadic(_ node: Node, _ op: VariadicOp, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let values = inputs.compactMap { $0 }
+    guard let first = values.first else {
+        throw GraphError(node: node.name, "\(node.sourceOp) needs at least one input")
+    }
+    guard values.allSatisfy({ $0.dtype == first.dtype }) else {
+        throw GraphError(node: node.name, "\(node.sourceOp) inputs differ in type: \(values.map(\.dtype))")
+    }
+    guard let shape = broadcastShapes(values.map(\.shape)),
+          let copy = BroadcastLayout(inputs: [first.shape], output: shape) else {
+        throw GraphError(node: node.name,
+                         "\(node.sourceOp) inputs \(values.map(\.shape)) do not broadcast")
+    }
+    let folds = values.dropFirst().map { BroadcastLayout(inputs: [shape, $0.shape], output: shape)! }
+    let f: BinaryFunction
+    switch op {
+    case .sum, .mean: f = .add
+    case .max: f = .max
+    case .min: f = .min
+    }
+    let dtype = first.dtype, n = shape.product
+    let meanScale = op == .mean ? 1 / Float(values.count) : nil
+    if op == .mean && !dtype.isFloat { throw typeError(node, dtype, "float32") }
+    return LoweredOp(outputs: [(shape, dtype)]) { ins, outs in
+        let present = ins.compactMap { $0 }
+        let out = outs[0]
+        if dtype.isFloat {
+            let srcs = present.map { UnsafePointer($0.floats) }
+            let z = out.floats
+            return {
+                Elementwise.broadcastCopy(copy, srcs[0], z)
+                for k in 0..<folds.count { Elementwise.binary(f, folds[k], z, srcs[k + 1], z) }
+                if let meanScale { Elementwise.scale(z, count: n, by: meanScale) }
+            }
+        }
+        let srcs = present.map { UnsafePointer($0.ints) }
+        let z = out.ints
+        return {
+            Elementwise.broadcastCopy(copy, srcs[0], z)
+            for k in 0..<folds.count { Elementwise.binary(f, folds[k], z, srcs[k + 1], z) }
+            Elementwise.wrap(z, count: n, to: dtype)
+        }
+    }
+}
+
+private func lowerSelect(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let c = try inputs.required(0, node), x = try inputs.required(1, node),
+        y = try inputs.required(2, node)
+    guard !c.dtype.isFloat else { throw typeError(node, c.dtype, "bool condition") }
+    guard x.dtype == y.dtype else {
+        throw GraphError(node: node.name, "\(node.sourceOp) branches differ in type: \(x.dtype), \(y.dtype)")
+    }
+    guard let layout = BroadcastLayout(inputs: [c.shape, x.shape, y.shape]) else {
+        throw GraphError(node: node.name,
+                         "\(node.sourceOp) operands \(c.shape), \(x.shape), \(y.shape) do not broadcast")
+    }
+    return LoweredOp(outputs: [(layout.shape, x.dtype)]) { ins, outs in
+        let cond = ins[0]!.ints
+        if x.dtype.isFloat {
+            let a = ins[1]!.floats, b = ins[2]!.floats, z = outs[0].floats
+            return { Elementwise.select(layout, cond, a, b, z) }
+        }
+        let a = ins[1]!.ints, b = ins[2]!.ints, z = outs[0].ints
+        return { Elementwise.select(layout, cond, a, b, z) }
+    }
+}
+
+private func lowerClip(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    for i in 1..<3 where i < inputs.count {
+        if let bound = inputs[i] {
+            guard bound.shape.product == 1 else {
+                throw GraphError(node: node.name, "\(node.sourceOp) bound \(i) must be a scalar, got \(bound.shape)")
+            }
+            guard bound.dtype.isFloat == x.dtype.isFloat else {
+                throw GraphError(node: node.name, "\(node.sourceOp) bound \(i) is \(bound.dtype), input is \(x.dtype)")
+            }
+        }
+    }
+    let n = x.shape.product
+    return LoweredOp(outputs: [(x.shape, x.dtype)]) { ins, outs in
+        let lo = ins.count > 1 ? ins[1] : nil, hi = ins.count > 2 ? ins[2] : nil
+        if x.dtype.isFloat {
+            let src = ins[0]!.floats, dst = outs[0].floats
+            let pl = lo?.floats, ph = hi?.floats
+            return {
+                Elementwise.clip(src, dst, count: n, lo: pl?[0] ?? -.infinity, hi: ph?[0] ?? .infinity)
+            }
+        }
+        let src = ins[0]!.ints, dst = outs[0].ints
+        let pl = lo?.ints, ph = hi?.ints
+        return { Elementwise.clip(src, dst, count: n, lo: pl?[0] ?? .min, hi: ph?[0] ?? .max) }
+    }
+}
+
+private func lowerPRelu(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try inputs.required(0, node), s = try inputs.required(1, node)
+    var slopeShape = s.shape
+    // Some exporters give a per-channel slope `[C]` for `[N, C, ...]`; ONNX would align it
+    // with the last axis, which only fails to broadcast, so read it as channel-wise.
+    if BroadcastLayout(inputs: [x.shape, slopeShape], output: x.shape) == nil,
+       s.shape.count == 1, x.shape.count > 2, x.shape[1] == s.shape[0] {
+        slopeShape = [s.shape[0]] + [Int](repeating: 1, count: x.shape.count - 2)
+    }
+    guard let layout = BroadcastLayout(inputs: [x.shape, slopeShape], output: x.shape) else {
+        throw GraphError(node: node.name, "\(node.sourceOp) slope \(s.shape) does not broadcast to \(x.shape)")
+    }
+    guard x.dtype.isFloat == s.dtype.isFloat else {
+        throw GraphError(node: node.name, "\(node.sourceOp) slope is \(s.dtype), input is \(x.dtype)")
+    }
+    return LoweredOp(outputs: [(x.shape, x.dtype)]) { ins, outs in
+        if x.dtype.isFloat {
+            let a = ins[0]!.floats, b = ins[1]!.floats, z = outs[0].floats
+            return { Elementwise.prelu(layout, a, b, z) }
+        }
+        let a = ins[0]!.ints, b = ins[1]!.ints, z = outs[0].ints
+        return { Elementwise.prelu(layout, a, b, z) }
+    }
+}
+
+private func typeError(_ node: Node, _ got: DType, _ want: String) -> GraphError {
+    GraphError(node: node.name, "\(node.sourceOp) does not accept \(got); it needs \(want)")
+}
+
+/// The IR's unary ops and the kernels' functions correspond one to one.
+private func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
+    switch op {
+    case .neg: return .neg
+    case .abs: return .abs
+    case .sqrt: return .sqrt
+    case .exp: return .exp
+    case .log: return .log
+    case .reciprocal: return .reciprocal
+    case .floor: return .floor
+    case .ceil: return .ceil
+    case .round: return .round
+    case .sign: return .sign
+    case .sin: return .sin
+    case .cos: return .cos
+    case .tan: return .tan
+    case .asin: return .asin
+    case .acos: return .acos
+    case .atan: return .atan
+    case .sinh: return .sinh
+    case .cosh: return .cosh
+    case .asinh: return .asinh
+    case .acosh: return .acosh
+    case .atanh: return .atanh
+    case .erf: return .erf
+    case .relu: return .relu
+    case .sigmoid: return .sigmoid
+    case .tanh: return .tanh
+    case .softplus: return .softplus
+    case .softsign: return .softsign
+    case .hardSwish: return .hardSwish
+    case .mish: return .mish
+    case .not: return .not
+    case .isNaN: return .isNaN
+    case .isInf: return .isInf
+    case .leakyRelu(let a): return .leakyRelu(alpha: a)
+    case .elu(let a): return .elu(alpha: a)
+    case .celu(let a): return .celu(alpha: a)
+    case .selu(let a, let g): return .selu(alpha: a, gamma: g)
+    case .thresholdedRelu(let a): return .thresholdedRelu(alpha: a)
+    case .hardSigmoid(let a, let b): return .hardSigmoid(alpha: a, beta: b)
+    case .gelu(let t): return .gelu(tanhApproximation: t)
+    case .shrink(let b, let l): return .shrink(bias: b, lambd: l)
+    }
+}
+
+private func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
+    switch op {
+    case .add: return .add
+    case .sub: return .sub
+    case .mul: return .mul
+    case .div: return .div
+    case .pow: return .pow
+    case .max: return .max
+    case .min: return .min
+    case .mod(let fmod): return .mod(fmod: fmod)
+    case .equal: return .equal
+    case .less: return .less
+    case .greater: return .greater
+    case .lessOrEqual: return .lessOrEqual
+    case .greaterOrEqual: return .greaterOrEqual
+    case .and: return .and
+    case .or: return .or
+    case .xor: return .xor
+    case .bitShiftLeft: return .bitShiftLeft
+    case .bitShiftRight: return .bitShiftRight
+    }
 }

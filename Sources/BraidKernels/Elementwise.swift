@@ -1,0 +1,334 @@
+import BraidTensor
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// One-input element-wise functions. Float32 unless `acceptsIntegers`; `isNaN` and `isInf`
+/// read float32 and write bool (0/1 as Int64).
+public enum UnaryFunction: Sendable, Equatable {
+    case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
+    case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
+    case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
+    case not, isNaN, isInf
+    case leakyRelu(alpha: Float)
+    case elu(alpha: Float)
+    case celu(alpha: Float)
+    case selu(alpha: Float, gamma: Float)
+    case thresholdedRelu(alpha: Float)
+    case hardSigmoid(alpha: Float, beta: Float)
+    case gelu(tanhApproximation: Bool)
+    case shrink(bias: Float, lambd: Float)
+
+    /// Functions with an integer form (on Int64 storage): `neg`, `abs`, `sign`, `relu`, and
+    /// `not` on bool.
+    public var acceptsIntegers: Bool {
+        switch self {
+        case .neg, .abs, .sign, .relu, .not: return true
+        default: return false
+        }
+    }
+}
+
+/// Two-input element-wise functions, applied in NumPy broadcast.
+public enum BinaryFunction: Sendable, Equatable {
+    case add, sub, mul, div, pow, max, min
+    /// `fmod` true: C fmod (result takes the dividend's sign); false: floored, Python-style
+    /// (result takes the divisor's sign).
+    case mod(fmod: Bool)
+    case equal, less, greater, lessOrEqual, greaterOrEqual
+    case and, or, xor
+    case bitShiftLeft, bitShiftRight
+
+    /// True for the functions whose result is bool whatever the operands.
+    public var producesBool: Bool {
+        switch self {
+        case .equal, .less, .greater, .lessOrEqual, .greaterOrEqual, .and, .or, .xor: return true
+        default: return false
+        }
+    }
+}
+
+/// Element-wise kernels over raw storage. Float32 tensors are `Float`, every other dtype is
+/// `Int64` (see `DType`). Outputs never alias inputs unless stated.
+public enum Elementwise {
+    /// `y[i] = f(x[i])` for `count` float32 elements.
+    public static func unary(_ f: UnaryFunction, _ x: UnsafePointer<Float>,
+                             _ y: UnsafeMutablePointer<Float>, count: Int) {
+        switch f {
+        case .neg: map(x, y, count) { -$0 }
+        case .abs: map(x, y, count) { Swift.abs($0) }
+        case .sqrt: map(x, y, count) { $0.squareRoot() }
+        case .exp: map(x, y, count) { expf($0) }
+        case .log: map(x, y, count) { logf($0) }
+        case .reciprocal: map(x, y, count) { 1 / $0 }
+        case .floor: map(x, y, count) { $0.rounded(.down) }
+        case .ceil: map(x, y, count) { $0.rounded(.up) }
+        case .round: map(x, y, count) { $0.rounded(.toNearestOrEven) }
+        case .sign: map(x, y, count) { $0 > 0 ? 1 : ($0 < 0 ? -1 : $0) }
+        case .sin: map(x, y, count) { sinf($0) }
+        case .cos: map(x, y, count) { cosf($0) }
+        case .tan: map(x, y, count) { tanf($0) }
+        case .asin: map(x, y, count) { asinf($0) }
+        case .acos: map(x, y, count) { acosf($0) }
+        case .atan: map(x, y, count) { atanf($0) }
+        case .sinh: map(x, y, count) { sinhf($0) }
+        case .cosh: map(x, y, count) { coshf($0) }
+        case .asinh: map(x, y, count) { asinhf($0) }
+        case .acosh: map(x, y, count) { acoshf($0) }
+        case .atanh: map(x, y, count) { atanhf($0) }
+        case .erf: map(x, y, count) { erff($0) }
+        case .not, .isNaN, .isInf:
+            preconditionFailure("\(f) does not map float32 to float32")
+        default: activation(f, x, y, count: count)
+        }
+    }
+
+    /// `y[i] = f(x[i])` on Int64 storage; `f.acceptsIntegers` must hold.
+    public static func unary(_ f: UnaryFunction, _ x: UnsafePointer<Int64>,
+                             _ y: UnsafeMutablePointer<Int64>, count: Int) {
+        switch f {
+        case .neg: map(x, y, count) { 0 &- $0 }
+        case .abs: map(x, y, count) { $0 < 0 ? 0 &- $0 : $0 }
+        case .sign: map(x, y, count) { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }
+        case .relu: map(x, y, count) { $0 < 0 ? 0 : $0 }
+        case .not: map(x, y, count) { $0 == 0 ? 1 : 0 }
+        default: preconditionFailure("\(f) has no integer form")
+        }
+    }
+
+    /// `isNaN` / `isInf` (either sign): float32 in, bool (0/1) out.
+    public static func classify(_ f: UnaryFunction, _ x: UnsafePointer<Float>,
+                                _ y: UnsafeMutablePointer<Int64>, count: Int) {
+        switch f {
+        case .isNaN: map(x, y, count) { $0.isNaN ? 1 : 0 }
+        case .isInf: map(x, y, count) { $0.isInfinite ? 1 : 0 }
+        default: preconditionFailure("\(f) is not a float classifier")
+        }
+    }
+
+    /// `c = f(a, b)` for float32 operands and result (arithmetic, min/max, mod).
+    public static func binary(_ f: BinaryFunction, _ layout: BroadcastLayout,
+                              _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                              _ c: UnsafeMutablePointer<Float>) {
+        switch f {
+        case .add: broadcast2(layout, a, b, c) { $0 + $1 }
+        case .sub: broadcast2(layout, a, b, c) { $0 - $1 }
+        case .mul: broadcast2(layout, a, b, c) { $0 * $1 }
+        case .div: broadcast2(layout, a, b, c) { $0 / $1 }
+        case .pow: broadcast2(layout, a, b, c) { powf($0, $1) }
+        // NumPy's maximum/minimum: a NaN on either side wins.
+        case .max: broadcast2(layout, a, b, c) { ($0 > $1 || $0.isNaN) ? $0 : $1 }
+        case .min: broadcast2(layout, a, b, c) { ($0 < $1 || $0.isNaN) ? $0 : $1 }
+        case .mod(fmod: true): broadcast2(layout, a, b, c) { fmodf($0, $1) }
+        case .mod(fmod: false): broadcast2(layout, a, b, c) { x, y in
+            let r = fmodf(x, y)
+            return (r != 0 && (r < 0) != (y < 0)) ? r + y : r
+        }
+        default: preconditionFailure("\(f) is not a float32 -> float32 function")
+        }
+    }
+
+    /// Comparisons of float32 operands, bool (0/1) result.
+    public static func compare(_ f: BinaryFunction, _ layout: BroadcastLayout,
+                               _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                               _ c: UnsafeMutablePointer<Int64>) {
+        switch f {
+        case .equal: broadcast2(layout, a, b, c) { $0 == $1 ? 1 : 0 }
+        case .less: broadcast2(layout, a, b, c) { $0 < $1 ? 1 : 0 }
+        case .greater: broadcast2(layout, a, b, c) { $0 > $1 ? 1 : 0 }
+        case .lessOrEqual: broadcast2(layout, a, b, c) { $0 <= $1 ? 1 : 0 }
+        case .greaterOrEqual: broadcast2(layout, a, b, c) { $0 >= $1 ? 1 : 0 }
+        default: preconditionFailure("\(f) is not a float32 comparison")
+        }
+    }
+
+    /// Every binary function on Int64 storage (integers and bool). Arithmetic wraps at 64
+    /// bits; division truncates toward zero as in C; division or mod by zero gives 0;
+    /// shifts are logical and give 0 for amounts outside `0..<64`; a negative integer
+    /// exponent gives the truncated quotient (0 unless the base is 1 or -1).
+    public static func binary(_ f: BinaryFunction, _ layout: BroadcastLayout,
+                              _ a: UnsafePointer<Int64>, _ b: UnsafePointer<Int64>,
+                              _ c: UnsafeMutablePointer<Int64>) {
+        switch f {
+        case .add: broadcast2(layout, a, b, c) { $0 &+ $1 }
+        case .sub: broadcast2(layout, a, b, c) { $0 &- $1 }
+        case .mul: broadcast2(layout, a, b, c) { $0 &* $1 }
+        case .div: broadcast2(layout, a, b, c) { x, y in
+            y == 0 ? 0 : (y == -1 ? 0 &- x : x / y)
+        }
+        case .pow: broadcast2(layout, a, b, c) { intPow($0, $1) }
+        case .max: broadcast2(layout, a, b, c) { Swift.max($0, $1) }
+        case .min: broadcast2(layout, a, b, c) { Swift.min($0, $1) }
+        case .mod(fmod: true): broadcast2(layout, a, b, c) { x, y in
+            (y == 0 || y == -1) ? 0 : x % y
+        }
+        case .mod(fmod: false): broadcast2(layout, a, b, c) { x, y in
+            if y == 0 || y == -1 { return 0 }
+            let r = x % y
+            return (r != 0 && (r < 0) != (y < 0)) ? r + y : r
+        }
+        case .equal: broadcast2(layout, a, b, c) { $0 == $1 ? 1 : 0 }
+        case .less: broadcast2(layout, a, b, c) { $0 < $1 ? 1 : 0 }
+        case .greater: broadcast2(layout, a, b, c) { $0 > $1 ? 1 : 0 }
+        case .lessOrEqual: broadcast2(layout, a, b, c) { $0 <= $1 ? 1 : 0 }
+        case .greaterOrEqual: broadcast2(layout, a, b, c) { $0 >= $1 ? 1 : 0 }
+        case .and: broadcast2(layout, a, b, c) { ($0 != 0 && $1 != 0) ? 1 : 0 }
+        case .or: broadcast2(layout, a, b, c) { ($0 != 0 || $1 != 0) ? 1 : 0 }
+        case .xor: broadcast2(layout, a, b, c) { (($0 != 0) != ($1 != 0)) ? 1 : 0 }
+        case .bitShiftLeft: broadcast2(layout, a, b, c) { x, s in
+            (s < 0 || s >= 64) ? 0 : Int64(bitPattern: UInt64(bitPattern: x) << UInt64(s))
+        }
+        case .bitShiftRight: broadcast2(layout, a, b, c) { x, s in
+            (s < 0 || s >= 64) ? 0 : Int64(bitPattern: UInt64(bitPattern: x) >> UInt64(s))
+        }
+        }
+    }
+
+    /// Pow with a float32 base and an integer exponent (float32 result).
+    public static func pow(_ layout: BroadcastLayout, _ a: UnsafePointer<Float>,
+                           _ b: UnsafePointer<Int64>, _ c: UnsafeMutablePointer<Float>) {
+        broadcast2(layout, a, b, c) { powf($0, Float($1)) }
+    }
+
+    /// Pow with an integer base and a float32 exponent; the result keeps the base's integer
+    /// type, truncated toward zero as NumPy's `astype` does.
+    public static func pow(_ layout: BroadcastLayout, _ a: UnsafePointer<Int64>,
+                           _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Int64>) {
+        broadcast2(layout, a, b, c) { saturatingInt64(cPow(Double($0), Double($1))) }
+    }
+
+    /// PRelu: `y = x < 0 ? slope * x : x`, slope broadcast to x by `layout`.
+    public static func prelu(_ layout: BroadcastLayout, _ x: UnsafePointer<Float>,
+                             _ slope: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+        broadcast2(layout, x, slope, y) { $0 < 0 ? $0 * $1 : $0 }
+    }
+
+    /// PRelu on Int64 storage.
+    public static func prelu(_ layout: BroadcastLayout, _ x: UnsafePointer<Int64>,
+                             _ slope: UnsafePointer<Int64>, _ y: UnsafeMutablePointer<Int64>) {
+        broadcast2(layout, x, slope, y) { $0 < 0 ? $0 &* $1 : $0 }
+    }
+
+    /// Where: `out = cond != 0 ? x : y`, all three read through `layout` (inputs 0, 1, 2).
+    public static func select<T>(_ layout: BroadcastLayout, _ cond: UnsafePointer<Int64>,
+                                 _ x: UnsafePointer<T>, _ y: UnsafePointer<T>,
+                                 _ out: UnsafeMutablePointer<T>) {
+        let st = layout.innerStep
+        elementwiseChunks(layout.count) { lo, hi in
+            layout.walk(lo, hi) { off, o, n in
+                let pc = cond + off[0], px = x + off[1], py = y + off[2], po = out + o
+                for i in 0..<n {
+                    po[i] = pc[i &* st[0]] != 0 ? px[i &* st[1]] : py[i &* st[2]]
+                }
+            }
+        }
+    }
+
+    /// `out = src` read through `layout` (input 0): a broadcast copy.
+    public static func broadcastCopy<T>(_ layout: BroadcastLayout, _ src: UnsafePointer<T>,
+                                        _ out: UnsafeMutablePointer<T>) {
+        let s = layout.innerStep[0]
+        elementwiseChunks(layout.count) { lo, hi in
+            layout.walk(lo, hi) { off, o, n in
+                let ps = src + off[0], po = out + o
+                if s == 1 {
+                    po.update(from: ps, count: n)
+                } else {
+                    po.update(repeating: ps[0], count: n)
+                }
+            }
+        }
+    }
+
+    /// Clip to `[lo, hi]`; a NaN stays NaN and `lo > hi` gives `hi` everywhere, as ONNX states.
+    public static func clip(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                            count: Int, lo: Float, hi: Float) {
+        map(x, y, count) { v in
+            let t = v < lo ? lo : v
+            return t > hi ? hi : t
+        }
+    }
+
+    /// Clip on Int64 storage.
+    public static func clip(_ x: UnsafePointer<Int64>, _ y: UnsafeMutablePointer<Int64>,
+                            count: Int, lo: Int64, hi: Int64) {
+        map(x, y, count) { v in Swift.min(Swift.max(v, lo), hi) }
+    }
+
+    /// `y *= s` in place, for the mean of the variadic fold.
+    public static func scale(_ y: UnsafeMutablePointer<Float>, count: Int, by s: Float) {
+        map(UnsafePointer(y), y, count) { $0 * s }
+    }
+}
+
+@inline(__always)
+func map<A, B>(_ x: UnsafePointer<A>, _ y: UnsafeMutablePointer<B>, _ n: Int,
+               _ f: (A) -> B) {
+    elementwiseChunks(n) { lo, hi in
+        for i in lo..<hi { y[i] = f(x[i]) }
+    }
+}
+
+/// The broadcast driver: three inner-loop shapes (both contiguous, one side a scalar) so
+/// that each specialises into a tight, vectorisable loop.
+@inline(__always)
+func broadcast2<A, B, C>(_ layout: BroadcastLayout, _ a: UnsafePointer<A>,
+                         _ b: UnsafePointer<B>, _ c: UnsafeMutablePointer<C>,
+                         _ f: (A, B) -> C) {
+    let sa = layout.innerStep[0], sb = layout.innerStep[1]
+    elementwiseChunks(layout.count) { lo, hi in
+        layout.walk(lo, hi) { off, o, n in
+            let pa = a + off[0], pb = b + off[1], pc = c + o
+            if sa != 0 && sb != 0 {
+                for i in 0..<n { pc[i] = f(pa[i], pb[i]) }
+            } else if sa != 0 {
+                let y = pb[0]
+                for i in 0..<n { pc[i] = f(pa[i], y) }
+            } else if sb != 0 {
+                let x = pa[0]
+                for i in 0..<n { pc[i] = f(x, pb[i]) }
+            } else {
+                let v = f(pa[0], pb[0])
+                for i in 0..<n { pc[i] = v }
+            }
+        }
+    }
+}
+
+@inline(__always)
+private func cPow(_ a: Double, _ b: Double) -> Double {
+    #if canImport(Glibc)
+    Glibc.pow(a, b)
+    #else
+    Darwin.pow(a, b)
+    #endif
+}
+
+/// Integer power by squaring, wrapping at 64 bits.
+@inline(__always)
+func intPow(_ base: Int64, _ exp: Int64) -> Int64 {
+    if exp < 0 {
+        if base == 1 { return 1 }
+        if base == -1 { return exp & 1 == 0 ? 1 : -1 }
+        return 0
+    }
+    var result: Int64 = 1, b = base, e = exp
+    while e > 0 {
+        if e & 1 == 1 { result = result &* b }
+        b = b &* b
+        e >>= 1
+    }
+    return result
+}
+
+/// Truncation toward zero with NaN -> 0 and saturation at the Int64 range, so that an
+/// out-of-range float never traps.
+@inline(__always)
+func saturatingInt64(_ v: Double) -> Int64 {
+    if v.isNaN { return 0 }
+    if v >= 9.223372036854775807e18 { return .max }
+    if v <= -9.223372036854775808e18 { return .min }
+    return Int64(v)
+}
