@@ -47,20 +47,47 @@ public final class Executor {
     /// part of its output unwritten then shows up as NaN in tests.
     public var poisonBuffers = ProcessInfo.processInfo.environment["BRAID_POISON"] == "1"
 
+    /// Feed inputs that some node reads as an operand decided before the run (a Reshape's
+    /// target shape, a Resize's scales...). Their values join the plan key: each distinct
+    /// value gets its own plan.
+    public let planTimeInputs: Set<String>
+
     public init(graph: Graph) {
         self.graph = graph
         var last: [String: Int] = [:]
         for (i, n) in graph.nodes.enumerated() {
             for name in n.inputs where !name.isEmpty { last[name] = i }
         }
+        let fed = Set(graph.feedInputs.map(\.name))
+        var planTime = Set<String>()
+        for n in graph.nodes {
+            for i in Executor.planTimeOperands(n.op) where i < n.inputs.count && fed.contains(n.inputs[i]) {
+                planTime.insert(n.inputs[i])
+            }
+        }
+        self.planTimeInputs = planTime
         self.lastUse = last
         self.graphOutputs = Set(graph.outputs.map(\.name))
+    }
+
+    /// Operand positions an op needs before the run.
+    static func planTimeOperands(_ op: Op) -> [Int] {
+        switch op {
+        case .reshape, .unsqueeze, .squeeze, .expand, .tile, .split, .reduce: return [1]
+        case .slice: return [1, 2, 3, 4]
+        case .pad: return [1, 3]
+        case .resize: return [1, 2, 3]
+        case .range: return [0, 1, 2]
+        case .constantOfShape: return [0]
+        default: return []
+        }
     }
 
     /// Runs the graph. `feeds` maps input names to tensors; every feed input is required.
     /// Returns each graph output by name, as tensors the caller owns.
     public func run(_ feeds: [String: Tensor]) throws -> [String: Tensor] {
-        let plan = try self.plan(for: feeds.mapValues { ($0.shape, $0.dtype) })
+        let known = feeds.filter { planTimeInputs.contains($0.key) }
+        let plan = try self.plan(for: feeds.mapValues { ($0.shape, $0.dtype) }, values: known)
         for (name, slot) in plan.inputs {
             let t = feeds[name]!
             slot.buffer.raw.copyMemory(from: t.buffer.raw, byteCount: t.count * t.dtype.storageStride)
@@ -71,8 +98,10 @@ public final class Executor {
         return result
     }
 
-    /// The plan for these input shapes and types, made on first use.
-    public func plan(for feeds: [String: (shape: [Int], dtype: DType)]) throws -> Plan {
+    /// The plan for these input shapes and types, made on first use. `values` gives the
+    /// elements of plan-time inputs (see `planTimeInputs`).
+    public func plan(for feeds: [String: (shape: [Int], dtype: DType)],
+                     values known: [String: Tensor] = [:]) throws -> Plan {
         let feedDecls = graph.feedInputs
         for name in feeds.keys where !feedDecls.contains(where: { $0.name == name }) {
             let known = feedDecls.map(\.name).joined(separator: ", ")
@@ -86,9 +115,15 @@ public final class Executor {
             key.append(DType.allCases.firstIndex(of: f.dtype)!)
             key.append(f.shape.count)
             key += f.shape
+            if planTimeInputs.contains(d.name) {
+                guard let v = known[d.name] else {
+                    throw GraphError(node: nil, "input '\(d.name)' decides shapes: its value is needed to plan")
+                }
+                key += v.dtype.isFloat ? v.floatArray.map { Int($0.bitPattern) } : v.intArray.map { Int($0) }
+            }
         }
         if let p = plans[key] { return p }
-        let p = try makePlan(feeds)
+        let p = try makePlan(feeds, known)
         plans[key] = p
         return p
     }
@@ -122,7 +157,8 @@ public final class Executor {
         }
     }
 
-    private func makePlan(_ feeds: [String: (shape: [Int], dtype: DType)]) throws -> Plan {
+    private func makePlan(_ feeds: [String: (shape: [Int], dtype: DType)],
+                          _ known: [String: Tensor]) throws -> Plan {
         var values: [String: PlanValue] = [:]
         var tensors: [String: Tensor] = [:]
         for (name, t) in graph.initializers {
@@ -135,6 +171,12 @@ public final class Executor {
         for d in graph.feedInputs {
             let f = feeds[d.name]!
             try checkFeed(d, f.shape, f.dtype, &symbols)
+            if let v = known[d.name] {
+                let c = v.copy()
+                values[d.name] = PlanValue(shape: c.shape, dtype: c.dtype, constant: c)
+                tensors[d.name] = c
+                continue
+            }
             let t = Tensor(shape: f.shape, dtype: f.dtype,
                            buffer: pool.take(f.shape.product * f.dtype.storageStride))
             values[d.name] = PlanValue(shape: f.shape, dtype: f.dtype)

@@ -151,30 +151,35 @@ extension ONNXTensorProto {
                     : "\(field) holds \(n) elements, shape \(dims) needs \(count)")
             }
         }
+        // The element count is checked against the field before anything is allocated.
+        switch type {
+        case .float: try check(floatData.count, "float_data")
+        case .double: try check(doubleData.count, "double_data")
+        case .float16, .bfloat16, .int32, .int16, .int8, .uint16, .uint8, .bool:
+            try check(int32Data.count, "int32_data")
+        case .int64: try check(int64Data.count, "int64_data")
+        case .uint32, .uint64: try check(uint64Data.count, "uint64_data")
+        case .undefined, .string, .complex64, .complex128:
+            throw ONNXError(subject: subject, "unsupported element type \(type.name)")
+        }
         let t = Tensor(zeros: shape, dtype: dtype)
         switch type {
         case .float:
-            try check(floatData.count, "float_data")
             for i in 0..<count { t.floats[i] = floatData[i] }
         case .double:
-            try check(doubleData.count, "double_data")
             for i in 0..<count { t.floats[i] = Float(doubleData[i]) }
         case .float16, .bfloat16:
-            try check(int32Data.count, "int32_data")
             for i in 0..<count {
                 let bits = UInt16(truncatingIfNeeded: int32Data[i])
                 t.floats[i] = type == .float16 ? halfToFloat(bits) : Float(bitPattern: UInt32(bits) << 16)
             }
         case .int32, .int16, .int8, .uint16, .uint8, .bool:
-            try check(int32Data.count, "int32_data")
             for i in 0..<count {
                 t.ints[i] = type == .bool ? (int32Data[i] != 0 ? 1 : 0) : Int64(int32Data[i])
             }
         case .int64:
-            try check(int64Data.count, "int64_data")
             for i in 0..<count { t.ints[i] = int64Data[i] }
         case .uint32, .uint64:
-            try check(uint64Data.count, "uint64_data")
             for i in 0..<count { t.ints[i] = Int64(bitPattern: uint64Data[i]) }
         case .undefined, .string, .complex64, .complex128:
             throw ONNXError(subject: subject, "unsupported element type \(type.name)")
