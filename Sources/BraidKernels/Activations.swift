@@ -15,8 +15,8 @@ extension Elementwise {
         case .relu: map(x, y, count) { $0 < 0 ? 0 : $0 }
         case .leakyRelu(let alpha): map(x, y, count) { $0 < 0 ? alpha * $0 : $0 }
         case .thresholdedRelu(let alpha): map(x, y, count) { $0 > alpha ? $0 : 0 }
-        case .sigmoid: map(x, y, count) { sigmoid($0) }
-        case .tanh: map(x, y, count) { tanhf($0) }
+        case .sigmoid: map(x, y, count) { fastSigmoid($0) }
+        case .tanh: map(x, y, count) { fastTanh($0) }
         case .hardSigmoid(let alpha, let beta):
             map(x, y, count) { Swift.max(0, Swift.min(1, alpha * $0 + beta)) }
         case .hardSwish:
@@ -34,21 +34,13 @@ extension Elementwise {
         case .gelu(tanhApproximation: true):
             map(x, y, count) { v in
                 let inner = (0.79788456080286536 as Float) * (v + 0.044715 * v * v * v)
-                return 0.5 * v * (1 + tanhf(inner))
+                return 0.5 * v * (1 + fastTanh(inner))
             }
         case .shrink(let bias, let lambd):
             map(x, y, count) { $0 < -lambd ? $0 + bias : ($0 > lambd ? $0 - bias : 0) }
         default: preconditionFailure("\(f) is not an activation")
         }
     }
-}
-
-@inline(__always)
-func sigmoid(_ v: Float) -> Float {
-    // Both branches avoid exp overflow: exp of a non-positive number is at most 1.
-    if v >= 0 { return 1 / (1 + expf(-v)) }
-    let e = expf(v)
-    return e / (1 + e)
 }
 
 /// log(1 + e^v) without overflow for large v.

@@ -60,7 +60,7 @@ public enum Elementwise {
         case .neg: map(x, y, count) { -$0 }
         case .abs: map(x, y, count) { Swift.abs($0) }
         case .sqrt: map(x, y, count) { $0.squareRoot() }
-        case .exp: map(x, y, count) { expf($0) }
+        case .exp: map(x, y, count) { fastExp($0) }
         case .log: map(x, y, count) { logf($0) }
         case .reciprocal: map(x, y, count) { 1 / $0 }
         case .floor: map(x, y, count) { $0.rounded(.down) }

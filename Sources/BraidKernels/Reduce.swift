@@ -109,15 +109,21 @@ extension Elementwise {
                               _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
         let n = Float(layout.reduceCount)
         switch f {
-        case .sum: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { $0 })
-        case .mean: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { $0 / n })
-        case .max: fold(layout, x, y, -.infinity, { $0 }, { ($0 > $1 || $0.isNaN) ? $0 : $1 }, { $0 })
-        case .min: fold(layout, x, y, .infinity, { $0 }, { ($0 < $1 || $0.isNaN) ? $0 : $1 }, { $0 })
-        case .prod: fold(layout, x, y, 1, { $0 }, { $0 * $1 }, { $0 })
-        case .l1: fold(layout, x, y, 0, { Swift.abs($0) }, { $0 + $1 }, { $0 })
-        case .l2: fold(layout, x, y, 0, { $0 * $0 }, { $0 + $1 }, { $0.squareRoot() })
-        case .logSum: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { logf($0) })
-        case .sumSquare: fold(layout, x, y, 0, { $0 * $0 }, { $0 + $1 }, { $0 })
+        case .sum: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { $0 }, { $0 }, { $0 + $1 })
+        case .mean: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { $0 / n }, { $0 }, { $0 + $1 })
+        case .max:
+            fold(layout, x, y, -.infinity, { $0 }, { ($0 > $1 || $0.isNaN) ? $0 : $1 }, { $0 },
+                 { $0 }, { $0.replacing(with: $1, where: ($1 .> $0) .| ($1 .!= $1)) })
+        case .min:
+            fold(layout, x, y, .infinity, { $0 }, { ($0 < $1 || $0.isNaN) ? $0 : $1 }, { $0 },
+                 { $0 }, { $0.replacing(with: $1, where: ($1 .< $0) .| ($1 .!= $1)) })
+        case .prod: fold(layout, x, y, 1, { $0 }, { $0 * $1 }, { $0 }, { $0 }, { $0 * $1 })
+        case .l1:
+            fold(layout, x, y, 0, { Swift.abs($0) }, { $0 + $1 }, { $0 },
+                 { $0.replacing(with: -$0, where: $0 .< 0) }, { $0 + $1 })
+        case .l2: fold(layout, x, y, 0, { $0 * $0 }, { $0 + $1 }, { $0.squareRoot() }, { $0 * $0 }, { $0 + $1 })
+        case .logSum: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { logf($0) }, { $0 }, { $0 + $1 })
+        case .sumSquare: fold(layout, x, y, 0, { $0 * $0 }, { $0 + $1 }, { $0 }, { $0 * $0 }, { $0 + $1 })
         case .logSumExp: logSumExp(layout, x, y)
         }
     }
@@ -207,11 +213,14 @@ private func argScan<T>(_ outer: Int, _ axis: Int, _ inner: Int, _ x: UnsafePoin
 }
 
 /// Float fold: contiguous loops for the `[outer, reduced, inner]` layouts, the offset table
-/// otherwise.
+/// otherwise. The `v` closures are the eight-lane forms of `pre` and `combine`, for the
+/// innermost reduction (eight partial results, folded at the end: the summation order
+/// differs from a plain loop by rounding only).
 @inline(__always)
 private func fold(_ layout: ReduceLayout, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                   _ initial: Float, _ pre: (Float) -> Float, _ combine: (Float, Float) -> Float,
-                  _ post: (Float) -> Float) {
+                  _ post: (Float) -> Float, _ vpre: (SIMD8<Float>) -> SIMD8<Float>,
+                  _ vcombine: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>) {
     guard let b = layout.block else {
         foldGeneral(layout, x, y, initial, pre, combine, post)
         return
@@ -221,11 +230,10 @@ private func fold(_ layout: ReduceLayout, _ x: UnsafePointer<Float>, _ y: Unsafe
         elementwiseChunks(outer, grain: Swift.max(1, (1 << 15) / Swift.max(red, 1))) { lo, hi in
             for o in lo..<hi {
                 let p = x + o * red
-                // Eight independent accumulators let the loop vectorise without reassociating.
                 var acc = SIMD8<Float>(repeating: initial)
                 var r = 0
                 while r + 8 <= red {
-                    for l in 0..<8 { acc[l] = combine(acc[l], pre(p[r + l])) }
+                    acc = vcombine(acc, vpre(UnsafeRawPointer(p + r).loadUnaligned(as: SIMD8<Float>.self)))
                     r += 8
                 }
                 var s = initial
