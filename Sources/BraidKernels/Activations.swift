@@ -11,44 +11,25 @@ extension Elementwise {
     static func activation(_ f: UnaryFunction, _ x: UnsafePointer<Float>,
                            _ y: UnsafeMutablePointer<Float>, count: Int) {
         switch f {
-        // `v < 0 ? 0 : v` rather than max(v, 0): NaN passes through as in NumPy.
-        case .relu: map(x, y, count) { $0 < 0 ? 0 : $0 }
-        case .leakyRelu(let alpha): map(x, y, count) { $0 < 0 ? alpha * $0 : $0 }
-        case .thresholdedRelu(let alpha): map(x, y, count) { $0 > alpha ? $0 : 0 }
-        case .sigmoid: map(x, y, count) { sigmoid($0) }
-        case .tanh: map(x, y, count) { tanhf($0) }
-        case .hardSigmoid(let alpha, let beta):
-            map(x, y, count) { Swift.max(0, Swift.min(1, alpha * $0 + beta)) }
-        case .hardSwish:
-            map(x, y, count) { $0 * Swift.max(0, Swift.min(1, $0 * (1 / 6 as Float) + 0.5)) }
-        case .softplus: map(x, y, count) { softplus($0) }
-        case .softsign: map(x, y, count) { $0 / (1 + Swift.abs($0)) }
-        case .mish: map(x, y, count) { $0 * tanhf(softplus($0)) }
-        case .elu(let alpha): map(x, y, count) { $0 < 0 ? alpha * (expf($0) - 1) : $0 }
-        case .celu(let alpha):
-            map(x, y, count) { Swift.max(0, $0) + Swift.min(0, alpha * (expf($0 / alpha) - 1)) }
-        case .selu(let alpha, let gamma):
-            map(x, y, count) { $0 > 0 ? gamma * $0 : gamma * (alpha * expf($0) - alpha) }
-        case .gelu(tanhApproximation: false):
-            map(x, y, count) { 0.5 * $0 * (1 + erff($0 * (0.70710678118654752 as Float))) }
-        case .gelu(tanhApproximation: true):
-            map(x, y, count) { v in
-                let inner = (0.79788456080286536 as Float) * (v + 0.044715 * v * v * v)
-                return 0.5 * v * (1 + tanhf(inner))
-            }
-        case .shrink(let bias, let lambd):
-            map(x, y, count) { $0 < -lambd ? $0 + bias : ($0 > lambd ? $0 - bias : 0) }
+        case .relu: pmap(x, y, count, ReluF())
+        case .leakyRelu(let alpha): pmap(x, y, count, LeakyReluF(alpha: alpha))
+        case .thresholdedRelu(let alpha): pmap(x, y, count, ThresholdedReluF(alpha: alpha))
+        case .sigmoid: pmap(x, y, count, SigmoidF())
+        case .tanh: pmap(x, y, count, TanhF())
+        case .hardSigmoid(let alpha, let beta): pmap(x, y, count, HardSigmoidF(alpha: alpha, beta: beta))
+        case .hardSwish: pmap(x, y, count, HardSwishF())
+        case .softplus: pmap(x, y, count, SoftplusF())
+        case .softsign: pmap(x, y, count, SoftsignF())
+        case .mish: pmap(x, y, count, MishF())
+        case .elu(let alpha): pmap(x, y, count, EluF(alpha: alpha))
+        case .celu(let alpha): pmap(x, y, count, CeluF(alpha: alpha))
+        case .selu(let alpha, let gamma): pmap(x, y, count, SeluF(alpha: alpha, gamma: gamma))
+        case .gelu(tanhApproximation: false): pmap(x, y, count, GeluErfF())
+        case .gelu(tanhApproximation: true): pmap(x, y, count, GeluTanhF())
+        case .shrink(let bias, let lambd): pmap(x, y, count, ShrinkF(bias: bias, lambd: lambd))
         default: preconditionFailure("\(f) is not an activation")
         }
     }
-}
-
-@inline(__always)
-func sigmoid(_ v: Float) -> Float {
-    // Both branches avoid exp overflow: exp of a non-positive number is at most 1.
-    if v >= 0 { return 1 / (1 + expf(-v)) }
-    let e = expf(v)
-    return e / (1 + e)
 }
 
 /// log(1 + e^v) without overflow for large v.

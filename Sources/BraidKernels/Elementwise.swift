@@ -57,16 +57,16 @@ public enum Elementwise {
     public static func unary(_ f: UnaryFunction, _ x: UnsafePointer<Float>,
                              _ y: UnsafeMutablePointer<Float>, count: Int) {
         switch f {
-        case .neg: map(x, y, count) { -$0 }
-        case .abs: map(x, y, count) { Swift.abs($0) }
-        case .sqrt: map(x, y, count) { $0.squareRoot() }
-        case .exp: map(x, y, count) { expf($0) }
-        case .log: map(x, y, count) { logf($0) }
-        case .reciprocal: map(x, y, count) { 1 / $0 }
-        case .floor: map(x, y, count) { $0.rounded(.down) }
-        case .ceil: map(x, y, count) { $0.rounded(.up) }
-        case .round: map(x, y, count) { $0.rounded(.toNearestOrEven) }
-        case .sign: map(x, y, count) { $0 > 0 ? 1 : ($0 < 0 ? -1 : $0) }
+        case .neg: pmap(x, y, count, NegF())
+        case .abs: pmap(x, y, count, AbsF())
+        case .sqrt: pmap(x, y, count, SqrtF())
+        case .exp: pmap(x, y, count, ExpF())
+        case .log: pmap(x, y, count, LogF())
+        case .reciprocal: pmap(x, y, count, ReciprocalF())
+        case .floor: pmap(x, y, count, FloorF())
+        case .ceil: pmap(x, y, count, CeilF())
+        case .round: pmap(x, y, count, RoundF())
+        case .sign: pmap(x, y, count, SignF())
         case .sin: map(x, y, count) { sinf($0) }
         case .cos: map(x, y, count) { cosf($0) }
         case .tan: map(x, y, count) { tanf($0) }
@@ -78,7 +78,7 @@ public enum Elementwise {
         case .asinh: map(x, y, count) { asinhf($0) }
         case .acosh: map(x, y, count) { acoshf($0) }
         case .atanh: map(x, y, count) { atanhf($0) }
-        case .erf: map(x, y, count) { erff($0) }
+        case .erf: pmap(x, y, count, ErfF())
         case .not, .isNaN, .isInf:
             preconditionFailure("\(f) does not map float32 to float32")
         default: activation(f, x, y, count: count)
@@ -113,14 +113,13 @@ public enum Elementwise {
                               _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                               _ c: UnsafeMutablePointer<Float>) {
         switch f {
-        case .add: broadcast2(layout, a, b, c) { $0 + $1 }
-        case .sub: broadcast2(layout, a, b, c) { $0 - $1 }
-        case .mul: broadcast2(layout, a, b, c) { $0 * $1 }
-        case .div: broadcast2(layout, a, b, c) { $0 / $1 }
+        case .add: pbroadcast2(layout, a, b, c, AddF())
+        case .sub: pbroadcast2(layout, a, b, c, SubF())
+        case .mul: pbroadcast2(layout, a, b, c, MulF())
+        case .div: pbroadcast2(layout, a, b, c, DivF())
         case .pow: broadcast2(layout, a, b, c) { powf($0, $1) }
-        // NumPy's maximum/minimum: a NaN on either side wins.
-        case .max: broadcast2(layout, a, b, c) { ($0 > $1 || $0.isNaN) ? $0 : $1 }
-        case .min: broadcast2(layout, a, b, c) { ($0 < $1 || $0.isNaN) ? $0 : $1 }
+        case .max: pbroadcast2(layout, a, b, c, MaxF())
+        case .min: pbroadcast2(layout, a, b, c, MinF())
         case .mod(fmod: true): broadcast2(layout, a, b, c) { fmodf($0, $1) }
         case .mod(fmod: false): broadcast2(layout, a, b, c) { x, y in
             let r = fmodf(x, y)
@@ -202,7 +201,7 @@ public enum Elementwise {
     /// PRelu: `y = x < 0 ? slope * x : x`, slope broadcast to x by `layout`.
     public static func prelu(_ layout: BroadcastLayout, _ x: UnsafePointer<Float>,
                              _ slope: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-        broadcast2(layout, x, slope, y) { $0 < 0 ? $0 * $1 : $0 }
+        pbroadcast2(layout, x, slope, y, PReluF())
     }
 
     /// PRelu on Int64 storage.
@@ -245,10 +244,7 @@ public enum Elementwise {
     /// Clip to `[lo, hi]`; a NaN stays NaN and `lo > hi` gives `hi` everywhere, as ONNX states.
     public static func clip(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                             count: Int, lo: Float, hi: Float) {
-        map(x, y, count) { v in
-            let t = v < lo ? lo : v
-            return t > hi ? hi : t
-        }
+        pmap(x, y, count, ClipF(lo: lo, hi: hi))
     }
 
     /// Clip on Int64 storage.
@@ -259,40 +255,34 @@ public enum Elementwise {
 
     /// `y *= s` in place, for the mean of the variadic fold.
     public static func scale(_ y: UnsafeMutablePointer<Float>, count: Int, by s: Float) {
-        map(UnsafePointer(y), y, count) { $0 * s }
+        pmap(UnsafePointer(y), y, count, ScaleF(s: s))
     }
 }
 
+/// `y[i] = f(x[i])` in one serial loop: the closure form, for functions that are rarely hot
+/// (see ElementFunctions.swift for why the parallel forms take types).
 @inline(__always)
 func map<A, B>(_ x: UnsafePointer<A>, _ y: UnsafeMutablePointer<B>, _ n: Int,
                _ f: (A) -> B) {
-    elementwiseChunks(n) { lo, hi in
-        for i in lo..<hi { y[i] = f(x[i]) }
-    }
+    for i in 0..<n { y[i] = f(x[i]) }
 }
 
-/// The broadcast driver: three inner-loop shapes (both contiguous, one side a scalar) so
-/// that each specialises into a tight, vectorisable loop.
+/// `c = f(a, b)` through `layout` in one serial walk (closure form, see `map`).
 @inline(__always)
 func broadcast2<A, B, C>(_ layout: BroadcastLayout, _ a: UnsafePointer<A>,
                          _ b: UnsafePointer<B>, _ c: UnsafeMutablePointer<C>,
                          _ f: (A, B) -> C) {
     let sa = layout.innerStep[0], sb = layout.innerStep[1]
-    elementwiseChunks(layout.count) { lo, hi in
-        layout.walk(lo, hi) { off, o, n in
-            let pa = a + off[0], pb = b + off[1], pc = c + o
-            if sa != 0 && sb != 0 {
-                for i in 0..<n { pc[i] = f(pa[i], pb[i]) }
-            } else if sa != 0 {
-                let y = pb[0]
-                for i in 0..<n { pc[i] = f(pa[i], y) }
-            } else if sb != 0 {
-                let x = pa[0]
-                for i in 0..<n { pc[i] = f(x, pb[i]) }
-            } else {
-                let v = f(pa[0], pb[0])
-                for i in 0..<n { pc[i] = v }
-            }
+    layout.walk(0, layout.count) { off, o, n in
+        let pa = a + off[0], pb = b + off[1], pc = c + o
+        if sa != 0 && sb != 0 {
+            for i in 0..<n { pc[i] = f(pa[i], pb[i]) }
+        } else if sa != 0 {
+            let y = pb[0]
+            for i in 0..<n { pc[i] = f(pa[i], y) }
+        } else {
+            let x = pa[0]
+            for i in 0..<n { pc[i] = f(x, pb[i]) }
         }
     }
 }

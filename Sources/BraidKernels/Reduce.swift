@@ -109,15 +109,15 @@ extension Elementwise {
                               _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
         let n = Float(layout.reduceCount)
         switch f {
-        case .sum: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { $0 })
-        case .mean: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { $0 / n })
-        case .max: fold(layout, x, y, -.infinity, { $0 }, { ($0 > $1 || $0.isNaN) ? $0 : $1 }, { $0 })
-        case .min: fold(layout, x, y, .infinity, { $0 }, { ($0 < $1 || $0.isNaN) ? $0 : $1 }, { $0 })
-        case .prod: fold(layout, x, y, 1, { $0 }, { $0 * $1 }, { $0 })
-        case .l1: fold(layout, x, y, 0, { Swift.abs($0) }, { $0 + $1 }, { $0 })
-        case .l2: fold(layout, x, y, 0, { $0 * $0 }, { $0 + $1 }, { $0.squareRoot() })
-        case .logSum: fold(layout, x, y, 0, { $0 }, { $0 + $1 }, { logf($0) })
-        case .sumSquare: fold(layout, x, y, 0, { $0 * $0 }, { $0 + $1 }, { $0 })
+        case .sum: fold(layout, x, y, SumFold())
+        case .mean: fold(layout, x, y, MeanFold(n: n))
+        case .max: fold(layout, x, y, MaxFold())
+        case .min: fold(layout, x, y, MinFold())
+        case .prod: fold(layout, x, y, ProdFold())
+        case .l1: fold(layout, x, y, L1Fold())
+        case .l2: fold(layout, x, y, L2Fold())
+        case .logSum: fold(layout, x, y, LogSumFold())
+        case .sumSquare: fold(layout, x, y, SumSquareFold())
         case .logSumExp: logSumExp(layout, x, y)
         }
     }
@@ -207,13 +207,18 @@ private func argScan<T>(_ outer: Int, _ axis: Int, _ inner: Int, _ x: UnsafePoin
 }
 
 /// Float fold: contiguous loops for the `[outer, reduced, inner]` layouts, the offset table
-/// otherwise.
+/// otherwise. The innermost reduction keeps eight partial results, folded at the end (the
+/// summation order differs from a plain loop by rounding only).
 @inline(__always)
-private func fold(_ layout: ReduceLayout, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                  _ initial: Float, _ pre: (Float) -> Float, _ combine: (Float, Float) -> Float,
-                  _ post: (Float) -> Float) {
+private func fold<F: FloatFold>(_ layout: ReduceLayout, _ x: UnsafePointer<Float>,
+                                _ y: UnsafeMutablePointer<Float>, _ f: F) {
     guard let b = layout.block else {
-        foldGeneral(layout, x, y, initial, pre, combine, post)
+        let n = layout.reduceCount
+        layout.forEachOutput(0, layout.outputCount) { o, base in
+            var s = f.initial
+            for r in 0..<n { s = f.combine(s, f.pre(x[base + layout.offset(r)])) }
+            y[o] = f.post(s)
+        }
         return
     }
     let (outer, red, inner) = b
@@ -221,17 +226,16 @@ private func fold(_ layout: ReduceLayout, _ x: UnsafePointer<Float>, _ y: Unsafe
         elementwiseChunks(outer, grain: Swift.max(1, (1 << 15) / Swift.max(red, 1))) { lo, hi in
             for o in lo..<hi {
                 let p = x + o * red
-                // Eight independent accumulators let the loop vectorise without reassociating.
-                var acc = SIMD8<Float>(repeating: initial)
+                var acc = SIMD8<Float>(repeating: f.initial)
                 var r = 0
                 while r + 8 <= red {
-                    for l in 0..<8 { acc[l] = combine(acc[l], pre(p[r + l])) }
+                    acc = f.combine(acc, f.pre(UnsafeRawPointer(p + r).loadUnaligned(as: SIMD8<Float>.self)))
                     r += 8
                 }
-                var s = initial
-                for l in 0..<8 { s = combine(s, acc[l]) }
-                while r < red { s = combine(s, pre(p[r])); r += 1 }
-                y[o] = post(s)
+                var s = f.initial
+                for l in 0..<8 { s = f.combine(s, acc[l]) }
+                while r < red { s = f.combine(s, f.pre(p[r])); r += 1 }
+                y[o] = f.post(s)
             }
         }
         return
@@ -239,14 +243,93 @@ private func fold(_ layout: ReduceLayout, _ x: UnsafePointer<Float>, _ y: Unsafe
     elementwiseChunks(outer, grain: Swift.max(1, (1 << 15) / Swift.max(red * inner, 1))) { lo, hi in
         for o in lo..<hi {
             let row = y + o * inner
-            row.update(repeating: initial, count: inner)
+            row.update(repeating: f.initial, count: inner)
             for r in 0..<red {
                 let p = x + (o * red + r) * inner
-                for j in 0..<inner { row[j] = combine(row[j], pre(p[j])) }
+                for j in 0..<inner { row[j] = f.combine(row[j], f.pre(p[j])) }
             }
-            for j in 0..<inner { row[j] = post(row[j]) }
+            for j in 0..<inner { row[j] = f.post(row[j]) }
         }
     }
+}
+
+/// One float reduction as a type (see ElementFunctions.swift for why not closures), with
+/// eight-lane forms of `pre` and `combine`.
+private protocol FloatFold {
+    var initial: Float { get }
+    func pre(_ v: Float) -> Float
+    func combine(_ a: Float, _ b: Float) -> Float
+    func post(_ v: Float) -> Float
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float>
+    func combine(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float>
+}
+
+private protocol SumLike: FloatFold {}
+extension SumLike {
+    var initial: Float { 0 }
+    func combine(_ a: Float, _ b: Float) -> Float { a + b }
+    func combine(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a + b }
+}
+
+private struct SumFold: SumLike {
+    func pre(_ v: Float) -> Float { v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
+    func post(_ v: Float) -> Float { v }
+}
+private struct MeanFold: SumLike {
+    let n: Float
+    func pre(_ v: Float) -> Float { v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
+    func post(_ v: Float) -> Float { v / n }
+}
+private struct LogSumFold: SumLike {
+    func pre(_ v: Float) -> Float { v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
+    func post(_ v: Float) -> Float { logf(v) }
+}
+private struct L1Fold: SumLike {
+    func pre(_ v: Float) -> Float { Swift.abs(v) }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v.replacing(with: -v, where: v .< 0) }
+    func post(_ v: Float) -> Float { v }
+}
+private struct SumSquareFold: SumLike {
+    func pre(_ v: Float) -> Float { v * v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v * v }
+    func post(_ v: Float) -> Float { v }
+}
+private struct L2Fold: SumLike {
+    func pre(_ v: Float) -> Float { v * v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v * v }
+    func post(_ v: Float) -> Float { v.squareRoot() }
+}
+private struct ProdFold: FloatFold {
+    var initial: Float { 1 }
+    func pre(_ v: Float) -> Float { v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
+    func combine(_ a: Float, _ b: Float) -> Float { a * b }
+    func combine(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a * b }
+    func post(_ v: Float) -> Float { v }
+}
+/// NaN wins, as in NumPy's maximum.reduce.
+private struct MaxFold: FloatFold {
+    var initial: Float { -.infinity }
+    func pre(_ v: Float) -> Float { v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
+    func combine(_ a: Float, _ b: Float) -> Float { (a > b || a.isNaN) ? a : b }
+    func combine(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        a.replacing(with: b, where: (b .> a) .| (b .!= b))
+    }
+    func post(_ v: Float) -> Float { v }
+}
+private struct MinFold: FloatFold {
+    var initial: Float { .infinity }
+    func pre(_ v: Float) -> Float { v }
+    func pre(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
+    func combine(_ a: Float, _ b: Float) -> Float { (a < b || a.isNaN) ? a : b }
+    func combine(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        a.replacing(with: b, where: (b .< a) .| (b .!= b))
+    }
+    func post(_ v: Float) -> Float { v }
 }
 
 @inline(__always)

@@ -197,6 +197,28 @@ final class ElementwiseTests: XCTestCase {
         }
     }
 
+    /// The vectorisable exp, sigmoid and tanh over the whole float range, edges included.
+    func testFastExpSigmoidTanhAcrossRange() {
+        let edges: [Float] = [-1000, -100, -87, -20, -1e-3, 0, 1e-6, 0.3, 0.62, 0.63, 5, 20, 88, 88.7, 89,
+                              1000, .infinity, -.infinity]
+        let x = edges + stride(from: Float(-80), to: 80, by: 0.037).map { $0 }
+        var y = [Float](repeating: 0, count: x.count)
+        Elementwise.unary(.exp, x, &y, count: x.count)
+        assertClose(y, x.map { Float(Foundation.exp(Double($0))) }, tol: 1e-6, "exp")
+        Elementwise.unary(.sigmoid, x, &y, count: x.count)
+        assertClose(y, x.map { Float(1 / (1 + Foundation.exp(-Double($0)))) }, tol: 1e-6, "sigmoid")
+        Elementwise.unary(.tanh, x, &y, count: x.count)
+        for i in x.indices {
+            let ref = Foundation.tanh(Double(x[i]))
+            XCTAssertEqual(Double(y[i]), ref, accuracy: 1e-6 * max(abs(ref), 1e-3), "tanh(\(x[i]))")
+        }
+        var nan: [Float] = [0, 0]
+        for f in [UnaryFunction.exp, .sigmoid, .tanh] {
+            Elementwise.unary(f, [.nan, .nan], &nan, count: 2)
+            XCTAssertTrue(nan[0].isNaN, "\(f) keeps NaN")
+        }
+    }
+
     /// Round is half-to-even; expected from np.round (NumPy 2.4).
     func testRoundHalfToEven() {
         let x: [Float] = [0.5, 1.5, 2.5, -0.5, -2.5, 2.4, -3.6]
