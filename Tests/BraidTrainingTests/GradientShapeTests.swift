@@ -136,4 +136,18 @@ final class GradientShapeTests: XCTestCase {
         ])
         XCTAssertEqual(plan.output.shape, [6])
     }
+
+    func testLargeTensorsTakeTheParallelPaths() throws {
+        let shape = [2, 16, 64, 64]
+        let x = { (seed: UInt64) in Check.uniform(shape, -1, 1, seed: seed) }
+        try Check.run([Check.node(.transpose(perm: [0, 2, 3, 1]), ["x"])], trainable: ["x": x(601)],
+                      tolerance: 1e-2, samples: 16)
+        try Check.run([Check.node(.concat(axis: 1), ["a", "b"])], trainable: ["a": x(602), "b": x(603)],
+                      tolerance: 1e-2, samples: 16)
+        try Check.run([Check.node(.gather(axis: 1), ["x", "i"])], trainable: ["x": x(604)],
+                      constants: ["i": Tensor(shape: [3], ints: [5, 5, 0])], tolerance: 1e-2, samples: 16)
+        let op = Op.resize(ResizeParams(mode: .linear, coordinate: .halfPixel, nearest: .roundPreferFloor))
+        try Check.run([Check.node(op, ["x", "", "s"])], trainable: ["x": x(605)],
+                      constants: ["s": Tensor(shape: [4], floats: [1, 1, 2, 2])], tolerance: 1e-2, samples: 16)
+    }
 }
