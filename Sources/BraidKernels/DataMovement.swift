@@ -371,8 +371,12 @@ public struct GatherElementsCopy: Sendable {
     public let axis: Int
     public let elementSize: Int
 
+    /// Row-major strides of `shape`, computed once so runs do not allocate.
+    let strides: [Int]
+
     public init(shape: [Int], indexShape: [Int], axis: Int, elementSize: Int) {
         self.shape = shape; self.indexShape = indexShape; self.axis = axis; self.elementSize = elementSize
+        strides = shape.strides
     }
 
     public func run(_ src: UnsafeRawPointer, _ indices: UnsafePointer<Int64>, _ dst: UnsafeMutableRawPointer) {
@@ -389,7 +393,7 @@ public struct GatherElementsCopy: Sendable {
         let r = indexShape.count
         let total = indexShape.reduce(1, *)
         if total == 0 { return }
-        let strides = shape.strides, axisSize = shape[axis], axisStride = strides[axis]
+        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
         withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
             idx.initialize(repeating: 0)
             var base = 0
@@ -418,7 +422,7 @@ extension GatherElementsCopy {
         let r = indexShape.count
         let total = indexShape.reduce(1, *)
         if total == 0 { return }
-        let strides = shape.strides, axisSize = shape[axis], axisStride = strides[axis]
+        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
         withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
             idx.initialize(repeating: 0)
             var base = 0
@@ -452,11 +456,13 @@ public struct AxisMapCopy: Sendable {
     public let elementSize: Int
     let outShape: [Int]
     let runStart: Int, runLength: Int
+    let inStrides: [Int]
 
     public init(inShape: [Int], maps: [[Int]], elementSize: Int) {
         precondition(inShape.count == maps.count && !maps.isEmpty, "axis map copy: one map per axis")
         self.inShape = inShape; self.maps = maps; self.elementSize = elementSize
         outShape = maps.map(\.count)
+        inStrides = inShape.strides
         let m = maps[maps.count - 1]
         var best = (0, 0), o = 0
         while o < m.count {
@@ -486,7 +492,7 @@ public struct AxisMapCopy: Sendable {
         let total = outShape.reduce(1, *)
         if total == 0 { return }
         let outer = total / inner
-        let inStrides = inShape.strides
+        let inStrides = self.inStrides
         let chunks = total >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
         let (maps, outShape, runStart, runLength) = (self.maps, self.outShape, self.runStart, self.runLength)
         let innerMap = maps[r - 1]
@@ -534,7 +540,7 @@ extension AxisMapCopy {
         let total = outShape.reduce(1, *)
         if total == 0 { return }
         let outer = total / inner
-        let inStrides = inShape.strides
+        let inStrides = self.inStrides
         let innerMap = maps[r - 1]
         withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
             idx.initialize(repeating: 0)
