@@ -329,13 +329,43 @@ private func writeResize(_ n: NodeExport, _ p: ResizeParams) throws {
         try n.require(opset: 18, "Resize with antialiasing")
         attrs.append(.int("antialias", 1))
     }
+    var inputs = (0..<4).map(n.input)
     if let axes = p.axes {
-        try n.require(opset: 18, "Resize over chosen axes")
-        attrs.append(.ints("axes", axes))
+        if n.opset >= 18 {
+            attrs.append(.ints("axes", axes))
+        } else {
+            try resizeOperandsForAllAxes(n, axes: axes, &inputs)
+        }
     }
     if p.aspect != .stretch {
         try n.require(opset: 18, "Resize with a keep-aspect-ratio policy")
         attrs.append(.string("keep_aspect_ratio_policy", p.aspect == .notLarger ? "not_larger" : "not_smaller"))
     }
-    n.emit("Resize", (0..<4).map(n.input), attrs: attrs)
+    n.emit("Resize", inputs, attrs: attrs)
+}
+
+/// Before Resize 18 scales and sizes cover every axis: the given ones are spread over the
+/// full rank, with scale 1 and the input's own size on the other axes.
+private func resizeOperandsForAllAxes(_ n: NodeExport, axes: [Int], _ inputs: inout [String]) throws {
+    guard let rank = n.shape(inputs[0])?.count else {
+        throw n.error("Resize over chosen axes needs opset 18, or the input's rank known at export")
+    }
+    let positions = axes.map { $0 < 0 ? $0 + rank : $0 }
+    if !inputs[2].isEmpty {
+        guard let scales = n.constantValue(inputs[2]), scales.dtype.isFloat, scales.count == axes.count else {
+            throw n.error("Resize over chosen axes with scales computed at run time needs opset 18")
+        }
+        var full = [Float](repeating: 1, count: rank)
+        for (k, a) in positions.enumerated() { full[a] = scales.floats[k] }
+        inputs[2] = n.constant(Tensor(shape: [rank], floats: full), "scales")
+    }
+    if !inputs[3].isEmpty {
+        let shape = n.emitTemporary("Shape", [inputs[0]], "input_shape")
+        let parts = (0..<rank).map { d -> String in
+            let (source, index) = positions.firstIndex(of: d).map { (inputs[3], $0) } ?? (shape, d)
+            return n.emitTemporary("Slice", [source, n.constant(ints: [index], "start"), n.constant(ints: [index + 1], "end")],
+                                   "size\(d)")
+        }
+        inputs[3] = n.emitTemporary("Concat", parts, "sizes", [.int("axis", 0)])
+    }
 }
