@@ -162,6 +162,85 @@ final class ExportOpZooTests: XCTestCase {
         return b.graph([ValueDecl(name: "x", dtype: .float32, shape: [.symbol("N"), .fixed(4), .fixed(8), .fixed(8)])])
     }
 
+    /// Trigonometry, logic, integer arithmetic and the reductions and pools the vision zoo
+    /// leaves out; `x` [2, 3, 4] float in [-1, 1), `k` [2, 3, 4] int64.
+    static func mathZoo() -> Graph {
+        var b = IRBuilder()
+        let half = b.add(.binary(.mul), ["x", b.scalar("half", 0.5)], "half_x")
+        var terms: [String] = []
+        for (i, u) in [UnaryOp.exp, .tan, .asin, .acos, .atanh, .sinh, .cosh, .asinh].enumerated() {
+            terms.append(b.add(.unary(u), [half], "trig\(i)"))
+        }
+        let absPlus = b.add(.binary(.add), [b.add(.unary(.abs), ["x"], "abs"), b.scalar("one", 1)], "abs_plus")
+        terms.append(b.add(.unary(.acosh), [absPlus], "acosh"))
+        terms.append(b.add(.binary(.div), ["x", absPlus], "div"))
+        terms.append(b.add(.binary(.max), ["x", half], "max"))
+        terms.append(b.add(.binary(.min), ["x", half], "min"))
+        let trig = b.add(.variadic(.sum), terms, "trig_sum")
+        b.outputs.append(trig)
+
+        // Logic on comparisons, back to float.
+        let lt = b.add(.binary(.less), ["x", half], "lt")
+        let ge = b.add(.binary(.greaterOrEqual), ["x", b.scalar("q", 0.25)], "ge")
+        let le = b.add(.binary(.lessOrEqual), ["x", b.scalar("q2", -0.25)], "le")
+        let eq = b.add(.binary(.equal), [lt, ge], "eq")
+        let nan = b.add(.unary(.isNaN), ["x"], "isnan")
+        let inf = b.add(.unary(.isInf), [b.add(.binary(.div), ["x", b.scalar("z", 0)], "div0")], "isinf")
+        let logic = b.add(.binary(.xor), [b.add(.binary(.and), [eq, b.add(.unary(.not), [nan], "not")], "and"),
+                                          b.add(.binary(.or), [le, inf], "or")], "xor")
+        b.outputs.append(b.add(.cast(to: .float32), [logic], "logic_float"))
+
+        // Integer arithmetic.
+        let u = b.add(.cast(to: .uint32), ["k"], "k_u32")
+        b.initializers["two_u32"] = Tensor(shape: [], ints: [2], dtype: .uint32)
+        let shifted = b.add(.binary(.bitShiftRight), [b.add(.binary(.bitShiftLeft), [u, "two_u32"], "shl"), "two_u32"], "shr")
+        let m = b.add(.binary(.mod(fmod: false)), ["k", b.add(.constant(Tensor(shape: [], ints: [-3])), [], "minus3")], "mod")
+        let ints = b.add(.binary(.add), [b.add(.cast(to: .int64), [shifted], "back_i64"), m], "int_sum")
+        b.outputs.append(b.add(.cast(to: .float32), [ints], "ints_float"))
+
+        // Reductions and arg-min.
+        b.outputs.append(b.add(.reduce(.prod, axes: [1], keepDims: true, noopWithEmptyAxes: false), [absPlus], "prod"))
+        b.outputs.append(b.add(.reduce(.l1, axes: [-1], keepDims: false, noopWithEmptyAxes: false), ["x"], "l1"))
+        b.outputs.append(b.add(.reduce(.logSum, axes: [0, 2], keepDims: true, noopWithEmptyAxes: false), [absPlus], "logsum"))
+        let amin = b.add(.argExtreme(max: false, axis: -1, keepDims: true, selectLastIndex: true), [b.add(.unary(.round), ["x"], "round")], "argmin")
+        b.outputs.append(b.add(.cast(to: .float32), [amin], "argmin_float"))
+
+        // 4-D: Lp pools, hardmax, pads, cubic resize, DCR depth-to-space, Gemm without C.
+        let x4 = b.add(.reshape(allowZero: false), ["x", b.ints("shape4d", [2, 4, 3, 1])], "to4d")
+        let lp = b.add(.pool(PoolParams(kind: .lp(p: 2), kernel: [2, 1], strides: [1, 1], pads: [0, 0, 0, 0], dilations: [1, 1],
+                                        autoPad: .explicit, ceilMode: false, countIncludePad: false)), [x4], "lppool")
+        b.outputs.append(b.add(.globalPool(.lp(p: 3)), [lp], "global_lp"))
+        b.outputs.append(b.add(.softmax(.hardmax, axis: -1, coerce2D: false), ["x"], "hardmax"))
+        let edge = b.add(.pad(mode: .edge), [x4, b.ints("pads_e", [0, 0, 1, 0, 0, 0, 0, 2])], "pad_edge")
+        let padded = b.add(.pad(mode: .constant), [edge, b.ints("pads_c", [0, 0, 1, 1, 0, 0, 1, 1]), b.scalar("pv", 0.5)], "pad_const")
+        let cubic = b.add(.resize(ResizeParams(mode: .cubic, coordinate: .pytorchHalfPixel, nearest: .roundPreferFloor,
+                                               cubicCoefficient: -0.5, excludeOutside: true)),
+                          [padded, "", b.floats("cubic_scales", [1, 1, 1.5, 2]), ""], "cubic")
+        b.outputs.append(cubic)
+        b.outputs.append(b.add(.depthToSpace(blockSize: 2, columnRowDepth: false), [x4], "d2s_dcr"))
+        let flat = b.add(.flatten(axis: 1), ["x"], "flatten")
+        b.outputs.append(b.add(.gemm(transA: true, transB: false, alpha: 1, beta: 1), [flat, b.weight("wa", [2, 5]), ""], "gemm_no_c"))
+        b.outputs.append(b.add(.softmax(.softmax, axis: 1, coerce2D: true), ["x"], "softmax_coerced"))
+        b.outputs.append(b.add(.softmax(.logSoftmax, axis: 2, coerce2D: true), ["x"], "logsoftmax_last"))
+        return b.graph([ValueDecl(name: "x", dtype: .float32, shape: [.fixed(2), .fixed(3), .fixed(4)]),
+                        ValueDecl(name: "k", dtype: .int64, shape: [.fixed(2), .fixed(3), .fixed(4)])])
+    }
+
+    func testMathZooAtSeveralOpsets() throws {
+        let graph = Self.mathZoo()
+        let x = randomTensor([2, 3, 4], seed: 11)
+        let k = Tensor(shape: [2, 3, 4], ints: (0..<24).map { Int64($0 * 7 % 23 - 11) })
+        for (o, t) in zip(graph.outputs, try runGraph(graph, [x, k])) {
+            XCTAssertTrue(t.doubleArray.allSatisfy(\.isFinite), "\(o.name) must be finite for the comparison to mean something")
+        }
+        let dir = try temporaryDirectory(self)
+        let opsets = [13, 17, 21]
+        for opset in opsets {
+            try assertRoundTrip(graph, inputs: [x, k], opset: opset, tolerance: 1e-5, label: "math_opset\(opset)", checkDir: dir)
+        }
+        try assertONNXRuntimeAgrees(dir, expectModels: opsets.count)
+    }
+
     func testVisionZooAtEveryOpsetFamily() throws {
         let graph = Self.visionZoo()
         let x = randomTensor([2, 4, 8, 8], seed: 7)

@@ -64,6 +64,12 @@ let nnOps: OpTable = {
     }]
     t["GlobalAveragePool"] = [v(1) { $0.emit(.globalPool(.average)) }]
     t["GlobalMaxPool"] = [v(1) { $0.emit(.globalPool(.max)) }]
+    t["GlobalLpPool"] = [v(1) { n in
+        // Opset 1 declared p as a float; later as an int.
+        let p = try n.float("p", default: 2)
+        guard p >= 1, p == p.rounded() else { throw n.error("attribute 'p' = \(p), expected a positive integer") }
+        n.emit(.globalPool(.lp(p: Int(p))))
+    }]
     t["LRN"] = [v(1) { n in
         n.emit(.lrn(size: try n.requiredInt("size"), alpha: try n.float("alpha", default: 1e-4),
                     beta: try n.float("beta", default: 0.75), bias: try n.float("bias", default: 1)))
