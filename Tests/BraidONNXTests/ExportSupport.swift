@@ -81,20 +81,25 @@ func assertRoundTrip(_ graph: Graph, inputs: [Tensor], opset: Int = 17, toleranc
     return back
 }
 
-/// Runs tools/check-onnx-export on `dir` and fails with its report unless every model passes.
-func assertONNXRuntimeAgrees(_ dir: String, expectModels: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+/// Runs tools/check-onnx-export on `dir` with `$PYTHON` (default python3, as tools/setup).
+func runCheckScript(_ dir: String) throws -> (status: Int32, report: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", ExportPaths.checkScript, dir]
+    p.arguments = [ProcessInfo.processInfo.environment["PYTHON"] ?? "python3", ExportPaths.checkScript, dir]
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe
     try p.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
-    let report = String(decoding: data, as: UTF8.self)
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Runs tools/check-onnx-export on `dir` and fails with its report unless every model passes.
+func assertONNXRuntimeAgrees(_ dir: String, expectModels: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    let (status, report) = try runCheckScript(dir)
     print(report)
-    XCTAssertEqual(p.terminationStatus, 0, "tools/check-onnx-export failed:\n\(report)", file: file, line: line)
+    XCTAssertEqual(status, 0, "tools/check-onnx-export failed:\n\(report)", file: file, line: line)
     XCTAssertTrue(report.contains("\(expectModels)/\(expectModels) exported models pass"),
                   "expected \(expectModels) models checked:\n\(report)", file: file, line: line)
 }

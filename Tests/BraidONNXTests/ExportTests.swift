@@ -173,6 +173,22 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(worstDifference(try runGraph(try importONNX(path: "\(dir)/big.onnx"), [x]), try runGraph(g, [x])), 0)
     }
 
+    /// A constant that is itself a graph output stays a Constant node; one that feeds a node
+    /// becomes an initializer.
+    func testConstantsBecomeInitializersOrConstantNodes() throws {
+        var b = IRBuilder()
+        let c = b.add(.constant(Tensor(shape: [2], floats: [1.5, -2])), [], "c")
+        let k = b.add(.constant(Tensor(shape: [2], floats: [3, 4])), [], "k")
+        b.outputs = [c, b.add(.binary(.mul), ["x", k], "scaled")]
+        let g = b.graph([ValueDecl(name: "x", dtype: .float32, shape: [.fixed(2)])])
+        let m = try ONNXExporter(opset: 13).model(g)
+        XCTAssertEqual(m.graph.nodes.map(\.opType), ["Constant", "Mul"])
+        XCTAssertEqual(m.graph.initializers.map(\.name), ["k"])
+        let x = Tensor(shape: [2], floats: [0.5, 0.25])
+        let back = try assertRoundTrip(g, inputs: [x], opset: 13, label: "constants")
+        XCTAssertEqual(try runGraph(back, [x]).map(\.floatArray), [[1.5, -2], [1.5, 1]])
+    }
+
     func testWritingIntoAMissingDirectoryLeavesNothing() throws {
         let dir = try temporaryDirectory(self)
         let e = errorText { try exportONNX(self.mlp(), to: "\(dir)/missing/m.onnx", externalData: true) }
@@ -190,16 +206,8 @@ final class ExportTests: XCTestCase {
         let y = try runGraph(g, [x])[0]
         y.floats[3] += 1e-3
         try Npy.write(y, path: "\(dir)/wrong.out0.npy")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", ExportPaths.checkScript, dir]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let report = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 1, report)
+        let (status, report) = try runCheckScript(dir)
+        XCTAssertEqual(status, 1, report)
         XCTAssertTrue(report.contains("FAIL wrong.onnx: output mm2: differs by"), report)
     }
 }
