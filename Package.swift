@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "BraidTensorTests", dependencies: ["BraidTensor"]),
         .testTarget(name: "BraidKernelsTests", dependencies: ["BraidKernels", "BraidTensor"]),
         .testTarget(name: "BraidGraphTests", dependencies: ["BraidGraph", "BraidTensor"]),
-        .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidTensor"]),
         .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),

@@ -14,7 +14,7 @@ final class OpTableTests: XCTestCase {
         "Less": 1, "Greater": 1, "LessOrEqual": 12, "GreaterOrEqual": 12, "And": 1, "Or": 1, "Xor": 1,
         "BitShift": 11, "Where": 9, "Clip": 1, "PRelu": 1, "Cast": 1, "Conv": 1, "ConvTranspose": 1, "Gemm": 1,
         "MatMul": 1, "BatchNormalization": 1, "InstanceNormalization": 1, "LayerNormalization": 17, "MaxPool": 1,
-        "AveragePool": 1, "LpPool": 1, "GlobalAveragePool": 1, "GlobalMaxPool": 1, "LRN": 1, "Softmax": 1,
+        "AveragePool": 1, "LpPool": 1, "GlobalAveragePool": 1, "GlobalMaxPool": 1, "GlobalLpPool": 1, "LRN": 1, "Softmax": 1,
         "LogSoftmax": 1, "Hardmax": 1, "Dropout": 1, "Reshape": 1, "Flatten": 1, "Transpose": 1, "Concat": 1,
         "Split": 1, "Slice": 1, "Gather": 1, "GatherElements": 11, "Shape": 1, "Size": 1, "ConstantOfShape": 9,
         "Unsqueeze": 1, "Squeeze": 1, "Expand": 8, "Tile": 1, "Pad": 1, "Resize": 10, "Upsample": 1, "Range": 11,

@@ -141,3 +141,123 @@ let mathOps: OpTable = {
     let hi = try n.float("max").map { n.constant(floats: [$0], shape: [], "max") } ?? ""
     n.emit(.clip, inputs: [n.input(0), lo, hi])
 }
+
+// MARK: - Writers (IR -> ONNX)
+
+/// Writes the element-wise ops; false when `n` is not one of them.
+func writeMathOp(_ n: NodeExport) throws -> Bool {
+    switch n.node.op {
+    case .unary(let u): try writeUnary(u, n)
+    case .binary(let b):
+        switch b {
+        case .mod(let fmod): n.emit("Mod", attrs: [.bool("fmod", fmod)])
+        case .bitShiftLeft: n.emit("BitShift", attrs: [.string("direction", "LEFT")])
+        case .bitShiftRight: n.emit("BitShift", attrs: [.string("direction", "RIGHT")])
+        default: n.emit(binaryONNXName(b))
+        }
+    case .variadic(let v):
+        switch v {
+        case .sum: n.emit("Sum")
+        case .mean: n.emit("Mean")
+        case .max: n.emit("Max")
+        case .min: n.emit("Min")
+        }
+    case .select: n.emit("Where")
+    case .clip: n.emit("Clip")
+    case .prelu: n.emit("PRelu")
+    case .cast(let to): n.emit("Cast", attrs: [.int("to", Int64(ONNXDataType(to).rawValue))])
+    default: return false
+    }
+    return true
+}
+
+private func binaryONNXName(_ b: BinaryOp) -> String {
+    switch b {
+    case .add: return "Add"
+    case .sub: return "Sub"
+    case .mul: return "Mul"
+    case .div: return "Div"
+    case .pow: return "Pow"
+    case .max: return "Max"
+    case .min: return "Min"
+    case .equal: return "Equal"
+    case .less: return "Less"
+    case .greater: return "Greater"
+    case .lessOrEqual: return "LessOrEqual"
+    case .greaterOrEqual: return "GreaterOrEqual"
+    case .and: return "And"
+    case .or: return "Or"
+    case .xor: return "Xor"
+    case .mod, .bitShiftLeft, .bitShiftRight: preconditionFailure("written with attributes")
+    }
+}
+
+private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
+    let x = n.input(0)
+    switch u {
+    case .neg: n.emit("Neg", [x])
+    case .abs: n.emit("Abs", [x])
+    case .sqrt: n.emit("Sqrt", [x])
+    case .exp: n.emit("Exp", [x])
+    case .log: n.emit("Log", [x])
+    case .reciprocal: n.emit("Reciprocal", [x])
+    case .floor: n.emit("Floor", [x])
+    case .ceil: n.emit("Ceil", [x])
+    case .round: n.emit("Round", [x])
+    case .sign: n.emit("Sign", [x])
+    case .sin: n.emit("Sin", [x])
+    case .cos: n.emit("Cos", [x])
+    case .tan: n.emit("Tan", [x])
+    case .asin: n.emit("Asin", [x])
+    case .acos: n.emit("Acos", [x])
+    case .atan: n.emit("Atan", [x])
+    case .sinh: n.emit("Sinh", [x])
+    case .cosh: n.emit("Cosh", [x])
+    case .asinh: n.emit("Asinh", [x])
+    case .acosh: n.emit("Acosh", [x])
+    case .atanh: n.emit("Atanh", [x])
+    case .erf: n.emit("Erf", [x])
+    case .relu: n.emit("Relu", [x])
+    case .sigmoid: n.emit("Sigmoid", [x])
+    case .tanh: n.emit("Tanh", [x])
+    case .softplus: n.emit("Softplus", [x])
+    case .softsign: n.emit("Softsign", [x])
+    case .not: n.emit("Not", [x])
+    case .isNaN: n.emit("IsNaN", [x])
+    case .isInf: n.emit("IsInf", [x])
+    case .leakyRelu(let alpha): n.emit("LeakyRelu", [x], attrs: [.float("alpha", alpha)])
+    case .elu(let alpha): n.emit("Elu", [x], attrs: [.float("alpha", alpha)])
+    case .celu(let alpha): n.emit("Celu", [x], attrs: [.float("alpha", alpha)])
+    case .selu(let alpha, let gamma): n.emit("Selu", [x], attrs: [.float("alpha", alpha), .float("gamma", gamma)])
+    case .thresholdedRelu(let alpha): n.emit("ThresholdedRelu", [x], attrs: [.float("alpha", alpha)])
+    case .hardSigmoid(let alpha, let beta):
+        n.emit("HardSigmoid", [x], attrs: [.float("alpha", alpha), .float("beta", beta)])
+    case .shrink(let bias, let lambd): n.emit("Shrink", [x], attrs: [.float("bias", bias), .float("lambd", lambd)])
+    case .hardSwish:
+        if n.opset >= 14 { n.emit("HardSwish", [x]); return }
+        let gate = n.emitTemporary("HardSigmoid", [x], "gate", [.float("alpha", 1 / 6), .float("beta", 0.5)])
+        n.emit("Mul", [x, gate])
+    case .mish:
+        if n.opset >= 18 { n.emit("Mish", [x]); return }
+        let sp = n.emitTemporary("Softplus", [x], "softplus")
+        n.emit("Mul", [x, n.emitTemporary("Tanh", [sp], "tanh")])
+    case .gelu(let tanhApproximation):
+        if n.opset >= 20 { n.emit("Gelu", [x], attrs: [.string("approximate", tanhApproximation ? "tanh" : "none")]); return }
+        // Before opset 20: 0.5 x (1 + erf(x / sqrt 2)), or the tanh form.
+        let inner: String
+        if tanhApproximation {
+            let x2 = n.emitTemporary("Mul", [x, x], "x2")
+            let x3 = n.emitTemporary("Mul", [x2, x], "x3")
+            let cubic = n.emitTemporary("Mul", [x3, n.constant(scalar: 0.044715, "c")], "cubic")
+            let sum = n.emitTemporary("Add", [x, cubic], "sum")
+            let scaled = n.emitTemporary("Mul", [sum, n.constant(scalar: Float((2 / Double.pi).squareRoot()), "k")], "scaled")
+            inner = n.emitTemporary("Tanh", [scaled], "tanh")
+        } else {
+            let scaled = n.emitTemporary("Mul", [x, n.constant(scalar: Float(1 / 2.0.squareRoot()), "k")], "scaled")
+            inner = n.emitTemporary("Erf", [scaled], "erf")
+        }
+        let onePlus = n.emitTemporary("Add", [inner, n.constant(scalar: 1, "one")], "one_plus")
+        let times = n.emitTemporary("Mul", [x, onePlus], "times")
+        n.emit("Mul", [times, n.constant(scalar: 0.5, "half")])
+    }
+}

@@ -36,3 +36,60 @@ let reduceOps: OpTable = {
     }
     return t
 }()
+
+// MARK: - Writers (IR -> ONNX)
+
+/// Writes reductions and arg-extremes; false when `n` is not one of them.
+func writeReduceOp(_ n: NodeExport) throws -> Bool {
+    switch n.node.op {
+    case .reduce(let kind, let axes, let keepDims, let noop): try writeReduce(n, kind, axes: axes, keepDims: keepDims, noop: noop)
+    case .argExtreme(let isMax, let axis, let keepDims, let selectLast):
+        n.emit(isMax ? "ArgMax" : "ArgMin", [n.input(0)],
+               attrs: [.int("axis", axis), .bool("keepdims", keepDims), .bool("select_last_index", selectLast)])
+    default: return false
+    }
+    return true
+}
+
+private func reduceONNXName(_ kind: ReduceKind) -> String {
+    switch kind {
+    case .sum: return "ReduceSum"
+    case .mean: return "ReduceMean"
+    case .max: return "ReduceMax"
+    case .min: return "ReduceMin"
+    case .prod: return "ReduceProd"
+    case .l1: return "ReduceL1"
+    case .l2: return "ReduceL2"
+    case .logSum: return "ReduceLogSum"
+    case .logSumExp: return "ReduceLogSumExp"
+    case .sumSquare: return "ReduceSumSquare"
+    }
+}
+
+/// Axes go in as an input from ReduceSum 13 and the other reductions 18, as an attribute
+/// before; an attribute needs axes fixed before the run.
+private func writeReduce(_ n: NodeExport, _ kind: ReduceKind, axes field: [Int]?, keepDims: Bool, noop: Bool) throws {
+    let name = reduceONNXName(kind)
+    let x = n.input(0)
+    if kind == .sum || n.opset >= 18 {
+        let axes = field.map { n.constant(ints: $0, "axes") } ?? n.input(1)
+        var attrs: [ONNXAttributeProto] = [.bool("keepdims", keepDims)]
+        if noop { attrs.append(.int("noop_with_empty_axes", 1)) }
+        n.emit(name, [x, axes], attrs: attrs)
+        return
+    }
+    var axes = field
+    if axes == nil, !n.input(1).isEmpty {
+        guard let t = n.constantValue(n.input(1)) else {
+            throw n.error("\(name) with axes computed at run time needs opset 18 (axes as an input)")
+        }
+        axes = (0..<t.count).map { Int(t.int(at: $0)) }
+    }
+    if noop && (axes ?? []).isEmpty {
+        n.emit("Identity", [x])
+        return
+    }
+    var attrs: [ONNXAttributeProto] = [.bool("keepdims", keepDims)]
+    if let axes, !axes.isEmpty { attrs.append(.ints("axes", axes)) }
+    n.emit(name, [x], attrs: attrs)
+}

@@ -229,3 +229,143 @@ private func constantValue(_ n: NodeTranslation) throws -> Tensor {
     if n.has("sparse_value") { throw n.error("sparse constants ('sparse_value') are not supported") }
     throw n.error("no value attribute (value, value_float(s) or value_int(s))")
 }
+
+// MARK: - Writers (IR -> ONNX)
+
+/// Writes the shape and data-movement ops; false when `n` is not one of them.
+func writeShapeOp(_ n: NodeExport) throws -> Bool {
+    switch n.node.op {
+    case .reshape(let allowZero):
+        if allowZero && n.opset >= 14 {
+            n.emit("Reshape", attrs: [.int("allowzero", 1)])
+        } else if allowZero, !(n.constantValue(n.input(1)).map { t in (0..<t.count).allSatisfy { t.int(at: $0) != 0 } } ?? false) {
+            throw n.error("Reshape with allowzero (a 0 in the target shape meaning size 0) needs opset 14")
+        } else {
+            n.emit("Reshape")
+        }
+    case .flatten(let axis): n.emit("Flatten", attrs: [.int("axis", axis)])
+    case .transpose(let perm): n.emit("Transpose", attrs: perm.map { [.ints("perm", $0)] } ?? [])
+    case .concat(let axis): n.emit("Concat", attrs: [.int("axis", axis)])
+    case .split(let axis, let count):
+        var attrs: [ONNXAttributeProto] = [.int("axis", axis)]
+        if n.input(1).isEmpty && n.opset >= 18 { attrs.append(.int("num_outputs", count)) }
+        n.emit("Split", [n.input(0), n.input(1)], attrs: attrs)
+    case .slice: n.emit("Slice")
+    case .gather(let axis): n.emit("Gather", attrs: [.int("axis", axis)])
+    case .gatherElements(let axis): n.emit("GatherElements", attrs: [.int("axis", axis)])
+    case .shape(let start, let end): writeShape(n, start: start, end: end)
+    case .size: n.emit("Size")
+    case .constantOfShape(let value):
+        n.emit("ConstantOfShape", attrs: [.tensor("value", ONNXTensorProto(value.reshaped([1]), name: "value"))])
+    case .unsqueeze: n.emit("Unsqueeze")
+    case .squeeze: n.emit("Squeeze")
+    case .expand: n.emit("Expand")
+    case .tile: n.emit("Tile")
+    case .pad(let mode): try writePad(n, mode)
+    case .resize(let p): try writeResize(n, p)
+    case .range: n.emit("Range")
+    case .depthToSpace(let blockSize, let crd):
+        n.emit("DepthToSpace", attrs: [.int("blocksize", blockSize), .string("mode", crd ? "CRD" : "DCR")])
+    case .spaceToDepth(let blockSize): n.emit("SpaceToDepth", attrs: [.int("blocksize", blockSize)])
+    case .identity: n.emit("Identity", [n.input(0)])
+    case .constant(let t): n.writeConstant(t)
+    default: return false
+    }
+    return true
+}
+
+/// Shape 15 takes `start`/`end`; before it, a slice of the whole shape.
+private func writeShape(_ n: NodeExport, start: Int, end: Int?) {
+    if start == 0 && end == nil { n.emit("Shape", [n.input(0)]); return }
+    if n.opset >= 15 {
+        n.emit("Shape", [n.input(0)], attrs: [.int("start", start)] + (end.map { [.int("end", $0)] } ?? []))
+        return
+    }
+    let whole = n.emitTemporary("Shape", [n.input(0)], "shape")
+    n.emit("Slice", [whole, n.constant(ints: [start], "start"), n.constant(ints: [end ?? Int(Int64.max)], "end"),
+                     n.constant(ints: [0], "axis")])
+}
+
+private func writePad(_ n: NodeExport, _ mode: PadMode) throws {
+    let name: String
+    switch mode {
+    case .constant: name = "constant"
+    case .reflect: name = "reflect"
+    case .edge: name = "edge"
+    case .wrap:
+        try n.require(opset: 19, "pad mode 'wrap'")
+        name = "wrap"
+    }
+    if !n.input(3).isEmpty { try n.require(opset: 18, "Pad with an 'axes' input") }
+    n.emit("Pad", attrs: [.string("mode", name)])
+}
+
+private func writeResize(_ n: NodeExport, _ p: ResizeParams) throws {
+    let mode = p.mode == .nearest ? "nearest" : p.mode == .linear ? "linear" : "cubic"
+    let coordinate: String
+    switch p.coordinate {
+    case .halfPixel: coordinate = "half_pixel"
+    case .pytorchHalfPixel: coordinate = "pytorch_half_pixel"
+    case .alignCorners: coordinate = "align_corners"
+    case .asymmetric: coordinate = "asymmetric"
+    case .tfCropAndResize: coordinate = "tf_crop_and_resize"
+    case .halfPixelSymmetric:
+        try n.require(opset: 19, "Resize coordinate mode 'half_pixel_symmetric'")
+        coordinate = "half_pixel_symmetric"
+    }
+    let nearest: String
+    switch p.nearest {
+    case .roundPreferFloor: nearest = "round_prefer_floor"
+    case .roundPreferCeil: nearest = "round_prefer_ceil"
+    case .floor: nearest = "floor"
+    case .ceil: nearest = "ceil"
+    }
+    var attrs: [ONNXAttributeProto] = [
+        .string("mode", mode), .string("coordinate_transformation_mode", coordinate),
+        .string("nearest_mode", nearest), .float("cubic_coeff_a", p.cubicCoefficient),
+        .bool("exclude_outside", p.excludeOutside), .float("extrapolation_value", p.extrapolationValue),
+    ]
+    if p.antialias {
+        try n.require(opset: 18, "Resize with antialiasing")
+        attrs.append(.int("antialias", 1))
+    }
+    var inputs = (0..<4).map(n.input)
+    if let axes = p.axes {
+        if n.opset >= 18 {
+            attrs.append(.ints("axes", axes))
+        } else {
+            try resizeOperandsForAllAxes(n, axes: axes, &inputs)
+        }
+    }
+    if p.aspect != .stretch {
+        try n.require(opset: 18, "Resize with a keep-aspect-ratio policy")
+        attrs.append(.string("keep_aspect_ratio_policy", p.aspect == .notLarger ? "not_larger" : "not_smaller"))
+    }
+    n.emit("Resize", inputs, attrs: attrs)
+}
+
+/// Before Resize 18 scales and sizes cover every axis: the given ones are spread over the
+/// full rank, with scale 1 and the input's own size on the other axes.
+private func resizeOperandsForAllAxes(_ n: NodeExport, axes: [Int], _ inputs: inout [String]) throws {
+    guard let rank = n.shape(inputs[0])?.count else {
+        throw n.error("Resize over chosen axes needs opset 18, or the input's rank known at export")
+    }
+    let positions = axes.map { $0 < 0 ? $0 + rank : $0 }
+    if !inputs[2].isEmpty {
+        guard let scales = n.constantValue(inputs[2]), scales.dtype.isFloat, scales.count == axes.count else {
+            throw n.error("Resize over chosen axes with scales computed at run time needs opset 18")
+        }
+        var full = [Float](repeating: 1, count: rank)
+        for (k, a) in positions.enumerated() { full[a] = scales.floats[k] }
+        inputs[2] = n.constant(Tensor(shape: [rank], floats: full), "scales")
+    }
+    if !inputs[3].isEmpty {
+        let shape = n.emitTemporary("Shape", [inputs[0]], "input_shape")
+        let parts = (0..<rank).map { d -> String in
+            let (source, index) = positions.firstIndex(of: d).map { (inputs[3], $0) } ?? (shape, d)
+            return n.emitTemporary("Slice", [source, n.constant(ints: [index], "start"), n.constant(ints: [index + 1], "end")],
+                                   "size\(d)")
+        }
+        inputs[3] = n.emitTemporary("Concat", parts, "sizes", [.int("axis", 0)])
+    }
+}
