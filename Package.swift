@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "BraidGraphTests", dependencies: ["BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
-        .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidTensor"]),
+        .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
