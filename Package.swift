@@ -35,7 +35,11 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
         .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels"]),
+        .target(name: "BraidTransfer", dependencies: [
+            "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
+        ]),
         .executableTarget(name: "braid", dependencies: [
+            "BraidTransfer", "BraidTraining", "BraidData",
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -46,6 +50,8 @@ let package = Package(
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
+        .testTarget(name: "BraidTransferTests", dependencies: ["BraidTransfer", "BraidTraining", "BraidData", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "CLITests", dependencies: ["BraidONNX", "BraidTensor"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
     ]

@@ -20,6 +20,9 @@ func lowerNN(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
         return try lowerLRN(node, size: size, alpha: alpha, beta: beta, bias: bias, inputs)
     case .softmax(let kind, let axis, let coerce2D): return try lowerSoftmax(node, kind, axis: axis, coerce2D: coerce2D, inputs)
     case .dropout: return try lowerDropout(node, inputs)
+    case .batchNormTraining(let epsilon, let momentum):
+        return try lowerBatchNormTraining(node, epsilon: epsilon, momentum: momentum, inputs)
+    case .dropoutTraining(let ratio, let seed): return try lowerDropoutTraining(node, ratio: ratio, seed: seed, inputs)
     default:
         throw GraphError(node: node.name, "\(node.sourceOp) is not a neural-network op")
     }
@@ -138,8 +141,10 @@ func nnSpatialRank(_ node: Node, _ x: PlanValue) throws -> Int {
 
 // MARK: - Convolution
 
-func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> LoweredOp {
-    let x = try nnFloatInput(0, node, inputs, "X"), w = try nnFloatInput(1, node, inputs, "W")
+/// The geometry a convolution node runs with for input `x` `[N, C, spatial...]` and weight
+/// `w` `[M, C/group, kernel...]` (automatic pads resolved), and its output shape. Shared by the
+/// forward lowering and the training backward so both see the same padding.
+public func convGeometry(_ node: Node, _ p: ConvParams, x: PlanValue, w: PlanValue) throws -> (ConvGeometry, [Int]) {
     let r = try nnSpatialRank(node, x)
     guard w.shape.count == r + 2 else {
         throw GraphError(node: node.name, "\(node.sourceOp) weight: expected rank \(r + 2) [M, C/group, kernel...], got shape \(w.shape)")
@@ -152,7 +157,6 @@ func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> 
     if !p.kernel.isEmpty && p.kernel != kernel {
         throw GraphError(node: node.name, "\(node.sourceOp) kernel \(p.kernel) does not match weight shape \(w.shape)")
     }
-    let bias = try nnOptionalInput(2, node, inputs, "B", shape: [m])
     let axes = try resolveWindows(node, spatial: Array(x.shape[2...]), kernel: kernel, strides: p.strides,
                                   pads: p.pads, dilations: p.dilations, autoPad: p.autoPad)
     let (h, wd) = r == 1 ? (nil, axes[0]) : (axes[0], axes[1])
@@ -161,7 +165,13 @@ func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> 
         outH: h?.output ?? 1, outW: wd.output, kernelH: h?.kernel ?? 1, kernelW: wd.kernel,
         strideH: h?.stride ?? 1, strideW: wd.stride, dilationH: h?.dilation ?? 1, dilationW: wd.dilation,
         padTop: h?.padBegin ?? 0, padLeft: wd.padBegin, group: group)
-    let outShape = [n, m] + axes.map(\.output)
+    return (geometry, [n, m] + axes.map(\.output))
+}
+
+func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try nnFloatInput(0, node, inputs, "X"), w = try nnFloatInput(1, node, inputs, "W")
+    let (geometry, outShape) = try convGeometry(node, p, x: x, w: w)
+    let bias = try nnOptionalInput(2, node, inputs, "B", shape: [w.shape[0]])
     let hasBias = bias != nil
     return LoweredOp(outputs: [(outShape, .float32)]) { ins, outs in
         let conv = Conv2D(geometry)

@@ -62,13 +62,24 @@ func lowerGemm(_ node: Node, transA: Bool, transB: Bool, alpha: Float, beta: Flo
     }
 }
 
-/// NumPy matmul: a `[..., M, K]`, b `[..., K, N]` with 1-D operands promoted (and the promoted
-/// axis dropped from the result) and batch dims broadcast.
-func lowerMatMul(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
-    let a = try inputs.required(0, node), b = try inputs.required(1, node)
-    guard a.dtype == b.dtype else {
-        throw GraphError(node: node.name, "\(node.sourceOp) inputs differ in type: \(a.dtype) vs \(b.dtype)")
-    }
+/// How a NumPy matmul of `a` and `b` maps onto 2-D products: `count` products of
+/// `[m, k] x [k, n]`, product `i` reading A at `aOffsets[i]` and B at `bOffsets[i]` and writing
+/// `[m, n]` at `i * m * n` of the output. `fused` when A's batch is laid out like the output's
+/// and B is shared, so one product with `m * count` rows does it all.
+public struct MatMulLayout: Sendable {
+    public var m: Int
+    public var n: Int
+    public var k: Int
+    public var count: Int
+    public var aOffsets: [Int]
+    public var bOffsets: [Int]
+    public var fused: Bool
+    public var outputShape: [Int]
+}
+
+/// The layout of a matmul of `a` and `b` (1-D operands promoted and the promoted axis dropped
+/// from the result, batch dims broadcast).
+public func matMulLayout(_ node: Node, a: PlanValue, b: PlanValue) throws -> MatMulLayout {
     guard !a.shape.isEmpty, !b.shape.isEmpty else {
         throw GraphError(node: node.name, "\(node.sourceOp) does not take scalars, got shapes \(a.shape) and \(b.shape)")
     }
@@ -107,8 +118,21 @@ func lowerMatMul(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
         aOffsets[idx] = ao * m * k
         bOffsets[idx] = bo * k * n
     }
-    // A's batch laid out exactly like the output's and B shared: one GEMM with M * count rows.
-    let fused = aPad == batch && bPad.product == 1
+    return MatMulLayout(m: m, n: n, k: k, count: count, aOffsets: aOffsets, bOffsets: bOffsets,
+                        fused: aPad == batch && bPad.product == 1, outputShape: outShape)
+}
+
+/// NumPy matmul: a `[..., M, K]`, b `[..., K, N]` with 1-D operands promoted (and the promoted
+/// axis dropped from the result) and batch dims broadcast.
+func lowerMatMul(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let a = try inputs.required(0, node), b = try inputs.required(1, node)
+    guard a.dtype == b.dtype else {
+        throw GraphError(node: node.name, "\(node.sourceOp) inputs differ in type: \(a.dtype) vs \(b.dtype)")
+    }
+    let layout = try matMulLayout(node, a: a, b: b)
+    let (m, n, k, count) = (layout.m, layout.n, layout.k, layout.count)
+    let aOffsets = layout.aOffsets, bOffsets = layout.bOffsets, fused = layout.fused
+    let outShape = layout.outputShape
     let dtype = a.dtype
     return LoweredOp(outputs: [(outShape, dtype)]) { ins, outs in
         if dtype.isFloat {

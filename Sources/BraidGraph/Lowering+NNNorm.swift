@@ -118,7 +118,7 @@ func lowerLayerNorm(_ node: Node, axis: Int, epsilon: Float, _ inputs: [PlanValu
 
 /// For a tensor of `shape` broadcast (NumPy rules, unidirectionally) to `target`, the source
 /// index of each target element; nil when no broadcast is needed.
-func nnBroadcastIndex(_ shape: [Int], to target: [Int], _ node: Node, _ role: String) throws -> [Int]? {
+public func nnBroadcastIndex(_ shape: [Int], to target: [Int], _ node: Node, _ role: String) throws -> [Int]? {
     if shape == target || (shape.product == target.product && shape.filter { $0 != 1 } == target.filter { $0 != 1 }) {
         return nil
     }
@@ -154,6 +154,15 @@ func lowerLRN(_ node: Node, size: Int, alpha: Float, beta: Float, bias: Float, _
     }
 }
 
+/// Softmax's view of a tensor of `shape` as `[outer, axis, inner]` for a non-negative `axis`.
+public func softmaxLayout(_ shape: [Int], axis ax: Int, coerce2D: Bool) -> (outer: Int, axis: Int, inner: Int) {
+    let rank = shape.count
+    let outer = shape[..<min(ax, rank)].reduce(1, *)
+    let len = coerce2D ? shape[min(ax, rank)...].reduce(1, *) : (rank == 0 ? 1 : shape[ax])
+    let inner = coerce2D || rank == 0 ? 1 : shape[(ax + 1)...].reduce(1, *)
+    return (outer, len, inner)
+}
+
 func lowerSoftmax(_ node: Node, _ kind: SoftmaxKind, axis: Int, coerce2D: Bool, _ inputs: [PlanValue?]) throws -> LoweredOp {
     let x = try nnFloatInput(0, node, inputs, "input")
     let rank = x.shape.count
@@ -161,9 +170,7 @@ func lowerSoftmax(_ node: Node, _ kind: SoftmaxKind, axis: Int, coerce2D: Bool, 
     guard (ax >= 0 && ax < rank) || (rank == 0 && ax == 0) else {
         throw GraphError(node: node.name, "\(node.sourceOp) axis \(axis) out of range for input \(x.shape)")
     }
-    let outer = x.shape[..<ax].reduce(1, *)
-    let len = coerce2D ? x.shape[ax...].reduce(1, *) : (rank == 0 ? 1 : x.shape[ax])
-    let inner = coerce2D || rank == 0 ? 1 : x.shape[(ax + 1)...].reduce(1, *)
+    let (outer, len, inner) = softmaxLayout(x.shape, axis: ax, coerce2D: coerce2D)
     let mode: SoftmaxMode
     switch kind {
     case .softmax: mode = .softmax
@@ -190,5 +197,44 @@ func lowerDropout(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
             dst.copyMemory(from: src, byteCount: bytes)
             mask?.update(repeating: 1, count: count)
         }
+    }
+}
+
+/// Training-mode batch normalisation: `[x, scale, bias, runningMean, runningVar]`, x
+/// `[N, C, ...]`, the rest `[C]` -> `[y, batchMean [C], batchInvStd [C]]` (all three always
+/// produced: the backward reads the statistics). Each run updates the running statistics in
+/// place in the tensors bound to inputs 3 and 4.
+func lowerBatchNormTraining(_ node: Node, epsilon: Float, momentum: Float, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try nnFloatInput(0, node, inputs, "X")
+    guard x.shape.count >= 2 else {
+        throw GraphError(node: node.name, "\(node.sourceOp) needs input [N, C, ...], got \(x.shape)")
+    }
+    let n = x.shape[0], c = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
+    for (i, role) in [(1, "scale"), (2, "B"), (3, "running mean"), (4, "running var")] {
+        try nnExpectShape(try nnFloatInput(i, node, inputs, role), [c], node, role)
+    }
+    return LoweredOp(outputs: [(x.shape, .float32), ([c], .float32), ([c], .float32)]) { ins, outs in
+        let xp = ins[0]!.floats, sp = ins[1]!.floats, bp = ins[2]!.floats
+        let rm = ins[3]!.floats, rv = ins[4]!.floats
+        let yp = outs[0].floats, mp = outs[1].floats, ip = outs[2].floats
+        return {
+            batchNormTraining(batch: n, channels: c, spatial: spatial, x: xp, scale: sp, bias: bp, epsilon: epsilon,
+                              momentum: momentum, runningMean: rm, runningVar: rv, y: yp, mean: mp, invStd: ip)
+        }
+    }
+}
+
+/// Training-mode dropout: `[x]` -> `[y, mask]` (mask float 0/1, always produced: the backward
+/// reads it). The plan owns one random stream seeded with `seed`, advanced on every run.
+func lowerDropoutTraining(_ node: Node, ratio: Float, seed: UInt64, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try nnFloatInput(0, node, inputs, "X")
+    guard ratio >= 0 && ratio <= 1 else {
+        throw GraphError(node: node.name, "\(node.sourceOp) ratio must be in [0, 1], got \(ratio)")
+    }
+    let count = x.shape.product
+    return LoweredOp(outputs: [(x.shape, .float32), (x.shape, .float32)]) { ins, outs in
+        let stream = DropoutStream(seed: seed)
+        let xp = ins[0]!.floats, yp = outs[0].floats, mp = outs[1].floats
+        return { dropoutTraining(count: count, ratio: ratio, stream: stream, x: xp, y: yp, mask: mp) }
     }
 }

@@ -1,13 +1,9 @@
 import BraidKernels
 import BraidTensor
 
-/// Max, average and Lp pooling over 1 to 3 spatial axes: x `[N, C, spatial...]` ->
-/// `[y, indices?]`, indices (max only) int64 flat positions in x. Max pooling also takes integers.
-func lowerPool(_ node: Node, _ p: PoolParams, _ inputs: [PlanValue?]) throws -> LoweredOp {
-    let x = try inputs.required(0, node)
-    guard x.dtype == .float32 || (p.kind == .max && x.dtype != .bool) else {
-        throw GraphError(node: node.name, "\(node.sourceOp) input X must be float32\(p.kind == .max ? " or integer" : ""), got \(x.dtype)")
-    }
+/// The geometry a pooling node runs with for input `x` `[N, C, spatial...]` (1 to 3 spatial
+/// axes, automatic pads and ceil mode resolved), and its output shape.
+public func poolGeometry(_ node: Node, _ p: PoolParams, x: PlanValue) throws -> (PoolGeometry, [Int]) {
     let r = x.shape.count - 2
     guard r >= 1 && r <= 3 else {
         throw GraphError(node: node.name, "\(node.sourceOp) needs input [N, C, spatial...] with 1 to 3 spatial dims, got shape \(x.shape)")
@@ -25,13 +21,23 @@ func lowerPool(_ node: Node, _ p: PoolParams, _ inputs: [PlanValue?]) throws -> 
         padBottom: h.padEnd, padRight: w.padEnd)
     geometry.inD = d.input; geometry.outD = d.output; geometry.kernelD = d.kernel; geometry.strideD = d.stride
     geometry.dilationD = d.dilation; geometry.padFront = d.padBegin; geometry.padBack = d.padEnd
+    return (geometry, Array(x.shape[..<2]) + axes.map(\.output))
+}
+
+/// Max, average and Lp pooling over 1 to 3 spatial axes: x `[N, C, spatial...]` ->
+/// `[y, indices?]`, indices (max only) int64 flat positions in x. Max pooling also takes integers.
+func lowerPool(_ node: Node, _ p: PoolParams, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    guard x.dtype == .float32 || (p.kind == .max && x.dtype != .bool) else {
+        throw GraphError(node: node.name, "\(node.sourceOp) input X must be float32\(p.kind == .max ? " or integer" : ""), got \(x.dtype)")
+    }
+    let (geometry, outShape) = try poolGeometry(node, p, x: x)
     let reduction: PoolReduction
     switch p.kind {
     case .max: reduction = .max
     case .average: reduction = .average(countIncludePad: p.countIncludePad)
     case .lp(let pw): reduction = .lp(p: pw)
     }
-    let outShape = Array(x.shape[..<2]) + axes.map(\.output)
     let withIndices = node.outputs.count > 1 && p.kind == .max
     var outputs = [(outShape, x.dtype)]
     if withIndices { outputs.append((outShape, .int64)) }

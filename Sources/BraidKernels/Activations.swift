@@ -37,3 +37,31 @@ extension Elementwise {
 func softplus(_ v: Float) -> Float {
     v > 0 ? v + log1pf(expf(-v)) : log1pf(expf(v))
 }
+
+extension Elementwise {
+    /// Backward of the activation functions: `gx += g * f'(x)`, all float32 `[count]`, `y`
+    /// the forward's result. At a kink the one-sided derivative PyTorch uses is taken
+    /// (relu 0 at 0, leaky relu 1 at 0).
+    static func activationBackward(_ f: UnaryFunction, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                                   _ g: UnsafePointer<Float>, _ gx: UnsafeMutablePointer<Float>, count: Int) {
+        switch f {
+        case .relu: pgrad(x, y, g, gx, count, ReluD())
+        case .leakyRelu(let alpha): pgrad(x, y, g, gx, count, LeakyReluD(alpha: alpha))
+        case .thresholdedRelu(let alpha): pgrad(x, y, g, gx, count, ThresholdedReluD(alpha: alpha))
+        case .sigmoid: pgrad(x, y, g, gx, count, SigmoidD())
+        case .tanh: pgrad(x, y, g, gx, count, TanhD())
+        case .hardSigmoid(let alpha, let beta): pgrad(x, y, g, gx, count, HardSigmoidD(alpha: alpha, beta: beta))
+        case .hardSwish: pgrad(x, y, g, gx, count, HardSwishD())
+        case .softplus: pgrad(x, y, g, gx, count, SoftplusD())
+        case .softsign: pgrad(x, y, g, gx, count, SoftsignD())
+        case .mish: pgrad(x, y, g, gx, count, MishD())
+        case .elu(let alpha): pgrad(x, y, g, gx, count, EluD(alpha: alpha))
+        case .celu(let alpha): pgrad(x, y, g, gx, count, CeluD(alpha: alpha))
+        case .selu(let alpha, let gamma): pgrad(x, y, g, gx, count, SeluD(alpha: alpha, gamma: gamma))
+        case .gelu(tanhApproximation: false): pgrad(x, y, g, gx, count, GeluErfD())
+        case .gelu(tanhApproximation: true): pgrad(x, y, g, gx, count, GeluTanhD())
+        case .shrink(_, let lambd): pgrad(x, y, g, gx, count, ShrinkD(lambd: lambd))
+        default: preconditionFailure("\(f) is not an activation")
+        }
+    }
+}

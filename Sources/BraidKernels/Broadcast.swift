@@ -180,3 +180,42 @@ private func sysconfCores() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 import Darwin
 private func sysconfCores() -> Int { Int(sysconf(_SC_NPROCESSORS_ONLN)) }
 #endif
+
+/// The backward of a broadcast: sums a gradient of the broadcast `outputShape` back to an
+/// operand's `inputShape` (right-aligned, each dim 1 or equal), adding into the operand's
+/// gradient. Every broadcasting backward rule reduces through this one type.
+public struct BroadcastGradient: Sendable {
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    /// Reduction over the axes the operand repeats; nil when it repeats none.
+    let reduction: ReduceLayout?
+    let count: Int
+
+    /// Nil when `inputShape` does not broadcast to `outputShape`.
+    public init?(inputShape: [Int], outputShape: [Int]) {
+        let lead = outputShape.count - inputShape.count
+        guard lead >= 0 else { return nil }
+        var axes: [Int] = []
+        for (i, d) in outputShape.enumerated() {
+            let s = i < lead ? 1 : inputShape[i - lead]
+            guard s == d || s == 1 else { return nil }
+            if s == 1 && d != 1 { axes.append(i) }
+        }
+        self.inputShape = inputShape
+        self.outputShape = outputShape
+        count = outputShape.product
+        reduction = axes.isEmpty ? nil : ReduceLayout(shape: outputShape, axes: axes)
+    }
+
+    /// True when the operand is not broadcast, so its gradient is the output's as it is.
+    public var isIdentity: Bool { reduction == nil }
+
+    /// `gx += reduce_sum(g)`: `g` holds `outputShape`, `gx` holds `inputShape`.
+    public func accumulate(_ g: UnsafePointer<Float>, into gx: UnsafeMutablePointer<Float>) {
+        if let reduction {
+            Elementwise.reduceSumAdding(reduction, g, gx)
+        } else {
+            Elementwise.add(g, into: gx, count: count)
+        }
+    }
+}

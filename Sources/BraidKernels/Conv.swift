@@ -69,16 +69,19 @@ public final class Conv2D: @unchecked Sendable {
     private let xRanges: UnsafeMutablePointer<Int>
     private let depthwise: DepthwiseConv2D?
 
+    /// The method a convolution of geometry `g` uses.
+    public static func methodOf(_ g: ConvGeometry) -> Method {
+        if g.groupIn == 1 && g.group > 1 { return .depthwise }
+        if g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1
+            && g.padTop == 0 && g.padLeft == 0 && g.outH == g.inH && g.outW == g.inW {
+            return .pointwise
+        }
+        return .im2col
+    }
+
     public init(_ g: ConvGeometry) {
         geometry = g
-        if g.groupIn == 1 && g.group > 1 {
-            method = .depthwise
-        } else if g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1
-                    && g.padTop == 0 && g.padLeft == 0 && g.outH == g.inH && g.outW == g.inW {
-            method = .pointwise
-        } else {
-            method = .im2col
-        }
+        method = Conv2D.methodOf(g)
         depthwise = method == .depthwise ? DepthwiseConv2D(g) : nil
         let outPlane = max(1, g.outH * g.outW)
         var p = method == .im2col ? min(outPlane, max(128, 131_072 / max(1, g.patch) / 16 * 16)) : outPlane
@@ -94,12 +97,7 @@ public final class Conv2D: @unchecked Sendable {
         panel = p
         _ = NNParallel.blasDefaultThreads
         scratch = method == .im2col ? .allocate(capacity: max(1, panel * g.patch * NNParallel.workers)) : nil
-        xRanges = .allocate(capacity: 2 * max(1, g.kernelW))
-        for kx in 0..<g.kernelW {
-            let (lo, hi) = ConvGeometry.validOutputs(offset: kx * g.dilationW - g.padLeft, stride: g.strideW,
-                                                     size: g.inW, count: g.outW)
-            xRanges[2 * kx] = lo; xRanges[2 * kx + 1] = hi
-        }
+        xRanges = g.columnRanges()
     }
 
     deinit {
@@ -137,7 +135,7 @@ public final class Conv2D: @unchecked Sendable {
                 }
                 let b: UnsafePointer<Float>, ldb: Int
                 if let col {
-                    im2colPanel(xg, q0, cols, col)
+                    g.im2colPanel(xg, q0, cols, col, xRanges)
                     b = UnsafePointer(col); ldb = cols
                 } else {
                     b = xg + q0; ldb = outPlane
@@ -151,12 +149,16 @@ public final class Conv2D: @unchecked Sendable {
         // running at once would otherwise leave OpenBLAS single-threaded for good.
         if w > 1 { setBLASThreads(NNParallel.blasDefaultThreads) }
     }
+}
 
+extension ConvGeometry {
     /// Columns `[q0, q0 + cols)` of one group's im2col matrix, stored `[patch, cols]`:
     /// `col[(c * kH + ky) * kW + kx, q - q0] = x[c, oy*sH + ky*dH - padTop, ox*sW + kx*dW - padLeft]`
-    /// with `q = oy * OW + ox` (0 outside the input).
-    private func im2colPanel(_ x: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ col: UnsafeMutablePointer<Float>) {
-        let g = geometry
+    /// with `q = oy * OW + ox` (0 outside the input). `xRanges` holds, per `kx`, the output
+    /// columns `[lo, hi)` whose tap lands inside the row.
+    func im2colPanel(_ x: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ col: UnsafeMutablePointer<Float>,
+                     _ xRanges: UnsafePointer<Int>) {
+        let g = self
         let inPlane = g.inH * g.inW, ow = g.outW, sw = g.strideW
         for r in 0..<g.patch {
             let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
@@ -184,6 +186,163 @@ public final class Conv2D: @unchecked Sendable {
                     if b < ox0 + run { (dst + b).update(repeating: 0, count: ox0 + run - b) }
                 }
                 q += run
+            }
+        }
+    }
+
+    /// The adjoint of `im2colPanel`: adds each `col[r, q - q0]` into the input element it was
+    /// read from (taps in the padding are dropped).
+    func col2imPanelAdd(_ col: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ dx: UnsafeMutablePointer<Float>,
+                        _ xRanges: UnsafePointer<Int>) {
+        let g = self
+        let inPlane = g.inH * g.inW, ow = g.outW, sw = g.strideW
+        for r in 0..<g.patch {
+            let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
+            let lo = xRanges[2 * kx], hi = xRanges[2 * kx + 1]
+            let offX = kx * g.dilationW - g.padLeft
+            let row = col + r * cols
+            var q = q0
+            let end = q0 + cols
+            while q < end {
+                let oy = q / ow, ox0 = q % ow
+                let run = min(ow - ox0, end - q)
+                let iy = oy * g.strideH + ky * g.dilationH - g.padTop
+                if iy >= 0 && iy < g.inH {
+                    let src = row + (q - q0) - ox0
+                    let dst = dx + c * inPlane + iy * g.inW + offX
+                    let a = min(max(lo, ox0), ox0 + run), b = max(a, min(hi, ox0 + run))
+                    if sw == 1 {
+                        for ox in a..<b { dst[ox] += src[ox] }
+                    } else {
+                        for ox in a..<b { dst[ox * sw] += src[ox] }
+                    }
+                }
+                q += run
+            }
+        }
+    }
+
+    /// Per `kx`, the output columns `[lo, hi)` whose tap lands inside the input row.
+    func columnRanges() -> UnsafeMutablePointer<Int> {
+        let ranges = UnsafeMutablePointer<Int>.allocate(capacity: 2 * max(1, kernelW))
+        for kx in 0..<kernelW {
+            let (lo, hi) = ConvGeometry.validOutputs(offset: kx * dilationW - padLeft, stride: strideW,
+                                                     size: inW, count: outW)
+            ranges[2 * kx] = lo; ranges[2 * kx + 1] = hi
+        }
+        return ranges
+    }
+}
+
+/// The backward of `Conv2D` for one geometry: adds `dx` `[N, C, H, W]`, `dw`
+/// `[M, C/group, kH, kW]` and `db` `[M]` from `dy` `[N, M, OH, OW]`.
+///
+/// Same method split as the forward. im2col: per (image, group) and column panel,
+/// `dW_g += dY_g · colᵀ` and `dcol = W_gᵀ · dY_g` scattered back by col2im; (image, group)
+/// items run on separate cores, each adding its weight gradient into its own partial buffer,
+/// summed at the end. Depthwise: direct loops, split over input planes for `dx` and over
+/// output channels for `dw`. Scratch is allocated here, never during `backward`.
+public final class Conv2DBackward: @unchecked Sendable {
+    public let geometry: ConvGeometry
+    public let method: Conv2D.Method
+    private let panel: Int
+    private let workers: Int
+    private let col: UnsafeMutablePointer<Float>?
+    private let dcol: UnsafeMutablePointer<Float>?
+    private let partials: UnsafeMutablePointer<Float>?
+    private let xRanges: UnsafeMutablePointer<Int>
+    private let depthwise: DepthwiseConv2D?
+
+    public init(_ g: ConvGeometry) {
+        geometry = g
+        method = Conv2D.methodOf(g)
+        depthwise = method == .depthwise ? DepthwiseConv2D(g) : nil
+        let outPlane = max(1, g.outH * g.outW)
+        panel = method == .im2col ? min(outPlane, max(128, 131_072 / max(1, g.patch) / 16 * 16)) : outPlane
+        workers = method == .depthwise ? 1 : max(1, min(g.batch * g.group, NNParallel.workers))
+        _ = NNParallel.blasDefaultThreads
+        col = method == .im2col ? .allocate(capacity: max(1, panel * g.patch * workers)) : nil
+        dcol = method == .im2col ? .allocate(capacity: max(1, panel * g.patch * workers)) : nil
+        partials = workers > 1 ? .allocate(capacity: max(1, g.outChannels * g.patch * workers)) : nil
+        xRanges = g.columnRanges()
+    }
+
+    deinit {
+        col?.deallocate()
+        dcol?.deallocate()
+        partials?.deallocate()
+        xRanges.deallocate()
+    }
+
+    /// Adds the gradients of `y = conv(x, weight) + bias` into `dx`, `dw` and `db` (each
+    /// skipped when nil) from `dy`.
+    public func backward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                         dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>?,
+                         db: UnsafeMutablePointer<Float>?) {
+        let g = geometry
+        let outPlane = g.outH * g.outW
+        if g.batch == 0 || g.outChannels == 0 || outPlane == 0 { return }
+        if let db {
+            for n in 0..<g.batch {
+                for m in 0..<g.outChannels { db[m] += NNVec.sum(dy + (n * g.outChannels + m) * outPlane, outPlane) }
+            }
+        }
+        if let depthwise {
+            if let dx { depthwise.backwardInput(dy: dy, weight: weight, dx: dx) }
+            if let dw { depthwise.backwardWeight(x: x, dy: dy, dw: dw) }
+            return
+        }
+        if dx == nil && dw == nil { return }
+        let inPlane = g.inH * g.inW, panel = self.panel, patch = g.patch
+        let items = g.batch * g.group, w = workers
+        let wSize = g.outChannels * patch
+        if let partials, dw != nil { partials.update(repeating: 0, count: wSize * w) }
+        if w > 1 { setBLASThreads(1) }
+        let colBase = col, dcolBase = dcol, partialBase = partials
+        NNParallel.run(w) { worker in
+            let colW = colBase.map { $0 + worker * panel * patch }
+            let dcolW = dcolBase.map { $0 + worker * panel * patch }
+            let dwW = dw == nil ? nil : partialBase.map { $0 + worker * wSize } ?? dw
+            for item in (items * worker / w)..<(items * (worker + 1) / w) {
+                let n = item / g.group, grp = item % g.group
+                let xg = x + (n * g.inChannels + grp * g.groupIn) * inPlane
+                let dyg = dy + (n * g.outChannels + grp * g.groupOut) * outPlane
+                let wg = weight + grp * g.groupOut * patch
+                var q0 = 0
+                while q0 < outPlane {
+                    let cols = min(panel, outPlane - q0)
+                    if let dwW {
+                        let b: UnsafePointer<Float>, ldb: Int
+                        if let colW {
+                            g.im2colPanel(xg, q0, cols, colW, xRanges)
+                            b = UnsafePointer(colW); ldb = cols
+                        } else {
+                            b = xg + q0; ldb = outPlane
+                        }
+                        gemm(transA: false, transB: true, m: g.groupOut, n: patch, k: cols, alpha: 1,
+                             a: dyg + q0, lda: outPlane, b: b, ldb: ldb, beta: 1,
+                             c: dwW + grp * g.groupOut * patch, ldc: patch)
+                    }
+                    if let dx {
+                        let dxg = dx + (n * g.inChannels + grp * g.groupIn) * inPlane
+                        if let dcolW {
+                            gemm(transA: true, transB: false, m: patch, n: cols, k: g.groupOut, alpha: 1,
+                                 a: wg, lda: patch, b: dyg + q0, ldb: outPlane, beta: 0, c: dcolW, ldc: cols)
+                            g.col2imPanelAdd(dcolW, q0, cols, dxg, xRanges)
+                        } else {
+                            gemm(transA: true, transB: false, m: patch, n: cols, k: g.groupOut, alpha: 1,
+                                 a: wg, lda: patch, b: dyg + q0, ldb: outPlane, beta: 1, c: dxg + q0, ldc: outPlane)
+                        }
+                    }
+                    q0 += cols
+                }
+            }
+        }
+        if w > 1 { setBLASThreads(NNParallel.blasDefaultThreads) }
+        if let dw, let partials {
+            for worker in 0..<w {
+                let src = partials + worker * wSize
+                for i in 0..<wSize { dw[i] += src[i] }
             }
         }
     }

@@ -157,6 +157,66 @@ public struct StridedCopy: Sendable {
 }
 
 extension StridedCopy {
+    /// Backward of `run` for float32: `gx[view element] += g[i]`, `g` holding the `count`
+    /// elements of the view in order and `gx` the source. Views that read an element more than
+    /// once (broadcast strides of 0) add every read.
+    public func accumulateAdjoint(_ g: UnsafePointer<Float>, into gx: UnsafeMutablePointer<Float>) {
+        if count == 0 { return }
+        let r = shape.count
+        let inner = shape[r - 1], innerStride = strides[r - 1]
+        let outer = count / inner
+        // Rows write disjoint source elements unless some stride repeats them.
+        let injective = !strides.contains(0)
+        let chunks = injective && count >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
+        let shape = self.shape, strides = self.strides, offset = self.offset
+        forEachChunk(chunks) { c in
+            let range = chunkRange(c, of: chunks, total: outer)
+            if range.isEmpty { return }
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
+                var rem = range.lowerBound, base = offset
+                for d in stride(from: r - 2, through: 0, by: -1) {
+                    idx[d] = rem % shape[d]; rem /= shape[d]
+                    base += idx[d] * strides[d]
+                }
+                var src = g + range.lowerBound * inner
+                for _ in range {
+                    let d = gx + base
+                    if innerStride == 1 {
+                        for j in 0..<inner { d[j] += src[j] }
+                    } else {
+                        for j in 0..<inner { d[j * innerStride] += src[j] }
+                    }
+                    src += inner
+                    var k = r - 2
+                    while k >= 0 {
+                        idx[k] += 1; base += strides[k]
+                        if idx[k] < shape[k] { break }
+                        base -= idx[k] * strides[k]; idx[k] = 0
+                        k -= 1
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Backward of Tile: sums each tile of a gradient `[d0 * r0, d1 * r1, ...]` back onto
+/// `[d0, d1, ...]`, adding into the input's gradient.
+public struct TileGradient: Sendable {
+    let reduction: ReduceLayout
+
+    public init(shape: [Int], repeats: [Int]) {
+        var view: [Int] = []
+        for i in shape.indices { view += [repeats[i], shape[i]] }
+        reduction = ReduceLayout(shape: view, axes: shape.indices.map { 2 * $0 })
+    }
+
+    public func accumulate(_ g: UnsafePointer<Float>, into gx: UnsafeMutablePointer<Float>) {
+        Elementwise.reduceSumAdding(reduction, g, gx)
+    }
+}
+
+extension StridedCopy {
     /// The permutation `perm` of a row-major tensor of `shape`: output axis i is input axis
     /// `perm[i]`.
     public static func transpose(shape: [Int], perm: [Int], elementSize: Int) -> StridedCopy {
@@ -215,6 +275,28 @@ public struct ConcatCopy: Sendable {
     }
 }
 
+extension ConcatCopy {
+    /// Backward for float32: `grads[i] += input i's part of g`; nil entries are skipped.
+    public func accumulateAdjoint(_ g: UnsafePointer<Float>, into grads: [UnsafeMutablePointer<Float>?]) {
+        let rowElements = rowBytes / 4
+        var start = 0
+        for (i, n) in runBytes.enumerated() {
+            let run = n / 4
+            if let gx = grads[i] {
+                let first = start
+                let chunks = outer * run >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
+                forEachChunk(chunks) { c in
+                    for o in chunkRange(c, of: chunks, total: outer) {
+                        let s = g + o * rowElements + first, d = gx + o * run
+                        for j in 0..<run { d[j] += s[j] }
+                    }
+                }
+            }
+            start += run
+        }
+    }
+}
+
 /// Gather of whole slices along one axis: x viewed as `[outer, axisSize, inner]`, indices
 /// (any shape, `indexCount` entries, negative counts from the end) give an output
 /// `[outer, indexCount, inner]`. An index outside `[-axisSize, axisSize)` yields zeros
@@ -259,6 +341,28 @@ public struct GatherCopy: Sendable {
     }
 }
 
+extension GatherCopy {
+    /// Backward for float32: scatter-adds `g` (`[outer, indexCount, inner]`) into `gx`
+    /// (`[outer, axisSize, inner]`); repeated indices add up, out-of-range ones are skipped.
+    public func accumulateAdjoint(_ g: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>,
+                                  into gx: UnsafeMutablePointer<Float>) {
+        // Chunks over `outer` write disjoint rows even when indices repeat.
+        let chunks = outer * indexCount * inner >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
+        let (axisSize, inner, indexCount) = (self.axisSize, self.inner, self.indexCount)
+        forEachChunk(chunks) { c in
+            for o in chunkRange(c, of: chunks, total: outer) {
+                for k in 0..<indexCount {
+                    var i = Int(indices[k])
+                    if i < 0 { i += axisSize }
+                    if i < 0 || i >= axisSize { continue }
+                    let s = g + (o * indexCount + k) * inner, d = gx + (o * axisSize + i) * inner
+                    for j in 0..<inner { d[j] += s[j] }
+                }
+            }
+        }
+    }
+}
+
 /// ONNX GatherElements: `out[i...] = x[i... with axis coordinate replaced by indices[i...]]`.
 /// `indexShape` may be smaller than `shape` on any axis; out-of-range indices yield zeros.
 public struct GatherElementsCopy: Sendable {
@@ -267,8 +371,12 @@ public struct GatherElementsCopy: Sendable {
     public let axis: Int
     public let elementSize: Int
 
+    /// Row-major strides of `shape`, computed once so runs do not allocate.
+    let strides: [Int]
+
     public init(shape: [Int], indexShape: [Int], axis: Int, elementSize: Int) {
         self.shape = shape; self.indexShape = indexShape; self.axis = axis; self.elementSize = elementSize
+        strides = shape.strides
     }
 
     public func run(_ src: UnsafeRawPointer, _ indices: UnsafePointer<Int64>, _ dst: UnsafeMutableRawPointer) {
@@ -285,7 +393,7 @@ public struct GatherElementsCopy: Sendable {
         let r = indexShape.count
         let total = indexShape.reduce(1, *)
         if total == 0 { return }
-        let strides = shape.strides, axisSize = shape[axis], axisStride = strides[axis]
+        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
         withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
             idx.initialize(repeating: 0)
             var base = 0
@@ -293,6 +401,35 @@ public struct GatherElementsCopy: Sendable {
                 var i = Int(indices[e])
                 if i < 0 { i += axisSize }
                 dst[e] = i < 0 || i >= axisSize ? 0 : src[base + i * axisStride]
+                var d = r - 1
+                while d >= 0 {
+                    idx[d] += 1
+                    if d != axis { base += strides[d] }
+                    if idx[d] < indexShape[d] { break }
+                    if d != axis { base -= idx[d] * strides[d] }
+                    idx[d] = 0
+                    d -= 1
+                }
+            }
+        }
+    }
+}
+
+extension GatherElementsCopy {
+    /// Backward for float32: scatter-adds `g` (the index shape) into `gx` (the data shape).
+    public func accumulateAdjoint(_ g: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>,
+                                  into gx: UnsafeMutablePointer<Float>) {
+        let r = indexShape.count
+        let total = indexShape.reduce(1, *)
+        if total == 0 { return }
+        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
+            idx.initialize(repeating: 0)
+            var base = 0
+            for e in 0..<total {
+                var i = Int(indices[e])
+                if i < 0 { i += axisSize }
+                if i >= 0 && i < axisSize { gx[base + i * axisStride] += g[e] }
                 var d = r - 1
                 while d >= 0 {
                     idx[d] += 1
@@ -319,11 +456,13 @@ public struct AxisMapCopy: Sendable {
     public let elementSize: Int
     let outShape: [Int]
     let runStart: Int, runLength: Int
+    let inStrides: [Int]
 
     public init(inShape: [Int], maps: [[Int]], elementSize: Int) {
         precondition(inShape.count == maps.count && !maps.isEmpty, "axis map copy: one map per axis")
         self.inShape = inShape; self.maps = maps; self.elementSize = elementSize
         outShape = maps.map(\.count)
+        inStrides = inShape.strides
         let m = maps[maps.count - 1]
         var best = (0, 0), o = 0
         while o < m.count {
@@ -353,7 +492,7 @@ public struct AxisMapCopy: Sendable {
         let total = outShape.reduce(1, *)
         if total == 0 { return }
         let outer = total / inner
-        let inStrides = inShape.strides
+        let inStrides = self.inStrides
         let chunks = total >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
         let (maps, outShape, runStart, runLength) = (self.maps, self.outShape, self.runStart, self.runLength)
         let innerMap = maps[r - 1]
@@ -386,6 +525,43 @@ public struct AxisMapCopy: Sendable {
                         if idx[d] < outShape[d] { break }
                         idx[d] = 0; d -= 1
                     }
+                }
+            }
+        }
+    }
+}
+
+extension AxisMapCopy {
+    /// Backward for float32: `gx[map(o)] += g[o]` for every output element not filled.
+    /// Several outputs reading one input (edge/reflect padding, nearest upsampling) add up.
+    public func accumulateAdjoint(_ g: UnsafePointer<Float>, into gx: UnsafeMutablePointer<Float>) {
+        let r = outShape.count
+        let inner = outShape[r - 1]
+        let total = outShape.reduce(1, *)
+        if total == 0 { return }
+        let outer = total / inner
+        let inStrides = self.inStrides
+        let innerMap = maps[r - 1]
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
+            idx.initialize(repeating: 0)
+            var src = g
+            for _ in 0..<outer {
+                var base = 0, filled = false
+                for d in 0..<(r - 1) {
+                    let m = maps[d][idx[d]]
+                    if m < 0 { filled = true; break }
+                    base += m * inStrides[d]
+                }
+                if !filled {
+                    let d = gx + base
+                    for o in 0..<inner where innerMap[o] >= 0 { d[innerMap[o]] += src[o] }
+                }
+                src += inner
+                var d = r - 2
+                while d >= 0 {
+                    idx[d] += 1
+                    if idx[d] < outShape[d] { break }
+                    idx[d] = 0; d -= 1
                 }
             }
         }

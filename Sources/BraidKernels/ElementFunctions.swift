@@ -142,3 +142,138 @@ struct MinF: ElementFunction2 {
 struct PReluF: ElementFunction2 {
     func callAsFunction(_ x: Float, _ s: Float) -> Float { x < 0 ? x * s : x }
 }
+
+// MARK: Derivatives
+
+/// dy/dx of a one-input function at `x`, given the forward's result `y` (whichever is cheaper).
+protocol Derivative1 {
+    func callAsFunction(_ x: Float, _ y: Float) -> Float
+}
+
+/// `gx[i] += g[i] * f'(x[i])`, parallel over chunks when large.
+@inline(__always)
+func pgrad<F: Derivative1>(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                           _ g: UnsafePointer<Float>, _ gx: UnsafeMutablePointer<Float>,
+                           _ n: Int, _ f: F) {
+    elementwiseChunks(n) { lo, hi in
+        for i in lo..<hi { gx[i] += g[i] * f(x[i], y[i]) }
+    }
+}
+
+struct NegD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { -1 } }
+struct AbsD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { x > 0 ? 1 : (x < 0 ? -1 : 0) } }
+struct SqrtD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { 0.5 / y } }
+struct ExpD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { y } }
+struct LogD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { 1 / x } }
+struct ReciprocalD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { -y * y } }
+struct ErfD: Derivative1 {
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { (1.1283791670955126 as Float) * fastExp(-x * x) }
+}
+struct ReluD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { x > 0 ? 1 : 0 } }
+struct LeakyReluD: Derivative1 {
+    let alpha: Float
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { x < 0 ? alpha : 1 }
+}
+struct ThresholdedReluD: Derivative1 {
+    let alpha: Float
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { x > alpha ? 1 : 0 }
+}
+struct SigmoidD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { y * (1 - y) } }
+struct TanhD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { 1 - y * y } }
+struct HardSigmoidD: Derivative1 {
+    let alpha: Float, beta: Float
+    func callAsFunction(_ x: Float, _ y: Float) -> Float {
+        let v = alpha * x + beta
+        return v > 0 && v < 1 ? alpha : 0
+    }
+}
+struct HardSwishD: Derivative1 {
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { x < -3 ? 0 : (x > 3 ? 1 : x * (1 / 3 as Float) + 0.5) }
+}
+struct SoftplusD: Derivative1 { func callAsFunction(_ x: Float, _ y: Float) -> Float { fastSigmoid(x) } }
+struct SoftsignD: Derivative1 {
+    func callAsFunction(_ x: Float, _ y: Float) -> Float {
+        let d = 1 + Swift.abs(x)
+        return 1 / (d * d)
+    }
+}
+struct MishD: Derivative1 {
+    func callAsFunction(_ x: Float, _ y: Float) -> Float {
+        let t = fastTanh(softplus(x))
+        return t + x * (1 - t * t) * fastSigmoid(x)
+    }
+}
+struct EluD: Derivative1 {
+    let alpha: Float
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { x < 0 ? y + alpha : 1 }
+}
+struct CeluD: Derivative1 {
+    let alpha: Float
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { x > 0 ? 1 : fastExp(x / alpha) }
+}
+struct SeluD: Derivative1 {
+    let alpha: Float, gamma: Float
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { x > 0 ? gamma : y + gamma * alpha }
+}
+struct GeluErfD: Derivative1 {
+    func callAsFunction(_ x: Float, _ y: Float) -> Float {
+        // 0.5 (1 + erf(x / sqrt 2)) + x * N(x), N the standard normal density.
+        0.5 * (1 + erff(x * (0.70710678118654752 as Float)))
+            + x * (0.3989422804014327 as Float) * fastExp(-0.5 * x * x)
+    }
+}
+struct GeluTanhD: Derivative1 {
+    func callAsFunction(_ x: Float, _ y: Float) -> Float {
+        let k: Float = 0.79788456080286536
+        let t = fastTanh(k * (x + 0.044715 * x * x * x))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+    }
+}
+struct ShrinkD: Derivative1 {
+    let lambd: Float
+    func callAsFunction(_ x: Float, _ y: Float) -> Float { x < -lambd || x > lambd ? 1 : 0 }
+}
+
+/// The derivative of a two-input function with respect to one operand at `(a, b)`, given
+/// the forward's result `y`.
+protocol Derivative2 {
+    func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float
+}
+struct OneD2: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { 1 } }
+struct MinusOneD2: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { -1 } }
+struct MulDA: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { b } }
+struct MulDB: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { a } }
+struct DivDA: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { 1 / b } }
+struct DivDB: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { -y / b } }
+struct PowDA: Derivative2 {
+    func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { b == 0 ? 0 : b * powf(a, b - 1) }
+}
+/// a^b log a; 0 where a <= 0 (where the real power is undefined or constant in b).
+struct PowDB: Derivative2 {
+    func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { a > 0 ? y * logf(a) : 0 }
+}
+// Ties split the gradient in half, as PyTorch's maximum/minimum do.
+struct MaxDA: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { a > b ? 1 : (a == b ? 0.5 : 0) } }
+struct MaxDB: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { b > a ? 1 : (a == b ? 0.5 : 0) } }
+struct MinDA: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { a < b ? 1 : (a == b ? 0.5 : 0) } }
+struct MinDB: Derivative2 { func callAsFunction(_ a: Float, _ b: Float, _ y: Float) -> Float { b < a ? 1 : (a == b ? 0.5 : 0) } }
+struct PReluDX: Derivative2 { func callAsFunction(_ x: Float, _ s: Float, _ y: Float) -> Float { x < 0 ? s : 1 } }
+struct PReluDS: Derivative2 { func callAsFunction(_ x: Float, _ s: Float, _ y: Float) -> Float { x < 0 ? x : 0 } }
+
+/// `dst[o] (+)= g[o] * f(a, b, y[o])` with a and b read through `layout`, in output order.
+@inline(__always)
+func pgrad2<F: Derivative2>(_ layout: BroadcastLayout, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                            _ y: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
+                            _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ f: F) {
+    let sa = layout.innerStep[0], sb = layout.innerStep[1]
+    elementwiseChunks(layout.count) { lo, hi in
+        layout.walk(lo, hi) { off, o, n in
+            let pa = a + off[0], pb = b + off[1], py = y + o, pg = g + o, pd = dst + o
+            if accumulate {
+                for i in 0..<n { pd[i] += pg[i] * f(pa[i &* sa], pb[i &* sb], py[i]) }
+            } else {
+                for i in 0..<n { pd[i] = pg[i] * f(pa[i &* sa], pb[i &* sb], py[i]) }
+            }
+        }
+    }
+}

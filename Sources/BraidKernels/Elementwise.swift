@@ -259,6 +259,167 @@ public enum Elementwise {
     }
 }
 
+// MARK: Backward
+
+extension UnaryFunction {
+    /// True for the float functions with a backward rule. Floor, ceil, round and sign have
+    /// one (zero almost everywhere); `not`, `isNaN` and `isInf` have none.
+    public var isDifferentiable: Bool {
+        switch self {
+        case .not, .isNaN, .isInf: return false
+        default: return true
+        }
+    }
+}
+
+extension BinaryFunction {
+    /// True for the float functions with a backward rule.
+    public var isDifferentiable: Bool {
+        switch self {
+        case .add, .sub, .mul, .div, .pow, .max, .min: return true
+        default: return false
+        }
+    }
+}
+
+extension Elementwise {
+    /// Backward of `unary(f)`: `gx += g * f'(x)` for float32 `[count]`, `y` the forward's
+    /// result. Piecewise-constant functions (floor, ceil, round, sign) add nothing.
+    public static func unaryBackward(_ f: UnaryFunction, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                                     _ g: UnsafePointer<Float>, _ gx: UnsafeMutablePointer<Float>, count: Int) {
+        switch f {
+        case .neg: pgrad(x, y, g, gx, count, NegD())
+        case .abs: pgrad(x, y, g, gx, count, AbsD())
+        case .sqrt: pgrad(x, y, g, gx, count, SqrtD())
+        case .exp: pgrad(x, y, g, gx, count, ExpD())
+        case .log: pgrad(x, y, g, gx, count, LogD())
+        case .reciprocal: pgrad(x, y, g, gx, count, ReciprocalD())
+        case .erf: pgrad(x, y, g, gx, count, ErfD())
+        case .floor, .ceil, .round, .sign: return
+        case .sin: grad(x, y, g, gx, count) { x, _ in cosf(x) }
+        case .cos: grad(x, y, g, gx, count) { x, _ in -sinf(x) }
+        case .tan: grad(x, y, g, gx, count) { _, y in 1 + y * y }
+        case .asin: grad(x, y, g, gx, count) { x, _ in 1 / (1 - x * x).squareRoot() }
+        case .acos: grad(x, y, g, gx, count) { x, _ in -1 / (1 - x * x).squareRoot() }
+        case .atan: grad(x, y, g, gx, count) { x, _ in 1 / (1 + x * x) }
+        case .sinh: grad(x, y, g, gx, count) { x, _ in coshf(x) }
+        case .cosh: grad(x, y, g, gx, count) { x, _ in sinhf(x) }
+        case .asinh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x + 1).squareRoot() }
+        case .acosh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x - 1).squareRoot() }
+        case .atanh: grad(x, y, g, gx, count) { x, _ in 1 / (1 - x * x) }
+        case .not, .isNaN, .isInf: preconditionFailure("\(f) has no derivative")
+        default: activationBackward(f, x, y, g, gx, count: count)
+        }
+    }
+
+    /// Backward of `binary(f)` for one operand (0 for a, 1 for b): writes, or adds when
+    /// `accumulate`, `g * df/d(operand)` into `dst` in output order (`[layout.count]`); a and
+    /// b are read through the forward's `layout`, y and g are the output and its gradient.
+    /// Reduce `dst` to the operand's shape with `BroadcastGradient` when it is broadcast.
+    /// Max and min split the gradient evenly at ties, as PyTorch does; pow's exponent gets
+    /// no gradient where the base is not positive.
+    public static func binaryBackward(_ f: BinaryFunction, operand: Int, _ layout: BroadcastLayout,
+                                      _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                                      _ y: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
+                                      _ dst: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let acc = accumulate
+        switch (f, operand) {
+        case (.add, _), (.sub, 0): pgrad2(layout, a, b, y, g, dst, accumulate: acc, OneD2())
+        case (.sub, _): pgrad2(layout, a, b, y, g, dst, accumulate: acc, MinusOneD2())
+        case (.mul, 0): pgrad2(layout, a, b, y, g, dst, accumulate: acc, MulDA())
+        case (.mul, _): pgrad2(layout, a, b, y, g, dst, accumulate: acc, MulDB())
+        case (.div, 0): pgrad2(layout, a, b, y, g, dst, accumulate: acc, DivDA())
+        case (.div, _): pgrad2(layout, a, b, y, g, dst, accumulate: acc, DivDB())
+        case (.pow, 0): pgrad2(layout, a, b, y, g, dst, accumulate: acc, PowDA())
+        case (.pow, _): pgrad2(layout, a, b, y, g, dst, accumulate: acc, PowDB())
+        case (.max, 0): pgrad2(layout, a, b, y, g, dst, accumulate: acc, MaxDA())
+        case (.max, _): pgrad2(layout, a, b, y, g, dst, accumulate: acc, MaxDB())
+        case (.min, 0): pgrad2(layout, a, b, y, g, dst, accumulate: acc, MinDA())
+        case (.min, _): pgrad2(layout, a, b, y, g, dst, accumulate: acc, MinDB())
+        default: preconditionFailure("\(f) has no derivative")
+        }
+    }
+
+    /// Backward of `prelu` for x (`operand` 0) or the slope (1), in x's order; see
+    /// `binaryBackward` for `dst` and `accumulate`.
+    public static func preluBackward(operand: Int, _ layout: BroadcastLayout, _ x: UnsafePointer<Float>,
+                                     _ slope: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                                     _ g: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>,
+                                     accumulate: Bool) {
+        if operand == 0 {
+            pgrad2(layout, x, slope, y, g, dst, accumulate: accumulate, PReluDX())
+        } else {
+            pgrad2(layout, x, slope, y, g, dst, accumulate: accumulate, PReluDS())
+        }
+    }
+
+    /// Backward of `select` for one branch: `dst (+)= (cond != whenTrue ? 0 : g)` in output
+    /// order, cond read through `layout` (inputs `[cond, output]`).
+    public static func selectBackward(_ layout: BroadcastLayout, _ cond: UnsafePointer<Int64>,
+                                      _ g: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>,
+                                      whenTrue: Bool, accumulate: Bool) {
+        let sc = layout.innerStep[0]
+        elementwiseChunks(layout.count) { lo, hi in
+            layout.walk(lo, hi) { off, o, n in
+                let pc = cond + off[0], pg = g + o, pd = dst + o
+                for i in 0..<n {
+                    let v: Float = (pc[i &* sc] != 0) == whenTrue ? pg[i] : 0
+                    if accumulate { pd[i] += v } else { pd[i] = v }
+                }
+            }
+        }
+    }
+
+    /// Backward of `clip`: `gx += g` where `lo < x < hi`; the bounds get no gradient.
+    public static func clipBackward(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
+                                    _ gx: UnsafeMutablePointer<Float>, count: Int, lo: Float, hi: Float) {
+        elementwiseChunks(count) { l, h in
+            for i in l..<h { gx[i] += x[i] > lo && x[i] < hi ? g[i] : 0 }
+        }
+    }
+
+    /// `dst (+)= s * g` for `count` elements (identity, cast and mean gradients).
+    public static func scaledGradient(_ g: UnsafePointer<Float>, by s: Float, _ dst: UnsafeMutablePointer<Float>,
+                                      count: Int, accumulate: Bool) {
+        elementwiseChunks(count) { lo, hi in
+            if accumulate {
+                for i in lo..<hi { dst[i] += s * g[i] }
+            } else {
+                for i in lo..<hi { dst[i] = s * g[i] }
+            }
+        }
+    }
+
+    /// `dst += g` for `count` float32 elements.
+    public static func add(_ g: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int) {
+        elementwiseChunks(count) { lo, hi in
+            for i in lo..<hi { dst[i] += g[i] }
+        }
+    }
+
+    /// Variadic max/min backward, step 1: `owner[i] = k` where no earlier input claimed
+    /// element i and `candidate[i] == y[i]` (`candidate` is input k broadcast to the output).
+    /// Fill `owner` with -1 before input 0.
+    public static func claimExtreme(_ candidate: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                                    _ owner: UnsafeMutablePointer<Int32>, input k: Int32, count: Int) {
+        for i in 0..<count where owner[i] < 0 && candidate[i] == y[i] { owner[i] = k }
+    }
+
+    /// Variadic max/min backward, step 2: `dst[i] = owner[i] == k ? g[i] : 0`. The gradient
+    /// goes to the first input holding the extreme.
+    public static func routeExtreme(_ g: UnsafePointer<Float>, _ owner: UnsafePointer<Int32>,
+                                    input k: Int32, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { dst[i] = owner[i] == k ? g[i] : 0 }
+    }
+}
+
+/// `gx[i] += g[i] * f(x[i], y[i])` in one serial loop (closure form, for rarely hot functions).
+@inline(__always)
+private func grad(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
+                  _ gx: UnsafeMutablePointer<Float>, _ n: Int, _ f: (Float, Float) -> Float) {
+    for i in 0..<n { gx[i] += g[i] * f(x[i], y[i]) }
+}
+
 /// `y[i] = f(x[i])` in one serial loop: the closure form, for functions that are rarely hot
 /// (see ElementFunctions.swift for why the parallel forms take types).
 @inline(__always)

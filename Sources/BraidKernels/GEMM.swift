@@ -77,3 +77,34 @@ private func scaleRows(_ c: UnsafeMutablePointer<Float>, m: Int, n: Int, ldc: In
         }
     }
 }
+
+/// Backward of `gemm` for `Y = alpha * op(A) * op(B)` (`[m, n]`, row stride `n`): adds
+/// `dA` (stored like A, row stride `lda`) and `dB` (stored like B, row stride `ldb`), each
+/// skipped when nil. The bias term's gradient is the caller's (`beta * dY` reduced to C).
+public func gemmBackward(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                         dy: UnsafePointer<Float>, da: UnsafeMutablePointer<Float>?,
+                         db: UnsafeMutablePointer<Float>?) {
+    if let da {
+        if transA {
+            // dA [k, m] += alpha * op(B) · dYᵀ
+            gemm(transA: transB, transB: true, m: k, n: m, k: n, alpha: alpha, a: b, lda: ldb,
+                 b: dy, ldb: n, beta: 1, c: da, ldc: lda)
+        } else {
+            // dA [m, k] += alpha * dY · op(B)ᵀ
+            gemm(transA: false, transB: !transB, m: m, n: k, k: n, alpha: alpha, a: dy, lda: n,
+                 b: b, ldb: ldb, beta: 1, c: da, ldc: lda)
+        }
+    }
+    if let db {
+        if transB {
+            // dB [n, k] += alpha * dYᵀ · op(A)
+            gemm(transA: true, transB: transA, m: n, n: k, k: m, alpha: alpha, a: dy, lda: n,
+                 b: a, ldb: lda, beta: 1, c: db, ldc: ldb)
+        } else {
+            // dB [k, n] += alpha * op(A)ᵀ · dY
+            gemm(transA: !transA, transB: false, m: k, n: n, k: m, alpha: alpha, a: a, lda: lda,
+                 b: dy, ldb: n, beta: 1, c: db, ldc: ldb)
+        }
+    }
+}

@@ -101,3 +101,196 @@ public func lrn(batch: Int, channels: Int, spatial: Int, size: Int, alpha: Float
         }
     }
 }
+
+// MARK: - Backward and training mode
+
+/// `sum((x[i] - mean) * d[i])` over `count` floats.
+@inline(__always)
+private func centeredDot(_ x: UnsafePointer<Float>, _ d: UnsafePointer<Float>, _ count: Int, _ mean: Float) -> Float {
+    var acc = SIMD8<Float>()
+    let m = SIMD8<Float>(repeating: mean)
+    var i = 0
+    let xr = UnsafeRawPointer(x), dr = UnsafeRawPointer(d)
+    while i + 8 <= count {
+        let xv = xr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        acc += (xv - m) * dr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        i += 8
+    }
+    var s = acc.sum()
+    while i < count { s += (x[i] - mean) * d[i]; i += 1 }
+    return s
+}
+
+/// `dx[i] += a * dy[i] + b * (x[i] - mean) + c`.
+@inline(__always)
+private func normInputGrad(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+                           _ count: Int, _ a: Float, _ b: Float, _ mean: Float, _ c: Float) {
+    for i in 0..<count { dx[i] += a * dy[i] + b * (x[i] - mean) + c }
+}
+
+/// Training-mode batch normalisation of `x` `[N, C, S]` with the batch's statistics per
+/// channel: `mean[c]`, biased variance `v`, `invStd[c] = 1 / sqrt(v + epsilon)`, and
+/// `y = (x - mean) * invStd * scale + bias`. Updates `runningMean` and `runningVar` (each `[C]`)
+/// in place as `r = (1 - momentum) * r + momentum * batch`, the variance unbiased
+/// (`v * M / (M - 1)`, `M = N * S`) as PyTorch does. `mean` and `invStd` `[C]` are what
+/// `batchNormTrainingBackward` needs.
+public func batchNormTraining(batch: Int, channels: Int, spatial: Int, x: UnsafePointer<Float>,
+                              scale: UnsafePointer<Float>, bias: UnsafePointer<Float>, epsilon: Float, momentum: Float,
+                              runningMean: UnsafeMutablePointer<Float>, runningVar: UnsafeMutablePointer<Float>,
+                              y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+                              invStd: UnsafeMutablePointer<Float>) {
+    let count = batch * spatial
+    let chunks = channels * count >= 1 << 16 ? min(channels, NNParallel.workers) : 1
+    NNParallel.run(chunks) { i in
+        for c in (channels * i / chunks)..<(channels * (i + 1) / chunks) {
+            var s: Float = 0
+            for n in 0..<batch { s += NNVec.sum(x + (n * channels + c) * spatial, spatial) }
+            let mu = count == 0 ? 0 : s / Float(count)
+            var ss: Float = 0
+            for n in 0..<batch { ss += NNVec.squaredDeviation(x + (n * channels + c) * spatial, spatial, mu) }
+            let variance = count == 0 ? 0 : ss / Float(count)
+            let inv = 1 / (variance + epsilon).squareRoot()
+            mean[c] = mu
+            invStd[c] = inv
+            let k = scale[c] * inv, shift = bias[c] - mu * k
+            for n in 0..<batch {
+                let o = (n * channels + c) * spatial
+                NNVec.affine(x + o, y + o, spatial, k, shift)
+            }
+            let unbiased = count > 1 ? variance * Float(count) / Float(count - 1) : variance
+            runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
+            runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
+        }
+    }
+}
+
+/// Backward of `batchNormTraining`: from `dy` `[N, C, S]`, the batch `mean` and `invStd`
+/// `[C]`, adds `dx` `[N, C, S]`, `dScale` and `dBias` `[C]` (each skipped when nil), the
+/// batch statistics differentiated through:
+/// `dx = scale * invStd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))`.
+public func batchNormTrainingBackward(batch: Int, channels: Int, spatial: Int, x: UnsafePointer<Float>,
+                                      scale: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+                                      invStd: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                                      dx: UnsafeMutablePointer<Float>?, dScale: UnsafeMutablePointer<Float>?,
+                                      dBias: UnsafeMutablePointer<Float>?) {
+    let count = batch * spatial
+    let chunks = channels * count >= 1 << 16 ? min(channels, NNParallel.workers) : 1
+    NNParallel.run(chunks) { i in
+        for c in (channels * i / chunks)..<(channels * (i + 1) / chunks) {
+            let mu = mean[c], inv = invStd[c]
+            var sdy: Float = 0, sdyx: Float = 0
+            for n in 0..<batch {
+                let o = (n * channels + c) * spatial
+                sdy += NNVec.sum(dy + o, spatial)
+                sdyx += centeredDot(x + o, dy + o, spatial, mu)
+            }
+            dBias?[c] += sdy
+            dScale?[c] += sdyx * inv
+            guard let dx, count > 0 else { continue }
+            let a = scale[c] * inv, m = Float(count)
+            let b = -a * inv * inv * sdyx / m, shift = -a * sdy / m
+            for n in 0..<batch {
+                let o = (n * channels + c) * spatial
+                normInputGrad(dy + o, x + o, dx + o, spatial, a, b, mu, shift)
+            }
+        }
+    }
+}
+
+/// Backward of inference batch normalisation `y = (x - mean) / sqrt(var + eps) * scale + bias`
+/// over `x` `[N, C, S]` with fixed statistics: adds `dx`, `dScale`, `dBias`, `dMean` and `dVar`
+/// (each skipped when nil).
+public func batchNormBackward(batch: Int, channels: Int, spatial: Int, x: UnsafePointer<Float>,
+                              scale: UnsafePointer<Float>, mean: UnsafePointer<Float>, variance: UnsafePointer<Float>,
+                              epsilon: Float, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
+                              dScale: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+                              dMean: UnsafeMutablePointer<Float>?, dVar: UnsafeMutablePointer<Float>?) {
+    let count = batch * spatial
+    let chunks = channels * count >= 1 << 16 ? min(channels, NNParallel.workers) : 1
+    let needSums = dScale != nil || dBias != nil || dMean != nil || dVar != nil
+    NNParallel.run(chunks) { i in
+        for c in (channels * i / chunks)..<(channels * (i + 1) / chunks) {
+            let mu = mean[c], inv = 1 / (variance[c] + epsilon).squareRoot(), a = scale[c] * inv
+            if needSums {
+                var sdy: Float = 0, sdyx: Float = 0
+                for n in 0..<batch {
+                    let o = (n * channels + c) * spatial
+                    sdy += NNVec.sum(dy + o, spatial)
+                    sdyx += centeredDot(x + o, dy + o, spatial, mu)
+                }
+                dBias?[c] += sdy
+                dScale?[c] += sdyx * inv
+                dMean?[c] += -a * sdy
+                dVar?[c] += -0.5 * a * inv * inv * sdyx
+            }
+            if let dx {
+                for n in 0..<batch {
+                    let o = (n * channels + c) * spatial
+                    normInputGrad(dy + o, x + o, dx + o, spatial, a, 0, mu, 0)
+                }
+            }
+        }
+    }
+}
+
+/// Backward of `instanceNorm` over `x` `[N, C, S]`: adds `dx`, `dScale` and `dBias` `[C]`
+/// (each skipped when nil), recomputing each row's statistics.
+public func instanceNormBackward(batch: Int, channels: Int, spatial: Int, x: UnsafePointer<Float>,
+                                 scale: UnsafePointer<Float>, epsilon: Float, dy: UnsafePointer<Float>,
+                                 dx: UnsafeMutablePointer<Float>?, dScale: UnsafeMutablePointer<Float>?,
+                                 dBias: UnsafeMutablePointer<Float>?) {
+    let chunks = batch * channels * spatial >= 1 << 16 ? min(channels, NNParallel.workers) : 1
+    NNParallel.run(chunks) { i in
+        for c in (channels * i / chunks)..<(channels * (i + 1) / chunks) {
+            for n in 0..<batch {
+                let o = (n * channels + c) * spatial
+                if spatial == 0 { continue }
+                let mu = NNVec.sum(x + o, spatial) / Float(spatial)
+                let inv = 1 / (NNVec.squaredDeviation(x + o, spatial, mu) / Float(spatial) + epsilon).squareRoot()
+                let sdy = NNVec.sum(dy + o, spatial), sdyx = centeredDot(x + o, dy + o, spatial, mu)
+                dBias?[c] += sdy
+                dScale?[c] += sdyx * inv
+                if let dx {
+                    let a = scale[c] * inv, m = Float(spatial)
+                    normInputGrad(dy + o, x + o, dx + o, spatial, a, -a * inv * inv * sdyx / m, mu, -a * sdy / m)
+                }
+            }
+        }
+    }
+}
+
+/// Backward of `layerNorm` over `x` `[outer, inner]` with `scale` `[inner]`: adds `dx`
+/// `[outer, inner]`, `dScale` and `dBias` `[inner]` (each skipped when nil). `stats` is
+/// scratch for `2 * outer` floats.
+public func layerNormBackward(outer: Int, inner: Int, x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                              epsilon: Float, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
+                              dScale: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+                              stats: UnsafeMutablePointer<Float>) {
+    if inner == 0 { return }
+    let chunks = outer * inner >= 1 << 16 ? min(outer, NNParallel.workers) : 1
+    let m = Float(inner)
+    NNParallel.run(chunks) { i in
+        for r in (outer * i / chunks)..<(outer * (i + 1) / chunks) {
+            let row = x + r * inner, g = dy + r * inner
+            let mu = NNVec.sum(row, inner) / m
+            let inv = 1 / (NNVec.squaredDeviation(row, inner, mu) / m + epsilon).squareRoot()
+            stats[2 * r] = mu; stats[2 * r + 1] = inv
+            guard let dx else { continue }
+            var sg: Float = 0, sgx: Float = 0
+            for j in 0..<inner {
+                let gs = g[j] * scale[j]
+                sg += gs
+                sgx += gs * (row[j] - mu)
+            }
+            let out = dx + r * inner
+            let b = -inv * inv * inv * sgx / m, c = -inv * sg / m
+            for j in 0..<inner { out[j] += inv * g[j] * scale[j] + b * (row[j] - mu) + c }
+        }
+    }
+    if dScale == nil && dBias == nil { return }
+    for r in 0..<outer {
+        let row = x + r * inner, g = dy + r * inner, mu = stats[2 * r], inv = stats[2 * r + 1]
+        if let dScale { for j in 0..<inner { dScale[j] += g[j] * (row[j] - mu) * inv } }
+        if let dBias { for j in 0..<inner { dBias[j] += g[j] } }
+    }
+}

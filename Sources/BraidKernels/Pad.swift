@@ -53,4 +53,11 @@ public struct PadCopy: Sendable {
     public func run(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, fillBits: UInt64) {
         copy.run(src, dst, fillBits: fillBits)
     }
+
+    /// Backward for float32: `gx += g` cropped back to the input, with the gradient of every
+    /// reflected, edge or wrapped copy added onto the element it copies. The constant gets
+    /// no gradient.
+    public func accumulateAdjoint(_ g: UnsafePointer<Float>, into gx: UnsafeMutablePointer<Float>) {
+        copy.accumulateAdjoint(g, into: gx)
+    }
 }

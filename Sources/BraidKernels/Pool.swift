@@ -309,3 +309,94 @@ public func globalPool(_ reduction: PoolReduction, planes: Int, size: Int, x: Un
         }
     }
 }
+
+// MARK: - Backward
+
+/// Backward of `pool` for `.max` and `.average`: adds `dx` `[planes, D, H, W]` from `dy`
+/// `[planes, outD, outH, outW]`. Max routes each output's gradient to its window's first
+/// maximum in `x` (the element `pool`'s indices name); average spreads it evenly over the
+/// window with the forward's divisor (padding counted or not, ceil-mode overhang never).
+/// Planes are split over the cores; each plane's windows are summed on one core.
+public func poolBackward(_ g: PoolGeometry, _ reduction: PoolReduction, x: UnsafePointer<Float>,
+                         dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+    let work = g.planes * g.outPlane * g.kernelD * g.kernelH * g.kernelW
+    let chunks = work >= 1 << 15 ? min(g.planes, NNParallel.workers * 4) : 1
+    let inPlane = g.inPlane, outPlane = g.outPlane
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
+    let isMax: Bool, includePad: Bool
+    switch reduction {
+    case .max: isMax = true; includePad = false
+    case .average(let inc): isMax = false; includePad = inc
+    case .lp: preconditionFailure("Lp pooling has no backward")
+    }
+    NNParallel.run(chunks) { i in
+        for p in (g.planes * i / chunks)..<(g.planes * (i + 1) / chunks) {
+            let src = x + p * inPlane, dst = dx + p * inPlane
+            var o = p * outPlane
+            for od in 0..<g.outD {
+                let ds = od * g.strideD - g.padFront
+                let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
+                for oy in 0..<g.outH {
+                    let hs = oy * g.strideH - g.padTop
+                    let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
+                    for ox in 0..<g.outW {
+                        let ws = ox * g.strideW - g.padLeft
+                        let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
+                        let grad = dy[o]
+                        o += 1
+                        if isMax {
+                            var best = -Float.infinity, at = -1
+                            for kd in kd0..<kd1 {
+                                for ky in ky0..<ky1 {
+                                    let row = ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                                    for kx in kx0..<kx1 where src[row + kx * dw] > best || at < 0 {
+                                        best = src[row + kx * dw]; at = row + kx * dw
+                                    }
+                                }
+                            }
+                            if at >= 0 { dst[at] += grad }
+                            continue
+                        }
+                        let count = includePad
+                            ? paddedTaps(ds, g.kernelD, dd, g.inD + g.padFront + g.padBack, g.padFront)
+                                * paddedTaps(hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop)
+                                * paddedTaps(ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
+                            : (kd1 - kd0) * (ky1 - ky0) * (kx1 - kx0)
+                        if count == 0 { continue }
+                        let share = grad / Float(count)
+                        for kd in kd0..<kd1 {
+                            for ky in ky0..<ky1 {
+                                let row = dst + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
+                                for kx in kx0..<kx1 { row[kx * dw] += share }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Backward of `globalPool` for `.max` and `.average`: adds `dx` `[planes, size]` from `dy`
+/// `[planes]`, max to each row's first maximum, average spread evenly.
+public func globalPoolBackward(_ reduction: PoolReduction, planes: Int, size: Int, x: UnsafePointer<Float>,
+                               dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+    if size == 0 { return }
+    let chunks = planes * size >= 1 << 16 ? min(planes, NNParallel.workers) : 1
+    NNParallel.run(chunks) { i in
+        for p in (planes * i / chunks)..<(planes * (i + 1) / chunks) {
+            let row = x + p * size, out = dx + p * size
+            switch reduction {
+            case .max:
+                var m = row[0], at = 0
+                for j in 1..<size where row[j] > m { m = row[j]; at = j }
+                out[at] += dy[p]
+            case .average:
+                let share = dy[p] / Float(size)
+                for j in 0..<size { out[j] += share }
+            case .lp:
+                preconditionFailure("Lp pooling has no backward")
+            }
+        }
+    }
+}

@@ -179,6 +179,134 @@ extension Elementwise {
     }
 }
 
+extension Elementwise {
+    /// `y[o] += sum of x over block o`: the accumulating sum behind `BroadcastGradient`.
+    static func reduceSumAdding(_ layout: ReduceLayout, _ x: UnsafePointer<Float>,
+                                _ y: UnsafeMutablePointer<Float>) {
+        guard let (outer, red, inner) = layout.block else {
+            let n = layout.reduceCount
+            layout.forEachOutput(0, layout.outputCount) { o, base in
+                var s: Float = 0
+                for r in 0..<n { s += x[base + layout.offset(r)] }
+                y[o] += s
+            }
+            return
+        }
+        elementwiseChunks(outer, grain: Swift.max(1, (1 << 15) / Swift.max(red * inner, 1))) { lo, hi in
+            for o in lo..<hi {
+                if inner == 1 {
+                    let p = x + o * red
+                    var acc = SIMD8<Float>(repeating: 0)
+                    var r = 0
+                    while r + 8 <= red {
+                        acc += UnsafeRawPointer(p + r).loadUnaligned(as: SIMD8<Float>.self)
+                        r += 8
+                    }
+                    var s = acc.sum()
+                    while r < red { s += p[r]; r += 1 }
+                    y[o] += s
+                    continue
+                }
+                let row = y + o * inner
+                for r in 0..<red {
+                    let p = x + (o * red + r) * inner
+                    for j in 0..<inner { row[j] += p[j] }
+                }
+            }
+        }
+    }
+
+    /// Backward of `reduce(f)`: `gx += dy/dx * g` for x `[layout's input shape]`, y and g
+    /// `[outputCount]` (the forward's result and its gradient). `max` and `min` send each
+    /// output's gradient to the elements equal to it, split evenly between ties as PyTorch's
+    /// `amax` does. `l2` gives 0 where the norm is 0, `prod` divides y by x (an exact zero
+    /// in x gives 0 there), `logSum` is g / sum.
+    public static func reduceBackward(_ f: ReduceFunction, _ layout: ReduceLayout,
+                                      _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                                      _ g: UnsafePointer<Float>, _ gx: UnsafeMutablePointer<Float>) {
+        switch f {
+        case .sum: unfold(layout, x, y, g, gx, SumGrad())
+        case .mean: unfold(layout, x, y, g, gx, MeanGrad(inv: 1 / Float(Swift.max(layout.reduceCount, 1))))
+        case .sumSquare: unfold(layout, x, y, g, gx, SumSquareGrad())
+        case .l1: unfold(layout, x, y, g, gx, L1Grad())
+        case .l2: unfold(layout, x, y, g, gx, L2Grad())
+        case .logSum: unfold(layout, x, y, g, gx, LogSumGrad())
+        case .logSumExp: unfold(layout, x, y, g, gx, LogSumExpGrad())
+        case .prod: unfold(layout, x, y, g, gx, ProdGrad())
+        case .max, .min:
+            let n = layout.reduceCount
+            elementwiseChunks(layout.outputCount, grain: Swift.max(1, (1 << 14) / Swift.max(n, 1))) { lo, hi in
+                layout.forEachOutput(lo, hi) { o, base in
+                    let m = y[o]
+                    var ties = 0
+                    for r in 0..<n where x[base + layout.offset(r)] == m { ties += 1 }
+                    if ties == 0 { return }
+                    let share = g[o] / Float(ties)
+                    for r in 0..<n where x[base + layout.offset(r)] == m { gx[base + layout.offset(r)] += share }
+                }
+            }
+        }
+    }
+}
+
+/// The derivative of one reduction's output with respect to one input element, times the
+/// output's gradient.
+private protocol ReduceGrad {
+    func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float
+}
+private struct SumGrad: ReduceGrad { func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { g } }
+private struct MeanGrad: ReduceGrad {
+    let inv: Float
+    func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { g * inv }
+}
+private struct SumSquareGrad: ReduceGrad { func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { 2 * x * g } }
+private struct L1Grad: ReduceGrad {
+    func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { x > 0 ? g : (x < 0 ? -g : 0) }
+}
+private struct L2Grad: ReduceGrad {
+    func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { y == 0 ? 0 : g * x / y }
+}
+private struct LogSumGrad: ReduceGrad {
+    func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { g / expf(y) }
+}
+private struct LogSumExpGrad: ReduceGrad {
+    func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { g * fastExp(x - y) }
+}
+private struct ProdGrad: ReduceGrad {
+    func callAsFunction(_ x: Float, _ y: Float, _ g: Float) -> Float { x == 0 ? 0 : g * y / x }
+}
+
+/// `gx += f(x, y[o], g[o])` over every input element of every output `o`; outputs own
+/// disjoint input elements, so chunks of outputs run in parallel.
+@inline(__always)
+private func unfold<F: ReduceGrad>(_ layout: ReduceLayout, _ x: UnsafePointer<Float>,
+                                   _ y: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
+                                   _ gx: UnsafeMutablePointer<Float>, _ f: F) {
+    guard let (outer, red, inner) = layout.block else {
+        let n = layout.reduceCount
+        elementwiseChunks(layout.outputCount, grain: Swift.max(1, (1 << 15) / Swift.max(n, 1))) { lo, hi in
+            layout.forEachOutput(lo, hi) { o, base in
+                let yo = y[o], go = g[o]
+                for r in 0..<n {
+                    let i = base + layout.offset(r)
+                    gx[i] += f(x[i], yo, go)
+                }
+            }
+        }
+        return
+    }
+    elementwiseChunks(outer, grain: Swift.max(1, (1 << 15) / Swift.max(red * inner, 1))) { lo, hi in
+        for o in lo..<hi {
+            let yo = y + o * inner, go = g + o * inner
+            for r in 0..<red {
+                let at = (o * red + r) * inner
+                let px = x + at, pg = gx + at
+                for j in 0..<inner { pg[j] += f(px[j], yo[j], go[j]) }
+            }
+        }
+    }
+}
+
 extension ReduceLayout {
     /// Offset of the `r`-th element of a reduced block (row-major over the reduced axes).
     @inline(__always)

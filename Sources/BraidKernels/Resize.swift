@@ -198,6 +198,71 @@ struct ResizePass: Sendable {
     }
 }
 
+extension ResizePass {
+    /// Backward: `gsrc += W^T g`, spreading each output line's gradient onto the input lines
+    /// it was interpolated from with the same weights. Planes run in parallel (they touch
+    /// disjoint input planes); lines of one plane overlap and run in order.
+    func adjoint(_ g: UnsafePointer<Float>, _ gsrc: UnsafeMutablePointer<Float>) {
+        let chunks = outer * outCount * inner * taps.width >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
+        let (inCount, outCount, inner, n) = (self.inCount, self.outCount, self.inner, taps.width)
+        let (index, weight, outside) = (taps.index, taps.weight, taps.outside)
+        forEachChunk(chunks) { c in
+            for p in chunkRange(c, of: chunks, total: outer) {
+                let plane = gsrc + p * inCount * inner
+                for o in 0..<outCount where !outside[o] {
+                    let src = g + (p * outCount + o) * inner
+                    let t = o * n
+                    for k in 0..<n {
+                        let w = weight[t + k]
+                        if w == 0 { continue }
+                        let d = plane + index[t + k] * inner
+                        for i in 0..<inner { d[i] += w * src[i] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The backward of a float32 `ResizeInterpolation`: the gradient of its output, spread onto
+/// its input with the forward's interpolation weights (the transposed linear map), with
+/// scratch for the intermediate passes allocated once. Extrapolated outputs pass nothing.
+public final class ResizeGradient: @unchecked Sendable {
+    private let passes: [ResizePass]
+    private let scratch: [TensorBuffer]
+    private let sizes: [Int]
+    private let count: Int
+
+    public init(_ plan: ResizeInterpolation) {
+        precondition(plan.isFloat, "resize gradient needs a float32 plan")
+        passes = plan.passes
+        sizes = passes.map { $0.outer * $0.inCount * $0.inner }
+        count = plan.outShape.product
+        let largest = sizes.dropFirst().max() ?? 0
+        scratch = (0..<min(2, max(passes.count - 1, 0))).map { _ in TensorBuffer(byteCount: largest * 4) }
+    }
+
+    /// `gx` (the input shape) `+=` the adjoint of `g` (the output shape).
+    public func accumulate(_ g: UnsafePointer<Float>, into gx: UnsafeMutablePointer<Float>) {
+        if passes.isEmpty {
+            for i in 0..<count { gx[i] += g[i] }
+            return
+        }
+        var cur = g
+        for k in stride(from: passes.count - 1, through: 0, by: -1) {
+            let dst: UnsafeMutablePointer<Float>
+            if k == 0 {
+                dst = gx
+            } else {
+                dst = scratch[(k - 1) % 2].raw.assumingMemoryBound(to: Float.self)
+                dst.update(repeating: 0, count: sizes[k])
+            }
+            passes[k].adjoint(cur, dst)
+            cur = UnsafePointer(dst)
+        }
+    }
+}
+
 /// A planned linear or cubic Resize of a tensor of `inShape`, one separable pass per resized
 /// axis, with scratch planes allocated once. Integer tensors are interpolated in float and
 /// rounded half to even, then clamped, as ONNX's saturating cast does.
@@ -205,7 +270,7 @@ public final class ResizeInterpolation: @unchecked Sendable {
     public let inShape: [Int]
     public let outShape: [Int]
     public let isFloat: Bool
-    private let passes: [ResizePass]
+    fileprivate let passes: [ResizePass]
     private let scratch: [TensorBuffer]
 
     /// `axes` lists the resized axes (in any order) with their taps; other axes keep their size.

@@ -45,3 +45,29 @@ private func softmaxRow(_ mode: SoftmaxMode, _ n: Int, _ stride: Int, _ x: Unsaf
         for k in 0..<n { y[k * stride] = x[k * stride] - l }
     }
 }
+
+/// Backward of `softmax` for `.softmax` and `.logSoftmax` over `[outer, axis, inner]`: from
+/// the forward output `y` and `dy`, adds `dx`:
+/// softmax `dx = y * (dy - sum(dy * y))`, log-softmax `dx = dy - exp(y) * sum(dy)`.
+public func softmaxBackward(_ mode: SoftmaxMode, outer: Int, axis: Int, inner: Int, y: UnsafePointer<Float>,
+                            dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+    precondition(mode != .hardmax, "hardmax has no gradient")
+    let rows = outer * inner
+    let chunks = rows * axis >= 1 << 15 ? min(rows, NNParallel.workers) : 1
+    let log = mode == .logSoftmax
+    NNParallel.run(chunks) { i in
+        for r in (rows * i / chunks)..<(rows * (i + 1) / chunks) {
+            let o = r / inner, j = r % inner
+            let base = o * axis * inner + j
+            let yr = y + base, gr = dy + base, dr = dx + base
+            var s: Float = 0
+            if log {
+                for k in 0..<axis { s += gr[k * inner] }
+                for k in 0..<axis { dr[k * inner] += gr[k * inner] - expf(yr[k * inner]) * s }
+            } else {
+                for k in 0..<axis { s += gr[k * inner] * yr[k * inner] }
+                for k in 0..<axis { dr[k * inner] += yr[k * inner] * (gr[k * inner] - s) }
+            }
+        }
+    }
+}

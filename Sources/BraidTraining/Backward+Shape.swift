@@ -1,7 +1,255 @@
 import BraidGraph
+import BraidKernels
 import BraidTensor
 
-// Placeholder until the Shape family's backward rules land.
+/// Backward rules of the shape and data-movement family. Each forward reads its input
+/// through a copy plan (a strided view, an index map, a gather or interpolation weights);
+/// its backward runs the same plan's adjoint, adding each output element's gradient onto
+/// the input element(s) it was read from. Plan-time operands (shapes, axes, bounds, pads,
+/// indices' extents, scales) are resolved as the forward lowering resolves them; operands
+/// other than the data get no gradient.
 func backwardShape(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], needs: [Bool]) throws -> LoweredBackward {
-    throw GraphError(node: node.name, "\(node.sourceOp) has no backward rule yet")
+    let x = try inputs.required(0, node)
+    guard x.dtype.isFloat else {
+        throw GraphError(node: node.name, "\(node.sourceOp) has no gradient on \(x.dtype) values")
+    }
+    let r = x.shape.count
+    switch node.op {
+    case .reshape, .flatten, .squeeze, .unsqueeze, .identity:
+        let n = x.shape.product
+        return dataGradient { g, gx in { Elementwise.add(g, into: gx, count: n) } }
+    case .transpose(let perm):
+        let p = (perm ?? Array((0..<r).reversed())).map { $0 < 0 ? $0 + r : $0 }
+        return stridedGradient(.transpose(shape: x.shape, perm: p, elementSize: 4))
+    case .depthToSpace(let b, let crd):
+        let (n, c, h, w) = (x.shape[0], x.shape[1] / (b * b), x.shape[2], x.shape[3])
+        let view = crd ? [n, c, b, b, h, w] : [n, b, b, c, h, w]
+        let perm = crd ? [0, 1, 4, 2, 5, 3] : [0, 3, 4, 1, 5, 2]
+        return stridedGradient(.transpose(shape: view, perm: perm, elementSize: 4))
+    case .spaceToDepth(let b):
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2] / b, x.shape[3] / b)
+        return stridedGradient(.transpose(shape: [n, c, h, b, w, b], perm: [0, 3, 5, 1, 2, 4], elementSize: 4))
+    case .slice:
+        return stridedGradient(try slicePlan(node, inputs, x.shape))
+    case .expand:
+        let reduce = BroadcastGradient(inputShape: x.shape, outputShape: outputs[0].shape)!
+        return dataGradient { g, gx in { reduce.accumulate(g, into: gx) } }
+    case .tile:
+        let repeats = try constantInts(1, node, inputs)
+        let tile = TileGradient(shape: x.shape, repeats: repeats)
+        return dataGradient { g, gx in { tile.accumulate(g, into: gx) } }
+    case .concat(let axis):
+        return concatGradient(inputs, outputs[0], axis: axis < 0 ? axis + r : axis)
+    case .split(let axis, _):
+        return splitGradient(x.shape, outputs, axis: axis < 0 ? axis + r : axis)
+    case .gather(let axis):
+        let a = axis < 0 ? axis + r : axis
+        let idx = try inputs.required(1, node)
+        let copy = GatherCopy(outer: x.shape[..<a].reduce(1, *), axisSize: x.shape[a],
+                              inner: x.shape[(a + 1)...].reduce(1, *), indexCount: idx.shape.product,
+                              elementSize: 4)
+        return LoweredBackward { ins, _, gOuts, gIns in
+            guard let g = gOuts[0], let gx = gIns[0] else { return {} }
+            let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
+            return { copy.accumulateAdjoint(pg, pi, into: px) }
+        }
+    case .gatherElements(let axis):
+        let idx = try inputs.required(1, node)
+        let copy = GatherElementsCopy(shape: x.shape, indexShape: idx.shape, axis: axis < 0 ? axis + r : axis,
+                                      elementSize: 4)
+        return LoweredBackward { ins, _, gOuts, gIns in
+            guard let g = gOuts[0], let gx = gIns[0] else { return {} }
+            let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
+            return { copy.accumulateAdjoint(pg, pi, into: px) }
+        }
+    case .pad(let mode):
+        let pad = try padPlan(node, inputs, x.shape, mode)
+        return dataGradient { g, gx in { pad.accumulateAdjoint(g, into: gx) } }
+    case .resize(let params):
+        return try resizeGradient(node, inputs, x.shape, params)
+    default:
+        throw GraphError(node: node.name, "\(node.sourceOp) has no backward rule")
+    }
+}
+
+/// A rule that only touches the data input 0 and output 0.
+private func dataGradient(_ body: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> () -> Void) -> LoweredBackward {
+    LoweredBackward { _, _, gOuts, gIns in
+        guard let g = gOuts[0], let gx = gIns[0] else { return {} }
+        return body(g.floats, gx.floats)
+    }
+}
+
+private func stridedGradient(_ copy: StridedCopy) -> LoweredBackward {
+    dataGradient { g, gx in { copy.accumulateAdjoint(g, into: gx) } }
+}
+
+private func constantInts(_ i: Int, _ node: Node, _ inputs: [PlanValue?]) throws -> [Int] {
+    guard let v = try inputs.constantInts(i, node) else {
+        throw GraphError(node: node.name, "\(node.sourceOp) needs input \(i)")
+    }
+    return v.map { Int(clamping: $0) }
+}
+
+private func present(_ i: Int, _ inputs: [PlanValue?]) -> Bool { i < inputs.count && inputs[i] != nil }
+
+private func concatGradient(_ inputs: [PlanValue?], _ out: PlanValue, axis a: Int) -> LoweredBackward {
+    let parts = inputs.indices.filter { inputs[$0] != nil }
+    let shape = out.shape
+    let copy = ConcatCopy(outer: shape[..<a].reduce(1, *), inner: shape[(a + 1)...].reduce(1, *),
+                          axisSizes: parts.map { inputs[$0]!.shape[a] }, elementSize: 4)
+    return LoweredBackward { _, _, gOuts, gIns in
+        guard let g = gOuts[0] else { return {} }
+        let grads = parts.map { gIns[$0]?.floats }
+        if grads.allSatisfy({ $0 == nil }) { return {} }
+        let pg = g.floats
+        return { copy.accumulateAdjoint(pg, into: grads) }
+    }
+}
+
+private func splitGradient(_ shape: [Int], _ outputs: [PlanValue], axis a: Int) -> LoweredBackward {
+    let st = shape.strides
+    var copies: [StridedCopy] = [], start = 0
+    for o in outputs {
+        copies.append(StridedCopy(shape: o.shape, strides: st, offset: start * st[a], elementSize: 4))
+        start += o.shape[a]
+    }
+    return LoweredBackward { _, _, gOuts, gIns in
+        guard let gx = gIns[0] else { return {} }
+        let px = gx.floats
+        let steps: [() -> Void] = copies.indices.compactMap { k in
+            guard let g = gOuts[k] else { return nil }
+            let copy = copies[k], pg = g.floats
+            return { copy.accumulateAdjoint(pg, into: px) }
+        }
+        return sequence(steps)
+    }
+}
+
+/// The forward Slice's view of x: NumPy's clamping of `[starts, ends)` with steps
+/// (Lowering+Slice's `resolveSlice`).
+private func slicePlan(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int]) throws -> StridedCopy {
+    let r = xShape.count
+    let starts = try constantInts(1, node, inputs), ends = try constantInts(2, node, inputs)
+    let axes = present(3, inputs) ? try constantInts(3, node, inputs).map { $0 < 0 ? $0 + r : $0 }
+        : Array(0..<starts.count)
+    let steps = present(4, inputs) ? try constantInts(4, node, inputs) : Array(repeating: 1, count: starts.count)
+    let st = xShape.strides
+    var shape = xShape, strides = st, offset = 0
+    for (i, a) in axes.enumerated() {
+        let dim = xShape[a], step = steps[i]
+        var s = starts[i] < 0 ? starts[i] + dim : starts[i]
+        var e = ends[i] < 0 ? ends[i] + dim : ends[i]
+        let count: Int
+        if step > 0 {
+            s = min(max(s, 0), dim); e = min(max(e, 0), dim)
+            count = max(0, (e - s + step - 1) / step)
+        } else {
+            s = min(max(s, 0), dim - 1); e = min(max(e, -1), dim - 1)
+            count = max(0, (s - e - step - 1) / -step)
+        }
+        shape[a] = count
+        strides[a] = st[a] * step
+        if count > 0 { offset += s * st[a] }
+    }
+    return StridedCopy(shape: shape, strides: strides, offset: offset, elementSize: 4)
+}
+
+private func padPlan(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int], _ mode: PadMode) throws -> PadCopy {
+    let r = xShape.count
+    let pads = try constantInts(1, node, inputs)
+    let axes = present(3, inputs) ? try constantInts(3, node, inputs).map { $0 < 0 ? $0 + r : $0 } : Array(0..<r)
+    var begins = [Int](repeating: 0, count: r), ends = begins
+    for (i, a) in axes.enumerated() { begins[a] = pads[i]; ends[a] = pads[axes.count + i] }
+    let fill: PadFill
+    switch mode {
+    case .constant: fill = .constant
+    case .reflect: fill = .reflect
+    case .edge: fill = .edge
+    case .wrap: fill = .wrap
+    }
+    return PadCopy(shape: xShape, begins: begins, ends: ends, fill: fill, elementSize: 4)
+}
+
+private func isClose(_ a: Double, _ b: Double) -> Bool { abs(a - b) <= 1e-9 * max(abs(a), abs(b)) }
+
+/// Resize's backward: the forward's geometry rebuilt as Lowering+Resize builds it, then the
+/// adjoint of its index map (nearest) or of its interpolation weights (linear, cubic,
+/// antialiased or not).
+private func resizeGradient(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int], _ p: ResizeParams) throws -> LoweredBackward {
+    let r = xShape.count
+    let axes = (p.axes ?? Array(0..<r)).map { $0 < 0 ? $0 + r : $0 }
+    var scales = [Double](repeating: 1, count: r), outShape = xShape
+    func floats(_ i: Int) throws -> [Double]? {
+        guard present(i, inputs) else { return nil }
+        guard let t = inputs[i]!.constant else {
+            throw GraphError(node: node.name, "\(node.sourceOp) input \(i) must be known before the run")
+        }
+        if t.count == 0 { return nil }
+        return t.dtype.isFloat ? t.floatArray.map(Double.init) : t.intArray.map(Double.init)
+    }
+    if present(3, inputs), let sizes = try inputs.constantInts(3, node), !sizes.isEmpty {
+        for (i, a) in axes.enumerated() {
+            outShape[a] = Int(sizes[i])
+            scales[a] = Double(sizes[i]) / Double(xShape[a])
+        }
+        if p.aspect != .stretch {
+            let picked = axes.map { scales[$0] }
+            let s = p.aspect == .notLarger ? picked.min()! : picked.max()!
+            for a in axes { scales[a] = s; outShape[a] = Int(s * Double(xShape[a]) + 0.5) }
+        }
+    } else if let given = try floats(2) {
+        for (i, a) in axes.enumerated() {
+            scales[a] = given[i]
+            outShape[a] = Int(given[i] * Double(xShape[a]))
+        }
+    } else {
+        throw GraphError(node: node.name, "Resize needs scales or sizes")
+    }
+    var roi = [(Double, Double)](repeating: (0, 1), count: r)
+    if p.coordinate == .tfCropAndResize, let values = try floats(1) {
+        for (i, a) in axes.enumerated() { roi[a] = (values[i], values[axes.count + i]) }
+    }
+    let coordinates: ResizeCoordinates
+    switch p.coordinate {
+    case .halfPixel: coordinates = .halfPixel
+    case .halfPixelSymmetric: coordinates = .halfPixelSymmetric
+    case .pytorchHalfPixel: coordinates = .pytorchHalfPixel
+    case .alignCorners: coordinates = .alignCorners
+    case .asymmetric: coordinates = .asymmetric
+    case .tfCropAndResize: coordinates = .tfCropAndResize
+    }
+    let resized = axes.sorted().filter { a in
+        !(isClose(scales[a], 1) && outShape[a] == xShape[a] && roi[a].0 == 0 && isClose(roi[a].1, 1))
+    }
+    let geometry = resized.map { a in
+        ResizeAxis(inSize: xShape[a], outSize: outShape[a], scale: scales[a], roiStart: roi[a].0, roiEnd: roi[a].1)
+    }
+    switch p.mode {
+    case .nearest:
+        let rounding: ResizeRounding
+        switch p.nearest {
+        case .roundPreferFloor: rounding = .roundPreferFloor
+        case .roundPreferCeil: rounding = .roundPreferCeil
+        case .floor: rounding = .floor
+        case .ceil: rounding = .ceil
+        }
+        var maps = xShape.map { Array(0..<$0) }
+        for (a, g) in zip(resized, geometry) { maps[a] = g.nearestIndices(coordinates, rounding) }
+        let copy = r == 0 ? AxisMapCopy(inShape: [1], maps: [[0]], elementSize: 4)
+            : AxisMapCopy(inShape: xShape, maps: maps, elementSize: 4)
+        return dataGradient { g, gx in { copy.accumulateAdjoint(g, into: gx) } }
+    case .linear, .cubic:
+        let sampling: ResizeSampling = p.mode == .linear ? .linear : .cubic(a: Double(p.cubicCoefficient))
+        let tables = zip(resized, geometry).map { a, g in
+            (axis: a, outSize: g.outSize,
+             taps: ResizeTaps(axis: g, coordinates: coordinates, sampling: sampling,
+                              antialias: p.antialias, excludeOutside: p.excludeOutside))
+        }
+        let plan = ResizeInterpolation(inShape: xShape, axes: tables, extrapolation: p.extrapolationValue, isFloat: true)
+        return dataGradient { g, gx in
+            let adjoint = ResizeGradient(plan)
+            return { adjoint.accumulate(g, into: gx) }
+        }
+    }
 }

@@ -10,6 +10,10 @@ public struct FeatureCut: Sendable {
     public var classifier: String?
     /// True when the feature is a spatial map `[N, C, H, W]` that the new head must pool.
     public var needsPooling: Bool
+
+    public init(feature: String, classifier: String?, needsPooling: Bool) {
+        self.feature = feature; self.classifier = classifier; self.needsPooling = needsPooling
+    }
 }
 
 extension Graph {

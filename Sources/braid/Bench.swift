@@ -65,8 +65,8 @@ struct Bench: ParsableCommand {
             let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print(String(format: "%@: median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
-                         model, median, times.first!, times.last!, times.count, throughput, batch))
+            print(model + String(format: ": median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
+                                 median, times.first!, times.last!, times.count, throughput, batch))
         }
         if perOp {
             let total = perOpTime.reduce(0, +)
@@ -74,7 +74,8 @@ struct Bench: ParsableCommand {
             for (i, s) in plan.steps.enumerated() { byOp[s.op, default: 0] += perOpTime[i] }
             print("time per op type (share of \(String(format: "%.1f", total / Double(times.count))) ms/run):")
             for (op, t) in byOp.sorted(by: { $0.value > $1.value }) {
-                print(String(format: "  %-24@ %8.3f ms  %5.1f%%", op, t / Double(times.count), 100 * t / total))
+                let name = op.padding(toLength: max(op.count, 24), withPad: " ", startingAt: 0)
+                print("  " + name + String(format: " %9.3f ms  %5.1f%%", t / Double(times.count), 100 * t / total))
             }
         }
     }

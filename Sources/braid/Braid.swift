@@ -1,4 +1,5 @@
 import ArgumentParser
+import BraidTransfer
 import Foundation
 
 @main
@@ -7,10 +8,9 @@ struct Braid: ParsableCommand {
         commandName: "braid",
         abstract: "Import pretrained vision models from ONNX and Keras, fine-tune them together, export and run them.",
         version: braidVersion,
-        subcommands: [Inspect.self, Run.self, Bench.self])
+        subcommands: [Inspect.self, Run.self, Bench.self, Finetune.self, Eval.self])
 }
 
-let braidVersion = "0.1.0"
 
 /// Prints one clear line to standard error and exits non-zero.
 func fail(_ message: String) -> Never {
@@ -20,5 +20,5 @@ func fail(_ message: String) -> Never {
 
 /// Runs `body`, turning any thrown error into one line on standard error and exit status 1.
 func reportingErrors<T>(_ body: () throws -> T) -> T {
-    do { return try body() } catch { fail(String(describing: error)) }
+    do { return try body() } catch let e as ValidationError { fail(e.message) } catch { fail(String(describing: error)) }
 }

@@ -1,0 +1,234 @@
+import BraidData
+import BraidGraph
+import BraidTensor
+import BraidTraining
+import Foundation
+
+/// How a fine-tuning run trains its members.
+public struct TrainOptions: Codable, Sendable, Equatable {
+    /// `standard` (all layers), `linear-probe` (head only), `freeze` (first `freeze[j]` units
+    /// frozen), `scratch` (re-initialised, all layers), `amcf-fixed` (collaborative loss with
+    /// the given freeze depths).
+    public var method = "standard"
+    public var freeze: [Int] = []
+    public var epochs = 10
+    public var batch = 64
+    public var lr: Float = 0.01
+    public var optimizer = "sgd"
+    public var momentum: Float = 0.9
+    public var nesterov = false
+    public var weightDecay: Float = 5e-4
+    /// `step` (StepLR stepSize/gamma), `cosine`, or `constant`.
+    public var schedule = "step"
+    public var stepSize = 30
+    public var gamma: Float = 0.1
+    public var warmupSteps = 0
+    public var labelSmoothing: Float = 0
+    /// Weight of the collaborative consistency term (used with several members).
+    public var lambda: Float = 0.2
+    public var clipNorm: Float = 0
+    public var seed: UInt64 = 0
+    public var valFraction = 0.1
+    public var testFraction = 0.2
+
+    public init() {}
+}
+
+/// One epoch's figures.
+public struct EpochRecord: Codable, Sendable {
+    public var epoch: Int
+    public var lr: Float
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+    public var validationAccuracy: Double
+    public var memberValidationAccuracy: [Double]
+    public var seconds: Double
+    public var imagesPerSecond: Double
+}
+
+/// A member under training: its model, its training plan and its optimiser.
+final class Member {
+    var model: SourceModel
+    let setup: TrainingSetup
+    let plan: TrainingPlan
+    let optimizer: any Optimizer
+
+    init(model: SourceModel, depth: Int, options: TrainOptions) throws {
+        self.model = model
+        setup = try model.graph.trainingSetup(freezeDepth: depth)
+        plan = try TrainingPlan.make(graph: setup.graph, output: "logits", trainable: setup.trainable,
+                                     feeds: [model.inputName: model.spec.batchShape(options.batch)])
+        switch options.optimizer {
+        case "sgd": optimizer = SGD(momentum: options.momentum, nesterov: options.nesterov, weightDecay: options.weightDecay)
+        case "adam": optimizer = Adam(weightDecay: options.weightDecay)
+        case "adamw": optimizer = Adam(weightDecay: options.weightDecay, decoupled: true)
+        default: throw TrainingError("unknown optimizer '\(options.optimizer)' (expected sgd, adam or adamw)")
+        }
+    }
+}
+
+/// Trains one or more members in lockstep on the same batches with the collaborative loss
+/// sum_j CE(z_j, y) + lambda * (1/N) * sum_j ||z_j - mean_i z_i||_2 (lambda unused for one
+/// member), each with its own optimiser, checkpointing after every epoch.
+public final class Finetuner {
+    public let options: TrainOptions
+    public let classes: [String]
+    let members: [Member]
+    let runDir: String
+    public var quiet = false
+    public private(set) var history: [EpochRecord] = []
+
+    /// `depths[j]` is member j's freeze depth.
+    public init(models: [SourceModel], depths: [Int], classes: [String], options: TrainOptions, runDir: String) throws {
+        precondition(models.count == depths.count)
+        self.options = options
+        self.classes = classes
+        self.runDir = runDir
+        members = try zip(models, depths).map { try Member(model: $0, depth: $1, options: options) }
+    }
+
+    public var depths: [Int] { members.map(\.setup.frozenDepth) }
+    public var unitCounts: [Int] { members.map(\.setup.units.count) }
+    public var models: [SourceModel] { members.map(\.model) }
+
+    var checkpointPath: String { runDir + "/checkpoint.bin" }
+
+    func lr(epoch: Int, step: Int) -> Float {
+        let schedule: LRSchedule
+        switch options.schedule {
+        case "cosine": schedule = .cosine(epochs: options.epochs, minLR: 0)
+        case "constant": schedule = .constant
+        default: schedule = .step(stepSize: options.stepSize, gamma: options.gamma)
+        }
+        return schedule.rate(base: options.lr, epoch: epoch) * warmupFactor(step: step, steps: options.warmupSteps)
+    }
+
+    /// Trains from the first epoch, or from the epoch after the checkpoint in the run
+    /// directory when `resume` is set.
+    public func train(train: any ImageDataset, validation: any ImageDataset, resume: Bool) throws {
+        var startEpoch = 0
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            startEpoch = try restore()
+        }
+        let loader = try BatchLoader(dataset: train, specs: members.map(\.model.spec), batchSize: options.batch,
+                                     shuffle: true, dropLast: true, seed: options.seed)
+        guard loader.batchesPerEpoch > 0 else {
+            throw TrainingError("the training split holds \(train.count) images, fewer than one batch of \(options.batch)")
+        }
+        let k = classes.count
+        var step = startEpoch * loader.batchesPerEpoch
+        for epoch in startEpoch..<options.epochs {
+            let rate = lr(epoch: epoch, step: step)
+            var bar = ProgressBar(label: "epoch \(epoch + 1)/\(options.epochs)", total: loader.batchesPerEpoch)
+            bar.quiet = quiet
+            let t0 = Date()
+            var lossSum = 0.0, correct = 0, seen = 0, batches = 0
+            let it = loader.epoch(epoch)
+            while let batch = try it.next() {
+                let n = batch.labels.count
+                for (j, m) in members.enumerated() {
+                    let slot = m.plan.inputs[0].tensor
+                    slot.buffer.raw.copyMemory(from: batch.inputs[j].buffer.raw, byteCount: slot.count * 4)
+                    m.plan.forward()
+                }
+                var loss: Float = 0
+                for m in members {
+                    loss += softmaxCrossEntropy(logits: m.plan.output, labels: batch.labels,
+                                                smoothing: options.labelSmoothing, grad: m.plan.outputGrad)
+                }
+                if members.count > 1 && options.lambda > 0 {
+                    loss += logitConsistency(members.map(\.plan.output), weight: options.lambda,
+                                             grads: members.map(\.plan.outputGrad))
+                }
+                guard loss.isFinite else {
+                    throw TrainingError("loss became \(loss) at epoch \(epoch + 1), batch \(batches + 1): lower --lr or check the data")
+                }
+                for m in members {
+                    m.plan.backward()
+                    if options.clipNorm > 0 { clipGradientNorm(m.plan.grads, maxNorm: options.clipNorm) }
+                    m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: lr(epoch: epoch, step: step))
+                }
+                for r in 0..<n {
+                    var best = 0, bestScore = -Float.infinity
+                    for c in 0..<k {
+                        var s: Float = 0
+                        for m in members { s += m.plan.output.floats[r * k + c] }
+                        if s > bestScore { bestScore = s; best = c }
+                    }
+                    if best == batch.labels[r] { correct += 1 }
+                }
+                lossSum += Double(loss)
+                seen += n
+                batches += 1
+                step += 1
+                bar.update(done: batches, images: seen, loss: lossSum / Double(batches),
+                           accuracy: Double(correct) / Double(seen))
+            }
+            bar.update(done: batches, images: seen, loss: lossSum / Double(max(batches, 1)),
+                       accuracy: Double(correct) / Double(max(seen, 1)), final: true)
+            let seconds = Date().timeIntervalSince(t0)
+            let val = try evaluateMembers(on: validation)
+            history.append(EpochRecord(epoch: epoch + 1, lr: rate, trainLoss: lossSum / Double(max(batches, 1)),
+                                       trainAccuracy: Double(correct) / Double(max(seen, 1)),
+                                       validationAccuracy: val.ensemble.accuracy,
+                                       memberValidationAccuracy: val.members.map(\.accuracy),
+                                       seconds: seconds, imagesPerSecond: Double(seen) / max(seconds, 1e-9)))
+            if !quiet {
+                FileHandle.standardError.write(Data(String(format: "  validation accuracy %.2f%%\n", val.ensemble.accuracy * 100).utf8))
+            }
+            try saveCheckpoint(epoch: epoch + 1)
+        }
+    }
+
+    /// Ensemble and per-member evaluation in inference mode.
+    public func evaluateMembers(on data: any ImageDataset) throws -> (ensemble: Evaluation, members: [Evaluation]) {
+        let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
+        let ensemble = try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count)
+        if all.count == 1 { return (ensemble, [ensemble]) }
+        let each = try all.map { try evaluate(members: [$0], on: data, batchSize: options.batch, classes: classes.count) }
+        return (ensemble, each)
+    }
+
+    /// Parameters (all float initializers, so running statistics too) and optimiser state.
+    func saveCheckpoint(epoch: Int) throws {
+        var tensors: [String: Tensor] = [:]
+        var facts: [String: String] = ["epoch": String(epoch), "braid_version": braidVersion]
+        for (j, m) in members.enumerated() {
+            for (name, t) in m.model.graph.initializers where t.dtype.isFloat { tensors["m\(j)/\(name)"] = t }
+            for (name, t) in m.optimizer.state { tensors["m\(j)/opt/\(name)"] = t }
+            facts["m\(j)/steps"] = String(m.optimizer.stepCount)
+        }
+        let history = try JSONEncoder().encode(self.history)
+        facts["history"] = String(decoding: history, as: UTF8.self)
+        try Checkpoint(tensors: tensors, facts: facts).save(to: checkpointPath)
+    }
+
+    /// Loads the checkpoint into the members; returns the number of finished epochs.
+    func restore() throws -> Int {
+        let ck = try Checkpoint.load(from: checkpointPath)
+        guard let epoch = ck.facts["epoch"].flatMap(Int.init) else {
+            throw TrainingError("\(checkpointPath): no epoch recorded")
+        }
+        for (j, m) in members.enumerated() {
+            for (name, t) in m.model.graph.initializers where t.dtype.isFloat {
+                guard let saved = ck.tensors["m\(j)/\(name)"], saved.shape == t.shape else {
+                    throw TrainingError("\(checkpointPath): parameter '\(name)' of member \(j) is missing or has another shape; was the run started with other sources?")
+                }
+                t.buffer.raw.copyMemory(from: saved.buffer.raw, byteCount: t.count * 4)
+            }
+            var state: [String: Tensor] = [:]
+            for (name, t) in ck.tensors where name.hasPrefix("m\(j)/opt/") {
+                state[String(name.dropFirst("m\(j)/opt/".count))] = t
+            }
+            m.optimizer.state = state
+            m.optimizer.stepCount = ck.facts["m\(j)/steps"].flatMap(Int.init) ?? 0
+        }
+        if let h = ck.facts["history"] {
+            history = try JSONDecoder().decode([EpochRecord].self, from: Data(h.utf8))
+        }
+        return epoch
+    }
+}
+
+/// The version written into checkpoints and exported files.
+public let braidVersion = "0.1.0"

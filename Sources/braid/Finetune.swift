@@ -1,0 +1,136 @@
+import ArgumentParser
+import BraidData
+import BraidTensor
+import BraidTraining
+import BraidTransfer
+import Foundation
+
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tune one or more pretrained sources on a target dataset.",
+        discussion: """
+        Examples:
+          braid finetune --source .cache/models/ppocr_cls.onnx --data mnist-5k --out runs/cls --epochs 5
+          braid finetune --source a.onnx --data digits --out runs/lp --method linear-probe
+          braid finetune --source a.onnx --source b.h5 --data textures --out runs/two --method amcf-fixed --freeze 20,10
+          braid finetune --resume runs/cls
+        """)
+
+    @Option(name: .long, help: "A pretrained model (.onnx, .h5, .keras); repeat for several.") var source: [String] = []
+    @Option(name: .long, help: "Target data: mnist-5k, digits, textures, a folder, or FILE.h5#IMAGES,LABELS.") var data: String?
+    @Option(name: .long, help: "Run directory to write.") var out: String?
+    @Option(name: .long, help: "Continue the run in this directory from its last checkpoint.") var resume: String?
+    @Option(name: .long, help: "standard | linear-probe | freeze | scratch | amcf-fixed") var method = "standard"
+    @Option(name: .long, help: "Freeze depth(s) in layer units, comma-separated per source.") var freeze: String?
+    @Option(name: .long) var epochs = 10
+    @Option(name: .long) var batch = 64
+    @Option(name: .long) var lr: Float = 0.01
+    @Option(name: .long, help: "sgd | adam | adamw") var optimizer = "sgd"
+    @Option(name: .long) var momentum: Float = 0.9
+    @Flag(name: .long) var nesterov = false
+    @Option(name: .long) var weightDecay: Float = 5e-4
+    @Option(name: .long, help: "step | cosine | constant") var schedule = "step"
+    @Option(name: .long) var stepSize = 30
+    @Option(name: .long) var gamma: Float = 0.1
+    @Option(name: .long) var warmupSteps = 0
+    @Option(name: .long) var labelSmoothing: Float = 0
+    @Option(name: .long, help: "Weight of the collaborative consistency loss (several sources).") var lambda: Float = 0.2
+    @Option(name: .long, help: "Clip the gradient norm (0: off).") var clipNorm: Float = 0
+    @Option(name: .long) var seed: UInt64 = 0
+    @Option(name: .long) var valFraction = 0.1
+    @Option(name: .long) var testFraction = 0.2
+    @Option(name: .long, help: "Value or node whose output feeds the new head (default: found automatically).")
+    var featureNode: [String] = []
+    @Option(name: .long, help: "Models/manifest to read input sizes and normalisation from.") var manifest: String?
+    @Flag(name: .long, help: "No progress bar.") var quiet = false
+
+    func run() {
+        reportingErrors {
+            let manifestEntries = try loadManifest(path: manifest)
+            let record: RunRecord
+            let runDir: String
+            if let resume {
+                record = try RunRecord.load(runDir: resume)
+                runDir = resume
+            } else {
+                guard !source.isEmpty, let data, let out else {
+                    throw ValidationError("give --source, --data and --out (or --resume RUN_DIR)")
+                }
+                var o = TrainOptions()
+                o.method = method; o.epochs = epochs; o.batch = batch; o.lr = lr; o.optimizer = optimizer
+                o.momentum = momentum; o.nesterov = nesterov; o.weightDecay = weightDecay; o.schedule = schedule
+                o.stepSize = stepSize; o.gamma = gamma; o.warmupSteps = warmupSteps
+                o.labelSmoothing = labelSmoothing; o.lambda = lambda; o.clipNorm = clipNorm; o.seed = seed
+                o.valFraction = valFraction; o.testFraction = testFraction
+                o.freeze = try (freeze ?? "").split(separator: ",").map { part in
+                    guard let k = Int(part.trimmingCharacters(in: .whitespaces)), k >= 0 else {
+                        throw ValidationError("--freeze takes non-negative whole numbers, got '\(part)'")
+                    }
+                    return k
+                }
+                let opened = try DataCatalog.open(data)
+                let nodes: [String?] = source.indices.map { $0 < featureNode.count ? featureNode[$0] : nil }
+                record = RunRecord(sources: source, featureNodes: nodes, data: data, classes: opened.classes,
+                                   depths: [], options: o)
+                runDir = out
+            }
+            let o = record.options
+            let opened = try DataCatalog.open(record.data)
+            let split = try opened.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
+            let models = try record.buildModels(manifest: manifestEntries)
+            let depths = try models.enumerated().map { j, m -> Int in
+                let units = m.units.count
+                switch o.method {
+                case "standard", "scratch": return 0
+                case "linear-probe": return units
+                case "freeze", "amcf-fixed":
+                    guard !o.freeze.isEmpty else { throw ValidationError("--method \(o.method) needs --freeze") }
+                    let k = o.freeze.count == 1 ? o.freeze[0] : (j < o.freeze.count ? o.freeze[j] : -1)
+                    guard k >= 0 && k <= units else {
+                        throw ValidationError("freeze depth for \(m.name) must be in 0...\(units) (its layer units)")
+                    }
+                    return k
+                default:
+                    throw ValidationError("unknown --method '\(o.method)' (standard, linear-probe, freeze, scratch, amcf-fixed)")
+                }
+            }
+            try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+            var saved = record
+            saved.depths = depths
+            try saved.save(runDir: runDir)
+            let tuner = try Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir)
+            tuner.quiet = quiet
+            for (m, d) in zip(models, depths) {
+                print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
+            }
+            print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
+            let t0 = Date()
+            try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
+            let test = try tuner.evaluateMembers(on: split.test)
+            let seconds = Date().timeIntervalSince(t0)
+            try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
+            if models.count > 1 {
+                for (m, e) in zip(models, test.members) { print(String(format: "  %@ test accuracy %.2f%%", m.name, e.accuracy * 100)) }
+            }
+            print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
+            print(test.ensemble.table(classes: record.classes), terminator: "")
+            print("run directory: \(runDir)")
+        }
+    }
+
+    func writeMetrics(runDir: String, tuner: Finetuner, test: (ensemble: Evaluation, members: [Evaluation]), seconds: Double) throws {
+        let history = try JSONSerialization.jsonObject(with: JSONEncoder().encode(tuner.history))
+        let obj: [String: Any] = [
+            "test_accuracy": test.ensemble.accuracy,
+            "member_test_accuracy": test.members.map(\.accuracy),
+            "confusion": test.ensemble.confusion,
+            "classes": tuner.classes,
+            "depths": tuner.depths,
+            "unit_counts": tuner.unitCounts,
+            "epochs": history,
+            "seconds": seconds,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
+        try writeAtomically(data, to: runDir + "/metrics.json")
+    }
+}
