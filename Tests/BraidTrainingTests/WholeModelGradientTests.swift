@@ -22,31 +22,22 @@ final class WholeModelGradientTests: XCTestCase {
         try Npy.read(path: Self.dir.appendingPathComponent(name + ".npy").path)
     }
 
-    /// The imported network with its batch normalisation in training mode, as the trainer
-    /// sees it with nothing frozen.
-    func trainingGraph() throws -> Graph {
+    /// The imported network as the trainer sets it up with nothing frozen: every layer unit
+    /// (each Conv and the Gemm, with the BatchNormalization after conv1) trains, and that
+    /// batch normalisation runs in training mode.
+    func trainingSetup() throws -> TrainingSetup {
         let imported = try importONNX(path: Self.dir.appendingPathComponent("smallcnn.onnx").path)
-        var g = try imported.trainingSetup(freezeDepth: 0).graph
-        for i in g.nodes.indices {
-            guard case .batchNorm(let eps) = g.nodes[i].op else { continue }
-            g.nodes[i].op = .batchNormTraining(epsilon: eps, momentum: 0.1)
-            g.nodes[i].outputs = [g.nodes[i].outputs[0], g.nodes[i].name + "::batch_mean",
-                                  g.nodes[i].name + "::batch_invstd"]
+        let setup = try imported.trainingSetup(freezeDepth: 0)
+        let modes = setup.graph.nodes.compactMap { n -> String? in
+            switch n.op {
+            case .batchNorm: return "inference"
+            case .batchNormTraining: return "training"
+            default: return nil
+            }
         }
-        let training = g.nodes.filter {
-            if case .batchNormTraining = $0.op { return true } else { return false }
-        }
-        XCTAssertEqual(training.count, 1, "the BatchNormalization node runs in training mode")
-        return g
-    }
-
-    /// Every float initializer except the running statistics, which the forward pass updates.
-    func trainableSet(_ g: Graph) -> Set<String> {
-        var running = Set<String>()
-        for n in g.nodes {
-            if case .batchNormTraining = n.op { running.formUnion(n.inputs[3...4]) }
-        }
-        return Set(g.initializers.filter { $0.value.dtype.isFloat && !running.contains($0.key) }.keys)
+        XCTAssertEqual(modes, ["training"], "the BatchNormalization node runs in training mode")
+        XCTAssertEqual(setup.trainable, Set(Self.parameters))
+        return setup
     }
 
     func labels() throws -> [Int] {
@@ -74,10 +65,9 @@ final class WholeModelGradientTests: XCTestCase {
     }
 
     func testLogitsLossAndParameterGradientsMatchJAX() throws {
-        let g = try trainingGraph()
-        let trainable = trainableSet(g)
-        XCTAssertEqual(trainable, Set(Self.parameters))
-        let plan = try TrainingPlan.make(graph: g, output: "logits", trainable: trainable,
+        let setup = try trainingSetup()
+        let g = setup.graph
+        let plan = try TrainingPlan.make(graph: g, output: "logits", trainable: setup.trainable,
                                          feeds: ["input": [4, 3, 16, 16]])
         let input = try fixture("input")
         XCTAssertEqual(plan.inputs.count, 1)
@@ -85,7 +75,8 @@ final class WholeModelGradientTests: XCTestCase {
         plan.forward()
         assertClose(plan.output, try fixture("logits"), "logits")
         let loss = softmaxCrossEntropy(logits: plan.output, labels: try labels(), grad: plan.outputGrad)
-        let refLoss = try fixture("loss").floats[0]
+        let lossTensor = try fixture("loss")
+        let refLoss = lossTensor.floats[0]
         XCTAssertEqual(loss, refLoss, accuracy: 1e-5 * max(1, abs(refLoss)), "loss")
         plan.backward()
         XCTAssertEqual(Set(plan.grads.keys), Set(Self.parameters))
@@ -105,11 +96,10 @@ final class WholeModelGradientTests: XCTestCase {
     /// The input gradient exercises the first Conv's data gradient, which training itself
     /// never needs: the input becomes a trainable initializer.
     func testInputGradientMatchesJAX() throws {
-        var g = try trainingGraph()
-        let input = try fixture("input")
-        g.initializers["input"] = input
-        let trainable = trainableSet(g)
-        XCTAssertTrue(trainable.contains("input"))
+        let setup = try trainingSetup()
+        var g = setup.graph
+        g.initializers["input"] = try fixture("input")
+        let trainable = setup.trainable.union(["input"])
         let plan = try TrainingPlan.make(graph: g, output: "logits", trainable: trainable, feeds: [:])
         XCTAssertTrue(plan.inputs.isEmpty)
         plan.forward()
