@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "BraidGraphTests", dependencies: ["BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidONNXTests", dependencies: ["BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
-        .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidTensor"]),
+        .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTransferTests", dependencies: ["BraidTransfer", "BraidTraining", "BraidData", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "CLITests", dependencies: ["BraidONNX", "BraidTensor"]),
