@@ -363,3 +363,62 @@ final class GradientNNNetworkTests: XCTestCase {
                            trainable: setup.trainable, output: "logits", step: 1e-3)
     }
 }
+
+/// Shapes large enough for the kernels' multi-core paths. Parameter gradients against finite
+/// differences; input gradients of the linear ops by the adjoint identity
+/// `<op(x), r> = <x, op'(r)>`, exact up to rounding.
+final class GradientNNLargeTests: XCTestCase {
+    private func adjointCheck(_ op: Op, x: Tensor, initializers: [String: Tensor], inputs: [String],
+                              file: StaticString = #filePath, line: UInt = #line) throws {
+        var inits = initializers
+        inits["x"] = x.copy()
+        var g = singleNodeGraph(op, inputs: inputs, initializers: inits)
+        g.inputs = [ValueDecl(name: "x", dtype: .float32, shape: nil)]
+        let plan = try TrainingPlan.make(graph: g, output: "y", trainable: ["x"], feeds: [:])
+        plan.forward()
+        let r = gradTestTensor(plan.output.shape, seed: 3)
+        plan.outputGrad.floats.update(from: r.floats, count: r.count)
+        plan.backward()
+        var lhs: Double = 0, rhs: Double = 0, mag: Double = 0
+        for i in 0..<r.count { lhs += Double(plan.output.floats[i]) * Double(r.floats[i]); mag += abs(Double(plan.output.floats[i] * r.floats[i])) }
+        let dx = plan.grads["x"]!
+        for i in 0..<x.count { rhs += Double(x.floats[i]) * Double(dx.floats[i]) }
+        XCTAssertEqual(lhs, rhs, accuracy: 1e-5 * mag, file: file, line: line)
+    }
+
+    func testDepthwiseLarge() throws {
+        let p = ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 16)
+        let x = gradTestTensor([2, 16, 20, 20], seed: 1)
+        let w = gradTestTensor([16, 1, 3, 3], seed: 2)
+        try adjointCheck(.conv(p), x: x, initializers: ["w": w], inputs: ["x", "w"])
+        let g = singleNodeGraph(.conv(p), inputs: ["x", "w", "b"], initializers: ["x": x, "b": gradTestTensor([16], seed: 3)])
+        try checkGradients(graph: g, feed: ["w": w], trainable: ["b"], output: "y")
+    }
+
+    func testIm2colLarge() throws {
+        let p = ConvParams(kernel: [3, 3], strides: [2, 1], pads: [1, 0, 1, 2], dilations: [1, 2], group: 2)
+        let x = gradTestTensor([5, 8, 14, 13], seed: 4)
+        let w = gradTestTensor([6, 4, 3, 3], seed: 5)
+        try adjointCheck(.conv(p), x: x, initializers: ["w": w], inputs: ["x", "w"])
+        let g = singleNodeGraph(.conv(p), inputs: ["x", "w", "b"], initializers: ["x": x, "b": gradTestTensor([6], seed: 6)])
+        try checkGradients(graph: g, feed: ["w": w], trainable: ["b"], output: "y")
+    }
+
+    func testPoolingLarge() throws {
+        let x = gradTestTensor([4, 16, 24, 24], seed: 7)
+        let avg = PoolParams(kind: .average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], dilations: [],
+                             autoPad: .explicit, ceilMode: true, countIncludePad: false)
+        try adjointCheck(.pool(avg), x: x, initializers: [:], inputs: ["x"])
+        try adjointCheck(.globalPool(.average), x: x, initializers: [:], inputs: ["x"])
+    }
+
+    func testBatchNormTrainingLarge() throws {
+        let c = 8
+        let g = singleNodeGraph(.batchNormTraining(epsilon: 1e-3, momentum: 0.1), inputs: ["x", "s", "b", "rm", "rv"],
+                                initializers: ["x": gradTestTensor([4, c, 48, 48], seed: 8, range: -2...2),
+                                               "rm": Tensor(zeros: [c]), "rv": Tensor(shape: [c], floats: Array(repeating: 1, count: c))],
+                                extraOutputs: ["mean", "invstd"])
+        try checkGradients(graph: g, feed: ["s": gradTestTensor([c], seed: 9), "b": gradTestTensor([c], seed: 10)],
+                           trainable: [], output: "y")
+    }
+}
