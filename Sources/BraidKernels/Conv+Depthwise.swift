@@ -201,8 +201,7 @@ final class DepthwiseConv2D: @unchecked Sendable {
                                 if iy < 0 || iy >= g.inH { continue }
                                 let xrow = src + iy * g.inW, grow = grad + oy * g.outW
                                 if g.strideW == 1 {
-                                    let xs = xrow + off
-                                    for ox in lo..<hi { acc += grow[ox] * xs[ox] }
+                                    acc += NNVec.dot(grow + lo, xrow + off + lo, hi - lo)
                                 } else {
                                     for ox in lo..<hi { acc += grow[ox] * xrow[ox * g.strideW + off] }
                                 }

@@ -44,6 +44,22 @@ enum NNVec {
         return s
     }
 
+    /// `sum(a[i] * b[i])` over `count` floats with eight running lanes.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        let ar = UnsafeRawPointer(a), br = UnsafeRawPointer(b)
+        while i + 8 <= count {
+            acc += ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                * br.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        var s = acc.sum()
+        while i < count { s += a[i] * b[i]; i += 1 }
+        return s
+    }
+
     /// Sum of `(p[i] - mean)^2` over `count` floats.
     @inline(__always)
     static func squaredDeviation(_ p: UnsafePointer<Float>, _ count: Int, _ mean: Float) -> Float {

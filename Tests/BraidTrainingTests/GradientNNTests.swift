@@ -156,7 +156,7 @@ final class GradientNNTests: XCTestCase {
             try checkGradients(graph: g, feed: ["x": gradTestTensor(shape, seed: seed, range: -2...2),
                                                 "s": gradTestTensor([c], seed: seed + 1, range: 0.5...1.5),
                                                 "b": gradTestTensor([c], seed: seed + 2)],
-                               trainable: [], output: "y", step: 1e-2, tolerance: 2e-2)
+                               trainable: [], output: "y")
         }
     }
 
@@ -175,16 +175,16 @@ final class GradientNNTests: XCTestCase {
         let inst = singleNodeGraph(.instanceNorm(epsilon: 1e-3), inputs: ["x", "s", "b"])
         try checkGradients(graph: inst, feed: ["x": gradTestTensor([2, 3, 2, 3], seed: 81, range: -2...2),
                                                "s": gradTestTensor([3], seed: 82), "b": gradTestTensor([3], seed: 83)],
-                           trainable: [], output: "y", tolerance: 2e-2)
+                           trainable: [], output: "y")
         let layer = singleNodeGraph(.layerNorm(axis: 1, epsilon: 1e-3), inputs: ["x", "s", "b"])
         try checkGradients(graph: layer, feed: ["x": gradTestTensor([3, 2, 4], seed: 84, range: -2...2),
                                                 "s": gradTestTensor([2, 4], seed: 85), "b": gradTestTensor([2, 4], seed: 86)],
-                           trainable: [], output: "y", tolerance: 2e-2)
+                           trainable: [], output: "y")
         // Scale and bias broadcast along the normalised axes.
         let bcast = singleNodeGraph(.layerNorm(axis: -2, epsilon: 1e-3), inputs: ["x", "s", "b"])
         try checkGradients(graph: bcast, feed: ["x": gradTestTensor([2, 3, 4], seed: 87, range: -2...2),
                                                 "s": gradTestTensor([4], seed: 88), "b": gradTestTensor([3, 1], seed: 89)],
-                           trainable: [], output: "y", tolerance: 2e-2)
+                           trainable: [], output: "y")
     }
 
     // MARK: Pooling
@@ -288,5 +288,137 @@ final class GradientNNTests: XCTestCase {
                                                 trainable: [], output: "y")) { error in
             XCTAssertTrue("\(error)".contains("LRN"), "\(error)")
         }
+    }
+}
+
+/// Whole small networks through `trainingSetup` and `TrainingPlan`.
+final class GradientNNNetworkTests: XCTestCase {
+    private func node(_ name: String, _ op: Op, _ inputs: [String], _ outputs: [String]) -> Node {
+        Node(name: name, op: op, inputs: inputs, outputs: outputs, sourceOp: name)
+    }
+
+    private func convBNParams(_ c: Int, _ inC: Int, k: Int, seed: UInt64) -> [String: Tensor] {
+        ["w": gradTestTensor([c, inC, k, k], seed: seed), "cb": gradTestTensor([c], seed: seed + 1),
+         "s": gradTestTensor([c], seed: seed + 2, range: 0.5...1.5), "b": gradTestTensor([c], seed: seed + 3),
+         "m": gradTestTensor([c], seed: seed + 4), "v": gradTestTensor([c], seed: seed + 5, range: 0.5...1.5)]
+    }
+
+    /// conv -> BN (trained: batch statistics) -> max pool -> conv over the whole map as the
+    /// classifier: every parameter's gradient and the input's.
+    func testConvBatchNormPoolHead() throws {
+        var inits = convBNParams(3, 2, k: 3, seed: 1)
+        inits["hw"] = gradTestTensor([4, 3, 3, 3], seed: 20)
+        inits["hb"] = gradTestTensor([4], seed: 21)
+        let pool = PoolParams(kind: .max, kernel: [2, 2], strides: [2, 2], pads: [], dilations: [], autoPad: .explicit,
+                              ceilMode: false, countIncludePad: false)
+        let g = Graph(
+            name: "net", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil)],
+            outputs: [ValueDecl(name: "logits", dtype: .float32, shape: nil)], initializers: inits,
+            nodes: [
+                node("conv", .conv(ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1)),
+                     ["x", "w", "cb"], ["c"]),
+                node("bn", .batchNorm(epsilon: 1e-3), ["c", "s", "b", "m", "v"], ["n"]),
+                node("pool", .pool(pool), ["n"], ["p"]),
+                node("head", .conv(ConvParams(kernel: [3, 3], strides: [1, 1], pads: [0, 0, 0, 0], dilations: [1, 1], group: 1)),
+                     ["p", "hw", "hb"], ["logits"]),
+            ])
+        let setup = try g.trainingSetup(freezeDepth: 0)
+        guard case .batchNormTraining = setup.graph.nodes[1].op else { return XCTFail("BN not switched to training mode") }
+        XCTAssertEqual(setup.trainable, ["w", "cb", "s", "b", "hw", "hb"])
+        let plan = try checkGradients(graph: setup.graph, feed: ["x": gradTestTensor([2, 2, 6, 6], seed: 30, range: -2...2)],
+                                      trainable: setup.trainable, output: "logits", step: 1e-3)
+        XCTAssertEqual(plan.backwardStepCount, 4)
+    }
+
+    /// The network of issue 4's example: conv -> BN -> relu -> pool -> flatten -> gemm. Relu
+    /// and Flatten belong to other families; the test skips until their rules are present.
+    func testConvBatchNormReluPoolGemm() throws {
+        var inits = convBNParams(3, 2, k: 3, seed: 40)
+        inits["fw"] = gradTestTensor([5, 12], seed: 50)
+        inits["fb"] = gradTestTensor([5], seed: 51)
+        let pool = PoolParams(kind: .average, kernel: [2, 2], strides: [2, 2], pads: [], dilations: [], autoPad: .explicit,
+                              ceilMode: false, countIncludePad: false)
+        let g = Graph(
+            name: "net", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil)],
+            outputs: [ValueDecl(name: "logits", dtype: .float32, shape: nil)], initializers: inits,
+            nodes: [
+                node("conv", .conv(ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1)),
+                     ["x", "w", "cb"], ["c"]),
+                node("bn", .batchNorm(epsilon: 1e-3), ["c", "s", "b", "m", "v"], ["n"]),
+                node("relu", .unary(.relu), ["n"], ["r"]),
+                node("pool", .pool(pool), ["r"], ["p"]),
+                node("flatten", .flatten(axis: 1), ["p"], ["f"]),
+                node("fc", .gemm(transA: false, transB: true, alpha: 1, beta: 1), ["f", "fw", "fb"], ["logits"]),
+            ])
+        let setup = try g.trainingSetup(freezeDepth: 0)
+        for n in setup.graph.nodes where n.name == "relu" || n.name == "flatten" {
+            do {
+                _ = try lowerBackward(n, [PlanValue(shape: [2, 3, 4, 4], dtype: .float32)], [PlanValue(shape: [2, 48], dtype: .float32)],
+                                      needs: [true])
+            } catch {
+                throw XCTSkip("\(n.name) has no backward rule on this branch: \(error)")
+            }
+        }
+        try checkGradients(graph: setup.graph, feed: ["x": gradTestTensor([2, 2, 4, 4], seed: 60, range: -2...2)],
+                           trainable: setup.trainable, output: "logits", step: 1e-3)
+    }
+}
+
+/// Shapes large enough for the kernels' multi-core paths. Parameter gradients against finite
+/// differences; input gradients of the linear ops by the adjoint identity
+/// `<op(x), r> = <x, op'(r)>`, exact up to rounding.
+final class GradientNNLargeTests: XCTestCase {
+    private func adjointCheck(_ op: Op, x: Tensor, initializers: [String: Tensor], inputs: [String],
+                              file: StaticString = #filePath, line: UInt = #line) throws {
+        var inits = initializers
+        inits["x"] = x.copy()
+        var g = singleNodeGraph(op, inputs: inputs, initializers: inits)
+        g.inputs = [ValueDecl(name: "x", dtype: .float32, shape: nil)]
+        let plan = try TrainingPlan.make(graph: g, output: "y", trainable: ["x"], feeds: [:])
+        plan.forward()
+        let r = gradTestTensor(plan.output.shape, seed: 3)
+        plan.outputGrad.floats.update(from: r.floats, count: r.count)
+        plan.backward()
+        var lhs: Double = 0, rhs: Double = 0, mag: Double = 0
+        for i in 0..<r.count { lhs += Double(plan.output.floats[i]) * Double(r.floats[i]); mag += abs(Double(plan.output.floats[i] * r.floats[i])) }
+        let dx = plan.grads["x"]!
+        for i in 0..<x.count { rhs += Double(x.floats[i]) * Double(dx.floats[i]) }
+        XCTAssertEqual(lhs, rhs, accuracy: 1e-5 * mag, file: file, line: line)
+    }
+
+    func testDepthwiseLarge() throws {
+        let p = ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 16)
+        let x = gradTestTensor([2, 16, 20, 20], seed: 1)
+        let w = gradTestTensor([16, 1, 3, 3], seed: 2)
+        try adjointCheck(.conv(p), x: x, initializers: ["w": w], inputs: ["x", "w"])
+        let g = singleNodeGraph(.conv(p), inputs: ["x", "w", "b"], initializers: ["x": x, "b": gradTestTensor([16], seed: 3)])
+        try checkGradients(graph: g, feed: ["w": w], trainable: ["b"], output: "y")
+    }
+
+    func testIm2colLarge() throws {
+        let p = ConvParams(kernel: [3, 3], strides: [2, 1], pads: [1, 0, 1, 2], dilations: [1, 2], group: 2)
+        let x = gradTestTensor([5, 8, 14, 13], seed: 4)
+        let w = gradTestTensor([6, 4, 3, 3], seed: 5)
+        try adjointCheck(.conv(p), x: x, initializers: ["w": w], inputs: ["x", "w"])
+        let g = singleNodeGraph(.conv(p), inputs: ["x", "w", "b"], initializers: ["x": x, "b": gradTestTensor([6], seed: 6)])
+        try checkGradients(graph: g, feed: ["w": w], trainable: ["b"], output: "y")
+    }
+
+    func testPoolingLarge() throws {
+        let x = gradTestTensor([4, 16, 24, 24], seed: 7)
+        let avg = PoolParams(kind: .average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], dilations: [],
+                             autoPad: .explicit, ceilMode: true, countIncludePad: false)
+        try adjointCheck(.pool(avg), x: x, initializers: [:], inputs: ["x"])
+        try adjointCheck(.globalPool(.average), x: x, initializers: [:], inputs: ["x"])
+    }
+
+    func testBatchNormTrainingLarge() throws {
+        let c = 8
+        let g = singleNodeGraph(.batchNormTraining(epsilon: 1e-3, momentum: 0.1), inputs: ["x", "s", "b", "rm", "rv"],
+                                initializers: ["x": gradTestTensor([4, c, 48, 48], seed: 8, range: -2...2),
+                                               "rm": Tensor(zeros: [c]), "rv": Tensor(shape: [c], floats: Array(repeating: 1, count: c))],
+                                extraOutputs: ["mean", "invstd"])
+        try checkGradients(graph: g, feed: ["s": gradTestTensor([c], seed: 9), "b": gradTestTensor([c], seed: 10)],
+                           trainable: [], output: "y")
     }
 }
