@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
-        .testTarget(name: "BraidTransferTests", dependencies: ["BraidTransfer", "BraidTraining", "BraidData", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidTransferTests", dependencies: ["BraidTransfer", "BraidTraining", "BraidData", "BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "CLITests", dependencies: ["BraidONNX", "BraidTensor"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),

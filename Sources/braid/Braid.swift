@@ -4,6 +4,17 @@ import Foundation
 
 @main
 struct Braid: ParsableCommand {
+    static func main() {
+        // Line-buffered stdout keeps results in order with the progress bar on stderr.
+        setvbuf(stdout, nil, _IOLBF, 0)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "braid",
         abstract: "Import pretrained vision models from ONNX and Keras, fine-tune them together, export and run them.",
