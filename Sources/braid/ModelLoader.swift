@@ -1,21 +1,10 @@
 import BraidGraph
-import BraidKeras
-import BraidONNX
+import BraidTransfer
 import Foundation
 
 /// Loads a model file into the IR, choosing the importer by the file's extension.
 func loadModel(_ path: String) throws -> Graph {
-    guard FileManager.default.fileExists(atPath: path) else {
-        throw GraphError(node: nil, "\(path): no such file")
-    }
-    switch (path as NSString).pathExtension.lowercased() {
-    case "onnx":
-        return try ONNXImporter(constantsAsInitializers: true).importModel(path: path)
-    case "h5", "hdf5", "keras":
-        return try importKeras(path: path)
-    default:
-        throw GraphError(node: nil, "\(path): unknown model format (expected .onnx, .h5, .hdf5 or .keras)")
-    }
+    try SourceModel.importGraph(path: path)
 }
 
 /// Parses `NAME=1x3x224x224` or `1x3x224x224`.

@@ -1,0 +1,39 @@
+import ArgumentParser
+import BraidGraph
+import BraidONNX
+import BraidTransfer
+import Foundation
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a model between ONNX and Keras formats.",
+        discussion: """
+        Examples:
+          braid convert .cache/models/fer_mini_xception.hdf5 fer.onnx
+          braid convert model.onnx model.onnx --opset 13 --optimize
+        """)
+
+    @Argument(help: "Input model (.onnx, .h5, .hdf5, .keras).") var input: String
+    @Argument(help: "Output model (.onnx).") var output: String
+    @Option(name: .long, help: "ONNX opset to write (13...21).") var opset = 17
+    @Flag(name: .long, help: "Fold constants and batch norms and drop dead code first.") var optimize = false
+    @Flag(name: .long, help: "Store float weights as float16 (ONNX).") var fp16Weights = false
+    @Flag(name: .long, help: "Write ONNX weights to a .data file beside the model.") var externalData = false
+
+    func run() {
+        reportingErrors {
+            var graph = try SourceModel.importGraph(path: input)
+            if optimize { graph = try Passes.optimizeForInference(graph) }
+            switch (output as NSString).pathExtension.lowercased() {
+            case "onnx":
+                let exporter = ONNXExporter(opset: opset, fp16Weights: fp16Weights,
+                                            metadata: ["converted_from": (input as NSString).lastPathComponent],
+                                            producerVersion: braidVersion)
+                try exporter.write(graph, to: output, externalData: externalData)
+            default:
+                throw ValidationError("\(output): unknown output format (expected .onnx)")
+            }
+            print("\(input) -> \(output)")
+        }
+    }
+}
