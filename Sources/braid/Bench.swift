@@ -1,6 +1,7 @@
 import ArgumentParser
 import BraidGraph
 import BraidTensor
+import BraidTransfer
 import Foundation
 
 struct Bench: ParsableCommand {
@@ -14,8 +15,14 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Untimed runs first.") var warmup = 3
     @Flag(name: .long, help: "Print time per op, slowest first.") var perOp = false
     @Flag(help: "Print JSON.") var json = false
+    @Flag(name: .long, help: "Time a training step (forward, backward, SGD update) with a new head instead.")
+    var train = false
+    @Option(name: .long, help: "With --train: classes of the new head.") var classes = 10
+    @Option(name: .long, help: "With --train: fraction of layer units (the last ones) that train.")
+    var trainFraction = 1.0
 
     func run() {
+        if train { return runTrain() }
         let loaded = reportingErrors { try loadModel(model) }
         let graph = reportingErrors { try Passes.optimizeForInference(loaded) }
         let parsed = reportingErrors { try shape.map(parseShapeArg) }
@@ -77,6 +84,37 @@ struct Bench: ParsableCommand {
                 let name = op.padding(toLength: max(op.count, 24), withPad: " ", startingAt: 0)
                 print("  " + name + String(format: " %9.3f ms  %5.1f%%", t / Double(times.count), 100 * t / total))
             }
+        }
+    }
+
+    func runTrain() {
+        let graph = reportingErrors { try loadModel(model) }
+        let parsed = reportingErrors { try shape.map(parseShapeArg) }
+        guard let dims = parsed.first?.shape else { fail("--train needs --shape, e.g. --shape 32x3x48x192") }
+        let bench = reportingErrors {
+            try TrainStep(graph: graph, inputShape: dims, classes: classes, trainFraction: trainFraction)
+        }
+        for _ in 0..<warmup { bench.step() }
+        var times: [Double] = []
+        for _ in 0..<max(runs, 1) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            bench.step()
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        times.sort()
+        let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let peakMB = Double(usage.ru_maxrss) / 1024
+        if json {
+            let obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!, "max_ms": times.last!,
+                                      "runs": times.count, "units": bench.units, "frozen_units": bench.frozenDepth,
+                                      "trainable_parameters": bench.trainableParameters, "peak_rss_mb": peakMB]
+            print(String(decoding: try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print(model + String(format: ": training step median %.2f ms (min %.2f, max %.2f) over %d runs; %d of %d layer units train (%d parameters); peak RSS %.0f MB",
+                                 median, times.first!, times.last!, times.count, bench.units - bench.frozenDepth,
+                                 bench.units, bench.trainableParameters, peakMB))
         }
     }
 }
