@@ -16,7 +16,7 @@ public struct KerasExportError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         if let message { return "\(file): \(message)" }
         let list = unmapped.map { "  \($0.node) (\($0.op)): \($0.reason)" }.joined(separator: "\n")
-        return "\(file): \(unmapped.count) op\(unmapped.count == 1 ? "" : "s") have no Keras layer:\n\(list)"
+        return "\(file): \(unmapped.count) \(unmapped.count == 1 ? "op has" : "ops have") no Keras layer:\n\(list)"
     }
 }
 
@@ -98,15 +98,19 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
     for node in graph.nodes where !b.claimed.contains(node.name) {
         // Values computed from constants alone were folded by the planner.
         if node.outputs.allSatisfy({ b.values[$0]?.constant != nil || $0.isEmpty }) { continue }
-        guard let writer = writerTable[writerKey(node.op)] else {
-            unmapped.append((node.name, node.sourceOp, "no Keras layer computes IR op '\(writerKey(node.op))'"))
-            continue
-        }
-        let blocked = node.inputs.contains { !$0.isEmpty && b.values[$0]?.constant == nil && b.tensors[$0] == nil }
-        if blocked { continue }
         b.current = node
-        do { try writer(b, node) } catch let u as Unmappable {
+        do {
+            guard let writer = writerTable[writerKey(node.op)] else {
+                throw Unmappable(reason: "no Keras layer computes IR op '\(writerKey(node.op))'")
+            }
+            try writer(b, node)
+        } catch let u as Unmappable {
             unmapped.append((node.name, node.sourceOp, u.reason))
+            // Stand-ins let later nodes be checked on their own merits.
+            for o in node.outputs where !o.isEmpty && b.tensors[o] == nil {
+                let r = b.shape(o).count
+                b.alias(o, XTensor(layer: "unmapped", shape: b.kerasShape(o, perm: Array(0..<r)), perm: Array(0..<r)))
+            }
         }
     }
     b.current = nil

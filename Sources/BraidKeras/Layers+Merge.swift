@@ -160,6 +160,7 @@ private func writeBinary(_ b: ExportBuilder, _ node: Node) throws {
         b.emit(node, cls, [:], inputs: xs, listInput: true, perm: xs[0].perm)
         return
     }
+    if op == .greaterOrEqual, try writeThresholdReLU(b, node) { return }
     let constantLeft = b.constant(l) != nil
     let x = try b.tensor(constantLeft ? r : l)
     let c = b.constant(constantLeft ? l : r)!
@@ -231,5 +232,29 @@ private func writeProductPattern(_ b: ExportBuilder, _ node: Node) throws -> Boo
     let t = b.emit(node, "Dot", ["axes": [1, 1], "normalize": false], inputs: xs, listInput: true, perm: [0, 1],
                    output: sum.outputs[0])
     b.claim(sum, as: t)
+    return true
+}
+
+/// The importer's ReLU with a threshold: `select(x >= t, x, (x - t) * slope)`, maybe then
+/// `min(., max_value)`.
+private func writeThresholdReLU(_ b: ExportBuilder, _ node: Node) throws -> Bool {
+    let (x, th) = (node.inputs[0], node.inputs[1])
+    guard let t = b.constant(th), t.count == 1, let sel = b.soleConsumer(node.outputs[0]), case .select = sel.op,
+          sel.inputs.count == 3, sel.inputs[0] == node.outputs[0], sel.inputs[1] == x,
+          let mul = b.graph.nodes.first(where: { $0.outputs.first == sel.inputs[2] }), case .binary(.mul) = mul.op,
+          let sub = b.graph.nodes.first(where: { $0.outputs.first == mul.inputs[0] }), case .binary(.sub) = sub.op,
+          sub.inputs == [x, th], let k = b.constant(mul.inputs[1]), k.count == 1 else { return false }
+    var config: [String: Any] = ["threshold": jsonFloat(t.floats[0]), "negative_slope": jsonFloat(k.floats[0]), "max_value": NSNull()]
+    var last = sel
+    var claimed = [sub, mul, sel]
+    if let mn = b.soleConsumer(sel.outputs[0]), case .binary(.min) = mn.op, mn.inputs[0] == sel.outputs[0],
+       let c = b.constant(mn.inputs[1]), c.count == 1 {
+        config["max_value"] = jsonFloat(c.floats[0])
+        last = mn
+        claimed.append(mn)
+    }
+    let xt = try b.tensor(x)
+    let out = b.emit(node, "ReLU", config, inputs: [xt], perm: xt.perm, output: last.outputs[0])
+    for n in claimed { b.claim(n, as: out) }
     return true
 }

@@ -164,6 +164,15 @@ let shapeWriters: [String: LayerWriter] = [
         let q = perm ?? Array((0..<x.rank).reversed())
         b.alias(node.outputs[0], XTensor(layer: x.layer, shape: x.shape, perm: q.map { x.perm[$0] }))
     },
+    "expand": { b, node in
+        let inShape = b.shape(node.inputs[0]), outShape = b.shape(node.outputs[0])
+        guard inShape.count == 3, outShape.count == 3, inShape[1] == 1, inShape[2] == outShape[2], inShape[0] == outShape[0] else {
+            throw Unmappable(reason: "only repeating a [N, 1, F] tensor along axis 1 has a Keras layer (RepeatVector)")
+        }
+        let flat = b.addLayer("Flatten", ["data_format": "channels_last"], inputs: [try b.plain(try b.input(node))],
+                              outputShape: [nil, inShape[2]], perm: [0, 1], suffix: "flatten")
+        b.emit(node, "RepeatVector", ["n": outShape[1]], inputs: [flat], perm: [0, 1, 2])
+    },
     "flatten": writeReshape,
     "reshape": writeReshape,
     "squeeze": writeReshape,
