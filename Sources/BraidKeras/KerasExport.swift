@@ -128,7 +128,41 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
     }
     guard unmapped.isEmpty else { throw KerasExportError(file: path, unmapped: unmapped, message: nil) }
     let name = graph.name.isEmpty ? "model" : String(graph.name.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" })
-    return KerasModel(name: name, layers: b.layers, inputs: inputs, outputs: outputs)
+    return KerasModel(name: name, layers: kerasOrder(b.layers, inputs: inputs, outputs: outputs.map(\.layer)),
+                      inputs: inputs, outputs: outputs)
+}
+
+/// The layers in the order Keras 3 lists `model.layers` (`keras.src.ops.function.map_graph`):
+/// by decreasing depth from the outputs, ties by first visit in a depth-first walk from the
+/// outputs. Keras's legacy HDF5 loader matches weights by this order and `.keras` weight
+/// keys are numbered in it, so the written config follows it. Layers no output depends on
+/// are left out, as Keras leaves them out.
+func kerasOrder(_ layers: [KLayer], inputs: [String], outputs: [String]) -> [KLayer] {
+    let byName = Dictionary(layers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+    var firstVisit: [String: Int] = [:]
+    var finished: Set<String> = []
+    var postOrder: [String] = []
+    func visit(_ name: String) {
+        guard !finished.contains(name), let l = byName[name] else { return }
+        if firstVisit[name] == nil { firstVisit[name] = firstVisit.count }
+        for t in l.inputs { visit(t.layer) }
+        finished.insert(name)
+        postOrder.append(name)
+    }
+    for o in outputs { visit(o) }
+    var depth: [String: Int] = [:]
+    for name in postOrder.reversed() {
+        let d = depth[name, default: 0]
+        depth[name] = d
+        for t in byName[name]!.inputs { depth[t.layer] = max(depth[t.layer] ?? 0, d + 1) }
+    }
+    for i in inputs where depth[i] == nil {
+        depth[i] = 0
+        firstVisit[i] = -1
+    }
+    return depth.keys.sorted { a, b in
+        depth[a]! != depth[b]! ? depth[a]! > depth[b]! : firstVisit[a]! < firstVisit[b]!
+    }.map { byName[$0]! }
 }
 
 // MARK: Serialisation
