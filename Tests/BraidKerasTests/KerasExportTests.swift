@@ -8,7 +8,7 @@ import XCTest
 /// which are Keras's outputs (the fixtures). When `BRAID_KERAS_EXPORT_DIR` is set, the
 /// exported files, inputs and Braid's outputs are kept there for tools/check-keras-export,
 /// which loads them in Keras 3 and compares.
-final class KerasExportTests: XCTestCase {
+class KerasExportCase: XCTestCase {
     /// Where exported files go: the checker's directory, or a fresh temporary one.
     static let outDir: URL = {
         if let d = ProcessInfo.processInfo.environment["BRAID_KERAS_EXPORT_DIR"] {
@@ -61,6 +61,9 @@ final class KerasExportTests: XCTestCase {
         }
     }
 
+}
+
+final class KerasExportTests: KerasExportCase {
     func zoo(_ name: String) throws {
         let graph = try importKeras(path: KerasFixtures.path("\(name).h5"))
         let inputs = try KerasFixtures.arrays(name, "in")
