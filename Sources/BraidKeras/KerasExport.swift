@@ -35,18 +35,19 @@ public struct KerasExportError: Error, CustomStringConvertible, Sendable {
 /// Throws `KerasExportError` listing every op that has no Keras layer; nothing is written
 /// then. The file is written under a temporary name and renamed into place.
 public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [Int]] = [:]) throws {
-    let model = try buildKerasModel(graph, path: path, inputShapes: inputShapes)
     let url = URL(fileURLWithPath: path)
+    let ext = url.pathExtension.lowercased()
+    guard ["keras", "h5", "hdf5"].contains(ext) else {
+        throw KerasExportError(file: path, unmapped: [], message: "unknown extension '.\(ext)' (use .keras, .h5 or .hdf5)")
+    }
+    let model = try buildKerasModel(graph, path: path, inputShapes: inputShapes)
     let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
     defer { try? FileManager.default.removeItem(at: tmp) }
-    let ext = url.pathExtension.lowercased()
     do {
         if ext == "keras" {
             try writeKerasZip(model, to: tmp)
-        } else if ext == "h5" || ext == "hdf5" {
-            try hdf5Lock.withLock { try writeLegacyH5(model, to: tmp.path) }
         } else {
-            throw KerasExportError(file: path, unmapped: [], message: "unknown extension '.\(ext)' (use .keras, .h5 or .hdf5)")
+            try hdf5Lock.withLock { try writeLegacyH5(model, to: tmp.path) }
         }
         if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
         try FileManager.default.moveItem(at: tmp, to: url)

@@ -237,7 +237,22 @@ private func writeConv(_ b: ExportBuilder, _ node: Node) throws {
                                  "activation": "linear", "use_bias": bias != nil]
     let cls: String
     var weights: [(String, Tensor)]
-    if p.group == cin && p.group > 1 && m % cin == 0 {
+    if p.group == cin && p.group > 1 && m % cin == 0, bias == nil, let pw = pointwise(b, out, channels: m) {
+        // Depthwise then a plain 1x1 conv: Keras's SeparableConv, as the importer splits it.
+        cls = "SeparableConv\(s)D"
+        config["depth_multiplier"] = m / cin
+        config["filters"] = pw.kernel.shape[0]
+        weights = [("depthwise_kernel", kernelToKeras(w.reshaped([cin, m / cin] + p.kernel), swap: false)),
+                   ("pointwise_kernel", kernelToKeras(pw.kernel, swap: true))]
+        var pwBias = pw.bias
+        let (pwOut, pwAdd) = absorbBiasAdd(b, pw.node.outputs[0], channels: pw.kernel.shape[0], bias: &pwBias)
+        config["use_bias"] = pwBias != nil
+        if let pwBias { weights.append(("bias", pwBias.reshaped([pw.kernel.shape[0]]))) }
+        let t = b.emit(node, cls, config, weights: weights, inputs: [x], perm: b.cfPerm(s + 2), output: pwOut)
+        b.claim(pw.node, as: t)
+        if let pwAdd { b.claim(pwAdd, as: t) }
+        return
+    } else if p.group == cin && p.group > 1 && m % cin == 0 {
         cls = "DepthwiseConv\(s)D"
         config["depth_multiplier"] = m / cin
         let split = w.reshaped([cin, m / cin] + p.kernel)
@@ -251,6 +266,17 @@ private func writeConv(_ b: ExportBuilder, _ node: Node) throws {
     if let bias { weights.append(("bias", bias.reshaped([m]))) }
     let t = b.emit(node, cls, config, weights: weights, inputs: [x], perm: b.cfPerm(s + 2), output: out)
     if let add { b.claim(add, as: t) }
+}
+
+/// The 1x1, stride-1, unpadded, ungrouped conv that alone reads `value`, with its weights.
+private func pointwise(_ b: ExportBuilder, _ value: String, channels: Int) -> (node: Node, kernel: Tensor, bias: Tensor?)? {
+    guard let next = b.soleConsumer(value), case .conv(let p) = next.op, next.inputs[0] == value,
+          p.group == 1, p.kernel.allSatisfy({ $0 == 1 }), p.strides.allSatisfy({ $0 == 1 }),
+          p.pads.allSatisfy({ $0 == 0 }), p.autoPad == .explicit || p.autoPad == .valid,
+          let k = b.constant(next.inputs[1]), k.shape.count >= 2, k.shape[1] == channels else { return nil }
+    let bias = next.inputs.count > 2 && !next.inputs[2].isEmpty ? b.constant(next.inputs[2]) : nil
+    if next.inputs.count > 2 && !next.inputs[2].isEmpty && bias == nil { return nil }
+    return (next, k, bias)
 }
 
 /// The begin/end pads and extra output size Keras 3 gives a transposed convolution along

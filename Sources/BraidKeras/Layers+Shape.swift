@@ -267,7 +267,10 @@ private func writeReshape(_ b: ExportBuilder, _ node: Node) throws {
     guard !inShape.isEmpty, outShape.first == inShape.first else { throw Unmappable(reason: "it reshapes the batch axis") }
     let x = try b.input(node)
     if inShape == outShape { b.alias(node.outputs[0], x); return }
-    let plain = try b.plain(x)
+    // A layout that differs only in where size-1 axes sit holds the elements in the same
+    // order: the reshape can read the Keras tensor as it is.
+    let big = (0..<inShape.count).filter { inShape[$0] != 1 }.map { x.perm[$0] }
+    let plain = zip(big, big.dropFirst()).allSatisfy { $0 < $1 } ? x : try b.plain(x)
     let identity = Array(0..<outShape.count)
     if outShape.count == 2 {
         b.emit(node, "Flatten", ["data_format": "channels_last"], inputs: [plain], perm: identity)
