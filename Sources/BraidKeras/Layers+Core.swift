@@ -150,3 +150,96 @@ private func normalization(_ ctx: LayerContext, _ ins: [KTensor]) throws -> [KTe
     let centered = ctx.add(.binary(.sub), [x.name, m], suffix: "center")
     return [KTensor(name: ctx.add(.binary(.mul), [centered, s]), shape: x.shape)]
 }
+
+// MARK: Writers
+
+/// Dense (Gemm, or MatMul with a constant matrix and its bias add), normalisation and the
+/// identities. A MatMul of two computed rank-3 tensors is a Dot layer.
+let coreWriters: [String: LayerWriter] = [
+    "gemm": { b, node in
+        guard case .gemm(let transA, let transB, let alpha, let beta) = node.op else { return }
+        guard !transA else { throw Unmappable(reason: "a transposed left operand has no Keras layer") }
+        let w = try b.requireConstant(node, 1, "weight matrix")
+        guard w.rank == 2 else { throw Unmappable(reason: "its weight matrix is not 2-D") }
+        var kernel = transB ? permuted(w, [1, 0]) : w.copy()
+        let units = kernel.shape[1]
+        if alpha != 1 { for i in 0..<kernel.count { kernel.floats[i] *= alpha } }
+        var bias: Tensor?
+        if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            let c = try b.requireConstant(node, 2, "bias")
+            guard c.count == units || c.count == 1 else { throw Unmappable(reason: "its bias does not broadcast per unit") }
+            bias = Tensor(shape: [units], floats: (0..<units).map { beta * c.floats[c.count == 1 ? 0 : $0] })
+        }
+        try dense(b, node, try b.plain(try b.input(node)), kernel: kernel, bias: bias)
+    },
+    "matMul": { b, node in
+        if let w = b.constant(node.inputs[1]) {
+            guard w.rank == 2 else { throw Unmappable(reason: "its constant operand is not 2-D") }
+            try dense(b, node, try b.plain(try b.input(node)), kernel: w, bias: nil)
+            return
+        }
+        let x = try b.plain(try b.input(node)), y = try b.plain(try b.input(node, 1))
+        guard x.rank == 3, y.rank == 3 else { throw Unmappable(reason: "only batched rank-3 products of two tensors have a Keras layer (Dot)") }
+        b.emit(node, "Dot", ["axes": [2, 1], "normalize": false], inputs: [x, y], listInput: true, perm: [0, 1, 2])
+    },
+    "batchNorm": { b, node in
+        guard case .batchNorm(let eps) = node.op else { return }
+        let x = try b.input(node)
+        let axis = x.kerasAxis(1)
+        guard axis != 0 else { throw Unmappable(reason: "it normalises the batch axis") }
+        let ws = try (1...4).map { try b.requireConstant(node, $0, "parameters") }
+        let c = b.shape(node.inputs[0])[1]
+        b.emit(node, "BatchNormalization", ["axis": axis, "epsilon": jsonFloat(eps), "momentum": 0.99, "center": true, "scale": true],
+               weights: zip(["gamma", "beta", "moving_mean", "moving_variance"], ws).map { ($0, $1.reshaped([c])) },
+               inputs: [x], perm: x.perm)
+    },
+    "layerNorm": { b, node in
+        guard case .layerNorm(let axis, let eps) = node.op else { return }
+        let x = try b.plain(try b.input(node))
+        let r = x.rank
+        let first = axis < 0 ? axis + r : axis
+        guard first > 0 else { throw Unmappable(reason: "it normalises over the batch axis") }
+        let pshape = Array(b.shape(node.inputs[0])[first...])
+        let gamma = try b.requireConstant(node, 1, "scale")
+        guard gamma.count == pshape.product else { throw Unmappable(reason: "its scale does not cover the normalised axes") }
+        var weights = [("gamma", gamma.reshaped(pshape))]
+        let center = node.inputs.count > 2 && !node.inputs[2].isEmpty
+        if center {
+            let beta = try b.requireConstant(node, 2, "bias")
+            guard beta.count == pshape.product else { throw Unmappable(reason: "its bias does not cover the normalised axes") }
+            weights.append(("beta", beta.reshaped(pshape)))
+        }
+        b.emit(node, "LayerNormalization", ["axis": Array(first..<r), "epsilon": jsonFloat(eps), "center": center,
+                                            "scale": true, "rms_scaling": false],
+               weights: weights, inputs: [x], perm: x.perm)
+    },
+    "dropout": { b, node in b.alias(node.outputs[0], try b.input(node)) },
+    "identity": { b, node in b.alias(node.outputs[0], try b.input(node)) },
+    "cast": { b, node in
+        guard case .cast(let to) = node.op, to == .float32, b.values[node.inputs[0]]?.dtype == .float32 else {
+            throw Unmappable(reason: "a type conversion has no Keras layer")
+        }
+        b.alias(node.outputs[0], try b.input(node))
+    },
+]
+
+/// A Dense layer on the last axis, taking a following `+ bias` into the layer.
+private func dense(_ b: ExportBuilder, _ node: Node, _ x: XTensor, kernel: Tensor, bias: Tensor?) throws {
+    let units = kernel.shape[1]
+    guard b.shape(node.inputs[0]).last == kernel.shape[0] else { throw Unmappable(reason: "its weight does not match the input") }
+    var bias = bias
+    var out = node.outputs[0]
+    var add: Node?
+    if let next = b.soleConsumer(out), case .binary(.add) = next.op, next.inputs.contains(out),
+       let other = next.inputs.first(where: { $0 != out }), let c = b.constant(other),
+       c.count == units, c.shape.last == units || c.rank == 1, b.shape(next.outputs[0]) == b.shape(out) {
+        bias = Tensor(shape: [units], floats: (0..<units).map { (bias?.floats[$0] ?? 0) + c.floats[$0] })
+        out = next.outputs[0]
+        add = next
+    }
+    var weights = [("kernel", kernel)]
+    if let bias { weights.append(("bias", bias)) }
+    let t = b.emit(node, "Dense", ["units": units, "activation": "linear", "use_bias": bias != nil],
+                   weights: weights, inputs: [x], perm: x.perm, output: out)
+    if let add { b.claim(add, as: t) }
+}

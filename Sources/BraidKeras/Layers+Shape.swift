@@ -150,3 +150,131 @@ private func centerCrop(_ ctx: LayerContext, _ ins: [KTensor]) throws -> [KTenso
     let y = sliceSpatial(ctx, x, begins: [top, left], fromEnd: [ih - h - top, iw - w - left])
     return [KTensor(name: y, shape: [nil, h, w, x.channels], channelsFirst: true)]
 }
+
+// MARK: Writers
+
+/// Data movement back to Keras. Transposes cost nothing: they change the recorded layout
+/// (a Permute layer appears only where an op needs a layout the tensor does not have).
+/// Reshape-like ops become Flatten/Reshape on Keras's own axis order, pads on spatial axes
+/// ZeroPadding, spatial slices Cropping, integer-scale resizes UpSampling, others Resizing.
+let shapeWriters: [String: LayerWriter] = [
+    "transpose": { b, node in
+        guard case .transpose(let perm) = node.op else { return }
+        let x = try b.input(node)
+        let q = perm ?? Array((0..<x.rank).reversed())
+        b.alias(node.outputs[0], XTensor(layer: x.layer, shape: x.shape, perm: q.map { x.perm[$0] }))
+    },
+    "expand": { b, node in
+        let inShape = b.shape(node.inputs[0]), outShape = b.shape(node.outputs[0])
+        guard inShape.count == 3, outShape.count == 3, inShape[1] == 1, inShape[2] == outShape[2], inShape[0] == outShape[0] else {
+            throw Unmappable(reason: "only repeating a [N, 1, F] tensor along axis 1 has a Keras layer (RepeatVector)")
+        }
+        let flat = b.addLayer("Flatten", ["data_format": "channels_last"], inputs: [try b.plain(try b.input(node))],
+                              outputShape: [nil, inShape[2]], perm: [0, 1], suffix: "flatten")
+        b.emit(node, "RepeatVector", ["n": outShape[1]], inputs: [flat], perm: [0, 1, 2])
+    },
+    "flatten": writeReshape,
+    "reshape": writeReshape,
+    "squeeze": writeReshape,
+    "unsqueeze": writeReshape,
+    "pad": { b, node in
+        guard case .pad(.constant) = node.op else { throw Unmappable(reason: "only zero padding has a Keras layer") }
+        let pads = try b.requireConstant(node, 1, "pads").intArray.map(Int.init)
+        if node.inputs.count > 2, !node.inputs[2].isEmpty, try b.requireConstant(node, 2, "pad value").floats[0] != 0 {
+            throw Unmappable(reason: "padding with a non-zero value has no Keras layer")
+        }
+        if node.inputs.count > 3, !node.inputs[3].isEmpty { throw Unmappable(reason: "padding selected axes has no Keras writer") }
+        let r = b.shape(node.inputs[0]).count
+        guard r == 3 || r == 4, pads.count == 2 * r, pads[0] == 0, pads[1] == 0, pads[r] == 0, pads[r + 1] == 0 else {
+            throw Unmappable(reason: "only padding of the spatial axes of [N, C, spatial...] has a Keras layer")
+        }
+        let x = try b.channelsLast(try b.input(node))
+        let t = zeroPadding(b, x, (2..<r).map { (pads[$0], pads[r + $0]) })
+        b.alias(node.outputs[0], t)
+    },
+    "slice": { b, node in
+        let inShape = b.shape(node.inputs[0]), outShape = b.shape(node.outputs[0])
+        let r = inShape.count
+        let starts = try b.requireConstant(node, 1, "starts").intArray.map(Int.init)
+        let axes = node.inputs.count > 3 && !node.inputs[3].isEmpty
+            ? try b.requireConstant(node, 3, "axes").intArray.map { Int($0) < 0 ? Int($0) + r : Int($0) } : Array(0..<starts.count)
+        if node.inputs.count > 4, !node.inputs[4].isEmpty,
+           try b.requireConstant(node, 4, "steps").intArray.contains(where: { $0 != 1 }) {
+            throw Unmappable(reason: "strided slices have no Keras layer")
+        }
+        guard r == 3 || r == 4, outShape[0] == inShape[0], outShape[1] == inShape[1] else {
+            throw Unmappable(reason: "only slices of the spatial axes of [N, C, spatial...] have a Keras layer (Cropping)")
+        }
+        var crops: [(Int, Int)] = []
+        for a in 2..<r {
+            let removed = inShape[a] - outShape[a]
+            var begin = 0
+            if let k = axes.firstIndex(of: a) {
+                let s = starts[k]
+                begin = min(max(s < 0 ? s + inShape[a] : s, 0), inShape[a])
+            }
+            crops.append((begin, removed - begin))
+        }
+        let x = try b.channelsLast(try b.input(node))
+        let config: [String: Any] = r == 3 ? ["cropping": [crops[0].0, crops[0].1]]
+            : ["cropping": crops.map { [$0.0, $0.1] }, "data_format": "channels_last"]
+        b.emit(node, "Cropping\(r - 2)D", config, inputs: [x], perm: b.cfPerm(r))
+    },
+    "resize": { b, node in
+        guard case .resize(let p) = node.op else { return }
+        let inShape = b.shape(node.inputs[0]), outShape = b.shape(node.outputs[0])
+        let r = inShape.count
+        guard r == 3 || r == 4, outShape[0] == inShape[0], outShape[1] == inShape[1], !p.antialias else {
+            throw Unmappable(reason: "only resizing the spatial axes of [N, C, spatial...] has a Keras layer")
+        }
+        let factors = (2..<r).map { outShape[$0] / max(inShape[$0], 1) }
+        let integer = (2..<r).allSatisfy { outShape[$0] == inShape[$0] * factors[$0 - 2] && factors[$0 - 2] >= 1 }
+        let interpolation: String
+        switch p.mode {
+        case .nearest:
+            let halfPixel = p.coordinate == .halfPixel || p.coordinate == .pytorchHalfPixel
+            guard integer && (halfPixel || (p.coordinate == .asymmetric && p.nearest == .floor))
+                    || halfPixel && p.nearest == .roundPreferCeil else {
+                throw Unmappable(reason: "its nearest-neighbour rounding differs from Keras's")
+            }
+            interpolation = "nearest"
+        case .linear:
+            guard p.coordinate == .halfPixel || (p.coordinate == .pytorchHalfPixel && outShape.dropFirst(2).allSatisfy { $0 > 1 }) else {
+                throw Unmappable(reason: "bilinear resizing without half-pixel centres has no Keras layer")
+            }
+            interpolation = "bilinear"
+        case .cubic:
+            throw Unmappable(reason: "cubic resizing is not written")
+        }
+        let x = try b.channelsLast(try b.input(node))
+        if integer {
+            let size: Any = r == 3 ? factors[0] : factors
+            b.emit(node, "UpSampling\(r - 2)D", r == 3 ? ["size": size] : ["size": size, "data_format": "channels_last", "interpolation": interpolation],
+                   inputs: [x], perm: b.cfPerm(r))
+            return
+        }
+        guard r == 4 else { throw Unmappable(reason: "non-integer 1-D resizing has no Keras layer") }
+        b.emit(node, "Resizing", ["height": outShape[2], "width": outShape[3], "interpolation": interpolation,
+                                  "crop_to_aspect_ratio": false, "data_format": "channels_last"],
+               inputs: [x], perm: b.cfPerm(4))
+    },
+]
+
+/// Flatten, Reshape, Squeeze, Unsqueeze: the batch axis stays, the rest take the planned
+/// output shape in Keras's (row-major, IR-order) element order.
+private func writeReshape(_ b: ExportBuilder, _ node: Node) throws {
+    let inShape = b.shape(node.inputs[0]), outShape = b.shape(node.outputs[0])
+    guard !inShape.isEmpty, outShape.first == inShape.first else { throw Unmappable(reason: "it reshapes the batch axis") }
+    let x = try b.input(node)
+    if inShape == outShape { b.alias(node.outputs[0], x); return }
+    // A layout that differs only in where size-1 axes sit holds the elements in the same
+    // order: the reshape can read the Keras tensor as it is.
+    let big = (0..<inShape.count).filter { inShape[$0] != 1 }.map { x.perm[$0] }
+    let plain = zip(big, big.dropFirst()).allSatisfy { $0 < $1 } ? x : try b.plain(x)
+    let identity = Array(0..<outShape.count)
+    if outShape.count == 2 {
+        b.emit(node, "Flatten", ["data_format": "channels_last"], inputs: [plain], perm: identity)
+    } else {
+        b.emit(node, "Reshape", ["target_shape": Array(outShape.dropFirst())], inputs: [plain], perm: identity)
+    }
+}

