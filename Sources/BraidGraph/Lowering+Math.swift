@@ -251,7 +251,7 @@ private func typeError(_ node: Node, _ got: DType, _ want: String) -> GraphError
 }
 
 /// The IR's unary ops and the kernels' functions correspond one to one.
-private func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
+public func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
     switch op {
     case .neg: return .neg
     case .abs: return .abs
@@ -296,7 +296,8 @@ private func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
     }
 }
 
-private func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
+/// The IR's binary ops as the kernels' functions.
+public func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
     switch op {
     case .add: return .add
     case .sub: return .sub

@@ -84,7 +84,8 @@ private func normalizedAxis(_ axis: Int, _ rank: Int, _ node: Node) throws -> In
     return a
 }
 
-private func kernelFunction(_ kind: ReduceKind) -> ReduceFunction {
+/// The IR's reductions as the kernels' functions.
+public func kernelFunction(_ kind: ReduceKind) -> ReduceFunction {
     switch kind {
     case .sum: return .sum
     case .mean: return .mean

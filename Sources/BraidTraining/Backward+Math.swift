@@ -17,7 +17,7 @@ func backwardMath(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], 
     }
     switch node.op {
     case .unary(let op):
-        let f = unaryFunction(op)
+        let f = kernelFunction(op)
         guard f.isDifferentiable else {
             throw GraphError(node: node.name, "\(node.sourceOp) has no gradient")
         }
@@ -95,7 +95,7 @@ func sequence(_ steps: [() -> Void]) -> () -> Void {
 private func binaryBackward(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?], _ out: PlanValue,
                             needs: [Bool]) throws -> LoweredBackward {
     let a = try inputs.required(0, node), b = try inputs.required(1, node)
-    let f = binaryFunction(op)
+    let f = kernelFunction(op)
     guard f.isDifferentiable else { throw GraphError(node: node.name, "\(node.sourceOp) has no gradient") }
     guard a.dtype.isFloat, b.dtype.isFloat else {
         throw GraphError(node: node.name, "\(node.sourceOp) with \(a.dtype) and \(b.dtype) operands has no gradient")
@@ -218,71 +218,3 @@ private func preluBackward(_ node: Node, _ inputs: [PlanValue?], _ out: PlanValu
     }
 }
 
-/// The IR's unary ops as the kernels' functions (the same table as the forward lowering's).
-private func unaryFunction(_ op: UnaryOp) -> UnaryFunction {
-    switch op {
-    case .neg: return .neg
-    case .abs: return .abs
-    case .sqrt: return .sqrt
-    case .exp: return .exp
-    case .log: return .log
-    case .reciprocal: return .reciprocal
-    case .floor: return .floor
-    case .ceil: return .ceil
-    case .round: return .round
-    case .sign: return .sign
-    case .sin: return .sin
-    case .cos: return .cos
-    case .tan: return .tan
-    case .asin: return .asin
-    case .acos: return .acos
-    case .atan: return .atan
-    case .sinh: return .sinh
-    case .cosh: return .cosh
-    case .asinh: return .asinh
-    case .acosh: return .acosh
-    case .atanh: return .atanh
-    case .erf: return .erf
-    case .relu: return .relu
-    case .sigmoid: return .sigmoid
-    case .tanh: return .tanh
-    case .softplus: return .softplus
-    case .softsign: return .softsign
-    case .hardSwish: return .hardSwish
-    case .mish: return .mish
-    case .not: return .not
-    case .isNaN: return .isNaN
-    case .isInf: return .isInf
-    case .leakyRelu(let a): return .leakyRelu(alpha: a)
-    case .elu(let a): return .elu(alpha: a)
-    case .celu(let a): return .celu(alpha: a)
-    case .selu(let a, let g): return .selu(alpha: a, gamma: g)
-    case .thresholdedRelu(let a): return .thresholdedRelu(alpha: a)
-    case .hardSigmoid(let a, let b): return .hardSigmoid(alpha: a, beta: b)
-    case .gelu(let t): return .gelu(tanhApproximation: t)
-    case .shrink(let b, let l): return .shrink(bias: b, lambd: l)
-    }
-}
-
-private func binaryFunction(_ op: BinaryOp) -> BinaryFunction {
-    switch op {
-    case .add: return .add
-    case .sub: return .sub
-    case .mul: return .mul
-    case .div: return .div
-    case .pow: return .pow
-    case .max: return .max
-    case .min: return .min
-    case .mod(let fmod): return .mod(fmod: fmod)
-    case .equal: return .equal
-    case .less: return .less
-    case .greater: return .greater
-    case .lessOrEqual: return .lessOrEqual
-    case .greaterOrEqual: return .greaterOrEqual
-    case .and: return .and
-    case .or: return .or
-    case .xor: return .xor
-    case .bitShiftLeft: return .bitShiftLeft
-    case .bitShiftRight: return .bitShiftRight
-    }
-}

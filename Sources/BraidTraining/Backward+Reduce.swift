@@ -26,25 +26,10 @@ func backwardReduce(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue]
     }
     axes.sort()
     let layout = ReduceLayout(shape: x.shape, axes: axes)
-    let f = reduceFunction(kind)
+    let f = kernelFunction(kind)
     return LoweredBackward { ins, outs, gOuts, gIns in
         guard let g = gOuts[0], let gx = gIns[0] else { return {} }
         let px = ins[0]!.floats, y = outs[0].floats, pg = g.floats, pgx = gx.floats
         return { Elementwise.reduceBackward(f, layout, px, y, pg, pgx) }
-    }
-}
-
-private func reduceFunction(_ kind: ReduceKind) -> ReduceFunction {
-    switch kind {
-    case .sum: return .sum
-    case .mean: return .mean
-    case .max: return .max
-    case .min: return .min
-    case .prod: return .prod
-    case .l1: return .l1
-    case .l2: return .l2
-    case .logSum: return .logSum
-    case .logSumExp: return .logSumExp
-    case .sumSquare: return .sumSquare
     }
 }
