@@ -66,7 +66,9 @@ public struct SwarmResult: Codable, Sendable {
 /// Particle swarm optimisation over integer vectors k with `0 <= k[j] <= upperBounds[j]`,
 /// maximising a fitness.
 ///
-/// Positions are real vectors in `[0, L_j]`; a particle's scheme is the floor of its position
+/// Positions are real vectors in `[0, L_j]`, initially a Latin hypercube sample (in each
+/// dimension one particle per n-th of the range) with velocities uniform in
+/// +-`maxVelocity`; a particle's scheme is the floor of its position
 /// clamped to `[0, L_j]`. Velocities update as
 /// `v = w v + c1 r1 (pbest - x) + c2 r2 (gbest - x)` with r1, r2 uniform in [0, 1) per
 /// component, are clamped to +-`maxVelocity`, and positions are clamped to the bounds.
@@ -117,7 +119,14 @@ public struct ParticleSwarm {
         var rng = SplitMix64(seed: options.seed ^ 0x5053_4F00)
         func unit() -> Double { Double(rng.next() >> 11) * 0x1p-53 }
         let vmax = options.maxVelocity
-        var x = (0..<n).map { _ in upperBounds.map { Double($0) * unit() } }
+        // Latin hypercube start: per dimension, each particle gets its own 1/n of the range,
+        // so even a small swarm starts spread over shallow and deep freezing.
+        var x = [[Double]](repeating: [Double](repeating: 0, count: dims), count: n)
+        for d in 0..<dims {
+            var strata = Array(0..<n)
+            for i in stride(from: n - 1, to: 0, by: -1) { strata.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            for i in 0..<n { x[i][d] = Double(upperBounds[d]) * (Double(strata[i]) + unit()) / Double(n) }
+        }
         var v = (0..<n).map { _ in (0..<dims).map { _ in vmax * (2 * unit() - 1) } }
         var pbest = x, pbestFitness = [Double](repeating: -.infinity, count: n)
         var gbest = x[0], gbestFitness = -Double.infinity

@@ -22,7 +22,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Run directory to write.") var out: String?
     @Option(name: .long, help: "Continue the run in this directory from its last checkpoint.") var resume: String?
     @Option(name: .long, help: "standard | linear-probe | freeze | scratch | amcf | amcf-fixed") var method = "standard"
-    @Option(name: .long, help: "Freeze depth(s) in layer units, comma-separated per source.") var freeze: String?
+    @Option(name: .long, help: "Freeze depth(s) in layer units, comma-separated per source (with amcf: skip the search).")
+    var freeze: String?
     @Option(name: .long) var epochs = 10
     @Option(name: .long) var batch = 64
     @Option(name: .long) var lr: Float = 0.01
@@ -94,9 +95,10 @@ struct Finetune: ParsableCommand {
                 switch o.method {
                 case "standard", "scratch": return 0
                 case "linear-probe": return units
-                case "amcf":
+                case "amcf" where o.freeze.isEmpty:
+                    // -1: not searched yet; a resumed run finds the chosen depths in run.json.
                     return j < record.depths.count ? record.depths[j] : -1
-                case "freeze", "amcf-fixed":
+                case "freeze", "amcf-fixed", "amcf":
                     guard !o.freeze.isEmpty else { throw ValidationError("--method \(o.method) needs --freeze") }
                     let k = o.freeze.count == 1 ? o.freeze[0] : (j < o.freeze.count ? o.freeze[j] : -1)
                     guard k >= 0 && k <= units else {

@@ -63,6 +63,16 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    func testStartCoversEachDimensionsRange() throws {
+        for seed: UInt64 in 0..<4 {
+            let r = try swarm([53, 22], particles: 4, iterations: 1, seed: seed).run { _ in 0 }
+            for (d, l) in [53.0, 22.0].enumerated() {
+                let strata = r.trajectory[0].map { Int($0.position[d] / (l / 4)) }
+                XCTAssertEqual(Set(strata), [0, 1, 2, 3], "seed \(seed), dimension \(d): one particle per quarter")
+            }
+        }
+    }
+
     func testIdenticalSchemesAreEvaluatedOnce() throws {
         var calls: [[Int]] = []
         let r = try swarm([2, 2], particles: 10, iterations: 5, seed: 4).run { k in
