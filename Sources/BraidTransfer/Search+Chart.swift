@@ -19,18 +19,19 @@ public func searchChart(_ record: SearchRecord, names: [String]) -> String {
     let maxUnits = Double(max(record.unitCounts.max() ?? 1, 1))
     let rows = max(record.unitCounts.count, 1)
     let rowH = min(56.0, plotH / Double(rows))
-    let barX = pad + 110, barW = leftW - 110
+    let nameW = 126.0, labelW = 92.0
+    let barX = pad + nameW, barW = leftW - nameW - labelW
     for (j, units) in record.unitCounts.enumerated() {
         let y = pad + Double(j) * rowH + 8
         let k = j < record.chosenScheme.count ? record.chosenScheme[j] : 0
         let name = j < names.count ? names[j] : "source \(j + 1)"
         let full = barW * Double(units) / maxUnits, chosen = barW * Double(k) / maxUnits
-        svg += "<text x=\"\(fmt(pad))\" y=\"\(fmt(y + rowH * 0.35))\">\(escapeXML(String(name.prefix(16))))</text>\n"
+        svg += "<text x=\"\(fmt(pad))\" y=\"\(fmt(y + rowH * 0.35))\">\(escapeXML(name.count > 17 ? name.prefix(16) + "\u{2026}" : name))</text>\n"
         svg += "<rect x=\"\(fmt(barX))\" y=\"\(fmt(y))\" width=\"\(fmt(full))\" height=\"\(fmt(rowH * 0.55))\" fill=\"#cfd8e3\"/>\n"
         svg += "<rect x=\"\(fmt(barX))\" y=\"\(fmt(y))\" width=\"\(fmt(chosen))\" height=\"\(fmt(rowH * 0.55))\" fill=\"#2b6cb0\"/>\n"
         svg += "<text x=\"\(fmt(barX + max(full, chosen) + 4))\" y=\"\(fmt(y + rowH * 0.4))\">\(k) / \(units) frozen</text>\n"
     }
-    svg += "<text x=\"\(fmt(barX))\" y=\"\(fmt(height - pad / 2))\" fill=\"#555\">dark: frozen layer units; pale: the source's layer units</text>\n"
+    svg += "<text x=\"\(fmt(pad))\" y=\"\(fmt(height - pad / 2))\" fill=\"#555\">dark: frozen layer units; pale: the source's layer units</text>\n"
 
     // Right panel: fitness scatter and running best.
     let evals = record.evaluations
@@ -41,13 +42,13 @@ public func searchChart(_ record: SearchRecord, names: [String]) -> String {
     let count = max(evals.count, 2)
     func px(_ i: Int) -> Double { rightX + rightW * Double(i) / Double(count - 1) }
     func py(_ f: Double) -> Double { pad + plotH * (1 - (f - lo) / max(hi - lo, 1e-9)) }
-    svg += "<line x1=\"\(fmt(rightX))\" y1=\"\(fmt(pad))\" x2=\"\(fmt(rightX))\" y2=\"\(fmt(pad + plotH))\" stroke=\"#333\"/>\n"
-    svg += "<line x1=\"\(fmt(rightX))\" y1=\"\(fmt(pad + plotH))\" x2=\"\(fmt(rightX + rightW))\" y2=\"\(fmt(pad + plotH))\" stroke=\"#333\"/>\n"
     for t in 0...4 {
         let f = lo + (hi - lo) * Double(t) / 4
         svg += "<text x=\"\(fmt(rightX - 6))\" y=\"\(fmt(py(f) + 4))\" text-anchor=\"end\">\(String(format: "%.0f%%", f * 100))</text>\n"
         svg += "<line x1=\"\(fmt(rightX))\" y1=\"\(fmt(py(f)))\" x2=\"\(fmt(rightX + rightW))\" y2=\"\(fmt(py(f)))\" stroke=\"#eee\"/>\n"
     }
+    svg += "<line x1=\"\(fmt(rightX))\" y1=\"\(fmt(pad))\" x2=\"\(fmt(rightX))\" y2=\"\(fmt(pad + plotH))\" stroke=\"#333\"/>\n"
+    svg += "<line x1=\"\(fmt(rightX))\" y1=\"\(fmt(pad + plotH))\" x2=\"\(fmt(rightX + rightW))\" y2=\"\(fmt(pad + plotH))\" stroke=\"#333\"/>\n"
     svg += "<text x=\"\(fmt(rightX + rightW / 2))\" y=\"\(fmt(height - pad / 2 + 4))\" text-anchor=\"middle\">evaluation (\(evals.count) computed, \(record.cacheHits) cache hits)</text>\n"
     var best = -Double.infinity
     var path = ""
