@@ -256,5 +256,17 @@ final class SearchTests: XCTestCase {
         }
         let again = try search.fitness(of: record.chosenScheme, train: train, validation: validation, workDir: dir + "/again")
         XCTAssertEqual(again, record.chosenFitness)
+
+        // An interrupted search's progress file is replayed: a recorded evaluation of the
+        // first particle's scheme is taken as is (here a made-up 99.9%) instead of recomputed.
+        let first = try XCTUnwrap(back.evaluations.first)
+        let planted = SchemeEvaluation(iteration: 0, particle: first.particle, scheme: first.scheme, fitness: 0.999, seconds: 42)
+        let progress = SearchProgress(options: options, sources: models.map(\.path), evaluations: [planted])
+        try LayerSearch.encoder.encode(progress).write(to: URL(fileURLWithPath: dir + "/search-progress.json"))
+        let resumed = try search.run(train: train, validation: validation, runDir: dir)
+        XCTAssertEqual(resumed.chosenScheme, first.scheme)
+        XCTAssertEqual(resumed.chosenFitness, 0.999)
+        XCTAssertEqual(resumed.evaluations.first, planted)
+        XCTAssertGreaterThanOrEqual(resumed.totalSeconds, 42)
     }
 }
