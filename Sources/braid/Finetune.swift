@@ -13,6 +13,7 @@ struct Finetune: ParsableCommand {
           braid finetune --source .cache/models/ppocr_cls.onnx --data mnist-5k --out runs/cls --epochs 5
           braid finetune --source a.onnx --data digits --out runs/lp --method linear-probe
           braid finetune --source a.onnx --source b.h5 --data textures --out runs/two --method amcf-fixed --freeze 20,10
+          braid finetune --source a.onnx --source b.h5 --data digits --out runs/amcf --method amcf --particles 6 --iterations 3 --search-epochs 2
           braid finetune --resume runs/cls
         """)
 
@@ -20,8 +21,9 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Target data: mnist-5k, digits, textures, a folder, or FILE.h5#IMAGES,LABELS.") var data: String?
     @Option(name: .long, help: "Run directory to write.") var out: String?
     @Option(name: .long, help: "Continue the run in this directory from its last checkpoint.") var resume: String?
-    @Option(name: .long, help: "standard | linear-probe | freeze | scratch | amcf-fixed") var method = "standard"
-    @Option(name: .long, help: "Freeze depth(s) in layer units, comma-separated per source.") var freeze: String?
+    @Option(name: .long, help: "standard | linear-probe | freeze | scratch | amcf | amcf-fixed") var method = "standard"
+    @Option(name: .long, help: "Freeze depth(s) in layer units, comma-separated per source (with amcf: skip the search).")
+    var freeze: String?
     @Option(name: .long) var epochs = 10
     @Option(name: .long) var batch = 64
     @Option(name: .long) var lr: Float = 0.01
@@ -42,6 +44,16 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Value or node whose output feeds the new head (default: found automatically).")
     var featureNode: [String] = []
     @Option(name: .long, help: "Models/manifest to read input sizes and normalisation from.") var manifest: String?
+    @Option(name: .long, help: "amcf: particles of the freeze-depth swarm.") var particles = 10
+    @Option(name: .long, help: "amcf: swarm iterations (the first evaluates the initial swarm).") var iterations = 5
+    @Option(name: .long, help: "amcf: inertia at the first move (falls linearly to --inertia-end).") var inertiaStart = 1.4
+    @Option(name: .long, help: "amcf: inertia at the last move.") var inertiaEnd = 0.7
+    @Option(name: .long, help: "amcf: cognitive acceleration.") var c1 = 1.5
+    @Option(name: .long, help: "amcf: social acceleration.") var c2 = 1.5
+    @Option(name: .long, help: "amcf: velocity clamp in layer units.") var maxVelocity = 5.0
+    @Option(name: .long, help: "amcf: epochs of the short fine-tune behind each fitness value.") var searchEpochs = 5
+    @Option(name: .long, help: "amcf: fraction (0, 1] of the training split the short fine-tunes use (stratified).")
+    var searchSubset = 1.0
     @Flag(name: .long, help: "No progress bar.") var quiet = false
 
     func run() {
@@ -78,12 +90,15 @@ struct Finetune: ParsableCommand {
             let opened = try DataCatalog.open(record.data)
             let split = try opened.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
             let models = try record.buildModels(manifest: manifestEntries)
-            let depths = try models.enumerated().map { j, m -> Int in
+            var depths = try models.enumerated().map { j, m -> Int in
                 let units = m.units.count
                 switch o.method {
                 case "standard", "scratch": return 0
                 case "linear-probe": return units
-                case "freeze", "amcf-fixed":
+                case "amcf" where o.freeze.isEmpty:
+                    // -1: not searched yet; a resumed run finds the chosen depths in run.json.
+                    return j < record.depths.count ? record.depths[j] : -1
+                case "freeze", "amcf-fixed", "amcf":
                     guard !o.freeze.isEmpty else { throw ValidationError("--method \(o.method) needs --freeze") }
                     let k = o.freeze.count == 1 ? o.freeze[0] : (j < o.freeze.count ? o.freeze[j] : -1)
                     guard k >= 0 && k <= units else {
@@ -91,11 +106,15 @@ struct Finetune: ParsableCommand {
                     }
                     return k
                 default:
-                    throw ValidationError("unknown --method '\(o.method)' (standard, linear-probe, freeze, scratch, amcf-fixed)")
+                    throw ValidationError("unknown --method '\(o.method)' (standard, linear-probe, freeze, scratch, amcf, amcf-fixed)")
                 }
             }
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
             var saved = record
+            if depths.contains(-1) {
+                try record.save(runDir: runDir)
+                depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
+            }
             saved.depths = depths
             try saved.save(runDir: runDir)
             let tuner = try Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir)
@@ -116,6 +135,35 @@ struct Finetune: ParsableCommand {
             print(test.ensemble.table(classes: record.classes), terminator: "")
             print("run directory: \(runDir)")
         }
+    }
+
+    /// Runs AMCF's freeze-depth search (or replays an interrupted one) and prints its outcome.
+    func searchDepths(record: RunRecord, models: [SourceModel],
+                      split: (train: any ImageDataset, validation: any ImageDataset, test: any ImageDataset),
+                      runDir: String, resuming: Bool) throws -> [Int] {
+        let optionsPath = runDir + "/search-options.json"
+        var options = SearchOptions()
+        if resuming, let data = FileManager.default.contents(atPath: optionsPath) {
+            options = try JSONDecoder().decode(SearchOptions.self, from: data)
+        } else {
+            options.swarm.particles = particles; options.swarm.iterations = iterations
+            options.swarm.inertiaStart = inertiaStart; options.swarm.inertiaEnd = inertiaEnd
+            options.swarm.c1 = c1; options.swarm.c2 = c2; options.swarm.maxVelocity = maxVelocity
+            options.swarm.seed = record.options.seed
+            options.epochs = searchEpochs; options.subset = searchSubset
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try writeAtomically(try enc.encode(options), to: optionsPath)
+        }
+        let search = try LayerSearch(models: models, classes: record.classes, training: record.options, options: options)
+        search.quiet = quiet
+        print("AMCF search: \(options.swarm.particles) particles x \(options.swarm.iterations) iterations, \(options.epochs) epoch(s) per fitness on \(options.subset < 1 ? String(format: "%.0f%% of ", options.subset * 100) : "")the training split, scored on validation")
+        let found = try search.run(train: split.train, validation: split.validation, runDir: runDir)
+        print(String(format: "chosen freeze depths %@ (of %@ layer units), validation %.2f%% after %d epoch(s); %d schemes evaluated, %d cache hits, search took %.1fs",
+                     found.chosenScheme.map(String.init).joined(separator: ",") as NSString,
+                     found.unitCounts.map(String.init).joined(separator: ",") as NSString,
+                     found.chosenFitness * 100, options.epochs, found.evaluations.count, found.cacheHits, found.totalSeconds))
+        return found.chosenScheme
     }
 
     func writeMetrics(runDir: String, tuner: Finetuner, test: (ensemble: Evaluation, members: [Evaluation]), seconds: Double) throws {

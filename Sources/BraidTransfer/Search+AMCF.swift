@@ -1,0 +1,174 @@
+import BraidData
+import BraidTensor
+import BraidTraining
+import Foundation
+
+/// AMCF's layer-selection settings: the swarm and the short fine-tune that scores a scheme.
+public struct SearchOptions: Codable, Sendable, Equatable {
+    public var swarm = SwarmOptions()
+    /// Epochs of the collaborative fine-tune behind each fitness value.
+    public var epochs = 5
+    /// Fraction (0, 1] of the training split, stratified, used by the short fine-tunes.
+    public var subset = 1.0
+
+    public init() {}
+}
+
+/// What the search wrote to `search.json`.
+public struct SearchRecord: Codable, Sendable {
+    public var sources: [String]
+    /// L_j: layer units of each member's backbone.
+    public var unitCounts: [Int]
+    public var options: SearchOptions
+    /// The training settings of each short fine-tune (their `epochs` is `options.epochs`).
+    public var training: TrainOptions
+    public var trainImages: Int
+    public var validationImages: Int
+    /// Every computed evaluation, in order.
+    public var evaluations: [SchemeEvaluation]
+    public var globalBest: [IterationBest]
+    public var trajectory: [[ParticleState]]
+    public var cacheHits: Int
+    public var chosenScheme: [Int]
+    /// Validation accuracy of the chosen scheme after the short fine-tune.
+    public var chosenFitness: Double
+    /// Wall time of the whole search, replayed evaluations of an interrupted one included.
+    public var totalSeconds: Double
+}
+
+/// The state of a search in progress (`search-progress.json`), replayed on resume.
+struct SearchProgress: Codable {
+    var options: SearchOptions
+    var sources: [String]
+    var evaluations: [SchemeEvaluation]
+}
+
+/// AMCF's adaptive layer selection: a particle swarm over the members' freeze depths whose
+/// fitness is the ensemble's validation accuracy after a short collaborative fine-tune.
+///
+/// Each fitness evaluation starts from the pretrained weights and the same fresh heads: the
+/// members given to `init` are never trained; each evaluation trains deep copies. Only the
+/// training and validation splits are ever read.
+public final class LayerSearch {
+    public let models: [SourceModel]
+    public let classes: [String]
+    public let training: TrainOptions
+    public let options: SearchOptions
+    public var quiet = false
+
+    /// `training` configures each short fine-tune (its epochs are replaced by `options.epochs`).
+    public init(models: [SourceModel], classes: [String], training: TrainOptions, options: SearchOptions) throws {
+        guard options.epochs >= 1 else { throw TrainingError("--search-epochs must be at least 1") }
+        guard options.subset > 0 && options.subset <= 1 else {
+            throw TrainingError("--search-subset must be in (0, 1], got \(options.subset)")
+        }
+        self.models = models
+        self.classes = classes
+        var t = training
+        t.epochs = options.epochs
+        self.training = t
+        self.options = options
+    }
+
+    public var unitCounts: [Int] { models.map(\.units.count) }
+
+    /// The stratified `options.subset` part of `train` (all of it at 1).
+    public func searchSubset(of train: any ImageDataset) throws -> any ImageDataset {
+        guard options.subset < 1 else { return train }
+        let s = try stratifiedSplit(labels: train.labels, validationFraction: 0, testFraction: 1 - options.subset,
+                                    seed: training.seed &+ 0x5EA)
+        return DatasetSubset(train, indices: s.train)
+    }
+
+    /// The fitness of one scheme: ensemble validation accuracy after `options.epochs` epochs
+    /// of collaborative fine-tuning of fresh copies of the members, frozen to `scheme`.
+    /// `workDir` receives the short run's checkpoint, removed afterwards.
+    public func fitness(of scheme: [Int], train: any ImageDataset, validation: any ImageDataset,
+                        workDir: String) throws -> Double {
+        try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: workDir) }
+        let tuner = try Finetuner(models: models.map { $0.pristineCopy() }, depths: scheme, classes: classes,
+                                  options: training, runDir: workDir)
+        tuner.quiet = true
+        try tuner.train(train: train, validation: validation, resume: false)
+        guard let last = tuner.history.last else { throw TrainingError("the short fine-tune ran no epoch") }
+        return last.validationAccuracy
+    }
+
+    /// Runs the search, writing `search-progress.json` after every evaluation and, at the
+    /// end, `search.json` and `search.svg` into `runDir`. An interrupted search of the same
+    /// options and sources in `runDir` is replayed rather than recomputed.
+    public func run(train: any ImageDataset, validation: any ImageDataset, runDir: String,
+                    onEvaluation: (SchemeEvaluation) throws -> Void = { _ in }) throws -> SearchRecord {
+        let swarm = try ParticleSwarm(upperBounds: unitCounts, options: options.swarm)
+        let subset = try searchSubset(of: train)
+        let progressPath = runDir + "/search-progress.json"
+        let names = models.map(\.path)
+        var replay: [SchemeEvaluation] = []
+        if let data = FileManager.default.contents(atPath: progressPath),
+           let old = try? Self.decoder.decode(SearchProgress.self, from: data),
+           old.options == options, old.sources == names {
+            replay = old.evaluations
+        }
+        let replayedSeconds = Dictionary(replay.map { ($0.scheme, $0.seconds) }, uniquingKeysWith: { a, _ in a })
+        var progress = SearchProgress(options: options, sources: names, evaluations: [])
+        var replayedTime = 0.0
+        let total = options.swarm.particles * options.swarm.iterations
+        let result = try swarm.run(replay: replay, onEvaluation: { e in
+            progress.evaluations.append(e)
+            if replayedSeconds[e.scheme] != nil { replayedTime += e.seconds }
+            try writeAtomically(try Self.encoder.encode(progress), to: progressPath)
+            if !quiet {
+                let line = String(format: "search %d/%d (iteration %d, particle %d): freeze %@ -> validation %.2f%% in %.1fs\n",
+                                  e.iteration * options.swarm.particles + e.particle + 1, total, e.iteration + 1,
+                                  e.particle + 1, e.scheme.map(String.init).joined(separator: ","), e.fitness * 100, e.seconds)
+                FileHandle.standardError.write(Data(line.utf8))
+            }
+            try onEvaluation(e)
+        }, fitness: { scheme in
+            return try fitness(of: scheme, train: subset, validation: validation, workDir: runDir + "/search-work")
+        })
+        let record = SearchRecord(sources: names, unitCounts: unitCounts, options: options, training: training,
+                                  trainImages: subset.count, validationImages: validation.count,
+                                  evaluations: result.evaluations, globalBest: result.globalBest,
+                                  trajectory: result.trajectory, cacheHits: result.cacheHits,
+                                  chosenScheme: result.bestScheme, chosenFitness: result.bestFitness,
+                                  totalSeconds: result.seconds + replayedTime)
+        try writeAtomically(try Self.encoder.encode(record), to: runDir + "/search.json")
+        try writeAtomically(Data(searchChart(record, names: models.map(\.name)).utf8), to: runDir + "/search.svg")
+        try? FileManager.default.removeItem(atPath: progressPath)
+        return record
+    }
+
+    static var encoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.keyEncodingStrategy = .convertToSnakeCase
+        return e
+    }
+
+    static var decoder: JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }
+
+    /// Reads a run directory's `search.json`.
+    public static func loadRecord(runDir: String) throws -> SearchRecord {
+        let path = runDir + "/search.json"
+        guard let data = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): no such file") }
+        do { return try decoder.decode(SearchRecord.self, from: data) } catch {
+            throw TrainingError("\(path): unreadable search record (\(error))")
+        }
+    }
+}
+
+extension SourceModel {
+    /// A copy whose float parameters (running statistics included) live in new buffers, so
+    /// training it leaves this model untouched.
+    public func pristineCopy() -> SourceModel {
+        var m = self
+        for (name, t) in graph.initializers where t.dtype.isFloat { m.graph.initializers[name] = t.copy() }
+        return m
+    }
+}
