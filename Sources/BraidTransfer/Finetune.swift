@@ -76,6 +76,9 @@ public final class Finetuner {
     let members: [Member]
     let runDir: String
     public var quiet = false
+    /// For fitness evaluations: no checkpoints, and validation (ensemble only) after the
+    /// last epoch alone.
+    public var scoringOnly = false
     public private(set) var history: [EpochRecord] = []
 
     /// `depths[j]` is member j's freeze depth.
@@ -167,7 +170,10 @@ public final class Finetuner {
             bar.update(done: batches, images: seen, loss: lossSum / Double(max(batches, 1)),
                        accuracy: Double(correct) / Double(max(seen, 1)), final: true)
             let seconds = Date().timeIntervalSince(t0)
-            let val = try evaluateMembers(on: validation)
+            if scoringOnly && epoch + 1 < options.epochs { continue }
+            let val = scoringOnly
+                ? (ensemble: try evaluateEnsemble(on: validation), members: [Evaluation]())
+                : try evaluateMembers(on: validation)
             history.append(EpochRecord(epoch: epoch + 1, lr: rate, trainLoss: lossSum / Double(max(batches, 1)),
                                        trainAccuracy: Double(correct) / Double(max(seen, 1)),
                                        validationAccuracy: val.ensemble.accuracy,
@@ -176,8 +182,14 @@ public final class Finetuner {
             if !quiet {
                 FileHandle.standardError.write(Data(String(format: "  validation accuracy %.2f%%\n", val.ensemble.accuracy * 100).utf8))
             }
-            try saveCheckpoint(epoch: epoch + 1)
+            if !scoringOnly { try saveCheckpoint(epoch: epoch + 1) }
         }
+    }
+
+    /// The ensemble's evaluation alone, in inference mode.
+    public func evaluateEnsemble(on data: any ImageDataset) throws -> Evaluation {
+        let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
+        return try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count)
     }
 
     /// Ensemble and per-member evaluation in inference mode.

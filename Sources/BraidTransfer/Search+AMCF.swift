@@ -82,7 +82,7 @@ public final class LayerSearch {
 
     /// The fitness of one scheme: ensemble validation accuracy after `options.epochs` epochs
     /// of collaborative fine-tuning of fresh copies of the members, frozen to `scheme`.
-    /// `workDir` receives the short run's checkpoint, removed afterwards.
+    /// `workDir` is the short run's directory, removed afterwards.
     public func fitness(of scheme: [Int], train: any ImageDataset, validation: any ImageDataset,
                         workDir: String) throws -> Double {
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
@@ -90,6 +90,7 @@ public final class LayerSearch {
         let tuner = try Finetuner(models: models.map { $0.pristineCopy() }, depths: scheme, classes: classes,
                                   options: training, runDir: workDir)
         tuner.quiet = true
+        tuner.scoringOnly = true
         try tuner.train(train: train, validation: validation, resume: false)
         guard let last = tuner.history.last else { throw TrainingError("the short fine-tune ran no epoch") }
         return last.validationAccuracy

@@ -15,6 +15,8 @@ struct Eval: ParsableCommand {
     var split: String?
     @Option(name: .long) var manifest: String?
     @Flag(help: "Print JSON.") var json = false
+    @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
+    var skipCorrupt = false
 
     func run() {
         reportingErrors {
@@ -30,7 +32,7 @@ struct Eval: ParsableCommand {
                 }
             }
             let name = data ?? record.data
-            let opened = try DataCatalog.open(name)
+            let opened = try DataCatalog.open(name, onCorrupt: skipCorrupt ? .skip : .fail)
             guard opened.classes.count == record.classes.count else {
                 throw TrainingError("\(name) has \(opened.classes.count) classes, the run was trained on \(record.classes.count)")
             }

@@ -55,11 +55,14 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "amcf: fraction (0, 1] of the training split the short fine-tunes use (stratified).")
     var searchSubset = 1.0
     @Flag(name: .long, help: "No progress bar.") var quiet = false
+    @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
+    var skipCorrupt = false
 
     func run() {
         reportingErrors {
             let manifestEntries = try loadManifest(path: manifest)
             let record: RunRecord
+            var openedData: OpenedData?
             let runDir: String
             if let resume {
                 record = try RunRecord.load(runDir: resume)
@@ -80,14 +83,15 @@ struct Finetune: ParsableCommand {
                     }
                     return k
                 }
-                let opened = try DataCatalog.open(data)
+                let opened = try DataCatalog.open(data, onCorrupt: skipCorrupt ? .skip : .fail)
+                openedData = opened
                 let nodes: [String?] = source.indices.map { $0 < featureNode.count ? featureNode[$0] : nil }
                 record = RunRecord(sources: source, featureNodes: nodes, data: data, classes: opened.classes,
                                    depths: [], options: o)
                 runDir = out
             }
             let o = record.options
-            let opened = try DataCatalog.open(record.data)
+            let opened = try openedData ?? DataCatalog.open(record.data, onCorrupt: skipCorrupt ? .skip : .fail)
             let split = try opened.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
             let models = try record.buildModels(manifest: manifestEntries)
             var depths = try models.enumerated().map { j, m -> Int in
