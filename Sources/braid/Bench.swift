@@ -94,11 +94,13 @@ struct Bench: ParsableCommand {
         let bench = reportingErrors {
             try TrainStep(graph: graph, inputShape: dims, classes: classes, trainFraction: trainFraction)
         }
-        for _ in 0..<warmup { bench.step() }
+        let firstLoss = bench.step()
+        for _ in 1..<max(warmup, 1) { bench.step() }
         var times: [Double] = []
+        var lastLoss = firstLoss
         for _ in 0..<max(runs, 1) {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            bench.step()
+            lastLoss = bench.step()
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         }
         times.sort()
@@ -109,7 +111,8 @@ struct Bench: ParsableCommand {
         if json {
             let obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!, "max_ms": times.last!,
                                       "runs": times.count, "units": bench.units, "frozen_units": bench.frozenDepth,
-                                      "trainable_parameters": bench.trainableParameters, "peak_rss_mb": peakMB]
+                                      "trainable_parameters": bench.trainableParameters, "peak_rss_mb": peakMB,
+                                      "first_loss": Double(firstLoss), "last_loss": Double(lastLoss)]
             print(String(decoding: try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
         } else {
             print(model + String(format: ": training step median %.2f ms (min %.2f, max %.2f) over %d runs; %d of %d layer units train (%d parameters); peak RSS %.0f MB",
