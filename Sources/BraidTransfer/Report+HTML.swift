@@ -27,7 +27,7 @@ extension ExperimentSummary {
             body += "<tr><td>\(escapeHTML(row))</td>"
             for t in config.targets {
                 guard let e = entry(row: row, target: t) else { body += "<td></td>"; continue }
-                let cls = bestRow(target: t) == row ? " class=\"best\"" : (e.accuracies.isEmpty ? " class=\"na\"" : "")
+                let cls = isBest(row: row, target: t) ? " class=\"best\"" : (e.accuracies.isEmpty ? " class=\"na\"" : "")
                 body += "<td\(cls)>\(escapeHTML(cellText(e)))</td>"
             }
             body += "</tr>\n"
@@ -99,8 +99,9 @@ extension ExperimentSummary {
         func y(_ v: Double) -> Double { top + plotH * (1 - (v - lo) / (hi - lo)) }
         var svg = svgOpen(width, height)
         svg += "<text x=\"\(fmt(left))\" y=\"20\" font-size=\"14\" font-weight=\"bold\">\(escapeHTML(target))</text>\n"
-        for i in 0...4 {
-            let v = lo + (hi - lo) * Double(i) / 4
+        let tick = hi - lo > 0.5 ? 0.2 : 0.1
+        for i in 0...Int(((hi - lo) / tick + 1e-9).rounded(.down)) {
+            let v = lo + tick * Double(i)
             svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(y(v)))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(y(v)))\" stroke=\"#e4e4e4\"/>\n"
             svg += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(y(v) + 4))\" text-anchor=\"end\">\(String(format: "%.0f%%", v * 100))</text>\n"
         }
@@ -149,13 +150,15 @@ extension ExperimentSummary {
                 guard let m = o.metrics, let k = o.cell.sourceIndices.firstIndex(of: j), k < m.depths.count else { continue }
                 let t = config.targets.firstIndex(of: o.cell.target) ?? 0
                 let cx = left + barW * Double(m.depths[k]) / maxUnits
+                // Seeds that chose the same depth would hide each other: nudge each seed.
+                let nudge = (Double(config.seeds.firstIndex(of: o.cell.seed) ?? 0) - Double(config.seeds.count - 1) / 2) * 7
                 let shape = o.cell.method == "amcf" ? "circle" : "rect"
                 let colour = palette[t % palette.count]
                 let tip = "<title>\(escapeHTML(o.cell.target)) \(escapeHTML(o.cell.method)) seed \(o.cell.seed): \(m.depths[k]) / \(m.unitCounts[k])</title>"
                 if shape == "circle" {
-                    svg += "<circle cx=\"\(fmt(cx))\" cy=\"\(fmt(y + 13))\" r=\"5\" fill=\"\(colour)\" fill-opacity=\"0.75\">\(tip)</circle>\n"
+                    svg += "<circle cx=\"\(fmt(cx))\" cy=\"\(fmt(y + 13 + nudge))\" r=\"5\" fill=\"\(colour)\" fill-opacity=\"0.75\">\(tip)</circle>\n"
                 } else {
-                    svg += "<rect x=\"\(fmt(cx - 4))\" y=\"\(fmt(y + 9))\" width=\"8\" height=\"8\" fill=\"\(colour)\">\(tip)</rect>\n"
+                    svg += "<rect x=\"\(fmt(cx - 4))\" y=\"\(fmt(y + 9 + nudge))\" width=\"8\" height=\"8\" fill=\"\(colour)\">\(tip)</rect>\n"
                 }
             }
         }

@@ -67,6 +67,14 @@ public struct ExperimentSummary {
         return best?.row
     }
 
+    /// Whether `row`'s mean on `target` equals the best one as the tables print it (ties
+    /// are all marked).
+    public func isBest(row: String, target: String) -> Bool {
+        guard let best = bestRow(target: target), let b = entry(row: best, target: target),
+              let e = entry(row: row, target: target), !e.accuracies.isEmpty else { return false }
+        return Self.percent(e.mean) == Self.percent(b.mean)
+    }
+
     /// The best row's test confusion matrices on `target`, summed over its seeds.
     public func bestConfusion(target: String) -> (row: String, classes: [String], matrix: [[Int]])? {
         guard let row = bestRow(target: target) else { return nil }
@@ -181,10 +189,10 @@ public struct ExperimentSummary {
             out += "| \(row) | " + config.targets.map { t in
                 guard let e = entry(row: row, target: t) else { return "" }
                 let text = cellText(e)
-                return bestRow(target: t) == row ? "**\(text)**" : text
+                return isBest(row: row, target: t) ? "**\(text)**" : text
             }.joined(separator: " | ") + " |\n"
         }
-        out += "\nBold: the best mean on each target.\n"
+        out += "\nBold: the best mean on each target (ties all bold).\n"
         if !depthCells.isEmpty {
             out += "\n## Freeze depth per source (frozen layer units / the source's layer units)\n\n"
             out += "| target | method | seed | " + config.sources.map(ExperimentConfig.shortName).joined(separator: " | ") + " |\n"

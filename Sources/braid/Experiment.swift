@@ -26,6 +26,9 @@ struct Experiment: ParsableCommand {
     func run() {
         reportingErrors {
             let cfg = try ExperimentConfig.load(path: config)
+            if let only, !cfg.methods.contains(only) {
+                throw ValidationError("--only \(only): \(config) has no such method (\(cfg.methods.joined(separator: ", ")))")
+            }
             let dir = out ?? "runs/experiment-\(cfg.name)"
             let base = ((config as NSString).deletingLastPathComponent as String)
             let runner = try ExperimentRunner(config: cfg, outDir: dir, manifest: try loadManifest(path: manifest),
