@@ -1,0 +1,220 @@
+import BraidData
+import BraidTensor
+import BraidTraining
+import Foundation
+
+/// What a finished cell wrote to its `metrics.json` (the keys `braid finetune` writes, plus
+/// the cell's identity and its wall time).
+public struct CellMetrics: Codable, Sendable {
+    public var testAccuracy: Double
+    public var memberTestAccuracy: [Double]
+    /// `confusion[true][predicted]` on the test split, ensemble prediction.
+    public var confusion: [[Int]]
+    public var classes: [String]
+    public var depths: [Int]
+    public var unitCounts: [Int]
+    public var epochs: [EpochRecord]
+    /// Training and test evaluation.
+    public var seconds: Double
+    public var method: String?
+    public var target: String?
+    public var seed: UInt64?
+    public var sources: [String]?
+    /// The freeze-depth search (amcf), 0 otherwise.
+    public var searchSeconds: Double?
+    /// The whole cell: data, model import, search, training, test.
+    public var wallSeconds: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case testAccuracy = "test_accuracy", memberTestAccuracy = "member_test_accuracy", confusion, classes, depths
+        case unitCounts = "unit_counts", epochs, seconds, method, target, seed, sources
+        case searchSeconds = "search_seconds", wallSeconds = "wall_seconds"
+    }
+}
+
+/// A cell and how it ended.
+public struct CellOutcome: Sendable {
+    public enum Status: String, Sendable { case done, notAvailable = "not available", pending, failed }
+    public var cell: ExperimentCell
+    public var status: Status
+    public var metrics: CellMetrics?
+    /// Why the cell failed or is not available.
+    public var note: String
+    /// Finished before this run started (its `metrics.json` was found).
+    public var skipped: Bool
+}
+
+/// Runs an experiment's cells (methods x sources x targets x seeds), each in its own run
+/// directory under `outDir/cells/`, and writes `results.md`, `results.csv`, `results.json`
+/// and `report.html` into `outDir`.
+///
+/// Resumable: a cell whose `metrics.json` exists is read, not run again; a cell interrupted
+/// mid-training continues from its last epoch checkpoint, an interrupted search from its
+/// progress file.
+public final class ExperimentRunner {
+    public let config: ExperimentConfig
+    public let outDir: String
+    public let cacheDir: String
+    public let manifest: [ModelManifest]
+    /// Model file per configured source.
+    public let sourcePaths: [String]
+    /// Run only the cells of this method (the report still lists every finished cell).
+    public var only: String?
+    public var quiet = false
+    /// Run no cell: only rewrite the results from the finished ones.
+    public var runNothing = false
+    /// Called with each cell as it starts (index, total).
+    public var onCellStart: (ExperimentCell, Int, Int) -> Void = { _, _, _ in }
+
+    /// `baseDir` resolves relative source paths (the configuration file's folder).
+    public init(config: ExperimentConfig, outDir: String, cacheDir: String = ExperimentConfig.defaultCacheDir(),
+                manifest: [ModelManifest], baseDir: String = FileManager.default.currentDirectoryPath) throws {
+        self.config = config
+        self.outDir = outDir
+        self.cacheDir = cacheDir
+        self.manifest = manifest
+        sourcePaths = try config.sources.map { try ExperimentConfig.resolveSource($0, cacheDir: cacheDir, baseDir: baseDir) }
+    }
+
+    public func runDir(_ cell: ExperimentCell) -> String { outDir + "/" + cell.relativeDir }
+
+    /// Runs every unfinished cell (of `only`, when set), then writes the results. A failing
+    /// cell is recorded as failed and the others still run.
+    @discardableResult
+    public func run() throws -> [CellOutcome] {
+        if let only, !config.methods.contains(only) {
+            throw TrainingError("--only \(only): the configuration has no such method (\(config.methods.joined(separator: ", ")))")
+        }
+        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        var opened: [String: OpenedData] = [:]
+        var outcomes: [CellOutcome] = []
+        let cells = config.cells
+        for (i, cell) in cells.enumerated() {
+            if let finished = try finishedOutcome(cell) {
+                outcomes.append(finished)
+                continue
+            }
+            guard ExperimentConfig.availableMethods.contains(cell.method) else {
+                outcomes.append(CellOutcome(cell: cell, status: .notAvailable,
+                                            note: "method '\(cell.method)' is not implemented by this engine yet", skipped: false))
+                continue
+            }
+            if runNothing || (only != nil && cell.method != only) {
+                outcomes.append(CellOutcome(cell: cell, status: .pending, note: "", skipped: false))
+                continue
+            }
+            onCellStart(cell, i, cells.count)
+            do {
+                let data: OpenedData
+                if let d = opened[cell.target] { data = d } else {
+                    data = try DataCatalog.open(cell.target, dataFolder: cacheDir + "/data")
+                    opened[cell.target] = data
+                }
+                let metrics = try runCell(cell, data: data)
+                outcomes.append(CellOutcome(cell: cell, status: .done, metrics: metrics, note: "", skipped: false))
+            } catch {
+                outcomes.append(CellOutcome(cell: cell, status: .failed, note: String(describing: error), skipped: false))
+                if !quiet {
+                    FileHandle.standardError.write(Data("braid: cell \(cell.relativeDir) failed: \(error)\n".utf8))
+                }
+            }
+        }
+        try writeResults(outcomes)
+        return outcomes
+    }
+
+    /// The outcome of a cell finished earlier, or nil.
+    func finishedOutcome(_ cell: ExperimentCell) throws -> CellOutcome? {
+        let path = runDir(cell) + "/metrics.json"
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            let m = try JSONDecoder().decode(CellMetrics.self, from: data)
+            return CellOutcome(cell: cell, status: .done, metrics: m, note: "", skipped: true)
+        } catch {
+            throw TrainingError("\(path): unreadable cell metrics (\(error)); delete it to run the cell again")
+        }
+    }
+
+    /// Trains and tests one cell in its run directory, writing `run.json`, (amcf)
+    /// `search.json`, and last `metrics.json`.
+    func runCell(_ cell: ExperimentCell, data: OpenedData) throws -> CellMetrics {
+        let t0 = Date()
+        let dir = runDir(cell)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var o = config.training
+        o.method = cell.method
+        o.seed = cell.seed
+        if cell.method == "amcf-fixed" { o.freeze = cell.sourceIndices.map { config.training.freeze[$0] } }
+        let split = try data.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
+        var train: any ImageDataset = split.train
+        if config.trainSubset < 1 {
+            let s = try stratifiedSplit(labels: split.train.labels, validationFraction: 0,
+                                        testFraction: 1 - config.trainSubset, seed: o.seed &+ 0x7A1)
+            train = DatasetSubset(split.train, indices: s.train)
+        }
+        let paths = cell.sourceIndices.map { sourcePaths[$0] }
+        var record = RunRecord(sources: paths, featureNodes: paths.map { _ in nil }, data: cell.target,
+                               classes: data.classes, depths: [], options: o)
+        let earlier = try? RunRecord.load(runDir: dir)
+        let models = try record.buildModels(manifest: manifest)
+        var searchSeconds = 0.0
+        var depths: [Int]
+        switch cell.method {
+        case "standard", "scratch": depths = models.map { _ in 0 }
+        case "linear-probe": depths = models.map(\.units.count)
+        case "amcf-fixed":
+            depths = o.freeze
+            for (m, k) in zip(models, depths) where k < 0 || k > m.units.count {
+                throw TrainingError("training.freeze: depth \(k) for \(m.name) is outside 0...\(m.units.count)")
+            }
+        case "amcf":
+            if let earlier, earlier.depths.count == models.count {
+                depths = earlier.depths
+                searchSeconds = (try? LayerSearch.loadRecord(runDir: dir).totalSeconds) ?? 0
+            } else {
+                try record.save(runDir: dir)
+                var s = config.search
+                s.swarm.seed = o.seed
+                let search = try LayerSearch(models: models, classes: data.classes, training: o, options: s)
+                search.quiet = quiet
+                let found = try search.run(train: train, validation: split.validation, runDir: dir)
+                depths = found.chosenScheme
+                searchSeconds = found.totalSeconds
+            }
+        default:
+            throw TrainingError("method '\(cell.method)' is not available")
+        }
+        record.depths = depths
+        try record.save(runDir: dir)
+        let tuner = try Finetuner(models: models, depths: depths, classes: data.classes, options: o, runDir: dir)
+        tuner.quiet = quiet
+        let trainStart = Date()
+        try tuner.train(train: train, validation: split.validation, resume: true)
+        let test = try tuner.evaluateMembers(on: split.test)
+        let metrics = CellMetrics(testAccuracy: test.ensemble.accuracy, memberTestAccuracy: test.members.map(\.accuracy),
+                                  confusion: test.ensemble.confusion, classes: data.classes, depths: tuner.depths,
+                                  unitCounts: tuner.unitCounts, epochs: tuner.history,
+                                  seconds: Date().timeIntervalSince(trainStart), method: cell.method, target: cell.target,
+                                  seed: cell.seed, sources: paths, searchSeconds: searchSeconds,
+                                  wallSeconds: Date().timeIntervalSince(t0) + searchSecondsBeforeResume(earlier, searchSeconds, cell))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeAtomically(try enc.encode(metrics), to: dir + "/metrics.json")
+        if !config.keepCheckpoints { try? FileManager.default.removeItem(atPath: dir + "/checkpoint.bin") }
+        return metrics
+    }
+
+    /// A resumed amcf cell did its search in an earlier process; its time still counts.
+    private func searchSecondsBeforeResume(_ earlier: RunRecord?, _ searchSeconds: Double, _ cell: ExperimentCell) -> Double {
+        cell.method == "amcf" && earlier?.depths.isEmpty == false ? searchSeconds : 0
+    }
+
+    /// Writes `results.json`, `results.csv`, `results.md` and `report.html` for `outcomes`.
+    public func writeResults(_ outcomes: [CellOutcome]) throws {
+        let summary = ExperimentSummary(config: config, outcomes: outcomes)
+        try writeAtomically(try summary.json(), to: outDir + "/results.json")
+        try writeAtomically(Data(summary.csv().utf8), to: outDir + "/results.csv")
+        try writeAtomically(Data(summary.markdown().utf8), to: outDir + "/results.md")
+        try writeAtomically(Data(summary.html().utf8), to: outDir + "/report.html")
+    }
+}

