@@ -27,7 +27,9 @@ public struct EnsembleInfo: Sendable, Equatable {
     /// The model's `metadata_props`.
     public var metadata: [String: String] {
         func json<T: Encodable>(_ v: T) -> String {
-            String(decoding: (try? JSONEncoder().encode(v)) ?? Data("[]".utf8), as: UTF8.self)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.withoutEscapingSlashes]
+            return String(decoding: (try? enc.encode(v)) ?? Data("[]".utf8), as: UTF8.self)
         }
         return ["classes": json(classes), "sources": json(sources), "members": json(members),
                 "freeze_depths": json(depths), "method": method, "dataset": dataset,

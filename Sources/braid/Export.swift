@@ -9,11 +9,12 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Export a fine-tuned ensemble (or any model) as one ONNX or Keras file.",
         discussion: """
-        A run directory becomes one model with a single `image` input ([N, C, H, W] float32,
-        pixels 0..255, H x W of the run's dataset), each member's preprocessing as graph ops,
-        and outputs `logits` (sum of the members' logits), `probabilities` and each member's
-        logits under its name. Class names and the preprocessing go into the metadata, so
+        A run directory becomes one model with a single `image` input ([N, C, H, W] float32, \
+        pixels 0..255, H x W of the run's dataset), each member's preprocessing as graph ops, \
+        and outputs `logits` (sum of the members' logits), `probabilities` and each member's \
+        logits under its name. Class names and the preprocessing go into the metadata, so \
         `braid run ensemble.onnx --image a.png` works.
+
         Examples:
           braid export runs/cls --format onnx --out ensemble.onnx
           braid export runs/cls --format onnx --out m.onnx --member mnist_cnn --opset 13
