@@ -44,14 +44,15 @@ public final class EnsembleClassifier {
         self.executor = Executor(graph: graph)
     }
 
-    /// Decodes image files into `[C, H, W]` tensors at the ensemble's channels and size.
+    /// Reads image files (PNG, JPEG, or .npy holding one `[C, H, W]` or `[H, W]` float32
+    /// image in 0...255) into an `[N, C, H, W]` batch at the ensemble's channels and size.
     ///
     /// - Throws: `DataError.corruptImage` naming the first file that fails to decode.
     public func load(_ paths: [String]) throws -> Tensor {
         let (c, h, w) = (info.image.channels, info.image.height, info.image.width)
         let batch = Tensor(zeros: [paths.count, c, h, w])
         for (i, path) in paths.enumerated() {
-            let x = try ImageCodec.decode(path: path).tensor()
+            let x = try Self.readImage(path)
             let fitted = x.shape[0] > c ? resizeBilinear(convertChannels(x, to: c), height: h, width: w)
                 : convertChannels(resizeBilinear(x, height: h, width: w), to: c)
             (batch.floats + i * c * h * w).update(from: fitted.floats, count: c * h * w)
@@ -76,8 +77,20 @@ public final class EnsembleClassifier {
     }
 }
 
-/// The image files named by `arguments`: files as given, folders expanded to the .png, .jpg
-/// and .jpeg files beneath them in sorted order.
+extension EnsembleClassifier {
+    static func readImage(_ path: String) throws -> Tensor {
+        guard (path as NSString).pathExtension.lowercased() == "npy" else { return try ImageCodec.decode(path: path).tensor() }
+        let t = try Npy.read(path: path)
+        let shape = t.shape.count == 2 ? [1] + t.shape : t.shape
+        guard t.dtype == .float32, shape.count == 3, shape[0] == 1 || shape[0] == 3, shape[1] > 0, shape[2] > 0 else {
+            throw TrainingError("\(path): expected one float32 image [C, H, W] (C 1 or 3) or [H, W] in 0..255, got \(t.dtype) \(t.shape)")
+        }
+        return t.reshaped(shape)
+    }
+}
+
+/// The image files named by `arguments`: files as given, folders expanded to the .png, .jpg,
+/// .jpeg and .npy files beneath them in sorted order.
 public func imageFiles(_ arguments: [String]) throws -> [String] {
     let fm = FileManager.default
     var files: [String] = []
@@ -86,9 +99,9 @@ public func imageFiles(_ arguments: [String]) throws -> [String] {
         guard fm.fileExists(atPath: a, isDirectory: &isDir) else { throw TrainingError("\(a): no such file or folder") }
         guard isDir.boolValue else { files.append(a); continue }
         let found = (fm.enumerator(atPath: a)?.allObjects as? [String] ?? [])
-            .filter { ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased()) }
+            .filter { ["png", "jpg", "jpeg", "npy"].contains(($0 as NSString).pathExtension.lowercased()) }
             .sorted()
-        guard !found.isEmpty else { throw TrainingError("\(a): no .png or .jpg images in this folder") }
+        guard !found.isEmpty else { throw TrainingError("\(a): no .png, .jpg or .npy images in this folder") }
         files += found.map { (a as NSString).appendingPathComponent($0) }
     }
     return files

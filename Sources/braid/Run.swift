@@ -20,7 +20,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Write the first output to this .npy file.") var output: String?
     @Option(name: .long, help: "Write every output as output_0.npy, output_1.npy, ... in this folder.")
     var outputDir: String?
-    @Option(name: .long, help: "A PNG/JPEG image or a folder of them (repeatable); needs a model from `braid export RUN_DIR`.")
+    @Option(name: .long, help: "A PNG, JPEG or .npy ([C,H,W] in 0..255) image, or a folder of them (repeatable); needs a model from `braid export RUN_DIR`.")
     var image: [String] = []
     @Option(name: .long, help: "How many classes to show per image.") var top = 3
     @Option(name: .long, help: "Images per run of the model.") var batch = 32

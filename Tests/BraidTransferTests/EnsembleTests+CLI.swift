@@ -91,6 +91,16 @@ extension EnsembleTests {
             XCTAssertEqual(top[0]["class"] as? String, EnsembleTests.classes[best])
             XCTAssertEqual(try XCTUnwrap(top[0]["probability"] as? Double), Double(row[best]), accuracy: 1e-6)
         }
+        // A .npy image ([H, W] gray here) goes through the same path.
+        try Npy.write(Tensor(shape: [20, 14], floats: gray), path: dir + "/c.npy")
+        let rn = try braid(["run", e17, "--image", dir + "/c.npy", "--top", "3", "--json"])
+        XCTAssertEqual(rn.status, 0, rn.err)
+        let pn = try Executor(graph: classifier.graph).run(["image": try classifier.load([dir + "/c.npy"])])["probabilities"]!.floatArray
+        assertClose(pn, Array(expected[3..<6]), 1e-6, ".npy image equals the same pixels as PNG")
+        let objn = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(rn.out.utf8)) as? [String: Any])
+        let topn = try XCTUnwrap(((objn["results"] as? [[String: Any]])?.first?["top"]) as? [[String: Any]])
+        XCTAssertEqual(topn.compactMap { $0["probability"] as? Double }.reduce(0, +), 1, accuracy: 1e-5)
+
         let text = try braid(["run", e17, "--image", dir + "/imgs/a.png"])
         XCTAssertEqual(text.status, 0, text.err)
         XCTAssertTrue(text.out.hasPrefix(dir + "/imgs/a.png: "), text.out)
@@ -123,5 +133,31 @@ extension EnsembleTests {
         let ya = try Executor(graph: a).run(["x": x])["y"]!.floatArray
         let yb = try Executor(graph: b).run(["x": x])["y"]!.floatArray
         assertClose(yb, ya, 1e-6, "re-exported model")
+    }
+
+    /// `--format h5` of a whole ensemble (resize, channel map, NHWC member). With
+    /// BRAID_KERAS_EXPORT_DIR set (tools/check-keras-export does), the file, its input and
+    /// Braid's outputs are left there for Keras to load and compare.
+    func testEnsembleKerasExport() throws {
+        let dir = NSTemporaryDirectory() + "braid-enscli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let runDir = try writeRunDir(dir, members: try members(in: dir))
+        let h5 = dir + "/ensemble.h5", onnx = dir + "/ensemble.onnx"
+        for out in [h5, onnx] {
+            let r = try braid(["export", runDir, "--format", out.hasSuffix("h5") ? "h5" : "onnx", "--out", out, "--image-size", "3x20x14"])
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: h5))
+        guard let keep = ProcessInfo.processInfo.environment["BRAID_KERAS_EXPORT_DIR"] else { return }
+        try FileManager.default.createDirectory(atPath: keep, withIntermediateDirectories: true)
+        var rng = SplitMix64(seed: 12)
+        let x = EnsembleTests.random([2, 3, 20, 14], 0, 255, &rng)
+        let g = try ONNXImporter(constantsAsInitializers: true).importModel(path: onnx)
+        let out = try Executor(graph: g).run(["image": x])
+        try? FileManager.default.removeItem(atPath: keep + "/braid_ensemble.h5")
+        try FileManager.default.copyItem(atPath: h5, toPath: keep + "/braid_ensemble.h5")
+        try Npy.write(x, path: keep + "/braid_ensemble.in0.npy")
+        for (i, o) in g.outputs.enumerated() { try Npy.write(out[o.name]!, path: keep + "/braid_ensemble.out\(i).npy") }
     }
 }
