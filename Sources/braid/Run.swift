@@ -94,7 +94,7 @@ struct Run: ParsableCommand {
             }
             if json {
                 let obj: [String: Any] = ["model": model, "classes": classifier.info.classes, "results": results]
-                print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
+                print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
             }
         }
     }

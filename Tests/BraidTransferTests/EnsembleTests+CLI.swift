@@ -111,6 +111,9 @@ extension EnsembleTests {
         try assertFails(["run", e17, "--image", dir + "/bad.png"], mentions: ["bad.png"])
         try exportONNX(ms[0].graph, to: dir + "/plain.onnx")
         try assertFails(["run", dir + "/plain.onnx", "--image", dir + "/imgs/a.png"], mentions: ["plain.onnx", "metadata"])
+        let checkPlain = try run("/usr/bin/env", ["python3", repo + "/tools/check-ensemble-export", e17, dir + "/plain.onnx", "--braid", exe])
+        XCTAssertEqual(checkPlain.status, 1, checkPlain.out + checkPlain.err)
+        XCTAssertTrue(checkPlain.out.contains("1 passed, 1 failed"), checkPlain.out)
         try FileManager.default.removeItem(atPath: runDir + "/checkpoint.bin")
         try assertFails(["export", runDir, "--format", "onnx", "--out", dir + "/never.onnx", "--image-size", "1x28x28"],
                         mentions: ["checkpoint.bin"])
