@@ -74,6 +74,7 @@ struct Run: ParsableCommand {
             var results: [[String: Any]] = []
             let showProgress = files.count > batch
             let start = Date()
+            var lastShown = start
             for from in stride(from: 0, to: files.count, by: batch) {
                 let chunk = Array(files[from..<min(from + batch, files.count)])
                 let tops = try classifier.classify(try classifier.load(chunk), top: top)
@@ -85,8 +86,9 @@ struct Run: ParsableCommand {
                             .joined(separator: ", "))
                     }
                 }
-                if showProgress {
-                    let done = from + chunk.count
+                let done = from + chunk.count
+                if showProgress && (done == files.count || Date().timeIntervalSince(lastShown) >= 1) {
+                    lastShown = Date()
                     let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
                     let line = String(format: "%d/%d images (%.0f img/s)", done, files.count, rate)
                     FileHandle.standardError.write(Data((isatty(2) != 0 ? "\r" + line + (done == files.count ? "\n" : "") : line + "\n").utf8))

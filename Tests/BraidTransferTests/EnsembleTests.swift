@@ -141,6 +141,30 @@ final class EnsembleTests: XCTestCase {
         }
     }
 
+    /// The adaptation ops alone (an identity member) against `InputSpec.adapt`: resize
+    /// down and up, gray<->RGB, BGR, per-channel normalisation, NHWC. Measured worst
+    /// difference 7.2e-7 (float rounding of the folded 1x1 convolution).
+    func testAdaptationOpsMatchInputSpec() throws {
+        var rng = SplitMix64(seed: 9)
+        let identity = Graph(name: "id", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil)],
+                             outputs: [ValueDecl(name: "logits", dtype: .float32, shape: nil)], initializers: [:],
+                             nodes: [Node(name: "i", op: .identity, inputs: ["x"], outputs: ["logits"], sourceOp: "Identity")])
+        let specs = [InputSpec(channels: 1, height: 16, width: 16),
+                     InputSpec(channels: 3, height: 48, width: 192, mean: [0.5], std: [0.5]),
+                     InputSpec(channels: 3, height: 12, width: 10, layout: .nhwc, mean: [0.485, 0.456, 0.406],
+                               std: [0.229, 0.224, 0.225], bgr: true)]
+        for (c, h, w) in [(3, 20, 14), (1, 28, 28), (1, 7, 33)] {
+            for spec in specs {
+                let g = try ensembleGraph(members: [EnsembleMember(name: "a", graph: identity, inputName: "x", spec: spec)],
+                                          classes: ["a"], image: EnsembleImage(channels: c, height: h, width: w))
+                let image = Self.random([c, h, w], 0, 255, &rng)
+                let got = try XCTUnwrap(try Executor(graph: g).run(["image": image.reshaped([1, c, h, w])])["a"])
+                XCTAssertEqual(got.shape, spec.batchShape(1))
+                assertClose(got.floatArray, spec.adapt(image).floatArray, 1e-5, "\(c)x\(h)x\(w) -> \(spec)")
+            }
+        }
+    }
+
     func testChannelMapIsIdentityOnlyForPlainInputs() {
         XCTAssertNil(channelMap(InputSpec(channels: 3, height: 1, width: 1, scale: 1), from: 3))
         let luma = channelMap(InputSpec(channels: 1, height: 1, width: 1, scale: 1), from: 3)
