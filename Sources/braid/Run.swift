@@ -1,25 +1,44 @@
 import ArgumentParser
 import BraidGraph
 import BraidTensor
+import BraidTransfer
 import Foundation
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a model on .npy inputs and write its outputs as .npy.")
+        abstract: "Run a model on .npy inputs (writing .npy outputs), or an exported ensemble on images.",
+        discussion: """
+        Examples:
+          braid run model.onnx --input x.npy --output y.npy
+          braid run ensemble.onnx --image a.png --image b.jpg --top 3
+          braid run ensemble.onnx --image photos/ --batch 64 --json
+        """)
 
-    @Argument(help: "Model file (.onnx).") var model: String
+    @Argument(help: "Model file (.onnx, .h5, .hdf5, .keras).") var model: String
     @Option(name: .long, help: "[NAME=]FILE.npy; unnamed inputs bind in the model's input order.")
     var input: [String] = []
     @Option(name: .long, help: "Write the first output to this .npy file.") var output: String?
     @Option(name: .long, help: "Write every output as output_0.npy, output_1.npy, ... in this folder.")
     var outputDir: String?
+    @Option(name: .long, help: "A PNG, JPEG or .npy ([C,H,W] in 0..255) image, or a folder of them (repeatable); needs a model from `braid export RUN_DIR`.")
+    var image: [String] = []
+    @Option(name: .long, help: "How many classes to show per image.") var top = 3
+    @Option(name: .long, help: "Images per run of the model.") var batch = 32
+    @Flag(name: .long, help: "Print the image results as JSON.") var json = false
 
     func validate() throws {
-        if input.isEmpty { throw ValidationError("give at least one --input") }
+        if !image.isEmpty {
+            if !input.isEmpty { throw ValidationError("give --image or --input, not both") }
+            if top < 1 { throw ValidationError("--top must be at least 1") }
+            if batch < 1 { throw ValidationError("--batch must be at least 1") }
+            return
+        }
+        if input.isEmpty { throw ValidationError("give at least one --input (or --image)") }
         if output == nil && outputDir == nil { throw ValidationError("give --output FILE.npy or --output-dir DIR") }
     }
 
     func run() {
+        if !image.isEmpty { return classifyImages() }
         let graph = reportingErrors { try loadModel(model) }
         let args: [(name: String?, value: String)] = input.map { s in
             if let eq = s.firstIndex(of: "="), !s[s.index(after: eq)...].isEmpty, !s[..<eq].contains("/") {
@@ -42,6 +61,42 @@ struct Run: ParsableCommand {
                 let path = (outputDir as NSString).appendingPathComponent("output_\(i).npy")
                 reportingErrors { try Npy.write(outputs[name]!, path: path) }
                 print("\(name) -> \(path)  \(outputs[name]!.shape)")
+            }
+        }
+    }
+
+    /// Top classes of every image; results print batch by batch, with a progress line on
+    /// standard error when there is more than one batch.
+    func classifyImages() {
+        reportingErrors {
+            let classifier = try EnsembleClassifier(path: model)
+            let files = try imageFiles(image)
+            var results: [[String: Any]] = []
+            let showProgress = files.count > batch
+            let start = Date()
+            var lastShown = start
+            for from in stride(from: 0, to: files.count, by: batch) {
+                let chunk = Array(files[from..<min(from + batch, files.count)])
+                let tops = try classifier.classify(try classifier.load(chunk), top: top)
+                for (path, best) in zip(chunk, tops) {
+                    if json {
+                        results.append(["image": path, "top": best.map { ["class": $0.label, "probability": Double($0.probability)] }])
+                    } else {
+                        print(path + ": " + best.map { String(format: "%@ %.4f", $0.label as NSString, $0.probability) }
+                            .joined(separator: ", "))
+                    }
+                }
+                let done = from + chunk.count
+                if showProgress && (done == files.count || Date().timeIntervalSince(lastShown) >= 1) {
+                    lastShown = Date()
+                    let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
+                    let line = String(format: "%d/%d images (%.0f img/s)", done, files.count, rate)
+                    FileHandle.standardError.write(Data((isatty(2) != 0 ? "\r" + line + (done == files.count ? "\n" : "") : line + "\n").utf8))
+                }
+            }
+            if json {
+                let obj: [String: Any] = ["model": model, "classes": classifier.info.classes, "results": results]
+                print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
             }
         }
     }
