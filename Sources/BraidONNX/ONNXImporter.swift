@@ -162,7 +162,7 @@ public struct ONNXImporter: Sendable {
         for o in m.opsetImport where !(o.domain.isEmpty || o.domain == "ai.onnx") {
             meta["opset.\(o.domain)"] = String(o.version)
         }
-        for p in m.metadataProps where p.value.count <= 200 { meta["meta.\(p.key)"] = p.value }
+        for p in m.metadataProps where p.value.count <= 65_536 { meta["meta.\(p.key)"] = p.value }
         return meta
     }
 }
