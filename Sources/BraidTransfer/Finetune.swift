@@ -101,7 +101,7 @@ final class Member {
                                         batchShape: batchShape, cache: cache)
             prefix = stage
             plan = try TrainingPlan.make(graph: split.suffix, output: "logits", trainable: setup.trainable,
-                                         feeds: [split.cut: stage.cutShape])
+                                         feeds: stage.cutShapes)
         } else {
             prefix = nil
             plan = try TrainingPlan.make(graph: setup.graph, output: "logits", trainable: setup.trainable,
@@ -128,10 +128,10 @@ final class Member {
 
     /// Fills the plan's input from the batch's images (through the prefix cache when cut).
     func load(_ images: Tensor, indices: [Int]) throws {
-        let slot = plan.inputs[0].tensor
         if let prefix {
-            try prefix.fill(slot, images: images, indices: indices)
+            try prefix.fill(plan.inputs, images: images, indices: indices)
         } else {
+            let slot = plan.inputs[0].tensor
             slot.buffer.raw.copyMemory(from: images.buffer.raw, byteCount: slot.count * 4)
         }
     }
@@ -182,8 +182,8 @@ public final class Finetuner {
         members = try zip(models, setups).map { try Member(model: $0, setup: $1, options: options, cache: cache) }
     }
 
-    /// For each member, the value where its cached frozen prefix ends (nil: not cut).
-    public var prefixCuts: [String?] { members.map { $0.prefix?.cut } }
+    /// For each member, the values where its cached frozen prefix ends (empty: not cut).
+    public var prefixCuts: [[String]] { members.map { $0.prefix?.cuts ?? [] } }
 
     public var depths: [Int] { members.map(\.setup.frozenDepth) }
     public var unitCounts: [Int] { members.map(\.setup.units.count) }

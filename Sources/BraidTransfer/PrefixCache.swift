@@ -100,15 +100,17 @@ public final class PrefixCache {
 }
 
 /// A training graph cut where its frozen prefix ends: `prefix` maps the image input to the
-/// single value `cut`; `suffix` takes `cut` as its only input and ends in the trained output.
+/// values `cuts` that cross into the trained part (one, or several when the cut falls inside
+/// a block whose branches rejoin, e.g. a squeeze-excitation); `suffix` takes `cuts` as its
+/// inputs and ends in the trained output.
 struct PrefixSplit {
     var prefix: Graph
     var suffix: Graph
-    var cut: String
+    var cuts: [String]
 
-    /// Splits `graph` (fed by `input`) before the first node that depends on a `trainable`
-    /// parameter. Nil unless exactly one data-dependent float value crosses from the frozen
-    /// side to the trained side and it is not the input itself (nothing frozen to cache).
+    /// Splits `graph` (fed by `input`) into the nodes that depend on a `trainable` parameter
+    /// and the data-dependent ones that do not. Nil when nothing frozen reads the image (the
+    /// input itself crosses) or the frozen side runs anything stochastic or in training mode.
     static func find(graph: Graph, input: String, trainable: Set<String>) -> PrefixSplit? {
         var data: Set<String> = [input]
         var trained = trainable
@@ -129,67 +131,77 @@ struct PrefixSplit {
                 suffixNodes.append(n)
             }
         }
-        let outputs = Set(graph.outputs.map(\.name))
         var crossing = Set<String>()
         for n in suffixNodes {
             for v in n.inputs where data.contains(v) && !trained.contains(v) { crossing.insert(v) }
         }
-        for v in outputs where data.contains(v) && !trained.contains(v) { crossing.insert(v) }
-        guard crossing.count == 1, let cut = crossing.first, cut != input else { return nil }
+        for o in graph.outputs where data.contains(o.name) && !trained.contains(o.name) { crossing.insert(o.name) }
+        guard !crossing.isEmpty, !crossing.contains(input) else { return nil }
+        let cuts = crossing.sorted()
         let prefix = Passes.removeDeadCode(Graph(name: graph.name + ".prefix", inputs: graph.inputs.filter { $0.name == input },
-                                                 outputs: [ValueDecl(name: cut, dtype: .float32, shape: nil)],
+                                                 outputs: cuts.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
                                                  initializers: graph.initializers, nodes: prefixNodes))
-        let suffix = Graph(name: graph.name + ".suffix", inputs: [ValueDecl(name: cut, dtype: .float32, shape: nil)],
+        let suffix = Graph(name: graph.name + ".suffix", inputs: cuts.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
                            outputs: graph.outputs, initializers: graph.initializers, nodes: suffixNodes)
-        return PrefixSplit(prefix: prefix, suffix: suffix, cut: cut)
+        return PrefixSplit(prefix: prefix, suffix: suffix, cuts: cuts)
     }
 }
 
 /// A member's frozen prefix, compiled for one batch shape, and where its outputs are cached.
 final class PrefixStage {
     let member: String
-    let cut: String
+    let cuts: [String]
     let plan: Plan
-    let output: Tensor
-    /// Floats of the cut value per image.
-    let perImage: Int
+    /// The prefix's planned output per cut, and its floats per image.
+    let outputs: [Tensor]
+    let perImage: [Int]
     let cache: PrefixCache
 
     init(member: String, split: PrefixSplit, input: String, batchShape: [Int], cache: PrefixCache) throws {
         self.member = member
-        cut = split.cut
+        cuts = split.cuts
         let executor = Executor(graph: split.prefix)
-        plan = try executor.plan(for: [input: (batchShape, .float32)])
-        guard let out = plan.outputs.first(where: { $0.name == split.cut })?.tensor, out.dtype.isFloat,
-              out.shape.first == batchShape[0] else {
-            throw TrainingError("the frozen prefix's cut '\(split.cut)' has no batch-leading float shape")
+        let plan = try executor.plan(for: [input: (batchShape, .float32)])
+        self.plan = plan
+        outputs = try split.cuts.map { cut in
+            guard let out = plan.outputs.first(where: { $0.name == cut })?.tensor, out.dtype.isFloat,
+                  out.shape.first == batchShape[0] else {
+                throw TrainingError("the frozen prefix's cut '\(cut)' is not a batch-leading float value")
+            }
+            return out
         }
-        output = out
-        perImage = out.count / batchShape[0]
+        perImage = outputs.map { $0.count / batchShape[0] }
         self.cache = cache
     }
 
-    /// The cut value's shape for the planned batch.
-    var cutShape: [Int] { output.shape }
+    /// The cut values' shapes for the planned batch, as suffix feeds.
+    var cutShapes: [String: [Int]] { Dictionary(uniqueKeysWithValues: zip(cuts, outputs.map(\.shape))) }
 
-    /// Fills `slot` (the suffix's input, `cutShape`) with the prefix's output for the batch's
-    /// images: from the cache when every image is there, else by running the prefix on
+    /// Fills `slots` (the suffix's inputs, by name) with the prefix's outputs for the batch's
+    /// images: from the cache when every one is there, else by running the prefix on
     /// `images` and caching the result.
-    func fill(_ slot: Tensor, images: Tensor, indices: [Int]) throws {
+    func fill(_ slots: [(name: String, tensor: Tensor)], images: Tensor, indices: [Int]) throws {
+        let targets = cuts.map { cut in slots.first { $0.name == cut }!.tensor }
         var all = true
-        for (r, index) in indices.enumerated() {
-            if !cache.lookup(member: member, cut: cut, index: index, into: slot.floats + r * perImage, count: perImage) {
-                all = false
-                break
+        search: for (k, cut) in cuts.enumerated() {
+            for (r, index) in indices.enumerated() {
+                let n = perImage[k]
+                if !cache.lookup(member: member, cut: cut, index: index, into: targets[k].floats + r * n, count: n) {
+                    all = false
+                    break search
+                }
             }
         }
         if all { return }
         let x = plan.inputs[0].tensor
         x.buffer.raw.copyMemory(from: images.buffer.raw, byteCount: x.count * 4)
         plan.execute()
-        slot.buffer.raw.copyMemory(from: output.buffer.raw, byteCount: output.count * 4)
-        for (r, index) in indices.enumerated() {
-            try cache.store(member: member, cut: cut, index: index, from: output.floats + r * perImage, count: perImage)
+        for (k, cut) in cuts.enumerated() {
+            let out = outputs[k], n = perImage[k]
+            targets[k].buffer.raw.copyMemory(from: out.buffer.raw, byteCount: out.count * 4)
+            for (r, index) in indices.enumerated() {
+                try cache.store(member: member, cut: cut, index: index, from: out.floats + r * n, count: n)
+            }
         }
     }
 }

@@ -159,8 +159,8 @@ struct Finetune: ParsableCommand {
             for (m, d) in zip(models, depths) {
                 print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
             }
-            for (m, cut) in zip(models, tuner.prefixCuts) {
-                if let cut { print("\(m.name): frozen prefix ends at '\(cut)', its activations are cached") }
+            for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
+                print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
             }
             print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
             let t0 = Date()
