@@ -209,6 +209,7 @@ public final class Finetuner {
         guard loader.batchesPerEpoch > 0 else {
             throw TrainingError("the training split holds \(train.count) images, fewer than one batch of \(options.batch)")
         }
+        try warmPrefixCache(train: train)
         if members.contains(where: { $0.child?.mode == .f }) {
             try accumulateFisher(loader: loader)
         }
@@ -285,6 +286,22 @@ public final class Finetuner {
                 FileHandle.standardError.write(Data(String(format: "  validation accuracy %.2f%%\n", val.ensemble.accuracy * 100).utf8))
             }
             if !scoringOnly { try saveCheckpoint(epoch: epoch + 1) }
+        }
+    }
+
+    /// Computes every training image's frozen-prefix activations once, in dataset order
+    /// (the remainder that `dropLast` leaves out of an epoch included), skipping batches
+    /// already cached (by an earlier fine-tune sharing the cache).
+    func warmPrefixCache(train: any ImageDataset) throws {
+        let staged = members.enumerated().filter { $0.element.prefix != nil }
+        guard !staged.isEmpty else { return }
+        let loader = try BatchLoader(dataset: train, specs: staged.map(\.element.model.spec), batchSize: options.batch,
+                                     shuffle: false, dropLast: false, seed: options.seed)
+        let it = loader.epoch(0)
+        while let batch = try it.next() {
+            for (k, (_, m)) in staged.enumerated() where !m.prefix!.isCached(batch.indices) {
+                try m.prefix!.compute(images: batch.inputs[k], indices: batch.indices)
+            }
         }
     }
 

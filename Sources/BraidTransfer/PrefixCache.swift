@@ -48,6 +48,10 @@ public final class PrefixCache {
     /// Number of cached activations.
     public var count: Int { entries.count }
 
+    public func contains(member: String, cut: String, index: Int) -> Bool {
+        entries[Key(member: member, cut: cut, index: index)] != nil
+    }
+
     /// Copies the cached activation of `count` floats into `into`; false when absent.
     public func lookup(member: String, cut: String, index: Int, into: UnsafeMutablePointer<Float>, count: Int) -> Bool {
         guard let e = entries[Key(member: member, cut: cut, index: index)] else {
@@ -193,15 +197,32 @@ final class PrefixStage {
             }
         }
         if all { return }
+        try compute(images: images, indices: indices)
+        for k in cuts.indices {
+            targets[k].buffer.raw.copyMemory(from: outputs[k].buffer.raw, byteCount: outputs[k].count * 4)
+        }
+    }
+
+    /// Runs the prefix on the first `indices.count` images of `images` (at most the planned
+    /// batch) and caches their outputs, unless all of them are cached already.
+    func compute(images: Tensor, indices: [Int]) throws {
         let x = plan.inputs[0].tensor
-        x.buffer.raw.copyMemory(from: images.buffer.raw, byteCount: x.count * 4)
+        let n = indices.count
+        let perInput = x.count / x.shape[0]
+        precondition(n <= x.shape[0] && images.count >= n * perInput)
+        x.buffer.raw.copyMemory(from: images.buffer.raw, byteCount: n * perInput * 4)
         plan.execute()
         for (k, cut) in cuts.enumerated() {
-            let out = outputs[k], n = perImage[k]
-            targets[k].buffer.raw.copyMemory(from: out.buffer.raw, byteCount: out.count * 4)
+            let out = outputs[k], m = perImage[k]
             for (r, index) in indices.enumerated() {
-                try cache.store(member: member, cut: cut, index: index, from: out.floats + r * n, count: n)
+                try cache.store(member: member, cut: cut, index: index, from: out.floats + r * m, count: m)
             }
         }
     }
+
+    /// True when every image of `indices` has every cut value cached.
+    func isCached(_ indices: [Int]) -> Bool {
+        cuts.allSatisfy { cut in indices.allSatisfy { cache.contains(member: member, cut: cut, index: $0) } }
+    }
+
 }
