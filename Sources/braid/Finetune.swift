@@ -14,6 +14,9 @@ struct Finetune: ParsableCommand {
           braid finetune --source a.onnx --data digits --out runs/lp --method linear-probe
           braid finetune --source a.onnx --source b.h5 --data textures --out runs/two --method amcf-fixed --freeze 20,10
           braid finetune --source a.onnx --source b.h5 --data digits --out runs/amcf --method amcf --particles 6 --iterations 3 --search-epochs 2
+          braid finetune --source a.onnx --data digits --out runs/l2sp --method l2sp --l2sp-alpha 0.01
+          braid finetune --source a.onnx --data digits --out runs/ct --method child-tuning --child-mode f --child-p 0.3
+          braid finetune --source a.onnx --data digits --out runs/als --method als --ga-population 8 --ga-generations 4
           braid finetune --resume runs/cls
         """)
 
@@ -21,7 +24,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Target data: mnist-5k, digits, textures, a folder, or FILE.h5#IMAGES,LABELS.") var data: String?
     @Option(name: .long, help: "Run directory to write.") var out: String?
     @Option(name: .long, help: "Continue the run in this directory from its last checkpoint.") var resume: String?
-    @Option(name: .long, help: "standard | linear-probe | freeze | scratch | amcf | amcf-fixed") var method = "standard"
+    @Option(name: .long, help: "standard | linear-probe | freeze | scratch | l2sp | child-tuning | als | amcf | amcf-fixed")
+    var method = "standard"
     @Option(name: .long, help: "Freeze depth(s) in layer units, comma-separated per source (with amcf: skip the search).")
     var freeze: String?
     @Option(name: .long) var epochs = 10
@@ -54,6 +58,18 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "amcf: epochs of the short fine-tune behind each fitness value.") var searchEpochs = 5
     @Option(name: .long, help: "amcf: fraction (0, 1] of the training split the short fine-tunes use (stratified).")
     var searchSubset = 1.0
+    @Option(name: .long, help: "l2sp: weight of alpha/2 ||w - w0||^2 on the pretrained backbone.") var l2spAlpha: Float = 0.01
+    @Option(name: .long, help: "l2sp: weight of beta/2 ||w||^2 on the new head.") var l2spBeta: Float = 0.01
+    @Option(name: .long, help: "child-tuning: fraction of backbone gradients kept.") var childP: Float = 0.3
+    @Option(name: .long, help: "child-tuning: d (Bernoulli mask each step) | fisher (fixed top-p Fisher mask).")
+    var childMode = "d"
+    @Option(name: .long, help: "als: genetic population size.") var gaPopulation = 8
+    @Option(name: .long, help: "als: generations after the initial population.") var gaGenerations = 4
+    @Option(name: .long, help: "als: crossover probability.") var gaCrossover = 0.8
+    @Option(name: .long, help: "als: per-bit mutation probability.") var gaMutation = 0.1
+    @Flag(name: .long, help: "Do not cache frozen-prefix activations across epochs and fitness evaluations.")
+    var noPrefixCache = false
+    @Option(name: .long, help: "In-memory budget of the prefix cache in MiB (beyond it, spilled to disk).") var cacheMb = 2048
     @Flag(name: .long, help: "No progress bar.") var quiet = false
     @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
     var skipCorrupt = false
@@ -77,6 +93,12 @@ struct Finetune: ParsableCommand {
                 o.stepSize = stepSize; o.gamma = gamma; o.warmupSteps = warmupSteps
                 o.labelSmoothing = labelSmoothing; o.lambda = lambda; o.clipNorm = clipNorm; o.seed = seed
                 o.valFraction = valFraction; o.testFraction = testFraction
+                o.l2spAlpha = l2spAlpha; o.l2spBeta = l2spBeta; o.childP = childP
+                guard ["d", "f", "fisher"].contains(childMode) else {
+                    throw ValidationError("--child-mode takes d or fisher, got '\(childMode)'")
+                }
+                o.childMode = childMode == "d" ? "d" : "f"
+                o.prefixCache = !noPrefixCache; o.cacheMB = cacheMb
                 o.freeze = try (freeze ?? "").split(separator: ",").map { part in
                     guard let k = Int(part.trimmingCharacters(in: .whitespaces)), k >= 0 else {
                         throw ValidationError("--freeze takes non-negative whole numbers, got '\(part)'")
@@ -97,7 +119,10 @@ struct Finetune: ParsableCommand {
             var depths = try models.enumerated().map { j, m -> Int in
                 let units = m.units.count
                 switch o.method {
-                case "standard", "scratch": return 0
+                case "standard", "scratch", "l2sp", "child-tuning": return 0
+                case "als":
+                    guard models.count == 1 else { throw ValidationError("--method als takes exactly one --source") }
+                    return 0
                 case "linear-probe": return units
                 case "amcf" where o.freeze.isEmpty:
                     // -1: not searched yet; a resumed run finds the chosen depths in run.json.
@@ -110,7 +135,7 @@ struct Finetune: ParsableCommand {
                     }
                     return k
                 default:
-                    throw ValidationError("unknown --method '\(o.method)' (standard, linear-probe, freeze, scratch, amcf, amcf-fixed)")
+                    throw ValidationError("unknown --method '\(o.method)' (standard, linear-probe, freeze, scratch, l2sp, child-tuning, als, amcf, amcf-fixed)")
                 }
             }
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
@@ -119,12 +144,23 @@ struct Finetune: ParsableCommand {
                 try record.save(runDir: runDir)
                 depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
             }
+            let cache = o.prefixCache ? PrefixCache(megabytes: o.cacheMB) : nil
+            var frozenUnits: Set<Int>?
+            if o.method == "als" {
+                frozenUnits = try searchALS(record: record, model: models[0], split: split, runDir: runDir, cache: cache)
+                depths = [frozenUnits!.count]
+            }
             saved.depths = depths
             try saved.save(runDir: runDir)
-            let tuner = try Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir)
+            let tuner = try frozenUnits.map {
+                try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+            } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
             tuner.quiet = quiet
             for (m, d) in zip(models, depths) {
                 print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
+            }
+            for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
+                print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
             }
             print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
             let t0 = Date()
@@ -137,8 +173,38 @@ struct Finetune: ParsableCommand {
             }
             print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
             print(test.ensemble.table(classes: record.classes), terminator: "")
+            if let cache {
+                print(String(format: "prefix cache: %d activations, %.1f MiB in memory, %.1f MiB spilled; %d hits, %d misses",
+                             cache.count, Double(cache.bytesInMemory) / 1_048_576, Double(cache.bytesSpilled) / 1_048_576,
+                             cache.hits, cache.misses))
+            }
+            print(String(format: "training took %.1fs", seconds))
             print("run directory: \(runDir)")
         }
+    }
+
+    /// ALS's genetic search over one source's freeze bitmask (replayed from `als.json` when
+    /// a resumed run finished it); returns the frozen units.
+    func searchALS(record: RunRecord, model: SourceModel,
+                   split: (train: any ImageDataset, validation: any ImageDataset, test: any ImageDataset),
+                   runDir: String, cache: PrefixCache?) throws -> Set<Int> {
+        if let data = FileManager.default.contents(atPath: runDir + "/als.json"),
+           let done = try? JSONDecoder().decode(GeneticResult.self, from: data), done.bestMask.count == model.units.count {
+            return Set(done.bestMask.indices.filter { done.bestMask[$0] })
+        }
+        var ga = GeneticOptions()
+        ga.population = gaPopulation; ga.generations = gaGenerations
+        ga.crossover = gaCrossover; ga.mutation = gaMutation; ga.seed = record.options.seed
+        let search = try ALSSearch(model: model, classes: record.classes, training: record.options, epochs: searchEpochs,
+                                   options: ga, cache: cache)
+        search.quiet = quiet
+        print("ALS search: population \(ga.population) x \(ga.generations) generation(s) over \(model.units.count) units, \(searchEpochs) epoch(s) per fitness")
+        let t0 = Date()
+        let found = try search.run(train: split.train, validation: split.validation, runDir: runDir)
+        print(String(format: "chosen: %d of %d units frozen, validation %.2f%%; %d masks evaluated, %d cache hits, search took %.1fs",
+                     found.frozen.count, model.units.count, found.result.bestFitness * 100,
+                     found.result.evaluations.count, found.result.cacheHits, Date().timeIntervalSince(t0)))
+        return found.frozen
     }
 
     /// Runs AMCF's freeze-depth search (or replays an interrupted one) and prints its outcome.

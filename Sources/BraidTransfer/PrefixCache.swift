@@ -1,0 +1,228 @@
+import BraidGraph
+import BraidTensor
+import BraidTraining
+import Foundation
+
+/// Activations of frozen prefixes, per (member, cut value, image index), kept in memory up
+/// to a budget and spilled to a temporary file beyond it.
+///
+/// A frozen prefix runs in inference mode on pretrained weights, so the value where it ends
+/// depends only on the image: the cut value's name identifies the prefix (every node before
+/// it is frozen), and the image index identifies the input. One cache belongs to one
+/// training dataset (indices are that dataset's) and to one set of pretrained weights; it
+/// may be shared by every fine-tune on them (e.g. the fitness evaluations of a search).
+public final class PrefixCache {
+    struct Key: Hashable {
+        var member: String
+        var cut: String
+        var index: Int
+    }
+
+    enum Entry {
+        case memory([Float])
+        case disk(offset: UInt64, count: Int)
+    }
+
+    /// In-memory budget in bytes.
+    public let budget: Int
+    public private(set) var bytesInMemory = 0
+    public private(set) var bytesSpilled = 0
+    public private(set) var hits = 0
+    public private(set) var misses = 0
+    private var entries: [Key: Entry] = [:]
+    private let spillPath: String
+    private var spill: FileHandle?
+
+    /// `megabytes` of activations stay in memory; later ones go to a file in `spillDirectory`
+    /// (the system's temporary directory by default), removed when the cache goes away.
+    public init(megabytes: Int = 2048, spillDirectory: String = NSTemporaryDirectory()) {
+        budget = max(0, megabytes) << 20
+        spillPath = spillDirectory + "/braid-prefix-\(UUID().uuidString).bin"
+    }
+
+    deinit {
+        try? spill?.close()
+        try? FileManager.default.removeItem(atPath: spillPath)
+    }
+
+    /// Number of cached activations.
+    public var count: Int { entries.count }
+
+    public func contains(member: String, cut: String, index: Int) -> Bool {
+        entries[Key(member: member, cut: cut, index: index)] != nil
+    }
+
+    /// Copies the cached activation of `count` floats into `into`; false when absent.
+    public func lookup(member: String, cut: String, index: Int, into: UnsafeMutablePointer<Float>, count: Int) -> Bool {
+        guard let e = entries[Key(member: member, cut: cut, index: index)] else {
+            misses += 1
+            return false
+        }
+        switch e {
+        case .memory(let v):
+            guard v.count == count else { misses += 1; return false }
+            v.withUnsafeBufferPointer { into.update(from: $0.baseAddress!, count: count) }
+        case .disk(let offset, let n):
+            guard n == count, let h = spill else { misses += 1; return false }
+            do {
+                try h.seek(toOffset: offset)
+                guard let data = try h.read(upToCount: n * 4), data.count == n * 4 else { misses += 1; return false }
+                data.withUnsafeBytes { raw in
+                    UnsafeMutableRawPointer(into).copyMemory(from: raw.baseAddress!, byteCount: n * 4)
+                }
+            } catch {
+                misses += 1
+                return false
+            }
+        }
+        hits += 1
+        return true
+    }
+
+    /// Stores `count` floats from `from`, in memory while within budget, else in the spill file.
+    public func store(member: String, cut: String, index: Int, from: UnsafePointer<Float>, count: Int) throws {
+        let key = Key(member: member, cut: cut, index: index)
+        guard entries[key] == nil else { return }
+        if bytesInMemory + count * 4 <= budget {
+            entries[key] = .memory(Array(UnsafeBufferPointer(start: from, count: count)))
+            bytesInMemory += count * 4
+            return
+        }
+        if spill == nil {
+            _ = FileManager.default.createFile(atPath: spillPath, contents: nil)
+            guard let h = FileHandle(forUpdatingAtPath: spillPath) else {
+                throw TrainingError("cannot open the prefix cache's spill file \(spillPath)")
+            }
+            spill = h
+        }
+        let h = spill!
+        let offset = try h.seekToEnd()
+        try h.write(contentsOf: Data(bytes: from, count: count * 4))
+        entries[key] = .disk(offset: offset, count: count)
+        bytesSpilled += count * 4
+    }
+}
+
+/// A training graph cut where its frozen prefix ends: `prefix` maps the image input to the
+/// values `cuts` that cross into the trained part (one, or several when the cut falls inside
+/// a block whose branches rejoin, e.g. a squeeze-excitation); `suffix` takes `cuts` as its
+/// inputs and ends in the trained output.
+struct PrefixSplit {
+    var prefix: Graph
+    var suffix: Graph
+    var cuts: [String]
+
+    /// Splits `graph` (fed by `input`) into the nodes that depend on a `trainable` parameter
+    /// and the data-dependent ones that do not. Nil when nothing frozen reads the image (the
+    /// input itself crosses) or the frozen side runs anything stochastic or in training mode.
+    static func find(graph: Graph, input: String, trainable: Set<String>) -> PrefixSplit? {
+        var data: Set<String> = [input]
+        var trained = trainable
+        var prefixNodes: [Node] = [], suffixNodes: [Node] = []
+        for n in graph.nodes {
+            if n.inputs.contains(where: trained.contains) {
+                trained.formUnion(n.outputs)
+                suffixNodes.append(n)
+            } else if n.inputs.contains(where: data.contains) {
+                switch n.op {
+                case .dropoutTraining, .batchNormTraining: return nil
+                default: break
+                }
+                data.formUnion(n.outputs)
+                prefixNodes.append(n)
+            } else {
+                prefixNodes.append(n)
+                suffixNodes.append(n)
+            }
+        }
+        var crossing = Set<String>()
+        for n in suffixNodes {
+            for v in n.inputs where data.contains(v) && !trained.contains(v) { crossing.insert(v) }
+        }
+        for o in graph.outputs where data.contains(o.name) && !trained.contains(o.name) { crossing.insert(o.name) }
+        guard !crossing.isEmpty, !crossing.contains(input) else { return nil }
+        let cuts = crossing.sorted()
+        let prefix = Passes.removeDeadCode(Graph(name: graph.name + ".prefix", inputs: graph.inputs.filter { $0.name == input },
+                                                 outputs: cuts.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
+                                                 initializers: graph.initializers, nodes: prefixNodes))
+        let suffix = Graph(name: graph.name + ".suffix", inputs: cuts.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
+                           outputs: graph.outputs, initializers: graph.initializers, nodes: suffixNodes)
+        return PrefixSplit(prefix: prefix, suffix: suffix, cuts: cuts)
+    }
+}
+
+/// A member's frozen prefix, compiled for one batch shape, and where its outputs are cached.
+final class PrefixStage {
+    let member: String
+    let cuts: [String]
+    let plan: Plan
+    /// The prefix's planned output per cut, and its floats per image.
+    let outputs: [Tensor]
+    let perImage: [Int]
+    let cache: PrefixCache
+
+    init(member: String, split: PrefixSplit, input: String, batchShape: [Int], cache: PrefixCache) throws {
+        self.member = member
+        cuts = split.cuts
+        let executor = Executor(graph: split.prefix)
+        let plan = try executor.plan(for: [input: (batchShape, .float32)])
+        self.plan = plan
+        outputs = try split.cuts.map { cut in
+            guard let out = plan.outputs.first(where: { $0.name == cut })?.tensor, out.dtype.isFloat,
+                  out.shape.first == batchShape[0] else {
+                throw TrainingError("the frozen prefix's cut '\(cut)' is not a batch-leading float value")
+            }
+            return out
+        }
+        perImage = outputs.map { $0.count / batchShape[0] }
+        self.cache = cache
+    }
+
+    /// The cut values' shapes for the planned batch, as suffix feeds.
+    var cutShapes: [String: [Int]] { Dictionary(uniqueKeysWithValues: zip(cuts, outputs.map(\.shape))) }
+
+    /// Fills `slots` (the suffix's inputs, by name) with the prefix's outputs for the batch's
+    /// images: from the cache when every one is there, else by running the prefix on
+    /// `images` and caching the result.
+    func fill(_ slots: [(name: String, tensor: Tensor)], images: Tensor, indices: [Int]) throws {
+        let targets = cuts.map { cut in slots.first { $0.name == cut }!.tensor }
+        var all = true
+        search: for (k, cut) in cuts.enumerated() {
+            for (r, index) in indices.enumerated() {
+                let n = perImage[k]
+                if !cache.lookup(member: member, cut: cut, index: index, into: targets[k].floats + r * n, count: n) {
+                    all = false
+                    break search
+                }
+            }
+        }
+        if all { return }
+        try compute(images: images, indices: indices)
+        for k in cuts.indices {
+            targets[k].buffer.raw.copyMemory(from: outputs[k].buffer.raw, byteCount: outputs[k].count * 4)
+        }
+    }
+
+    /// Runs the prefix on the first `indices.count` images of `images` (at most the planned
+    /// batch) and caches their outputs, unless all of them are cached already.
+    func compute(images: Tensor, indices: [Int]) throws {
+        let x = plan.inputs[0].tensor
+        let n = indices.count
+        let perInput = x.count / x.shape[0]
+        precondition(n <= x.shape[0] && images.count >= n * perInput)
+        x.buffer.raw.copyMemory(from: images.buffer.raw, byteCount: n * perInput * 4)
+        plan.execute()
+        for (k, cut) in cuts.enumerated() {
+            let out = outputs[k], m = perImage[k]
+            for (r, index) in indices.enumerated() {
+                try cache.store(member: member, cut: cut, index: index, from: out.floats + r * m, count: m)
+            }
+        }
+    }
+
+    /// True when every image of `indices` has every cut value cached.
+    func isCached(_ indices: [Int]) -> Bool {
+        cuts.allSatisfy { cut in indices.allSatisfy { cache.contains(member: member, cut: cut, index: $0) } }
+    }
+
+}
