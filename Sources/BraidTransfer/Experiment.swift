@@ -160,7 +160,7 @@ public final class ExperimentRunner {
         var searchSeconds = 0.0
         var depths: [Int]
         switch cell.method {
-        case "standard", "scratch": depths = models.map { _ in 0 }
+        case "standard", "scratch", "l2sp", "child-tuning": depths = models.map { _ in 0 }
         case "linear-probe": depths = models.map(\.units.count)
         case "amcf-fixed":
             depths = o.freeze

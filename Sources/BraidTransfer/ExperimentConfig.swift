@@ -35,7 +35,8 @@ public struct ExperimentConfig: Sendable, Equatable {
     public static let ensembleMethods = ["amcf-fixed", "amcf"]
     /// Methods this engine can run; the others of the two lists above are accepted and
     /// reported as not available.
-    public static let availableMethods: Set<String> = ["scratch", "linear-probe", "standard", "amcf-fixed", "amcf"]
+    public static let availableMethods: Set<String> = ["scratch", "linear-probe", "standard", "l2sp", "child-tuning",
+                                                       "amcf-fixed", "amcf"]
 
     static let topKeys: Set<String> = ["name", "description", "sources", "targets", "methods", "seeds", "training", "search",
                                        "keep_checkpoints"]

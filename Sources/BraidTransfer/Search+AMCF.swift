@@ -55,6 +55,10 @@ public final class LayerSearch {
     public let training: TrainOptions
     public let options: SearchOptions
     public var quiet = false
+    /// Frozen-prefix activations shared by every fitness evaluation: a prefix depends only
+    /// on pretrained weights and the (fixed) search subset, so schemes that freeze the same
+    /// prefix reuse it.
+    public let prefixCache: PrefixCache?
 
     /// `training` configures each short fine-tune (its epochs are replaced by `options.epochs`).
     public init(models: [SourceModel], classes: [String], training: TrainOptions, options: SearchOptions) throws {
@@ -68,6 +72,7 @@ public final class LayerSearch {
         t.epochs = options.epochs
         self.training = t
         self.options = options
+        prefixCache = t.prefixCache ? PrefixCache(megabytes: t.cacheMB) : nil
     }
 
     public var unitCounts: [Int] { models.map(\.units.count) }
@@ -88,7 +93,7 @@ public final class LayerSearch {
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workDir) }
         let tuner = try Finetuner(models: models.map { $0.pristineCopy() }, depths: scheme, classes: classes,
-                                  options: training, runDir: workDir)
+                                  options: training, runDir: workDir, prefixCache: prefixCache)
         tuner.quiet = true
         tuner.scoringOnly = true
         try tuner.train(train: train, validation: validation, resume: false)

@@ -153,8 +153,8 @@ final class ExperimentTests: XCTestCase {
 
         let done = outcomes.filter { $0.status == .done }
         XCTAssertEqual(outcomes.filter { $0.status == .failed }.map(\.note), [])
-        XCTAssertEqual(done.count, (2 + 2 + 1) * 2, "standard and linear-probe per source, amcf once, two seeds")
-        XCTAssertEqual(outcomes.filter { $0.status == .notAvailable }.map(\.cell.method), ["l2sp", "l2sp", "l2sp", "l2sp"])
+        XCTAssertEqual(done.count, (2 + 2 + 2 + 1) * 2, "standard, linear-probe and l2sp per source, amcf once, two seeds")
+        XCTAssertEqual(outcomes.filter { $0.status == .notAvailable }.map(\.cell.method), ["als", "als", "als", "als"])
         XCTAssertFalse(done.contains { $0.skipped })
 
         // metrics.json of every finished cell; what each method froze.
@@ -175,7 +175,7 @@ final class ExperimentTests: XCTestCase {
             XCTAssertEqual((raw["epochs"] as? [Any])?.count, config.training.epochs)
             XCTAssertFalse(FileManager.default.fileExists(atPath: cellDir + "/checkpoint.bin"))
             switch o.cell.method {
-            case "standard": XCTAssertEqual(depths, [0])
+            case "standard", "l2sp": XCTAssertEqual(depths, [0])
             case "linear-probe": XCTAssertEqual(depths, units)
             default:
                 XCTAssertEqual(depths, try LayerSearch.loadRecord(runDir: cellDir).chosenScheme)
@@ -203,7 +203,7 @@ final class ExperimentTests: XCTestCase {
             let line = try XCTUnwrap(md.split(separator: "\n").first { $0.hasPrefix("| \(row) |") }, row)
             XCTAssertTrue(line.contains(text), "\(line) should hold \(text)")
         }
-        XCTAssertTrue(md.contains("| l2sp (ci_gray16) | not available |"), md)
+        XCTAssertTrue(md.contains("| als (ci_gray16) | not available |"), md)
         let csv = try String(contentsOfFile: out + "/results.csv", encoding: .utf8)
         XCTAssertEqual(csv.split(separator: "\n").count, outcomes.count + 1)
 
