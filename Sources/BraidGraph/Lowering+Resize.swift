@@ -61,7 +61,17 @@ func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> Low
 
 private func isClose(_ a: Double, _ b: Double) -> Bool { abs(a - b) <= 1e-9 * max(abs(a), abs(b)) }
 
-func lowerResize(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams) throws -> LoweredOp {
+/// How a Resize node moves data, decided once from its operands: an index map (nearest)
+/// or per-axis interpolation weights (linear, cubic). The forward lowering runs it and the
+/// backward rule runs its adjoint, so both read the geometry from here.
+public enum ResizeKernel {
+    case indexMap(AxisMapCopy, fillBits: UInt64)
+    case interpolation(ResizeInterpolation)
+}
+
+/// The output shape and kernel of a Resize node for the input facts.
+public func resizeKernel(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams) throws
+    -> (outShape: [Int], kernel: ResizeKernel) {
     let x = try inputs.required(0, node)
     let r = x.shape.count
     let axes = try (p.axes ?? Array(0..<r)).map { try normalizedAxis($0, rank: r, node) }
@@ -137,10 +147,7 @@ func lowerResize(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams) throws
         let copy = r == 0 ? AxisMapCopy(inShape: [1], maps: [[0]], elementSize: x.dtype.storageStride)
             : AxisMapCopy(inShape: x.shape, maps: maps, elementSize: x.dtype.storageStride)
         let bits = fillBits(Double(p.extrapolationValue), float: x.dtype.isFloat)
-        return LoweredOp(outputs: [(outShape, x.dtype)]) { ins, outs in
-            let src = ins[0]!.buffer.raw, dst = outs[0].buffer.raw
-            return { copy.run(src, dst, fillBits: bits) }
-        }
+        return (outShape, .indexMap(copy, fillBits: bits))
     case .linear, .cubic:
         let sampling: ResizeSampling = p.mode == .linear ? .linear : .cubic(a: Double(p.cubicCoefficient))
         let tables = zip(resized, geometry).map { a, g in
@@ -150,9 +157,18 @@ func lowerResize(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams) throws
         }
         let plan = ResizeInterpolation(inShape: x.shape, axes: tables, extrapolation: p.extrapolationValue,
                                        isFloat: x.dtype.isFloat)
-        return LoweredOp(outputs: [(outShape, x.dtype)]) { ins, outs in
-            let src = UnsafeRawPointer(ins[0]!.buffer.raw), dst = outs[0].buffer.raw
-            return { plan.run(src, dst) }
+        return (outShape, .interpolation(plan))
+    }
+}
+
+func lowerResize(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    let (outShape, kernel) = try resizeKernel(node, inputs, p)
+    return LoweredOp(outputs: [(outShape, x.dtype)]) { ins, outs in
+        let src = ins[0]!.buffer.raw, dst = outs[0].buffer.raw
+        switch kernel {
+        case .indexMap(let copy, let bits): return { copy.run(src, dst, fillBits: bits) }
+        case .interpolation(let plan): return { plan.run(UnsafeRawPointer(src), dst) }
         }
     }
 }

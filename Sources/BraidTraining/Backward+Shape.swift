@@ -66,7 +66,7 @@ func backwardShape(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue],
         let pad = try padPlan(node, inputs, x.shape, mode)
         return dataGradient { g, gx in { pad.accumulateAdjoint(g, into: gx) } }
     case .resize(let params):
-        return try resizeGradient(node, inputs, x.shape, params)
+        return try resizeGradient(node, inputs, params)
     default:
         throw GraphError(node: node.name, "\(node.sourceOp) has no backward rule")
     }
@@ -171,82 +171,14 @@ private func padPlan(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int], _ mo
     return PadCopy(shape: xShape, begins: begins, ends: ends, fill: fill, elementSize: 4)
 }
 
-private func isClose(_ a: Double, _ b: Double) -> Bool { abs(a - b) <= 1e-9 * max(abs(a), abs(b)) }
 
-/// Resize's backward: the forward's geometry rebuilt as Lowering+Resize builds it, then the
-/// adjoint of its index map (nearest) or of its interpolation weights (linear, cubic,
-/// antialiased or not).
-private func resizeGradient(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int], _ p: ResizeParams) throws -> LoweredBackward {
-    let r = xShape.count
-    let axes = (p.axes ?? Array(0..<r)).map { $0 < 0 ? $0 + r : $0 }
-    var scales = [Double](repeating: 1, count: r), outShape = xShape
-    func floats(_ i: Int) throws -> [Double]? {
-        guard present(i, inputs) else { return nil }
-        guard let t = inputs[i]!.constant else {
-            throw GraphError(node: node.name, "\(node.sourceOp) input \(i) must be known before the run")
-        }
-        if t.count == 0 { return nil }
-        return t.dtype.isFloat ? t.floatArray.map(Double.init) : t.intArray.map(Double.init)
-    }
-    if present(3, inputs), let sizes = try inputs.constantInts(3, node), !sizes.isEmpty {
-        for (i, a) in axes.enumerated() {
-            outShape[a] = Int(sizes[i])
-            scales[a] = Double(sizes[i]) / Double(xShape[a])
-        }
-        if p.aspect != .stretch {
-            let picked = axes.map { scales[$0] }
-            let s = p.aspect == .notLarger ? picked.min()! : picked.max()!
-            for a in axes { scales[a] = s; outShape[a] = Int(s * Double(xShape[a]) + 0.5) }
-        }
-    } else if let given = try floats(2) {
-        for (i, a) in axes.enumerated() {
-            scales[a] = given[i]
-            outShape[a] = Int(given[i] * Double(xShape[a]))
-        }
-    } else {
-        throw GraphError(node: node.name, "Resize needs scales or sizes")
-    }
-    var roi = [(Double, Double)](repeating: (0, 1), count: r)
-    if p.coordinate == .tfCropAndResize, let values = try floats(1) {
-        for (i, a) in axes.enumerated() { roi[a] = (values[i], values[axes.count + i]) }
-    }
-    let coordinates: ResizeCoordinates
-    switch p.coordinate {
-    case .halfPixel: coordinates = .halfPixel
-    case .halfPixelSymmetric: coordinates = .halfPixelSymmetric
-    case .pytorchHalfPixel: coordinates = .pytorchHalfPixel
-    case .alignCorners: coordinates = .alignCorners
-    case .asymmetric: coordinates = .asymmetric
-    case .tfCropAndResize: coordinates = .tfCropAndResize
-    }
-    let resized = axes.sorted().filter { a in
-        !(isClose(scales[a], 1) && outShape[a] == xShape[a] && roi[a].0 == 0 && isClose(roi[a].1, 1))
-    }
-    let geometry = resized.map { a in
-        ResizeAxis(inSize: xShape[a], outSize: outShape[a], scale: scales[a], roiStart: roi[a].0, roiEnd: roi[a].1)
-    }
-    switch p.mode {
-    case .nearest:
-        let rounding: ResizeRounding
-        switch p.nearest {
-        case .roundPreferFloor: rounding = .roundPreferFloor
-        case .roundPreferCeil: rounding = .roundPreferCeil
-        case .floor: rounding = .floor
-        case .ceil: rounding = .ceil
-        }
-        var maps = xShape.map { Array(0..<$0) }
-        for (a, g) in zip(resized, geometry) { maps[a] = g.nearestIndices(coordinates, rounding) }
-        let copy = r == 0 ? AxisMapCopy(inShape: [1], maps: [[0]], elementSize: 4)
-            : AxisMapCopy(inShape: xShape, maps: maps, elementSize: 4)
+/// Resize's backward: the adjoint of the forward's own kernel (`resizeKernel`), its index
+/// map (nearest) or its interpolation weights (linear, cubic, antialiased or not).
+private func resizeGradient(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams) throws -> LoweredBackward {
+    switch try resizeKernel(node, inputs, p).kernel {
+    case .indexMap(let copy, _):
         return dataGradient { g, gx in { copy.accumulateAdjoint(g, into: gx) } }
-    case .linear, .cubic:
-        let sampling: ResizeSampling = p.mode == .linear ? .linear : .cubic(a: Double(p.cubicCoefficient))
-        let tables = zip(resized, geometry).map { a, g in
-            (axis: a, outSize: g.outSize,
-             taps: ResizeTaps(axis: g, coordinates: coordinates, sampling: sampling,
-                              antialias: p.antialias, excludeOutside: p.excludeOutside))
-        }
-        let plan = ResizeInterpolation(inShape: xShape, axes: tables, extrapolation: p.extrapolationValue, isFloat: true)
+    case .interpolation(let plan):
         return dataGradient { g, gx in
             let adjoint = ResizeGradient(plan)
             return { adjoint.accumulate(g, into: gx) }
