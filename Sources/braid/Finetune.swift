@@ -72,6 +72,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "als: per-bit mutation probability.") var gaMutation = 0.1
     @Flag(name: .long, help: "Do not cache frozen-prefix activations across epochs and fitness evaluations.")
     var noPrefixCache = false
+    @Flag(name: .long, help: "amcf: evaluate a freeze scheme again each time a particle visits it (to measure what reuse saves).")
+    var noSearchReuse = false
     @Option(name: .long, help: "In-memory budget of the prefix cache in MiB (beyond it, spilled to disk).") var cacheMb = 2048
     @Flag(name: .long, help: "No progress bar.") var quiet = false
     @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
@@ -225,7 +227,7 @@ struct Finetune: ParsableCommand {
             options.swarm.inertiaStart = inertiaStart; options.swarm.inertiaEnd = inertiaEnd
             options.swarm.c1 = c1; options.swarm.c2 = c2; options.swarm.maxVelocity = maxVelocity
             options.swarm.seed = record.options.seed
-            options.epochs = searchEpochs; options.subset = searchSubset
+            options.epochs = searchEpochs; options.subset = searchSubset; options.reuseSchemes = !noSearchReuse
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try writeAtomically(try enc.encode(options), to: optionsPath)
