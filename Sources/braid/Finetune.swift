@@ -158,52 +158,53 @@ struct Finetune: ParsableCommand {
                 }
             }
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
-            var saved = record
-            saved.options = o
-            if depths.contains(-1) {
-                try record.save(runDir: runDir)
-                depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
-            }
-            let cache = o.prefixCache ? PrefixCache(megabytes: o.cacheMB) : nil
-            var frozenUnits: Set<Int>?
-            if o.method == "als" {
-                frozenUnits = try searchALS(record: record, model: models[0], split: split, runDir: runDir, cache: cache)
-                depths = [frozenUnits!.count]
-            }
-            saved.depths = depths
-            try saved.save(runDir: runDir)
-            let tuner = try frozenUnits.map {
-                try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-            } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-            tuner.quiet = quiet
-            for (m, d) in zip(models, depths) {
-                print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
-            }
-            for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
-                print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
-            }
-            print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
-            let t0 = Date()
+            // A signal during a search's short fine-tunes stops it too; its progress file resumes it.
             do {
+                var saved = record
+                saved.options = o
+                if depths.contains(-1) {
+                    try record.save(runDir: runDir)
+                    depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
+                }
+                let cache = o.prefixCache ? PrefixCache(megabytes: o.cacheMB) : nil
+                var frozenUnits: Set<Int>?
+                if o.method == "als" {
+                    frozenUnits = try searchALS(record: record, model: models[0], split: split, runDir: runDir, cache: cache)
+                    depths = [frozenUnits!.count]
+                }
+                saved.depths = depths
+                try saved.save(runDir: runDir)
+                let tuner = try frozenUnits.map {
+                    try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                tuner.quiet = quiet
+                for (m, d) in zip(models, depths) {
+                    print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
+                }
+                for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
+                    print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
+                }
+                print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
+                let t0 = Date()
                 try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
+                let test = try tuner.evaluateMembers(on: split.test)
+                let seconds = Date().timeIntervalSince(t0)
+                try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
+                if models.count > 1 {
+                    for (m, e) in zip(models, test.members) { print(String(format: "  %@ test accuracy %.2f%%", m.name, e.accuracy * 100)) }
+                }
+                print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
+                print(test.ensemble.table(classes: record.classes), terminator: "")
+                if let cache {
+                    print(String(format: "prefix cache: %d activations, %.1f MiB in memory, %.1f MiB spilled; %d hits, %d misses",
+                                 cache.count, Double(cache.bytesInMemory) / 1_048_576, Double(cache.bytesSpilled) / 1_048_576,
+                                 cache.hits, cache.misses))
+                }
+                print(String(format: "training took %.1fs", seconds))
+                print("run directory: \(runDir)")
             } catch let stop as TrainingInterrupted {
                 interrupted(stop, runDir: runDir)
             }
-            let test = try tuner.evaluateMembers(on: split.test)
-            let seconds = Date().timeIntervalSince(t0)
-            try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
-            if models.count > 1 {
-                for (m, e) in zip(models, test.members) { print(String(format: "  %@ test accuracy %.2f%%", m.name, e.accuracy * 100)) }
-            }
-            print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
-            print(test.ensemble.table(classes: record.classes), terminator: "")
-            if let cache {
-                print(String(format: "prefix cache: %d activations, %.1f MiB in memory, %.1f MiB spilled; %d hits, %d misses",
-                             cache.count, Double(cache.bytesInMemory) / 1_048_576, Double(cache.bytesSpilled) / 1_048_576,
-                             cache.hits, cache.misses))
-            }
-            print(String(format: "training took %.1fs", seconds))
-            print("run directory: \(runDir)")
         }
     }
 
