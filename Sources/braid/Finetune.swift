@@ -1,5 +1,6 @@
 import ArgumentParser
 import BraidData
+import BraidGraph
 import BraidTensor
 import BraidTraining
 import BraidTransfer
@@ -75,11 +76,18 @@ struct Finetune: ParsableCommand {
     @Flag(name: .long, help: "amcf: evaluate a freeze scheme again each time a particle visits it (to measure what reuse saves).")
     var noSearchReuse = false
     @Option(name: .long, help: "In-memory budget of the prefix cache in MiB (beyond it, spilled to disk).") var cacheMb = 2048
+    @Option(name: .long, help: "Also checkpoint every N batches within an epoch (default 0: at epoch ends only).")
+    var checkpointEvery: Int?
+    @Option(name: .long, help: "On a NaN or infinite loss or gradient: stop (default; keeps the last good checkpoint) | skip (drop that batch's update).")
+    var onNonfinite: String?
+    @Option(name: .long, help: "Fail before training if the members' training plans need more memory than this (512M, 2G).")
+    var maxMemory: String?
     @Flag(name: .long, help: "No progress bar.") var quiet = false
     @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
     var skipCorrupt = false
 
     func run() {
+        StopRequest.install()
         reportingErrors {
             let manifestEntries = try loadManifest(path: manifest)
             let record: RunRecord
@@ -119,7 +127,18 @@ struct Finetune: ParsableCommand {
                 record = fresh
                 runDir = out
             }
-            let o = record.options
+            var o = record.options
+            if let checkpointEvery {
+                guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every takes a whole number of batches (0: off)") }
+                o.checkpointEvery = checkpointEvery
+            }
+            if let onNonfinite {
+                guard ["stop", "skip"].contains(onNonfinite) else {
+                    throw ValidationError("--on-nonfinite takes stop or skip, got '\(onNonfinite)'")
+                }
+                o.onNonfinite = onNonfinite
+            }
+            if let limit = try memoryLimit(maxMemory) { o.maxMemory = limit }
             let opened = try openedData ?? DataCatalog.open(record.data, onCorrupt: skipCorrupt ? .skip : .fail)
             let split = try opened.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
             let models = try record.buildModels(manifest: manifestEntries)
@@ -146,47 +165,53 @@ struct Finetune: ParsableCommand {
                 }
             }
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
-            var saved = record
-            if depths.contains(-1) {
-                try record.save(runDir: runDir)
-                depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
+            // A signal during a search's short fine-tunes stops it too; its progress file resumes it.
+            do {
+                var saved = record
+                saved.options = o
+                if depths.contains(-1) {
+                    try record.save(runDir: runDir)
+                    depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
+                }
+                let cache = o.prefixCache ? PrefixCache(megabytes: o.cacheMB) : nil
+                var frozenUnits: Set<Int>?
+                if o.method == "als" {
+                    frozenUnits = try searchALS(record: record, model: models[0], split: split, runDir: runDir, cache: cache)
+                    depths = [frozenUnits!.count]
+                }
+                saved.depths = depths
+                try saved.save(runDir: runDir)
+                let tuner = try frozenUnits.map {
+                    try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                tuner.quiet = quiet
+                for (m, d) in zip(models, depths) {
+                    print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
+                }
+                for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
+                    print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
+                }
+                print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
+                let t0 = Date()
+                try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
+                let test = try tuner.evaluateMembers(on: split.test)
+                let seconds = Date().timeIntervalSince(t0)
+                try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
+                if models.count > 1 {
+                    for (m, e) in zip(models, test.members) { print(String(format: "  %@ test accuracy %.2f%%", m.name, e.accuracy * 100)) }
+                }
+                print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
+                print(test.ensemble.table(classes: record.classes), terminator: "")
+                if let cache {
+                    print(String(format: "prefix cache: %d activations, %.1f MiB in memory, %.1f MiB spilled; %d hits, %d misses",
+                                 cache.count, Double(cache.bytesInMemory) / 1_048_576, Double(cache.bytesSpilled) / 1_048_576,
+                                 cache.hits, cache.misses))
+                }
+                print(String(format: "training took %.1fs", seconds))
+                print("run directory: \(runDir)")
+            } catch let stop as TrainingInterrupted {
+                interrupted(stop, runDir: runDir)
             }
-            let cache = o.prefixCache ? PrefixCache(megabytes: o.cacheMB) : nil
-            var frozenUnits: Set<Int>?
-            if o.method == "als" {
-                frozenUnits = try searchALS(record: record, model: models[0], split: split, runDir: runDir, cache: cache)
-                depths = [frozenUnits!.count]
-            }
-            saved.depths = depths
-            try saved.save(runDir: runDir)
-            let tuner = try frozenUnits.map {
-                try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-            } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-            tuner.quiet = quiet
-            for (m, d) in zip(models, depths) {
-                print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
-            }
-            for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
-                print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
-            }
-            print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
-            let t0 = Date()
-            try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
-            let test = try tuner.evaluateMembers(on: split.test)
-            let seconds = Date().timeIntervalSince(t0)
-            try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
-            if models.count > 1 {
-                for (m, e) in zip(models, test.members) { print(String(format: "  %@ test accuracy %.2f%%", m.name, e.accuracy * 100)) }
-            }
-            print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
-            print(test.ensemble.table(classes: record.classes), terminator: "")
-            if let cache {
-                print(String(format: "prefix cache: %d activations, %.1f MiB in memory, %.1f MiB spilled; %d hits, %d misses",
-                             cache.count, Double(cache.bytesInMemory) / 1_048_576, Double(cache.bytesSpilled) / 1_048_576,
-                             cache.hits, cache.misses))
-            }
-            print(String(format: "training took %.1fs", seconds))
-            print("run directory: \(runDir)")
         }
     }
 
@@ -243,6 +268,17 @@ struct Finetune: ParsableCommand {
         return found.chosenScheme
     }
 
+    /// Reports a stop by SIGINT or SIGTERM with the command that resumes it, and exits 130.
+    func interrupted(_ stop: TrainingInterrupted, runDir: String) -> Never {
+        let dir = runDir.contains(where: { " '\"$\\".contains($0) }) ? "'" + runDir.replacingOccurrences(of: "'", with: "'\\''") + "'" : runDir
+        FileHandle.standardError.write(Data("""
+            braid: \(stop)
+            braid: resume with: braid finetune --resume \(dir)
+
+            """.utf8))
+        Foundation.exit(130)
+    }
+
     func writeMetrics(runDir: String, tuner: Finetuner, test: (ensemble: Evaluation, members: [Evaluation]), seconds: Double) throws {
         let history = try JSONSerialization.jsonObject(with: JSONEncoder().encode(tuner.history))
         let obj: [String: Any] = [
@@ -258,4 +294,13 @@ struct Finetune: ParsableCommand {
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(data, to: runDir + "/metrics.json")
     }
+}
+
+/// Parses a `--max-memory` size (512M, 2G, 1.5GiB, bytes); nil when not given.
+func memoryLimit(_ text: String?) throws -> Int? {
+    guard let text else { return nil }
+    guard let bytes = parseByteSize(text) else {
+        throw ValidationError("--max-memory takes a size such as 512M or 2G, got '\(text)'")
+    }
+    return bytes
 }
