@@ -54,7 +54,7 @@ public struct ExperimentConfig: Sendable, Equatable {
     static let topKeys: Set<String> = ["name", "description", "sources", "targets", "methods", "seeds", "training", "search",
                                        "keep_checkpoints", "input_sizes", "target_subsets", "method_sources", "als"]
     static let trainingKeys: Set<String> = ["epochs", "batch", "lr", "optimizer", "momentum", "nesterov", "weight_decay",
-                                            "schedule", "step_size", "gamma", "warmup_steps", "label_smoothing", "lambda",
+                                            "schedule", "step_size", "gamma", "warmup_steps", "label_smoothing", "lambda", "consistency", "vote",
                                             "clip_norm", "val_fraction", "test_fraction", "train_subset", "freeze"]
     static let searchKeys: Set<String> = ["particles", "iterations", "inertia_start", "inertia_end", "c1", "c2",
                                           "max_velocity", "epochs", "subset"]
@@ -103,6 +103,11 @@ public struct ExperimentConfig: Sendable, Equatable {
         o.labelSmoothing = try float(training["label_smoothing"], "training.label_smoothing") ?? o.labelSmoothing
         o.lambda = try float(training["lambda"], "training.lambda") ?? o.lambda
         o.clipNorm = try float(training["clip_norm"], "training.clip_norm") ?? o.clipNorm
+        o.consistency = try string(training["consistency"], "training.consistency") ?? o.consistency
+        o.vote = try string(training["vote"], "training.vote") ?? o.vote
+        guard ["l2", "kl"].contains(o.consistency), ["logits", "softmax"].contains(o.vote) else {
+            throw TrainingError("training.consistency takes l2 or kl, training.vote logits or softmax")
+        }
         o.valFraction = try double(training["val_fraction"], "training.val_fraction") ?? o.valFraction
         o.testFraction = try double(training["test_fraction"], "training.test_fraction") ?? o.testFraction
         o.freeze = try (training["freeze"].map { v -> [Int] in

@@ -26,6 +26,12 @@ public struct TrainOptions: Codable, Sendable, Equatable {
     public var labelSmoothing: Float = 0
     /// Weight of the collaborative consistency term (used with several members).
     public var lambda: Float = 0.2
+    /// The consistency term: `l2` (the L2 distance of each member's logits to their mean) or
+    /// `kl` (the KL divergence of each member's softmax from the mean softmax).
+    public var consistency = "l2"
+    /// The ensemble's prediction: `logits` (argmax of the summed logits) or `softmax`
+    /// (argmax of the mean of the members' probabilities).
+    public var vote = "logits"
     public var clipNorm: Float = 0
     public var seed: UInt64 = 0
     public var valFraction = 0.1
@@ -57,6 +63,7 @@ extension TrainOptions {
         case method, freeze, epochs, batch, lr, optimizer, momentum, nesterov, weightDecay, schedule, stepSize
         case gamma, warmupSteps, labelSmoothing, lambda, clipNorm, seed, valFraction, testFraction
         case l2spAlpha, l2spBeta, childP, childMode, prefixCache, cacheMB, checkpointEvery, onNonfinite, maxMemory
+        case consistency, vote
     }
 
     /// Decodes a run record; settings missing from older records keep their defaults.
@@ -75,6 +82,7 @@ extension TrainOptions {
         try get(.l2spAlpha, &l2spAlpha); try get(.l2spBeta, &l2spBeta); try get(.childP, &childP)
         try get(.childMode, &childMode); try get(.prefixCache, &prefixCache); try get(.cacheMB, &cacheMB)
         try get(.checkpointEvery, &checkpointEvery); try get(.onNonfinite, &onNonfinite)
+        try get(.consistency, &consistency); try get(.vote, &vote)
         maxMemory = try c.decodeIfPresent(Int.self, forKey: .maxMemory)
     }
 }
@@ -343,8 +351,8 @@ public final class Finetuner {
                     loss += losses[j]
                 }
                 if members.count > 1 && options.lambda > 0 {
-                    loss += logitConsistency(members.map(\.plan.output), weight: options.lambda,
-                                             grads: members.map(\.plan.outputGrad))
+                    let consistency = options.consistency == "kl" ? softmaxConsistency : logitConsistency
+                    loss += consistency(members.map(\.plan.output), options.lambda, members.map(\.plan.outputGrad))
                 }
                 for m in members {
                     if let l2sp = m.l2sp { loss += l2sp.value(params: m.plan.params) }
@@ -469,13 +477,15 @@ public final class Finetuner {
     /// The ensemble's evaluation alone, in inference mode.
     public func evaluateEnsemble(on data: any ImageDataset) throws -> Evaluation {
         let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
-        return try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count)
+        return try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count,
+                                softmaxVote: options.vote == "softmax")
     }
 
     /// Ensemble and per-member evaluation in inference mode.
     public func evaluateMembers(on data: any ImageDataset) throws -> (ensemble: Evaluation, members: [Evaluation]) {
         let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
-        let ensemble = try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count)
+        let ensemble = try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count,
+                                softmaxVote: options.vote == "softmax")
         if all.count == 1 { return (ensemble, [ensemble]) }
         let each = try all.map { try evaluate(members: [$0], on: data, batchSize: options.batch, classes: classes.count) }
         return (ensemble, each)

@@ -43,6 +43,10 @@ struct Finetune: ParsableCommand {
     @Option(name: .long) var warmupSteps = 0
     @Option(name: .long) var labelSmoothing: Float = 0
     @Option(name: .long, help: "Weight of the collaborative consistency loss (several sources).") var lambda: Float = 0.2
+    @Option(name: .long, help: "Consistency term: l2 (logits to their mean) | kl (each softmax to the mean softmax).")
+    var consistency = "l2"
+    @Option(name: .long, help: "Ensemble prediction: logits (argmax of summed logits) | softmax (of mean probabilities).")
+    var vote = "logits"
     @Option(name: .long, help: "Clip the gradient norm (0: off).") var clipNorm: Float = 0
     @Option(name: .long) var seed: UInt64 = 0
     @Option(name: .long) var valFraction = 0.1
@@ -105,6 +109,13 @@ struct Finetune: ParsableCommand {
                 o.momentum = momentum; o.nesterov = nesterov; o.weightDecay = weightDecay; o.schedule = schedule
                 o.stepSize = stepSize; o.gamma = gamma; o.warmupSteps = warmupSteps
                 o.labelSmoothing = labelSmoothing; o.lambda = lambda; o.clipNorm = clipNorm; o.seed = seed
+                guard ["l2", "kl"].contains(consistency) else {
+                    throw ValidationError("--consistency takes l2 or kl, got '\(consistency)'")
+                }
+                guard ["logits", "softmax"].contains(vote) else {
+                    throw ValidationError("--vote takes logits or softmax, got '\(vote)'")
+                }
+                o.consistency = consistency; o.vote = vote
                 o.valFraction = valFraction; o.testFraction = testFraction
                 o.l2spAlpha = l2spAlpha; o.l2spBeta = l2spBeta; o.childP = childP
                 guard ["d", "f", "fisher"].contains(childMode) else {
