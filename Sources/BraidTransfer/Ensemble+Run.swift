@@ -39,6 +39,19 @@ public struct EnsembleInfo: Sendable, Equatable {
                 "input_width": String(image.width)]
     }
 
+    /// The metadata keys `init?(metadata:)` needs that are missing or malformed.
+    public static func missing(in metadata: [String: String]) -> [String] {
+        func get(_ k: String) -> String? { metadata[k] ?? metadata["meta." + k] }
+        var missing: [String] = []
+        if get("input_range") != "0..255" { missing.append("input_range (0..255)") }
+        if get("input_layout") != "NCHW" { missing.append("input_layout (NCHW)") }
+        if !["1", "3"].contains(get("input_channels") ?? "") { missing.append("input_channels (1 or 3)") }
+        for k in ["input_height", "input_width"] where (get(k).flatMap(Int.init) ?? 0) <= 0 { missing.append(k) }
+        let classes = get("classes").flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) } ?? []
+        if classes.isEmpty { missing.append("classes (a JSON list of names)") }
+        return missing
+    }
+
     /// Reads the fields back from `metadata_props` (keys bare or with the importer's `meta.`
     /// prefix). Nil when the preprocessing or the class names are missing or malformed.
     public init?(metadata: [String: String]) {

@@ -57,6 +57,7 @@ struct Export: ParsableCommand {
             } else {
                 guard member == nil else { throw ValidationError("--member applies to run directories") }
                 graph = try loadModel(source)
+                metadata = try storedMetadata(path: source)
                 metadata["converted_from"] = (source as NSString).lastPathComponent
             }
             graph = try Passes.optimizeForInference(graph)
@@ -66,7 +67,7 @@ struct Export: ParsableCommand {
                                             producerVersion: braidVersion)
                 try exporter.write(graph, to: out, externalData: externalData)
             default:
-                try exportKeras(graph, to: out, inputShapes: [:])
+                try exportKeras(graph, to: out, inputShapes: [:], metadata: metadata)
             }
             let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
             print("\(source) -> \(out)  (\(graph.outputs.map(\.name).joined(separator: ", ")); \(size) bytes)")
