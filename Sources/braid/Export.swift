@@ -12,12 +12,15 @@ struct Export: ParsableCommand {
         A run directory becomes one model with a single `image` input ([N, C, H, W] float32, \
         pixels 0..255, H x W of the run's dataset), each member's preprocessing as graph ops, \
         and outputs `logits` (sum of the members' logits), `probabilities` and each member's \
-        logits under its name. Class names and the preprocessing go into the metadata, so \
-        `braid run ensemble.onnx --image a.png` works.
+        logits under its name. Class names and the preprocessing go into the metadata \
+        (ONNX metadata_props; for --format h5, the Keras file's `braid_metadata`), so \
+        `braid run ensemble.onnx --image a.png` (or ensemble.h5) works. Re-exporting a model \
+        file keeps the metadata it carries.
 
         Examples:
           braid export runs/cls --format onnx --out ensemble.onnx
           braid export runs/cls --format onnx --out m.onnx --member mnist_cnn --opset 13
+          braid export runs/cls --format h5 --out ensemble.h5     (or ensemble.keras)
           braid export model.h5 --format onnx --out model.onnx
         """)
 
