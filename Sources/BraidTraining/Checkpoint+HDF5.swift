@@ -11,11 +11,12 @@ let checkpointHDF5Lock = NSLock()
 private let maxRank = 32
 
 extension Checkpoint {
-    /// Writes the HDF5 layout described on `Checkpoint` to `file`; errors name `path`.
-    func writeHDF5(to file: String, reportedAs path: String) throws {
+    /// The bytes of an HDF5 file holding the layout described on `Checkpoint`, built in
+    /// memory (libhdf5's core driver); errors name `path`.
+    func hdf5Image(reportedAs path: String) throws -> Data {
         _ = H5open()
         H5Eset_auto2(0, nil, nil)
-        let w = try CheckpointWriter(file: file, reportedAs: path)
+        let w = try CheckpointWriter(reportedAs: path)
         try w.string("format", Checkpoint.format, at: "/")
         try w.string("format_version", Checkpoint.formatVersion, at: "/")
         try w.group("facts")
@@ -28,7 +29,7 @@ extension Checkpoint {
             try w.string("name", name, at: p)
             try w.string("dtype", tensors[name]!.dtype.rawValue, at: p)
         }
-        try w.close()
+        return try w.finish()
     }
 
     /// Reads the HDF5 layout described on `Checkpoint`.
@@ -83,24 +84,36 @@ func checkpointDatasetPaths(_ names: [String]) -> [String: String] {
     return result
 }
 
-/// A new HDF5 file for one checkpoint; paths are relative to the root.
+/// A new in-memory HDF5 file for one checkpoint; paths are relative to the root.
 private final class CheckpointWriter {
     let path: String
     private var file: hid_t
 
-    init(file: String, reportedAs path: String) throws {
+    init(reportedAs path: String) throws {
         self.path = path
-        let f = H5Fcreate(file, 2 /* H5F_ACC_TRUNC */, 0, 0)
-        guard f >= 0 else { throw TrainingError("\(path): libhdf5 cannot create the checkpoint (\(file))") }
+        let fapl = H5Pcreate(H5P_CLS_FILE_ACCESS_ID_g)
+        defer { H5Pclose(fapl) }
+        guard fapl >= 0, H5Pset_fapl_core(fapl, 1 << 20, false /* no backing store */) >= 0 else {
+            throw TrainingError("\(path): cannot write checkpoint (libhdf5 has no in-memory file driver)")
+        }
+        // The name only identifies the in-memory file; nothing is written under it.
+        let f = H5Fcreate("braid-checkpoint-\(UUID().uuidString)", 2 /* H5F_ACC_TRUNC */, 0, fapl)
+        guard f >= 0 else { throw TrainingError("\(path): cannot write checkpoint (libhdf5 cannot create an in-memory file)") }
         self.file = f
     }
 
     deinit { if file >= 0 { H5Fclose(file) } }
 
-    func close() throws {
-        let status = H5Fclose(file)
-        file = -1
-        guard status >= 0 else { throw fail("/", "cannot flush and close the file") }
+    /// Flushes the file and returns its bytes; the writer cannot be used afterwards.
+    func finish() throws -> Data {
+        defer { H5Fclose(file); file = -1 }
+        guard H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0 else { throw fail("/", "cannot flush the file") }
+        let size = H5Fget_file_image(file, nil, 0)
+        guard size > 0 else { throw fail("/", "cannot read back the file image") }
+        var image = Data(count: size)
+        let got = image.withUnsafeMutableBytes { H5Fget_file_image(file, $0.baseAddress, size) }
+        guard got == size else { throw fail("/", "cannot read back the file image") }
+        return image
     }
 
     func group(_ p: String) throws {

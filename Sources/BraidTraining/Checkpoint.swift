@@ -13,8 +13,8 @@ import Foundation
 ///   `name` (the exact tensor name) and `dtype` (`DType.rawValue`);
 /// - group `facts`: one UTF-8 string attribute per fact.
 ///
-/// `save` writes to a temporary name beside `path` and renames it, so a crash never leaves
-/// a half-written checkpoint. `load` checks every dataset's type, rank and size against the
+/// `save` writes to a temporary name beside `path` and renames it (`writeAtomically`), so a
+/// crash never leaves a half-written checkpoint. `load` checks every dataset's type, rank and size against the
 /// file before allocating, and every error names the file.
 public struct Checkpoint {
     public var tensors: [String: Tensor]
@@ -31,19 +31,13 @@ public struct Checkpoint {
 
     /// Writes the checkpoint to `path` (atomically).
     ///
-    /// - Throws: `TrainingError` naming `path` when libhdf5 cannot create or write the file.
+    /// - Throws: `TrainingError` naming `path` and the reason when the file cannot be written.
     public func save(to path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let tmp = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UUID().uuidString.prefix(8))").path
-        do {
-            try checkpointHDF5Lock.withLock { try writeHDF5(to: tmp, reportedAs: path) }
-            guard rename(tmp, path) == 0 else {
-                throw TrainingError("\(path): cannot rename the temporary checkpoint into place: \(String(cString: strerror(errno)))")
-            }
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-            throw error
+        // libhdf5 builds the file in memory; the bytes then go through `writeAtomically`,
+        // whose errors carry the system's reason (no space left, read-only file system).
+        let image = try checkpointHDF5Lock.withLock { try hdf5Image(reportedAs: path) }
+        do { try writeAtomically(image, to: path) } catch let e as NpyError {
+            throw TrainingError(e.description)
         }
     }
 
