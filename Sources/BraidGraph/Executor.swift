@@ -47,6 +47,10 @@ public final class Executor {
     /// part of its output unwritten then shows up as NaN in tests.
     public var poisonBuffers = ProcessInfo.processInfo.environment["BRAID_POISON"] == "1"
 
+    /// When set, planning first works out the bytes a plan needs (its buffers plus the
+    /// weights) without allocating them, and throws `MemoryLimitError` if they exceed this.
+    public var memoryLimit: Int?
+
     /// Feed inputs that some node reads as an operand decided before the run (a Reshape's
     /// target shape, a Resize's scales...). Their values join the plan key: each distinct
     /// value gets its own plan.
@@ -123,9 +127,29 @@ public final class Executor {
             }
         }
         if let p = plans[key] { return p }
+        if let limit = memoryLimit {
+            let need = try memoryNeeded(feeds, known)
+            if need.total > limit {
+                throw MemoryLimitError(needed: need.total, limit: limit,
+                                       detail: "planned buffers \(formatBytes(need.plannedBytes)) + weights \(formatBytes(need.weightBytes))"
+                                           + " + folded constants \(formatBytes(need.constantBytes)) for input shapes \(describeFeeds(feeds))")
+            }
+        }
         let p = try makePlan(feeds, known)
         plans[key] = p
         return p
+    }
+
+    /// What a plan for these shapes would hold, worked out by lowering every node without
+    /// allocating any planned buffer (plan-time constants are still computed).
+    public func memoryNeeded(_ feeds: [String: (shape: [Int], dtype: DType)],
+                             _ known: [String: Tensor] = [:]) throws -> MemoryEstimate {
+        try walk(feeds, known, allocate: false).estimate
+    }
+
+    private func describeFeeds(_ feeds: [String: (shape: [Int], dtype: DType)]) -> String {
+        feeds.keys.sorted().map { "\($0) [" + feeds[$0]!.shape.map(String.init).joined(separator: ", ") + "]" }
+            .joined(separator: ", ")
     }
 
     private func describe(_ d: ValueDecl) -> String {
@@ -159,13 +183,24 @@ public final class Executor {
 
     private func makePlan(_ feeds: [String: (shape: [Int], dtype: DType)],
                           _ known: [String: Tensor]) throws -> Plan {
+        try walk(feeds, known, allocate: true).plan!
+    }
+
+    /// Lowers every node in order, handing out pool slots for intermediate values. With
+    /// `allocate` off, only plan-time constants get memory: the pool counts bytes, no step
+    /// is made, and the result is the estimate alone.
+    private func walk(_ feeds: [String: (shape: [Int], dtype: DType)], _ known: [String: Tensor],
+                      allocate: Bool) throws -> (plan: Plan?, estimate: MemoryEstimate) {
         var values: [String: PlanValue] = [:]
         var tensors: [String: Tensor] = [:]
+        var slotOf: [String: Int] = [:]
+        var weightBytes = 0, constantBytes = 0
         for (name, t) in graph.initializers {
             values[name] = PlanValue(shape: t.shape, dtype: t.dtype, constant: t)
             tensors[name] = t
+            weightBytes += t.buffer.byteCount
         }
-        var pool = BufferPool()
+        var pool = BufferPool(allocates: allocate)
         var inputs: [(String, Tensor)] = []
         var symbols: [String: Int] = [:]
         for d in graph.feedInputs {
@@ -177,11 +212,14 @@ public final class Executor {
                 tensors[d.name] = c
                 continue
             }
-            let t = Tensor(shape: f.shape, dtype: f.dtype,
-                           buffer: pool.take(f.shape.product * f.dtype.storageStride))
+            let slot = pool.take(f.shape.product * f.dtype.storageStride)
+            slotOf[d.name] = slot
             values[d.name] = PlanValue(shape: f.shape, dtype: f.dtype)
-            tensors[d.name] = t
-            inputs.append((d.name, t))
+            if allocate {
+                let t = Tensor(shape: f.shape, dtype: f.dtype, buffer: pool.buffer(slot))
+                tensors[d.name] = t
+                inputs.append((d.name, t))
+            }
         }
         var steps: [(String, String, () -> Void)] = []
         let poison = poisonBuffers
@@ -197,7 +235,6 @@ public final class Executor {
             guard lowered.outputs.count >= node.outputs.filter({ !$0.isEmpty }).count else {
                 throw GraphError(node: node.name, "\(node.sourceOp) yields \(lowered.outputs.count) outputs, the node names \(node.outputs.count)")
             }
-            let inTensors: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : tensors[$0] }
             // Shape and Size read only their input's shape, which the plan already knows.
             let shapeOnly: Bool
             switch node.op {
@@ -205,83 +242,169 @@ public final class Executor {
             default: shapeOnly = false
             }
             let foldable = shapeOnly || ins.allSatisfy { $0 == nil || $0!.constant != nil }
-            var outTensors: [Tensor] = []
-            for (i, o) in lowered.outputs.enumerated() {
+            var outTensors: [Tensor?] = []
+            var outSlots: [Int?] = []
+            for o in lowered.outputs {
                 let bytes = o.shape.product * o.dtype.storageStride
-                let buffer = foldable ? TensorBuffer(byteCount: bytes) : pool.take(bytes)
-                outTensors.append(Tensor(shape: o.shape, dtype: o.dtype, buffer: buffer))
-                _ = i
+                if foldable {
+                    let t = Tensor(shape: o.shape, dtype: o.dtype, buffer: TensorBuffer(byteCount: bytes))
+                    constantBytes += t.buffer.byteCount
+                    outTensors.append(t)
+                    outSlots.append(nil)
+                } else {
+                    let slot = pool.take(bytes)
+                    outSlots.append(slot)
+                    outTensors.append(allocate ? Tensor(shape: o.shape, dtype: o.dtype, buffer: pool.buffer(slot)) : nil)
+                }
             }
-            let run = lowered.make(inTensors, outTensors)
-            if foldable {
-                run()
-            } else if poison {
-                let outs = outTensors
-                steps.append((node.name, node.sourceOp, {
-                    for t in outs where t.dtype.isFloat { t.floats.update(repeating: .nan, count: t.count) }
+            if foldable || allocate {
+                let inTensors: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : tensors[$0] }
+                let outs = outTensors.map { $0! }
+                let run = lowered.make(inTensors, outs)
+                if foldable {
                     run()
-                }))
-            } else {
-                steps.append((node.name, node.sourceOp, run))
-            }
-            for (i, name) in node.outputs.enumerated() where !name.isEmpty && i < outTensors.count {
-                let t = outTensors[i]
-                values[name] = PlanValue(shape: t.shape, dtype: t.dtype, constant: foldable ? t : nil)
-                tensors[name] = t
-                if !foldable && lastUse[name] == nil && !graphOutputs.contains(name) {
-                    pool.give(t.buffer)
+                } else if poison {
+                    steps.append((node.name, node.sourceOp, {
+                        for t in outs where t.dtype.isFloat { t.floats.update(repeating: .nan, count: t.count) }
+                        run()
+                    }))
+                } else {
+                    steps.append((node.name, node.sourceOp, run))
                 }
             }
-            if !foldable {
-                for (i, t) in outTensors.enumerated() where i >= node.outputs.count || node.outputs[i].isEmpty {
-                    pool.give(t.buffer)
+            for (i, name) in node.outputs.enumerated() where !name.isEmpty && i < lowered.outputs.count {
+                let o = lowered.outputs[i]
+                values[name] = PlanValue(shape: o.shape, dtype: o.dtype, constant: foldable ? outTensors[i] : nil)
+                if let t = outTensors[i] { tensors[name] = t }
+                if let slot = outSlots[i] {
+                    slotOf[name] = slot
+                    if lastUse[name] == nil && !graphOutputs.contains(name) { pool.give(slot) }
                 }
+            }
+            for (i, slot) in outSlots.enumerated() where i >= node.outputs.count || node.outputs[i].isEmpty {
+                if let slot { pool.give(slot) }
             }
             for name in Set(node.inputs) where !name.isEmpty && lastUse[name] == index
                 && !graphOutputs.contains(name) && values[name]?.constant == nil {
-                if let t = tensors[name] { pool.give(t.buffer) }
+                if let slot = slotOf[name] { pool.give(slot) }
             }
         }
         var outputs: [(String, Tensor)] = []
         for o in graph.outputs {
-            guard let t = tensors[o.name] else {
+            guard values[o.name] != nil else {
                 throw GraphError(node: nil, "graph output '\(o.name)' is not produced by any node")
             }
-            outputs.append((o.name, t))
+            if let t = tensors[o.name] { outputs.append((o.name, t)) }
         }
-        return Plan(inputs: inputs, outputs: outputs, steps: steps, values: values,
-                    plannedBytes: pool.allocatedBytes,
-                    retained: pool.all + tensors.values.map(\.buffer))
+        var estimate = MemoryEstimate(plannedBytes: pool.allocatedBytes, constantBytes: constantBytes, weightBytes: weightBytes)
+        for o in graph.outputs { estimate.outputShapes[o.name] = values[o.name]?.shape }
+        guard allocate else { return (nil, estimate) }
+        let plan = Plan(inputs: inputs, outputs: outputs, steps: steps, values: values,
+                        plannedBytes: pool.allocatedBytes,
+                        retained: pool.buffers + tensors.values.map(\.buffer))
+        return (plan, estimate)
     }
 }
 
-/// Hands out buffers for intermediate values and takes them back after their last use, so a
-/// plan holds roughly the peak of live activations rather than their sum.
-struct BufferPool {
-    private var free: [TensorBuffer] = []
-    private var taken: Set<ObjectIdentifier> = []
-    private(set) var allocatedBytes = 0
-    private(set) var all: [TensorBuffer] = []
+/// The memory a plan holds, in bytes.
+public struct MemoryEstimate: Sendable, Equatable {
+    /// Buffers for feed inputs and intermediate values (reused after their last use).
+    public var plannedBytes: Int
+    /// Values computed once at plan time (folded shape chains, constants).
+    public var constantBytes: Int
+    /// The graph's initializers.
+    public var weightBytes: Int
+    /// Shape of each graph output for the planned inputs.
+    public var outputShapes: [String: [Int]] = [:]
+    public var total: Int { plannedBytes + constantBytes + weightBytes }
 
-    mutating func take(_ bytes: Int) -> TensorBuffer {
-        var best: Int?
-        for (i, b) in free.enumerated() where b.byteCount >= bytes {
-            if best == nil || b.byteCount < free[best!].byteCount { best = i }
-        }
-        if let i = best, free[i].byteCount <= max(bytes * 4, 4096) {
-            let b = free.remove(at: i)
-            taken.insert(ObjectIdentifier(b))
-            return b
-        }
-        let b = TensorBuffer(byteCount: bytes)
-        allocatedBytes += b.byteCount
-        all.append(b)
-        taken.insert(ObjectIdentifier(b))
-        return b
+    public init(plannedBytes: Int, constantBytes: Int, weightBytes: Int) {
+        self.plannedBytes = plannedBytes; self.constantBytes = constantBytes; self.weightBytes = weightBytes
+    }
+}
+
+/// A plan would need more memory than the cap it was given; nothing has been allocated.
+public struct MemoryLimitError: Error, CustomStringConvertible, Sendable {
+    public var needed: Int
+    public var limit: Int
+    /// What the figure is made of.
+    public var detail: String
+
+    public init(needed: Int, limit: Int, detail: String) {
+        self.needed = needed; self.limit = limit; self.detail = detail
     }
 
-    mutating func give(_ b: TensorBuffer) {
-        guard taken.remove(ObjectIdentifier(b)) != nil else { return }
-        free.append(b)
+    public var description: String {
+        "needs \(formatBytes(needed)) (\(detail)), more than the memory limit of \(formatBytes(limit))"
+    }
+}
+
+/// A byte count in binary units with one decimal ("1.5 GiB", "312.0 KiB", "17 B").
+public func formatBytes(_ n: Int) -> String {
+    let units = ["KiB", "MiB", "GiB", "TiB"]
+    guard n >= 1024 else { return "\(n) B" }
+    var v = Double(n) / 1024, u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return String(format: "%.1f %@", v, units[u])
+}
+
+/// Parses a size such as `512M`, `2G`, `1.5GiB`, `300k` or a plain byte count (binary
+/// multiples: K = 1024). Returns nil for anything else.
+public func parseByteSize(_ text: String) -> Int? {
+    var s = text.trimmingCharacters(in: .whitespaces).uppercased()
+    for suffix in ["IB", "B"] where s.hasSuffix(suffix) && s.count > suffix.count {
+        s.removeLast(suffix.count)
+        break
+    }
+    let scale: Double
+    switch s.last {
+    case "K": scale = 1024
+    case "M": scale = 1024 * 1024
+    case "G": scale = 1024 * 1024 * 1024
+    case "T": scale = 1024 * 1024 * 1024 * 1024
+    default: scale = 1
+    }
+    if scale > 1 { s.removeLast() }
+    guard let v = Double(s), v.isFinite, v > 0, v * scale < Double(Int.max) else { return nil }
+    return Int(v * scale)
+}
+
+/// Hands out buffers for intermediate values and takes them back after their last use, so a
+/// plan holds roughly the peak of live activations rather than their sum. Buffers are known
+/// by slot number; a pool that does not allocate only counts their bytes.
+struct BufferPool {
+    let allocates: Bool
+    private var sizes: [Int] = []
+    private(set) var buffers: [TensorBuffer] = []
+    private var free: [Int] = []
+    private var taken: Set<Int> = []
+    private(set) var allocatedBytes = 0
+
+    init(allocates: Bool = true) { self.allocates = allocates }
+
+    mutating func take(_ bytes: Int) -> Int {
+        var best: Int?
+        for (i, slot) in free.enumerated() where sizes[slot] >= bytes {
+            if best == nil || sizes[slot] < sizes[free[best!]] { best = i }
+        }
+        if let i = best, sizes[free[i]] <= max(bytes * 4, 4096) {
+            let slot = free.remove(at: i)
+            taken.insert(slot)
+            return slot
+        }
+        // TensorBuffer rounds small requests up to 64 bytes; count what it will hold.
+        let size = max(bytes, 64)
+        sizes.append(size)
+        if allocates { buffers.append(TensorBuffer(byteCount: size)) }
+        allocatedBytes += size
+        taken.insert(sizes.count - 1)
+        return sizes.count - 1
+    }
+
+    func buffer(_ slot: Int) -> TensorBuffer { buffers[slot] }
+
+    mutating func give(_ slot: Int) {
+        guard taken.remove(slot) != nil else { return }
+        free.append(slot)
     }
 }

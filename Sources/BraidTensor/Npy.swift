@@ -190,22 +190,52 @@ public func halfToFloat(_ h: UInt16) -> Float {
     return Float(bitPattern: sign | UInt32(exp - 15 + 127) << 23 | (mant << 13))
 }
 
-/// Writes `data` to a temporary file beside `path`, then renames it into place, so a reader
-/// never sees a half-written file and a failed write leaves any previous file intact.
+/// Writes `data` to `path` so that a crash or a failed write never leaves a half-written
+/// file: the bytes go to a temporary file beside `path`, which is flushed to disk (`fsync`),
+/// renamed over `path`, and then the directory is flushed so the rename itself survives a
+/// power loss. On any failure the temporary file is removed and a previous file at `path`
+/// is left as it was.
+///
+/// - Throws: `NpyError` naming `path` and the system's reason (read-only file system, no
+///   space left on device...).
 public func writeAtomically(_ data: Data, to path: String) throws {
     let url = URL(fileURLWithPath: path)
-    let tmp = url.deletingLastPathComponent()
-        .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    do {
-        try data.write(to: tmp)
-        guard rename(tmp.path, path) == 0 else {
-            throw NpyError(path: path, message: "cannot rename temporary file: \(String(cString: strerror(errno)))")
+    let dir = url.deletingLastPathComponent().path
+    let tmp = dir + "/.\(url.lastPathComponent).tmp-\(getpid())"
+    func failure(_ step: String, _ code: Int32) -> NpyError {
+        NpyError(path: path, message: "cannot write (\(step)): \(String(cString: strerror(code)))")
+    }
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw failure("create \(tmp)", errno) }
+    var closed = false
+    var renamed = false
+    defer {
+        if !closed { close(fd) }
+        if !renamed { unlink(tmp) }
+    }
+    try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+        var done = 0
+        while done < raw.count {
+            let n = write(fd, raw.baseAddress! + done, raw.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw failure("write", errno)
+            }
+            done += n
         }
-    } catch let e as NpyError {
-        try? FileManager.default.removeItem(at: tmp)
-        throw e
-    } catch {
-        try? FileManager.default.removeItem(at: tmp)
-        throw NpyError(path: path, message: "cannot write: \(error.localizedDescription)")
+    }
+    guard fsync(fd) == 0 else { throw failure("fsync", errno) }
+    closed = true
+    guard close(fd) == 0 else { throw failure("close", errno) }
+    guard rename(tmp, path) == 0 else { throw failure("rename into place", errno) }
+    renamed = true
+    // Flushing the directory makes the rename durable; some file systems refuse fsync on a
+    // directory (EINVAL), which costs durability there but not atomicity.
+    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dfd >= 0 {
+        let status = fsync(dfd)
+        let code = errno
+        close(dfd)
+        if status != 0 && code != EINVAL { throw failure("fsync directory \(dir)", code) }
     }
 }

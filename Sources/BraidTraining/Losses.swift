@@ -84,3 +84,52 @@ public func logitConsistency(_ logits: [Tensor], weight: Float, grads: [Tensor]?
     }
     return weight * Float(total / Double(n)) / Float(m)
 }
+
+/// AMCF's KL consistency variant over the members' logits z_j, each `[N, K]`: with
+/// p_j = softmax(z_j) and m = (1/M) sum_i p_i, the term (1/M) sum_j mean_batch KL(p_j || m),
+/// scaled by `weight`.
+///
+/// Returns the term and adds its gradient into `grads[j]`. The gradient runs through m as
+/// well: d/dp_j of the term is (1/M)(log p_j - log m) (the +1 of each KL's own derivative
+/// cancels against m's share), then through each softmax.
+public func softmaxConsistency(_ logits: [Tensor], weight: Float, grads: [Tensor]?) -> Float {
+    let members = logits.count
+    guard members > 1 else { return 0 }
+    let n = logits[0].shape[0], k = logits[0].shape[1]
+    var p = [Float](repeating: 0, count: members * k)
+    var logP = [Float](repeating: 0, count: members * k)
+    var logMean = [Float](repeating: 0, count: k)
+    var total: Double = 0
+    let scale = weight / Float(members) / Float(n)
+    for r in 0..<n {
+        for j in 0..<members {
+            let z = logits[j].floats + r * k
+            var top = z[0]
+            for c in 1..<k { top = max(top, z[c]) }
+            var sum: Float = 0
+            for c in 0..<k { sum += expf(z[c] - top) }
+            let logSum = logf(sum)
+            for c in 0..<k {
+                logP[j * k + c] = z[c] - top - logSum
+                p[j * k + c] = expf(logP[j * k + c])
+            }
+        }
+        for c in 0..<k {
+            var s: Float = 0
+            for j in 0..<members { s += p[j * k + c] }
+            logMean[c] = logf(max(s / Float(members), Float.leastNormalMagnitude))
+        }
+        for j in 0..<members {
+            var kl: Float = 0
+            for c in 0..<k { kl += p[j * k + c] * (logP[j * k + c] - logMean[c]) }
+            total += Double(kl)
+            guard let grads else { continue }
+            // g_c = log p_c - log m_c; through softmax: p_c (g_c - sum_l p_l g_l).
+            var dot: Float = 0
+            for c in 0..<k { dot += p[j * k + c] * (logP[j * k + c] - logMean[c]) }
+            let g = grads[j].floats + r * k
+            for c in 0..<k { g[c] += scale * p[j * k + c] * (logP[j * k + c] - logMean[c] - dot) }
+        }
+    }
+    return weight * Float(total / Double(n)) / Float(members)
+}

@@ -55,6 +55,23 @@ public final class TrainingPlan {
     /// respect to the initializers named in `trainable`.
     public static func make(graph: Graph, output: String, trainable: Set<String>,
                             feeds: [String: [Int]]) throws -> TrainingPlan {
+        try compile(graph: graph, output: output, trainable: trainable, feeds: feeds, allocate: true).plan!
+    }
+
+    /// What `make` with the same arguments would hold, worked out without allocating the
+    /// planned buffers: `plannedBytes` counts input slots, every forward value the backward
+    /// keeps and the gradient buffers (backward scratch space is not included); weights are
+    /// the graph's initializers.
+    public static func memoryNeeded(graph: Graph, output: String, trainable: Set<String>,
+                                    feeds: [String: [Int]]) throws -> MemoryEstimate {
+        try compile(graph: graph, output: output, trainable: trainable, feeds: feeds, allocate: false).estimate
+    }
+
+    private static func compile(graph: Graph, output: String, trainable: Set<String>, feeds: [String: [Int]],
+                                allocate: Bool) throws -> (plan: TrainingPlan?, estimate: MemoryEstimate) {
+        var plannedBytes = 0, constantBytes = 0
+        let weightBytes = graph.initializers.values.reduce(0) { $0 + $1.buffer.byteCount }
+        func bytes(_ shape: [Int], _ dtype: DType) -> Int { max(shape.reduce(1, *) * dtype.storageStride, 64) }
         var values: [String: PlanValue] = [:]
         var tensors: [String: Tensor] = [:]
         var requiresGrad = Set<String>()
@@ -79,9 +96,11 @@ public final class TrainingPlan {
             guard let shape = feeds[d.name] else {
                 throw GraphError(node: nil, "missing input '\(d.name)'")
             }
+            plannedBytes += bytes(shape, d.dtype)
+            values[d.name] = PlanValue(shape: shape, dtype: d.dtype)
+            guard allocate else { continue }
             let t = Tensor(zeros: shape, dtype: d.dtype)
             retained.append(t.buffer)
-            values[d.name] = PlanValue(shape: shape, dtype: d.dtype)
             tensors[d.name] = t
             inputs.append((d.name, t))
         }
@@ -102,28 +121,37 @@ public final class TrainingPlan {
             default: shapeOnly = false
             }
             let foldable = shapeOnly || ins.allSatisfy { $0 == nil || $0!.constant != nil }
-            let outs = lowered.outputs.map { Tensor(zeros: $0.shape, dtype: $0.dtype) }
-            retained += outs.map(\.buffer)
-            let run = lowered.make(node.inputs.map { $0.isEmpty ? nil : tensors[$0] }, outs)
-            if foldable { run() } else { forward.append(run) }
+            for o in lowered.outputs {
+                if foldable { constantBytes += bytes(o.shape, o.dtype) } else { plannedBytes += bytes(o.shape, o.dtype) }
+            }
+            var outs: [Tensor] = []
+            if foldable || allocate {
+                outs = lowered.outputs.map { Tensor(zeros: $0.shape, dtype: $0.dtype) }
+                retained += outs.map(\.buffer)
+                let run = lowered.make(node.inputs.map { $0.isEmpty ? nil : tensors[$0] }, outs)
+                if foldable { run() } else { forward.append(run) }
+            }
             let needsGrad = !foldable && node.inputs.contains { requiresGrad.contains($0) }
             var outFacts: [PlanValue] = []
-            for (i, t) in outs.enumerated() {
-                let fact = PlanValue(shape: t.shape, dtype: t.dtype, constant: foldable ? t : nil)
+            for (i, o) in lowered.outputs.enumerated() {
+                let fact = PlanValue(shape: o.shape, dtype: o.dtype, constant: foldable ? outs[i] : nil)
                 outFacts.append(fact)
                 guard i < node.outputs.count, !node.outputs[i].isEmpty else { continue }
                 values[node.outputs[i]] = fact
-                tensors[node.outputs[i]] = t
-                if needsGrad && t.dtype.isFloat { requiresGrad.insert(node.outputs[i]) }
+                if i < outs.count { tensors[node.outputs[i]] = outs[i] }
+                if needsGrad && o.dtype.isFloat { requiresGrad.insert(node.outputs[i]) }
             }
             if needsGrad { differentiable.append((node, ins, outFacts, outs)) }
         }
-        guard let out = tensors[output] else {
+        guard values[output] != nil else {
             throw GraphError(node: nil, "no value named '\(output)' to train against")
         }
         guard requiresGrad.contains(output) else {
             throw GraphError(node: nil, "'\(output)' does not depend on any trainable parameter")
         }
+        for name in requiresGrad { plannedBytes += bytes(values[name]!.shape, .float32) }
+        let estimate = MemoryEstimate(plannedBytes: plannedBytes, constantBytes: constantBytes, weightBytes: weightBytes)
+        guard allocate, let out = tensors[output] else { return (nil, estimate) }
         // One gradient buffer per value that needs one.
         var gradOf: [String: Tensor] = [:]
         for name in requiresGrad {
@@ -145,8 +173,9 @@ public final class TrainingPlan {
         }
         let params = graph.initializers.filter { trainable.contains($0.key) }
         let grads = gradOf.filter { trainable.contains($0.key) }
-        return TrainingPlan(inputs: inputs, output: out, outputGrad: gradOf[output]!, params: params,
-                            grads: grads, values: tensors, forward: forward, backward: backward,
-                            gradBuffers: Array(gradOf.values), retained: retained)
+        let plan = TrainingPlan(inputs: inputs, output: out, outputGrad: gradOf[output]!, params: params,
+                                grads: grads, values: tensors, forward: forward, backward: backward,
+                                gradBuffers: Array(gradOf.values), retained: retained)
+        return (plan, estimate)
     }
 }

@@ -35,12 +35,13 @@ public struct Evaluation: Sendable {
     }
 }
 
-/// Runs inference-mode graphs (one per member; logits summed) over a dataset in batches.
+/// Runs inference-mode graphs over a dataset in batches; the ensemble predicts the argmax of
+/// the members' summed logits, or with `softmaxVote` of their summed probabilities.
 ///
 /// A fresh plan is made for each call, so parameter values updated in place by training are
 /// read as they are now.
 public func evaluate(members: [(graph: Graph, inputName: String, spec: InputSpec)], on data: any ImageDataset,
-                     batchSize: Int, classes: Int, seed: UInt64 = 0) throws -> Evaluation {
+                     batchSize: Int, classes: Int, seed: UInt64 = 0, softmaxVote: Bool = false) throws -> Evaluation {
     var result = Evaluation(classes: classes)
     let loader = try BatchLoader(dataset: data, specs: members.map(\.spec), batchSize: batchSize,
                                  shuffle: false, dropLast: false, seed: seed)
@@ -54,7 +55,18 @@ public func evaluate(members: [(graph: Graph, inputName: String, spec: InputSpec
         for (j, m) in members.enumerated() {
             let out = try executors[j].run([m.inputName: batch.inputs[j]])
             guard let logits = out["logits"] else { throw GraphError(node: nil, "member has no 'logits' output") }
-            for i in 0..<(n * classes) { sum[i] += logits.floats[i] }
+            if softmaxVote && members.count > 1 {
+                for r in 0..<n {
+                    let z = logits.floats + r * classes
+                    var top = z[0]
+                    for c in 1..<classes { top = max(top, z[c]) }
+                    var total: Float = 0
+                    for c in 0..<classes { total += expf(z[c] - top) }
+                    for c in 0..<classes { sum[r * classes + c] += expf(z[c] - top) / total }
+                }
+            } else {
+                for i in 0..<(n * classes) { sum[i] += logits.floats[i] }
+            }
         }
         for r in 0..<n {
             var best = 0

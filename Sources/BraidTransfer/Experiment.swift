@@ -88,7 +88,11 @@ public final class ExperimentRunner {
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
         var opened: [String: OpenedData] = [:]
         var outcomes: [CellOutcome] = []
-        let cells = config.cells
+        // Seed-major, so an experiment stopped early has every target and method at the first seeds.
+        let cells = config.cells.enumerated().sorted { a, b in
+            let sa = config.seeds.firstIndex(of: a.element.seed)!, sb = config.seeds.firstIndex(of: b.element.seed)!
+            return sa != sb ? sa < sb : a.offset < b.offset
+        }.map(\.element)
         for (i, cell) in cells.enumerated() {
             if let finished = try finishedOutcome(cell) {
                 outcomes.append(finished)
@@ -119,6 +123,8 @@ public final class ExperimentRunner {
                 }
             }
         }
+        let order = Dictionary(uniqueKeysWithValues: config.cells.enumerated().map { ($1, $0) })
+        outcomes.sort { order[$0.cell]! < order[$1.cell]! }
         try writeResults(outcomes)
         return outcomes
     }
@@ -147,18 +153,22 @@ public final class ExperimentRunner {
         if cell.method == "amcf-fixed" { o.freeze = cell.sourceIndices.map { config.training.freeze[$0] } }
         let split = try data.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
         var train: any ImageDataset = split.train
-        if config.trainSubset < 1 {
+        let fraction = config.targetSubsets[cell.target] ?? config.trainSubset
+        if fraction < 1 {
             let s = try stratifiedSplit(labels: split.train.labels, validationFraction: 0,
-                                        testFraction: 1 - config.trainSubset, seed: o.seed &+ 0x7A1)
+                                        testFraction: 1 - fraction, seed: o.seed &+ 0x7A1)
             train = DatasetSubset(split.train, indices: s.train)
         }
         let paths = cell.sourceIndices.map { sourcePaths[$0] }
         var record = RunRecord(sources: paths, featureNodes: paths.map { _ in nil }, data: cell.target,
                                classes: data.classes, depths: [], options: o)
+        let sizes = cell.sourceIndices.map { config.inputSizes[config.sources[$0]] }
+        if sizes.contains(where: { $0 != nil }) { record.inputSizes = sizes }
         let earlier = try? RunRecord.load(runDir: dir)
         let models = try record.buildModels(manifest: manifest)
         var searchSeconds = 0.0
         var depths: [Int]
+        var frozenUnits: Set<Int>?
         switch cell.method {
         case "standard", "scratch", "l2sp", "child-tuning": depths = models.map { _ in 0 }
         case "linear-probe": depths = models.map(\.units.count)
@@ -181,12 +191,21 @@ public final class ExperimentRunner {
                 depths = found.chosenScheme
                 searchSeconds = found.totalSeconds
             }
+        case "als":
+            let t1 = Date()
+            let frozen = try alsFrozenUnits(model: models[0], classes: data.classes, training: o, seed: o.seed,
+                                            train: train, validation: split.validation, runDir: dir)
+            frozenUnits = frozen
+            depths = [frozen.count]
+            searchSeconds = Date().timeIntervalSince(t1)
         default:
             throw TrainingError("method '\(cell.method)' is not available")
         }
         record.depths = depths
         try record.save(runDir: dir)
-        let tuner = try Finetuner(models: models, depths: depths, classes: data.classes, options: o, runDir: dir)
+        let tuner = try frozenUnits.map {
+            try Finetuner(models: models, frozenUnits: [$0], classes: data.classes, options: o, runDir: dir)
+        } ?? Finetuner(models: models, depths: depths, classes: data.classes, options: o, runDir: dir)
         tuner.quiet = quiet
         let trainStart = Date()
         try tuner.train(train: train, validation: split.validation, resume: true)
@@ -204,9 +223,32 @@ public final class ExperimentRunner {
         return metrics
     }
 
+    /// ALS's genetic search for one source (replayed from `als.json` when an earlier process
+    /// finished it); the fitness fine-tunes use `alsSubset` of the training split.
+    func alsFrozenUnits(model: SourceModel, classes: [String], training: TrainOptions, seed: UInt64,
+                        train: any ImageDataset, validation: any ImageDataset, runDir: String) throws -> Set<Int> {
+        if let data = FileManager.default.contents(atPath: runDir + "/als.json"),
+           let done = try? JSONDecoder().decode(GeneticResult.self, from: data), done.bestMask.count == model.units.count {
+            return Set(done.bestMask.indices.filter { done.bestMask[$0] })
+        }
+        var ga = config.als
+        ga.seed = seed
+        var searchTrain = train
+        if config.alsSubset < 1 {
+            let s = try stratifiedSplit(labels: train.labels, validationFraction: 0, testFraction: 1 - config.alsSubset,
+                                        seed: seed &+ 0xA15)
+            searchTrain = DatasetSubset(train, indices: s.train)
+        }
+        let cache = training.prefixCache ? PrefixCache(megabytes: training.cacheMB) : nil
+        let search = try ALSSearch(model: model, classes: classes, training: training, epochs: config.alsEpochs,
+                                   options: ga, cache: cache)
+        search.quiet = quiet
+        return try search.run(train: searchTrain, validation: validation, runDir: runDir).frozen
+    }
+
     /// A resumed amcf cell did its search in an earlier process; its time still counts.
     private func searchSecondsBeforeResume(_ earlier: RunRecord?, _ searchSeconds: Double, _ cell: ExperimentCell) -> Double {
-        cell.method == "amcf" && earlier?.depths.isEmpty == false ? searchSeconds : 0
+        (cell.method == "amcf" || cell.method == "als") && earlier?.depths.isEmpty == false ? searchSeconds : 0
     }
 
     /// Writes `results.json`, `results.csv`, `results.md` and `report.html` for `outcomes`.

@@ -28,6 +28,19 @@ public struct ExperimentConfig: Sendable, Equatable {
     public var search: SearchOptions
     /// Keep each finished cell's `checkpoint.bin` (off: removed once `metrics.json` exists).
     public var keepCheckpoints: Bool
+    /// Per source (by its entry in `sources`), `[height, width]` it is fed at instead of its
+    /// own input size (`input_sizes`).
+    public var inputSizes: [String: [Int]] = [:]
+    /// Per target, the fraction of its training split the cells train on, overriding
+    /// `training.train_subset` (`target_subsets`).
+    public var targetSubsets: [String: Double] = [:]
+    /// Per single-source method, the sources it runs on (`method_sources`; absent: all).
+    public var methodSources: [String: [String]] = [:]
+    /// ALS's genetic search (`als`).
+    public var als = GeneticOptions()
+    /// Epochs of each ALS fitness fine-tune, and the fraction of the training split it uses.
+    public var alsEpochs = 1
+    public var alsSubset = 1.0
 
     /// Methods fine-tuning one source at a time: the experiment has one cell per source.
     public static let singleSourceMethods = ["scratch", "linear-probe", "standard", "l2sp", "child-tuning", "als"]
@@ -36,15 +49,16 @@ public struct ExperimentConfig: Sendable, Equatable {
     /// Methods this engine can run; the others of the two lists above are accepted and
     /// reported as not available.
     public static let availableMethods: Set<String> = ["scratch", "linear-probe", "standard", "l2sp", "child-tuning",
-                                                       "amcf-fixed", "amcf"]
+                                                       "als", "amcf-fixed", "amcf"]
 
     static let topKeys: Set<String> = ["name", "description", "sources", "targets", "methods", "seeds", "training", "search",
-                                       "keep_checkpoints"]
+                                       "keep_checkpoints", "input_sizes", "target_subsets", "method_sources", "als"]
     static let trainingKeys: Set<String> = ["epochs", "batch", "lr", "optimizer", "momentum", "nesterov", "weight_decay",
-                                            "schedule", "step_size", "gamma", "warmup_steps", "label_smoothing", "lambda",
+                                            "schedule", "step_size", "gamma", "warmup_steps", "label_smoothing", "lambda", "consistency", "vote",
                                             "clip_norm", "val_fraction", "test_fraction", "train_subset", "freeze"]
     static let searchKeys: Set<String> = ["particles", "iterations", "inertia_start", "inertia_end", "c1", "c2",
                                           "max_velocity", "epochs", "subset"]
+    static let alsKeys: Set<String> = ["population", "generations", "crossover", "mutation", "epochs", "subset"]
 
     /// Reads and checks a JSON configuration.
     ///
@@ -89,6 +103,11 @@ public struct ExperimentConfig: Sendable, Equatable {
         o.labelSmoothing = try float(training["label_smoothing"], "training.label_smoothing") ?? o.labelSmoothing
         o.lambda = try float(training["lambda"], "training.lambda") ?? o.lambda
         o.clipNorm = try float(training["clip_norm"], "training.clip_norm") ?? o.clipNorm
+        o.consistency = try string(training["consistency"], "training.consistency") ?? o.consistency
+        o.vote = try string(training["vote"], "training.vote") ?? o.vote
+        guard ["l2", "kl"].contains(o.consistency), ["logits", "softmax"].contains(o.vote) else {
+            throw TrainingError("training.consistency takes l2 or kl, training.vote logits or softmax")
+        }
         o.valFraction = try double(training["val_fraction"], "training.val_fraction") ?? o.valFraction
         o.testFraction = try double(training["test_fraction"], "training.test_fraction") ?? o.testFraction
         o.freeze = try (training["freeze"].map { v -> [Int] in
@@ -107,7 +126,15 @@ public struct ExperimentConfig: Sendable, Equatable {
         s.epochs = try int(search["epochs"], "search.epochs") ?? s.epochs
         s.subset = try double(search["subset"], "search.subset") ?? s.subset
 
-        let config = ExperimentConfig(
+        let alsObject = try object(top["als"], "als")
+        try checkKeys(alsObject, alsKeys, where: "als")
+        var ga = GeneticOptions()
+        ga.population = try int(alsObject["population"], "als.population") ?? ga.population
+        ga.generations = try int(alsObject["generations"], "als.generations") ?? ga.generations
+        ga.crossover = try double(alsObject["crossover"], "als.crossover") ?? ga.crossover
+        ga.mutation = try double(alsObject["mutation"], "als.mutation") ?? ga.mutation
+
+        var config = ExperimentConfig(
             name: try string(top["name"], "name") ?? defaultName,
             description: try string(top["description"], "description") ?? "",
             sources: try strings(top["sources"], "sources"),
@@ -121,6 +148,19 @@ public struct ExperimentConfig: Sendable, Equatable {
             trainSubset: try double(training["train_subset"], "training.train_subset") ?? 1,
             search: s,
             keepCheckpoints: try bool(top["keep_checkpoints"], "keep_checkpoints") ?? false)
+        config.als = ga
+        config.alsEpochs = try int(alsObject["epochs"], "als.epochs") ?? 1
+        config.alsSubset = try double(alsObject["subset"], "als.subset") ?? 1
+        for (k, v) in try object(top["input_sizes"], "input_sizes") {
+            guard let a = v as? [Any], a.count == 2 else { throw TrainingError("input_sizes.\(k) must be [height, width]") }
+            config.inputSizes[k] = try a.map { try int($0, "input_sizes.\(k)") ?? 0 }
+        }
+        for (k, v) in try object(top["target_subsets"], "target_subsets") {
+            config.targetSubsets[k] = try double(v, "target_subsets.\(k)")
+        }
+        for (k, v) in try object(top["method_sources"], "method_sources") {
+            config.methodSources[k] = try strings(v, "method_sources.\(k)")
+        }
         try config.validate()
         return config
     }
@@ -139,6 +179,27 @@ public struct ExperimentConfig: Sendable, Equatable {
         guard trainSubset > 0 && trainSubset <= 1 else {
             throw TrainingError("training.train_subset must be in (0, 1], got \(trainSubset)")
         }
+        for (name, size) in inputSizes {
+            guard sources.contains(name) else { throw TrainingError("input_sizes: '\(name)' is not one of the sources") }
+            guard size.allSatisfy({ $0 >= 1 && $0 <= 4096 }) else {
+                throw TrainingError("input_sizes.\(name): sides must be in 1...4096, got \(size)")
+            }
+        }
+        for (name, f) in targetSubsets {
+            guard targets.contains(name) else { throw TrainingError("target_subsets: '\(name)' is not one of the targets") }
+            guard f > 0 && f <= 1 else { throw TrainingError("target_subsets.\(name) must be in (0, 1], got \(f)") }
+        }
+        for (method, names) in methodSources {
+            guard Self.singleSourceMethods.contains(method) else {
+                throw TrainingError("method_sources: '\(method)' is not a single-source method (\(Self.singleSourceMethods.joined(separator: ", ")))")
+            }
+            for n in names where !sources.contains(n) {
+                throw TrainingError("method_sources.\(method): '\(n)' is not one of the sources")
+            }
+        }
+        guard als.population >= 2, als.generations >= 0, alsEpochs >= 1, alsSubset > 0 && alsSubset <= 1 else {
+            throw TrainingError("als: population must be at least 2, generations at least 0, epochs at least 1 and subset in (0, 1]")
+        }
         guard training.epochs >= 1, training.batch >= 1 else {
             throw TrainingError("training.epochs and training.batch must be at least 1")
         }
@@ -154,7 +215,9 @@ public struct ExperimentConfig: Sendable, Equatable {
         var out: [ExperimentCell] = []
         for target in targets {
             for method in methods {
-                let groups: [[Int]] = Self.ensembleMethods.contains(method) ? [Array(sources.indices)] : sources.indices.map { [$0] }
+                let allowed = methodSources[method].map { names in sources.indices.filter { names.contains(sources[$0]) } }
+                let groups: [[Int]] = Self.ensembleMethods.contains(method) ? [Array(sources.indices)]
+                    : (allowed ?? Array(sources.indices)).map { [$0] }
                 for group in groups {
                     for seed in seeds {
                         out.append(ExperimentCell(target: target, method: method, sourceIndices: group,

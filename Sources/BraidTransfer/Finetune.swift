@@ -26,6 +26,12 @@ public struct TrainOptions: Codable, Sendable, Equatable {
     public var labelSmoothing: Float = 0
     /// Weight of the collaborative consistency term (used with several members).
     public var lambda: Float = 0.2
+    /// The consistency term: `l2` (the L2 distance of each member's logits to their mean) or
+    /// `kl` (the KL divergence of each member's softmax from the mean softmax).
+    public var consistency = "l2"
+    /// The ensemble's prediction: `logits` (argmax of the summed logits) or `softmax`
+    /// (argmax of the mean of the members' probabilities).
+    public var vote = "logits"
     public var clipNorm: Float = 0
     public var seed: UInt64 = 0
     public var valFraction = 0.1
@@ -40,6 +46,14 @@ public struct TrainOptions: Codable, Sendable, Equatable {
     public var prefixCache = true
     /// In-memory budget of the prefix cache in MiB (beyond it, activations spill to disk).
     public var cacheMB = 2048
+    /// Also checkpoint every this many batches within an epoch (0: at epoch ends only).
+    public var checkpointEvery = 0
+    /// What a NaN or infinite loss or gradient does: `stop` (the default: error, with a
+    /// checkpoint of the last good state) or `skip` (that batch's update is dropped).
+    public var onNonfinite = "stop"
+    /// Cap in bytes on the members' training plans (buffers, weights, optimiser state),
+    /// checked before anything is allocated; nil: no cap.
+    public var maxMemory: Int?
 
     public init() {}
 }
@@ -48,7 +62,8 @@ extension TrainOptions {
     private enum Keys: String, CodingKey {
         case method, freeze, epochs, batch, lr, optimizer, momentum, nesterov, weightDecay, schedule, stepSize
         case gamma, warmupSteps, labelSmoothing, lambda, clipNorm, seed, valFraction, testFraction
-        case l2spAlpha, l2spBeta, childP, childMode, prefixCache, cacheMB
+        case l2spAlpha, l2spBeta, childP, childMode, prefixCache, cacheMB, checkpointEvery, onNonfinite, maxMemory
+        case consistency, vote
     }
 
     /// Decodes a run record; settings missing from older records keep their defaults.
@@ -66,6 +81,9 @@ extension TrainOptions {
         try get(.seed, &seed); try get(.valFraction, &valFraction); try get(.testFraction, &testFraction)
         try get(.l2spAlpha, &l2spAlpha); try get(.l2spBeta, &l2spBeta); try get(.childP, &childP)
         try get(.childMode, &childMode); try get(.prefixCache, &prefixCache); try get(.cacheMB, &cacheMB)
+        try get(.checkpointEvery, &checkpointEvery); try get(.onNonfinite, &onNonfinite)
+        try get(.consistency, &consistency); try get(.vote, &vote)
+        maxMemory = try c.decodeIfPresent(Int.self, forKey: .maxMemory)
     }
 }
 
@@ -79,6 +97,9 @@ public struct EpochRecord: Codable, Sendable {
     public var memberValidationAccuracy: [Double]
     public var seconds: Double
     public var imagesPerSecond: Double
+    /// Batches whose update was skipped for a non-finite loss or gradient (nil in records
+    /// written before the count existed).
+    public var skippedBatches: Int?
 }
 
 /// A member under training: its model, its training plan and its optimiser, the frozen
@@ -91,6 +112,13 @@ final class Member {
     let prefix: PrefixStage?
     let l2sp: L2SPPenalty?
     let child: ChildTuningMask?
+    /// The nodes the plan runs, in order (the suffix when a prefix is cut).
+    let planNodes: [Node]
+    /// The first node reading each parameter, to name a layer in messages.
+    let layerOf: [String: String]
+    /// Running statistics the forward pass updates, and room to restore them when a
+    /// batch's update is dropped.
+    let runningStats: [(live: Tensor, saved: Tensor)]
 
     init(model: SourceModel, setup: TrainingSetup, options: TrainOptions, cache: PrefixCache?) throws {
         self.model = model
@@ -102,11 +130,25 @@ final class Member {
             prefix = stage
             plan = try TrainingPlan.make(graph: split.suffix, output: "logits", trainable: setup.trainable,
                                          feeds: stage.cutShapes)
+            planNodes = split.suffix.nodes
         } else {
             prefix = nil
             plan = try TrainingPlan.make(graph: setup.graph, output: "logits", trainable: setup.trainable,
                                          feeds: [model.inputName: batchShape])
+            planNodes = setup.graph.nodes
         }
+        var layers: [String: String] = [:]
+        var stats: [(Tensor, Tensor)] = []
+        for node in planNodes {
+            for name in node.inputs where layers[name] == nil { layers[name] = node.name }
+            if case .batchNormTraining = node.op {
+                for name in node.inputs.dropFirst(3).prefix(2) {
+                    if let t = setup.graph.initializers[name], t.dtype.isFloat { stats.append((t, t.copy())) }
+                }
+            }
+        }
+        layerOf = layers
+        runningStats = stats
         let penalised = options.method == "l2sp"
         let decay = penalised ? 0 : options.weightDecay
         switch options.optimizer {
@@ -135,11 +177,56 @@ final class Member {
             slot.buffer.raw.copyMemory(from: images.buffer.raw, byteCount: slot.count * 4)
         }
     }
+
+    /// Bytes a member of this model and setup would hold: the prefix's inference plan (when
+    /// cut), the training plan (inputs, kept forward values, gradients), the weights and the
+    /// optimiser's state (one buffer per trainable parameter for SGD, two for Adam).
+    static func memoryNeeded(model: SourceModel, setup: TrainingSetup, options: TrainOptions,
+                             caching: Bool) throws -> Int {
+        let batchShape = model.spec.batchShape(options.batch)
+        var total = 0
+        let estimate: MemoryEstimate
+        if caching, let split = PrefixSplit.find(graph: setup.graph, input: model.inputName, trainable: setup.trainable) {
+            let prefix = try Executor(graph: split.prefix).memoryNeeded([model.inputName: (batchShape, .float32)])
+            total += prefix.plannedBytes + prefix.constantBytes
+            estimate = try TrainingPlan.memoryNeeded(graph: split.suffix, output: "logits", trainable: setup.trainable,
+                                                     feeds: prefix.outputShapes.filter { split.cuts.contains($0.key) })
+        } else {
+            estimate = try TrainingPlan.memoryNeeded(graph: setup.graph, output: "logits", trainable: setup.trainable,
+                                                     feeds: [model.inputName: batchShape])
+        }
+        let weights = setup.graph.initializers.values.reduce(0) { $0 + $1.buffer.byteCount }
+        let trainable = setup.trainable.reduce(0) { $0 + (setup.graph.initializers[$1]?.buffer.byteCount ?? 0) }
+        return total + estimate.plannedBytes + estimate.constantBytes + weights + trainable * (options.optimizer == "sgd" ? 1 : 2)
+    }
+
+    /// Copies the running statistics aside before a forward pass.
+    func saveRunningStats() {
+        for (live, saved) in runningStats { saved.buffer.raw.copyMemory(from: live.buffer.raw, byteCount: live.count * 4) }
+    }
+
+    /// Puts back the running statistics saved before the forward pass.
+    func restoreRunningStats() {
+        for (live, saved) in runningStats { live.buffer.raw.copyMemory(from: saved.buffer.raw, byteCount: live.count * 4) }
+    }
+
+    /// The first value of the forward pass (the input slots first) holding a NaN or an
+    /// infinity, with the node that made it.
+    func firstNonfiniteValue() -> (value: String, node: String?)? {
+        for (name, t) in plan.inputs where !allFinite(t) { return (name, nil) }
+        for node in planNodes {
+            for name in node.outputs where !name.isEmpty {
+                if let t = plan.values[name], t.dtype.isFloat, !allFinite(t) { return (name, node.name) }
+            }
+        }
+        return nil
+    }
 }
 
 /// Trains one or more members in lockstep on the same batches with the collaborative loss
 /// sum_j CE(z_j, y) + lambda * (1/N) * sum_j ||z_j - mean_i z_i||_2 (lambda unused for one
-/// member), each with its own optimiser, checkpointing after every epoch.
+/// member), each with its own optimiser, checkpointing after every epoch (and every
+/// `checkpointEvery` batches).
 public final class Finetuner {
     public let options: TrainOptions
     public let classes: [String]
@@ -149,7 +236,7 @@ public final class Finetuner {
     /// For fitness evaluations: no checkpoints, and validation (ensemble only) after the
     /// last epoch alone.
     public var scoringOnly = false
-    public private(set) var history: [EpochRecord] = []
+    public internal(set) var history: [EpochRecord] = []
 
     /// The prefix cache in use (nil when caching is off).
     public let prefixCache: PrefixCache?
@@ -179,6 +266,17 @@ public final class Finetuner {
         self.runDir = runDir
         let cache = options.prefixCache ? (prefixCache ?? PrefixCache(megabytes: options.cacheMB)) : nil
         self.prefixCache = cache
+        if let limit = options.maxMemory {
+            let each = try zip(models, setups).map {
+                try Member.memoryNeeded(model: $0, setup: $1, options: options, caching: cache != nil)
+            }
+            let total = each.reduce(0, +)
+            if total > limit {
+                let parts = zip(models, each).map { "\($0.name) \(formatBytes($1))" }.joined(separator: ", ")
+                throw MemoryLimitError(needed: total, limit: limit,
+                                       detail: "training plans, weights and optimiser state at batch \(options.batch): \(parts)")
+            }
+        }
         members = try zip(models, setups).map { try Member(model: $0, setup: $1, options: options, cache: cache) }
     }
 
@@ -201,9 +299,18 @@ public final class Finetuner {
         return schedule.rate(base: options.lr, epoch: epoch) * warmupFactor(step: step, steps: options.warmupSteps)
     }
 
-    /// Trains from the first epoch, or from the epoch after the checkpoint in the run
-    /// directory when `resume` is set.
+    /// Trains from the first epoch, or from where the checkpoint in the run directory left
+    /// off when `resume` is set: the epoch after it, or mid-epoch at the batch after it when
+    /// it was written within an epoch (the loader's order for an epoch is fixed by the seed,
+    /// so the remaining batches are the ones an uninterrupted run would see).
+    ///
+    /// - Throws: `TrainingInterrupted` after a checkpoint when `StopRequest` was raised
+    ///   (SIGINT, SIGTERM); `TrainingError` for a non-finite loss or gradient under
+    ///   `onNonfinite == "stop"`, after checkpointing the state before that batch.
     public func train(train: any ImageDataset, validation: any ImageDataset, resume: Bool) throws {
+        guard ["stop", "skip"].contains(options.onNonfinite) else {
+            throw TrainingError("unknown --on-nonfinite '\(options.onNonfinite)' (expected stop or skip)")
+        }
         let loader = try BatchLoader(dataset: train, specs: members.map(\.model.spec), batchSize: options.batch,
                                      shuffle: true, dropLast: true, seed: options.seed)
         guard loader.batchesPerEpoch > 0 else {
@@ -213,44 +320,73 @@ public final class Finetuner {
         if members.contains(where: { $0.child?.mode == .f }) {
             try accumulateFisher(loader: loader)
         }
-        var startEpoch = 0
+        var position = Position(epoch: 0, batch: 0, step: 0, tally: Tally())
         if resume, FileManager.default.fileExists(atPath: checkpointPath) {
-            startEpoch = try restore()
+            position = try restore()
+            if position.step < 0 { position.step = position.epoch * loader.batchesPerEpoch }
         }
         let k = classes.count
-        var step = startEpoch * loader.batchesPerEpoch
-        for epoch in startEpoch..<options.epochs {
-            let rate = lr(epoch: epoch, step: step)
+        var step = position.step
+        var losses = [Float](repeating: 0, count: members.count)
+        for epoch in position.epoch..<options.epochs {
+            let first = epoch == position.epoch ? position.batch : 0
+            var tally = epoch == position.epoch ? position.tally : Tally()
+            let rate = lr(epoch: epoch, step: step - first)
             var bar = ProgressBar(label: "epoch \(epoch + 1)/\(options.epochs)", total: loader.batchesPerEpoch)
             bar.quiet = quiet
             let t0 = Date()
-            var lossSum = 0.0, correct = 0, seen = 0, batches = 0
-            let it = loader.epoch(epoch)
+            let it = loader.epoch(epoch, startingAt: first)
+            var b = first
             while let batch = try it.next() {
                 let n = batch.labels.count
                 for (j, m) in members.enumerated() {
+                    m.saveRunningStats()
                     try m.load(batch.inputs[j], indices: batch.indices)
                     m.plan.forward()
                 }
                 var loss: Float = 0
-                for m in members {
-                    loss += softmaxCrossEntropy(logits: m.plan.output, labels: batch.labels,
-                                                smoothing: options.labelSmoothing, grad: m.plan.outputGrad)
+                for (j, m) in members.enumerated() {
+                    losses[j] = softmaxCrossEntropy(logits: m.plan.output, labels: batch.labels,
+                                                    smoothing: options.labelSmoothing, grad: m.plan.outputGrad)
+                    loss += losses[j]
                 }
                 if members.count > 1 && options.lambda > 0 {
-                    loss += logitConsistency(members.map(\.plan.output), weight: options.lambda,
-                                             grads: members.map(\.plan.outputGrad))
+                    let consistency = options.consistency == "kl" ? softmaxConsistency : logitConsistency
+                    loss += consistency(members.map(\.plan.output), options.lambda, members.map(\.plan.outputGrad))
                 }
                 for m in members {
                     if let l2sp = m.l2sp { loss += l2sp.value(params: m.plan.params) }
                 }
-                guard loss.isFinite else {
-                    throw TrainingError("loss became \(loss) at epoch \(epoch + 1), batch \(batches + 1): lower --lr or check the data")
+                var problem = loss.isFinite ? nil : lossProblem(losses, total: loss)
+                if problem == nil {
+                    for m in members {
+                        m.plan.backward()
+                        m.l2sp?.addGradient(params: m.plan.params, grads: m.plan.grads)
+                        m.child?.apply(grads: m.plan.grads)
+                    }
+                    problem = gradientProblem()
+                }
+                if let problem {
+                    let at = "epoch \(epoch + 1), batch \(b + 1)"
+                    for m in members { m.restoreRunningStats() }
+                    if options.onNonfinite == "skip" {
+                        tally.skipped += 1
+                        FileHandle.standardError.write(Data("braid: warning: skipped the update of \(at): \(problem)\n".utf8))
+                        b += 1
+                        step += 1
+                        try afterBatch(epoch: epoch, batch: b, step: step, tally: tally, since: t0)
+                        continue
+                    }
+                    var kept = ""
+                    if !scoringOnly {
+                        var t = tally
+                        t.seconds += Date().timeIntervalSince(t0)
+                        try saveCheckpoint(Position(epoch: epoch, batch: b, step: step, tally: t))
+                        kept = "; \(checkpointPath) keeps the state before this batch"
+                    }
+                    throw TrainingError("\(problem) at \(at)\(kept); lower --lr, check the data, or pass --on-nonfinite skip")
                 }
                 for m in members {
-                    m.plan.backward()
-                    m.l2sp?.addGradient(params: m.plan.params, grads: m.plan.grads)
-                    m.child?.apply(grads: m.plan.grads)
                     if options.clipNorm > 0 { clipGradientNorm(m.plan.grads, maxNorm: options.clipNorm) }
                     m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: lr(epoch: epoch, step: step))
                 }
@@ -261,31 +397,41 @@ public final class Finetuner {
                         for m in members { s += m.plan.output.floats[r * k + c] }
                         if s > bestScore { bestScore = s; best = c }
                     }
-                    if best == batch.labels[r] { correct += 1 }
+                    if best == batch.labels[r] { tally.correct += 1 }
                 }
-                lossSum += Double(loss)
-                seen += n
-                batches += 1
+                tally.lossSum += Double(loss)
+                tally.seen += n
+                tally.batches += 1
+                b += 1
                 step += 1
-                bar.update(done: batches, images: seen, loss: lossSum / Double(batches),
-                           accuracy: Double(correct) / Double(seen))
+                bar.update(done: b, images: tally.seen, loss: tally.lossSum / Double(max(tally.batches, 1)),
+                           accuracy: Double(tally.correct) / Double(max(tally.seen, 1)))
+                try afterBatch(epoch: epoch, batch: b, step: step, tally: tally, since: t0)
             }
-            bar.update(done: batches, images: seen, loss: lossSum / Double(max(batches, 1)),
-                       accuracy: Double(correct) / Double(max(seen, 1)), final: true)
+            bar.update(done: b, images: tally.seen, loss: tally.lossSum / Double(max(tally.batches, 1)),
+                       accuracy: Double(tally.correct) / Double(max(tally.seen, 1)), final: true)
             let seconds = Date().timeIntervalSince(t0)
             if scoringOnly && epoch + 1 < options.epochs { continue }
             let val = scoringOnly
                 ? (ensemble: try evaluateEnsemble(on: validation), members: [Evaluation]())
                 : try evaluateMembers(on: validation)
-            history.append(EpochRecord(epoch: epoch + 1, lr: rate, trainLoss: lossSum / Double(max(batches, 1)),
-                                       trainAccuracy: Double(correct) / Double(max(seen, 1)),
+            history.append(EpochRecord(epoch: epoch + 1, lr: rate, trainLoss: tally.lossSum / Double(max(tally.batches, 1)),
+                                       trainAccuracy: Double(tally.correct) / Double(max(tally.seen, 1)),
                                        validationAccuracy: val.ensemble.accuracy,
                                        memberValidationAccuracy: val.members.map(\.accuracy),
-                                       seconds: seconds, imagesPerSecond: Double(seen) / max(seconds, 1e-9)))
+                                       seconds: tally.seconds + seconds,
+                                       imagesPerSecond: Double(tally.seen) / max(tally.seconds + seconds, 1e-9),
+                                       skippedBatches: tally.skipped))
             if !quiet {
                 FileHandle.standardError.write(Data(String(format: "  validation accuracy %.2f%%\n", val.ensemble.accuracy * 100).utf8))
+                if tally.skipped > 0 {
+                    FileHandle.standardError.write(Data("  \(tally.skipped) batch update(s) skipped for non-finite values\n".utf8))
+                }
             }
-            if !scoringOnly { try saveCheckpoint(epoch: epoch + 1) }
+            if !scoringOnly { try saveCheckpoint(Position(epoch: epoch + 1, batch: 0, step: step, tally: Tally())) }
+            if let signal = StopRequest.pendingSignal {
+                throw TrainingInterrupted(signal: signal, epoch: epoch + 1, batch: 0, checkpoint: scoringOnly ? nil : checkpointPath)
+            }
         }
     }
 
@@ -331,56 +477,18 @@ public final class Finetuner {
     /// The ensemble's evaluation alone, in inference mode.
     public func evaluateEnsemble(on data: any ImageDataset) throws -> Evaluation {
         let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
-        return try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count)
+        return try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count,
+                                softmaxVote: options.vote == "softmax")
     }
 
     /// Ensemble and per-member evaluation in inference mode.
     public func evaluateMembers(on data: any ImageDataset) throws -> (ensemble: Evaluation, members: [Evaluation]) {
         let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
-        let ensemble = try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count)
+        let ensemble = try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count,
+                                softmaxVote: options.vote == "softmax")
         if all.count == 1 { return (ensemble, [ensemble]) }
         let each = try all.map { try evaluate(members: [$0], on: data, batchSize: options.batch, classes: classes.count) }
         return (ensemble, each)
-    }
-
-    /// Parameters (all float initializers, so running statistics too) and optimiser state.
-    func saveCheckpoint(epoch: Int) throws {
-        var tensors: [String: Tensor] = [:]
-        var facts: [String: String] = ["epoch": String(epoch), "braid_version": braidVersion]
-        for (j, m) in members.enumerated() {
-            for (name, t) in m.model.graph.initializers where t.dtype.isFloat { tensors["m\(j)/\(name)"] = t }
-            for (name, t) in m.optimizer.state { tensors["m\(j)/opt/\(name)"] = t }
-            facts["m\(j)/steps"] = String(m.optimizer.stepCount)
-        }
-        let history = try JSONEncoder().encode(self.history)
-        facts["history"] = String(decoding: history, as: UTF8.self)
-        try Checkpoint(tensors: tensors, facts: facts).save(to: checkpointPath)
-    }
-
-    /// Loads the checkpoint into the members; returns the number of finished epochs.
-    func restore() throws -> Int {
-        let ck = try Checkpoint.load(from: checkpointPath)
-        guard let epoch = ck.facts["epoch"].flatMap(Int.init) else {
-            throw TrainingError("\(checkpointPath): no epoch recorded")
-        }
-        for (j, m) in members.enumerated() {
-            for (name, t) in m.model.graph.initializers where t.dtype.isFloat {
-                guard let saved = ck.tensors["m\(j)/\(name)"], saved.shape == t.shape else {
-                    throw TrainingError("\(checkpointPath): parameter '\(name)' of member \(j) is missing or has another shape; was the run started with other sources?")
-                }
-                t.buffer.raw.copyMemory(from: saved.buffer.raw, byteCount: t.count * 4)
-            }
-            var state: [String: Tensor] = [:]
-            for (name, t) in ck.tensors where name.hasPrefix("m\(j)/opt/") {
-                state[String(name.dropFirst("m\(j)/opt/".count))] = t
-            }
-            m.optimizer.state = state
-            m.optimizer.stepCount = ck.facts["m\(j)/steps"].flatMap(Int.init) ?? 0
-        }
-        if let h = ck.facts["history"] {
-            history = try JSONDecoder().decode([EpochRecord].self, from: Data(h.utf8))
-        }
-        return epoch
     }
 }
 

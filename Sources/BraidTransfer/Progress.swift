@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A one-line progress bar on standard error: epoch, batches, loss, accuracy, images/s, ETA.
 ///
@@ -38,5 +39,28 @@ public struct ProgressBar {
     static func clock(_ s: Double) -> String {
         let t = Int(s.rounded())
         return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
+    }
+}
+
+private let stopSignal = Atomic<Int32>(0)
+
+/// A request, raised by SIGINT or SIGTERM, that running fine-tunes stop at their next batch
+/// boundary after writing a checkpoint.
+public enum StopRequest {
+    /// Routes SIGINT and SIGTERM to the request. A second signal while the first is pending
+    /// exits at once with status 128 + signal (checkpoints are written atomically, so the
+    /// last one stays valid).
+    public static func install() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig) { received in
+                if stopSignal.exchange(received, ordering: .relaxed) != 0 { _exit(128 + received) }
+            }
+        }
+    }
+
+    /// The signal that asked for a stop, if any.
+    public static var pendingSignal: Int32? {
+        let s = stopSignal.load(ordering: .relaxed)
+        return s == 0 ? nil : s
     }
 }

@@ -13,6 +13,8 @@ public struct RunRecord: Codable, Sendable {
     public var classes: [String]
     public var depths: [Int]
     public var options: TrainOptions
+    /// Per source, `[height, width]` overriding its input size (nil: the model's own size).
+    public var inputSizes: [[Int]?]?
 
     public init(sources: [String], featureNodes: [String?], data: String, classes: [String],
                 depths: [Int], options: TrainOptions) {
@@ -44,7 +46,8 @@ public struct RunRecord: Codable, Sendable {
     public func buildModels(manifest: [ModelManifest]) throws -> [SourceModel] {
         try sources.enumerated().map { j, path in
             var m = try SourceModel.load(path: path, classes: classes.count, seed: options.seed &+ UInt64(j),
-                                         manifest: manifest, featureNode: featureNodes[j])
+                                         manifest: manifest, featureNode: featureNodes[j],
+                                         inputSize: inputSizes.flatMap { j < $0.count ? $0[j] : nil })
             if options.method == "scratch" { m.reinitialize(seed: options.seed &+ UInt64(j)) }
             return m
         }

@@ -10,8 +10,20 @@ public struct SearchOptions: Codable, Sendable, Equatable {
     public var epochs = 5
     /// Fraction (0, 1] of the training split, stratified, used by the short fine-tunes.
     public var subset = 1.0
+    /// Evaluate each distinct scheme once (false: at every visit, to measure the saving).
+    public var reuseSchemes = true
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey { case swarm, epochs, subset, reuseSchemes }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        swarm = try c.decode(SwarmOptions.self, forKey: .swarm)
+        epochs = try c.decode(Int.self, forKey: .epochs)
+        subset = try c.decode(Double.self, forKey: .subset)
+        reuseSchemes = try c.decodeIfPresent(Bool.self, forKey: .reuseSchemes) ?? true
+    }
 }
 
 /// What the search wrote to `search.json`.
@@ -120,7 +132,7 @@ public final class LayerSearch {
         var progress = SearchProgress(options: options, sources: names, evaluations: [])
         var replayedTime = 0.0
         let total = options.swarm.particles * options.swarm.iterations
-        let result = try swarm.run(replay: replay, onEvaluation: { e in
+        let result = try swarm.run(replay: options.reuseSchemes ? replay : [], reuse: options.reuseSchemes, onEvaluation: { e in
             progress.evaluations.append(e)
             if replayedSeconds[e.scheme] != nil { replayedTime += e.seconds }
             try writeAtomically(try Self.encoder.encode(progress), to: progressPath)

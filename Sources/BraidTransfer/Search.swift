@@ -111,7 +111,10 @@ public struct ParticleSwarm {
     /// options: a scheme found there is taken from it instead of being computed again, so the
     /// resumed search ends exactly where an uninterrupted one would. `onEvaluation` is called
     /// after each evaluation (computed or replayed).
-    public func run(replay: [SchemeEvaluation] = [],
+    ///
+    /// `reuse` false evaluates a scheme again at every visit (as a search without a
+    /// memo would); only for measuring what the memo saves.
+    public func run(replay: [SchemeEvaluation] = [], reuse: Bool = true,
                     onEvaluation: (SchemeEvaluation) throws -> Void = { _ in },
                     fitness: ([Int]) throws -> Double) throws -> SwarmResult {
         let start = Date()
@@ -152,7 +155,7 @@ public struct ParticleSwarm {
             for i in 0..<n {
                 let scheme = Self.scheme(of: x[i], upperBounds: upperBounds)
                 let f: Double
-                if let known = cache[scheme] {
+                if reuse, let known = cache[scheme] {
                     f = known
                     hits += 1
                 } else {

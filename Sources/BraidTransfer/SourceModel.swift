@@ -57,13 +57,25 @@ public struct SourceModel {
 
     /// Imports `path`, cuts off its classifier (at `featureNode` when given) and attaches a
     /// new linear head for `classes` classes, initialised from `seed`.
+    ///
+    /// `inputSize` (`[height, width]`) overrides the spatial size the model is fed at; the
+    /// graph's declared input takes that size, and planning the backbone at it decides whether
+    /// the graph allows it (a fixed Reshape or a Gemm behind a Flatten does not).
     public static func load(path: String, classes: Int, seed: UInt64, manifest: [ModelManifest],
-                            featureNode: String? = nil) throws -> SourceModel {
-        let original = try importGraph(path: path)
+                            featureNode: String? = nil, inputSize: [Int]? = nil) throws -> SourceModel {
+        var original = try importGraph(path: path)
         guard let input = original.feedInputs.first, original.feedInputs.count == 1 else {
             throw TrainingError("\(path): fine-tuning needs a model with exactly one image input")
         }
-        let spec = try inputSpec(for: path, graph: original, manifest: manifest)
+        var spec = try inputSpec(for: path, graph: original, manifest: manifest)
+        if let inputSize {
+            guard inputSize.count == 2, inputSize.allSatisfy({ $0 >= 1 && $0 <= 4096 }) else {
+                throw TrainingError("\(path): an input size is HEIGHTxWIDTH with each side in 1...4096, got \(inputSize)")
+            }
+            spec.height = inputSize[0]
+            spec.width = inputSize[1]
+            original.setDeclaredShape(of: input.name, to: spec.sampleShape, batch: input.shape?.first)
+        }
         let cut: FeatureCut
         if let featureNode {
             let producer = original.nodes.first { $0.name == featureNode || $0.outputs.contains(featureNode) }
@@ -78,7 +90,12 @@ public struct SourceModel {
         let probe = Executor(graph: Graph(name: original.name, inputs: original.inputs,
                                           outputs: [ValueDecl(name: cut.feature, dtype: .float32, shape: nil)],
                                           initializers: original.initializers, nodes: original.nodes))
-        let plan = try probe.plan(for: [input.name: (spec.batchShape(1), input.dtype)])
+        let plan: Plan
+        do {
+            plan = try probe.plan(for: [input.name: (spec.batchShape(1), input.dtype)])
+        } catch where inputSize != nil {
+            throw TrainingError("\(path): the graph does not allow input size \(spec.height)x\(spec.width) (planning it at \(spec.batchShape(1)) failed: \(error))")
+        }
         guard let shape = plan.values[cut.feature]?.shape, shape.count >= 2 else {
             throw TrainingError("\(path): cannot find the shape of feature '\(cut.feature)'")
         }
@@ -118,5 +135,14 @@ public struct SourceModel {
             default: continue
             }
         }
+    }
+}
+
+extension Graph {
+    /// Declares input `name` as `[batch] + sample` (the batch dim kept as it was declared, or
+    /// symbolic `N`), so plans and exports see the size the model is now fed at.
+    mutating func setDeclaredShape(of name: String, to sample: [Int], batch: Dim?) {
+        guard let i = inputs.firstIndex(where: { $0.name == name }) else { return }
+        inputs[i].shape = [batch ?? .symbol("N")] + sample.map { .fixed($0) }
     }
 }

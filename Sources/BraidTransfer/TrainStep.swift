@@ -14,7 +14,10 @@ public final class TrainStep {
     let labels: [Int]
 
     /// `trainFraction` of the backbone's layer units (the last ones) train; the rest freeze.
-    public init(graph original: Graph, inputShape: [Int], classes: Int, trainFraction: Double, seed: UInt64 = 1) throws {
+    /// With `maxMemory` (bytes), throws `MemoryLimitError` before allocating the training
+    /// plan if it (with the weights and the SGD momentum) would need more.
+    public init(graph original: Graph, inputShape: [Int], classes: Int, trainFraction: Double, seed: UInt64 = 1,
+                maxMemory: Int? = nil) throws {
         guard let input = original.feedInputs.first else { throw TrainingError("the model has no input") }
         let cut = try original.findFeatureCut()
         let probe = Executor(graph: Graph(name: original.name, inputs: original.inputs,
@@ -26,6 +29,15 @@ public final class TrainStep {
         let all = graph.layerUnits.filter { !$0.parameters.contains { $0.hasPrefix("head.") } }.count
         let depth = all - Int((Double(all) * trainFraction).rounded())
         let setup = try graph.trainingSetup(freezeDepth: depth)
+        if let limit = maxMemory {
+            let need = try TrainingPlan.memoryNeeded(graph: setup.graph, output: "logits", trainable: setup.trainable,
+                                                     feeds: [input.name: inputShape])
+            let momentum = setup.trainable.reduce(0) { $0 + (setup.graph.initializers[$1]?.buffer.byteCount ?? 0) }
+            if need.total + momentum > limit {
+                throw MemoryLimitError(needed: need.total + momentum, limit: limit,
+                                       detail: "training plan \(formatBytes(need.plannedBytes + need.constantBytes)) + weights \(formatBytes(need.weightBytes)) + momentum \(formatBytes(momentum)) at input \(inputShape)")
+            }
+        }
         plan = try TrainingPlan.make(graph: setup.graph, output: "logits", trainable: setup.trainable,
                                      feeds: [input.name: inputShape])
         units = all

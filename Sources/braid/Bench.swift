@@ -20,6 +20,7 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "With --train: classes of the new head.") var classes = 10
     @Option(name: .long, help: "With --train: fraction of layer units (the last ones) that train.")
     var trainFraction = 1.0
+    @Option(name: .long, help: "Fail before running if the plan needs more memory than this (512M, 2G).") var maxMemory: String?
 
     func run() {
         if train { return runTrain() }
@@ -41,6 +42,7 @@ struct Bench: ParsableCommand {
             feeds[d.name] = t
         }
         let executor = Executor(graph: graph)
+        executor.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }
         let plan = reportingErrors { try executor.plan(for: feeds.mapValues { ($0.shape, $0.dtype) }) }
         for (name, slot) in plan.inputs {
             slot.buffer.raw.copyMemory(from: feeds[name]!.buffer.raw, byteCount: slot.count * slot.dtype.storageStride)
@@ -92,7 +94,8 @@ struct Bench: ParsableCommand {
         let parsed = reportingErrors { try shape.map(parseShapeArg) }
         guard let dims = parsed.first?.shape else { fail("--train needs --shape, e.g. --shape 32x3x48x192") }
         let bench = reportingErrors {
-            try TrainStep(graph: graph, inputShape: dims, classes: classes, trainFraction: trainFraction)
+            try TrainStep(graph: graph, inputShape: dims, classes: classes, trainFraction: trainFraction,
+                          maxMemory: memoryLimit(maxMemory))
         }
         let firstLoss = bench.step()
         for _ in 1..<max(warmup, 1) { bench.step() }

@@ -51,7 +51,8 @@ struct Eval: ParsableCommand {
                 }
             }
             let members = models.map { (graph: $0.graph, inputName: $0.inputName, spec: $0.spec) }
-            let e = try evaluate(members: members, on: set, batchSize: o.batch, classes: record.classes.count)
+            let e = try evaluate(members: members, on: set, batchSize: o.batch, classes: record.classes.count,
+                                 softmaxVote: o.vote == "softmax")
             if json {
                 let obj: [String: Any] = ["accuracy": e.accuracy, "correct": e.correct, "total": e.total,
                                           "confusion": e.confusion, "classes": record.classes, "split": which]

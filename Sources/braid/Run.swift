@@ -25,6 +25,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "How many classes to show per image.") var top = 3
     @Option(name: .long, help: "Images per run of the model.") var batch = 32
     @Flag(name: .long, help: "Print the image results as JSON.") var json = false
+    @Option(name: .long, help: "Fail before running if the plan needs more memory than this (512M, 2G).") var maxMemory: String?
 
     func validate() throws {
         if !image.isEmpty {
@@ -49,6 +50,7 @@ struct Run: ParsableCommand {
         let bound = reportingErrors { try bindArguments(args, graph: graph) }
         let feeds = reportingErrors { try bound.mapValues { try Npy.read(path: $0) } }
         let executor = Executor(graph: graph)
+        executor.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }
         let outputs = reportingErrors { try executor.run(feeds) }
         let names = graph.outputs.map(\.name)
         if let output {

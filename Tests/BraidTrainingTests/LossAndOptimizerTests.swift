@@ -50,6 +50,20 @@ final class LossAndOptimizerTests: XCTestCase {
         XCTAssertEqual(logitConsistency([a, b], weight: 1, grads: nil), 2.5, accuracy: 1e-6)
     }
 
+    func testKLConsistencyGradient() {
+        let zs = (0..<3).map { randomTensor([2, 4], seed: UInt64(20 + $0)) }
+        let grads = (0..<3).map { _ in Tensor(zeros: [2, 4]) }
+        _ = softmaxConsistency(zs, weight: 0.2, grads: grads)
+        for j in 0..<3 {
+            checkGradient(zs[j], grads[j]) { softmaxConsistency(zs, weight: 0.2, grads: nil) }
+        }
+        // numpy: p_a = softmax([0, 0]), p_b = softmax([1, -1]), m = (p_a + p_b) / 2,
+        // (KL(p_a || m) + KL(p_b || m)) / 2 = 0.0895408965
+        let a = Tensor(shape: [1, 2], floats: [0, 0]), b = Tensor(shape: [1, 2], floats: [1, -1])
+        XCTAssertEqual(softmaxConsistency([a, b], weight: 1, grads: nil), 0.0895409, accuracy: 1e-6)
+        XCTAssertEqual(softmaxConsistency([a, a], weight: 1, grads: nil), 0, accuracy: 1e-7, "identical members agree")
+    }
+
     func testSGDMomentumMatchesPyTorchRule() {
         // PyTorch: buf = g (first step), then buf = mu*buf + g; p -= lr*buf; wd adds wd*p to g.
         let p = Tensor(shape: [1], floats: [1])

