@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "CDataShim", dependencies: ["CPNG", "CJPEG", "CHDF5"],
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
-        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels"]),
+        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels", "CHDF5"]),
         .target(name: "BraidTransfer", dependencies: [
             "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
         ]),

@@ -30,11 +30,19 @@ public struct KerasExportError: Error, CustomStringConvertible, Sendable {
 /// graph imported from ONNX takes `[N, C, H, W]` and a Permute layer moves it to Keras's
 /// channels-last layout inside. Transposes that only change layout cost no layer.
 ///
+/// Each output's last layer is named after the graph output, so the file's outputs read
+/// back under the graph's names (unless another layer already holds the name).
+///
 /// `inputShapes` gives sizes for symbolic input dimensions other than the batch (the
 /// exporter plans the graph once to learn every shape; the batch defaults to 1).
+/// `metadata` (Braid's facts about the model, e.g. an ensemble's classes and preprocessing)
+/// is stored where Keras ignores it and `kerasFileMetadata(path:)` reads it back: the root
+/// attribute `braid_metadata` of an `.h5`, the `braid_metadata` object of a `.keras`'s
+/// metadata.json.
 /// Throws `KerasExportError` listing every op that has no Keras layer; nothing is written
 /// then. The file is written under a temporary name and renamed into place.
-public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [Int]] = [:]) throws {
+public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [Int]] = [:],
+                        metadata: [String: String] = [:]) throws {
     let url = URL(fileURLWithPath: path)
     let ext = url.pathExtension.lowercased()
     guard ["keras", "h5", "hdf5"].contains(ext) else {
@@ -45,9 +53,9 @@ public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [
     defer { try? FileManager.default.removeItem(at: tmp) }
     do {
         if ext == "keras" {
-            try writeKerasZip(model, to: tmp)
+            try writeKerasZip(model, to: tmp, metadata: metadata)
         } else {
-            try hdf5Lock.withLock { try writeLegacyH5(model, to: tmp.path) }
+            try hdf5Lock.withLock { try writeLegacyH5(model, to: tmp.path, metadata: metadata) }
         }
         if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
         try FileManager.default.moveItem(at: tmp, to: url)
@@ -129,8 +137,41 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
     }
     guard unmapped.isEmpty else { throw KerasExportError(file: path, unmapped: unmapped, message: nil) }
     let name = graph.name.isEmpty ? "model" : String(graph.name.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" })
-    return KerasModel(name: name, layers: kerasOrder(b.layers, inputs: inputs, outputs: outputs.map(\.layer)),
-                      inputs: inputs, outputs: outputs)
+    let named = namingOutputs(KerasModel(name: name, layers: b.layers, inputs: inputs, outputs: outputs),
+                              after: graph.outputs.map(\.name))
+    return KerasModel(name: name, layers: kerasOrder(named.layers, inputs: named.inputs, outputs: named.outputs.map(\.layer)),
+                      inputs: named.inputs, outputs: named.outputs)
+}
+
+/// Renames the layer computing output `i` to `names[i]` (made Keras-legal) when no other
+/// layer holds that name; a layer computing several outputs takes the first one's name,
+/// input layers keep theirs.
+func namingOutputs(_ m: KerasModel, after names: [String]) -> KerasModel {
+    var taken = Set(m.layers.map(\.name))
+    let inputLayers = Set(m.inputs)
+    var rename: [String: String] = [:]
+    var settled: Set<String> = []
+    for (t, name) in zip(m.outputs, names) {
+        let old = t.layer
+        guard !settled.contains(old), !inputLayers.contains(old) else { continue }
+        settled.insert(old)
+        let new = String(name.map { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == "." ? $0 : "_" })
+        guard !new.isEmpty, new != old, !taken.contains(new) else { continue }
+        rename[old] = new
+        taken.remove(old)
+        taken.insert(new)
+    }
+    if rename.isEmpty { return m }
+    func fix(_ t: XTensor) -> XTensor { var t = t; t.layer = rename[t.layer] ?? t.layer; return t }
+    var out = m
+    out.layers = m.layers.map { l in
+        var l = l
+        l.name = rename[l.name] ?? l.name
+        l.inputs = l.inputs.map(fix)
+        return l
+    }
+    out.outputs = m.outputs.map(fix)
+    return out
 }
 
 /// The layers in the order Keras 3 lists `model.layers` (`keras.src.ops.function.map_graph`):
@@ -209,9 +250,10 @@ private func jsonText(_ object: Any) throws -> String {
 
 /// Keras 3's legacy `.h5`: root attributes, then `model_weights/<layer>/<layer>/<weight>`
 /// with `layer_names` and `weight_names` giving the order.
-private func writeLegacyH5(_ m: KerasModel, to path: String) throws {
+private func writeLegacyH5(_ m: KerasModel, to path: String, metadata: [String: String]) throws {
     let w = try HDF5Writer(path: path)
     try w.attribute("keras_version", kerasExportVersion)
+    if !metadata.isEmpty { try w.attribute(braidMetadataKey, try jsonText(metadata)) }
     try w.attribute("backend", "jax")
     try w.attribute("model_config", try jsonText(modelConfig(m)))
     try w.group("model_weights")
@@ -247,7 +289,7 @@ private func writeWeightsH5(_ m: KerasModel, to path: String) throws {
     try w.close()
 }
 
-private func writeKerasZip(_ m: KerasModel, to url: URL) throws {
+private func writeKerasZip(_ m: KerasModel, to url: URL, metadata: [String: String]) throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("braid-keras-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
@@ -256,7 +298,8 @@ private func writeKerasZip(_ m: KerasModel, to url: URL) throws {
     let formatter = DateFormatter()
     formatter.dateFormat = "yyyy-MM-dd@HH:mm:ss"
     formatter.locale = Locale(identifier: "en_US_POSIX")
-    let meta: [String: Any] = ["keras_version": kerasExportVersion, "date_saved": formatter.string(from: Date())]
+    var meta: [String: Any] = ["keras_version": kerasExportVersion, "date_saved": formatter.string(from: Date())]
+    if !metadata.isEmpty { meta[braidMetadataKey] = metadata }
     try Data(try jsonText(meta).utf8).write(to: dir.appendingPathComponent("metadata.json"))
     try Data(try jsonText(modelConfig(m)).utf8).write(to: dir.appendingPathComponent("config.json"))
     let archive = try Archive(url: url, accessMode: .create)

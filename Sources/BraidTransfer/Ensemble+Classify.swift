@@ -1,5 +1,6 @@
 import BraidData
 import BraidGraph
+import BraidKeras
 import BraidONNX
 import BraidTensor
 import BraidTraining
@@ -12,7 +13,7 @@ public final class EnsembleClassifier {
     public let info: EnsembleInfo
     let executor: Executor
 
-    /// Loads `path` (.onnx, or a Keras file carrying the same metadata).
+    /// Loads `path` (.onnx, or a Keras file written by `braid export --format h5`).
     ///
     /// - Throws: `TrainingError` when the model has no ensemble metadata (class names and
     ///   preprocessing) or no `probabilities` output.
@@ -30,10 +31,11 @@ public final class EnsembleClassifier {
             for p in model.metadataProps { metadata[p.key] = p.value }
         } else {
             graph = try SourceModel.importGraph(path: path)
-            metadata = graph.metadata
+            metadata = graph.metadata.merging(try kerasFileMetadata(path: path)) { _, stored in stored }
         }
         guard let info = EnsembleInfo(metadata: metadata) else {
-            throw TrainingError("\(path): no preprocessing metadata (class names, input size, pixel range); --image needs a model written by `braid export RUN_DIR` — use --input FILE.npy for other models")
+            let missing = EnsembleInfo.missing(in: metadata).joined(separator: ", ")
+            throw TrainingError("\(path): no preprocessing metadata for --image (missing \(missing)); export the model from a run directory (`braid export RUN_DIR --format onnx|h5`), or feed prepared tensors with `--input x.npy --output y.npy`")
         }
         guard graph.outputs.contains(where: { $0.name == EnsembleNames.probabilities }),
               graph.feedInputs.count == 1 else {
@@ -75,6 +77,18 @@ public final class EnsembleClassifier {
                 .prefix(max(1, top)).map { (info.classes[$0], row[$0]) }
         }
     }
+}
+
+/// Braid's metadata stored in a model file: an ONNX model's `metadata_props` (read from the
+/// message, whatever their length), or what `exportKeras` stored in a Keras file.
+///
+/// - Throws: the importers' errors naming the file when it cannot be parsed.
+public func storedMetadata(path: String) throws -> [String: String] {
+    guard (path as NSString).pathExtension.lowercased() == "onnx" else { return try kerasFileMetadata(path: path) }
+    guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("\(path): no such file") }
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    let model = try data.withUnsafeBytes { try ONNXModelProto(serialized: $0) }
+    return Dictionary(model.metadataProps.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
 }
 
 extension EnsembleClassifier {

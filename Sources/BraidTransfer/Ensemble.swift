@@ -33,6 +33,15 @@ public struct EnsembleImage: Sendable, Equatable {
     }
 }
 
+/// How an ensemble combines its members, as the run voted (`TrainOptions.vote`).
+public enum EnsembleVote: String, Sendable, Equatable {
+    /// `logits` = the sum of the members' logits, `probabilities` = its softmax.
+    case sumOfLogits = "sum_of_logits"
+    /// `probabilities` = the mean of the members' softmaxes, `logits` = its log (so that
+    /// softmax(logits) = probabilities; a class every member gives probability 0 has logit -inf).
+    case meanOfProbabilities = "mean_of_probabilities"
+}
+
 /// Names of the ensemble graph's input and outputs.
 public enum EnsembleNames {
     public static let image = "image"
@@ -54,10 +63,11 @@ public enum EnsembleNames {
 ///   bilinear weights sum to 1);
 /// - a `[0, 2, 3, 1]` transpose for NHWC members.
 /// Member values, nodes and initializers are renamed `m<j>/<name>`. Outputs: `logits`
-/// `[N, K]` (sum of member logits), `probabilities` `[N, K]` (softmax of `logits`), then each
-/// member's logits `[N, K]` under its name (made unique, never `image`, `logits` or
-/// `probabilities`).
-public func ensembleGraph(members: [EnsembleMember], classes: [String], image: EnsembleImage) throws -> Graph {
+/// `[N, K]` and `probabilities` `[N, K]` as `vote` says (one member: its logits and their
+/// softmax), then each member's logits `[N, K]` under its name (made unique, never `image`,
+/// `logits` or `probabilities`).
+public func ensembleGraph(members: [EnsembleMember], classes: [String], image: EnsembleImage,
+                          vote: EnsembleVote = .sumOfLogits) throws -> Graph {
     guard !members.isEmpty else { throw TrainingError("an ensemble needs at least one member") }
     guard image.channels == 1 || image.channels == 3, image.height > 0, image.width > 0 else {
         throw TrainingError("ensemble image must have 1 or 3 channels and a positive size, got \(image.channels)x\(image.height)x\(image.width)")
@@ -128,15 +138,26 @@ public func ensembleGraph(members: [EnsembleMember], classes: [String], image: E
         memberOutputs.append((name, rename(out.name)))
     }
 
+    let softmax = Op.softmax(.softmax, axis: 1, coerce2D: false)
     if memberOutputs.count == 1 {
         nodes.append(Node(name: "vote", op: .identity, inputs: [memberOutputs[0].value], outputs: [EnsembleNames.logits],
                           sourceOp: "Identity"))
+    } else if vote == .meanOfProbabilities {
+        for (j, o) in memberOutputs.enumerated() {
+            nodes.append(Node(name: "vote.softmax\(j)", op: softmax, inputs: [o.value], outputs: ["vote/p\(j)"], sourceOp: "Softmax"))
+        }
+        nodes.append(Node(name: "vote", op: .variadic(.mean), inputs: memberOutputs.indices.map { "vote/p\($0)" },
+                          outputs: [EnsembleNames.probabilities], sourceOp: "Mean"))
+        nodes.append(Node(name: "vote.log", op: .unary(.log), inputs: [EnsembleNames.probabilities],
+                          outputs: [EnsembleNames.logits], sourceOp: "Log"))
     } else {
         nodes.append(Node(name: "vote", op: .variadic(.sum), inputs: memberOutputs.map(\.value), outputs: [EnsembleNames.logits],
                           sourceOp: "Sum"))
     }
-    nodes.append(Node(name: "softmax", op: .softmax(.softmax, axis: 1, coerce2D: false), inputs: [EnsembleNames.logits],
-                      outputs: [EnsembleNames.probabilities], sourceOp: "Softmax"))
+    if memberOutputs.count == 1 || vote == .sumOfLogits {
+        nodes.append(Node(name: "softmax", op: softmax, inputs: [EnsembleNames.logits],
+                          outputs: [EnsembleNames.probabilities], sourceOp: "Softmax"))
+    }
     for o in memberOutputs {
         nodes.append(Node(name: o.name, op: .identity, inputs: [o.value], outputs: [o.name], sourceOp: "Identity"))
     }

@@ -12,12 +12,15 @@ struct Export: ParsableCommand {
         A run directory becomes one model with a single `image` input ([N, C, H, W] float32, \
         pixels 0..255, H x W of the run's dataset), each member's preprocessing as graph ops, \
         and outputs `logits` (sum of the members' logits), `probabilities` and each member's \
-        logits under its name. Class names and the preprocessing go into the metadata, so \
-        `braid run ensemble.onnx --image a.png` works.
+        logits under its name. Class names and the preprocessing go into the metadata \
+        (ONNX metadata_props; for --format h5, the Keras file's `braid_metadata`), so \
+        `braid run ensemble.onnx --image a.png` (or ensemble.h5) works. Re-exporting a model \
+        file keeps the metadata it carries.
 
         Examples:
           braid export runs/cls --format onnx --out ensemble.onnx
           braid export runs/cls --format onnx --out m.onnx --member mnist_cnn --opset 13
+          braid export runs/cls --format h5 --out ensemble.h5     (or ensemble.keras)
           braid export model.h5 --format onnx --out model.onnx
         """)
 
@@ -57,6 +60,7 @@ struct Export: ParsableCommand {
             } else {
                 guard member == nil else { throw ValidationError("--member applies to run directories") }
                 graph = try loadModel(source)
+                metadata = try storedMetadata(path: source)
                 metadata["converted_from"] = (source as NSString).lastPathComponent
             }
             graph = try Passes.optimizeForInference(graph)
@@ -66,7 +70,7 @@ struct Export: ParsableCommand {
                                             producerVersion: braidVersion)
                 try exporter.write(graph, to: out, externalData: externalData)
             default:
-                try exportKeras(graph, to: out, inputShapes: [:])
+                try exportKeras(graph, to: out, inputShapes: [:], metadata: metadata)
             }
             let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
             print("\(source) -> \(out)  (\(graph.outputs.map(\.name).joined(separator: ", ")); \(size) bytes)")

@@ -74,9 +74,7 @@ struct Run: ParsableCommand {
             let classifier = try EnsembleClassifier(path: model)
             let files = try imageFiles(image)
             var results: [[String: Any]] = []
-            let showProgress = files.count > batch
-            let start = Date()
-            var lastShown = start
+            var progress = files.count > batch ? ImageProgress(total: files.count) : nil
             for from in stride(from: 0, to: files.count, by: batch) {
                 let chunk = Array(files[from..<min(from + batch, files.count)])
                 let tops = try classifier.classify(try classifier.load(chunk), top: top)
@@ -88,18 +86,40 @@ struct Run: ParsableCommand {
                             .joined(separator: ", "))
                     }
                 }
-                let done = from + chunk.count
-                if showProgress && (done == files.count || Date().timeIntervalSince(lastShown) >= 1) {
-                    lastShown = Date()
-                    let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
-                    let line = String(format: "%d/%d images (%.0f img/s)", done, files.count, rate)
-                    FileHandle.standardError.write(Data((isatty(2) != 0 ? "\r" + line + (done == files.count ? "\n" : "") : line + "\n").utf8))
-                }
+                progress?.update(done: from + chunk.count)
             }
             if json {
                 let obj: [String: Any] = ["model": model, "classes": classifier.info.classes, "results": results]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
             }
         }
+    }
+}
+
+/// A progress bar on standard error for classifying many images: redrawn in place on a
+/// terminal, otherwise one line every few seconds and a last one at the end.
+struct ImageProgress {
+    let total: Int
+    let start = Date()
+    var lastDraw = Date.distantPast
+    let isTTY = isatty(2) != 0
+
+    init(total: Int) { self.total = max(total, 1) }
+
+    mutating func update(done: Int) {
+        let now = Date()
+        let final = done >= total
+        guard final || now.timeIntervalSince(lastDraw) >= (isTTY ? 0.2 : 5) else { return }
+        lastDraw = now
+        let elapsed = now.timeIntervalSince(start)
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let eta = rate > 0 ? Double(total - done) / rate : 0
+        let width = 24, filled = min(width, width * done / total)
+        let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "")
+            + String(repeating: " ", count: max(0, width - filled - 1))
+        let seconds = Int((final ? elapsed : eta).rounded())
+        let text = String(format: "[%@] %d/%d images %.0f img/s %@ %d:%02d", bar as NSString, done, total, rate,
+                          (final ? "took" : "ETA") as NSString, seconds / 60, seconds % 60)
+        FileHandle.standardError.write(Data((isTTY ? "\r" + text + (final ? "\n" : "") : text + "\n").utf8))
     }
 }
