@@ -132,7 +132,10 @@ struct Finetune: ParsableCommand {
                 let opened = try DataCatalog.open(data, onCorrupt: skipCorrupt ? .skip : .fail)
                 openedData = opened
                 let nodes: [String?] = source.indices.map { $0 < featureNode.count ? featureNode[$0] : nil }
-                var fresh = RunRecord(sources: source, featureNodes: nodes, data: data, classes: opened.classes,
+                // Absolute paths, so the run directory can be exported or resumed from anywhere.
+                let cwd = FileManager.default.currentDirectoryPath
+                let sources = source.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: cwd + "/")).standardized.path }
+                var fresh = RunRecord(sources: sources, featureNodes: nodes, data: data, classes: opened.classes,
                                       depths: [], options: o)
                 fresh.inputSizes = try parseInputSizes(inputSize, sources: source)
                 record = fresh
