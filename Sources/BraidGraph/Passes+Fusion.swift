@@ -24,8 +24,9 @@ extension Passes {
         for (i, n) in g.nodes.enumerated() {
             for v in Set(n.inputs) where !v.isEmpty && readers[v] == 1 && !outputs.contains(v) { soleReader[v] = i }
         }
-        let fed = Set(g.feedInputs.map(\.name))
-        let constants = g.initializers.filter { !fed.contains($0.key) }
+        // A graph input with an initializer is only a default: its value may change per run.
+        let overridable = Set(g.inputs.map(\.name))
+        let constants = g.initializers.filter { !overridable.contains($0.key) }
         var removed = Set<Int>()
         var placed: [Int: Node] = [:]
         for (ci, conv) in g.nodes.enumerated() {
