@@ -22,6 +22,8 @@ final class DepthwiseConv2D: @unchecked Sendable {
     private let columnOffsets: UnsafeMutablePointer<Int>
     /// Per phase: the phase-row entries `[lo, hi)` that hold input columns, and the first column.
     private let phaseRanges: UnsafeMutablePointer<Int>
+    /// Per chunk: the current filter's taps, each broadcast to a vector.
+    private let tapVectors: UnsafeMutablePointer<SIMD8<Float>>
 
     init(_ g: ConvGeometry, epilogue: ConvEpilogue = .none) {
         geometry = g
@@ -36,6 +38,8 @@ final class DepthwiseConv2D: @unchecked Sendable {
         chunks = NNParallel.workers > 1 && work >= 1 << 15 ? max(1, min(planes, NNParallel.workers * 4)) : 1
         scratch = .allocate(capacity: scratchSize * chunks)
         scratch.initialize(repeating: 0, count: scratchSize * chunks)
+        tapVectors = .allocate(capacity: max(1, g.kernelH * g.kernelW) * chunks)
+        tapVectors.initialize(repeating: SIMD8(), count: max(1, g.kernelH * g.kernelW) * chunks)
         columnOffsets = .allocate(capacity: max(1, g.kernelW))
         for kx in 0..<g.kernelW {
             let c = kx * g.dilationW
@@ -50,6 +54,7 @@ final class DepthwiseConv2D: @unchecked Sendable {
 
     deinit {
         scratch.deallocate()
+        tapVectors.deallocate()
         columnOffsets.deallocate()
         phaseRanges.deallocate()
     }
@@ -78,6 +83,7 @@ final class DepthwiseConv2D: @unchecked Sendable {
         let outPlane = g.outH * g.outW, kArea = g.kernelH * g.kernelW
         NNParallel.run(chunks) { i in
             let pad = self.scratch + i * self.scratchSize
+            let taps = self.tapVectors + i * max(1, kArea)
             var lastInput = -1
             for p in (planes * i / chunks)..<(planes * (i + 1) / chunks) {
                 let m = p % g.outChannels, n = p / g.outChannels
@@ -86,7 +92,8 @@ final class DepthwiseConv2D: @unchecked Sendable {
                     fillPadded(x + input * g.inH * g.inW, pad)
                     lastInput = input
                 }
-                plane(f, pad, weight + m * kArea, bias?[m] ?? 0, residual.map { $0 + p * outPlane }, y + p * outPlane)
+                for k in 0..<kArea { taps[k] = SIMD8(repeating: weight[m * kArea + k]) }
+                plane(f, pad, taps, bias?[m] ?? 0, residual.map { $0 + p * outPlane }, y + p * outPlane)
             }
         }
     }
@@ -117,55 +124,101 @@ final class DepthwiseConv2D: @unchecked Sendable {
     }
 
     @inline(__always)
-    private static func row3(_ r: UnsafeRawPointer, _ w: UnsafePointer<Float>, _ c0: Int, _ c1: Int, _ c2: Int) -> SIMD8<Float> {
+    private static func row3(_ r: UnsafeRawPointer, _ w: UnsafePointer<SIMD8<Float>>,
+                             _ c0: Int, _ c1: Int, _ c2: Int) -> SIMD8<Float> {
         (w[0] * NNVec.load(r, c0) + w[1] * NNVec.load(r, c1)) + w[2] * NNVec.load(r, c2)
     }
 
     @inline(__always)
-    private static func row5(_ r: UnsafeRawPointer, _ w: UnsafePointer<Float>,
+    private static func row5(_ r: UnsafeRawPointer, _ w: UnsafePointer<SIMD8<Float>>,
                              _ c0: Int, _ c1: Int, _ c2: Int, _ c3: Int, _ c4: Int) -> SIMD8<Float> {
         ((w[0] * NNVec.load(r, c0) + w[1] * NNVec.load(r, c1)) + (w[2] * NNVec.load(r, c2) + w[3] * NNVec.load(r, c3)))
             + w[4] * NNVec.load(r, c4)
     }
 
-    /// One output plane from its padded input.
+    /// Applies the activation (when no residual follows) and stores up to eight outputs.
     @inline(__always)
-    private func plane<F: EpilogueFunction>(_ f: F, _ pad: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ b: Float,
-                                            _ residual: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<Float>) {
+    private static func put<F: EpilogueFunction>(_ f: F, _ acc: SIMD8<Float>, _ fused: Bool,
+                                                 _ drow: UnsafeMutablePointer<Float>, _ ox: Int, _ ow: Int) {
+        let v = fused ? f(acc) : acc
+        if ox + 8 <= ow {
+            UnsafeMutableRawPointer(drow + ox).storeBytes(of: v, as: SIMD8<Float>.self)
+        } else {
+            for l in 0..<(ow - ox) { drow[ox + l] = v[l] }
+        }
+    }
+
+    /// One output plane from its padded input. `w` holds the filter's taps broadcast to
+    /// vectors. Where a 3x3 or 5x5 filter's rows overlap from one output row to the next, two
+    /// output rows are computed together so each input vector is loaded once for both.
+    @inline(__always)
+    private func plane<F: EpilogueFunction>(_ f: F, _ pad: UnsafePointer<Float>, _ w: UnsafePointer<SIMD8<Float>>,
+                                            _ b: Float, _ residual: UnsafePointer<Float>?,
+                                            _ dst: UnsafeMutablePointer<Float>) {
         let g = geometry
-        let ow = g.outW, kw = g.kernelW, kh = g.kernelH
+        let ow = g.outW, oh = g.outH, kw = g.kernelW, kh = g.kernelH, sh = g.strideH
         let rowFloats = max(1, g.strideW) * phaseLength
-        let rowStep = g.strideH * rowFloats, tapRowStep = g.dilationH * rowFloats
+        let rowStep = sh * rowFloats * 4, t = g.dilationH * rowFloats * 4
         let c = columnOffsets
         let fused = residual == nil
         let bv = SIMD8<Float>(repeating: b)
-        for oy in 0..<g.outH {
-            let top = UnsafeRawPointer(pad + oy * rowStep)
-            let drow = dst + oy * ow
+        let paired = (kw == 3 || kw == 5) && kh == kw && g.dilationH == 1 && sh < kh
+        var oy = 0
+        while oy < oh {
+            let two = paired && oy + 1 < oh
+            let top = UnsafeRawPointer(pad) + oy * rowStep
+            let d0 = dst + oy * ow, d1 = d0 + ow
             var ox = 0
             while ox < ow {
                 let at = top + ox * 4
-                var acc: SIMD8<Float>
-                // Taps are summed as trees, not one running sum: a chain of 25 dependent adds
-                // would leave the kernel waiting on add latency.
-                if kw == 3 && kh == 3 {
-                    let c0 = c[0] * 4, c1 = c[1] * 4, c2 = c[2] * 4, t = tapRowStep * 4
+                if two && kw == 3 {
+                    let c0 = c[0] * 4, c1 = c[1] * 4, c2 = c[2] * 4
+                    var a0 = bv, a1 = bv
+                    for j in 0..<(3 + sh) {
+                        let r = at + j * t
+                        let v0 = NNVec.load(r, c0), v1 = NNVec.load(r, c1), v2 = NNVec.load(r, c2)
+                        if j < 3 { a0 += (w[3 * j] * v0 + w[3 * j + 1] * v1) + w[3 * j + 2] * v2 }
+                        if j >= sh { let k = 3 * (j - sh); a1 += (w[k] * v0 + w[k + 1] * v1) + w[k + 2] * v2 }
+                    }
+                    DepthwiseConv2D.put(f, a0, fused, d0, ox, ow)
+                    DepthwiseConv2D.put(f, a1, fused, d1, ox, ow)
+                } else if two {
+                    let c0 = c[0] * 4, c1 = c[1] * 4, c2 = c[2] * 4, c3 = c[3] * 4, c4 = c[4] * 4
+                    var a0 = bv, a1 = bv
+                    for j in 0..<(5 + sh) {
+                        let r = at + j * t
+                        let v0 = NNVec.load(r, c0), v1 = NNVec.load(r, c1), v2 = NNVec.load(r, c2)
+                        let v3 = NNVec.load(r, c3), v4 = NNVec.load(r, c4)
+                        if j < 5 {
+                            let k = 5 * j
+                            a0 += ((w[k] * v0 + w[k + 1] * v1) + (w[k + 2] * v2 + w[k + 3] * v3)) + w[k + 4] * v4
+                        }
+                        if j >= sh {
+                            let k = 5 * (j - sh)
+                            a1 += ((w[k] * v0 + w[k + 1] * v1) + (w[k + 2] * v2 + w[k + 3] * v3)) + w[k + 4] * v4
+                        }
+                    }
+                    DepthwiseConv2D.put(f, a0, fused, d0, ox, ow)
+                    DepthwiseConv2D.put(f, a1, fused, d1, ox, ow)
+                } else if kw == 3 && kh == 3 {
+                    let c0 = c[0] * 4, c1 = c[1] * 4, c2 = c[2] * 4
                     let r0 = DepthwiseConv2D.row3(at, w, c0, c1, c2)
                     let r1 = DepthwiseConv2D.row3(at + t, w + 3, c0, c1, c2)
                     let r2 = DepthwiseConv2D.row3(at + 2 * t, w + 6, c0, c1, c2)
-                    acc = (bv + r0) + (r1 + r2)
+                    DepthwiseConv2D.put(f, (bv + r0) + (r1 + r2), fused, d0, ox, ow)
                 } else if kw == 5 && kh == 5 {
-                    let c0 = c[0] * 4, c1 = c[1] * 4, c2 = c[2] * 4, c3 = c[3] * 4, c4 = c[4] * 4, t = tapRowStep * 4
+                    let c0 = c[0] * 4, c1 = c[1] * 4, c2 = c[2] * 4, c3 = c[3] * 4, c4 = c[4] * 4
                     let r0 = DepthwiseConv2D.row5(at, w, c0, c1, c2, c3, c4)
                     let r1 = DepthwiseConv2D.row5(at + t, w + 5, c0, c1, c2, c3, c4)
                     let r2 = DepthwiseConv2D.row5(at + 2 * t, w + 10, c0, c1, c2, c3, c4)
                     let r3 = DepthwiseConv2D.row5(at + 3 * t, w + 15, c0, c1, c2, c3, c4)
                     let r4 = DepthwiseConv2D.row5(at + 4 * t, w + 20, c0, c1, c2, c3, c4)
-                    acc = ((bv + r0) + (r1 + r2)) + (r3 + r4)
+                    DepthwiseConv2D.put(f, ((bv + r0) + (r1 + r2)) + (r3 + r4), fused, d0, ox, ow)
                 } else {
+                    // Two running sums instead of one halve the chain of dependent adds.
                     var even = bv, odd = SIMD8<Float>()
                     for ky in 0..<kh {
-                        let r = at + ky * tapRowStep * 4, wk = w + ky * kw
+                        let r = at + ky * t, wk = w + ky * kw
                         for kx in 0..<kw {
                             if (ky * kw + kx) & 1 == 0 {
                                 even += wk[kx] * NNVec.load(r, c[kx] * 4)
@@ -174,20 +227,17 @@ final class DepthwiseConv2D: @unchecked Sendable {
                             }
                         }
                     }
-                    acc = even + odd
-                }
-                if fused { acc = f(acc) }
-                if ox + 8 <= ow {
-                    UnsafeMutableRawPointer(drow + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
-                } else {
-                    for l in 0..<(ow - ox) { drow[ox + l] = acc[l] }
+                    DepthwiseConv2D.put(f, even + odd, fused, d0, ox, ow)
                 }
                 ox += 8
             }
             if let residual {
-                let rrow = residual + oy * ow
-                for i in 0..<ow { drow[i] = f(drow[i] + rrow[i]) }
+                for row in 0..<(two ? 2 : 1) {
+                    let drow = d0 + row * ow, rrow = residual + (oy + row) * ow
+                    for i in 0..<ow { drow[i] = f(drow[i] + rrow[i]) }
+                }
             }
+            oy += two ? 2 : 1
         }
     }
 }
