@@ -44,3 +44,4 @@ final class FusedRealModelTests: XCTestCase {
     func testPPOCRDetectorV4Fused() throws { try check("ppocr_det_v4") }
     func testPPOCRRecogniserV4Fused() throws { try check("ppocr_rec_v4") }
 }
+
