@@ -12,7 +12,8 @@ extension Passes {
     /// Folds into each convolution the element-wise tail only it feeds: an optional
     /// residual `Add` (the convolution's output plus any other tensor), then an optional
     /// activation (Relu, LeakyRelu, Clip with constant bounds, HardSigmoid, HardSwish,
-    /// Sigmoid). Each absorbed value must have exactly one reader and not be a graph output.
+    /// Sigmoid), skipping Identity nodes between them. Each absorbed value must have exactly
+    /// one reader and not be a graph output.
     /// The fused node takes the place of the last node it absorbs (so the residual is
     /// computed before it) and keeps the convolution's name; its `sourceOp` lists what was
     /// fused, e.g. "Conv+Add+Relu".
@@ -35,6 +36,15 @@ extension Passes {
             var fusion = ConvFusion()
             var inputs = conv.inputs + Array(repeating: "", count: 3 - conv.inputs.count)
             var value = conv.outputs[0], last = ci, tail = conv.sourceOp
+            // Identity nodes between the convolution and its tail (exporters leave them) go too.
+            func skipIdentities() {
+                while let i = soleReader[value], !removed.contains(i), case .identity = g.nodes[i].op,
+                      g.nodes[i].inputs == [value], g.nodes[i].outputs.count == 1 {
+                    removed.insert(i)
+                    value = g.nodes[i].outputs[0]; last = i
+                }
+            }
+            skipIdentities()
             if let ai = soleReader[value], !removed.contains(ai), case .binary(.add) = g.nodes[ai].op,
                g.nodes[ai].inputs.count == 2, g.nodes[ai].outputs.count == 1 {
                 let add = g.nodes[ai]
@@ -44,6 +54,7 @@ extension Passes {
                     inputs.append(other)
                     value = add.outputs[0]; last = ai; tail += "+Add"
                     removed.insert(ai)
+                    skipIdentities()
                 }
             }
             if let ri = soleReader[value], !removed.contains(ri), g.nodes[ri].inputs.first == value,

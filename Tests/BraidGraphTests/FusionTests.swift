@@ -19,7 +19,7 @@ final class FusionTests: XCTestCase {
     }
 
     /// x [2, 4, 9, 11] -> depthwise 3x3 + HardSwish -> 1x1 + Add(x) + Relu -> 3x3/s2 (no bias)
-    /// + Clip(0, 6) -> Add(const [1, 4, 1, 1]) (broadcast residual) -> Sigmoid; plus a conv whose
+    /// + Clip(0, 6) -> Add(const [1, 4, 1, 1]) (broadcast residual) -> Identity -> Sigmoid; plus a conv whose
     /// output is also a graph output, which must stay unfused.
     private func graph() -> Graph {
         let nodes = [
@@ -32,7 +32,8 @@ final class FusionTests: XCTestCase {
             Node(name: "clip", op: .clip, inputs: ["c0", "zero", "six"], outputs: ["c"], sourceOp: "Clip"),
             conv("last", "c", "d0", pad: 0),
             Node(name: "shift", op: .binary(.add), inputs: ["d0", "offset"], outputs: ["d1"], sourceOp: "Add"),
-            Node(name: "sig", op: .unary(.sigmoid), inputs: ["d1"], outputs: ["y"], sourceOp: "Sigmoid"),
+            Node(name: "same", op: .identity, inputs: ["d1"], outputs: ["d2"], sourceOp: "Identity"),
+            Node(name: "sig", op: .unary(.sigmoid), inputs: ["d2"], outputs: ["y"], sourceOp: "Sigmoid"),
             conv("side", "c", "s0", pad: 0),
             Node(name: "sideRelu", op: .unary(.relu), inputs: ["s0"], outputs: ["s"], sourceOp: "Relu"),
         ]
