@@ -173,12 +173,55 @@ func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> 
     let (geometry, outShape) = try convGeometry(node, p, x: x, w: w)
     let bias = try nnOptionalInput(2, node, inputs, "B", shape: [w.shape[0]])
     let hasBias = bias != nil
-    return LoweredOp(outputs: [(outShape, .float32)]) { ins, outs in
+    let activation = p.fusion?.activation.map(convActivation)
+    guard p.fusion?.residual == true else {
+        return LoweredOp(outputs: [(outShape, .float32)]) { ins, outs in
+            let conv = Conv2D(geometry, epilogue: ConvEpilogue(activation: activation))
+            let xp = ins[0]!.floats, wp = ins[1]!.floats
+            let bp = hasBias ? UnsafePointer(ins[2]!.floats) : nil
+            let yp = outs[0].floats
+            return { conv.forward(x: xp, weight: wp, bias: bp, y: yp) }
+        }
+    }
+    let r = try nnFloatInput(3, node, inputs, "residual")
+    if r.shape == outShape {
+        return LoweredOp(outputs: [(outShape, .float32)]) { ins, outs in
+            let conv = Conv2D(geometry, epilogue: ConvEpilogue(activation: activation, residual: true))
+            let xp = ins[0]!.floats, wp = ins[1]!.floats, rp = ins[3]!.floats
+            let bp = hasBias ? UnsafePointer(ins[2]!.floats) : nil
+            let yp = outs[0].floats
+            return { conv.forward(x: xp, weight: wp, bias: bp, residual: rp, y: yp) }
+        }
+    }
+    // A residual that broadcasts (as the Add it replaced allowed): convolve into scratch, then
+    // add and activate over the whole output.
+    guard let layout = BroadcastLayout(inputs: [outShape, r.shape]) else {
+        throw GraphError(node: node.name, "\(node.sourceOp) residual of shape \(r.shape) does not broadcast with the convolution's output \(outShape)")
+    }
+    return LoweredOp(outputs: [(layout.shape, .float32)]) { ins, outs in
         let conv = Conv2D(geometry)
-        let xp = ins[0]!.floats, wp = ins[1]!.floats
+        let scratch = Tensor(zeros: outShape)
+        let xp = ins[0]!.floats, wp = ins[1]!.floats, rp = ins[3]!.floats, sp = scratch.floats
         let bp = hasBias ? UnsafePointer(ins[2]!.floats) : nil
-        let yp = outs[0].floats
-        return { conv.forward(x: xp, weight: wp, bias: bp, y: yp) }
+        let yp = outs[0].floats, count = layout.count
+        return {
+            conv.forward(x: xp, weight: wp, bias: bp, y: sp)
+            Elementwise.binary(.add, layout, sp, rp, yp)
+            activation?.apply(yp, cols: count)
+            _ = scratch
+        }
+    }
+}
+
+/// The kernel's name for a fused activation.
+func convActivation(_ a: FusedActivation) -> ConvActivation {
+    switch a {
+    case .relu: return .relu
+    case .leakyRelu(let alpha): return .leakyRelu(alpha: alpha)
+    case .clip(let lo, let hi): return .clip(min: lo, max: hi)
+    case .hardSigmoid(let alpha, let beta): return .hardSigmoid(alpha: alpha, beta: beta)
+    case .hardSwish: return .hardSwish
+    case .sigmoid: return .sigmoid
     }
 }
 

@@ -153,12 +153,39 @@ public struct ConvParams: Sendable, Equatable {
     public var dilations: [Int]
     public var group: Int
     public var autoPad: AutoPad
+    /// What the inference optimiser folded into this convolution (`Passes.fuseConvEpilogues`);
+    /// nil for every convolution an importer makes. Exporters and training reject fused nodes.
+    public var fusion: ConvFusion?
 
     public init(kernel: [Int], strides: [Int], pads: [Int], dilations: [Int], group: Int,
-                autoPad: AutoPad = .explicit) {
+                autoPad: AutoPad = .explicit, fusion: ConvFusion? = nil) {
         self.kernel = kernel; self.strides = strides; self.pads = pads
         self.dilations = dilations; self.group = group; self.autoPad = autoPad
+        self.fusion = fusion
     }
+}
+
+/// The element-wise tail fused into a convolution: `y = activation(conv + bias + residual)`.
+/// With `residual`, the node has a fourth input (after an empty bias name if there is no bias)
+/// that is broadcast to the convolution's output, as the Add it replaces did.
+public struct ConvFusion: Sendable, Equatable {
+    public var residual: Bool
+    public var activation: FusedActivation?
+
+    public init(residual: Bool = false, activation: FusedActivation? = nil) {
+        self.residual = residual; self.activation = activation
+    }
+}
+
+/// Activations a convolution can apply to its own output.
+public enum FusedActivation: Sendable, Equatable {
+    case relu
+    case leakyRelu(alpha: Float)
+    /// Bounds already resolved from the Clip node's constant operands (Relu6 is `0...6`).
+    case clip(min: Float, max: Float)
+    case hardSigmoid(alpha: Float, beta: Float)
+    case hardSwish
+    case sigmoid
 }
 
 public struct ConvTransposeParams: Sendable, Equatable {

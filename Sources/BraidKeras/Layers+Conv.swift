@@ -223,6 +223,7 @@ func absorbBiasAdd(_ b: ExportBuilder, _ out: String, channels: Int, bias: inout
 
 private func writeConv(_ b: ExportBuilder, _ node: Node) throws {
     guard case .conv(let p) = node.op else { return }
+    guard p.fusion == nil else { throw Unmappable(reason: "a fused convolution is for running only; export the graph from before Passes.optimizeForExecution") }
     let s = p.kernel.count
     guard s == 1 || s == 2 else { throw Unmappable(reason: "only 1-D and 2-D convolutions have Keras layers") }
     let w = try b.requireConstant(node, 1, "kernel")

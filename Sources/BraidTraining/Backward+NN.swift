@@ -7,6 +7,9 @@ import BraidTensor
 func backwardNN(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], needs: [Bool]) throws -> LoweredBackward {
     switch node.op {
     case .conv(let p):
+        guard p.fusion == nil else {
+            throw GraphError(node: node.name, "\(node.sourceOp): a fused convolution has no backward; train the graph from before Passes.optimizeForExecution")
+        }
         let x = try inputs.required(0, node), w = try inputs.required(1, node)
         let (geometry, _) = try convGeometry(node, p, x: x, w: w)
         return LoweredBackward { ins, _, gOuts, gIns in

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BraidGraph
 import BraidTensor
+import BraidTraining
 import BraidTransfer
 import Foundation
 
@@ -13,7 +14,10 @@ struct Bench: ParsableCommand {
     var shape: [String] = []
     @Option(name: .long, help: "Timed runs.") var runs = 20
     @Option(name: .long, help: "Untimed runs first.") var warmup = 3
-    @Flag(name: .long, help: "Print time per op, slowest first.") var perOp = false
+    @Flag(name: .long, help: "Print time per op type and per convolution shape (GFLOP/s, GB/s), slowest first.")
+    var perOp = false
+    @Flag(name: .long, help: "Run the graph without fusing convolution epilogues (to compare).")
+    var noFusion = false
     @Flag(help: "Print JSON.") var json = false
     @Flag(name: .long, help: "Time a training step (forward, backward, SGD update) with a new head instead.")
     var train = false
@@ -25,11 +29,15 @@ struct Bench: ParsableCommand {
     func run() {
         if train { return runTrain() }
         let loaded = reportingErrors { try loadModel(model) }
-        let graph = reportingErrors { try Passes.optimizeForInference(loaded) }
+        let graph = reportingErrors {
+            noFusion ? try Passes.optimizeForInference(loaded) : try Passes.optimizeForExecution(loaded)
+        }
         let parsed = reportingErrors { try shape.map(parseShapeArg) }
         let bound = reportingErrors { try bindArguments(parsed.map { (name: $0.name, value: $0.shape) }, graph: graph) }
         var feeds: [String: Tensor] = [:]
-        var rng = SystemRandomNumberGenerator()
+        // A fixed-seed generator: the system one costs a system call per number, which made
+        // setting up a batch-32 image input take longer than the timed runs.
+        var rng = SplitMix64(seed: 0x5EED)
         for d in graph.feedInputs {
             let dims: [Int]
             if let s = bound[d.name] { dims = s } else if let decl = d.shape, decl.allSatisfy({ $0.value != nil }) {
@@ -77,16 +85,7 @@ struct Bench: ParsableCommand {
             print(model + String(format: ": median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
                                  median, times.first!, times.last!, times.count, throughput, batch))
         }
-        if perOp {
-            let total = perOpTime.reduce(0, +)
-            var byOp: [String: Double] = [:]
-            for (i, s) in plan.steps.enumerated() { byOp[s.op, default: 0] += perOpTime[i] }
-            print("time per op type (share of \(String(format: "%.1f", total / Double(times.count))) ms/run):")
-            for (op, t) in byOp.sorted(by: { $0.value > $1.value }) {
-                let name = op.padding(toLength: max(op.count, 24), withPad: " ", startingAt: 0)
-                print("  " + name + String(format: " %9.3f ms  %5.1f%%", t / Double(times.count), 100 * t / total))
-            }
-        }
+        if perOp { PerOpReport(graph: graph, plan: plan, times: perOpTime, runs: times.count).print() }
     }
 
     func runTrain() {
@@ -124,3 +123,4 @@ struct Bench: ParsableCommand {
         }
     }
 }
+

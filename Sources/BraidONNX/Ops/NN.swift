@@ -165,6 +165,9 @@ private func poolParams(_ n: NodeTranslation, _ kind: PoolKind, dilations: Bool,
 func writeNNOp(_ n: NodeExport) throws -> Bool {
     switch n.node.op {
     case .conv(let p):
+        guard p.fusion == nil else {
+            throw n.error("a fused convolution is for running only; export the graph from before Passes.optimizeForExecution")
+        }
         n.emit("Conv", attrs: convAttributes(p) + windowPads(n, autoPad: p.autoPad, pads: p.pads, kernel: p.kernel,
                                                           strides: p.strides, dilations: p.dilations))
     case .convTranspose(let p):

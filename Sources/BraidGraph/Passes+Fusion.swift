@@ -1,0 +1,97 @@
+import BraidTensor
+
+extension Passes {
+    /// The pipeline for running a graph here: `optimizeForInference`, then
+    /// `fuseConvEpilogues`. The result holds fused convolutions, which only the executor
+    /// understands: export and train the graph from `optimizeForInference` (or the imported
+    /// one), never this one.
+    public static func optimizeForExecution(_ g: Graph) throws -> Graph {
+        fuseConvEpilogues(try optimizeForInference(g))
+    }
+
+    /// Folds into each convolution the element-wise tail only it feeds: an optional
+    /// residual `Add` (the convolution's output plus any other tensor), then an optional
+    /// activation (Relu, LeakyRelu, Clip with constant bounds, HardSigmoid, HardSwish,
+    /// Sigmoid), skipping Identity nodes between them. Each absorbed value must have exactly
+    /// one reader and not be a graph output.
+    /// The fused node takes the place of the last node it absorbs (so the residual is
+    /// computed before it) and keeps the convolution's name; its `sourceOp` lists what was
+    /// fused, e.g. "Conv+Add+Relu".
+    public static func fuseConvEpilogues(_ g: Graph) -> Graph {
+        var readers: [String: Int] = [:]
+        for n in g.nodes { for i in n.inputs where !i.isEmpty { readers[i, default: 0] += 1 } }
+        let outputs = Set(g.outputs.map(\.name))
+        var soleReader: [String: Int] = [:]
+        for (i, n) in g.nodes.enumerated() {
+            for v in Set(n.inputs) where !v.isEmpty && readers[v] == 1 && !outputs.contains(v) { soleReader[v] = i }
+        }
+        // A graph input with an initializer is only a default: its value may change per run.
+        let overridable = Set(g.inputs.map(\.name))
+        let constants = g.initializers.filter { !overridable.contains($0.key) }
+        var removed = Set<Int>()
+        var placed: [Int: Node] = [:]
+        for (ci, conv) in g.nodes.enumerated() {
+            guard case .conv(var p) = conv.op, p.fusion == nil, conv.outputs.count == 1,
+                  conv.inputs.count >= 2, conv.inputs.count <= 3 else { continue }
+            var fusion = ConvFusion()
+            var inputs = conv.inputs + Array(repeating: "", count: 3 - conv.inputs.count)
+            var value = conv.outputs[0], last = ci, tail = conv.sourceOp
+            // Identity nodes between the convolution and its tail (exporters leave them) go too.
+            func skipIdentities() {
+                while let i = soleReader[value], !removed.contains(i), case .identity = g.nodes[i].op,
+                      g.nodes[i].inputs == [value], g.nodes[i].outputs.count == 1 {
+                    removed.insert(i)
+                    value = g.nodes[i].outputs[0]; last = i
+                }
+            }
+            skipIdentities()
+            if let ai = soleReader[value], !removed.contains(ai), case .binary(.add) = g.nodes[ai].op,
+               g.nodes[ai].inputs.count == 2, g.nodes[ai].outputs.count == 1 {
+                let add = g.nodes[ai]
+                let other = add.inputs[0] == value ? add.inputs[1] : add.inputs[0]
+                if !other.isEmpty && other != value {
+                    fusion.residual = true
+                    inputs.append(other)
+                    value = add.outputs[0]; last = ai; tail += "+Add"
+                    removed.insert(ai)
+                    skipIdentities()
+                }
+            }
+            if let ri = soleReader[value], !removed.contains(ri), g.nodes[ri].inputs.first == value,
+               let act = fusedActivation(g.nodes[ri], constants) {
+                fusion.activation = act
+                value = g.nodes[ri].outputs[0]; last = ri; tail += "+" + g.nodes[ri].sourceOp
+                removed.insert(ri)
+            }
+            guard last != ci else { continue }
+            p.fusion = fusion
+            removed.insert(ci)
+            placed[last] = Node(name: conv.name, op: .conv(p), inputs: inputs, outputs: [value], sourceOp: tail)
+        }
+        var out = g
+        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
+        return removeDeadCode(out)
+    }
+
+    /// The activation `node` computes, when a convolution can apply it itself.
+    private static func fusedActivation(_ node: Node, _ initializers: [String: Tensor]) -> FusedActivation? {
+        guard node.outputs.count == 1 else { return nil }
+        switch node.op {
+        case .unary(.relu): return .relu
+        case .unary(.leakyRelu(let alpha)): return .leakyRelu(alpha: alpha)
+        case .unary(.hardSigmoid(let alpha, let beta)): return .hardSigmoid(alpha: alpha, beta: beta)
+        case .unary(.hardSwish): return .hardSwish
+        case .unary(.sigmoid): return .sigmoid
+        case .clip:
+            // A bound is usable when absent or a constant float scalar.
+            var bounds: [Float] = [-.infinity, .infinity]
+            for i in 1..<min(3, node.inputs.count) where !node.inputs[i].isEmpty {
+                guard let t = initializers[node.inputs[i]], t.dtype == .float32, t.count == 1 else { return nil }
+                bounds[i - 1] = t.floats[0]
+            }
+            let lo = bounds[0], hi = bounds[1]
+            return .clip(min: lo, max: hi)
+        default: return nil
+        }
+    }
+}

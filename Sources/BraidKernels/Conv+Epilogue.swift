@@ -1,0 +1,137 @@
+/// An activation a convolution applies to its output while the output tile is still in cache,
+/// after the bias (and the residual, when there is one) has been added. The formulas are the
+/// ONNX ones and match `Elementwise.unary` / `clip` element for element.
+public enum ConvActivation: Sendable, Equatable {
+    /// `max(0, v)`.
+    case relu
+    /// `v < 0 ? alpha * v : v`.
+    case leakyRelu(alpha: Float)
+    /// `min(max(v, min), max)` (Relu6 is `clip(0, 6)`).
+    case clip(min: Float, max: Float)
+    /// `max(0, min(1, alpha * v + beta))`.
+    case hardSigmoid(alpha: Float, beta: Float)
+    /// `v * max(0, min(1, v / 6 + 1 / 2))`.
+    case hardSwish
+    /// `1 / (1 + e^-v)`.
+    case sigmoid
+}
+
+/// What a convolution does to its output after the products: `y = act(conv(x) + b + r)`.
+public struct ConvEpilogue: Sendable, Equatable {
+    public var activation: ConvActivation?
+    /// A tensor of the output's shape `[N, M, OH, OW]` is added before the activation.
+    public var residual: Bool
+
+    public init(activation: ConvActivation? = nil, residual: Bool = false) {
+        self.activation = activation; self.residual = residual
+    }
+
+    /// Nothing after the products and bias.
+    public static let none = ConvEpilogue()
+}
+
+/// One activation as a value type, so that kernels specialise on it.
+protocol EpilogueFunction {
+    func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float>
+    func callAsFunction(_ v: Float) -> Float
+}
+
+struct IdentityEpilogue: EpilogueFunction {
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { v }
+}
+
+struct ReluEpilogue: EpilogueFunction {
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v.replacing(with: 0, where: v .< 0) }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { v < 0 ? 0 : v }
+}
+
+struct LeakyReluEpilogue: EpilogueFunction {
+    let alpha: Float
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v.replacing(with: v * alpha, where: v .< 0) }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { v < 0 ? alpha * v : v }
+}
+
+struct ClipEpilogue: EpilogueFunction {
+    let lo: Float, hi: Float
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        let a = v.replacing(with: lo, where: v .< lo)
+        return a.replacing(with: hi, where: a .> hi)
+    }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { v < lo ? lo : (v > hi ? hi : v) }
+}
+
+struct HardSigmoidEpilogue: EpilogueFunction {
+    let alpha: Float, beta: Float
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        let t = v * alpha + beta
+        return t.replacing(with: 0, where: t .< 0).replacing(with: 1, where: t .> 1)
+    }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { Swift.max(0, Swift.min(1, alpha * v + beta)) }
+}
+
+struct HardSwishEpilogue: EpilogueFunction {
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        let t = v * (1 / 6 as Float) + 0.5
+        return v * t.replacing(with: 0, where: t .< 0).replacing(with: 1, where: t .> 1)
+    }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { v * Swift.max(0, Swift.min(1, v * (1 / 6 as Float) + 0.5)) }
+}
+
+struct SigmoidEpilogue: EpilogueFunction {
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        var r = v
+        for i in 0..<8 { r[i] = fastSigmoid(v[i]) }
+        return r
+    }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { fastSigmoid(v) }
+}
+
+/// Calls back with the activation as a concrete `EpilogueFunction`, so the callee's loops
+/// are compiled once per activation.
+protocol EpilogueVisitor {
+    func visit<F: EpilogueFunction>(_ f: F)
+}
+
+extension ConvActivation? {
+    @inline(__always)
+    func dispatch<V: EpilogueVisitor>(_ v: V) {
+        switch self {
+        case nil: v.visit(IdentityEpilogue())
+        case .relu: v.visit(ReluEpilogue())
+        case .leakyRelu(let alpha): v.visit(LeakyReluEpilogue(alpha: alpha))
+        case .clip(let lo, let hi): v.visit(ClipEpilogue(lo: lo, hi: hi))
+        case .hardSigmoid(let alpha, let beta): v.visit(HardSigmoidEpilogue(alpha: alpha, beta: beta))
+        case .hardSwish: v.visit(HardSwishEpilogue())
+        case .sigmoid: v.visit(SigmoidEpilogue())
+        }
+    }
+}
+
+/// `rows` rows of `cols` floats, `stride` apart, replaced in place by `f(v)`.
+@inline(__always)
+func applyEpilogue<F: EpilogueFunction>(_ f: F, _ y: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int) {
+    for r in 0..<rows {
+        let p = y + r * stride
+        let raw = UnsafeMutableRawPointer(p)
+        var i = 0
+        while i + 8 <= cols {
+            raw.storeBytes(of: f(raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)),
+                           toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < cols { p[i] = f(p[i]); i += 1 }
+    }
+}
+
+private struct RowsVisitor: EpilogueVisitor {
+    let y: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int
+    func visit<F: EpilogueFunction>(_ f: F) { applyEpilogue(f, y, rows: rows, cols: cols, stride: stride) }
+}
+
+extension ConvActivation {
+    /// Applies the activation in place to `rows` rows of `cols` floats, `stride` apart.
+    public func apply(_ y: UnsafeMutablePointer<Float>, rows: Int = 1, cols: Int, stride: Int = 0) {
+        Optional(self).dispatch(RowsVisitor(y: y, rows: rows, cols: cols, stride: stride))
+    }
+}

@@ -1,0 +1,96 @@
+import BraidGraph
+import BraidTensor
+import Dispatch
+import Foundation
+
+/// The `--per-op` report: time per op type, then per convolution shape with GFLOP/s, and for
+/// memory-bound steps (depthwise convolutions, pooling, element-wise) GB/s beside the rate of
+/// a plain two-thread memory copy measured in the same run.
+struct PerOpReport {
+    let graph: Graph
+    let plan: Plan
+    /// Milliseconds per step summed over `runs` runs.
+    let times: [Double]
+    let runs: Int
+
+    func print() {
+        let total = times.reduce(0, +)
+        var byOp: [String: Double] = [:]
+        for (i, s) in plan.steps.enumerated() { byOp[s.op, default: 0] += times[i] }
+        Swift.print("time per op type (share of \(String(format: "%.1f", total / Double(runs))) ms/run):")
+        for (op, t) in byOp.sorted(by: { $0.value > $1.value }) {
+            Swift.print("  " + op.padding(toLength: max(op.count, 24), withPad: " ", startingAt: 0)
+                        + String(format: " %9.3f ms  %5.1f%%", t / Double(runs), 100 * t / total))
+        }
+        let copyRate = PerOpReport.copyRate()
+        var rows: [String: (ms: Double, flops: Double, bytes: Double, count: Int, memoryBound: Bool)] = [:]
+        let nodes = Dictionary(graph.nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for (i, s) in plan.steps.enumerated() {
+            guard let node = nodes[s.node], let key = describe(node) else { continue }
+            var r = rows[key.label] ?? (0, 0, 0, 0, key.memoryBound)
+            r.ms += times[i] / Double(runs); r.flops += key.flops; r.bytes += key.bytes; r.count += 1
+            rows[key.label] = r
+        }
+        Swift.print(String(format: "per shape (memory copy: %.1f GB/s read+write, 2 threads):", copyRate))
+        for (label, r) in rows.sorted(by: { $0.value.ms > $1.value.ms }) {
+            let seconds = r.ms / 1000
+            var rate = r.flops > 0 ? String(format: "%6.1f GFLOP/s  ", r.flops / seconds / 1e9) : ""
+            if r.memoryBound {
+                rate += String(format: "%6.1f GB/s (%3.0f%% of copy)", r.bytes / seconds / 1e9, 100 * r.bytes / seconds / 1e9 / copyRate)
+            }
+            Swift.print("  " + label.padding(toLength: max(label.count, 58), withPad: " ", startingAt: 0)
+                        + String(format: " x%-3d %8.3f ms  ", r.count, r.ms) + rate)
+        }
+    }
+
+    /// A label, work and traffic for the steps worth rating (nil for the rest).
+    private func describe(_ node: Node) -> (label: String, flops: Double, bytes: Double, memoryBound: Bool)? {
+        func shape(_ i: Int) -> [Int]? {
+            i < node.inputs.count && !node.inputs[i].isEmpty ? plan.values[node.inputs[i]]?.shape : nil
+        }
+        guard let x = shape(0), let out = node.outputs.first.flatMap({ plan.values[$0]?.shape }) else { return nil }
+        let inBytes = Double(x.reduce(1, *) * 4), outBytes = Double(out.reduce(1, *) * 4)
+        let dims = { (s: [Int]) in s.map(String.init).joined(separator: "x") }
+        switch node.op {
+        case .conv(let p):
+            guard let w = shape(1), w.count == x.count, out.count >= 3 else { return nil }
+            let kernel = w[2...].map(String.init).joined(separator: "x")
+            let stride = p.strides.first ?? 1
+            let depthwise = w[1] == 1 && p.group > 1
+            let flops = 2 * Double(out.reduce(1, *)) * Double(w[1...].reduce(1, *))
+            let kind = depthwise ? "dw" : (p.group > 1 ? "g\(p.group)" : "")
+            let label = "\(node.sourceOp) \(kind)\(kernel)/s\(stride) \(x[1])->\(out[1]) \(dims(Array(x[2...])))->\(dims(Array(out[2...])))"
+            let residual = node.inputs.count > 3 ? outBytes : 0
+            return (label, flops, inBytes + outBytes + residual, depthwise)
+        case .pool, .globalPool:
+            return ("\(node.sourceOp) \(dims(x))", 0, inBytes + outBytes, true)
+        case .unary, .binary, .clip, .variadic:
+            let extra = (1..<node.inputs.count).compactMap(shape).map { Double($0.reduce(1, *) * 4) }.reduce(0, +)
+            return ("\(node.sourceOp) \(dims(out))", 0, inBytes + extra + outBytes, true)
+        default:
+            return nil
+        }
+    }
+
+    /// Read plus write bytes per second of a 2 x 16 MB copy on two threads, best of five.
+    static func copyRate() -> Double {
+        let count = 1 << 22
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: 2 * count)
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: 2 * count)
+        defer { a.deallocate(); b.deallocate() }
+        // Addresses cross into the concurrent closure as integers (pointers are not Sendable).
+        let src = Int(bitPattern: a), dst = Int(bitPattern: b)
+        a.initialize(repeating: 1, count: 2 * count)
+        b.initialize(repeating: 0, count: 2 * count)
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            DispatchQueue.concurrentPerform(iterations: 2) { i in
+                let from = UnsafePointer<Float>(bitPattern: src)! + i * count
+                (UnsafeMutablePointer<Float>(bitPattern: dst)! + i * count).update(from: from, count: count)
+            }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        return Double(2 * count * 4 * 2) / best / 1e9
+    }
+}

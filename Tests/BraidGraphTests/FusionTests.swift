@@ -1,0 +1,91 @@
+import XCTest
+import BraidTensor
+@testable import BraidGraph
+
+/// `Passes.fuseConvEpilogues`: which tails it absorbs, and that fused graphs compute what the
+/// unfused ones do.
+final class FusionTests: XCTestCase {
+    private func random(_ shape: [Int], _ scale: Float = 1) -> Tensor {
+        var rng = SystemRandomNumberGenerator()
+        let n = shape.reduce(1, *)
+        return Tensor(shape: shape, floats: (0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) })
+    }
+
+    private func conv(_ name: String, _ x: String, _ out: String, group: Int = 1, stride: Int = 1, pad: Int = 1,
+                      bias: Bool = true) -> Node {
+        Node(name: name, op: .conv(ConvParams(kernel: [], strides: [stride, stride], pads: [pad, pad, pad, pad],
+                                             dilations: [], group: group)),
+             inputs: [x, name + ".w"] + (bias ? [name + ".b"] : []), outputs: [out], sourceOp: "Conv")
+    }
+
+    /// x [2, 4, 9, 11] -> depthwise 3x3 + HardSwish -> 1x1 + Add(x) + Relu -> 3x3/s2 (no bias)
+    /// + Clip(0, 6) -> Add(const [1, 4, 1, 1]) (broadcast residual) -> Identity -> Sigmoid; plus a conv whose
+    /// output is also a graph output, which must stay unfused.
+    private func graph() -> Graph {
+        let nodes = [
+            conv("dw", "x", "a0", group: 4),
+            Node(name: "hs", op: .unary(.hardSwish), inputs: ["a0"], outputs: ["a"], sourceOp: "HardSwish"),
+            conv("pw", "a", "b0", pad: 0),
+            Node(name: "res", op: .binary(.add), inputs: ["x", "b0"], outputs: ["b1"], sourceOp: "Add"),
+            Node(name: "relu", op: .unary(.relu), inputs: ["b1"], outputs: ["b"], sourceOp: "Relu"),
+            conv("down", "b", "c0", stride: 2, bias: false),
+            Node(name: "clip", op: .clip, inputs: ["c0", "zero", "six"], outputs: ["c"], sourceOp: "Clip"),
+            conv("last", "c", "d0", pad: 0),
+            Node(name: "shift", op: .binary(.add), inputs: ["d0", "offset"], outputs: ["d1"], sourceOp: "Add"),
+            Node(name: "same", op: .identity, inputs: ["d1"], outputs: ["d2"], sourceOp: "Identity"),
+            Node(name: "sig", op: .unary(.sigmoid), inputs: ["d2"], outputs: ["y"], sourceOp: "Sigmoid"),
+            conv("side", "c", "s0", pad: 0),
+            Node(name: "sideRelu", op: .unary(.relu), inputs: ["s0"], outputs: ["s"], sourceOp: "Relu"),
+        ]
+        var inits: [String: Tensor] = ["zero": Tensor(shape: [], floats: [0]), "six": Tensor(shape: [], floats: [6]),
+                                       "offset": random([1, 4, 1, 1])]
+        for (name, shape) in [("dw", [4, 1, 3, 3]), ("pw", [4, 4, 1, 1]), ("down", [4, 4, 3, 3]), ("last", [4, 4, 1, 1]),
+                              ("side", [4, 4, 1, 1])] {
+            inits[name + ".w"] = random(shape)
+            inits[name + ".b"] = random([shape[0]])
+        }
+        return Graph(name: "fusion", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil)],
+                     outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil), ValueDecl(name: "s0", dtype: .float32, shape: nil),
+                               ValueDecl(name: "s", dtype: .float32, shape: nil)],
+                     initializers: inits, nodes: nodes)
+    }
+
+    func testAbsorbsActivationsResidualsAndClipButNotGraphOutputs() {
+        let fused = Passes.fuseConvEpilogues(graph())
+        XCTAssertEqual(fused.nodes.map(\.sourceOp),
+                       ["Conv+HardSwish", "Conv+Add+Relu", "Conv+Clip", "Conv+Add+Sigmoid", "Conv", "Relu"])
+        guard case .conv(let p) = fused.nodes[1].op else { return XCTFail("not a conv") }
+        XCTAssertEqual(p.fusion, ConvFusion(residual: true, activation: .relu))
+        XCTAssertEqual(fused.nodes[1].inputs, ["a", "pw.w", "pw.b", "x"])
+        guard case .conv(let q) = fused.nodes[2].op else { return XCTFail("not a conv") }
+        XCTAssertEqual(q.fusion, ConvFusion(residual: false, activation: .clip(min: 0, max: 6)))
+        XCTAssertEqual(fused.nodes[2].inputs, ["b", "down.w", ""])
+    }
+
+    func testFusedGraphMatchesUnfused() throws {
+        let g = graph()
+        for batch in [1, 2] {
+            let x = random([batch, 4, 9, 11], 3)
+            let plain = try Executor(graph: g).run(["x": x])
+            let fused = try Executor(graph: Passes.fuseConvEpilogues(g)).run(["x": x])
+            for name in ["y", "s0", "s"] {
+                let a = try XCTUnwrap(plain[name]), b = try XCTUnwrap(fused[name])
+                XCTAssertEqual(a.shape, b.shape)
+                var worst: Float = 0
+                for i in 0..<a.count { worst = max(worst, abs(a.floats[i] - b.floats[i])) }
+                XCTAssertLessThan(worst, 1e-5, "\(name) batch \(batch)")
+            }
+        }
+    }
+
+    func testClipWithRuntimeBoundAndSharedOutputsStayUnfused() {
+        var g = graph()
+        g.inputs.append(ValueDecl(name: "six", dtype: .float32, shape: [])) // an overridable bound
+        g.nodes[1].inputs = ["a0"]
+        g.nodes.append(Node(name: "peek", op: .unary(.neg), inputs: ["a0"], outputs: ["p"], sourceOp: "Neg"))
+        g.outputs.append(ValueDecl(name: "p", dtype: .float32, shape: nil))
+        let ops = Passes.fuseConvEpilogues(g).nodes.map(\.sourceOp)
+        XCTAssertEqual(Array(ops.prefix(4)), ["Conv", "HardSwish", "Conv+Add+Relu", "Conv"])
+        XCTAssertTrue(ops.contains("Clip"))
+    }
+}

@@ -1,0 +1,132 @@
+import XCTest
+@testable import BraidKernels
+
+/// Fused convolution epilogues and the phase-split depthwise kernel, against a plain loop.
+final class ConvEpilogueTests: XCTestCase {
+    /// `act(conv(x) + b + r)` straight from the definitions.
+    private func reference(_ g: ConvGeometry, _ x: [Float], _ w: [Float], _ b: [Float]?, _ r: [Float]?,
+                           _ act: ConvActivation?) -> [Float] {
+        var y = [Float](repeating: 0, count: g.batch * g.outChannels * g.outH * g.outW)
+        let cg = g.inChannels / g.group, mg = g.outChannels / g.group
+        for n in 0..<g.batch {
+            for m in 0..<g.outChannels {
+                for oy in 0..<g.outH {
+                    for ox in 0..<g.outW {
+                        var s = Double(b?[m] ?? 0)
+                        for ci in 0..<cg {
+                            let c = (m / mg) * cg + ci
+                            for ky in 0..<g.kernelH {
+                                for kx in 0..<g.kernelW {
+                                    let iy = oy * g.strideH + ky * g.dilationH - g.padTop
+                                    let ix = ox * g.strideW + kx * g.dilationW - g.padLeft
+                                    if iy < 0 || iy >= g.inH || ix < 0 || ix >= g.inW { continue }
+                                    s += Double(x[((n * g.inChannels + c) * g.inH + iy) * g.inW + ix])
+                                        * Double(w[((m * cg + ci) * g.kernelH + ky) * g.kernelW + kx])
+                                }
+                            }
+                        }
+                        let i = ((n * g.outChannels + m) * g.outH + oy) * g.outW + ox
+                        var v = Float(s) + (r?[i] ?? 0)
+                        switch act {
+                        case nil: break
+                        case .relu: v = max(0, v)
+                        case .leakyRelu(let a): v = v < 0 ? a * v : v
+                        case .clip(let lo, let hi): v = min(max(v, lo), hi)
+                        case .hardSigmoid(let a, let c): v = max(0, min(1, a * v + c))
+                        case .hardSwish: v = v * max(0, min(1, v / 6 + 0.5))
+                        case .sigmoid: v = 1 / (1 + exp(-v))
+                        }
+                        y[i] = v
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    private func check(_ g: ConvGeometry, act: ConvActivation?, residual: Bool, bias: Bool = true,
+                       file: StaticString = #filePath, line: UInt = #line) {
+        var rng = SystemRandomNumberGenerator()
+        let x = (0..<(g.batch * g.inChannels * g.inH * g.inW)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let w = (0..<(g.outChannels * g.patch)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let b = bias ? (0..<g.outChannels).map { _ in Float.random(in: -1...1, using: &rng) } : nil
+        let outCount = g.batch * g.outChannels * g.outH * g.outW
+        let r = residual ? (0..<outCount).map { _ in Float.random(in: -2...2, using: &rng) } : nil
+        let expected = reference(g, x, w, b, r, act)
+        let conv = Conv2D(g, epilogue: ConvEpilogue(activation: act, residual: residual))
+        var y = [Float](repeating: .nan, count: outCount)
+        x.withUnsafeBufferPointer { xp in
+            w.withUnsafeBufferPointer { wp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    let bp = b?.withUnsafeBufferPointer { $0.baseAddress! }
+                    let rp = r?.withUnsafeBufferPointer { $0.baseAddress! }
+                    conv.forward(x: xp.baseAddress!, weight: wp.baseAddress!, bias: bp, residual: rp, y: yp.baseAddress!)
+                }
+            }
+        }
+        var worst: Float = 0
+        for i in 0..<outCount { worst = max(worst, abs(y[i] - expected[i])) }
+        XCTAssertLessThan(worst, 1e-4, "\(g) \(String(describing: act)) residual \(residual)", file: file, line: line)
+    }
+
+    private func geometry(batch: Int = 2, channels: Int, mult: Int = 1, h: Int, w: Int, k: Int, stride: Int,
+                          pad: Int, dilation: Int = 1, depthwise: Bool = true, out: Int? = nil) -> ConvGeometry {
+        let dk = (k - 1) * dilation + 1
+        let oh = (h + 2 * pad - dk) / stride + 1, ow = (w + 2 * pad - dk) / stride + 1
+        return ConvGeometry(batch: batch, inChannels: channels, inH: h, inW: w,
+                            outChannels: depthwise ? channels * mult : (out ?? channels), outH: oh, outW: ow,
+                            kernelH: k, kernelW: k, strideH: stride, strideW: stride, dilationH: dilation,
+                            dilationW: dilation, padTop: pad, padLeft: pad, group: depthwise ? channels : 1)
+    }
+
+    func testDepthwiseShapesAgainstLoop() {
+        for (k, s, pad) in [(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (3, 1, 0), (7, 3, 3), (1, 1, 0)] {
+            for (h, w) in [(7, 7), (13, 11), (20, 9), (3, 17), (1, 1)] where h + 2 * pad >= k && w + 2 * pad >= k {
+                check(geometry(channels: 3, h: h, w: w, k: k, stride: s, pad: pad), act: nil, residual: false)
+            }
+        }
+    }
+
+    func testDepthwiseDilationMultiplierAndAsymmetricStride() {
+        check(geometry(channels: 2, h: 15, w: 19, k: 3, stride: 2, pad: 2, dilation: 2), act: .relu, residual: false)
+        check(geometry(channels: 3, mult: 2, h: 10, w: 12, k: 3, stride: 1, pad: 1), act: .hardSwish, residual: true)
+        var g = geometry(channels: 4, h: 12, w: 18, k: 3, stride: 1, pad: 1)
+        g.strideH = 2; g.outH = (12 + 2 - 3) / 2 + 1
+        check(g, act: .sigmoid, residual: false, bias: false)
+    }
+
+    func testDepthwiseLargeEnoughToRunInParallel() {
+        check(geometry(batch: 3, channels: 16, h: 33, w: 35, k: 3, stride: 2, pad: 1), act: .hardSwish, residual: false)
+        check(geometry(batch: 2, channels: 24, h: 28, w: 28, k: 5, stride: 1, pad: 2), act: .clip(min: 0, max: 6), residual: true)
+    }
+
+    func testEveryActivationOnGEMMPaths() {
+        let acts: [ConvActivation?] = [nil, .relu, .leakyRelu(alpha: 0.1), .clip(min: -0.5, max: 0.7),
+                                       .hardSigmoid(alpha: 0.2, beta: 0.5), .hardSwish, .sigmoid]
+        for act in acts {
+            check(geometry(channels: 5, h: 9, w: 11, k: 1, stride: 1, pad: 0, depthwise: false, out: 7), act: act, residual: false)
+            check(geometry(channels: 3, h: 9, w: 7, k: 3, stride: 2, pad: 1, depthwise: false, out: 4), act: act, residual: true)
+        }
+    }
+
+    func testResidualWithoutBiasOnPointwiseAndIm2col() {
+        check(geometry(batch: 1, channels: 6, h: 17, w: 19, k: 1, stride: 1, pad: 0, depthwise: false, out: 5),
+              act: .relu, residual: true, bias: false)
+        check(geometry(batch: 3, channels: 4, h: 12, w: 10, k: 3, stride: 1, pad: 1, depthwise: false, out: 6),
+              act: nil, residual: true, bias: false)
+    }
+
+    func testActivationApplyMatchesElementwise() {
+        let x = (0..<37).map { Float($0) * 0.37 - 6.5 }
+        for (act, f) in [(ConvActivation.hardSwish, UnaryFunction.hardSwish), (.relu, .relu), (.sigmoid, .sigmoid),
+                         (.leakyRelu(alpha: 0.3), .leakyRelu(alpha: 0.3)),
+                         (.hardSigmoid(alpha: 0.25, beta: 0.4), .hardSigmoid(alpha: 0.25, beta: 0.4))] {
+            var fused = x, plain = [Float](repeating: 0, count: x.count)
+            fused.withUnsafeMutableBufferPointer { act.apply($0.baseAddress!, cols: x.count) }
+            x.withUnsafeBufferPointer { xp in
+                plain.withUnsafeMutableBufferPointer { Elementwise.unary(f, xp.baseAddress!, $0.baseAddress!, count: x.count) }
+            }
+            XCTAssertEqual(fused, plain, "\(act)")
+        }
+    }
+}
