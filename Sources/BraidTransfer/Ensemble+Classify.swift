@@ -43,7 +43,7 @@ public final class EnsembleClassifier {
         }
         self.graph = graph
         self.info = info
-        self.executor = Executor(graph: graph)
+        self.executor = Executor(graph: try Passes.optimizeForExecution(graph))
     }
 
     /// Reads image files (PNG, JPEG, or .npy holding one `[C, H, W]` or `[H, W]` float32

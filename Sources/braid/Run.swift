@@ -49,7 +49,8 @@ struct Run: ParsableCommand {
         }
         let bound = reportingErrors { try bindArguments(args, graph: graph) }
         let feeds = reportingErrors { try bound.mapValues { try Npy.read(path: $0) } }
-        let executor = Executor(graph: graph)
+        // Constant folding, BN folding, dead-code removal and Conv + Add + activation fusion.
+        let executor = Executor(graph: reportingErrors { try Passes.optimizeForExecution(graph) })
         executor.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }
         let outputs = reportingErrors { try executor.run(feeds) }
         let names = graph.outputs.map(\.name)
