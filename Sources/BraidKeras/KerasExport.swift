@@ -57,8 +57,7 @@ public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [
         } else {
             try hdf5Lock.withLock { try writeLegacyH5(model, to: tmp.path, metadata: metadata) }
         }
-        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.moveItem(at: tmp, to: url)
+        try commitTemporaryFile(tmp.path, to: path)
     } catch let e as KerasExportError {
         throw e
     } catch {

@@ -219,8 +219,8 @@ private func writeAllOrNothing(_ files: [(path: String, data: Data)]) throws {
             }
         }
         for (f, tmp) in zip(files, temporaries) {
-            guard rename(tmp, f.path) == 0 else {
-                throw ONNXError(file: f.path, "cannot rename the temporary file into place: \(String(cString: strerror(errno)))")
+            do { try commitTemporaryFile(tmp, to: f.path) } catch let e as NpyError {
+                throw ONNXError(file: f.path, e.message)
             }
         }
     } catch {

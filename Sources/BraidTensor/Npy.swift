@@ -239,3 +239,30 @@ public func writeAtomically(_ data: Data, to path: String) throws {
         if status != 0 && code != EINVAL { throw failure("fsync directory \(dir)", code) }
     }
 }
+
+/// Makes a finished temporary file durable and moves it over `path`: fsync of the file,
+/// rename(2) (atomic, replacing any old file), fsync of the directory. For writers that
+/// produce their file through a library (HDF5, zip) rather than from one buffer.
+///
+/// - Throws: `NpyError` naming `path` and the step that failed; `tmp` is left for the
+///   caller to remove.
+public func commitTemporaryFile(_ tmp: String, to path: String) throws {
+    func failure(_ step: String, _ code: Int32) -> NpyError {
+        NpyError(path: path, message: "cannot write (\(step)): \(String(cString: strerror(code)))")
+    }
+    let fd = open(tmp, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw failure("open \(tmp)", errno) }
+    let status = fsync(fd)
+    let code = errno
+    close(fd)
+    guard status == 0 else { throw failure("fsync", code) }
+    guard rename(tmp, path) == 0 else { throw failure("rename into place", errno) }
+    let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dfd >= 0 {
+        let s = fsync(dfd)
+        let c = errno
+        close(dfd)
+        if s != 0 && c != EINVAL { throw failure("fsync directory \(dir)", c) }
+    }
+}
