@@ -19,11 +19,25 @@ struct ModelTranslator {
     let b = GraphBuilder()
     let file: String?
     let kerasMajor: Int
+    /// Layer calls made so far: a nested model called k times per level re-translates its
+    /// layers k^depth times, so a small hostile config could otherwise run for ever.
+    private let calls = CallCount()
+
+    /// Models nested deeper than this are refused (real models nest two or three deep).
+    static let maxNesting = 32
+    /// At most this many layer calls are translated in one import (real models make a few
+    /// thousand).
+    static let maxLayerCalls = 200_000
+
+    init(file: String?, kerasMajor: Int) {
+        self.file = file
+        self.kerasMajor = kerasMajor
+    }
 
     /// Builds the top-level model and returns the graph.
     func translate(_ spec: ModelSpec, scope: WeightScope, metadata: [String: String]) throws -> Graph {
         var decls: [ValueDecl] = []
-        let outs = try build(spec, inputs: nil, scope: scope, keyPrefix: "", graphInputs: &decls)
+        let outs = try build(spec, inputs: nil, scope: scope, keyPrefix: "", depth: 0, graphInputs: &decls)
         var outputDecls: [ValueDecl] = []
         var seen = Set(decls.map(\.name))
         for o in outs {
@@ -66,7 +80,10 @@ struct ModelTranslator {
 
     /// Translates one model. `inputs` is nil for the top level (graph inputs are made).
     private func build(_ spec: ModelSpec, inputs: [KTensor]?, scope: WeightScope, keyPrefix: String,
-                       graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+                       depth: Int, graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+        guard depth <= ModelTranslator.maxNesting else {
+            throw KerasError(file: file, "model '\(spec.name)' is nested more than \(ModelTranslator.maxNesting) models deep")
+        }
         var keys = Keras3Keys()
         let layerKeys = spec.layers.map { keys.next(className: $0.className) }
         if spec.isSequential {
@@ -82,7 +99,7 @@ struct ModelTranslator {
             }
             for (i, layer) in spec.layers.enumerated() {
                 let out = try call(layer, [x], scope: scope.child(layer: layer.name, keras3Key: layerKeys[i]),
-                                   keyPrefix: keyPrefix, graphInputs: &graphInputs)
+                                   keyPrefix: keyPrefix, depth: depth, graphInputs: &graphInputs)
                 guard out.count == 1 else {
                     throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
                                      "a Sequential layer must have one output, this one has \(out.count)")
@@ -123,7 +140,7 @@ struct ModelTranslator {
                 let args = refs.compactMap { r in produced[r.layer]?[r.node].flatMap { r.tensor < $0.count ? $0[r.tensor] : nil } }
                 guard args.count == refs.count else { rest.append(p); continue }
                 let out = try call(layer, args, scope: scope.child(layer: layer.name, keras3Key: layerKeys[p.index]),
-                                   keyPrefix: keyPrefix, graphInputs: &graphInputs)
+                                   keyPrefix: keyPrefix, depth: depth, graphInputs: &graphInputs)
                 produced[layer.name, default: [:]][p.call + nodeOffset(layer)] = out
                 progressed = true
             }
@@ -154,14 +171,19 @@ struct ModelTranslator {
 
     /// One call of one layer (or nested model).
     private func call(_ layer: LayerSpec, _ args: [KTensor], scope: WeightScope, keyPrefix: String,
-                      graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+                      depth: Int, graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+        calls.value += 1
+        guard calls.value <= ModelTranslator.maxLayerCalls else {
+            throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
+                             "the model makes more than \(ModelTranslator.maxLayerCalls) layer calls (nested models called many times?)")
+        }
         let key = keyPrefix + "/" + layer.name
         if ModelSpec.modelClasses.contains(layer.className) {
             let inner: ModelSpec
             do { inner = try ModelSpec(layer.entry) } catch let e as KerasError {
                 throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position, e.message)
             }
-            return try build(inner, inputs: args, scope: scope, keyPrefix: key, graphInputs: &graphInputs)
+            return try build(inner, inputs: args, scope: scope, keyPrefix: key, depth: depth + 1, graphInputs: &graphInputs)
         }
         let ctx = LayerContext(spec: layer, b: b, scope: scope, key: key, kerasMajor: kerasMajor, file: file)
         if layer.className == "InputLayer" { return [try ctx.one(args)] }
@@ -173,4 +195,9 @@ struct ModelTranslator {
         }
         return try translate(ctx, args)
     }
+}
+
+/// A counter shared by the copies of a `ModelTranslator`.
+private final class CallCount {
+    var value = 0
 }
