@@ -213,8 +213,10 @@ static void jpeg_progress(j_common_ptr cinfo) {
 
 static void jpeg_note(j_common_ptr cinfo, int level) {
     // A premature end of data is only a warning to libjpeg (it pads with gray); for a
-    // training set that silently corrupts an image, so it is fatal here.
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(cinfo);
+    // training set that silently corrupts an image, so it is fatal here. So is a scan that
+    // ends early: otherwise a few hundred bytes can declare millions of blocks.
+    if (level < 0 && (cinfo->err->msg_code == JWRN_JPEG_EOF || cinfo->err->msg_code == JWRN_HIT_MARKER))
+        jpeg_fail(cinfo);
     if (level < 0) cinfo->err->num_warnings++;
 }
 
