@@ -25,9 +25,12 @@ struct ModelTranslator {
 
     /// Models nested deeper than this are refused (real models nest two or three deep).
     static let maxNesting = 32
+    /// At most this many nested-model calls are translated in one import (each re-reads
+    /// the nested model's config; real models make a handful).
+    static let maxNestedModelCalls = 1_000
     /// At most this many layer calls are translated in one import (real models make a few
     /// thousand).
-    static let maxLayerCalls = 200_000
+    static let maxLayerCalls = 20_000
 
     init(file: String?, kerasMajor: Int) {
         self.file = file
@@ -179,6 +182,11 @@ struct ModelTranslator {
         }
         let key = keyPrefix + "/" + layer.name
         if ModelSpec.modelClasses.contains(layer.className) {
+            calls.nestedModels += 1
+            guard calls.nestedModels <= ModelTranslator.maxNestedModelCalls else {
+                throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
+                                 "the model calls nested models more than \(ModelTranslator.maxNestedModelCalls) times")
+            }
             let inner: ModelSpec
             do { inner = try ModelSpec(layer.entry) } catch let e as KerasError {
                 throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position, e.message)
@@ -200,4 +208,5 @@ struct ModelTranslator {
 /// A counter shared by the copies of a `ModelTranslator`.
 private final class CallCount {
     var value = 0
+    var nestedModels = 0
 }
