@@ -83,8 +83,10 @@ int braid_png_decode(const unsigned char *data, size_t size, braid_image *out,
     if (!info || setjmp(png_jmpbuf(png))) {
         free(pixels);
         free(rows);
-        png_destroy_read_struct(&png, info ? &info : NULL, NULL);
+        // Checked before destroying: png_destroy_read_struct clears `info`, and testing it
+        // afterwards replaced every libpng message with "out of memory".
         if (!info) set_message(message, message_size, "out of memory");
+        png_destroy_read_struct(&png, info ? &info : NULL, NULL);
         return -1;
     }
     png_set_read_fn(png, &io, png_read_memory);
