@@ -1,12 +1,14 @@
 import Foundation
 
 /// Checks, before libhdf5 sees a file, the structures on which libhdf5 (1.10, as shipped by
-/// Debian) loops for ever when they are corrupt.
+/// Debian) loops for ever or reads out of bounds when they are corrupt.
 ///
 /// Global heap collections ("GCOL") hold variable-length strings such as Keras's
-/// `model_config`. libhdf5 walks a collection's objects by their declared sizes; a free-space
-/// object (index 0) declaring size 0 never advances the walk. Every collection found in the
-/// file is walked here the same way, and one that would not advance is refused.
+/// `model_config`. libhdf5 walks a collection's objects by their declared sizes without
+/// checking them: a free-space object (index 0) of size 0 never advances the walk, and an
+/// object whose size runs past its collection is later copied out with that size. Every
+/// collection found in the file is walked here the same way, and one with such an object is
+/// refused.
 enum HDF5Preflight {
     /// Bytes in a global heap object header (index, reference count, reserved, size) with
     /// 8-byte lengths, which is what Keras and h5py write.
@@ -21,18 +23,18 @@ enum HDF5Preflight {
                 guard let hit = memchr(base + from, 0x47 /* G */, raw.count - from - 15) else { return }
                 let at = base.distance(to: UnsafeRawPointer(hit))
                 from = at + 1
-                guard raw[at + 1] == 0x43, raw[at + 2] == 0x4F, raw[at + 3] == 0x4C else { continue }
-                if let offset = stallingObject(raw, collection: at) {
-                    throw KerasError(file: path, "corrupt HDF5 global heap at byte \(at): free-space object at byte \(offset) has size 0 (libhdf5 would loop for ever)")
+                // "GCOL", version 1, three reserved zero bytes.
+                guard raw[at + 1] == 0x43, raw[at + 2] == 0x4F, raw[at + 3] == 0x4C, raw[at + 4] == 1,
+                      raw[at + 5] == 0, raw[at + 6] == 0, raw[at + 7] == 0 else { continue }
+                if let problem = problem(raw, collection: at) {
+                    throw KerasError(file: path, "corrupt HDF5 global heap at byte \(at): \(problem)")
                 }
             }
         }
     }
 
-    /// The offset of an object on which libhdf5's walk of the collection at `at` would stop
-    /// advancing, nil when the walk ends (or the bytes are not a version 1 collection).
-    private static func stallingObject(_ raw: UnsafeRawBufferPointer, collection at: Int) -> Int? {
-        guard at + 16 <= raw.count, raw[at + 4] == 1 else { return nil }
+    /// What is wrong with the collection at `at`, nil when libhdf5 can walk it safely.
+    private static func problem(_ raw: UnsafeRawBufferPointer, collection at: Int) -> String? {
         let size = Int(clamping: raw.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self).littleEndian)
         let end = at + min(size, raw.count - at)
         var p = at + 16
@@ -40,12 +42,15 @@ enum HDF5Preflight {
             let index = raw.loadUnaligned(fromByteOffset: p, as: UInt16.self).littleEndian
             let objectSize = Int(clamping: raw.loadUnaligned(fromByteOffset: p + 8, as: UInt64.self).littleEndian)
             if index == 0 {
-                if objectSize == 0 { return p }
-                p += min(objectSize, end)
+                // The free space, header included; it runs to the end of the collection.
+                if objectSize == 0 { return "free-space object at byte \(p) has size 0 (libhdf5 would loop for ever)" }
+                if objectSize > end - p { return nil }
+                p += objectSize
             } else {
-                let (aligned, overflow) = objectSize.addingReportingOverflow(7)
-                if overflow { return nil }
-                p += objectHeader + aligned / 8 * 8
+                guard objectSize <= end - p - objectHeader else {
+                    return "object \(index) at byte \(p) declares \(objectSize) bytes, past the collection's end at byte \(end)"
+                }
+                p += objectHeader + (objectSize + 7) / 8 * 8
             }
         }
         return nil

@@ -71,14 +71,25 @@ struct ModelTranslator {
 
     private func inputShape(_ layer: LayerSpec) throws -> [Int?] {
         let c = layer.config
+        let shape: [Int?]
         if let s = c.array("batch_shape") ?? c.array("batch_input_shape") {
-            return s.map { ($0 as? NSNumber)?.intValue }
+            shape = s.map { ($0 as? NSNumber)?.intValue }
+        } else if let s = c.array("input_shape") ?? c.array("shape") {
+            shape = [nil] + s.map { ($0 as? NSNumber)?.intValue }
+        } else {
+            throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
+                             "input layer has no shape")
         }
-        if let s = c.array("input_shape") ?? c.array("shape") {
-            return [nil] + s.map { ($0 as? NSNumber)?.intValue }
+        try checkInputShape(shape, what: "input layer '\(layer.name)'")
+        return shape
+    }
+
+    /// Layers compute output sizes from the declared input sizes, so absurd ones (negative,
+    /// or large enough to overflow a product) are refused here.
+    private func checkInputShape(_ shape: [Int?], what: String) throws {
+        guard shape.count <= 8, shape.dropFirst().allSatisfy({ $0 == nil || (1...(1 << 24)).contains($0!) }) else {
+            throw KerasError(file: file, "\(what) has shape \(shape.map { $0.map(String.init) ?? "None" }); expected at most 8 axes of 1...\(1 << 24)")
         }
-        throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
-                         "input layer has no shape")
     }
 
     /// Translates one model. `inputs` is nil for the top level (graph inputs are made).
@@ -98,6 +109,7 @@ struct ModelTranslator {
                 guard let shape = spec.sequentialInputShape else {
                     throw KerasError(file: file, "Sequential model '\(spec.name)' states no input shape")
                 }
+                try checkInputShape([nil] + shape, what: "Sequential model '\(spec.name)' input")
                 x = graphInput(name: spec.sequentialInputName ?? "input", shape: [nil] + shape, decls: &graphInputs)
             }
             for (i, layer) in spec.layers.enumerated() {
