@@ -13,6 +13,8 @@ let hdf5Lock = NSLock()
 final class HDF5File {
     let path: String
     private let file: hid_t
+    /// The file's size on disk: uncompressed data and attribute values cannot exceed it.
+    private let byteCount: Int
 
     init(path: String) throws {
         self.path = path
@@ -21,6 +23,7 @@ final class HDF5File {
         guard FileManager.default.fileExists(atPath: path) else {
             throw KerasError(file: path, "no such file")
         }
+        try HDF5Preflight.check(path: path)
         guard H5Fis_hdf5(path) > 0 else {
             throw KerasError(file: path, "not an HDF5 file (or truncated/corrupt: libhdf5 cannot read its superblock)")
         }
@@ -29,6 +32,7 @@ final class HDF5File {
             throw KerasError(file: path, "libhdf5 cannot open the file (truncated or corrupt)")
         }
         file = f
+        byteCount = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
     }
 
     deinit { H5Fclose(file) }
@@ -127,6 +131,11 @@ final class HDF5File {
             throw fail(path, "attribute '\(name)' is not a string")
         }
         if count == 0 { return [] }
+        // A stored variable-length string reference takes 16 bytes, a fixed-length one its size.
+        let stored = H5Tis_variable_str(type) > 0 ? 16 : max(H5Tget_size(type), 1)
+        guard count > 0, count <= byteCount / stored else {
+            throw fail(path, "attribute '\(name)' declares \(count) strings of \(stored) bytes; the file has \(byteCount) bytes")
+        }
         let mem = H5Tcopy(H5T_C_S1_g)
         defer { H5Tclose(mem) }
         if H5Tis_variable_str(type) > 0 {
@@ -167,6 +176,7 @@ final class HDF5File {
         guard rank >= 0 else { throw fail(path, "cannot read dataset shape") }
         var dims = [hsize_t](repeating: 0, count: rank)
         H5Sget_simple_extent_dims(space, &dims, nil)
+        try checkStorage(d, type: type, dims: dims, path: path)
         let t = Tensor(zeros: dims.map { Int($0) })
         if t.count > 0 {
             guard H5Dread(d, H5T_NATIVE_FLOAT_g, 0, 0, 0, t.buffer.raw) >= 0 else {
@@ -174,6 +184,28 @@ final class HDF5File {
             }
         }
         return t
+    }
+
+    /// Throws unless the dataset's declared size is backed by bytes in the file: its raw size
+    /// must be stored in full (or, compressed, within deflate's 1032:1 ratio of what is stored),
+    /// so a few bytes cannot declare gigabytes.
+    private func checkStorage(_ d: hid_t, type: hid_t, dims: [hsize_t], path: String) throws {
+        var count = 1
+        for n in dims {
+            let (p, overflow) = count.multipliedReportingOverflow(by: Int(clamping: n))
+            guard !overflow, p <= Int.max / 16 else { throw fail(path, "dataset shape \(dims) is too large") }
+            count = p
+        }
+        if count == 0 { return }
+        let raw = count * max(H5Tget_size(type), 1)
+        let stored = Int(clamping: H5Dget_storage_size(d))
+        let plist = H5Dget_create_plist(d)
+        let filters = plist >= 0 ? Int(H5Pget_nfilters(plist)) : 0
+        if plist >= 0 { H5Pclose(plist) }
+        let backed = filters > 0 ? stored <= byteCount && raw / 1032 <= stored : stored >= raw && stored <= byteCount
+        guard backed else {
+            throw fail(path, "dataset of shape \(dims) needs \(raw) bytes but the file stores \(stored) for it (truncated or corrupt)")
+        }
     }
 
     private func fail(_ p: String, _ m: String) -> KerasError {

@@ -16,8 +16,10 @@ struct JSONObject: @unchecked Sendable {
     }
 
     subscript(key: String) -> Any? {
-        let v = dict[key]
-        return v is NSNull ? nil : v
+        guard let v = dict[key] else { return nil }
+        // `v is NSNull` would bridge a nested array or dictionary to Foundation, copying its
+        // whole subtree on every lookup (minutes for a deeply nested hostile config).
+        return type(of: v) is NSNull.Type ? nil : v
     }
 
     func string(_ key: String) -> String? { self[key] as? String }

@@ -33,8 +33,17 @@ struct Geometry {
         dilations = ctx.config.ints("dilation_rate", count: s) ?? Array(repeating: 1, count: s)
         padding = (ctx.config.string("padding") ?? ctx.config.string("border_mode") ?? "valid").lowercased()
         guard strides.count == s, dilations.count == s else { throw ctx.err("bad strides or dilation_rate") }
+        // Zero strides divide by zero in the output size; huge values overflow it.
+        for (key, values) in [(kernelKey, kernel), ("strides", strides), ("dilation_rate", dilations)] {
+            guard values.allSatisfy({ (1...Geometry.maxExtent).contains($0) }) else {
+                throw ctx.err("'\(key)' \(values) must lie in 1...\(Geometry.maxExtent)")
+            }
+        }
         guard ["valid", "same", "causal"].contains(padding) else { throw ctx.err("unsupported padding '\(padding)'") }
     }
+
+    /// The largest kernel size, stride or dilation accepted from a config.
+    static let maxExtent = 1 << 16
 
     var effective: [Int] { zip(kernel, dilations).map { ($0 - 1) * $1 + 1 } }
 

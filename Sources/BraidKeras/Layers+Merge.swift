@@ -30,6 +30,9 @@ let mergeLayers: [String: LayerTranslator] = [
         var axis = ctx.config.int("axis") ?? -1
         if axis < 0 { axis += r }
         guard axis > 0 && axis < r else { throw ctx.err("concat axis \(axis) out of range") }
+        guard xs.allSatisfy({ $0.rank == r }) else {
+            throw ctx.err("Concatenate inputs have ranks \(xs.map(\.rank)); they must all be \(r)")
+        }
         var shape = xs[0].shape
         shape[axis] = xs.reduce(0 as Int?) { acc, x in acc.flatMap { a in x.shape[axis].map { a + $0 } } }
         let y = ctx.add(.concat(axis: xs[0].irAxis(axis)), xs.map(\.name))

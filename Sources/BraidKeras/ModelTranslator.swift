@@ -19,11 +19,28 @@ struct ModelTranslator {
     let b = GraphBuilder()
     let file: String?
     let kerasMajor: Int
+    /// Layer calls made so far: a nested model called k times per level re-translates its
+    /// layers k^depth times, so a small hostile config could otherwise run for ever.
+    private let calls = CallCount()
+
+    /// Models nested deeper than this are refused (real models nest two or three deep).
+    static let maxNesting = 32
+    /// At most this many nested-model calls are translated in one import (each re-reads
+    /// the nested model's config; real models make a handful).
+    static let maxNestedModelCalls = 1_000
+    /// At most this many layer calls are translated in one import (real models make a few
+    /// thousand).
+    static let maxLayerCalls = 20_000
+
+    init(file: String?, kerasMajor: Int) {
+        self.file = file
+        self.kerasMajor = kerasMajor
+    }
 
     /// Builds the top-level model and returns the graph.
     func translate(_ spec: ModelSpec, scope: WeightScope, metadata: [String: String]) throws -> Graph {
         var decls: [ValueDecl] = []
-        let outs = try build(spec, inputs: nil, scope: scope, keyPrefix: "", graphInputs: &decls)
+        let outs = try build(spec, inputs: nil, scope: scope, keyPrefix: "", depth: 0, graphInputs: &decls)
         var outputDecls: [ValueDecl] = []
         var seen = Set(decls.map(\.name))
         for o in outs {
@@ -54,19 +71,33 @@ struct ModelTranslator {
 
     private func inputShape(_ layer: LayerSpec) throws -> [Int?] {
         let c = layer.config
+        let shape: [Int?]
         if let s = c.array("batch_shape") ?? c.array("batch_input_shape") {
-            return s.map { ($0 as? NSNumber)?.intValue }
+            shape = s.map { ($0 as? NSNumber)?.intValue }
+        } else if let s = c.array("input_shape") ?? c.array("shape") {
+            shape = [nil] + s.map { ($0 as? NSNumber)?.intValue }
+        } else {
+            throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
+                             "input layer has no shape")
         }
-        if let s = c.array("input_shape") ?? c.array("shape") {
-            return [nil] + s.map { ($0 as? NSNumber)?.intValue }
+        try checkInputShape(shape, what: "input layer '\(layer.name)'")
+        return shape
+    }
+
+    /// Layers compute output sizes from the declared input sizes, so absurd ones (negative,
+    /// or large enough to overflow a product) are refused here.
+    private func checkInputShape(_ shape: [Int?], what: String) throws {
+        guard shape.count <= 8, shape.dropFirst().allSatisfy({ $0 == nil || (1...(1 << 24)).contains($0!) }) else {
+            throw KerasError(file: file, "\(what) has shape \(shape.map { $0.map(String.init) ?? "None" }); expected at most 8 axes of 1...\(1 << 24)")
         }
-        throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
-                         "input layer has no shape")
     }
 
     /// Translates one model. `inputs` is nil for the top level (graph inputs are made).
     private func build(_ spec: ModelSpec, inputs: [KTensor]?, scope: WeightScope, keyPrefix: String,
-                       graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+                       depth: Int, graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+        guard depth <= ModelTranslator.maxNesting else {
+            throw KerasError(file: file, "model '\(spec.name)' is nested more than \(ModelTranslator.maxNesting) models deep")
+        }
         var keys = Keras3Keys()
         let layerKeys = spec.layers.map { keys.next(className: $0.className) }
         if spec.isSequential {
@@ -78,11 +109,12 @@ struct ModelTranslator {
                 guard let shape = spec.sequentialInputShape else {
                     throw KerasError(file: file, "Sequential model '\(spec.name)' states no input shape")
                 }
+                try checkInputShape([nil] + shape, what: "Sequential model '\(spec.name)' input")
                 x = graphInput(name: spec.sequentialInputName ?? "input", shape: [nil] + shape, decls: &graphInputs)
             }
             for (i, layer) in spec.layers.enumerated() {
                 let out = try call(layer, [x], scope: scope.child(layer: layer.name, keras3Key: layerKeys[i]),
-                                   keyPrefix: keyPrefix, graphInputs: &graphInputs)
+                                   keyPrefix: keyPrefix, depth: depth, graphInputs: &graphInputs)
                 guard out.count == 1 else {
                     throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
                                      "a Sequential layer must have one output, this one has \(out.count)")
@@ -123,7 +155,7 @@ struct ModelTranslator {
                 let args = refs.compactMap { r in produced[r.layer]?[r.node].flatMap { r.tensor < $0.count ? $0[r.tensor] : nil } }
                 guard args.count == refs.count else { rest.append(p); continue }
                 let out = try call(layer, args, scope: scope.child(layer: layer.name, keras3Key: layerKeys[p.index]),
-                                   keyPrefix: keyPrefix, graphInputs: &graphInputs)
+                                   keyPrefix: keyPrefix, depth: depth, graphInputs: &graphInputs)
                 produced[layer.name, default: [:]][p.call + nodeOffset(layer)] = out
                 progressed = true
             }
@@ -154,14 +186,24 @@ struct ModelTranslator {
 
     /// One call of one layer (or nested model).
     private func call(_ layer: LayerSpec, _ args: [KTensor], scope: WeightScope, keyPrefix: String,
-                      graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+                      depth: Int, graphInputs: inout [ValueDecl]) throws -> [KTensor] {
+        calls.value += 1
+        guard calls.value <= ModelTranslator.maxLayerCalls else {
+            throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
+                             "the model makes more than \(ModelTranslator.maxLayerCalls) layer calls (nested models called many times?)")
+        }
         let key = keyPrefix + "/" + layer.name
         if ModelSpec.modelClasses.contains(layer.className) {
+            calls.nestedModels += 1
+            guard calls.nestedModels <= ModelTranslator.maxNestedModelCalls else {
+                throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position,
+                                 "the model calls nested models more than \(ModelTranslator.maxNestedModelCalls) times")
+            }
             let inner: ModelSpec
             do { inner = try ModelSpec(layer.entry) } catch let e as KerasError {
                 throw KerasError(file: file, layer: layer.name, layerClass: layer.className, position: layer.position, e.message)
             }
-            return try build(inner, inputs: args, scope: scope, keyPrefix: key, graphInputs: &graphInputs)
+            return try build(inner, inputs: args, scope: scope, keyPrefix: key, depth: depth + 1, graphInputs: &graphInputs)
         }
         let ctx = LayerContext(spec: layer, b: b, scope: scope, key: key, kerasMajor: kerasMajor, file: file)
         if layer.className == "InputLayer" { return [try ctx.one(args)] }
@@ -173,4 +215,10 @@ struct ModelTranslator {
         }
         return try translate(ctx, args)
     }
+}
+
+/// A counter shared by the copies of a `ModelTranslator`.
+private final class CallCount {
+    var value = 0
+    var nestedModels = 0
 }

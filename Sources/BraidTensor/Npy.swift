@@ -48,8 +48,13 @@ public enum Npy {
         if fortran.hasPrefix("True") { throw fail("Fortran-order arrays are not supported; save with C order") }
         let shapeText = try field("shape", in: header, path: path)
         let shape = try parseShape(shapeText, path: path)
-        guard shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else { throw fail("invalid shape \(shape)") }
-        let count = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw fail("invalid shape \(shape)") }
+        var count = 1
+        for d in shape {
+            let (p, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw fail("shape \(shape) has more elements than can be addressed") }
+            count = p
+        }
         let kind = descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
         let (dtype, width, reader) = try elementReader(kind, path: path)
         let payload = headerStart + headerLen

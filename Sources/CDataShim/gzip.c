@@ -5,6 +5,10 @@
 #include <string.h>
 #include <zlib.h>
 
+/* Dataset files are inflated in memory: a gzip bomb (about 1000:1 per member) must stop at
+ * a size no real dataset file of Braid's reaches. */
+#define BRAID_MAX_GUNZIP ((size_t)1 << 31)
+
 int braid_gunzip(const unsigned char *data, size_t size, unsigned char **out, size_t *out_size,
                  char *message, size_t message_size) {
     *out = NULL;
@@ -20,7 +24,9 @@ int braid_gunzip(const unsigned char *data, size_t size, unsigned char **out, si
     stream.next_in = (unsigned char *)data;
     stream.avail_in = (uInt)size;
     int status = Z_OK;
+    int too_large = 0;
     while (buffer) {
+        if (length > BRAID_MAX_GUNZIP) { too_large = 1; break; }
         if (capacity - length < 65536) {
             unsigned char *grown = realloc(buffer, capacity * 2);
             if (!grown) { free(buffer); buffer = NULL; break; }
@@ -42,6 +48,11 @@ int braid_gunzip(const unsigned char *data, size_t size, unsigned char **out, si
     const char *reason = stream.msg;
     inflateEnd(&stream);
     if (!buffer) { snprintf(message, message_size, "out of memory"); return -1; }
+    if (too_large) {
+        free(buffer);
+        snprintf(message, message_size, "gzip data inflates to more than %zu bytes", BRAID_MAX_GUNZIP);
+        return -1;
+    }
     if (status != Z_STREAM_END) {
         free(buffer);
         snprintf(message, message_size, "corrupt or truncated gzip data%s%s",

@@ -19,6 +19,40 @@ static hid_t open_dataset(const char *path, const char *name, hid_t *file,
     return set;
 }
 
+/* Nonzero (with a message) unless the dataset's declared size is backed by bytes in the
+ * file: stored in full, or within deflate's 1032:1 ratio when filtered. Callers allocate
+ * from the shape, so a few bytes must not be able to declare gigabytes. */
+static int unbacked(hid_t file, hid_t set, int rank, const hsize_t *dims, const char *name,
+                    char *message, size_t message_size) {
+    unsigned long long count = 1;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] != 0 && count > (1ULL << 40) / dims[i]) {
+            snprintf(message, message_size, "dataset '%s' declares more than 2^40 elements", name);
+            return 1;
+        }
+        count *= dims[i];
+    }
+    if (count == 0) return 0;
+    hid_t type = H5Dget_type(set);
+    size_t width = type >= 0 ? H5Tget_size(type) : 0;
+    if (type >= 0) H5Tclose(type);
+    unsigned long long raw = count * (width ? width : 1);
+    unsigned long long stored = H5Dget_storage_size(set);
+    hsize_t file_size = 0;
+    H5Fget_filesize(file, &file_size);
+    hid_t plist = H5Dget_create_plist(set);
+    int filters = plist >= 0 ? H5Pget_nfilters(plist) : 0;
+    if (plist >= 0) H5Pclose(plist);
+    int ok = stored <= file_size && (filters > 0 ? raw / 1032 <= stored : stored >= raw);
+    if (!ok) {
+        snprintf(message, message_size,
+                 "dataset '%s' needs %llu bytes but the file stores %llu for it (truncated or corrupt)",
+                 name, raw, stored);
+        return 1;
+    }
+    return 0;
+}
+
 int braid_h5_dataset_shape(const char *path, const char *name, int *rank, int64_t *dims,
                            char *message, size_t message_size) {
     hid_t file;
@@ -33,8 +67,12 @@ int braid_h5_dataset_shape(const char *path, const char *name, int *rank, int64_
     } else {
         hsize_t d[8];
         H5Sget_simple_extent_dims(space, d, NULL);
-        for (int i = 0; i < n; i++) dims[i] = (int64_t)d[i];
-        *rank = n;
+        if (unbacked(file, set, n, d, name, message, message_size)) {
+            status = -1;
+        } else {
+            for (int i = 0; i < n; i++) dims[i] = (int64_t)d[i];
+            *rank = n;
+        }
     }
     H5Sclose(space);
     H5Dclose(set);

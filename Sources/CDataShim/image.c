@@ -16,6 +16,29 @@ static void set_message(char *message, size_t size, const char *text) {
     if (message && size) snprintf(message, size, "%s", text);
 }
 
+/* Images larger than this are refused before any pixel buffer is allocated: a few hundred
+ * bytes can declare a 65535 x 65535 image. */
+#define BRAID_MAX_IMAGE_PIXELS ((size_t)1 << 26)
+
+/* deflate cannot compress better than 1032:1, so a PNG whose raw rows would need more than
+ * this many times its own size is truncated or hostile. */
+#define BRAID_DEFLATE_MAX_RATIO 1032
+
+/* Progressive JPEGs with thousands of scans take minutes to decode (libjpeg-turbo's advice
+ * is to cap the scan count); real encoders write about ten. */
+#define BRAID_MAX_JPEG_SCANS 500
+
+static int too_many_pixels(size_t width, size_t height, char *message, size_t message_size) {
+    if (width == 0 || height == 0 || width * height > BRAID_MAX_IMAGE_PIXELS) {
+        char text[160];
+        snprintf(text, sizeof text, "image is %zu x %zu pixels; Braid decodes images of 1 to %zu pixels",
+                 width, height, BRAID_MAX_IMAGE_PIXELS);
+        set_message(message, message_size, text);
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- PNG ---- */
 
 typedef struct {
@@ -60,8 +83,10 @@ int braid_png_decode(const unsigned char *data, size_t size, braid_image *out,
     if (!info || setjmp(png_jmpbuf(png))) {
         free(pixels);
         free(rows);
-        png_destroy_read_struct(&png, info ? &info : NULL, NULL);
+        // Checked before destroying: png_destroy_read_struct clears `info`, and testing it
+        // afterwards replaced every libpng message with "out of memory".
         if (!info) set_message(message, message_size, "out of memory");
+        png_destroy_read_struct(&png, info ? &info : NULL, NULL);
         return -1;
     }
     png_set_read_fn(png, &io, png_read_memory);
@@ -69,6 +94,17 @@ int braid_png_decode(const unsigned char *data, size_t size, braid_image *out,
     png_read_info(png, info);
     int color = png_get_color_type(png, info);
     int depth = png_get_bit_depth(png, info);
+    {
+        size_t file_width = png_get_image_width(png, info), file_height = png_get_image_height(png, info);
+        if (too_many_pixels(file_width, file_height, message, message_size)) png_longjmp(png, 1);
+        size_t raw = (png_get_rowbytes(png, info) + 1) * file_height;
+        if (raw / BRAID_DEFLATE_MAX_RATIO > size) {
+            char text[200];
+            snprintf(text, sizeof text, "declares %zu x %zu pixels (%zu bytes of rows) but the file has only %zu bytes",
+                     file_width, file_height, raw, size);
+            png_error(png, text);
+        }
+    }
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
@@ -166,10 +202,23 @@ static void jpeg_fail(j_common_ptr cinfo) {
     longjmp(err->jump, 1);
 }
 
+static void jpeg_progress(j_common_ptr cinfo) {
+    if (cinfo->is_decompressor &&
+        ((j_decompress_ptr)cinfo)->input_scan_number > BRAID_MAX_JPEG_SCANS) {
+        jpeg_error *err = (jpeg_error *)cinfo->err;
+        char text[120];
+        snprintf(text, sizeof text, "progressive JPEG has more than %d scans", BRAID_MAX_JPEG_SCANS);
+        set_message(err->message, err->message_size, text);
+        longjmp(err->jump, 1);
+    }
+}
+
 static void jpeg_note(j_common_ptr cinfo, int level) {
     // A premature end of data is only a warning to libjpeg (it pads with gray); for a
-    // training set that silently corrupts an image, so it is fatal here.
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(cinfo);
+    // training set that silently corrupts an image, so it is fatal here. So is a scan that
+    // ends early: otherwise a few hundred bytes can declare millions of blocks.
+    if (level < 0 && (cinfo->err->msg_code == JWRN_JPEG_EOF || cinfo->err->msg_code == JWRN_HIT_MARKER))
+        jpeg_fail(cinfo);
     if (level < 0) cinfo->err->num_warnings++;
 }
 
@@ -193,9 +242,16 @@ int braid_jpeg_decode(const unsigned char *data, size_t size, braid_image *out,
         jpeg_destroy_decompress(&cinfo);
         return -1;
     }
+    struct jpeg_progress_mgr progress = {jpeg_progress, 0, 0, 0, 0};
     jpeg_create_decompress(&cinfo);
+    cinfo.progress = &progress;
+    cinfo.mem->max_memory_to_use = (long)1 << 30;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
+    if (too_many_pixels(cinfo.image_width, cinfo.image_height, message, message_size)) {
+        jpeg_destroy_decompress(&cinfo);
+        return -1;
+    }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
         set_message(message, message_size, "CMYK JPEG is not supported");
         jpeg_destroy_decompress(&cinfo);

@@ -70,7 +70,8 @@ func checkNesting(_ bytes: UnsafeRawBufferPointer, root: WireMessage) throws {
         case 1: pos += 8
         case 5: pos += 4
         case 2:
-            guard let len = varint(), len <= UInt64(top.end - pos) else { return }
+            // The key and length varints may run past the enclosing message's end.
+            guard let len = varint(), pos <= top.end, len <= UInt64(top.end - pos) else { return }
             if let kind = top.kind.child(key >> 3), kind != .leaf {
                 guard stack.count < maxMessageNesting else {
                     throw ONNXError("messages nested more than \(maxMessageNesting) deep (corrupt or hostile file)")
