@@ -234,7 +234,15 @@ func readIDX(_ path: String) throws -> (dims: [Int], values: [Float]) {
         UInt32(data[at]) << 24 | UInt32(data[at + 1]) << 16 | UInt32(data[at + 2]) << 8 | UInt32(data[at + 3])
     }
     let dims = (0..<rank).map { Int(u32(4 + 4 * $0)) }
-    let count = dims.product
+    // Each dim is below 2^32, but their product can wrap: bound it by the bytes present.
+    var count = 1
+    for d in dims {
+        let (c, overflow) = count.multipliedReportingOverflow(by: d)
+        guard !overflow, c <= data.count else {
+            throw DataError.badFormat(path: path, detail: "IDX dimensions \(dims) declare more values than the file's \(data.count) bytes hold")
+        }
+        count = c
+    }
     let width: Int
     switch data[2] {
     case 0x08, 0x09: width = 1

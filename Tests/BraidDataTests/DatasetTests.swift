@@ -77,6 +77,20 @@ final class DatasetTests: XCTestCase {
         }
     }
 
+    /// An IDX header whose dims multiply past Int.max (2^32-1 cubed) is refused before
+    /// anything is allocated.
+    func testIDXWithWrappingDimensionsIsRefused() throws {
+        let path = NSTemporaryDirectory() + "braid-idx-\(UUID().uuidString)"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        var bytes: [UInt8] = [0, 0, 0x08, 3]
+        for _ in 0..<3 { bytes += [0xFF, 0xFF, 0xFF, 0xFF] }
+        bytes += [1, 2, 3, 4]
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try ArrayDatasets.idx(images: path, labels: path)) { e in
+            XCTAssertTrue(String(describing: e).contains("declare more values"), "\(e)")
+        }
+    }
+
     func testIDXGzippedImagesAndPlainLabels() throws {
         let ds = try ArrayDatasets.idx(images: fixture("tiny-images-idx3-ubyte.gz"),
                                        labels: fixture("tiny-labels-idx1-ubyte"))
