@@ -17,17 +17,7 @@ final class CLITests: XCTestCase {
     func braid(_ args: [String]) throws -> Result {
         let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let exe = dir.appendingPathComponent("braid").path
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            XCTFail("\(exe) missing: build with `swift build --build-tests` first")
-            throw CocoaError(.fileNoSuchFile)
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
+        let (p, out, err) = try launch(exe, args)
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()

@@ -13,21 +13,6 @@ final class RobustnessTests: XCTestCase {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("braid").path
     }
 
-    func process(_ executable: String, _ args: [String]) throws -> (Process, Pipe, Pipe) {
-        guard FileManager.default.isExecutableFile(atPath: executable) else {
-            XCTFail("\(executable) missing: build with `swift build --build-tests` first")
-            throw CocoaError(.fileNoSuchFile)
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        return (p, out, err)
-    }
-
     func finish(_ p: Process, _ out: Pipe, _ err: Pipe) -> Outcome {
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()
@@ -36,7 +21,7 @@ final class RobustnessTests: XCTestCase {
     }
 
     func braid(_ args: [String]) throws -> Outcome {
-        let (p, o, e) = try process(exe, args)
+        let (p, o, e) = try launch(exe, args)
         return finish(p, o, e)
     }
 
@@ -120,7 +105,7 @@ final class RobustnessTests: XCTestCase {
     /// Starts a fine-tune, waits until it has written run.json (it is training or about
     /// to), then `delay` seconds more, and sends `signal`.
     func startAndSignal(_ args: [String], runDir: String, delay: Double, signal: Int32) throws -> Outcome {
-        let (p, o, e) = try process(exe, args)
+        let (p, o, e) = try launch(exe, args)
         let deadline = Date().addingTimeInterval(30)
         while !FileManager.default.fileExists(atPath: runDir + "/run.json") && p.isRunning && Date() < deadline {
             usleep(2000)
@@ -135,7 +120,7 @@ final class RobustnessTests: XCTestCase {
         let model = dir + "/tiny.onnx"
         try writeTinyMLP(to: model)
         // The window kills aim at: from run.json's appearance to the end of the run.
-        let (p, o, e) = try process(exe, finetuneArgs(model: model, out: dir + "/straight"))
+        let (p, o, e) = try launch(exe, finetuneArgs(model: model, out: dir + "/straight"))
         while !FileManager.default.fileExists(atPath: dir + "/straight/run.json") && p.isRunning { usleep(2000) }
         let t0 = Date()
         let straight = finish(p, o, e)
@@ -309,7 +294,7 @@ final class RobustnessTests: XCTestCase {
              "No space left on device", "checkpoint.bin"),
         ]
         for (name, script, reason, file) in scripts {
-            let (p, o, e) = try process("/usr/bin/env", ["unshare", "-rm", "sh", "-c", script])
+            let (p, o, e) = try launch("/usr/bin/env", ["unshare", "-rm", "sh", "-c", script])
             let r = finish(p, o, e)
             XCTAssertTrue(r.out.contains("status=1"), "\(name): \(r.out) \(r.err)")
             XCTAssertTrue(r.out.contains("intact"), "\(name): the previous checkpoint changed: \(r.out)")
