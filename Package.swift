@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "CONNXProto", dependencies: ["CProtobufC"]),
         .target(name: "BraidTensor"),
         .target(name: "BraidKernels", dependencies: ["BraidTensor", "CBLAS"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+                swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "haswell"])]),
         .target(name: "BraidGraph", dependencies: ["BraidTensor", "BraidKernels"]),
         .target(name: "BraidONNX", dependencies: ["BraidGraph", "BraidTensor", "CONNXProto"]),
         .target(name: "BraidKeras", dependencies: [

@@ -70,6 +70,7 @@ public final class Conv2D: @unchecked Sendable {
     private let scratch: UnsafeMutablePointer<Float>?
     private let xRanges: UnsafeMutablePointer<Int>
     private let depthwise: DepthwiseConv2D?
+    private let blocked: BlockedDepthwiseConv2D?
 
     /// The method a convolution of geometry `g` uses.
     public static func methodOf(_ g: ConvGeometry) -> Method {
@@ -85,7 +86,9 @@ public final class Conv2D: @unchecked Sendable {
         geometry = g
         method = Conv2D.methodOf(g)
         self.epilogue = epilogue
-        depthwise = method == .depthwise ? DepthwiseConv2D(g, epilogue: epilogue) : nil
+        let useBlocked = method == .depthwise && BlockedDepthwiseConv2D.handles(g)
+        blocked = useBlocked ? BlockedDepthwiseConv2D(g, epilogue: epilogue) : nil
+        depthwise = method == .depthwise && !useBlocked ? DepthwiseConv2D(g, epilogue: epilogue) : nil
         let outPlane = max(1, g.outH * g.outW)
         var p: Int
         switch method {
@@ -124,6 +127,10 @@ public final class Conv2D: @unchecked Sendable {
         if g.batch == 0 || g.outChannels == 0 || g.outH * g.outW == 0 { return }
         let residual = epilogue.residual ? residual : nil
         precondition(!epilogue.residual || residual != nil, "Conv2D: the epilogue adds a residual but none was given")
+        if let blocked {
+            blocked.forward(x: x, weight: weight, bias: bias, residual: residual, y: y)
+            return
+        }
         if let depthwise {
             depthwise.forward(x: x, weight: weight, bias: bias, residual: residual, y: y)
             return

@@ -8,6 +8,10 @@ struct Braid: ParsableCommand {
     static func main() {
         // Line-buffered stdout keeps results in order with the progress bar on stderr.
         setvbuf(stdout, nil, _IOLBF, 0)
+        if let missing = missingCPUFeatures() {
+            fail("this CPU lacks \(missing); Braid's kernels are built for x86-64 CPUs with AVX2 and FMA "
+                 + "(Intel Haswell, AMD Zen or later)")
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -24,6 +28,17 @@ struct Braid: ParsableCommand {
                       Experiment.self])
 }
 
+
+/// The instruction-set extensions the kernels are compiled for (`-target-cpu haswell` in
+/// Package.swift) that `/proc/cpuinfo` does not list, or nil when all are there (or the file
+/// cannot be read, as on a system without it).
+func missingCPUFeatures() -> String? {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+    let flags = Set(line.split(separator: " ").map(String.init))
+    let missing = ["avx", "avx2", "fma", "bmi2", "f16c", "movbe"].filter { !flags.contains($0) }
+    return missing.isEmpty ? nil : missing.joined(separator: ", ")
+}
 
 /// Prints one clear line to standard error and exits non-zero.
 func fail(_ message: String) -> Never {

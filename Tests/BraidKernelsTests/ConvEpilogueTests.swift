@@ -44,8 +44,11 @@ final class ConvEpilogueTests: XCTestCase {
         return y
     }
 
+    /// Which kernel runs: `Conv2D` choosing for itself, or one depthwise kernel directly.
+    private enum Kernel { case chosen, plane, blocked }
+
     private func check(_ g: ConvGeometry, act: ConvActivation?, residual: Bool, bias: Bool = true,
-                       file: StaticString = #filePath, line: UInt = #line) {
+                       kernel: Kernel = .chosen, file: StaticString = #filePath, line: UInt = #line) {
         var rng = SystemRandomNumberGenerator()
         let x = (0..<(g.batch * g.inChannels * g.inH * g.inW)).map { _ in Float.random(in: -1...1, using: &rng) }
         let w = (0..<(g.outChannels * g.patch)).map { _ in Float.random(in: -1...1, using: &rng) }
@@ -53,19 +56,35 @@ final class ConvEpilogueTests: XCTestCase {
         let outCount = g.batch * g.outChannels * g.outH * g.outW
         let r = residual ? (0..<outCount).map { _ in Float.random(in: -2...2, using: &rng) } : nil
         let expected = reference(g, x, w, b, r, act)
-        let conv = Conv2D(g, epilogue: ConvEpilogue(activation: act, residual: residual))
+        let epilogue = ConvEpilogue(activation: act, residual: residual)
+        let run: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                  UnsafeMutablePointer<Float>) -> Void
+        switch kernel {
+        case .chosen:
+            let conv = Conv2D(g, epilogue: epilogue)
+            run = { conv.forward(x: $0, weight: $1, bias: $2, residual: $3, y: $4) }
+        case .plane:
+            let conv = DepthwiseConv2D(g, epilogue: epilogue)
+            run = { conv.forward(x: $0, weight: $1, bias: $2, residual: $3, y: $4) }
+        case .blocked:
+            let conv = BlockedDepthwiseConv2D(g, epilogue: epilogue)
+            run = { conv.forward(x: $0, weight: $1, bias: $2, residual: $3, y: $4) }
+        }
         var y = [Float](repeating: .nan, count: outCount)
         x.withUnsafeBufferPointer { xp in
             w.withUnsafeBufferPointer { wp in
                 y.withUnsafeMutableBufferPointer { yp in
                     let bp = b?.withUnsafeBufferPointer { $0.baseAddress! }
                     let rp = r?.withUnsafeBufferPointer { $0.baseAddress! }
-                    conv.forward(x: xp.baseAddress!, weight: wp.baseAddress!, bias: bp, residual: rp, y: yp.baseAddress!)
+                    run(xp.baseAddress!, wp.baseAddress!, bp, rp, yp.baseAddress!)
                 }
             }
         }
         var worst: Float = 0
-        for i in 0..<outCount { worst = max(worst, abs(y[i] - expected[i])) }
+        for i in 0..<outCount {
+            let d = abs(y[i] - expected[i])
+            if !(d <= worst) { worst = d }  // a NaN (an output never written) fails too
+        }
         XCTAssertLessThan(worst, 1e-4, "\(g) \(String(describing: act)) residual \(residual)", file: file, line: line)
     }
 
@@ -98,6 +117,27 @@ final class ConvEpilogueTests: XCTestCase {
     func testDepthwiseLargeEnoughToRunInParallel() {
         check(geometry(batch: 3, channels: 16, h: 33, w: 35, k: 3, stride: 2, pad: 1), act: .hardSwish, residual: false)
         check(geometry(batch: 2, channels: 24, h: 28, w: 28, k: 5, stride: 1, pad: 2), act: .clip(min: 0, max: 6), residual: true)
+    }
+
+    /// Both depthwise kernels on the shapes of MobileNet-style models (many channels, small
+    /// planes, a last block of fewer than eight channels), every activation, with and without
+    /// a residual.
+    func testBothDepthwiseKernelsOnManyChannels() {
+        let acts: [ConvActivation?] = [nil, .relu, .leakyRelu(alpha: 0.1), .clip(min: 0, max: 6),
+                                       .hardSigmoid(alpha: 0.2, beta: 0.5), .hardSwish, .sigmoid]
+        let shapes = [geometry(batch: 1, channels: 37, h: 7, w: 7, k: 5, stride: 1, pad: 2),
+                      geometry(batch: 2, channels: 20, h: 14, w: 14, k: 5, stride: 2, pad: 2),
+                      geometry(batch: 1, channels: 9, h: 56, w: 56, k: 3, stride: 1, pad: 1),
+                      geometry(batch: 1, channels: 3, h: 23, w: 5, k: 3, stride: 2, pad: 1, dilation: 2)]
+        for (i, g) in shapes.enumerated() {
+            for kernel in [Kernel.plane, .blocked] {
+                check(g, act: acts[i % acts.count], residual: false, kernel: kernel)
+                check(g, act: acts[(i + 3) % acts.count], residual: true, bias: i % 2 == 0, kernel: kernel)
+            }
+        }
+        for act in acts {
+            check(geometry(batch: 1, channels: 11, h: 9, w: 10, k: 3, stride: 1, pad: 1), act: act, residual: false, kernel: .blocked)
+        }
     }
 
     func testEveryActivationOnGEMMPaths() {

@@ -26,7 +26,7 @@ func nnAssertClose(_ actual: [Float], _ expected: [Float], tol: Float = 1e-4, _ 
 
 final class GEMMTests: XCTestCase {
     func testGemmMatchesLoopAllTransposes() {
-        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 70, 5)] {
+        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 70, 5), (1, 9, 13), (11, 1, 6)] {
             for transA in [false, true] {
                 for transB in [false, true] {
                     let a = nnRandom(m * k, seed: 1), b = nnRandom(k * n, seed: 2), c0 = nnRandom(m * n, seed: 3)
@@ -48,6 +48,29 @@ final class GEMMTests: XCTestCase {
                                   ldb: ldb, beta: 2, c: &ref, ldc: n)
                     nnAssertClose(got, expected, "gemm \(m)x\(n)x\(k) tA=\(transA) tB=\(transB)")
                     nnAssertClose(ref, expected, "reference \(m)x\(n)x\(k)")
+                }
+            }
+        }
+    }
+
+    /// One row or one column goes through GEMV: every transpose, padded strides, beta 0 over NaN.
+    func testSingleRowAndColumnProductsWithStrides() {
+        for (m, n, k) in [(1, 7, 10), (9, 1, 12), (1, 1, 5)] {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let lda = (transA ? m : k) + 3, ldb = (transB ? k : n) + 2, ldc = n + 4
+                    let a = nnRandom((transA ? k : m) * lda, seed: 4), b = nnRandom((transB ? n : k) * ldb, seed: 5)
+                    for beta: Float in [0, 1.5] {
+                        var got = [Float](repeating: beta == 0 ? .nan : 0.25, count: m * ldc)
+                        var ref = [Float](repeating: 0.25, count: m * ldc)
+                        gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b,
+                             ldb: ldb, beta: beta, c: &got, ldc: ldc)
+                        gemmReference(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda,
+                                      b: b, ldb: ldb, beta: beta, c: &ref, ldc: ldc)
+                        let used = (0..<m).flatMap { i in (0..<n).map { i * ldc + $0 } }
+                        nnAssertClose(used.map { got[$0] }, used.map { ref[$0] },
+                                      "\(m)x\(n)x\(k) tA=\(transA) tB=\(transB) beta=\(beta)")
+                    }
                 }
             }
         }
