@@ -54,8 +54,10 @@ extension ConvGeometry {
 /// A convolution compiled for one geometry: `y[N, M, OH, OW] = conv(x[N, C, H, W], w[M, C/group, kH, kW]) + b[M]`.
 ///
 /// Chooses its method once: a direct SIMD kernel when each group has one input channel
-/// (depthwise), a plain GEMM for unpadded stride-1 1x1 kernels, otherwise im2col + GEMM.
-/// GEMM work is cut into (image, group, column panel) items spread over the cores, each with
+/// (depthwise), a plain GEMM for unpadded stride-1 1x1 kernels, otherwise im2col + GEMM. A
+/// product whose inner dimension `C/group * kH * kW` is at most `SmallPatchConv.limit` is
+/// computed directly rather than by GEMM.
+/// GEMM work is cut into (image, group, column panel[, channel slice]) items spread over the cores, each with
 /// a single-threaded GEMM; an im2col panel is sized to stay in L2 and is built just before its
 /// GEMM. The epilogue (residual add, activation) runs on each item's output tile right after
 /// its GEMM, while the tile is in cache. Scratch is allocated here, never during `forward`.
@@ -67,6 +69,9 @@ public final class Conv2D: @unchecked Sendable {
     public let epilogue: ConvEpilogue
     /// Output columns per GEMM item.
     public let panel: Int
+    /// Slices of the output channels per (image, group, panel) item: more than 1 only for a
+    /// pointwise convolution of one image on a small plane.
+    public let rowBlocks: Int
     private let scratch: UnsafeMutablePointer<Float>?
     private let xRanges: UnsafeMutablePointer<Int>
     private let depthwise: DepthwiseConv2D?
@@ -99,15 +104,31 @@ public final class Conv2D: @unchecked Sendable {
         case .depthwise: p = outPlane
         }
         let images = g.batch * g.group, workers = NNParallel.workers
-        if images < workers {
+        var blocks = 1
+        if images < workers && method == .pointwise && outPlane <= 1024 && g.groupOut >= 32 * workers {
+            // A small plane cut into column panels leaves each GEMM a few dozen columns, where
+            // OpenBLAS is slowest (512x17x512: 53 GFLOP/s against 67 for 256x49x512): cut the
+            // output channels instead. A pointwise GEMM reads its input in place, so nothing is
+            // packed twice.
+            blocks = workers
+            p = outPlane
+        } else if images < workers {
             let share = (outPlane * images + workers - 1) / workers
             p = min(p, max(16, (share + 15) / 16 * 16))
+            // Whole rounds of panels: 3 panels on 2 cores would leave one core idle a third of
+            // the time.
+            var panels = (outPlane + p - 1) / p
+            if (images * panels) % workers != 0 {
+                panels = ((images * panels + workers - 1) / workers * workers + images - 1) / images
+                p = max(16, ((outPlane + panels - 1) / panels + 15) / 16 * 16)
+            }
         } else if images % workers != 0 && images < 4 * workers {
             // A few whole images per core would leave one core idle at the end: cut them finer.
             let perImage = (4 * workers + images - 1) / images
             p = min(p, max(256, ((outPlane + perImage - 1) / perImage + 15) / 16 * 16))
         }
         panel = p
+        rowBlocks = blocks
         _ = NNParallel.blasDefaultThreads
         scratch = method == .im2col ? .allocate(capacity: max(1, panel * g.patch * NNParallel.workers)) : nil
         xRanges = g.columnRanges()
@@ -154,8 +175,8 @@ public final class Conv2D: @unchecked Sendable {
         let inPlane = g.inH * g.inW, outPlane = g.outH * g.outW
         let panel = self.panel, scratchBase = scratch
         let panels = (outPlane + panel - 1) / panel
-        let perImage = g.group * panels
-        let items = g.batch * perImage
+        let perImage = g.group * panels, rowBlocks = self.rowBlocks
+        let items = g.batch * perImage * rowBlocks
         let w = min(items, NNParallel.workers)
         let activate = !(f is IdentityEpilogue)
         // Our threads already fill the cores; OpenBLAS threads on top would only contend.
@@ -163,25 +184,14 @@ public final class Conv2D: @unchecked Sendable {
         NNParallel.run(w) { worker in
             let col = scratchBase.map { $0 + worker * panel * g.patch }
             for item in (items * worker / w)..<(items * (worker + 1) / w) {
-                let n = item / perImage, grp = (item / panels) % g.group, q0 = (item % panels) * panel
+                let block = item % rowBlocks, cell = item / rowBlocks
+                let n = cell / perImage, grp = (cell / panels) % g.group, q0 = (cell % panels) * panel
                 let cols = min(panel, outPlane - q0)
+                let m0 = g.groupOut * block / rowBlocks, rows = g.groupOut * (block + 1) / rowBlocks - m0
                 let xg = x + (n * g.inChannels + grp * g.groupIn) * inPlane
-                let offset = (n * g.outChannels + grp * g.groupOut) * outPlane + q0
+                let first = grp * g.groupOut + m0
+                let offset = (n * g.outChannels + first) * outPlane + q0
                 let yc = y + offset
-                if let residual {
-                    let rc = residual + offset
-                    for m in 0..<g.groupOut {
-                        let dst = yc + m * outPlane, src = rc + m * outPlane
-                        if let bias {
-                            let b = bias[grp * g.groupOut + m]
-                            for j in 0..<cols { dst[j] = src[j] + b }
-                        } else {
-                            dst.update(from: src, count: cols)
-                        }
-                    }
-                } else if let bias {
-                    for m in 0..<g.groupOut { (yc + m * outPlane).update(repeating: bias[grp * g.groupOut + m], count: cols) }
-                }
                 let b: UnsafePointer<Float>, ldb: Int
                 if let col {
                     g.im2colPanel(xg, q0, cols, col, xRanges)
@@ -189,10 +199,30 @@ public final class Conv2D: @unchecked Sendable {
                 } else {
                     b = xg + q0; ldb = outPlane
                 }
-                gemm(transA: false, transB: false, m: g.groupOut, n: cols, k: g.patch, alpha: 1,
-                     a: weight + grp * g.groupOut * g.patch, lda: g.patch, b: b, ldb: ldb,
+                if g.patch <= SmallPatchConv.limit {
+                    SmallPatchConv.product(f, rows: rows, cols: cols, k: g.patch, w: weight + first * g.patch, b: b,
+                                           ldb: ldb, bias: bias.map { $0 + first }, residual: residual.map { $0 + offset },
+                                           y: yc, ldy: outPlane)
+                    continue
+                }
+                if let residual {
+                    let rc = residual + offset
+                    for m in 0..<rows {
+                        let dst = yc + m * outPlane, src = rc + m * outPlane
+                        if let bias {
+                            let b = bias[first + m]
+                            for j in 0..<cols { dst[j] = src[j] + b }
+                        } else {
+                            dst.update(from: src, count: cols)
+                        }
+                    }
+                } else if let bias {
+                    for m in 0..<rows { (yc + m * outPlane).update(repeating: bias[first + m], count: cols) }
+                }
+                gemm(transA: false, transB: false, m: rows, n: cols, k: g.patch, alpha: 1,
+                     a: weight + first * g.patch, lda: g.patch, b: b, ldb: ldb,
                      beta: bias == nil && residual == nil ? 0 : 1, c: yc, ldc: outPlane)
-                if activate { applyEpilogue(f, yc, rows: g.groupOut, cols: cols, stride: outPlane) }
+                if activate { applyEpilogue(f, yc, rows: rows, cols: cols, stride: outPlane) }
             }
         }
         // Restores the process default rather than the value read before: two convolutions

@@ -146,7 +146,35 @@ final class ConvEpilogueTests: XCTestCase {
         for act in acts {
             check(geometry(channels: 5, h: 9, w: 11, k: 1, stride: 1, pad: 0, depthwise: false, out: 7), act: act, residual: false)
             check(geometry(channels: 3, h: 9, w: 7, k: 3, stride: 2, pad: 1, depthwise: false, out: 4), act: act, residual: true)
+            check(geometry(batch: 1, channels: 40, h: 6, w: 7, k: 1, stride: 1, pad: 0, depthwise: false, out: 9), act: act,
+                  residual: true)
         }
+    }
+
+    /// Inner dimensions on both sides of `SmallPatchConv.limit`, tiles with partial rows and
+    /// columns, pointwise and im2col, one image and several.
+    func testSmallPatchProductAtTheLimit() {
+        let limit = SmallPatchConv.limit
+        for channels in [limit, limit + 1, 16, 1] {
+            check(geometry(batch: 1, channels: channels, h: 5, w: 7, k: 1, stride: 1, pad: 0, depthwise: false, out: 6),
+                  act: .hardSwish, residual: true)
+            check(geometry(batch: 3, channels: channels, h: 11, w: 9, k: 1, stride: 1, pad: 0, depthwise: false, out: 13),
+                  act: .relu, residual: false, bias: false)
+        }
+        check(geometry(batch: 1, channels: 3, h: 41, w: 37, k: 3, stride: 2, pad: 1, depthwise: false, out: 16),
+              act: .hardSwish, residual: false)
+        check(geometry(batch: 2, channels: 3, h: 20, w: 21, k: 3, stride: 1, pad: 1, depthwise: false, out: 7),
+              act: .leakyRelu(alpha: 0.2), residual: true)
+    }
+
+    /// One image on a small plane: the pointwise GEMM is cut by output channels, not columns.
+    func testPointwiseSplitByOutputChannels() {
+        let g = geometry(batch: 1, channels: 24, h: 7, w: 9, k: 1, stride: 1, pad: 0, depthwise: false, out: 70)
+        XCTAssertEqual(Conv2D(g).rowBlocks, NNParallel.workers >= 2 && 70 >= 32 * NNParallel.workers ? NNParallel.workers : 1)
+        check(g, act: .hardSwish, residual: true)
+        check(g, act: nil, residual: false, bias: false)
+        check(geometry(batch: 1, channels: 5, h: 3, w: 3, k: 1, stride: 1, pad: 0, depthwise: false, out: 131),
+              act: .relu, residual: false)
     }
 
     func testResidualWithoutBiasOnPointwiseAndIm2col() {
