@@ -4,8 +4,8 @@
 /// Each work item (image, block of eight channels, band of output rows) first interleaves the
 /// band's input rows into a zero-padded scratch laid out `[row, column, 8 channels]`, so every
 /// tap of an output pixel is one aligned 8-float load and one multiply-add whatever the plane
-/// width, stride, dilation or padding. Four neighbouring output pixels are computed together.
-/// Each output row is then spread back to the eight planes, with the epilogue (residual add and
+/// width, stride, dilation or padding. Eight output pixels are computed together. Each output
+/// row is then spread back to the eight planes, with the epilogue (residual add and
 /// activation) applied on the way out. Small planes such as 7x7 and 14x14, where a row of
 /// outputs fills less than two vectors, are where this wins over a per-plane kernel.
 final class BlockedDepthwiseConv2D: @unchecked Sendable {
@@ -17,9 +17,13 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
     private let bandRows: Int
     private let bands: Int
     private let chunks: Int
-    /// Floats of one chunk's scratch: the interleaved band, one output row, the taps and bias.
+    /// Floats of one chunk's scratch: the interleaved band, its interleaved outputs, the taps
+    /// and bias.
     private let scratchSize: Int
     private let scratch: UnsafeMutablePointer<Float>
+    /// Byte offset in the band of each band output pixel's first tap, then of each tap from it.
+    private let pixelOffsets: UnsafeMutablePointer<Int>
+    private let tapOffsets: UnsafeMutablePointer<Int>
 
     /// Whether this kernel handles geometry `g`: one input and one output channel per group.
     static func handles(_ g: ConvGeometry) -> Bool {
@@ -49,13 +53,25 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
         bands = (g.outH + bandRows - 1) / bandRows
         let items = g.batch * blocks * bands
         chunks = parallel ? min(items, workers) : 1
-        scratchSize = bandFloats(bandRows) + g.outW * 8 + kArea * 8 + 8
+        scratchSize = bandFloats(bandRows) + bandRows * g.outW * 8 + kArea * 8 + 8
+        pixelOffsets = .allocate(capacity: max(1, bandRows * g.outW))
+        for r in 0..<bandRows {
+            for ox in 0..<g.outW { pixelOffsets[r * g.outW + ox] = (r * g.strideH * cols + ox * g.strideW) * 32 }
+        }
+        tapOffsets = .allocate(capacity: max(1, kArea))
+        for ky in 0..<g.kernelH {
+            for kx in 0..<g.kernelW { tapOffsets[ky * g.kernelW + kx] = (ky * g.dilationH * cols + kx * g.dilationW) * 32 }
+        }
         scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize * chunks * 4, alignment: 64)
             .bindMemory(to: Float.self, capacity: scratchSize * chunks)
         scratch.initialize(repeating: 0, count: scratchSize * chunks)
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        pixelOffsets.deallocate()
+        tapOffsets.deallocate()
+    }
 
     /// `x` `[N, C, H, W]`, `weight` `[C, 1, kH, kW]`, `bias` `[C]` or nil, `residual`
     /// `[N, C, OH, OW]` (read when the epilogue has one), `y` `[N, C, OH, OW]` (overwritten).
@@ -80,8 +96,8 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
         let items = g.batch * blocks * bands, chunks = self.chunks
         NNParallel.run(chunks) { i in
             let band = self.scratch + i * self.scratchSize
-            let row = band + (self.scratchSize - g.outW * 8 - g.kernelH * g.kernelW * 8 - 8)
-            let taps = row + g.outW * 8
+            let outs = band + (self.scratchSize - self.bandRows * g.outW * 8 - g.kernelH * g.kernelW * 8 - 8)
+            let taps = outs + self.bandRows * g.outW * 8
             let b8 = taps + g.kernelH * g.kernelW * 8
             var current = -1
             for item in (items * i / chunks)..<(items * (i + 1) / chunks) {
@@ -95,11 +111,10 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
                     current = block
                 }
                 self.packBand(x, n, c0, lanes, oy0, oy1, band)
-                for oy in oy0..<oy1 {
-                    self.computeRow(f, band, oy - oy0, taps, b8, row, fused: residual == nil)
-                    let out = (n * g.outChannels + c0) * g.outH * g.outW + oy * g.outW
-                    self.spread(f, row, lanes, y + out, residual.map { $0 + out })
-                }
+                let pixels = (oy1 - oy0) * g.outW
+                self.computeBand(f, band, pixels, taps, b8, outs, fused: residual == nil)
+                let out = (n * g.outChannels + c0) * g.outH * g.outW + oy0 * g.outW
+                self.spread(f, outs, pixels, lanes, y + out, residual.map { $0 + out })
             }
         }
     }
@@ -139,9 +154,26 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
                 let s0 = src, s1 = src + inPlane, s2 = src + 2 * inPlane, s3 = src + 3 * inPlane
                 let s4 = src + 4 * inPlane, s5 = src + 5 * inPlane, s6 = src + 6 * inPlane, s7 = src + 7 * inPlane
                 let out = UnsafeMutableRawPointer(dst)
-                for c in lo..<hi {
+                var c = lo
+                while c + 8 <= hi {
+                    let (t0, t1, t2, t3, t4, t5, t6, t7) = transpose8(
+                        load8(s0 + c), load8(s1 + c), load8(s2 + c), load8(s3 + c),
+                        load8(s4 + c), load8(s5 + c), load8(s6 + c), load8(s7 + c))
+                    let at = c * 32
+                    out.storeBytes(of: t0, toByteOffset: at, as: SIMD8<Float>.self)
+                    out.storeBytes(of: t1, toByteOffset: at + 32, as: SIMD8<Float>.self)
+                    out.storeBytes(of: t2, toByteOffset: at + 64, as: SIMD8<Float>.self)
+                    out.storeBytes(of: t3, toByteOffset: at + 96, as: SIMD8<Float>.self)
+                    out.storeBytes(of: t4, toByteOffset: at + 128, as: SIMD8<Float>.self)
+                    out.storeBytes(of: t5, toByteOffset: at + 160, as: SIMD8<Float>.self)
+                    out.storeBytes(of: t6, toByteOffset: at + 192, as: SIMD8<Float>.self)
+                    out.storeBytes(of: t7, toByteOffset: at + 224, as: SIMD8<Float>.self)
+                    c += 8
+                }
+                while c < hi {
                     out.storeBytes(of: SIMD8<Float>(s0[c], s1[c], s2[c], s3[c], s4[c], s5[c], s6[c], s7[c]),
                                    toByteOffset: c * 32, as: SIMD8<Float>.self)
+                    c += 1
                 }
             } else {
                 for c in lo..<hi {
@@ -151,75 +183,133 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
         }
     }
 
-    /// One output row of eight channels, `row[ox * 8 + lane]`, from band row `r = oyLocal * sH`.
-    /// The activation is applied here when no residual is added afterwards.
+    /// The band's first `pixels` outputs of eight channels, `outs[p * 8 + lane]` for band pixel
+    /// `p = oyLocal * OW + ox`. Eight pixels are computed together, whatever rows they sit on,
+    /// so eight independent multiply-add chains keep both FMA units busy. The activation is
+    /// applied here when no residual is added afterwards.
     @inline(__always)
-    private func computeRow<F: EpilogueFunction>(_ f: F, _ band: UnsafePointer<Float>, _ oyLocal: Int,
-                                                 _ taps: UnsafePointer<Float>, _ b8: UnsafePointer<Float>,
-                                                 _ row: UnsafeMutablePointer<Float>, fused: Bool) {
-        let g = geometry
-        let kh = g.kernelH, kw = g.kernelW, ow = g.outW
-        let rowBytes = paddedCols * 32
-        let tapStep = g.dilationW * 32, pixelStep = g.strideW * 32, rowStep = g.dilationH * rowBytes
-        let top = UnsafeRawPointer(band) + oyLocal * g.strideH * rowBytes
-        let w = UnsafeRawPointer(taps), out = UnsafeMutableRawPointer(row)
+    private func computeBand<F: EpilogueFunction>(_ f: F, _ band: UnsafePointer<Float>, _ pixels: Int,
+                                                  _ taps: UnsafePointer<Float>, _ b8: UnsafePointer<Float>,
+                                                  _ outs: UnsafeMutablePointer<Float>, fused: Bool) {
+        let kArea = geometry.kernelH * geometry.kernelW
+        let base = UnsafeRawPointer(band), w = UnsafeRawPointer(taps), out = UnsafeMutableRawPointer(outs)
+        let po = pixelOffsets, to = tapOffsets
         let bias = UnsafeRawPointer(b8).loadUnaligned(as: SIMD8<Float>.self)
-        var ox = 0
-        while ox + 4 <= ow {
-            var a0 = bias, a1 = bias, a2 = bias, a3 = bias
-            var src = top + ox * pixelStep, wk = w
-            for _ in 0..<kh {
-                var p = src
-                for _ in 0..<kw {
-                    let t = wk.loadUnaligned(as: SIMD8<Float>.self)
-                    a0.addProduct(p.loadUnaligned(as: SIMD8<Float>.self), t)
-                    a1.addProduct(p.loadUnaligned(fromByteOffset: pixelStep, as: SIMD8<Float>.self), t)
-                    a2.addProduct(p.loadUnaligned(fromByteOffset: 2 * pixelStep, as: SIMD8<Float>.self), t)
-                    a3.addProduct(p.loadUnaligned(fromByteOffset: 3 * pixelStep, as: SIMD8<Float>.self), t)
-                    p += tapStep; wk += 32
-                }
-                src += rowStep
+        var p = 0
+        while p + 8 <= pixels {
+            let o0 = po[p], o1 = po[p + 1], o2 = po[p + 2], o3 = po[p + 3]
+            let o4 = po[p + 4], o5 = po[p + 5], o6 = po[p + 6], o7 = po[p + 7]
+            var a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias, a7 = bias
+            for t in 0..<kArea {
+                let q = base + to[t]
+                let v = w.loadUnaligned(fromByteOffset: t * 32, as: SIMD8<Float>.self)
+                a0.addProduct(q.loadUnaligned(fromByteOffset: o0, as: SIMD8<Float>.self), v)
+                a1.addProduct(q.loadUnaligned(fromByteOffset: o1, as: SIMD8<Float>.self), v)
+                a2.addProduct(q.loadUnaligned(fromByteOffset: o2, as: SIMD8<Float>.self), v)
+                a3.addProduct(q.loadUnaligned(fromByteOffset: o3, as: SIMD8<Float>.self), v)
+                a4.addProduct(q.loadUnaligned(fromByteOffset: o4, as: SIMD8<Float>.self), v)
+                a5.addProduct(q.loadUnaligned(fromByteOffset: o5, as: SIMD8<Float>.self), v)
+                a6.addProduct(q.loadUnaligned(fromByteOffset: o6, as: SIMD8<Float>.self), v)
+                a7.addProduct(q.loadUnaligned(fromByteOffset: o7, as: SIMD8<Float>.self), v)
             }
-            if fused { a0 = f(a0); a1 = f(a1); a2 = f(a2); a3 = f(a3) }
-            out.storeBytes(of: a0, toByteOffset: ox * 32, as: SIMD8<Float>.self)
-            out.storeBytes(of: a1, toByteOffset: ox * 32 + 32, as: SIMD8<Float>.self)
-            out.storeBytes(of: a2, toByteOffset: ox * 32 + 64, as: SIMD8<Float>.self)
-            out.storeBytes(of: a3, toByteOffset: ox * 32 + 96, as: SIMD8<Float>.self)
-            ox += 4
+            if fused {
+                a0 = f(a0); a1 = f(a1); a2 = f(a2); a3 = f(a3); a4 = f(a4); a5 = f(a5); a6 = f(a6); a7 = f(a7)
+            }
+            let at = p * 32
+            out.storeBytes(of: a0, toByteOffset: at, as: SIMD8<Float>.self)
+            out.storeBytes(of: a1, toByteOffset: at + 32, as: SIMD8<Float>.self)
+            out.storeBytes(of: a2, toByteOffset: at + 64, as: SIMD8<Float>.self)
+            out.storeBytes(of: a3, toByteOffset: at + 96, as: SIMD8<Float>.self)
+            out.storeBytes(of: a4, toByteOffset: at + 128, as: SIMD8<Float>.self)
+            out.storeBytes(of: a5, toByteOffset: at + 160, as: SIMD8<Float>.self)
+            out.storeBytes(of: a6, toByteOffset: at + 192, as: SIMD8<Float>.self)
+            out.storeBytes(of: a7, toByteOffset: at + 224, as: SIMD8<Float>.self)
+            p += 8
         }
-        while ox < ow {
+        while p < pixels {
             var a = bias
-            var src = top + ox * pixelStep, wk = w
-            for _ in 0..<kh {
-                var p = src
-                for _ in 0..<kw {
-                    a.addProduct(p.loadUnaligned(as: SIMD8<Float>.self), wk.loadUnaligned(as: SIMD8<Float>.self))
-                    p += tapStep; wk += 32
-                }
-                src += rowStep
+            let q = base + po[p]
+            for t in 0..<kArea {
+                a.addProduct(q.loadUnaligned(fromByteOffset: to[t], as: SIMD8<Float>.self),
+                             w.loadUnaligned(fromByteOffset: t * 32, as: SIMD8<Float>.self))
             }
-            out.storeBytes(of: fused ? f(a) : a, toByteOffset: ox * 32, as: SIMD8<Float>.self)
-            ox += 1
+            out.storeBytes(of: fused ? f(a) : a, toByteOffset: p * 32, as: SIMD8<Float>.self)
+            p += 1
         }
     }
 
-    /// Writes one interleaved output row to its `lanes` planes (`OH * OW` apart), adding the
+    /// Writes the band's interleaved outputs `outs[p * 8 + lane]` to its `lanes` planes
+    /// (`OH * OW` apart; band pixel `p` is element `p` of each plane from `y`), adding the
     /// residual and applying the activation when there is a residual.
     @inline(__always)
-    private func spread<F: EpilogueFunction>(_ f: F, _ row: UnsafePointer<Float>, _ lanes: Int,
+    private func spread<F: EpilogueFunction>(_ f: F, _ outs: UnsafePointer<Float>, _ pixels: Int, _ lanes: Int,
                                              _ y: UnsafeMutablePointer<Float>, _ residual: UnsafePointer<Float>?) {
-        let g = geometry
-        let ow = g.outW, plane = g.outH * g.outW
+        let plane = geometry.outH * geometry.outW
+        var p = 0
+        if lanes == 8 {
+            let src = UnsafeRawPointer(outs)
+            while p + 8 <= pixels {
+                let at = p * 32
+                var (t0, t1, t2, t3, t4, t5, t6, t7) = transpose8(
+                    src.loadUnaligned(fromByteOffset: at, as: SIMD8<Float>.self),
+                    src.loadUnaligned(fromByteOffset: at + 32, as: SIMD8<Float>.self),
+                    src.loadUnaligned(fromByteOffset: at + 64, as: SIMD8<Float>.self),
+                    src.loadUnaligned(fromByteOffset: at + 96, as: SIMD8<Float>.self),
+                    src.loadUnaligned(fromByteOffset: at + 128, as: SIMD8<Float>.self),
+                    src.loadUnaligned(fromByteOffset: at + 160, as: SIMD8<Float>.self),
+                    src.loadUnaligned(fromByteOffset: at + 192, as: SIMD8<Float>.self),
+                    src.loadUnaligned(fromByteOffset: at + 224, as: SIMD8<Float>.self))
+                if let residual {
+                    let r = residual + p
+                    t0 = f(t0 + load8(r)); t1 = f(t1 + load8(r + plane)); t2 = f(t2 + load8(r + 2 * plane))
+                    t3 = f(t3 + load8(r + 3 * plane)); t4 = f(t4 + load8(r + 4 * plane))
+                    t5 = f(t5 + load8(r + 5 * plane)); t6 = f(t6 + load8(r + 6 * plane))
+                    t7 = f(t7 + load8(r + 7 * plane))
+                }
+                let d = y + p
+                store8(t0, d); store8(t1, d + plane); store8(t2, d + 2 * plane); store8(t3, d + 3 * plane)
+                store8(t4, d + 4 * plane); store8(t5, d + 5 * plane); store8(t6, d + 6 * plane)
+                store8(t7, d + 7 * plane)
+                p += 8
+            }
+        }
         if let residual {
             for l in 0..<lanes {
                 let d = y + l * plane, r = residual + l * plane
-                for ox in 0..<ow { d[ox] = f(row[ox * 8 + l] + r[ox]) }
+                for q in p..<pixels { d[q] = f(outs[q * 8 + l] + r[q]) }
             }
         } else {
             for l in 0..<lanes {
                 let d = y + l * plane
-                for ox in 0..<ow { d[ox] = row[ox * 8 + l] }
+                for q in p..<pixels { d[q] = outs[q * 8 + l] }
             }
         }
     }
+}
+
+@inline(__always)
+private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+@inline(__always)
+private func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+}
+
+/// The 8x8 transpose of rows `r0 ... r7`. Viewing the 64 floats as one array indexed by
+/// `(row, column)` bits, taking the even elements and then the odd ones rotates the index bits
+/// by one; three such rounds swap the row and column bits.
+@inline(__always)
+func transpose8(_ r0: SIMD8<Float>, _ r1: SIMD8<Float>, _ r2: SIMD8<Float>, _ r3: SIMD8<Float>,
+                _ r4: SIMD8<Float>, _ r5: SIMD8<Float>, _ r6: SIMD8<Float>, _ r7: SIMD8<Float>)
+    -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+    @inline(__always)
+    func round(_ v: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>))
+        -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        let p0 = SIMD16(lowHalf: v.0, highHalf: v.1), p1 = SIMD16(lowHalf: v.2, highHalf: v.3)
+        let p2 = SIMD16(lowHalf: v.4, highHalf: v.5), p3 = SIMD16(lowHalf: v.6, highHalf: v.7)
+        return (p0.evenHalf, p1.evenHalf, p2.evenHalf, p3.evenHalf, p0.oddHalf, p1.oddHalf, p2.oddHalf, p3.oddHalf)
+    }
+    return round(round(round((r0, r1, r2, r3, r4, r5, r6, r7))))
 }
