@@ -10,7 +10,7 @@ extension Passes {
     }
 
     /// Folds into each convolution the element-wise tail only it feeds: an optional
-    /// residual `Add` (the convolution's output plus any other tensor), then an optional
+    /// residual `Add` or two-input `Sum` (the convolution's output plus any other tensor), then an optional
     /// activation (Relu, LeakyRelu, Clip with constant bounds, HardSigmoid, HardSwish,
     /// Sigmoid), skipping Identity nodes between them. Each absorbed value must have exactly
     /// one reader and not be a graph output.
@@ -45,14 +45,14 @@ extension Passes {
                 }
             }
             skipIdentities()
-            if let ai = soleReader[value], !removed.contains(ai), case .binary(.add) = g.nodes[ai].op,
+            if let ai = soleReader[value], !removed.contains(ai), isTwoInputAdd(g.nodes[ai].op),
                g.nodes[ai].inputs.count == 2, g.nodes[ai].outputs.count == 1 {
                 let add = g.nodes[ai]
                 let other = add.inputs[0] == value ? add.inputs[1] : add.inputs[0]
                 if !other.isEmpty && other != value {
                     fusion.residual = true
                     inputs.append(other)
-                    value = add.outputs[0]; last = ai; tail += "+Add"
+                    value = add.outputs[0]; last = ai; tail += "+" + add.sourceOp
                     removed.insert(ai)
                     skipIdentities()
                 }
@@ -71,6 +71,14 @@ extension Passes {
         var out = g
         out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
         return removeDeadCode(out)
+    }
+
+    /// `Add`, or a `Sum` (Keras's `Add` layer exports as one); the caller checks for two inputs.
+    private static func isTwoInputAdd(_ op: Op) -> Bool {
+        switch op {
+        case .binary(.add), .variadic(.sum): return true
+        default: return false
+        }
     }
 
     /// The activation `node` computes, when a convolution can apply it itself.

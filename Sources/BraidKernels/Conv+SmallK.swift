@@ -1,5 +1,6 @@
-/// The convolution product for few input channels per output (`patch <= smallPatchLimit`: a
-/// pointwise convolution from 16 or 32 channels, a first 3x3 convolution over RGB), computed
+/// The convolution product for few input channels per output (`patch <= limit`: a pointwise
+/// convolution from 16 or 32 channels, a first 3x3 convolution over RGB) or few output
+/// channels (see `prefers`), computed
 /// directly instead of through `cblas_sgemm`. With so short an inner dimension OpenBLAS spends
 /// most of its time packing (16x12544x27: 39 GFLOP/s here, against about 80 for square
 /// products); this kernel keeps a 4-channel x 16-column tile of the output in registers, reads
@@ -8,6 +9,11 @@
 enum SmallPatchConv {
     /// The longest inner dimension (`C/group * kH * kW`) sent here rather than to GEMM.
     static let limit = 32
+
+    /// Whether a product of `m` output channels over inner dimension `k` runs here: a short
+    /// inner dimension, or few output channels (fer's 8-channel 3x3 convolutions and its
+    /// 7-class 3x3 head, where OpenBLAS's packing dominates a GEMM with 7 or 8 rows).
+    static func prefers(m: Int, k: Int) -> Bool { k <= limit || (m <= 16 && k <= 2048) }
 
     /// `y[m, q] = f(sum_k w[m, k] * b[k, q] + bias[m] + r[m, q])` for `m < rows`, `q < cols`.
     /// `w` `[rows, k]` (row stride `k`), `b` `[k, cols]` (row stride `ldb`), `y` and

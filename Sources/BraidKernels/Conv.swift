@@ -55,8 +55,8 @@ extension ConvGeometry {
 ///
 /// Chooses its method once: a direct SIMD kernel when each group has one input channel
 /// (depthwise), a plain GEMM for unpadded stride-1 1x1 kernels, otherwise im2col + GEMM. A
-/// product whose inner dimension `C/group * kH * kW` is at most `SmallPatchConv.limit` is
-/// computed directly rather than by GEMM.
+/// product with a short inner dimension `C/group * kH * kW` or few output channels is computed
+/// directly rather than by GEMM (`SmallPatchConv.prefers`).
 /// GEMM work is cut into (image, group, column panel[, channel slice]) items spread over the cores, each with
 /// a single-threaded GEMM; an im2col panel is sized to stay in L2 and is built just before its
 /// GEMM. The epilogue (residual add, activation) runs on each item's output tile right after
@@ -199,7 +199,7 @@ public final class Conv2D: @unchecked Sendable {
                 } else {
                     b = xg + q0; ldb = outPlane
                 }
-                if g.patch <= SmallPatchConv.limit {
+                if SmallPatchConv.prefers(m: g.groupOut, k: g.patch) {
                     SmallPatchConv.product(f, rows: rows, cols: cols, k: g.patch, w: weight + first * g.patch, b: b,
                                            ldb: ldb, bias: bias.map { $0 + first }, residual: residual.map { $0 + offset },
                                            y: yc, ldy: outPlane)

@@ -72,6 +72,7 @@ public func pool(_ g: PoolGeometry, _ reduction: PoolReduction, x: UnsafePointer
     NNParallel.run(chunks) { i in
         let first = g.planes * i / chunks, end = g.planes * (i + 1) / chunks
         switch reduction {
+        case .max where indices == nil && PaddedMaxPool.fits(g): PaddedMaxPool.planes(g, first, end, x, y)
         case .max where indices == nil: fastPlanes(g, false, false, first, end, x, y)
         case .max: maxPlanes(g, first, end, x, y, indices, columnMajor, lowest: -Float.infinity)
         case .average(let includePad): fastPlanes(g, true, includePad, first, end, x, y)
@@ -186,6 +187,65 @@ private func fastPlanes(_ g: PoolGeometry, _ average: Bool, _ includePad: Bool, 
                 }
                 for ox in 0..<xa { border(ox) }
                 for ox in max(xa, vectorEnd)..<g.outW { border(ox) }
+            }
+        }
+    }
+}
+
+/// Max pooling of small 2-D planes (fer's 15x15 and 8x8, with "same" padding), where the
+/// columns whose taps all lie inside the row are too few for `fastPlanes`'s vectors and nearly
+/// every output would be computed alone. Each plane is copied into a scratch filled with -inf
+/// on every side (and past the ceil-mode overhang), so every output row is whole vectors of
+/// eight with no border cases.
+private enum PaddedMaxPool {
+    /// Outputs per padded row, a multiple of 8.
+    static func vectorWidth(_ g: PoolGeometry) -> Int { (g.outW + 7) / 8 * 8 }
+    static func paddedCols(_ g: PoolGeometry) -> Int {
+        max(g.padLeft + g.inW, (vectorWidth(g) - 1) * g.strideW + (g.kernelW - 1) * g.dilationW + 1) + 1
+    }
+    static func paddedRows(_ g: PoolGeometry) -> Int {
+        max(g.padTop + g.inH, (g.outH - 1) * g.strideH + (g.kernelH - 1) * g.dilationH + 1)
+    }
+
+    /// Whether `g` is 2-D, has stride 1 or 2 along rows, narrow outputs, and a padded plane
+    /// that fits a 128 KB scratch.
+    static func fits(_ g: PoolGeometry) -> Bool {
+        g.inD == 1 && g.kernelD == 1 && g.outD == 1 && (g.strideW == 1 || g.strideW == 2) && g.outW <= 32
+            && paddedRows(g) * paddedCols(g) <= 32_768
+    }
+
+    static func planes(_ g: PoolGeometry, _ first: Int, _ end: Int, _ x: UnsafePointer<Float>,
+                       _ y: UnsafeMutablePointer<Float>) {
+        let cols = paddedCols(g), rows = paddedRows(g), width = vectorWidth(g)
+        let tap = g.dilationW * 4, rowStep = g.dilationH * cols, stride1 = g.strideW == 1
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * cols) { buffer in
+            let pad = buffer.baseAddress!
+            pad.initialize(repeating: -.infinity, count: rows * cols)
+            for p in first..<end {
+                let src = x + p * g.inPlane
+                for r in 0..<g.inH { (pad + (r + g.padTop) * cols + g.padLeft).update(from: src + r * g.inW, count: g.inW) }
+                let dst = y + p * g.outPlane
+                for oy in 0..<g.outH {
+                    let top = UnsafeRawPointer(pad + oy * g.strideH * cols)
+                    var ox = 0
+                    while ox < width {
+                        var acc = SIMD8<Float>(repeating: -.infinity)
+                        for ky in 0..<g.kernelH {
+                            let row = top + (ky * rowStep + ox * g.strideW) * 4
+                            for kx in 0..<g.kernelW {
+                                let v = stride1 ? NNVec.load(row, kx * tap) : NNVec.even(row, kx * tap)
+                                acc = acc.replacing(with: v, where: v .> acc)
+                            }
+                        }
+                        let out = dst + oy * g.outW + ox
+                        if ox + 8 <= g.outW {
+                            UnsafeMutableRawPointer(out).storeBytes(of: acc, as: SIMD8<Float>.self)
+                        } else {
+                            for l in 0..<(g.outW - ox) { out[l] = acc[l] }
+                        }
+                        ox += 8
+                    }
+                }
             }
         }
     }

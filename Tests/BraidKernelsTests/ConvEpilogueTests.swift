@@ -165,6 +165,13 @@ final class ConvEpilogueTests: XCTestCase {
               act: .hardSwish, residual: false)
         check(geometry(batch: 2, channels: 3, h: 20, w: 21, k: 3, stride: 1, pad: 1, depthwise: false, out: 7),
               act: .leakyRelu(alpha: 0.2), residual: true)
+        // Few output channels over a long inner dimension (fer's 7-class head, its 8-channel 3x3).
+        check(geometry(batch: 3, channels: 128, h: 4, w: 4, k: 3, stride: 1, pad: 1, depthwise: false, out: 7),
+              act: nil, residual: false)
+        check(geometry(batch: 2, channels: 8, h: 13, w: 12, k: 3, stride: 1, pad: 0, depthwise: false, out: 8),
+              act: .relu, residual: true)
+        XCTAssertTrue(SmallPatchConv.prefers(m: 7, k: 1152))
+        XCTAssertFalse(SmallPatchConv.prefers(m: 17, k: 33))
     }
 
     /// One image on a small plane: the pointwise GEMM is cut by output channels, not columns.

@@ -54,6 +54,28 @@ final class PoolTests: XCTestCase {
         return g
     }
 
+    /// Small planes with "same" padding, ceil-mode overhang, dilation and stride 1 and 2: the
+    /// padded-plane path, against the definition (and one wide plane that takes the other path).
+    func testMaxPoolSmallPaddedPlanes() {
+        let cases: [PoolGeometry] = [
+            PoolGeometry(planes: 5, inH: 15, inW: 15, outH: 8, outW: 8, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2,
+                         padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            PoolGeometry(planes: 3, inH: 8, inW: 8, outH: 4, outW: 4, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2,
+                         padTop: 0, padLeft: 0, padBottom: 1, padRight: 1),
+            PoolGeometry(planes: 2, inH: 7, inW: 9, outH: 6, outW: 8, kernelH: 2, kernelW: 2),
+            PoolGeometry(planes: 2, inH: 13, inW: 11, outH: 5, outW: 4, kernelH: 3, kernelW: 3, strideH: 3, strideW: 2,
+                         dilationH: 2, dilationW: 2, padTop: 2, padLeft: 1, padBottom: 2, padRight: 1),
+            PoolGeometry(planes: 1, inH: 6, inW: 40, outH: 6, outW: 40, kernelH: 3, kernelW: 3, padTop: 1, padLeft: 1,
+                         padBottom: 1, padRight: 1),
+        ]
+        for g in cases {
+            let x = (0..<(g.planes * g.inH * g.inW)).map { Float(($0 * 7919) % 101) - 50 }
+            var y = [Float](repeating: .nan, count: g.planes * g.outH * g.outW)
+            pool(g, .max, x: x, y: &y)
+            XCTAssertEqual(y, referencePool(g, .max, x).y, "\(g)")
+        }
+    }
+
     func testIntegerMaxPoolMatchesFloat() {
         let g = volume()
         let xi = (0..<(g.planes * g.inD * g.inH * g.inW)).map { Int64(($0 * 7919) % 101) - 50 }
