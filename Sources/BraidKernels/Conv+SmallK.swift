@@ -16,24 +16,33 @@ enum SmallPatchConv {
     static func prefers(m: Int, k: Int) -> Bool { k <= limit || (m <= 16 && k <= 2048) }
 
     /// `y[m, q] = f(sum_k w[m, k] * b[k, q] + bias[m] + r[m, q])` for `m < rows`, `q < cols`.
-    /// `w` `[rows, k]` (row stride `k`), `b` `[k, cols]` (row stride `ldb`), `y` and
-    /// `residual` `[rows, cols]` (row stride `ldy`), `bias` `[rows]` or nil.
+    /// `w` `[rows, k]` (row stride `k`); row `j` of `b` starts at `b + rowOffsets[j]` (rows
+    /// `ldb` apart for a matrix, or shifted rows of a padded image for a direct convolution);
+    /// `y` and `residual` `[rows, cols]` (row stride `ldy`), `bias` `[rows]` or nil.
     @inline(__always)
     static func product<F: EpilogueFunction>(_ f: F, rows: Int, cols: Int, k: Int, w: UnsafePointer<Float>,
-                                             b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>?,
-                                             residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                                             ldy: Int) {
-        let braw = UnsafeRawPointer(b), rowBytes = ldb * 4
+                                             b: UnsafePointer<Float>, rowOffsets: UnsafePointer<Int>,
+                                             bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                             y: UnsafeMutablePointer<Float>, ldy: Int) {
+        let braw = UnsafeRawPointer(b)
         var m = 0
-        while m + 4 <= rows {
-            let w0 = w + m * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k
-            let b0 = SIMD8<Float>(repeating: bias?[m] ?? 0), b1 = SIMD8<Float>(repeating: bias?[m + 1] ?? 0)
-            let b2 = SIMD8<Float>(repeating: bias?[m + 2] ?? 0), b3 = SIMD8<Float>(repeating: bias?[m + 3] ?? 0)
+        while m < rows {
+            // A last tile of fewer than four channels repeats its last channel in the spare
+            // rows of the tile and stores only the real ones.
+            let valid = min(4, rows - m)
+            let r1 = m + min(1, valid - 1), r2 = m + min(2, valid - 1), r3 = m + min(3, valid - 1)
+            let w0 = w + m * k, w1 = w + r1 * k, w2 = w + r2 * k, w3 = w + r3 * k
+            let b0 = SIMD8<Float>(repeating: bias?[m] ?? 0), b1 = SIMD8<Float>(repeating: bias?[r1] ?? 0)
+            let b2 = SIMD8<Float>(repeating: bias?[r2] ?? 0), b3 = SIMD8<Float>(repeating: bias?[r3] ?? 0)
+            // The last tile steps back to end at `cols`, recomputing a few columns (the same
+            // values: y never aliases the inputs or the residual) rather than going scalar.
             var q = 0
-            while q + 16 <= cols {
+            while q < cols && cols >= 16 {
+                if q + 16 > cols { q = cols - 16 }
                 var a0 = b0, a1 = b1, a2 = b2, a3 = b3, c0 = b0, c1 = b1, c2 = b2, c3 = b3
-                var p = braw + q * 4
+                let col = braw + q * 4
                 for j in 0..<k {
+                    let p = col + rowOffsets[j] * 4
                     let lo = p.loadUnaligned(as: SIMD8<Float>.self)
                     let hi = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
                     let v0 = SIMD8<Float>(repeating: w0[j]), v1 = SIMD8<Float>(repeating: w1[j])
@@ -42,23 +51,18 @@ enum SmallPatchConv {
                     a1.addProduct(lo, v1); c1.addProduct(hi, v1)
                     a2.addProduct(lo, v2); c2.addProduct(hi, v2)
                     a3.addProduct(lo, v3); c3.addProduct(hi, v3)
-                    p += rowBytes
                 }
                 let at = m * ldy + q
                 put(f, a0, c0, y + at, residual.map { $0 + at })
-                put(f, a1, c1, y + at + ldy, residual.map { $0 + at + ldy })
-                put(f, a2, c2, y + at + 2 * ldy, residual.map { $0 + at + 2 * ldy })
-                put(f, a3, c3, y + at + 3 * ldy, residual.map { $0 + at + 3 * ldy })
+                if valid > 1 { put(f, a1, c1, y + at + ldy, residual.map { $0 + at + ldy }) }
+                if valid > 2 { put(f, a2, c2, y + at + 2 * ldy, residual.map { $0 + at + 2 * ldy }) }
+                if valid > 3 { put(f, a3, c3, y + at + 3 * ldy, residual.map { $0 + at + 3 * ldy }) }
                 q += 16
             }
-            if q < cols {
-                for r in m..<(m + 4) { tail(f, r, q, cols, k, w, b, ldb, bias, residual, y, ldy) }
+            if cols < 16 {
+                for r in m..<(m + valid) { tail(f, r, cols, k, w, b, rowOffsets, bias, residual, y, ldy) }
             }
             m += 4
-        }
-        while m < rows {
-            tail(f, m, 0, cols, k, w, b, ldb, bias, residual, y, ldy)
-            m += 1
         }
     }
 
@@ -77,20 +81,23 @@ enum SmallPatchConv {
         }
     }
 
-    /// Output channel `m`, columns `q0 ..< cols`: eight at a time, then one at a time.
+    /// Output channel `m` when there are fewer than 16 columns: eight at a time (the last
+    /// eight stepping back to end at `cols`), one at a time when fewer than eight.
     @inline(__always)
-    private static func tail<F: EpilogueFunction>(_ f: F, _ m: Int, _ q0: Int, _ cols: Int, _ k: Int,
-                                                  _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ ldb: Int,
+    private static func tail<F: EpilogueFunction>(_ f: F, _ m: Int, _ cols: Int, _ k: Int,
+                                                  _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                                                  _ rowOffsets: UnsafePointer<Int>,
                                                   _ bias: UnsafePointer<Float>?, _ residual: UnsafePointer<Float>?,
                                                   _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
         let wm = w + m * k, bm = bias?[m] ?? 0
         let yrow = y + m * ldy, rrow = residual.map { $0 + m * ldy }
-        var q = q0
-        while q + 8 <= cols {
+        var q = 0
+        while q < cols && cols >= 8 {
+            if q + 8 > cols { q = cols - 8 }
             var a = SIMD8<Float>(repeating: bm)
             let braw = UnsafeRawPointer(b + q)
             for j in 0..<k {
-                a.addProduct(braw.loadUnaligned(fromByteOffset: j * ldb * 4, as: SIMD8<Float>.self),
+                a.addProduct(braw.loadUnaligned(fromByteOffset: rowOffsets[j] * 4, as: SIMD8<Float>.self),
                              SIMD8(repeating: wm[j]))
             }
             if let rrow { a += UnsafeRawPointer(rrow + q).loadUnaligned(as: SIMD8<Float>.self) }
@@ -99,10 +106,121 @@ enum SmallPatchConv {
         }
         while q < cols {
             var a = bm
-            for j in 0..<k { a += wm[j] * b[j * ldb + q] }
+            for j in 0..<k { a += wm[j] * b[rowOffsets[j] + q] }
             if let rrow { a += rrow[q] }
             yrow[q] = f(a)
             q += 1
+        }
+    }
+}
+
+/// A stride-1 convolution whose product `SmallPatchConv` computes, read straight from a
+/// zero-padded copy of the input instead of an im2col matrix: with stride 1, row
+/// `(c, ky, kx)` of the im2col matrix restricted to one output row is a contiguous run of
+/// padded input row `oy + ky * dH` of channel `c`, starting at column `kx * dW`. The copy is
+/// the size of the input; im2col would be `kH * kW` times that.
+final class DirectSmallConv: @unchecked Sendable {
+    let geometry: ConvGeometry
+    let epilogue: ConvEpilogue
+    private let paddedW: Int
+    private let bands: Int
+    private let bandRows: Int
+    /// Padded rows one band reads.
+    private let paddedRows: Int
+    private let chunkFloats: Int
+    private let scratch: UnsafeMutablePointer<Float>
+    private let offsets: UnsafeMutablePointer<Int>
+
+    /// Stride 1, and output rows of at least 16 (one whole register tile).
+    static func handles(_ g: ConvGeometry) -> Bool {
+        g.strideH == 1 && g.strideW == 1 && g.outW >= 16 && Conv2D.methodOf(g) == .im2col
+            && SmallPatchConv.prefers(m: g.groupOut, k: g.patch)
+    }
+
+    init(_ g: ConvGeometry, epilogue: ConvEpilogue) {
+        geometry = g
+        self.epilogue = epilogue
+        let workers = NNParallel.workers, images = g.batch * g.group
+        paddedW = g.outW + (g.kernelW - 1) * g.dilationW
+        // One image per core, or one image cut into row bands across the cores.
+        bands = images < workers ? min(g.outH, workers) : 1
+        bandRows = (g.outH + bands - 1) / bands
+        paddedRows = bandRows + (g.kernelH - 1) * g.dilationH
+        chunkFloats = max(1, g.groupIn * paddedRows * paddedW)
+        scratch = .allocate(capacity: chunkFloats * workers)
+        scratch.initialize(repeating: 0, count: chunkFloats * workers)
+        offsets = .allocate(capacity: max(1, g.patch))
+        for r in 0..<g.patch {
+            let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
+            offsets[r] = (c * paddedRows + ky * g.dilationH) * paddedW + kx * g.dilationW
+        }
+    }
+
+    deinit {
+        scratch.deallocate()
+        offsets.deallocate()
+    }
+
+    /// `x` `[N, C, H, W]`, `weight` `[M, C/group, kH, kW]`, `bias` `[M]` or nil, `residual`
+    /// `[N, M, OH, OW]` when the epilogue has one, `y` `[N, M, OH, OW]` (overwritten).
+    func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                 residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
+        epilogue.activation.dispatch(Run(conv: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
+    }
+
+    private struct Run: EpilogueVisitor {
+        let conv: DirectSmallConv
+        let x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?
+        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>
+        func visit<F: EpilogueFunction>(_ f: F) {
+            conv.run(f, x: x, weight: weight, bias: bias, residual: residual, y: y)
+        }
+    }
+
+    private func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                          bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                          y: UnsafeMutablePointer<Float>) {
+        let g = geometry
+        let items = g.batch * g.group * bands, w = min(items, NNParallel.workers)
+        let outPlane = g.outH * g.outW, inPlane = g.inH * g.inW
+        NNParallel.run(w) { worker in
+            let pad = self.scratch + worker * self.chunkFloats
+            for item in (items * worker / w)..<(items * (worker + 1) / w) {
+                let band = item % self.bands, image = item / self.bands
+                let n = image / g.group, grp = image % g.group
+                let oy0 = band * self.bandRows, oy1 = min(g.outH, oy0 + self.bandRows)
+                if oy0 >= oy1 { continue }
+                self.fill(x + (n * g.inChannels + grp * g.groupIn) * inPlane, oy0, oy1, pad)
+                let first = grp * g.groupOut
+                for oy in oy0..<oy1 {
+                    let at = (n * g.outChannels + first) * outPlane + oy * g.outW
+                    SmallPatchConv.product(f, rows: g.groupOut, cols: g.outW, k: g.patch, w: weight + first * g.patch,
+                                           b: pad + (oy - oy0) * self.paddedW, rowOffsets: self.offsets,
+                                           bias: bias.map { $0 + first }, residual: residual.map { $0 + at },
+                                           y: y + at, ldy: outPlane)
+                }
+            }
+        }
+    }
+
+    /// Copies the input rows that output rows `oy0 ..< oy1` read into `pad`
+    /// `[C/group, paddedRows, paddedW]`, zero outside the input.
+    private func fill(_ src: UnsafePointer<Float>, _ oy0: Int, _ oy1: Int, _ pad: UnsafeMutablePointer<Float>) {
+        let g = geometry
+        let rows = oy1 - oy0 + (g.kernelH - 1) * g.dilationH
+        let lo = min(paddedW, g.padLeft), hi = max(lo, min(paddedW, g.padLeft + g.inW))
+        for c in 0..<g.groupIn {
+            for r in 0..<rows {
+                let dst = pad + (c * paddedRows + r) * paddedW
+                let iy = oy0 + r - g.padTop
+                guard iy >= 0 && iy < g.inH else {
+                    dst.update(repeating: 0, count: paddedW)
+                    continue
+                }
+                if lo > 0 { dst.update(repeating: 0, count: lo) }
+                (dst + lo).update(from: src + c * g.inH * g.inW + iy * g.inW + lo - g.padLeft, count: hi - lo)
+                if hi < paddedW { (dst + hi).update(repeating: 0, count: paddedW - hi) }
+            }
         }
     }
 }

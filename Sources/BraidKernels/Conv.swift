@@ -76,6 +76,9 @@ public final class Conv2D: @unchecked Sendable {
     private let xRanges: UnsafeMutablePointer<Int>
     private let depthwise: DepthwiseConv2D?
     private let blocked: BlockedDepthwiseConv2D?
+    private let direct: DirectSmallConv?
+    /// Per worker, the row offsets `j * ldb` `SmallPatchConv.product` reads its matrix by.
+    private let rowOffsets: UnsafeMutablePointer<Int>?
 
     /// The method a convolution of geometry `g` uses.
     public static func methodOf(_ g: ConvGeometry) -> Method {
@@ -130,12 +133,16 @@ public final class Conv2D: @unchecked Sendable {
         panel = p
         rowBlocks = blocks
         _ = NNParallel.blasDefaultThreads
-        scratch = method == .im2col ? .allocate(capacity: max(1, panel * g.patch * NNParallel.workers)) : nil
+        direct = DirectSmallConv.handles(g) ? DirectSmallConv(g, epilogue: epilogue) : nil
+        scratch = method == .im2col && direct == nil ? .allocate(capacity: max(1, panel * g.patch * NNParallel.workers)) : nil
+        rowOffsets = method != .depthwise && SmallPatchConv.prefers(m: g.groupOut, k: g.patch)
+            ? .allocate(capacity: max(1, g.patch * NNParallel.workers)) : nil
         xRanges = g.columnRanges()
     }
 
     deinit {
         scratch?.deallocate()
+        rowOffsets?.deallocate()
         xRanges.deallocate()
     }
 
@@ -154,6 +161,10 @@ public final class Conv2D: @unchecked Sendable {
         }
         if let depthwise {
             depthwise.forward(x: x, weight: weight, bias: bias, residual: residual, y: y)
+            return
+        }
+        if let direct {
+            direct.forward(x: x, weight: weight, bias: bias, residual: residual, y: y)
             return
         }
         epilogue.activation.dispatch(GemmRun(conv: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
@@ -199,10 +210,11 @@ public final class Conv2D: @unchecked Sendable {
                 } else {
                     b = xg + q0; ldb = outPlane
                 }
-                if SmallPatchConv.prefers(m: g.groupOut, k: g.patch) {
+                if let table = rowOffsets.map({ $0 + worker * g.patch }) {
+                    for j in 0..<g.patch { table[j] = j * ldb }
                     SmallPatchConv.product(f, rows: rows, cols: cols, k: g.patch, w: weight + first * g.patch, b: b,
-                                           ldb: ldb, bias: bias.map { $0 + first }, residual: residual.map { $0 + offset },
-                                           y: yc, ldy: outPlane)
+                                           rowOffsets: table, bias: bias.map { $0 + first },
+                                           residual: residual.map { $0 + offset }, y: yc, ldy: outPlane)
                     continue
                 }
                 if let residual {

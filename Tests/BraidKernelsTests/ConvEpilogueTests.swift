@@ -170,6 +170,14 @@ final class ConvEpilogueTests: XCTestCase {
               act: nil, residual: false)
         check(geometry(batch: 2, channels: 8, h: 13, w: 12, k: 3, stride: 1, pad: 0, depthwise: false, out: 8),
               act: .relu, residual: true)
+        // Stride 1: read from a padded copy of the input (one image cut into row bands).
+        let banded = geometry(batch: 1, channels: 3, h: 17, w: 23, k: 3, stride: 1, pad: 1, depthwise: false, out: 5)
+        XCTAssertTrue(DirectSmallConv.handles(banded))
+        check(banded, act: .relu, residual: true)
+        check(geometry(batch: 2, channels: 2, h: 9, w: 10, k: 3, stride: 1, pad: 2, dilation: 2, depthwise: false, out: 4),
+              act: nil, residual: false, bias: false)
+        check(geometry(batch: 1, channels: 1, h: 7, w: 6, k: 5, stride: 1, pad: 0, depthwise: false, out: 9),
+              act: .sigmoid, residual: true)
         XCTAssertTrue(SmallPatchConv.prefers(m: 7, k: 1152))
         XCTAssertFalse(SmallPatchConv.prefers(m: 17, k: 33))
     }
