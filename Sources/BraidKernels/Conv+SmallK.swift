@@ -131,11 +131,17 @@ final class DirectSmallConv: @unchecked Sendable {
     private let scratch: UnsafeMutablePointer<Float>
     private let offsets: UnsafeMutablePointer<Int>
 
-    /// Stride 1, and output rows of at least 16 (one whole register tile).
+    /// Stride 1 and a product `SmallPatchConv` prefers.
     static func handles(_ g: ConvGeometry) -> Bool {
-        g.strideH == 1 && g.strideW == 1 && g.outW >= 16 && Conv2D.methodOf(g) == .im2col
+        g.strideH == 1 && g.strideW == 1 && Conv2D.methodOf(g) == .im2col
             && SmallPatchConv.prefers(m: g.groupOut, k: g.patch)
     }
+
+    /// Output rows narrower than a register tile (fer's 4x4 head) are computed as one run over
+    /// the padded plane, `(OH - 1) * paddedW + OW` positions of which the `paddedW - OW` at the
+    /// end of each row are thrown away, into `flatOut` and then copied out.
+    private let flatCols: Int
+    private let flatOut: UnsafeMutablePointer<Float>?
 
     init(_ g: ConvGeometry, epilogue: ConvEpilogue) {
         geometry = g
@@ -143,12 +149,18 @@ final class DirectSmallConv: @unchecked Sendable {
         let workers = NNParallel.workers, images = g.batch * g.group
         paddedW = g.outW + (g.kernelW - 1) * g.dilationW
         // One image per core, or one image cut into row bands across the cores.
-        bands = images < workers ? min(g.outH, workers) : 1
+        bands = images < workers && g.outW >= 16 ? min(g.outH, workers) : 1
         bandRows = (g.outH + bands - 1) / bands
         paddedRows = bandRows + (g.kernelH - 1) * g.dilationH
         chunkFloats = max(1, g.groupIn * paddedRows * paddedW)
         scratch = .allocate(capacity: chunkFloats * workers)
         scratch.initialize(repeating: 0, count: chunkFloats * workers)
+        flatCols = (g.outH - 1) * paddedW + g.outW
+        if g.outW < 16 {
+            flatOut = .allocate(capacity: max(1, g.groupOut * flatCols * workers))
+        } else {
+            flatOut = nil
+        }
         offsets = .allocate(capacity: max(1, g.patch))
         for r in 0..<g.patch {
             let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
@@ -159,6 +171,7 @@ final class DirectSmallConv: @unchecked Sendable {
     deinit {
         scratch.deallocate()
         offsets.deallocate()
+        flatOut?.deallocate()
     }
 
     /// `x` `[N, C, H, W]`, `weight` `[M, C/group, kH, kW]`, `bias` `[M]` or nil, `residual`
@@ -192,6 +205,25 @@ final class DirectSmallConv: @unchecked Sendable {
                 if oy0 >= oy1 { continue }
                 self.fill(x + (n * g.inChannels + grp * g.groupIn) * inPlane, oy0, oy1, pad)
                 let first = grp * g.groupOut
+                if let flatOut = self.flatOut {
+                    let out = flatOut + worker * g.groupOut * self.flatCols
+                    SmallPatchConv.product(IdentityEpilogue(), rows: g.groupOut, cols: self.flatCols, k: g.patch,
+                                           w: weight + first * g.patch, b: pad, rowOffsets: self.offsets,
+                                           bias: bias.map { $0 + first }, residual: nil, y: out, ldy: self.flatCols)
+                    let at = (n * g.outChannels + first) * outPlane
+                    for m in 0..<g.groupOut {
+                        for oy in 0..<g.outH {
+                            let src = out + m * self.flatCols + oy * self.paddedW
+                            let o = at + m * outPlane + oy * g.outW
+                            if let residual {
+                                for ox in 0..<g.outW { y[o + ox] = f(src[ox] + residual[o + ox]) }
+                            } else {
+                                for ox in 0..<g.outW { y[o + ox] = f(src[ox]) }
+                            }
+                        }
+                    }
+                    continue
+                }
                 for oy in oy0..<oy1 {
                     let at = (n * g.outChannels + first) * outPlane + oy * g.outW
                     SmallPatchConv.product(f, rows: g.groupOut, cols: g.outW, k: g.patch, w: weight + first * g.patch,
