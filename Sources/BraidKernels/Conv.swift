@@ -73,7 +73,8 @@ public final class Conv2D: @unchecked Sendable {
     /// pointwise convolution of one image on a small plane.
     public let rowBlocks: Int
     private let scratch: UnsafeMutablePointer<Float>?
-    private let xRanges: UnsafeMutablePointer<Int>
+    fileprivate let xRanges: UnsafeMutablePointer<Int>
+    fileprivate var scratchBuffer: UnsafeMutablePointer<Float>? { scratch }
     private let depthwise: DepthwiseConv2D?
     private let blocked: BlockedDepthwiseConv2D?
     private let direct: DirectSmallConv?
@@ -108,7 +109,15 @@ public final class Conv2D: @unchecked Sendable {
         }
         let images = g.batch * g.group, workers = NNParallel.workers
         var blocks = 1
-        if images < workers && method == .pointwise && outPlane <= 1024 && g.groupOut >= 32 * workers {
+        if images < workers && method == .im2col && outPlane <= 400 && g.groupOut >= 32 * workers && g.patch >= 256
+            && !SmallPatchConv.prefers(m: g.groupOut, k: g.patch) {
+            // The same for a deep im2col convolution on a small plane (ResNet-50's 3x3 256->256
+            // at 14x14: two 112- and 84-column GEMMs each packing all 2.4 MB of weights): the
+            // whole plane's im2col matrix is built once, by both cores, and each core
+            // multiplies half the output channels by it.
+            blocks = workers
+            p = outPlane
+        } else if images < workers && method == .pointwise && outPlane <= 1024 && g.groupOut >= 32 * workers {
             // A small plane cut into column panels leaves each GEMM a few dozen columns, where
             // OpenBLAS is slowest (512x17x512: 53 GFLOP/s against 67 for 256x49x512): cut the
             // output channels instead. A pointwise GEMM reads its input in place, so nothing is
@@ -187,6 +196,10 @@ public final class Conv2D: @unchecked Sendable {
         let panel = self.panel, scratchBase = scratch
         let panels = (outPlane + panel - 1) / panel
         let perImage = g.group * panels, rowBlocks = self.rowBlocks
+        if method == .im2col && rowBlocks > 1 {
+            sharedColumnsForward(f, x: x, weight: weight, bias: bias, residual: residual, y: y)
+            return
+        }
         let items = g.batch * perImage * rowBlocks
         let w = min(items, NNParallel.workers)
         let activate = !(f is IdentityEpilogue)
@@ -243,16 +256,59 @@ public final class Conv2D: @unchecked Sendable {
     }
 }
 
+extension Conv2D {
+    /// The im2col method with output channels split over the cores: per (image, group), all
+    /// cores build slices of the whole plane's im2col matrix, then each multiplies its slice of
+    /// the output channels by it.
+    fileprivate func sharedColumnsForward<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>,
+                                                               weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                                               residual: UnsafePointer<Float>?,
+                                                               y: UnsafeMutablePointer<Float>) {
+        guard let col = scratchBuffer else { return }
+        let g = geometry
+        let inPlane = g.inH * g.inW, outPlane = g.outH * g.outW, blocks = rowBlocks
+        let activate = !(f is IdentityEpilogue)
+        setBLASThreads(1)
+        for image in 0..<(g.batch * g.group) {
+            let n = image / g.group, grp = image % g.group
+            let xg = x + (n * g.inChannels + grp * g.groupIn) * inPlane
+            NNParallel.run(blocks) { b in
+                g.im2colPanel(xg, 0, outPlane, col, xRanges, rows: (g.patch * b / blocks)..<(g.patch * (b + 1) / blocks))
+            }
+            NNParallel.run(blocks) { b in
+                let m0 = g.groupOut * b / blocks, rows = g.groupOut * (b + 1) / blocks - m0
+                let first = grp * g.groupOut + m0
+                let yc = y + (n * g.outChannels + first) * outPlane
+                if let residual {
+                    let rc = residual + (n * g.outChannels + first) * outPlane
+                    for m in 0..<rows {
+                        let bm = bias?[first + m] ?? 0
+                        for j in 0..<outPlane { yc[m * outPlane + j] = rc[m * outPlane + j] + bm }
+                    }
+                } else if let bias {
+                    for m in 0..<rows { (yc + m * outPlane).update(repeating: bias[first + m], count: outPlane) }
+                }
+                gemm(transA: false, transB: false, m: rows, n: outPlane, k: g.patch, alpha: 1,
+                     a: weight + first * g.patch, lda: g.patch, b: col, ldb: outPlane,
+                     beta: bias == nil && residual == nil ? 0 : 1, c: yc, ldc: outPlane)
+                if activate { applyEpilogue(f, yc, rows: rows, cols: outPlane, stride: outPlane) }
+            }
+        }
+        setBLASThreads(NNParallel.blasDefaultThreads)
+    }
+}
+
 extension ConvGeometry {
-    /// Columns `[q0, q0 + cols)` of one group's im2col matrix, stored `[patch, cols]`:
+    /// Columns `[q0, q0 + cols)` of one group's im2col matrix (its rows `rows`, all by
+    /// default), stored `[patch, cols]`:
     /// `col[(c * kH + ky) * kW + kx, q - q0] = x[c, oy*sH + ky*dH - padTop, ox*sW + kx*dW - padLeft]`
     /// with `q = oy * OW + ox` (0 outside the input). `xRanges` holds, per `kx`, the output
     /// columns `[lo, hi)` whose tap lands inside the row.
     func im2colPanel(_ x: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ col: UnsafeMutablePointer<Float>,
-                     _ xRanges: UnsafePointer<Int>) {
+                     _ xRanges: UnsafePointer<Int>, rows: Range<Int>? = nil) {
         let g = self
         let inPlane = g.inH * g.inW, ow = g.outW, sw = g.strideW
-        for r in 0..<g.patch {
+        for r in rows ?? 0..<g.patch {
             let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
             let lo = xRanges[2 * kx], hi = xRanges[2 * kx + 1]
             let offX = kx * g.dilationW - g.padLeft

@@ -190,6 +190,12 @@ final class ConvEpilogueTests: XCTestCase {
         check(g, act: nil, residual: false, bias: false)
         check(geometry(batch: 1, channels: 5, h: 3, w: 3, k: 1, stride: 1, pad: 0, depthwise: false, out: 131),
               act: .relu, residual: false)
+        // A deep 3x3 on a small plane: one im2col matrix shared by the cores, output channels split.
+        let deep = geometry(batch: 1, channels: 32, h: 9, w: 9, k: 3, stride: 1, pad: 1, depthwise: false, out: 70)
+        XCTAssertEqual(Conv2D(deep).rowBlocks, NNParallel.workers >= 2 && 70 >= 32 * NNParallel.workers ? NNParallel.workers : 1)
+        check(deep, act: .hardSwish, residual: true)
+        check(geometry(batch: 1, channels: 40, h: 10, w: 11, k: 3, stride: 2, pad: 1, depthwise: false, out: 67),
+              act: nil, residual: false, bias: false)
     }
 
     func testResidualWithoutBiasOnPointwiseAndIm2col() {
