@@ -178,6 +178,9 @@ final class ConvEpilogueTests: XCTestCase {
               act: nil, residual: false, bias: false)
         check(geometry(batch: 1, channels: 1, h: 7, w: 6, k: 5, stride: 1, pad: 0, depthwise: false, out: 9),
               act: .sigmoid, residual: true)
+        let squeeze = geometry(batch: 1, channels: 16, h: 19, w: 18, k: 3, stride: 1, pad: 1, depthwise: false, out: 64)
+        XCTAssertTrue(DirectSmallConv.handles(squeeze))
+        check(squeeze, act: .relu, residual: true)
         XCTAssertTrue(SmallPatchConv.prefers(m: 7, k: 1152))
         XCTAssertFalse(SmallPatchConv.prefers(m: 17, k: 33))
     }
