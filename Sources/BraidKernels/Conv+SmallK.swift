@@ -132,11 +132,14 @@ final class DirectSmallConv: @unchecked Sendable {
     private let offsets: UnsafeMutablePointer<Int>
 
     /// Stride 1 and a product `SmallPatchConv` prefers, or one of at most 64 output channels
-    /// over at most 160 (SqueezeNet's 3x3 16->64 at 55x55: 1.06 -> 0.77 ms here; at 288 and
-    /// beyond, im2col + GEMM was as fast or faster).
+    /// over at most 160 (SqueezeNet's 3x3 16->64 at 55x55: 1.06 -> 0.77 ms here; with 128 and
+    /// 256 channels over 288 and 576, im2col + GEMM was as fast or faster), or of at most 32
+    /// over at most 1152 (DenseNet-121's 3x3 128->32: 0.50 -> 0.28 ms at 14x14, 0.24 -> 0.08
+    /// at 7x7, even at 56x56).
     static func handles(_ g: ConvGeometry) -> Bool {
         g.strideH == 1 && g.strideW == 1 && Conv2D.methodOf(g) == .im2col
-            && (SmallPatchConv.prefers(m: g.groupOut, k: g.patch) || (g.groupOut <= 64 && g.patch <= 160))
+            && (SmallPatchConv.prefers(m: g.groupOut, k: g.patch) || (g.groupOut <= 64 && g.patch <= 160)
+                || (g.groupOut <= 32 && g.patch <= 1152))
     }
 
     /// Output rows narrower than a register tile (fer's 4x4 head) are computed as one run over

@@ -181,6 +181,9 @@ final class ConvEpilogueTests: XCTestCase {
         let squeeze = geometry(batch: 1, channels: 16, h: 19, w: 18, k: 3, stride: 1, pad: 1, depthwise: false, out: 64)
         XCTAssertTrue(DirectSmallConv.handles(squeeze))
         check(squeeze, act: .relu, residual: true)
+        let dense = geometry(batch: 2, channels: 128, h: 7, w: 7, k: 3, stride: 1, pad: 1, depthwise: false, out: 32)
+        XCTAssertTrue(DirectSmallConv.handles(dense))
+        check(dense, act: nil, residual: false)
         XCTAssertTrue(SmallPatchConv.prefers(m: 7, k: 1152))
         XCTAssertFalse(SmallPatchConv.prefers(m: 17, k: 33))
     }
