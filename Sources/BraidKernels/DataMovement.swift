@@ -259,17 +259,25 @@ public struct ConcatCopy: Sendable {
         rowBytes = runBytes.reduce(0, +)
     }
 
-    /// Copies the inputs, one pointer per entry of `axisSizes`, into `dst`.
+    /// Copies the inputs, one pointer per entry of `axisSizes`, into `dst`. The output's bytes
+    /// are cut into equal ranges over the cores whatever `outer` is (a channel concatenation of
+    /// one image has `outer` 1).
     public func run(_ sources: [UnsafeRawPointer], _ dst: UnsafeMutableRawPointer) {
-        let chunks = outer * rowBytes >= parallelCopyThreshold * 4 ? min(outer, dataMovementWorkers * 4) : 1
+        let total = outer * rowBytes
+        let chunks = total >= parallelCopyThreshold * 4 ? dataMovementWorkers : 1
         forEachChunk(chunks) { c in
-            for o in chunkRange(c, of: chunks, total: outer) {
-                var d = dst + o * rowBytes
+            let range = chunkRange(c, of: chunks, total: total)
+            guard !range.isEmpty else { return }
+            var o = range.lowerBound / rowBytes
+            var at = o * rowBytes
+            while at < range.upperBound {
                 for (i, src) in sources.enumerated() {
                     let n = runBytes[i]
-                    if n > 0 { d.copyMemory(from: src + o * n, byteCount: n) }
-                    d += n
+                    let lo = max(at, range.lowerBound), hi = min(at + n, range.upperBound)
+                    if hi > lo { (dst + lo).copyMemory(from: src + o * n + (lo - at), byteCount: hi - lo) }
+                    at += n
                 }
+                o += 1
             }
         }
     }

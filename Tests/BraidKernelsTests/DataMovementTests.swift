@@ -61,6 +61,24 @@ final class DataMovementTests: XCTestCase {
         XCTAssertEqual(y.floatArray, [1, 3, 4, 2, 5, 6])
     }
 
+    /// Large enough to be cut over the cores: one row (a channel concatenation of one image)
+    /// and several odd-sized rows, so chunk edges fall inside runs; against a plain loop.
+    func testConcatCopySplitsLargeCopiesAcrossCores() {
+        for (outer, sizes) in [(1, [70_001, 3, 90_000]), (3, [40_000, 1, 65_537])] {
+            let inputs = sizes.enumerated().map { i, n in
+                Tensor(shape: [outer, n], floats: (0..<(outer * n)).map { Float($0 * 3 + i) })
+            }
+            let y = Tensor(zeros: [outer, sizes.reduce(0, +)])
+            ConcatCopy(outer: outer, inner: 1, axisSizes: sizes, elementSize: 4)
+                .run(inputs.map { UnsafeRawPointer($0.buffer.raw) }, y.buffer.raw)
+            var expected: [Float] = []
+            for o in 0..<outer {
+                for (i, n) in sizes.enumerated() { expected += inputs[i].floatArray[(o * n)..<((o + 1) * n)] }
+            }
+            XCTAssertEqual(y.floatArray, expected, "outer \(outer)")
+        }
+    }
+
     func testGatherCopyNegativeAndOutOfRange() {
         let x = Tensor(shape: [2, 3], floats: [1, 2, 3, 4, 5, 6])
         let idx = Tensor(shape: [3], ints: [-1, 0, 7])
