@@ -46,6 +46,21 @@ public struct SearchRecord: Codable, Sendable {
     public var chosenFitness: Double
     /// Wall time of the whole search, replayed evaluations of an interrupted one included.
     public var totalSeconds: Double
+    /// What the prefix caches did (nil without them, and in records written before).
+    public var prefixReuse: PrefixReuse?
+}
+
+/// Work the frozen-prefix caches of a search did and saved, for its training subset and its
+/// validation split: images run through a whole prefix (`computed`), images whose prefix
+/// output was derived from a shallower cached cut (`derived`), and activations served from
+/// the cache (`served`, one per image and cut).
+public struct PrefixReuse: Codable, Sendable, Equatable {
+    public var trainComputed: Int
+    public var trainDerived: Int
+    public var trainServed: Int
+    public var validationComputed: Int
+    public var validationDerived: Int
+    public var validationServed: Int
 }
 
 /// The state of a search in progress (`search-progress.json`), replayed on resume.
@@ -71,6 +86,9 @@ public final class LayerSearch {
     /// on pretrained weights and the (fixed) search subset, so schemes that freeze the same
     /// prefix reuse it.
     public let prefixCache: PrefixCache?
+    /// The same for the validation split's images, through which schemes are scored (each
+    /// of the two caches keeps up to `training.cacheMB` in memory).
+    public let validationPrefixCache: PrefixCache?
 
     /// `training` configures each short fine-tune (its epochs are replaced by `options.epochs`).
     public init(models: [SourceModel], classes: [String], training: TrainOptions, options: SearchOptions) throws {
@@ -85,6 +103,7 @@ public final class LayerSearch {
         self.training = t
         self.options = options
         prefixCache = t.prefixCache ? PrefixCache(megabytes: t.cacheMB) : nil
+        validationPrefixCache = t.prefixCache ? PrefixCache(megabytes: t.cacheMB) : nil
     }
 
     public var unitCounts: [Int] { models.map(\.units.count) }
@@ -108,6 +127,7 @@ public final class LayerSearch {
                                   options: training, runDir: workDir, prefixCache: prefixCache)
         tuner.quiet = true
         tuner.scoringOnly = true
+        tuner.validationPrefixCache = validationPrefixCache
         try tuner.train(train: train, validation: validation, resume: false)
         guard let last = tuner.history.last else { throw TrainingError("the short fine-tune ran no epoch") }
         return last.validationAccuracy
@@ -151,11 +171,19 @@ public final class LayerSearch {
                                   evaluations: result.evaluations, globalBest: result.globalBest,
                                   trajectory: result.trajectory, cacheHits: result.cacheHits,
                                   chosenScheme: result.bestScheme, chosenFitness: result.bestFitness,
-                                  totalSeconds: result.seconds + replayedTime)
+                                  totalSeconds: result.seconds + replayedTime, prefixReuse: prefixReuse)
         try writeAtomically(try Self.encoder.encode(record), to: runDir + "/search.json")
         try writeAtomically(Data(searchChart(record, names: models.map(\.name)).utf8), to: runDir + "/search.svg")
         try? FileManager.default.removeItem(atPath: progressPath)
         return record
+    }
+
+    /// The prefix caches' counts so far (nil when caching is off).
+    public var prefixReuse: PrefixReuse? {
+        guard let t = prefixCache, let v = validationPrefixCache else { return nil }
+        return PrefixReuse(trainComputed: t.imagesComputed, trainDerived: t.imagesDerived, trainServed: t.hits,
+                           validationComputed: v.imagesComputed, validationDerived: v.imagesDerived,
+                           validationServed: v.hits)
     }
 
     static var encoder: JSONEncoder {
