@@ -23,8 +23,9 @@ public final class PrefixCache {
         case disk(offset: UInt64, count: Int)
     }
 
-    /// In-memory budget in bytes.
+    /// In-memory budget in bytes (shared with the caches made `sharingBudgetWith` this one).
     public let budget: Int
+    /// Bytes this cache holds in memory.
     public private(set) var bytesInMemory = 0
     public private(set) var bytesSpilled = 0
     public private(set) var hits = 0
@@ -44,10 +45,24 @@ public final class PrefixCache {
     /// (the system's temporary directory by default), removed when the cache goes away.
     public init(megabytes: Int = 2048, spillDirectory: String = NSTemporaryDirectory()) {
         budget = max(0, megabytes) << 20
+        pool = Pool()
         spillPath = spillDirectory + "/braid-prefix-\(UUID().uuidString).bin"
     }
 
+    /// A cache (for other images, e.g. a validation split) whose in-memory activations count
+    /// against `other`'s budget: together the two keep at most that budget in memory.
+    public init(sharingBudgetWith other: PrefixCache, spillDirectory: String = NSTemporaryDirectory()) {
+        budget = other.budget
+        pool = other.pool
+        spillPath = spillDirectory + "/braid-prefix-\(UUID().uuidString).bin"
+    }
+
+    /// Bytes in memory over every cache sharing one budget.
+    final class Pool { var bytes = 0 }
+    private let pool: Pool
+
     deinit {
+        pool.bytes -= bytesInMemory
         try? spill?.close()
         try? FileManager.default.removeItem(atPath: spillPath)
     }
@@ -90,9 +105,10 @@ public final class PrefixCache {
     public func store(member: String, cut: String, index: Int, from: UnsafePointer<Float>, count: Int) throws {
         let key = Key(member: member, cut: cut, index: index)
         guard entries[key] == nil else { return }
-        if bytesInMemory + count * 4 <= budget {
+        if pool.bytes + count * 4 <= budget {
             entries[key] = .memory(Array(UnsafeBufferPointer(start: from, count: count)))
             bytesInMemory += count * 4
+            pool.bytes += count * 4
             return
         }
         if spill == nil {

@@ -48,6 +48,9 @@ public struct SearchRecord: Codable, Sendable {
     public var totalSeconds: Double
     /// What the prefix caches did (nil without them, and in records written before).
     public var prefixReuse: PrefixReuse?
+    /// CPU seconds (user + system, all threads) this process spent in the search, replayed
+    /// evaluations excluded: less sensitive than wall time to other work on the machine.
+    public var cpuSeconds: Double?
 }
 
 /// Work the frozen-prefix caches of a search did and saved, for its training subset and its
@@ -86,8 +89,8 @@ public final class LayerSearch {
     /// on pretrained weights and the (fixed) search subset, so schemes that freeze the same
     /// prefix reuse it.
     public let prefixCache: PrefixCache?
-    /// The same for the validation split's images, through which schemes are scored (each
-    /// of the two caches keeps up to `training.cacheMB` in memory).
+    /// The same for the validation split's images, through which schemes are scored; it
+    /// shares `prefixCache`'s in-memory budget (`training.cacheMB`).
     public let validationPrefixCache: PrefixCache?
 
     /// `training` configures each short fine-tune (its epochs are replaced by `options.epochs`).
@@ -103,7 +106,7 @@ public final class LayerSearch {
         self.training = t
         self.options = options
         prefixCache = t.prefixCache ? PrefixCache(megabytes: t.cacheMB) : nil
-        validationPrefixCache = t.prefixCache ? PrefixCache(megabytes: t.cacheMB) : nil
+        validationPrefixCache = prefixCache.map { PrefixCache(sharingBudgetWith: $0) }
     }
 
     public var unitCounts: [Int] { models.map(\.units.count) }
@@ -118,7 +121,9 @@ public final class LayerSearch {
 
     /// The fitness of one scheme: ensemble validation accuracy after `options.epochs` epochs
     /// of collaborative fine-tuning of fresh copies of the members, frozen to `scheme`.
-    /// `workDir` is the short run's directory, removed afterwards.
+    /// `workDir` is the short run's directory, removed afterwards. Every call on one search
+    /// must pass the same `train` and `validation` datasets: the prefix caches are keyed by
+    /// their image indices.
     public func fitness(of scheme: [Int], train: any ImageDataset, validation: any ImageDataset,
                         workDir: String) throws -> Double {
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
@@ -139,6 +144,7 @@ public final class LayerSearch {
     public func run(train: any ImageDataset, validation: any ImageDataset, runDir: String,
                     onEvaluation: (SchemeEvaluation) throws -> Void = { _ in }) throws -> SearchRecord {
         let swarm = try ParticleSwarm(upperBounds: unitCounts, options: options.swarm)
+        let cpuAtStart = processCPUSeconds()
         let subset = try searchSubset(of: train)
         let progressPath = runDir + "/search-progress.json"
         let names = models.map(\.path)
@@ -171,7 +177,8 @@ public final class LayerSearch {
                                   evaluations: result.evaluations, globalBest: result.globalBest,
                                   trajectory: result.trajectory, cacheHits: result.cacheHits,
                                   chosenScheme: result.bestScheme, chosenFitness: result.bestFitness,
-                                  totalSeconds: result.seconds + replayedTime, prefixReuse: prefixReuse)
+                                  totalSeconds: result.seconds + replayedTime, prefixReuse: prefixReuse,
+                                  cpuSeconds: processCPUSeconds() - cpuAtStart)
         try writeAtomically(try Self.encoder.encode(record), to: runDir + "/search.json")
         try writeAtomically(Data(searchChart(record, names: models.map(\.name)).utf8), to: runDir + "/search.svg")
         try? FileManager.default.removeItem(atPath: progressPath)
@@ -207,6 +214,14 @@ public final class LayerSearch {
             throw TrainingError("\(path): unreadable search record (\(error))")
         }
     }
+}
+
+/// User plus system CPU seconds of this process so far, all threads.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 extension SourceModel {

@@ -83,4 +83,31 @@ final class PrefixBridgeTests: XCTestCase {
             XCTAssertGreaterThan(plain.accuracy, 0.2)
         }
     }
+
+    func testCachesSharingABudgetKeepAtMostItInMemory() throws {
+        let train = PrefixCache(megabytes: 1)
+        var validation: PrefixCache? = PrefixCache(sharingBudgetWith: train)
+        let big = (0..<200_000).map { Float($0) }, other = (0..<200_000).map { -Float($0) }
+        try train.store(member: "m", cut: "c", index: 0, from: big, count: big.count)
+        try validation!.store(member: "m", cut: "c", index: 0, from: other, count: other.count)
+        XCTAssertEqual(train.bytesInMemory, 800_000)
+        XCTAssertEqual(validation!.bytesInMemory, 0, "the shared megabyte is taken")
+        XCTAssertEqual(validation!.bytesSpilled, 800_000)
+        var out = [Float](repeating: 0, count: other.count)
+        XCTAssertTrue(validation!.lookup(member: "m", cut: "c", index: 0, into: &out, count: out.count))
+        XCTAssertEqual(out, other)
+        XCTAssertTrue(train.lookup(member: "m", cut: "c", index: 0, into: &out, count: out.count))
+        XCTAssertEqual(out, big)
+        // A cache that goes away gives its share back.
+        let third = PrefixCache(sharingBudgetWith: train)
+        var fourth: PrefixCache? = PrefixCache(sharingBudgetWith: train)
+        let small = [Float](repeating: 2, count: 50_000)
+        try fourth!.store(member: "m", cut: "c", index: 0, from: small, count: small.count)
+        try third.store(member: "m", cut: "c", index: 0, from: small, count: small.count)
+        XCTAssertEqual(fourth!.bytesInMemory, 200_000)
+        XCTAssertEqual(third.bytesInMemory, 0)
+        fourth = nil
+        try third.store(member: "m", cut: "c", index: 1, from: small, count: small.count)
+        XCTAssertEqual(third.bytesInMemory, 200_000)
+    }
 }
