@@ -240,6 +240,9 @@ public final class Finetuner {
 
     /// The prefix cache in use (nil when caching is off).
     public let prefixCache: PrefixCache?
+    /// With `scoringOnly`: a prefix cache for the validation split's images, through which
+    /// members with a cached frozen prefix are scored (nil: scored on whole graphs).
+    public var validationPrefixCache: PrefixCache?
 
     /// `depths[j]` is member j's freeze depth. `prefixCache` is shared with other fine-tunes
     /// on the same training data and pretrained weights; without one, a private cache is
@@ -413,7 +416,8 @@ public final class Finetuner {
             let seconds = Date().timeIntervalSince(t0)
             if scoringOnly && epoch + 1 < options.epochs { continue }
             let val = scoringOnly
-                ? (ensemble: try evaluateEnsemble(on: validation), members: [Evaluation]())
+                ? (ensemble: try validationPrefixCache.map { try evaluateEnsemble(on: validation, prefixCache: $0) }
+                       ?? evaluateEnsemble(on: validation), members: [Evaluation]())
                 : try evaluateMembers(on: validation)
             history.append(EpochRecord(epoch: epoch + 1, lr: rate, trainLoss: tally.lossSum / Double(max(tally.batches, 1)),
                                        trainAccuracy: Double(tally.correct) / Double(max(tally.seen, 1)),

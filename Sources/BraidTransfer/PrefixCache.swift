@@ -23,12 +23,20 @@ public final class PrefixCache {
         case disk(offset: UInt64, count: Int)
     }
 
-    /// In-memory budget in bytes.
+    /// In-memory budget in bytes (shared with the caches made `sharingBudgetWith` this one).
     public let budget: Int
+    /// Bytes this cache holds in memory.
     public private(set) var bytesInMemory = 0
     public private(set) var bytesSpilled = 0
     public private(set) var hits = 0
     public private(set) var misses = 0
+    /// Images run through a whole frozen prefix, and images whose prefix output was derived
+    /// from a shallower cached cut by running only the layers between.
+    public internal(set) var imagesComputed = 0
+    public internal(set) var imagesDerived = 0
+    /// The prefixes staged so far, per member: the values each computes from the image and
+    /// its cuts with their per-image shapes (deeper prefixes of the member start from them).
+    var staged: [String: [(data: Set<String>, cuts: [String: [Int]])]] = [:]
     private var entries: [Key: Entry] = [:]
     private let spillPath: String
     private var spill: FileHandle?
@@ -37,10 +45,24 @@ public final class PrefixCache {
     /// (the system's temporary directory by default), removed when the cache goes away.
     public init(megabytes: Int = 2048, spillDirectory: String = NSTemporaryDirectory()) {
         budget = max(0, megabytes) << 20
+        pool = Pool()
         spillPath = spillDirectory + "/braid-prefix-\(UUID().uuidString).bin"
     }
 
+    /// A cache (for other images, e.g. a validation split) whose in-memory activations count
+    /// against `other`'s budget: together the two keep at most that budget in memory.
+    public init(sharingBudgetWith other: PrefixCache, spillDirectory: String = NSTemporaryDirectory()) {
+        budget = other.budget
+        pool = other.pool
+        spillPath = spillDirectory + "/braid-prefix-\(UUID().uuidString).bin"
+    }
+
+    /// Bytes in memory over every cache sharing one budget.
+    final class Pool { var bytes = 0 }
+    private let pool: Pool
+
     deinit {
+        pool.bytes -= bytesInMemory
         try? spill?.close()
         try? FileManager.default.removeItem(atPath: spillPath)
     }
@@ -83,9 +105,10 @@ public final class PrefixCache {
     public func store(member: String, cut: String, index: Int, from: UnsafePointer<Float>, count: Int) throws {
         let key = Key(member: member, cut: cut, index: index)
         guard entries[key] == nil else { return }
-        if bytesInMemory + count * 4 <= budget {
+        if pool.bytes + count * 4 <= budget {
             entries[key] = .memory(Array(UnsafeBufferPointer(start: from, count: count)))
             bytesInMemory += count * 4
+            pool.bytes += count * 4
             return
         }
         if spill == nil {
@@ -111,6 +134,8 @@ struct PrefixSplit {
     var prefix: Graph
     var suffix: Graph
     var cuts: [String]
+    /// The values the prefix computes from the image (the image included).
+    var data: Set<String>
 
     /// Splits `graph` (fed by `input`) into the nodes that depend on a `trainable` parameter
     /// and the data-dependent ones that do not. Nil when nothing frozen reads the image (the
@@ -147,23 +172,44 @@ struct PrefixSplit {
                                                  initializers: graph.initializers, nodes: prefixNodes))
         let suffix = Graph(name: graph.name + ".suffix", inputs: cuts.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
                            outputs: graph.outputs, initializers: graph.initializers, nodes: suffixNodes)
-        return PrefixSplit(prefix: prefix, suffix: suffix, cuts: cuts)
+        return PrefixSplit(prefix: prefix, suffix: suffix, cuts: cuts, data: data)
     }
 }
 
 /// A member's frozen prefix, compiled for one batch shape, and where its outputs are cached.
+///
+/// When the cache already holds a shallower prefix of the same member, the stage also
+/// compiles the layers between that prefix's cuts and its own (`bridge`) and computes its
+/// outputs from the cached shallower ones; the same kernels on the same values give the
+/// same floats as the whole prefix.
 final class PrefixStage {
     let member: String
+    let split: PrefixSplit
+    let input: String
     let cuts: [String]
+    /// The values the prefix computes from the image; its nodes are those producing them.
+    let data: Set<String>
     let plan: Plan
     /// The prefix's planned output per cut, and its floats per image.
     let outputs: [Tensor]
     let perImage: [Int]
     let cache: PrefixCache
+    let bridge: Bridge?
+
+    /// The layers between a shallower cached prefix's cuts (`from`, the plan's inputs) and
+    /// this prefix's cuts that the shallower one does not have (`to`, the plan's outputs).
+    struct Bridge {
+        let plan: Plan
+        let from: [(name: String, slot: Tensor, perImage: Int)]
+        let to: [(name: String, value: Tensor, perImage: Int)]
+    }
 
     init(member: String, split: PrefixSplit, input: String, batchShape: [Int], cache: PrefixCache) throws {
         self.member = member
+        self.split = split
+        self.input = input
         cuts = split.cuts
+        data = split.data
         let executor = Executor(graph: split.prefix)
         let plan = try executor.plan(for: [input: (batchShape, .float32)])
         self.plan = plan
@@ -176,36 +222,93 @@ final class PrefixStage {
         }
         perImage = outputs.map { $0.count / batchShape[0] }
         self.cache = cache
+        let known = cache.staged[member] ?? []
+        let base = known.filter { $0.data.isStrictSubset(of: split.data) }.max { $0.data.count < $1.data.count }
+        bridge = base.flatMap { try? Self.bridge(split: split, from: $0, batch: batchShape[0]) }
+        let shapes = Dictionary(uniqueKeysWithValues: zip(cuts, outputs.map { Array($0.shape.dropFirst()) }))
+        if !known.contains(where: { $0.data == split.data }) {
+            cache.staged[member, default: []].append((split.data, shapes))
+        }
+    }
+
+    /// The layers of `split`'s prefix past a shallower prefix of the same member (its data
+    /// values, and its cuts with per-image shapes), planned for `batch` images. Nil when
+    /// nothing lies between.
+    static func bridge(split: PrefixSplit, from base: (data: Set<String>, cuts: [String: [Int]]),
+                       batch: Int) throws -> Bridge? {
+        let from = base.cuts
+        let new = split.cuts.filter { from[$0] == nil }
+        if new.isEmpty { return nil }
+        // The nodes this prefix has beyond the shallower one read, of its values, only its
+        // cuts: any other value they read would have crossed the shallower cut too.
+        let nodes = split.prefix.nodes.filter { !$0.outputs.contains(where: base.data.contains) }
+        let read = Set(nodes.flatMap(\.inputs))
+        let inputs = from.keys.filter { read.contains($0) }.sorted()
+        let graph = Passes.removeDeadCode(Graph(
+            name: split.prefix.name + ".bridge",
+            inputs: inputs.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
+            outputs: new.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
+            initializers: split.prefix.initializers, nodes: nodes))
+        let plan = try Executor(graph: graph).plan(for: Dictionary(uniqueKeysWithValues: inputs.map {
+            ($0, ([batch] + from[$0]!, DType.float32))
+        }))
+        let slots = try inputs.map { name in
+            guard let t = plan.inputs.first(where: { $0.name == name })?.tensor else {
+                throw TrainingError("bridge input '\(name)' was not planned")
+            }
+            return (name: name, slot: t, perImage: t.count / batch)
+        }
+        let outs = try new.map { name in
+            guard let t = plan.outputs.first(where: { $0.name == name })?.tensor, t.shape.first == batch else {
+                throw TrainingError("bridge output '\(name)' was not planned")
+            }
+            return (name: name, value: t, perImage: t.count / batch)
+        }
+        return Bridge(plan: plan, from: slots, to: outs)
     }
 
     /// The cut values' shapes for the planned batch, as suffix feeds.
     var cutShapes: [String: [Int]] { Dictionary(uniqueKeysWithValues: zip(cuts, outputs.map(\.shape))) }
 
     /// Fills `slots` (the suffix's inputs, by name) with the prefix's outputs for the batch's
-    /// images: from the cache when every one is there, else by running the prefix on
-    /// `images` and caching the result.
+    /// images: from the cache when every one is there, else by computing them first (which
+    /// caches them).
     func fill(_ slots: [(name: String, tensor: Tensor)], images: Tensor, indices: [Int]) throws {
         let targets = cuts.map { cut in slots.first { $0.name == cut }!.tensor }
-        var all = true
-        search: for (k, cut) in cuts.enumerated() {
-            for (r, index) in indices.enumerated() {
-                let n = perImage[k]
-                if !cache.lookup(member: member, cut: cut, index: index, into: targets[k].floats + r * n, count: n) {
-                    all = false
-                    break search
-                }
-            }
-        }
-        if all { return }
+        if lookup(into: targets, indices: indices) { return }
         try compute(images: images, indices: indices)
-        for k in cuts.indices {
-            targets[k].buffer.raw.copyMemory(from: outputs[k].buffer.raw, byteCount: outputs[k].count * 4)
+        guard lookup(into: targets, indices: indices) else {
+            throw TrainingError("the prefix cache lost the activations it just stored")
         }
     }
 
-    /// Runs the prefix on the first `indices.count` images of `images` (at most the planned
-    /// batch) and caches their outputs, unless all of them are cached already.
+    /// Copies every cut's cached value for `indices` into rows of `targets`; false at the
+    /// first one missing.
+    private func lookup(into targets: [Tensor], indices: [Int]) -> Bool {
+        for (k, cut) in cuts.enumerated() {
+            let n = perImage[k]
+            for (r, index) in indices.enumerated() {
+                if !cache.lookup(member: member, cut: cut, index: index, into: targets[k].floats + r * n, count: n) {
+                    return false
+                }
+            }
+        }
+        return true
+    }
+
+    /// Computes and caches the prefix's outputs for the first `indices.count` images of
+    /// `images` (at most the planned batch): through the bridge when the shallower prefix's
+    /// outputs for all of them are cached, else through the whole prefix.
     func compute(images: Tensor, indices: [Int]) throws {
+        if let bridge, derive(bridge, indices: indices) {
+            for (name, value, m) in bridge.to {
+                for (r, index) in indices.enumerated() {
+                    try cache.store(member: member, cut: name, index: index, from: value.floats + r * m, count: m)
+                }
+            }
+            cache.imagesDerived += indices.count
+            return
+        }
         let x = plan.inputs[0].tensor
         let n = indices.count
         let perInput = x.count / x.shape[0]
@@ -218,11 +321,25 @@ final class PrefixStage {
                 try cache.store(member: member, cut: cut, index: index, from: out.floats + r * m, count: m)
             }
         }
+        cache.imagesComputed += n
+    }
+
+    /// Runs the bridge on the cached shallower outputs of `indices`; false when one is missing.
+    private func derive(_ bridge: Bridge, indices: [Int]) -> Bool {
+        for (name, slot, m) in bridge.from {
+            for (r, index) in indices.enumerated() {
+                guard cache.contains(member: member, cut: name, index: index),
+                      cache.lookup(member: member, cut: name, index: index, into: slot.floats + r * m, count: m) else {
+                    return false
+                }
+            }
+        }
+        bridge.plan.execute()
+        return true
     }
 
     /// True when every image of `indices` has every cut value cached.
     func isCached(_ indices: [Int]) -> Bool {
         cuts.allSatisfy { cut in indices.allSatisfy { cache.contains(member: member, cut: cut, index: $0) } }
     }
-
 }

@@ -46,6 +46,24 @@ public struct SearchRecord: Codable, Sendable {
     public var chosenFitness: Double
     /// Wall time of the whole search, replayed evaluations of an interrupted one included.
     public var totalSeconds: Double
+    /// What the prefix caches did (nil without them, and in records written before).
+    public var prefixReuse: PrefixReuse?
+    /// CPU seconds (user + system, all threads) this process spent in the search, replayed
+    /// evaluations excluded: less sensitive than wall time to other work on the machine.
+    public var cpuSeconds: Double?
+}
+
+/// Work the frozen-prefix caches of a search did and saved, for its training subset and its
+/// validation split: images run through a whole prefix (`computed`), images whose prefix
+/// output was derived from a shallower cached cut (`derived`), and activations served from
+/// the cache (`served`, one per image and cut).
+public struct PrefixReuse: Codable, Sendable, Equatable {
+    public var trainComputed: Int
+    public var trainDerived: Int
+    public var trainServed: Int
+    public var validationComputed: Int
+    public var validationDerived: Int
+    public var validationServed: Int
 }
 
 /// The state of a search in progress (`search-progress.json`), replayed on resume.
@@ -71,6 +89,9 @@ public final class LayerSearch {
     /// on pretrained weights and the (fixed) search subset, so schemes that freeze the same
     /// prefix reuse it.
     public let prefixCache: PrefixCache?
+    /// The same for the validation split's images, through which schemes are scored; it
+    /// shares `prefixCache`'s in-memory budget (`training.cacheMB`).
+    public let validationPrefixCache: PrefixCache?
 
     /// `training` configures each short fine-tune (its epochs are replaced by `options.epochs`).
     public init(models: [SourceModel], classes: [String], training: TrainOptions, options: SearchOptions) throws {
@@ -85,6 +106,7 @@ public final class LayerSearch {
         self.training = t
         self.options = options
         prefixCache = t.prefixCache ? PrefixCache(megabytes: t.cacheMB) : nil
+        validationPrefixCache = prefixCache.map { PrefixCache(sharingBudgetWith: $0) }
     }
 
     public var unitCounts: [Int] { models.map(\.units.count) }
@@ -99,7 +121,9 @@ public final class LayerSearch {
 
     /// The fitness of one scheme: ensemble validation accuracy after `options.epochs` epochs
     /// of collaborative fine-tuning of fresh copies of the members, frozen to `scheme`.
-    /// `workDir` is the short run's directory, removed afterwards.
+    /// `workDir` is the short run's directory, removed afterwards. Every call on one search
+    /// must pass the same `train` and `validation` datasets: the prefix caches are keyed by
+    /// their image indices.
     public func fitness(of scheme: [Int], train: any ImageDataset, validation: any ImageDataset,
                         workDir: String) throws -> Double {
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
@@ -108,6 +132,7 @@ public final class LayerSearch {
                                   options: training, runDir: workDir, prefixCache: prefixCache)
         tuner.quiet = true
         tuner.scoringOnly = true
+        tuner.validationPrefixCache = validationPrefixCache
         try tuner.train(train: train, validation: validation, resume: false)
         guard let last = tuner.history.last else { throw TrainingError("the short fine-tune ran no epoch") }
         return last.validationAccuracy
@@ -119,6 +144,7 @@ public final class LayerSearch {
     public func run(train: any ImageDataset, validation: any ImageDataset, runDir: String,
                     onEvaluation: (SchemeEvaluation) throws -> Void = { _ in }) throws -> SearchRecord {
         let swarm = try ParticleSwarm(upperBounds: unitCounts, options: options.swarm)
+        let cpuAtStart = processCPUSeconds()
         let subset = try searchSubset(of: train)
         let progressPath = runDir + "/search-progress.json"
         let names = models.map(\.path)
@@ -151,11 +177,20 @@ public final class LayerSearch {
                                   evaluations: result.evaluations, globalBest: result.globalBest,
                                   trajectory: result.trajectory, cacheHits: result.cacheHits,
                                   chosenScheme: result.bestScheme, chosenFitness: result.bestFitness,
-                                  totalSeconds: result.seconds + replayedTime)
+                                  totalSeconds: result.seconds + replayedTime, prefixReuse: prefixReuse,
+                                  cpuSeconds: processCPUSeconds() - cpuAtStart)
         try writeAtomically(try Self.encoder.encode(record), to: runDir + "/search.json")
         try writeAtomically(Data(searchChart(record, names: models.map(\.name)).utf8), to: runDir + "/search.svg")
         try? FileManager.default.removeItem(atPath: progressPath)
         return record
+    }
+
+    /// The prefix caches' counts so far (nil when caching is off).
+    public var prefixReuse: PrefixReuse? {
+        guard let t = prefixCache, let v = validationPrefixCache else { return nil }
+        return PrefixReuse(trainComputed: t.imagesComputed, trainDerived: t.imagesDerived, trainServed: t.hits,
+                           validationComputed: v.imagesComputed, validationDerived: v.imagesDerived,
+                           validationServed: v.hits)
     }
 
     static var encoder: JSONEncoder {
@@ -179,6 +214,14 @@ public final class LayerSearch {
             throw TrainingError("\(path): unreadable search record (\(error))")
         }
     }
+}
+
+/// User plus system CPU seconds of this process so far, all threads.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 extension SourceModel {

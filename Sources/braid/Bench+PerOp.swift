@@ -1,16 +1,20 @@
 import BraidGraph
+import BraidKernels
 import BraidTensor
 import Dispatch
 import Foundation
 
 /// The `--per-op` report: time per op type, then per convolution shape with GFLOP/s, and for
 /// memory-bound steps (depthwise convolutions, pooling, element-wise) GB/s beside the rate of
-/// a plain two-thread memory copy measured in the same run.
+/// a plain two-thread memory copy measured in the same run. Each convolution that is not
+/// depthwise is set beside a bare sgemm of its GEMM shape (`GEMMShape`) timed in the same run;
+/// that comparison takes the best run of each, which other work on the machine disturbs least.
 struct PerOpReport {
     let graph: Graph
     let plan: Plan
-    /// Milliseconds per step summed over `runs` runs.
+    /// Milliseconds per step summed over `runs` runs, and each step's fastest run.
     let times: [Double]
+    let best: [Double]
     let runs: Int
 
     func print() {
@@ -23,28 +27,52 @@ struct PerOpReport {
                         + String(format: " %9.3f ms  %5.1f%%", t / Double(runs), 100 * t / total))
         }
         let copyRate = PerOpReport.copyRate()
-        var rows: [String: (ms: Double, flops: Double, bytes: Double, count: Int, memoryBound: Bool)] = [:]
+        var rows: [String: (ms: Double, bestMS: Double, flops: Double, bytes: Double, count: Int, memoryBound: Bool,
+                            gemm: GEMMShape?)] = [:]
         let nodes = Dictionary(graph.nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (i, s) in plan.steps.enumerated() {
             guard let node = nodes[s.node], let key = describe(node) else { continue }
-            var r = rows[key.label] ?? (0, 0, 0, 0, key.memoryBound)
-            r.ms += times[i] / Double(runs); r.flops += key.flops; r.bytes += key.bytes; r.count += 1
+            var r = rows[key.label] ?? (0, 0, 0, 0, 0, key.memoryBound, key.gemm)
+            r.ms += times[i] / Double(runs); r.bestMS += best[i]; r.flops += key.flops; r.bytes += key.bytes; r.count += 1
             rows[key.label] = r
         }
-        Swift.print(String(format: "per shape (memory copy: %.1f GB/s read+write, 2 threads):", copyRate))
+        Swift.print(String(format: "per shape (memory copy: %.1f GB/s read+write, 2 threads; sgemm: a bare gemm of the convolution's [M, K] x [K, N] per group, OpenBLAS on %d threads, best run of each):",
+                           copyRate, blasThreads()))
+        var sgemm: [GEMMShape: Double] = [:]
+        var below: [String] = []
         for (label, r) in rows.sorted(by: { $0.value.ms > $1.value.ms }) {
             let seconds = r.ms / 1000
             var rate = r.flops > 0 ? String(format: "%6.1f GFLOP/s  ", r.flops / seconds / 1e9) : ""
             if r.memoryBound {
                 rate += String(format: "%6.1f GB/s (%3.0f%% of copy)", r.bytes / seconds / 1e9, 100 * r.bytes / seconds / 1e9 / copyRate)
+            } else if let g = r.gemm, r.flops > 0 {
+                if g.floats * 4 > PerOpReport.maxSGEMMBytes {
+                    rate += "sgemm \(g.label): operands over 2 GB, not timed"
+                } else {
+                    let peak = sgemm[g] ?? g.sgemmRate()
+                    sgemm[g] = peak
+                    let conv = r.flops / (r.bestMS / 1000) / 1e9, percent = 100 * conv / peak
+                    rate += String(format: "best %6.1f vs sgemm %6.1f GFLOP/s (%3.0f%% of sgemm) %@", conv, peak, percent, g.label)
+                    if percent < 80 { below.append(label) }
+                }
             }
             Swift.print("  " + label.padding(toLength: max(label.count, 58), withPad: " ", startingAt: 0)
                         + String(format: " x%-3d %8.3f ms  ", r.count, r.ms) + rate)
         }
+        if !sgemm.isEmpty {
+            let rated = rows.values.filter { r in r.gemm.map { sgemm[$0] != nil } ?? false }
+            let convMS = rated.reduce(0) { $0 + $1.bestMS }
+            let sgemmMS = rated.reduce(0) { $0 + $1.flops / sgemm[$1.gemm!]! / 1e6 }
+            Swift.print(String(format: "convolutions vs sgemm: %d of %d shapes below 80%%; together %.3f ms in their best runs where sgemm takes %.3f ms (%.0f%% of its rate)",
+                               below.count, rated.count, convMS, sgemmMS, 100 * sgemmMS / convMS))
+        }
     }
 
+    /// Operands larger than this are not allocated for the sgemm comparison.
+    static let maxSGEMMBytes = 2 << 30
+
     /// A label, work and traffic for the steps worth rating (nil for the rest).
-    private func describe(_ node: Node) -> (label: String, flops: Double, bytes: Double, memoryBound: Bool)? {
+    private func describe(_ node: Node) -> (label: String, flops: Double, bytes: Double, memoryBound: Bool, gemm: GEMMShape?)? {
         func shape(_ i: Int) -> [Int]? {
             i < node.inputs.count && !node.inputs[i].isEmpty ? plan.values[node.inputs[i]]?.shape : nil
         }
@@ -61,12 +89,13 @@ struct PerOpReport {
             let kind = depthwise ? "dw" : (p.group > 1 ? "g\(p.group)" : "")
             let label = "\(node.sourceOp) \(kind)\(kernel)/s\(stride) \(x[1])->\(out[1]) \(dims(Array(x[2...])))->\(dims(Array(out[2...])))"
             let residual = node.inputs.count > 3 ? outBytes : 0
-            return (label, flops, inBytes + outBytes + residual, depthwise)
+            let gemm = GEMMShape(m: w[0] / p.group, n: out[0] * out[2...].reduce(1, *), k: w[1...].reduce(1, *), groups: p.group)
+            return (label, flops, inBytes + outBytes + residual, depthwise, depthwise ? nil : gemm)
         case .pool, .globalPool:
-            return ("\(node.sourceOp) \(dims(x))", 0, inBytes + outBytes, true)
+            return ("\(node.sourceOp) \(dims(x))", 0, inBytes + outBytes, true, nil)
         case .unary, .binary, .clip, .variadic:
             let extra = (1..<node.inputs.count).compactMap(shape).map { Double($0.reduce(1, *) * 4) }.reduce(0, +)
-            return ("\(node.sourceOp) \(dims(out))", 0, inBytes + extra + outBytes, true)
+            return ("\(node.sourceOp) \(dims(out))", 0, inBytes + extra + outBytes, true, nil)
         default:
             return nil
         }

@@ -58,13 +58,16 @@ struct Bench: ParsableCommand {
         for _ in 0..<warmup { plan.execute() }
         var times: [Double] = []
         var perOpTime = [Double](repeating: 0, count: plan.steps.count)
+        var perOpBest = [Double](repeating: .infinity, count: plan.steps.count)
         for _ in 0..<max(runs, 1) {
             let t0 = DispatchTime.now().uptimeNanoseconds
             if perOp {
                 for (i, s) in plan.steps.enumerated() {
                     let a = DispatchTime.now().uptimeNanoseconds
                     s.run()
-                    perOpTime[i] += Double(DispatchTime.now().uptimeNanoseconds - a) / 1e6
+                    let ms = Double(DispatchTime.now().uptimeNanoseconds - a) / 1e6
+                    perOpTime[i] += ms
+                    perOpBest[i] = min(perOpBest[i], ms)
                 }
             } else {
                 plan.execute()
@@ -85,7 +88,7 @@ struct Bench: ParsableCommand {
             print(model + String(format: ": median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
                                  median, times.first!, times.last!, times.count, throughput, batch))
         }
-        if perOp { PerOpReport(graph: graph, plan: plan, times: perOpTime, runs: times.count).print() }
+        if perOp { PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest, runs: times.count).print() }
     }
 
     func runTrain() {
