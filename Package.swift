@@ -40,7 +40,7 @@ let package = Package(
         ]),
         .executableTarget(name: "braid", dependencies: [
             "BraidTransfer", "BraidTraining", "BraidData",
-            "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
+            "BraidONNX", "BraidKeras", "BraidGraph", "BraidKernels", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "BraidTensorTests", dependencies: ["BraidTensor"]),

@@ -176,6 +176,10 @@ public final class Conv2D: @unchecked Sendable {
             direct.forward(x: x, weight: weight, bias: bias, residual: residual, y: y)
             return
         }
+        if method == .pointwise && g.outH * g.outW == 1 && g.group == 1 && g.batch > 1 {
+            batchedVectors(x: x, weight: weight, bias: bias, residual: residual, y: y)
+            return
+        }
         epilogue.activation.dispatch(GemmRun(conv: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
     }
 
@@ -257,6 +261,26 @@ public final class Conv2D: @unchecked Sendable {
 }
 
 extension Conv2D {
+    /// A pointwise convolution of 1x1 maps (squeeze-excitation blocks, classifier heads) over a
+    /// batch: `y[N, M] = x[N, C] · w[M, C]ᵀ` as one GEMM, where per image it would be `N`
+    /// matrix-vector products each reading all the weights.
+    fileprivate func batchedVectors(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                    residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
+        let g = geometry
+        let m = g.outChannels
+        for n in 0..<g.batch {
+            let row = y + n * m
+            if let residual {
+                for j in 0..<m { row[j] = residual[n * m + j] + (bias?[j] ?? 0) }
+            } else if let bias {
+                row.update(from: bias, count: m)
+            }
+        }
+        gemm(transA: false, transB: true, m: g.batch, n: m, k: g.inChannels, alpha: 1, a: x, lda: g.inChannels,
+             b: weight, ldb: g.inChannels, beta: bias == nil && residual == nil ? 0 : 1, c: y, ldc: m)
+        epilogue.activation?.apply(y, rows: 1, cols: g.batch * m)
+    }
+
     /// The im2col method with output channels split over the cores: per (image, group), all
     /// cores build slices of the whole plane's im2col matrix, then each multiplies its slice of
     /// the output channels by it.

@@ -204,6 +204,16 @@ final class ConvEpilogueTests: XCTestCase {
               act: nil, residual: false, bias: false)
     }
 
+    /// 1x1 maps over a batch (squeeze-excitation): one GEMM over the batch.
+    func testPointwiseOnOneByOneMapsOverABatch() {
+        check(geometry(batch: 5, channels: 24, h: 1, w: 1, k: 1, stride: 1, pad: 0, depthwise: false, out: 9),
+              act: .hardSigmoid(alpha: 0.2, beta: 0.5), residual: true)
+        check(geometry(batch: 3, channels: 7, h: 1, w: 1, k: 1, stride: 1, pad: 0, depthwise: false, out: 40),
+              act: nil, residual: false, bias: false)
+        check(geometry(batch: 4, channels: 40, h: 1, w: 1, k: 1, stride: 1, pad: 0, depthwise: false, out: 33),
+              act: .relu, residual: false)
+    }
+
     func testResidualWithoutBiasOnPointwiseAndIm2col() {
         check(geometry(batch: 1, channels: 6, h: 17, w: 19, k: 1, stride: 1, pad: 0, depthwise: false, out: 5),
               act: .relu, residual: true, bias: false)
