@@ -7,7 +7,7 @@
 /// neighbouring outputs is one contiguous 8-float load whatever the stride and padding, with no
 /// border cases. 3x3 and 5x5 filter rows are unrolled. The epilogue (residual add and
 /// activation) is applied to each output row while it is in registers or L1.
-final class DepthwiseConv2D: @unchecked Sendable {
+final class DepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
     let geometry: ConvGeometry
     let epilogue: ConvEpilogue
     /// Floats in one phase row of the padded scratch (a multiple of 8 outputs plus the taps' reach).
@@ -59,23 +59,8 @@ final class DepthwiseConv2D: @unchecked Sendable {
         phaseRanges.deallocate()
     }
 
-    /// `x` `[N, C, H, W]`, `weight` `[M, 1, kH, kW]`, `bias` `[M]` or nil, `residual`
-    /// `[N, M, OH, OW]` (read when the epilogue has one), `y` `[N, M, OH, OW]`.
-    func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                 residual: UnsafePointer<Float>? = nil, y: UnsafeMutablePointer<Float>) {
-        epilogue.activation.dispatch(Run(conv: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
-    }
 
-    private struct Run: EpilogueVisitor {
-        let conv: DepthwiseConv2D
-        let x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?
-        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>
-        func visit<F: EpilogueFunction>(_ f: F) {
-            conv.run(f, x: x, weight: weight, bias: bias, residual: residual, y: y)
-        }
-    }
-
-    private func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                           bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                           y: UnsafeMutablePointer<Float>) {
         let g = geometry

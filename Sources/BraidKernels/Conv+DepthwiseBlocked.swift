@@ -8,7 +8,7 @@
 /// row is then spread back to the eight planes, with the epilogue (residual add and
 /// activation) applied on the way out. Small planes such as 7x7 and 14x14, where a row of
 /// outputs fills less than two vectors, are where this wins over a per-plane kernel.
-final class BlockedDepthwiseConv2D: @unchecked Sendable {
+final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
     let geometry: ConvGeometry
     let epilogue: ConvEpilogue
     private let blocks: Int
@@ -73,23 +73,8 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
         tapOffsets.deallocate()
     }
 
-    /// `x` `[N, C, H, W]`, `weight` `[C, 1, kH, kW]`, `bias` `[C]` or nil, `residual`
-    /// `[N, C, OH, OW]` (read when the epilogue has one), `y` `[N, C, OH, OW]` (overwritten).
-    func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                 residual: UnsafePointer<Float>? = nil, y: UnsafeMutablePointer<Float>) {
-        epilogue.activation.dispatch(Run(conv: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
-    }
 
-    private struct Run: EpilogueVisitor {
-        let conv: BlockedDepthwiseConv2D
-        let x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?
-        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>
-        func visit<F: EpilogueFunction>(_ f: F) {
-            conv.run(f, x: x, weight: weight, bias: bias, residual: residual, y: y)
-        }
-    }
-
-    private func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                           bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                           y: UnsafeMutablePointer<Float>) {
         let g = geometry
@@ -159,15 +144,7 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
                     let (t0, t1, t2, t3, t4, t5, t6, t7) = transpose8(
                         load8(s0 + c), load8(s1 + c), load8(s2 + c), load8(s3 + c),
                         load8(s4 + c), load8(s5 + c), load8(s6 + c), load8(s7 + c))
-                    let at = c * 32
-                    out.storeBytes(of: t0, toByteOffset: at, as: SIMD8<Float>.self)
-                    out.storeBytes(of: t1, toByteOffset: at + 32, as: SIMD8<Float>.self)
-                    out.storeBytes(of: t2, toByteOffset: at + 64, as: SIMD8<Float>.self)
-                    out.storeBytes(of: t3, toByteOffset: at + 96, as: SIMD8<Float>.self)
-                    out.storeBytes(of: t4, toByteOffset: at + 128, as: SIMD8<Float>.self)
-                    out.storeBytes(of: t5, toByteOffset: at + 160, as: SIMD8<Float>.self)
-                    out.storeBytes(of: t6, toByteOffset: at + 192, as: SIMD8<Float>.self)
-                    out.storeBytes(of: t7, toByteOffset: at + 224, as: SIMD8<Float>.self)
+                    storeConsecutive(out + c * 32, t0, t1, t2, t3, t4, t5, t6, t7)
                     c += 8
                 }
                 while c < hi {
@@ -215,15 +192,7 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
             if fused {
                 a0 = f(a0); a1 = f(a1); a2 = f(a2); a3 = f(a3); a4 = f(a4); a5 = f(a5); a6 = f(a6); a7 = f(a7)
             }
-            let at = p * 32
-            out.storeBytes(of: a0, toByteOffset: at, as: SIMD8<Float>.self)
-            out.storeBytes(of: a1, toByteOffset: at + 32, as: SIMD8<Float>.self)
-            out.storeBytes(of: a2, toByteOffset: at + 64, as: SIMD8<Float>.self)
-            out.storeBytes(of: a3, toByteOffset: at + 96, as: SIMD8<Float>.self)
-            out.storeBytes(of: a4, toByteOffset: at + 128, as: SIMD8<Float>.self)
-            out.storeBytes(of: a5, toByteOffset: at + 160, as: SIMD8<Float>.self)
-            out.storeBytes(of: a6, toByteOffset: at + 192, as: SIMD8<Float>.self)
-            out.storeBytes(of: a7, toByteOffset: at + 224, as: SIMD8<Float>.self)
+            storeConsecutive(out + p * 32, a0, a1, a2, a3, a4, a5, a6, a7)
             p += 8
         }
         while p < pixels {
@@ -290,6 +259,21 @@ final class BlockedDepthwiseConv2D: @unchecked Sendable {
 @inline(__always)
 private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+/// Eight vectors stored one after another from `p`.
+@inline(__always)
+private func storeConsecutive(_ p: UnsafeMutableRawPointer, _ v0: SIMD8<Float>, _ v1: SIMD8<Float>, _ v2: SIMD8<Float>,
+                              _ v3: SIMD8<Float>, _ v4: SIMD8<Float>, _ v5: SIMD8<Float>, _ v6: SIMD8<Float>,
+                              _ v7: SIMD8<Float>) {
+    p.storeBytes(of: v0, as: SIMD8<Float>.self)
+    p.storeBytes(of: v1, toByteOffset: 32, as: SIMD8<Float>.self)
+    p.storeBytes(of: v2, toByteOffset: 64, as: SIMD8<Float>.self)
+    p.storeBytes(of: v3, toByteOffset: 96, as: SIMD8<Float>.self)
+    p.storeBytes(of: v4, toByteOffset: 128, as: SIMD8<Float>.self)
+    p.storeBytes(of: v5, toByteOffset: 160, as: SIMD8<Float>.self)
+    p.storeBytes(of: v6, toByteOffset: 192, as: SIMD8<Float>.self)
+    p.storeBytes(of: v7, toByteOffset: 224, as: SIMD8<Float>.self)
 }
 
 @inline(__always)

@@ -108,6 +108,33 @@ extension ConvActivation? {
     }
 }
 
+/// A convolution kernel that applies its epilogue itself, its loops compiled once per
+/// activation: it provides `run`, and gets `forward`, which picks the activation.
+protocol EpilogueKernel: AnyObject {
+    var epilogue: ConvEpilogue { get }
+    func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                  bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                  y: UnsafeMutablePointer<Float>)
+}
+
+extension EpilogueKernel {
+    /// `x` `[N, C, H, W]`, `weight` `[M, C/group, kH, kW]`, `bias` `[M]` or nil, `residual`
+    /// `[N, M, OH, OW]` (read when the epilogue has one), `y` `[N, M, OH, OW]` (overwritten).
+    func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                 residual: UnsafePointer<Float>? = nil, y: UnsafeMutablePointer<Float>) {
+        epilogue.activation.dispatch(KernelRun(kernel: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
+    }
+}
+
+private struct KernelRun<K: EpilogueKernel>: EpilogueVisitor {
+    let kernel: K
+    let x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?
+    let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>
+    func visit<F: EpilogueFunction>(_ f: F) {
+        kernel.run(f, x: x, weight: weight, bias: bias, residual: residual, y: y)
+    }
+}
+
 /// `rows` rows of `cols` floats, `stride` apart, replaced in place by `f(v)`.
 @inline(__always)
 func applyEpilogue<F: EpilogueFunction>(_ f: F, _ y: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int) {

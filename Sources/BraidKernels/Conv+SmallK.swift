@@ -119,7 +119,7 @@ enum SmallPatchConv {
 /// `(c, ky, kx)` of the im2col matrix restricted to one output row is a contiguous run of
 /// padded input row `oy + ky * dH` of channel `c`, starting at column `kx * dW`. The copy is
 /// the size of the input; im2col would be `kH * kW` times that.
-final class DirectSmallConv: @unchecked Sendable {
+final class DirectSmallConv: EpilogueKernel, @unchecked Sendable {
     let geometry: ConvGeometry
     let epilogue: ConvEpilogue
     private let paddedW: Int
@@ -179,23 +179,8 @@ final class DirectSmallConv: @unchecked Sendable {
         flatOut?.deallocate()
     }
 
-    /// `x` `[N, C, H, W]`, `weight` `[M, C/group, kH, kW]`, `bias` `[M]` or nil, `residual`
-    /// `[N, M, OH, OW]` when the epilogue has one, `y` `[N, M, OH, OW]` (overwritten).
-    func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                 residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
-        epilogue.activation.dispatch(Run(conv: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
-    }
 
-    private struct Run: EpilogueVisitor {
-        let conv: DirectSmallConv
-        let x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?
-        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>
-        func visit<F: EpilogueFunction>(_ f: F) {
-            conv.run(f, x: x, weight: weight, bias: bias, residual: residual, y: y)
-        }
-    }
-
-    private func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                           bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                           y: UnsafeMutablePointer<Float>) {
         let g = geometry

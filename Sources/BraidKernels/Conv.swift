@@ -206,7 +206,6 @@ public final class Conv2D: @unchecked Sendable {
         }
         let items = g.batch * perImage * rowBlocks
         let w = min(items, NNParallel.workers)
-        let activate = !(f is IdentityEpilogue)
         // Our threads already fill the cores; OpenBLAS threads on top would only contend.
         if w > 1 { setBLASThreads(1) }
         NNParallel.run(w) { worker in
@@ -234,24 +233,8 @@ public final class Conv2D: @unchecked Sendable {
                                            residual: residual.map { $0 + offset }, y: yc, ldy: outPlane)
                     continue
                 }
-                if let residual {
-                    let rc = residual + offset
-                    for m in 0..<rows {
-                        let dst = yc + m * outPlane, src = rc + m * outPlane
-                        if let bias {
-                            let b = bias[first + m]
-                            for j in 0..<cols { dst[j] = src[j] + b }
-                        } else {
-                            dst.update(from: src, count: cols)
-                        }
-                    }
-                } else if let bias {
-                    for m in 0..<rows { (yc + m * outPlane).update(repeating: bias[first + m], count: cols) }
-                }
-                gemm(transA: false, transB: false, m: rows, n: cols, k: g.patch, alpha: 1,
-                     a: weight + first * g.patch, lda: g.patch, b: b, ldb: ldb,
-                     beta: bias == nil && residual == nil ? 0 : 1, c: yc, ldc: outPlane)
-                if activate { applyEpilogue(f, yc, rows: rows, cols: cols, stride: outPlane) }
+                gemmTile(f, rows: rows, cols: cols, weight: weight + first * g.patch, b: b, ldb: ldb,
+                         bias: bias.map { $0 + first }, residual: residual.map { $0 + offset }, y: yc)
             }
         }
         // Restores the process default rather than the value read before: two convolutions
@@ -261,6 +244,31 @@ public final class Conv2D: @unchecked Sendable {
 }
 
 extension Conv2D {
+    /// One GEMM tile with its epilogue: `y[r, j] = f(w[r, :] · b[:, j] + bias[r] + residual[r, j])`
+    /// for `r < rows`, `j < cols`, with `y` and `residual` rows one output plane apart and `b`
+    /// rows `ldb` apart. Bias and residual are written first and the GEMM adds onto them.
+    fileprivate func gemmTile<F: EpilogueFunction>(_ f: F, rows: Int, cols: Int, weight: UnsafePointer<Float>,
+                                                   b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>?,
+                                                   residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
+        let g = geometry, outPlane = g.outH * g.outW
+        if let residual {
+            for m in 0..<rows {
+                let dst = y + m * outPlane, src = residual + m * outPlane
+                if let bias {
+                    let bm = bias[m]
+                    for j in 0..<cols { dst[j] = src[j] + bm }
+                } else {
+                    dst.update(from: src, count: cols)
+                }
+            }
+        } else if let bias {
+            for m in 0..<rows { (y + m * outPlane).update(repeating: bias[m], count: cols) }
+        }
+        gemm(transA: false, transB: false, m: rows, n: cols, k: g.patch, alpha: 1, a: weight, lda: g.patch, b: b, ldb: ldb,
+             beta: bias == nil && residual == nil ? 0 : 1, c: y, ldc: outPlane)
+        if !(f is IdentityEpilogue) { applyEpilogue(f, y, rows: rows, cols: cols, stride: outPlane) }
+    }
+
     /// A pointwise convolution of 1x1 maps (squeeze-excitation blocks, classifier heads) over a
     /// batch: `y[N, M] = x[N, C] · w[M, C]ᵀ` as one GEMM, where per image it would be `N`
     /// matrix-vector products each reading all the weights.
@@ -296,7 +304,6 @@ extension Conv2D {
         guard let col = scratchBuffer else { return }
         let g = geometry
         let inPlane = g.inH * g.inW, outPlane = g.outH * g.outW, blocks = rowBlocks
-        let activate = !(f is IdentityEpilogue)
         setBLASThreads(1)
         for image in 0..<(g.batch * g.group) {
             let n = image / g.group, grp = image % g.group
@@ -308,19 +315,9 @@ extension Conv2D {
                 let m0 = g.groupOut * b / blocks, rows = g.groupOut * (b + 1) / blocks - m0
                 let first = grp * g.groupOut + m0
                 let yc = y + (n * g.outChannels + first) * outPlane
-                if let residual {
-                    let rc = residual + (n * g.outChannels + first) * outPlane
-                    for m in 0..<rows {
-                        let bm = bias?[first + m] ?? 0
-                        for j in 0..<outPlane { yc[m * outPlane + j] = rc[m * outPlane + j] + bm }
-                    }
-                } else if let bias {
-                    for m in 0..<rows { (yc + m * outPlane).update(repeating: bias[first + m], count: outPlane) }
-                }
-                gemm(transA: false, transB: false, m: rows, n: outPlane, k: g.patch, alpha: 1,
-                     a: weight + first * g.patch, lda: g.patch, b: col, ldb: outPlane,
-                     beta: bias == nil && residual == nil ? 0 : 1, c: yc, ldc: outPlane)
-                if activate { applyEpilogue(f, yc, rows: rows, cols: outPlane, stride: outPlane) }
+                self.gemmTile(f, rows: rows, cols: outPlane, weight: weight + first * g.patch, b: col, ldb: outPlane,
+                              bias: bias.map { $0 + first },
+                              residual: residual.map { $0 + (n * g.outChannels + first) * outPlane }, y: yc)
             }
         }
         setBLASThreads(NNParallel.blasDefaultThreads)
