@@ -1,4 +1,5 @@
 import BraidTensor
+import CDataShim
 @preconcurrency import CHDF5
 import Foundation
 
@@ -179,6 +180,13 @@ private final class CheckpointReader {
             throw TrainingError("\(path): cannot read checkpoint (no such file)")
         }
         fileSize = size
+        // libhdf5 1.10 trusts global heap collections and variable-length string values
+        // (which every checkpoint attribute is): refuse the ones it would crash on.
+        var message = [CChar](repeating: 0, count: 512)
+        guard braid_h5_preflight(path, &message, message.count) == 0 else {
+            let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw TrainingError("\(path): not a valid Braid checkpoint (\(reason))")
+        }
         guard H5Fis_hdf5(path) > 0 else {
             if FileHandle(forReadingAtPath: path).flatMap({ try? $0.read(upToCount: 8) }) == Data("BRAIDCK1".utf8) {
                 throw TrainingError("\(path): a checkpoint in the BRAIDCK1 format of earlier Braid builds; this build reads HDF5 checkpoints (re-run the fine-tuning)")
