@@ -304,8 +304,8 @@ private final class CheckpointReader {
             guard !overflow else { throw bad("tensor '\(name)': shape \(dims) overflows") }
             count = c
         }
-        let bytes = count * dtype.storageStride
-        guard bytes <= fileSize, Int(H5Dget_storage_size(d)) >= bytes else {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.storageStride)
+        guard !overflow, bytes <= fileSize, Int(clamping: H5Dget_storage_size(d)) >= bytes else {
             throw bad("tensor '\(name)': shape \(dims) needs \(bytes) bytes, more than the file stores")
         }
         let t = Tensor(zeros: dims.map { Int($0) }, dtype: dtype)

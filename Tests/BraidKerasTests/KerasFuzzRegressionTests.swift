@@ -23,6 +23,78 @@ final class KerasFuzzRegressionTests: XCTestCase {
         }
     }
 
+    /// libhdf5 1.10 copies a variable-length string's global heap object without checking
+    /// that it exists (a SEGV) and allocates its declared length first (37 GB here): both
+    /// files are refused by the preflight, naming the attribute and the heap object.
+    func testVariableLengthDescriptorsAreCheckedBeforeLibhdf5ReadsThem() {
+        let cases = [
+            "vlen-heap-object-missing-segv.h5": "refers to object 4294967294 of the global heap at byte 2048, which does not exist",
+            "vlen-length-37GB.h5": "declares 22 elements of 1702130785 bytes, but its global heap object holds 22 bytes",
+        ]
+        for (name, expected) in cases {
+            let path = "\(Self.folder)/keras-h5/\(name)"
+            XCTAssertThrowsError(try importKeras(path: path), name) { error in
+                XCTAssertTrue(error is KerasError && "\(error)".contains(expected), "\(error)")
+            }
+        }
+    }
+
+    /// Each rule of the descriptor check on its own, from a valid file: a missing object
+    /// index, a length that disagrees with the object's size, an address that is not a
+    /// collection. The unmodified bytes import.
+    func testEachDescriptorRuleRefusesAlteredFixture() throws {
+        let original = try Data(contentsOf: URL(fileURLWithPath: KerasFixtures.path("seq_mlp.h5")))
+        let bytes = [UInt8](original)
+        let heap = try XCTUnwrap(original.range(of: Data("GCOL".utf8))?.lowerBound)
+        let name = try XCTUnwrap(original.range(of: Data("keras_version\u{0}".utf8))?.upperBound)
+        var address = [UInt8](repeating: 0, count: 8)
+        for i in 0..<8 { address[i] = UInt8(truncatingIfNeeded: heap >> (8 * i)) }
+        let at = try XCTUnwrap(original[name...].range(of: Data(address))?.lowerBound) - 4
+        func patched(_ offset: Int, _ value: UInt64, _ width: Int) -> [UInt8] {
+            var b = bytes
+            for i in 0..<width { b[at + offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
+            return b
+        }
+        let length = UInt64(bytes[at]) | UInt64(bytes[at + 1]) << 8
+        let variants: [(String, [UInt8], String)] = [
+            ("missing index", patched(12, 999, 4), "refers to object 999 of the global heap"),
+            ("longer length", patched(0, length + 1, 4), "declares \(length + 1) elements of 1 bytes, but its global heap object holds \(length) bytes"),
+            ("not a collection", patched(4, UInt64(heap + 8), 8), "refers to a global heap at address \(heap + 8), where there is none"),
+        ]
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("braid-vl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let valid = dir.appendingPathComponent("valid.h5").path
+        try original.write(to: URL(fileURLWithPath: valid))
+        XCTAssertNoThrow(try importKeras(path: valid))
+        for (label, variant, expected) in variants {
+            let path = dir.appendingPathComponent("\(label).h5").path
+            try Data(variant).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try importKeras(path: path), label) { error in
+                XCTAssertTrue("\(error)".contains("attribute 'keras_version'") && "\(error)".contains(expected), "\(label): \(error)")
+            }
+        }
+    }
+
+    /// The preflight must not refuse valid files: every fixture, the real model when it is
+    /// in the cache, and Braid's own export of each fixture.
+    func testPreflightAcceptsEveryValidFile() throws {
+        var files = try FileManager.default.contentsOfDirectory(atPath: KerasFixtures.dir.path)
+            .filter { $0.hasSuffix(".h5") && !$0.hasPrefix("bad_") }.sorted().map(KerasFixtures.path)
+        let real = KerasFixtures.repo.appendingPathComponent(".cache/models/fer_mini_xception.hdf5").path
+        if FileManager.default.fileExists(atPath: real) { files.append(real) }
+        XCTAssertGreaterThan(files.count, 10)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("braid-pf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for file in files where !file.hasSuffix(".weights.h5") {
+            let graph = try importKeras(path: file)
+            let exported = dir.appendingPathComponent(URL(fileURLWithPath: file).lastPathComponent).path
+            try exportKeras(graph, to: exported)
+            XCTAssertNoThrow(try importKeras(path: exported), exported)
+        }
+    }
+
     /// Configs are imported against every fixture's weights, as the fuzz target does.
     func testEveryConfigRegressionIsAnError() throws {
         let configs = try inputs("keras-config")
