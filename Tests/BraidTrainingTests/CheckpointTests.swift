@@ -144,6 +144,15 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    /// An HDF5 file whose variable-length attribute declares a 37 GB string (libhdf5 1.10
+    /// would allocate it) is refused before libhdf5 opens it.
+    func testBadVariableLengthAttributeIsRefusedBeforeLibhdf5() {
+        let path = repoRoot() + "/Fuzz/regressions/keras-h5/vlen-length-37GB.h5"
+        XCTAssertThrowsError(try Checkpoint.load(from: path)) { e in
+            XCTAssertTrue("\(e)".contains("vlen-length-37GB.h5") && "\(e)".contains("global heap object holds 22 bytes"), "\(e)")
+        }
+    }
+
     /// `h5ls` and h5py (when installed) see the layout the documentation promises.
     func testOtherToolsReadIt() throws {
         let dir = try tempDir()
