@@ -6,6 +6,7 @@
  * links is visited: old-style groups through their symbol table (v1 B-tree, symbol nodes),
  * new-style compact groups through their link messages. In each header every attribute
  * message (0x000C) is decoded (versions 1-3: datatype, dataspace, data), and every
+ * attribute's value must fit in its message (libhdf5 copies element count x size), and every
  * variable-length descriptor of a variable-length attribute (datatype class 9, string or
  * sequence: 4-byte length, 8-byte collection address, 4-byte object index) must refer to a
  * global heap collection found in the file, to an object index (not 0) that the collection
@@ -183,7 +184,7 @@ static int find_collections(checker *c) {
         from = at + 1;
         if (walk_collection(c, at) < 0) return -1;
     }
-    qsort(c->objects, c->nobjects, sizeof *c->objects, by_collection_index);
+    if (c->nobjects > 1) qsort(c->objects, c->nobjects, sizeof *c->objects, by_collection_index);
     /* libhdf5 would keep the last object of a repeated index; libhdf5 never writes one. */
     for (size_t i = 1; i < c->nobjects; i++) {
         if (c->objects[i].collection == c->objects[i - 1].collection && c->objects[i].index == c->objects[i - 1].index)
@@ -271,9 +272,15 @@ static int check_attribute(checker *c, const uint8_t *p, size_t size, unsigned m
     for (size_t i = 0; i < shown; i++) if (name[i] < 32 || name[i] > 126) name[i] = '?';
     if (type_size < 8) return refuse(c, "attribute '%s' (object header at byte %llu): datatype of %zu bytes", name, h, type_size);
     const uint8_t *type = p + type_at;
+    uint64_t stored = le(type + 4, 4);
+    int64_t count = dataspace_elements(c, p + space_at, space_size, header);
+    if (count < 0) return -1;
+    /* libhdf5 copies count x size bytes of value out of the message. */
+    if (stored > 0 && (uint64_t)count > (size - data_at) / stored)
+        return refuse(c, "attribute '%s' (object header at byte %llu): %lld values of %llu bytes do not fit in the %zu bytes the message holds",
+                      name, h, (long long)count, (unsigned long long)stored, size - data_at);
     if ((type[0] & 0x0F) != 9) return 0;  /* not variable-length: nothing on the global heap */
     if (type_size < 16) return refuse(c, "attribute '%s' (object header at byte %llu): variable-length datatype truncated", name, h);
-    uint64_t stored = le(type + 4, 4);
     unsigned base_class = type[8] & 0x0F;
     uint64_t base_size = le(type + 12, 4);
     if (stored != 16)
@@ -281,11 +288,6 @@ static int check_attribute(checker *c, const uint8_t *p, size_t size, unsigned m
     if (base_class == 6 || base_class == 9 || base_class == 10 || base_class > 10)
         return refuse(c, "attribute '%s' (object header at byte %llu): variable-length values of datatype class %u (not supported)", name, h, base_class);
     if (base_size == 0) return refuse(c, "attribute '%s' (object header at byte %llu): variable-length values of 0-byte elements", name, h);
-    int64_t count = dataspace_elements(c, p + space_at, space_size, header);
-    if (count < 0) return -1;
-    if ((uint64_t)count > (size - data_at) / 16)
-        return refuse(c, "attribute '%s' (object header at byte %llu): %lld variable-length values need %llu bytes, the message holds %zu",
-                      name, h, (long long)count, (unsigned long long)count * 16, size - data_at);
     for (int64_t i = 0; i < count; i++) {
         const uint8_t *d = p + data_at + 16 * i;
         uint64_t length = le(d, 4), address = le(d + 4, 8);
