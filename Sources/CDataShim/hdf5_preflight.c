@@ -60,6 +60,11 @@ typedef struct {
     size_t ntodo, todo_cap;
     uint64_t *seen;
     size_t nseen, seen_cap;
+    /* Bytes the walk may still examine. A valid file's structures do not overlap, so the
+     * walk reads each byte about once; a crafted one can make structures share bytes
+     * (collections inside collections, headers sharing a continuation chunk) and would
+     * otherwise cost time quadratic in its size. */
+    uint64_t budget;
 } checker;
 
 static int refuse(checker *c, const char *format, ...) {
@@ -68,6 +73,16 @@ static int refuse(checker *c, const char *format, ...) {
     vsnprintf(c->message, c->message_size, format, args);
     va_end(args);
     return -1;
+}
+
+/* Charges `bytes` to the budget; refuses the file once it is spent. */
+static int spend(checker *c, uint64_t bytes) {
+    if (bytes > c->budget) {
+        return refuse(c, "the file's HDF5 structures overlap so much that checking them would read it more than %d times over",
+                      16);
+    }
+    c->budget -= bytes;
+    return 0;
 }
 
 static uint64_t le(const uint8_t *p, int width) {
@@ -142,6 +157,7 @@ static int walk_collection(checker *c, size_t at) {
     uint64_t declared = le(c->b + at + 8, 8);
     size_t end = at + (declared < c->n - at ? declared : c->n - at);
     size_t p = at + 16;
+    if (spend(c, end - at) < 0) return -1;
     if (grow((void **)&c->collections, &c->collections_cap, c->ncollections + 1, sizeof(uint64_t)) < 0)
         return refuse(c, "out of memory while checking the file");
     c->collections[c->ncollections++] = at;
@@ -348,6 +364,7 @@ static int check_btree(checker *c, uint64_t address) {
     /* keys and children alternate after the 24-byte header: key, child, key, ..., key */
     if (!inside(c, at + 24, entries * 16 + 8))
         return refuse(c, "group B-tree at address %llu runs past the end of the file", (unsigned long long)address);
+    if (spend(c, 24 + entries * 16) < 0) return -1;
     for (uint64_t i = 0; i < entries; i++) {
         uint64_t child = le(c->b + at + 24 + 16 * i + 8, 8);
         if (visit(c, level > 0 ? KIND_BTREE : KIND_SNOD, child) < 0) return -1;
@@ -363,6 +380,7 @@ static int check_snod(checker *c, uint64_t address) {
     uint64_t count = le(c->b + at + 6, 2);
     if (!inside(c, at + 8, count * 40))
         return refuse(c, "group symbol node at address %llu runs past the end of the file", (unsigned long long)address);
+    if (spend(c, 8 + count * 40) < 0) return -1;
     for (uint64_t i = 0; i < count; i++)
         if (visit(c, KIND_HEADER, le(c->b + at + 8 + 40 * i + 8, 8)) < 0) return -1;
     return 0;
@@ -377,6 +395,7 @@ static int check_messages(checker *c, uint64_t from, uint64_t to, int v2, int cr
     unsigned long long h = (unsigned long long)header;
     size_t prefix = v2 ? 4 + (creation_order ? 2 : 0) : 8;
     uint64_t p = from;
+    if (spend(c, to - from + 16) < 0) return -1;
     while (p + prefix <= to) {
         const uint8_t *m = c->b + p;
         unsigned type = v2 ? m[0] : (unsigned)le(m, 2);
@@ -498,7 +517,8 @@ int braid_h5_preflight(const char *path, char *message, size_t message_size) {
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return 0;
-    checker c = {.b = map, .n = (size_t)st.st_size, .message = message, .message_size = message_size};
+    checker c = {.b = map, .n = (size_t)st.st_size, .message = message, .message_size = message_size,
+                 .budget = 16 * (uint64_t)st.st_size + (1 << 20)};
     int status = check_bytes(&c);
     munmap(map, (size_t)st.st_size);
     free(c.objects);
