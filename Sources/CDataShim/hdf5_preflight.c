@@ -4,7 +4,9 @@
  * Approach: the file is parsed, not scanned. From the superblock (versions 0-3) every
  * object header (versions 1 and 2, with their continuation chunks) reachable through hard
  * links is visited: old-style groups through their symbol table (v1 B-tree, symbol nodes),
- * new-style compact groups through their link messages. In each header every attribute
+ * new-style compact groups through their link messages; the local heaps holding old-style
+ * groups' link names must hold their data block inside the file, a free list without cycles,
+ * and every name a B-tree key or symbol entry points to. In each header every attribute
  * message (0x000C) is decoded (versions 1-3: datatype, dataspace, data), and every
  * attribute's value must fit in its message (libhdf5 copies element count x size), and every
  * variable-length descriptor of a variable-length attribute (datatype class 9, string or
@@ -40,7 +42,11 @@
 
 #define UNDEF_ADDR UINT64_MAX
 
-enum { KIND_HEADER = 1, KIND_BTREE = 2, KIND_SNOD = 3 };
+enum { KIND_HEAP = 0, KIND_HEADER = 1, KIND_BTREE = 2, KIND_SNOD = 3 };
+
+/* A structure to visit: (address << 2 | kind), and for group B-tree nodes and symbol nodes
+ * the address of the local heap that holds their link names (UNDEF_ADDR otherwise). */
+typedef struct { uint64_t key; uint64_t heap; } item;
 
 typedef struct { uint64_t collection; uint32_t index; uint64_t size; } heap_object;
 
@@ -55,10 +61,11 @@ typedef struct {
     size_t nobjects, objects_cap;
     uint64_t *collections;
     size_t ncollections, collections_cap;
-    /* Structures still to visit, and every (kind, address) seen, in an open-addressed set. */
-    uint64_t *todo;
+    /* Structures still to visit, and every one seen, in an open-addressed set (key + 1, so
+     * that 0 marks an empty slot). */
+    item *todo;
     size_t ntodo, todo_cap;
-    uint64_t *seen;
+    item *seen;
     size_t nseen, seen_cap;
     /* Bytes the walk may still examine. A valid file's structures do not overlap, so the
      * walk reads each byte about once; a crafted one can make structures share bytes
@@ -118,34 +125,37 @@ static uint64_t mix(uint64_t k) {
     return k;
 }
 
-/* Adds (kind, address) to the work list unless it was seen before. */
-static int visit(checker *c, int kind, uint64_t address) {
-    uint64_t key = (address << 2 | (uint64_t)kind) + 1; /* never 0, the empty slot */
-    if (address >> 60) return 0;                          /* undefined: nothing to visit */
+static size_t slot(const item *it, size_t cap) { return mix(it->key ^ mix(it->heap)) & (cap - 1); }
+
+/* Adds (kind, address, heap) to the work list unless it was seen before. */
+static int visit(checker *c, int kind, uint64_t address, uint64_t heap) {
+    if (address >> 60) return 0;  /* undefined or past any file: libhdf5 fails to read it */
+    item it = {(address << 2 | (uint64_t)kind) + 1, heap};
     if ((c->nseen + 1) * 2 > c->seen_cap) {
         size_t cap = c->seen_cap ? c->seen_cap * 2 : 1024;
-        uint64_t *next = calloc(cap, sizeof *next);
+        item *next = calloc(cap, sizeof *next);
         if (!next) return refuse(c, "out of memory while checking the file");
         for (size_t i = 0; i < c->seen_cap; i++) {
-            if (!c->seen[i]) continue;
-            size_t j = mix(c->seen[i]) & (cap - 1);
-            while (next[j]) j = (j + 1) & (cap - 1);
+            if (!c->seen[i].key) continue;
+            size_t j = slot(&c->seen[i], cap);
+            while (next[j].key) j = (j + 1) & (cap - 1);
             next[j] = c->seen[i];
         }
         free(c->seen);
         c->seen = next;
         c->seen_cap = cap;
     }
-    size_t j = mix(key) & (c->seen_cap - 1);
-    while (c->seen[j]) {
-        if (c->seen[j] == key) return 0;
+    size_t j = slot(&it, c->seen_cap);
+    while (c->seen[j].key) {
+        if (c->seen[j].key == it.key && c->seen[j].heap == it.heap) return 0;
         j = (j + 1) & (c->seen_cap - 1);
     }
-    c->seen[j] = key;
+    c->seen[j] = it;
     c->nseen++;
     if (grow((void **)&c->todo, &c->todo_cap, c->ntodo + 1, sizeof *c->todo) < 0)
         return refuse(c, "out of memory while checking the file");
-    c->todo[c->ntodo++] = key - 1;
+    it.key -= 1;
+    c->todo[c->ntodo++] = it;
     return 0;
 }
 
@@ -345,7 +355,7 @@ static int check_link(checker *c, const uint8_t *p, size_t size, uint64_t header
     at += name_length;
     if (type == 0) {
         if (at + 8 > size) goto truncated;
-        return visit(c, KIND_HEADER, le(p + at, 8));
+        return visit(c, KIND_HEADER, le(p + at, 8), UNDEF_ADDR);
     }
     if (type == 1) return 0;  /* soft link: a path inside this file */
     return refuse(c, "object header at byte %llu: %s link (Braid does not follow links out of the file)", h,
@@ -354,35 +364,86 @@ truncated:
     return refuse(c, "object header at byte %llu: link message truncated", h);
 }
 
-/* A v1 B-tree node of a group's symbol table: queues its children. */
-static int check_btree(checker *c, uint64_t address) {
+/* The data block (file offset and size) of the local heap at `address`, which holds a
+ * group's link names; refuses a heap that is not one or whose block is outside the file
+ * (libhdf5 sizes its read of prefix and block from these fields without checking them). */
+static int local_heap(checker *c, uint64_t address, uint64_t *data, uint64_t *size) {
     uint64_t at = offset_of(c, address);
+    if (at == UINT64_MAX || !inside(c, at, 32) || memcmp(c->b + at, "HEAP", 4) != 0 || c->b[at + 4] != 0)
+        return refuse(c, "group local heap at address %llu is missing or corrupt", (unsigned long long)address);
+    *size = le(c->b + at + 8, 8);
+    *data = offset_of(c, le(c->b + at + 24, 8));
+    if (*data == UINT64_MAX || !inside(c, *data, *size))
+        return refuse(c, "group local heap at address %llu declares a data block of %llu bytes outside the file",
+                      (unsigned long long)address, (unsigned long long)*size);
+    return 0;
+}
+
+/* A local heap's free list, walked as libhdf5 walks it when it loads the heap: every block
+ * inside the data block, and no cycle (libhdf5 would follow it for ever). */
+static int check_heap(checker *c, uint64_t address) {
+    uint64_t data, size;
+    if (local_heap(c, address, &data, &size) < 0) return -1;
+    uint64_t block = le(c->b + offset_of(c, address) + 16, 8);
+    for (uint64_t steps = 0; block != 1 /* the end of the list */; steps++) {
+        if (steps > size / 16 || block > size || size - block < 16)
+            return refuse(c, "group local heap at address %llu: free list runs outside its data block or in a cycle", (unsigned long long)address);
+        uint64_t next = le(c->b + data + block, 8), length = le(c->b + data + block + 8, 8);
+        if (next == 0 || length > size - block)
+            return refuse(c, "group local heap at address %llu: free block at offset %llu is corrupt", (unsigned long long)address, (unsigned long long)block);
+        block = next;
+    }
+    return spend(c, size / 16 * 16);
+}
+
+/* True when offset `name` of the heap's data block starts a NUL-terminated name inside it
+ * (libhdf5 reads link names with strlen and strcmp). */
+static int has_name(checker *c, uint64_t data, uint64_t size, uint64_t name) {
+    if (name >= size) return 0;
+    const uint8_t *end = memchr(c->b + data + name, 0, size - name);
+    if (end && spend(c, (uint64_t)(end - (c->b + data + name))) < 0) return -1;
+    return end != NULL;
+}
+
+/* A v1 B-tree node of a group's symbol table: queues its children. Its keys are offsets of
+ * names in the group's local heap. */
+static int check_btree(checker *c, uint64_t address, uint64_t heap) {
+    uint64_t at = offset_of(c, address), data, size;
     if (at == UINT64_MAX || !inside(c, at, 24) || memcmp(c->b + at, "TREE", 4) != 0 || c->b[at + 4] != 0)
         return refuse(c, "group B-tree at address %llu is missing or not a group node", (unsigned long long)address);
+    if (local_heap(c, heap, &data, &size) < 0) return -1;
     unsigned level = c->b[at + 5];
     uint64_t entries = le(c->b + at + 6, 2);
     /* keys and children alternate after the 24-byte header: key, child, key, ..., key */
     if (!inside(c, at + 24, entries * 16 + 8))
         return refuse(c, "group B-tree at address %llu runs past the end of the file", (unsigned long long)address);
     if (spend(c, 24 + entries * 16) < 0) return -1;
-    for (uint64_t i = 0; i < entries; i++) {
-        uint64_t child = le(c->b + at + 24 + 16 * i + 8, 8);
-        if (visit(c, level > 0 ? KIND_BTREE : KIND_SNOD, child) < 0) return -1;
+    for (uint64_t i = 0; i <= entries; i++) {
+        int named = has_name(c, data, size, le(c->b + at + 24 + 16 * i, 8));
+        if (named < 0) return -1;
+        if (!named) return refuse(c, "group B-tree at address %llu: key %llu is not a name in the group's local heap", (unsigned long long)address, (unsigned long long)i);
+        if (i < entries && visit(c, level > 0 ? KIND_BTREE : KIND_SNOD, le(c->b + at + 24 + 16 * i + 8, 8), heap) < 0) return -1;
     }
     return 0;
 }
 
 /* A symbol table node: queues the object header of every entry. */
-static int check_snod(checker *c, uint64_t address) {
-    uint64_t at = offset_of(c, address);
+static int check_snod(checker *c, uint64_t address, uint64_t heap) {
+    uint64_t at = offset_of(c, address), data, size;
     if (at == UINT64_MAX || !inside(c, at, 8) || memcmp(c->b + at, "SNOD", 4) != 0)
         return refuse(c, "group symbol node at address %llu is missing or corrupt", (unsigned long long)address);
+    if (local_heap(c, heap, &data, &size) < 0) return -1;
     uint64_t count = le(c->b + at + 6, 2);
     if (!inside(c, at + 8, count * 40))
         return refuse(c, "group symbol node at address %llu runs past the end of the file", (unsigned long long)address);
     if (spend(c, 8 + count * 40) < 0) return -1;
-    for (uint64_t i = 0; i < count; i++)
-        if (visit(c, KIND_HEADER, le(c->b + at + 8 + 40 * i + 8, 8)) < 0) return -1;
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *entry = c->b + at + 8 + 40 * i;
+        int named = has_name(c, data, size, le(entry, 8));
+        if (named < 0) return -1;
+        if (!named) return refuse(c, "group symbol node at address %llu: entry %llu's name is not in the group's local heap", (unsigned long long)address, (unsigned long long)i);
+        if (visit(c, KIND_HEADER, le(entry + 8, 8), UNDEF_ADDR) < 0) return -1;
+    }
     return 0;
 }
 
@@ -415,7 +476,8 @@ static int check_messages(checker *c, uint64_t from, uint64_t to, int v2, int cr
             break;
         case 0x11:  /* symbol table: v1 B-tree and local heap */
             if (size < 16) return refuse(c, "object header at byte %llu: symbol table message truncated", h);
-            status = visit(c, KIND_BTREE, le(body, 8));
+            status = visit(c, KIND_BTREE, le(body, 8), le(body + 8, 8));
+            if (status == 0) status = visit(c, KIND_HEAP, le(body + 8, 8), UNDEF_ADDR);
             break;
         case 0x02:    /* link info */
         case 0x15: {  /* attribute info */
@@ -497,13 +559,14 @@ static int check_bytes(checker *c) {
     size_t root_at = version == 0 ? 64 : version == 1 ? 68 : 36;
     if (!inside(c, super + root_at, 8)) return refuse(c, "HDF5 superblock truncated");
     if (find_collections(c) < 0) return -1;
-    if (visit(c, KIND_HEADER, le(s + root_at, 8)) < 0) return -1;
+    if (visit(c, KIND_HEADER, le(s + root_at, 8), UNDEF_ADDR) < 0) return -1;
     while (c->ntodo > 0) {
-        uint64_t item = c->todo[--c->ntodo];
-        uint64_t address = item >> 2;
-        int kind = (int)(item & 3);
+        item next = c->todo[--c->ntodo];
+        uint64_t address = next.key >> 2;
+        int kind = (int)(next.key & 3);
         int status = kind == KIND_HEADER ? check_header(c, address)
-                   : kind == KIND_BTREE ? check_btree(c, address) : check_snod(c, address);
+                   : kind == KIND_BTREE ? check_btree(c, address, next.heap)
+                   : kind == KIND_SNOD ? check_snod(c, address, next.heap) : check_heap(c, address);
         if (status < 0) return -1;
     }
     return 0;

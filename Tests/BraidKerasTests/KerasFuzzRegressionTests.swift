@@ -39,6 +39,18 @@ final class KerasFuzzRegressionTests: XCTestCase {
         }
     }
 
+    /// A `.keras` whose weights file declares a group's local heap data block of 2^64 - 168
+    /// bytes: libhdf5 sized its read from it (a failed 16 EiB `realloc`, an abort under the
+    /// fuzzer). Refused before libhdf5 opens it, naming the `.keras` file.
+    func testLocalHeapOutsideTheFileIsRefused() {
+        let path = "\(Self.folder)/keras-h5/local-heap-data-block-size-wraps.keras"
+        XCTAssertThrowsError(try importKeras(path: path)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("local-heap-data-block-size-wraps.keras") && text.contains("model.weights.h5")
+                          && text.contains("local heap at address 24348 declares a data block of 18446744073709551448 bytes outside the file"), text)
+        }
+    }
+
     /// Each rule of the descriptor check on its own, from a valid file: a missing object
     /// index, a length that disagrees with the object's size, an address that is not a
     /// collection. The unmodified bytes import.
