@@ -1,4 +1,6 @@
 import BraidKeras
+import CDataShim
+@preconcurrency import CHDF5
 import Foundation
 import XCTest
 
@@ -104,6 +106,72 @@ final class KerasFuzzRegressionTests: XCTestCase {
             let exported = dir.appendingPathComponent(URL(fileURLWithPath: file).lastPathComponent).path
             try exportKeras(graph, to: exported)
             XCTAssertNoThrow(try importKeras(path: exported), exported)
+        }
+    }
+
+    /// Valid HDF5 structures that Keras fixtures lack, written here with libhdf5: old-style
+    /// and new-style (compact) groups, soft links, variable-length string arrays with empty
+    /// strings, a variable-length int32 sequence attribute. The preflight accepts each; a
+    /// new-style group with 20 links (dense storage) is refused with the reason.
+    func testPreflightAcceptsValidStructuresAndNamesWhatItCannotCheck() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("braid-pf-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (name, latest, links) in [("old.h5", false, 20), ("new.h5", true, 3), ("dense.h5", true, 20)] {
+            let path = "\(dir)/\(name)"
+            try writeSample(path, latest: latest, links: links)
+            var message = [CChar](repeating: 0, count: 512)
+            let status = braid_h5_preflight(path, &message, message.count)
+            let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if name == "dense.h5" {
+                XCTAssertEqual(status, -1)
+                XCTAssertTrue(text.contains("links in dense (fractal heap) storage"), text)
+            } else {
+                XCTAssertEqual(status, 0, "\(name): \(text)")
+            }
+        }
+    }
+
+    /// A file with groups `g/h`, `links` groups `g/k0`..., a soft link `g/soft`, and
+    /// variable-length attributes on the root and on `g`.
+    private func writeSample(_ path: String, latest: Bool, links: Int) throws {
+        _ = H5open()
+        let fapl = H5Pcreate(H5P_CLS_FILE_ACCESS_ID_g)
+        defer { H5Pclose(fapl) }
+        if latest { H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) }
+        let f = H5Fcreate(path, 2 /* H5F_ACC_TRUNC */, 0, fapl)
+        XCTAssertGreaterThanOrEqual(f, 0)
+        defer { H5Fclose(f) }
+        let g = H5Gcreate2(f, "g", 0, 0, 0)
+        defer { H5Gclose(g) }
+        H5Gclose(H5Gcreate2(g, "h", 0, 0, 0))
+        for i in 0..<links { H5Gclose(H5Gcreate2(g, "k\(i)", 0, 0, 0)) }
+        XCTAssertGreaterThanOrEqual(H5Lcreate_soft("/g/h", g, "soft", 0, 0), 0)
+        let strings = H5Tcopy(H5T_C_S1_g)
+        defer { H5Tclose(strings) }
+        H5Tset_size(strings, -1 /* H5T_VARIABLE */)
+        var three: hsize_t = 3
+        let space = H5Screate_simple(1, &three, nil)
+        defer { H5Sclose(space) }
+        let a = H5Acreate2(f, "names", strings, space, 0, 0)
+        let values = ["first", "", "third"].map { $0.withCString { strdup($0) } }
+        defer { values.forEach { free($0) } }
+        var pointers: [UnsafePointer<CChar>?] = values.map { $0.map { UnsafePointer($0) } }
+        XCTAssertGreaterThanOrEqual(H5Awrite(a, strings, &pointers), 0)
+        H5Aclose(a)
+        let ints = H5Tvlen_create(H5T_NATIVE_INT_g)
+        defer { H5Tclose(ints) }
+        var two: hsize_t = 2
+        let pair = H5Screate_simple(1, &two, nil)
+        defer { H5Sclose(pair) }
+        var first: [Int32] = [1, 2, 3], second: [Int32] = [4]
+        first.withUnsafeMutableBytes { p in
+            second.withUnsafeMutableBytes { q in
+                var sequences = [hvl_t(len: 3, p: p.baseAddress), hvl_t(len: 1, p: q.baseAddress)]
+                let b = H5Acreate2(g, "sequences", ints, pair, 0, 0)
+                XCTAssertGreaterThanOrEqual(H5Awrite(b, ints, &sequences), 0)
+                H5Aclose(b)
+            }
         }
     }
 
