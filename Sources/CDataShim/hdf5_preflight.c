@@ -4,11 +4,12 @@
  * Approach: the file is parsed, not scanned. From the superblock (versions 0-3) every
  * object header (versions 1 and 2, with their continuation chunks) reachable through hard
  * links is visited: old-style groups through their symbol table (v1 B-tree, symbol nodes),
- * new-style compact groups through their link messages; the local heaps holding old-style
- * groups' link names must hold their data block inside the file, a free list without cycles,
- * and every name a B-tree key or symbol entry points to. In each header every attribute
- * message (0x000C) is decoded (versions 1-3: datatype, dataspace, data), and every
- * attribute's value must fit in its message (libhdf5 copies element count x size), and every
+ * new-style compact groups through their link messages. An old-style group's local heap
+ * must hold its data block inside the file, a free list without cycles, and every name a
+ * B-tree key, symbol entry or soft link points to. Every address followed must lie in the
+ * file: libhdf5 reads some (a group's local heap) without checking them. In each header
+ * every attribute message (0x000C) is decoded (versions 1-3: datatype, dataspace, data):
+ * its value must fit in the message (libhdf5 copies element count x size), and every
  * variable-length descriptor of a variable-length attribute (datatype class 9, string or
  * sequence: 4-byte length, 8-byte collection address, 4-byte object index) must refer to a
  * global heap collection found in the file, to an object index (not 0) that the collection
@@ -17,7 +18,7 @@
  * the object's whole size into it without checking either, nor that the object exists.
  * Every global heap collection ("GCOL") in the file is also walked the way libhdf5 walks it,
  * and one whose free space has size 0 (libhdf5 loops for ever) or whose object runs past
- * its end is refused.
+ * its end is refused. The whole walk examines at most 16 times the file's bytes.
  *
  * Limits, each refused rather than guessed at: addresses or lengths other than 8 bytes;
  * dense (fractal-heap) link or attribute storage; shared attribute messages or shared
@@ -26,8 +27,9 @@
  * variable-length data inside compound or array attributes and inside datasets, and dataset
  * fill values. Braid never reads those: its readers read attributes only of the string
  * class and datasets only of numeric classes, for which libhdf5 never touches the global
- * heap. The traversal follows the object headers' messages, as libhdf5 does when it reads;
- * the symbol-table entries' cached copies are ignored. */
+ * heap. Nor are libhdf5's own decoders of datatypes, dataspaces or B-tree records checked
+ * beyond what is listed. The traversal follows the object headers' messages, as libhdf5
+ * does when it reads; the symbol-table entries' cached copies are ignored. */
 #define _GNU_SOURCE
 #include "braid_data_shim.h"
 
