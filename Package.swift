@@ -28,13 +28,13 @@ let package = Package(
         .target(name: "BraidGraph", dependencies: ["BraidTensor", "BraidKernels"]),
         .target(name: "BraidONNX", dependencies: ["BraidGraph", "BraidTensor", "CONNXProto"]),
         .target(name: "BraidKeras", dependencies: [
-            "BraidGraph", "BraidTensor", "CHDF5",
+            "BraidGraph", "BraidTensor", "CHDF5", "CDataShim",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .target(name: "CDataShim", dependencies: ["CPNG", "CJPEG", "CHDF5"],
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
-        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels", "CHDF5"]),
+        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels", "CHDF5", "CDataShim"]),
         .target(name: "BraidTransfer", dependencies: [
             "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
         ]),

@@ -133,7 +133,7 @@ public enum ArrayDatasets {
             throw DataError.badFormat(path: path, detail: "dataset '\(labels)' has shape \(labelDims), expected [\(n)]")
         }
         var raw = [Float](repeating: 0, count: imageDims.product)
-        var message = [CChar](repeating: 0, count: 256)
+        var message = [CChar](repeating: 0, count: 512)
         guard braid_h5_read(path, images, 0, &raw, raw.count, &message, message.count) == 0 else {
             throw DataError.badFormat(path: path, detail: cMessage(message))
         }
@@ -170,7 +170,7 @@ private func h5Shape(_ path: String, _ name: String) throws -> [Int] {
     }
     var rank: Int32 = 0
     var dims = [Int64](repeating: 0, count: 8)
-    var message = [CChar](repeating: 0, count: 256)
+    var message = [CChar](repeating: 0, count: 512)
     guard braid_h5_dataset_shape(path, name, &rank, &dims, &message, message.count) == 0 else {
         throw DataError.badFormat(path: path, detail: cMessage(message))
     }

@@ -1,4 +1,5 @@
 import BraidTensor
+import CDataShim
 @preconcurrency import CHDF5
 import Foundation
 
@@ -179,6 +180,13 @@ private final class CheckpointReader {
             throw TrainingError("\(path): cannot read checkpoint (no such file)")
         }
         fileSize = size
+        // libhdf5 1.10 trusts global heap collections and variable-length string values
+        // (which every checkpoint attribute is): refuse the ones it would crash on.
+        var message = [CChar](repeating: 0, count: 512)
+        guard braid_h5_preflight(path, &message, message.count) == 0 else {
+            let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw TrainingError("\(path): not a valid Braid checkpoint (\(reason))")
+        }
         guard H5Fis_hdf5(path) > 0 else {
             if FileHandle(forReadingAtPath: path).flatMap({ try? $0.read(upToCount: 8) }) == Data("BRAIDCK1".utf8) {
                 throw TrainingError("\(path): a checkpoint in the BRAIDCK1 format of earlier Braid builds; this build reads HDF5 checkpoints (re-run the fine-tuning)")
@@ -296,8 +304,8 @@ private final class CheckpointReader {
             guard !overflow else { throw bad("tensor '\(name)': shape \(dims) overflows") }
             count = c
         }
-        let bytes = count * dtype.storageStride
-        guard bytes <= fileSize, Int(H5Dget_storage_size(d)) >= bytes else {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.storageStride)
+        guard !overflow, bytes <= fileSize, Int(clamping: H5Dget_storage_size(d)) >= bytes else {
             throw bad("tensor '\(name)': shape \(dims) needs \(bytes) bytes, more than the file stores")
         }
         let t = Tensor(zeros: dims.map { Int($0) }, dtype: dtype)

@@ -6,6 +6,7 @@
 static hid_t open_dataset(const char *path, const char *name, hid_t *file,
                           char *message, size_t message_size) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (braid_h5_preflight(path, message, message_size) != 0) return -1;
     *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (*file < 0) {
         snprintf(message, message_size, "cannot open as HDF5");

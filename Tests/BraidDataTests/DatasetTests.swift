@@ -91,6 +91,16 @@ final class DatasetTests: XCTestCase {
         }
     }
 
+    /// An HDF5 file whose variable-length attribute refers to a global heap object that is
+    /// not there (libhdf5 1.10 would crash reading it) is refused before libhdf5 opens it.
+    func testHDF5WithBadVariableLengthAttributeIsRefused() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Fuzz/regressions/keras-h5/vlen-heap-object-missing-segv.h5").standardized.path
+        XCTAssertThrowsError(try ArrayDatasets.hdf5(path: path, images: "images", labels: "labels")) { e in
+            XCTAssertTrue("\(e)".contains("vlen-heap-object-missing-segv.h5") && "\(e)".contains("which does not exist"), "\(e)")
+        }
+    }
+
     func testIDXGzippedImagesAndPlainLabels() throws {
         let ds = try ArrayDatasets.idx(images: fixture("tiny-images-idx3-ubyte.gz"),
                                        labels: fixture("tiny-labels-idx1-ubyte"))

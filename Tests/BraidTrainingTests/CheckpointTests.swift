@@ -1,5 +1,6 @@
 import BraidTensor
 @testable import BraidTraining
+@preconcurrency import CHDF5
 import Foundation
 import XCTest
 
@@ -97,6 +98,58 @@ final class CheckpointTests: XCTestCase {
         let file = try XCTUnwrap(h5.map { keras + "/" + $0 }, "no Keras .h5 fixture in \(keras)")
         XCTAssertThrowsError(try Checkpoint.load(from: file)) { e in
             XCTAssertTrue("\(e)".contains("not a Braid checkpoint"), "\(e)")
+        }
+    }
+
+    /// A dataset whose shape passes the per-dimension bound (each below 2^31) but whose
+    /// byte count overflows Int: [2^31-1, 2^31-1, 2] int64 values are 2^66 bytes. Chunked
+    /// storage with no chunk written lets libhdf5 accept the shape. Refused, not a trap.
+    func testShapeWhoseByteCountOverflowsIsRefused() throws {
+        let path = try tempDir() + "/huge.h5"
+        try Checkpoint(tensors: ["w": Tensor(shape: [1], floats: [1])], facts: [:]).save(to: path)
+        try addUnwrittenDataset(to: path, named: "tensors/huge", dims: [(1 << 31) - 1, (1 << 31) - 1, 2], attributes: ["name": "huge", "dtype": "int64"])
+        XCTAssertThrowsError(try Checkpoint.load(from: path)) { e in
+            XCTAssertTrue("\(e)".contains("huge.h5") && "\(e)".contains("tensor 'huge'") && "\(e)".contains("more than the file stores"), "\(e)")
+        }
+    }
+
+    /// Adds a chunked int64 dataset (no chunk written) with string attributes, as libhdf5
+    /// allows and a crafted file could hold.
+    private func addUnwrittenDataset(to path: String, named name: String, dims: [hsize_t], attributes: [String: String]) throws {
+        checkpointHDF5Lock.lock()
+        defer { checkpointHDF5Lock.unlock() }
+        let f = H5Fopen(path, 1 /* H5F_ACC_RDWR */, 0)
+        guard f >= 0 else { throw XCTSkip("libhdf5 cannot reopen \(path)") }
+        defer { H5Fclose(f) }
+        let space = H5Screate_simple(Int32(dims.count), dims, nil)
+        defer { H5Sclose(space) }
+        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
+        defer { H5Pclose(dcpl) }
+        H5Pset_chunk(dcpl, Int32(dims.count), [hsize_t](repeating: 1, count: dims.count))
+        let d = H5Dcreate2(f, name, H5T_STD_I64LE_g, space, 0, dcpl, 0)
+        XCTAssertGreaterThanOrEqual(d, 0)
+        defer { H5Dclose(d) }
+        let type = H5Tcopy(H5T_C_S1_g)
+        defer { H5Tclose(type) }
+        H5Tset_size(type, -1 /* H5T_VARIABLE */)
+        let scalar = H5Screate(H5S_SCALAR)
+        defer { H5Sclose(scalar) }
+        for (key, value) in attributes {
+            let a = H5Acreate2(d, key, type, scalar, 0, 0)
+            defer { H5Aclose(a) }
+            value.withCString { c in
+                var ptr: UnsafePointer<CChar>? = c
+                XCTAssertGreaterThanOrEqual(H5Awrite(a, type, &ptr), 0)
+            }
+        }
+    }
+
+    /// An HDF5 file whose variable-length attribute declares a 37 GB string (libhdf5 1.10
+    /// would allocate it) is refused before libhdf5 opens it.
+    func testBadVariableLengthAttributeIsRefusedBeforeLibhdf5() {
+        let path = repoRoot() + "/Fuzz/regressions/keras-h5/vlen-length-37GB.h5"
+        XCTAssertThrowsError(try Checkpoint.load(from: path)) { e in
+            XCTAssertTrue("\(e)".contains("vlen-length-37GB.h5") && "\(e)".contains("global heap object holds 22 bytes"), "\(e)")
         }
     }
 

@@ -37,6 +37,13 @@ int braid_png_encode(const unsigned char *pixels, int width, int height, int cha
 int braid_gunzip(const unsigned char *data, size_t size, unsigned char **out, size_t *out_size,
                  char *message, size_t message_size);
 
+/// Checks the HDF5 file at `path` before libhdf5 opens it: the structures on which libhdf5
+/// 1.10 loops, allocates without bound or reads out of bounds (global heap collections and
+/// the variable-length attribute values that refer to them; see hdf5_preflight.c for what is
+/// parsed and what is refused). Returns 0 when the file may be opened (also when it cannot be
+/// read or is not HDF5: libhdf5 then reports that), or -1 with the reason in `message`.
+int braid_h5_preflight(const char *path, char *message, size_t message_size);
+
 /// Rank (at most 8) and dimensions of dataset `name` in the HDF5 file at `path`.
 int braid_h5_dataset_shape(const char *path, const char *name, int *rank, int64_t *dims,
                            char *message, size_t message_size);
