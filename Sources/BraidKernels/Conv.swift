@@ -205,7 +205,10 @@ public final class Conv2D: @unchecked Sendable {
             return
         }
         let items = g.batch * perImage * rowBlocks
-        let w = min(items, NNParallel.workers)
+        // A product this small (a squeeze-excitation convolution of one image) finishes before a
+        // second thread would have woken up.
+        let tiny = g.batch * g.outChannels * outPlane * g.patch < 1 << 18
+        let w = tiny ? 1 : min(items, NNParallel.workers)
         // Our threads already fill the cores; OpenBLAS threads on top would only contend.
         if w > 1 { setBLASThreads(1) }
         NNParallel.run(w) { worker in
