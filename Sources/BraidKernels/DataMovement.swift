@@ -10,6 +10,7 @@ let parallelCopyThreshold = 1 << 16
 @inline(__always)
 func forEachChunk(_ chunks: Int, _ body: (Int) -> Void) {
     if chunks <= 1 { body(0); return }
+    if SpinPool.shared.run(chunks, body) { return }
     // The chunks write disjoint ranges of raw buffers; raw pointers are not Sendable, so the
     // closure is passed on as @Sendable by hand.
     withoutActuallyEscaping(body) { escapable in

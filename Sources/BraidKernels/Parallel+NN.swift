@@ -1,7 +1,8 @@
 import Dispatch
 import Foundation
 
-/// The NN kernels' thread fan-out: `DispatchQueue.concurrentPerform` over raw-pointer work.
+/// The NN kernels' thread fan-out over raw-pointer work: the spinning `SpinPool`, or
+/// `DispatchQueue.concurrentPerform` when the pool is busy.
 enum NNParallel {
     /// Cores available to `concurrentPerform`.
     static let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
@@ -16,6 +17,7 @@ enum NNParallel {
             if count == 1 { body(0) }
             return
         }
+        if SpinPool.shared.run(count, body) { return }
         withoutActuallyEscaping(body) { escaping in
             let box = Unchecked(body: escaping)
             DispatchQueue.concurrentPerform(iterations: count) { box.body($0) }
