@@ -96,7 +96,9 @@ public final class ChildTuningMask {
     public enum Mode: String, Codable, Sendable { case d, f }
     public let mode: Mode
     public let p: Float
-    var rng: SplitMix64
+    /// Mode D's masks are drawn from a stream keyed by this and the step, so a resumed run
+    /// draws the same masks as an uninterrupted one.
+    let seed: UInt64
     /// Fisher information sums (mode F), then the 0/1 masks after `freezeFisherMask()`.
     var fisher: [String: Tensor] = [:]
     var masks: [String: Tensor] = [:]
@@ -104,7 +106,7 @@ public final class ChildTuningMask {
     public init(mode: Mode, p: Float, seed: UInt64) throws {
         guard p > 0 && p <= 1 else { throw TrainingError("--child-p must be in (0, 1], got \(p)") }
         self.mode = mode; self.p = p
-        rng = SplitMix64(seed: seed ^ 0xC41D)
+        self.seed = seed ^ 0xC41D
     }
 
     /// Mode F: adds the squares of the backbone gradients of one batch.
@@ -139,9 +141,10 @@ public final class ChildTuningMask {
         return total == 0 ? 0 : kept / Double(total)
     }
 
-    /// Masks the backbone gradients in place for one step. Parameter names are visited in
-    /// sorted order so the same seed gives the same masks.
-    public func apply(grads: [String: Tensor]) {
+    /// Masks the backbone gradients in place for training step `step`. Parameter names are
+    /// visited in sorted order so the same seed and step give the same masks.
+    public func apply(grads: [String: Tensor], step: Int) {
+        var rng = SplitMix64(seed: seed ^ (UInt64(truncatingIfNeeded: step) &* 0x9E37_79B9_7F4A_7C15))
         for name in grads.keys.sorted() where !name.hasPrefix("head.") {
             let g = grads[name]!, d = g.floats
             switch mode {

@@ -365,7 +365,7 @@ public final class Finetuner {
                     for m in members {
                         m.plan.backward()
                         m.l2sp?.addGradient(params: m.plan.params, grads: m.plan.grads)
-                        m.child?.apply(grads: m.plan.grads)
+                        m.child?.apply(grads: m.plan.grads, step: step)
                     }
                     problem = gradientProblem()
                 }

@@ -49,16 +49,20 @@ final class BaselineTests: XCTestCase {
         let n = 100_000
         let grads = ["conv.w": Tensor(shape: [n], floats: Array(repeating: 1, count: n)),
                      "head.weight": Tensor(shape: [10], floats: Array(repeating: 1, count: 10))]
-        mask.apply(grads: grads)
+        mask.apply(grads: grads, step: 7)
         let g = grads["conv.w"]!.floatArray
         let kept = g.filter { $0 != 0 }
         XCTAssertEqual(Double(kept.count) / Double(n), 0.3, accuracy: 0.01)
         XCTAssertTrue(kept.allSatisfy { abs($0 - 1 / 0.3) < 1e-5 }, "kept gradients are scaled by 1/p")
         XCTAssertEqual(grads["head.weight"]!.floatArray, Array(repeating: 1, count: 10), "the head is never masked")
-        // A fresh draw each step.
+        // A fresh draw each step; the same draw for the same step, as after a resume, even
+        // from a new mask object.
         let again = ["conv.w": Tensor(shape: [n], floats: Array(repeating: 1, count: n))]
-        mask.apply(grads: again)
+        mask.apply(grads: again, step: 8)
         XCTAssertNotEqual(again["conv.w"]!.floatArray, g)
+        let resumed = ["conv.w": Tensor(shape: [n], floats: Array(repeating: 1, count: n))]
+        try ChildTuningMask(mode: .d, p: 0.3, seed: 4).apply(grads: resumed, step: 7)
+        XCTAssertEqual(resumed["conv.w"]!.floatArray, g)
         XCTAssertThrowsError(try ChildTuningMask(mode: .d, p: 0, seed: 0))
     }
 
@@ -75,7 +79,7 @@ final class BaselineTests: XCTestCase {
         let grads = ["a": Tensor(shape: [12], floats: Array(repeating: 2, count: 12)),
                      "b": Tensor(shape: [4], floats: Array(repeating: 2, count: 4)),
                      "head.bias": Tensor(shape: [2], floats: [3, 3])]
-        mask.apply(grads: grads)
+        mask.apply(grads: grads, step: 0)
         // 16 backbone elements, top 4 by Fisher: a[8...11]; no rescaling.
         XCTAssertEqual(grads["a"]!.floatArray, Array(repeating: 0, count: 8) + Array(repeating: 2, count: 4))
         XCTAssertEqual(grads["b"]!.floatArray, [0, 0, 0, 0])
