@@ -9,17 +9,7 @@ extension RobustnessTests {
     /// The tiny MLP with a 3-class `probabilities` output and the ensemble metadata that
     /// `--image` needs (1 x 8 x 8 gray images).
     func writeTinyEnsemble(to path: String) throws {
-        var m = ONNXModelProto()
-        m.irVersion = 8
-        m.opsetImport = [("", 17)]
-        m.graph.name = "tiny-ensemble"
-        m.graph.inputs = [ONNXValueInfoProto(name: "image", type: .tensor(elemType: ONNXDataType.float.rawValue,
-                                                                          shape: [.param("N"), .value(1), .value(8), .value(8)]))]
-        m.graph.outputs = [ONNXValueInfoProto(name: "probabilities", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
-        var axis = ONNXAttributeProto(name: "axis", type: .int)
-        axis.i = 1
-        var transB = ONNXAttributeProto(name: "transB", type: .int)
-        transB.i = 1
+        var (m, axis, transB) = tinyModelSkeleton(name: "tiny-ensemble", input: "image", output: "probabilities")
         let w = Tensor(shape: [3, 64], floats: (0..<192).map { Float($0 % 7) / 700 })
         m.graph.initializers = [ONNXTensorProto(w, name: "w"), ONNXTensorProto(Tensor(shape: [3], floats: [0, 0.1, 0.2]), name: "b")]
         m.graph.nodes = [

@@ -45,17 +45,7 @@ final class RobustnessTests: XCTestCase {
         func tensor(_ name: String, _ shape: [Int], _ scale: Float) -> ONNXTensorProto {
             ONNXTensorProto(Tensor(shape: shape, floats: uniform(shape.reduce(1, *), scale)), name: name)
         }
-        var transB = ONNXAttributeProto(name: "transB", type: .int)
-        transB.i = 1
-        var axis = ONNXAttributeProto(name: "axis", type: .int)
-        axis.i = 1
-        var m = ONNXModelProto()
-        m.irVersion = 8
-        m.opsetImport = [("", 17)]
-        m.graph.name = "tiny"
-        m.graph.inputs = [ONNXValueInfoProto(name: "x", type: .tensor(elemType: ONNXDataType.float.rawValue,
-                                                                      shape: [.param("N"), .value(1), .value(8), .value(8)]))]
-        m.graph.outputs = [ONNXValueInfoProto(name: "y", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
+        var (m, axis, transB) = tinyModelSkeleton(name: "tiny", input: "x", output: "y")
         m.graph.initializers = [tensor("w1", [24, 64], 0.2), tensor("b1", [24], 0.1), tensor("w2", [10, 24], 0.2), tensor("b2", [10], 0.1)]
         m.graph.nodes = [
             ONNXNodeProto(name: "flat", opType: "Flatten", domain: "", inputs: ["x"], outputs: ["f"], attributes: [axis]),
@@ -69,6 +59,24 @@ final class RobustnessTests: XCTestCase {
             m.graph.nodes.insert(ONNXNodeProto(name: "sqrt", opType: "Sqrt", domain: "", inputs: ["r0"], outputs: ["r"], attributes: []), at: 3)
         }
         try Data(m.serialized()).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// An opset-17 model with one float input `[N, 1, 8, 8]` and one float output, and the
+    /// `axis = 1` and `transB = 1` attributes its Flatten, Gemm and Softmax nodes take.
+    func tinyModelSkeleton(name: String, input: String, output: String)
+        -> (ONNXModelProto, axis: ONNXAttributeProto, transB: ONNXAttributeProto) {
+        var m = ONNXModelProto()
+        m.irVersion = 8
+        m.opsetImport = [("", 17)]
+        m.graph.name = name
+        m.graph.inputs = [ONNXValueInfoProto(name: input, type: .tensor(elemType: ONNXDataType.float.rawValue,
+                                                                        shape: [.param("N"), .value(1), .value(8), .value(8)]))]
+        m.graph.outputs = [ONNXValueInfoProto(name: output, type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
+        var axis = ONNXAttributeProto(name: "axis", type: .int)
+        axis.i = 1
+        var transB = ONNXAttributeProto(name: "transB", type: .int)
+        transB.i = 1
+        return (m, axis, transB)
     }
 
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
