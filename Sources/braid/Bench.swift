@@ -18,7 +18,7 @@ struct Bench: ParsableCommand {
     var perOp = false
     @Flag(name: .long, help: "Run the graph without fusing convolution epilogues (to compare).")
     var noFusion = false
-    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Print JSON (one object; with --per-op the report is its \"per_op\" member).") var json = false
     @Flag(name: .long, help: "Time a training step (forward, backward, SGD update) with a new head instead.")
     var train = false
     @Option(name: .long, help: "With --train: classes of the new head.") var classes = 10
@@ -79,16 +79,20 @@ struct Bench: ParsableCommand {
         let batch = feeds.values.first?.shape.first ?? 1
         let throughput = Double(batch) / (median / 1000)
         if json {
-            let obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!,
+            var obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!,
                                       "max_ms": times.last!, "runs": times.count, "batch": batch,
                                       "items_per_s": throughput, "planned_bytes": plan.plannedBytes]
+            if perOp {
+                obj["per_op"] = PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest,
+                                            runs: times.count).jsonObject()
+            }
             let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(model + String(format: ": median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
                                  median, times.first!, times.last!, times.count, throughput, batch))
         }
-        if perOp { PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest, runs: times.count).print() }
+        if perOp && !json { PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest, runs: times.count).print() }
     }
 
     func runTrain() {
