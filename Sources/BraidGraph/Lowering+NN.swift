@@ -174,6 +174,19 @@ func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> 
     let bias = try nnOptionalInput(2, node, inputs, "B", shape: [w.shape[0]])
     let hasBias = bias != nil
     let activation = p.fusion?.activation.map(convActivation)
+    if p.fusion?.constantWeights == true, let weight = w.constant, WinogradConv3x3.handles(geometry),
+       p.fusion?.residual != true || (try? nnFloatInput(3, node, inputs, "residual"))?.shape == outShape {
+        let residual = p.fusion?.residual == true
+        return LoweredOp(outputs: [(outShape, .float32)]) { ins, outs in
+            let conv = WinogradConv3x3(geometry, weight: weight.floats,
+                                       epilogue: ConvEpilogue(activation: activation, residual: residual))
+            let xp = ins[0]!.floats
+            let bp = hasBias ? UnsafePointer(ins[2]!.floats) : nil
+            let rp = residual ? UnsafePointer(ins[3]!.floats) : nil
+            let yp = outs[0].floats
+            return { conv.forward(x: xp, bias: bp, residual: rp, y: yp) }
+        }
+    }
     guard p.fusion?.residual == true else {
         return LoweredOp(outputs: [(outShape, .float32)]) { ins, outs in
             let conv = Conv2D(geometry, epilogue: ConvEpilogue(activation: activation))

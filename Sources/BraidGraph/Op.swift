@@ -171,9 +171,12 @@ public struct ConvParams: Sendable, Equatable {
 public struct ConvFusion: Sendable, Equatable {
     public var residual: Bool
     public var activation: FusedActivation?
+    /// The weight (and bias) are constants of the graph (`Passes.markConstantWeights`), so the
+    /// kernel may transform them once when the plan is made (Winograd's 3x3 method does).
+    public var constantWeights: Bool
 
-    public init(residual: Bool = false, activation: FusedActivation? = nil) {
-        self.residual = residual; self.activation = activation
+    public init(residual: Bool = false, activation: FusedActivation? = nil, constantWeights: Bool = false) {
+        self.residual = residual; self.activation = activation; self.constantWeights = constantWeights
     }
 }
 

@@ -2,11 +2,28 @@ import BraidTensor
 
 extension Passes {
     /// The pipeline for running a graph here: `optimizeForInference`, then
-    /// `fuseConvEpilogues`. The result holds fused convolutions, which only the executor
+    /// `fuseConvEpilogues` and `markConstantWeights`. The result holds fused convolutions, which only the executor
     /// understands: export and train the graph from `optimizeForInference` (or the imported
     /// one), never this one.
     public static func optimizeForExecution(_ g: Graph) throws -> Graph {
-        fuseConvEpilogues(try optimizeForInference(g))
+        markConstantWeights(fuseConvEpilogues(try optimizeForInference(g)))
+    }
+
+    /// Marks each convolution whose weight is an initializer that no run can override
+    /// (`ConvFusion.constantWeights`), so that its kernel may prepare the weight once per plan.
+    /// Only for graphs that are run as they are: a training step changes weights in place.
+    public static func markConstantWeights(_ g: Graph) -> Graph {
+        let overridable = Set(g.inputs.map(\.name))
+        var out = g
+        for (i, n) in g.nodes.enumerated() {
+            guard case .conv(var p) = n.op, n.inputs.count >= 2, g.initializers[n.inputs[1]] != nil,
+                  !overridable.contains(n.inputs[1]) else { continue }
+            var fusion = p.fusion ?? ConvFusion()
+            fusion.constantWeights = true
+            p.fusion = fusion
+            out.nodes[i].op = .conv(p)
+        }
+        return out
     }
 
     /// Folds into each convolution the element-wise tail only it feeds: an optional

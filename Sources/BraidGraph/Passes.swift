@@ -2,8 +2,9 @@ import BraidTensor
 
 /// Graph-to-graph rewrites that keep outputs the same.
 public enum Passes {
-    /// Removes nodes none of whose outputs reaches a graph output, and initializers no node
-    /// reads.
+    /// Removes nodes none of whose outputs reaches a graph output, initializers no node
+    /// reads, and graph inputs that had such an initializer as their default (an input a pass
+    /// folded away must not become one the caller has to feed).
     public static func removeDeadCode(_ g: Graph) -> Graph {
         var live = Set(g.outputs.map(\.name))
         var keep = [Bool](repeating: false, count: g.nodes.count)
@@ -17,6 +18,7 @@ public enum Passes {
         var out = g
         out.nodes = zip(g.nodes, keep).filter(\.1).map(\.0)
         out.initializers = g.initializers.filter { live.contains($0.key) }
+        out.inputs = g.inputs.filter { live.contains($0.name) || g.initializers[$0.name] == nil }
         return out
     }
 

@@ -45,7 +45,7 @@ final class ConvEpilogueTests: XCTestCase {
     }
 
     /// Which kernel runs: `Conv2D` choosing for itself, or one depthwise kernel directly.
-    private enum Kernel { case chosen, plane, blocked }
+    private enum Kernel { case chosen, plane, blocked, winograd }
 
     private func check(_ g: ConvGeometry, act: ConvActivation?, residual: Bool, bias: Bool = true,
                        kernel: Kernel = .chosen, file: StaticString = #filePath, line: UInt = #line) {
@@ -69,6 +69,8 @@ final class ConvEpilogueTests: XCTestCase {
         case .blocked:
             let conv = BlockedDepthwiseConv2D(g, epilogue: epilogue)
             run = { conv.forward(x: $0, weight: $1, bias: $2, residual: $3, y: $4) }
+        case .winograd:
+            run = { WinogradConv3x3(g, weight: $1, epilogue: epilogue).forward(x: $0, bias: $2, residual: $3, y: $4) }
         }
         var y = [Float](repeating: .nan, count: outCount)
         x.withUnsafeBufferPointer { xp in
@@ -96,6 +98,34 @@ final class ConvEpilogueTests: XCTestCase {
                             outChannels: depthwise ? channels * mult : (out ?? channels), outH: oh, outW: ow,
                             kernelH: k, kernelW: k, strideH: stride, strideW: stride, dilationH: dilation,
                             dilationW: dilation, padTop: pad, padLeft: pad, group: depthwise ? channels : 1)
+    }
+
+    /// Winograd's F(2x2, 3x3): odd and even sizes (a last tile half outside), rows of tiles
+    /// not a multiple of eight, pads 0 to 2, blocks over a batch and output channels split
+    /// for one small image, every epilogue.
+    func testWinogradAgainstLoop() {
+        let cases: [(batch: Int, c: Int, m: Int, h: Int, w: Int, pad: Int)] = [
+            (1, 32, 16, 9, 9, 1), (1, 32, 40, 14, 14, 1), (2, 48, 16, 9, 20, 0), (3, 32, 32, 5, 37, 2),
+            (1, 64, 32, 56, 18, 1), (2, 256, 256, 2, 2, 1), (1, 256, 256, 4, 5, 0),
+        ]
+        for t in cases {
+            let g = geometry(batch: t.batch, channels: t.c, h: t.h, w: t.w, k: 3, stride: 1, pad: t.pad,
+                             depthwise: false, out: t.m)
+            XCTAssertTrue(WinogradConv3x3.handles(g), "\(g)")
+            check(g, act: nil, residual: false, kernel: .winograd)
+            check(g, act: .relu, residual: true, bias: t.batch != 2, kernel: .winograd)
+        }
+        let g = geometry(batch: 1, channels: 32, h: 11, w: 11, k: 3, stride: 1, pad: 1, depthwise: false, out: 24)
+        for act in [ConvActivation.leakyRelu(alpha: 0.1), .clip(min: 0, max: 6), .hardSigmoid(alpha: 0.2, beta: 0.5),
+                    .hardSwish, .sigmoid] {
+            check(g, act: act, residual: false, kernel: .winograd)
+        }
+        XCTAssertFalse(WinogradConv3x3.handles(geometry(batch: 1, channels: 128, h: 7, w: 7, k: 3, stride: 1, pad: 1,
+                                                        depthwise: false, out: 32)))
+        XCTAssertFalse(WinogradConv3x3.handles(geometry(channels: 32, h: 8, w: 8, k: 3, stride: 2, pad: 1,
+                                                        depthwise: false)))
+        XCTAssertFalse(WinogradConv3x3.handles(geometry(channels: 32, h: 8, w: 8, k: 3, stride: 1, pad: 1,
+                                                        dilation: 2, depthwise: false)))
     }
 
     func testDepthwiseShapesAgainstLoop() {
