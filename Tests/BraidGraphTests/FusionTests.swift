@@ -81,6 +81,61 @@ final class FusionTests: XCTestCase {
         }
     }
 
+    /// A 3x3 convolution with 32 input channels runs through Winograd's kernel once its weight
+    /// is marked constant; with a residual and an activation it matches the plain graph. A
+    /// weight that is also a graph input (a default the caller may override) is not marked.
+    func testConstantWeightsMarkedAndWinogradMatchesPlain() throws {
+        let nodes = [
+            conv("big", "x", "a0"),
+            Node(name: "res", op: .binary(.add), inputs: ["a0", "x"], outputs: ["a1"], sourceOp: "Add"),
+            Node(name: "relu", op: .unary(.relu), inputs: ["a1"], outputs: ["y"], sourceOp: "Relu"),
+            conv("free", "x", "z"),
+        ]
+        let inits = ["big.w": random([32, 32, 3, 3], 0.2), "big.b": random([32]),
+                     "free.w": random([32, 32, 3, 3], 0.2), "free.b": random([32])]
+        let g = Graph(name: "wino", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil),
+                                             ValueDecl(name: "free.w", dtype: .float32, shape: [32, 32, 3, 3].map(Dim.fixed))],
+                      outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil), ValueDecl(name: "z", dtype: .float32, shape: nil)],
+                      initializers: inits, nodes: nodes)
+        let fast = try Passes.optimizeForExecution(g)
+        let marks = fast.nodes.compactMap { n -> Bool? in
+            guard case .conv(let p) = n.op else { return nil }
+            return p.fusion?.constantWeights ?? false
+        }
+        XCTAssertEqual(marks, [true, false])
+        let x = random([2, 32, 10, 13], 2)
+        let plain = try Executor(graph: g).run(["x": x]), fused = try Executor(graph: fast).run(["x": x])
+        for name in ["y", "z"] {
+            let a = try XCTUnwrap(plain[name]), b = try XCTUnwrap(fused[name])
+            var worst: Float = 0
+            for i in 0..<a.count {
+                let d = abs(a.floats[i] - b.floats[i])
+                if !(d <= worst) { worst = d }
+            }
+            XCTAssertLessThan(worst, 1e-4, name)
+        }
+    }
+
+    /// A graph input whose default a pass folds away (here the shape of a constant weight) is
+    /// no longer an input: the optimised graph runs on the other inputs alone.
+    func testFoldedDefaultInputIsDropped() throws {
+        let nodes = [
+            Node(name: "w", op: .constantOfShape(value: Tensor(shape: [1], floats: [0.5])), inputs: ["wshape"],
+                 outputs: ["k.w"], sourceOp: "ConstantOfShape"),
+            Node(name: "k", op: .conv(ConvParams(kernel: [], strides: [1, 1], pads: [0, 0, 0, 0], dilations: [], group: 1)),
+                 inputs: ["x", "k.w"], outputs: ["y"], sourceOp: "Conv"),
+        ]
+        let g = Graph(name: "light", inputs: [ValueDecl(name: "wshape", dtype: .int64, shape: [.fixed(4)]),
+                                              ValueDecl(name: "x", dtype: .float32, shape: nil)],
+                      outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil)],
+                      initializers: ["wshape": Tensor(shape: [4], ints: [2, 3, 1, 1])], nodes: nodes)
+        let fast = try Passes.optimizeForExecution(g)
+        XCTAssertEqual(fast.inputs.map(\.name), ["x"])
+        let y = try XCTUnwrap(try Executor(graph: fast).run(["x": Tensor(shape: [1, 3, 2, 2], floats: Array(repeating: 1, count: 12))])["y"])
+        XCTAssertEqual(y.shape, [1, 2, 2, 2])
+        XCTAssertEqual(y.floats[0], 1.5)
+    }
+
     func testClipWithRuntimeBoundAndSharedOutputsStayUnfused() {
         var g = graph()
         g.inputs.append(ValueDecl(name: "six", dtype: .float32, shape: [])) // an overridable bound
