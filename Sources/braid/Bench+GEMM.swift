@@ -16,10 +16,10 @@ struct GEMMShape: Hashable {
     /// Floats the three operands hold.
     var floats: Int { groups * (m * k + k * n + m * n) }
 
-    /// GFLOP/s of bare `gemm` calls on preallocated operands (one call per group, beta 0),
-    /// with OpenBLAS on its default threads: the best of at least five timed runs after one
+    /// GFLOP/s of bare `cblas_sgemm` calls on preallocated operands (one call per group, beta
+    /// 0), with OpenBLAS on its own threads, one per core: the best of at least five timed runs after one
     /// untimed run, more while they add up to less than 200 ms.
-    func sgemmRate() -> Double {
+    func sgemmRate(threads: Int) -> Double {
         let a = UnsafeMutablePointer<Float>.allocate(capacity: groups * m * k)
         let b = UnsafeMutablePointer<Float>.allocate(capacity: groups * k * n)
         let c = UnsafeMutablePointer<Float>.allocate(capacity: groups * m * n)
@@ -29,8 +29,8 @@ struct GEMMShape: Hashable {
         c.initialize(repeating: 0, count: groups * m * n)
         func run() {
             for g in 0..<groups {
-                gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a + g * m * k, lda: k,
-                     b: b + g * k * n, ldb: n, beta: 0, c: c + g * m * n, ldc: n)
+                openBLASThreadedSGEMM(threads: threads, m: m, n: n, k: k, a: a + g * m * k, b: b + g * k * n,
+                                      c: c + g * m * n)
             }
         }
         run()

@@ -56,7 +56,7 @@ struct PerOpReport {
         var sorted = rows.values.sorted { $0.ms > $1.ms }
         for i in sorted.indices where !sorted[i].memoryBound && sorted[i].flops > 0 {
             guard let g = sorted[i].gemm, g.floats * 4 <= PerOpReport.maxSGEMMBytes else { continue }
-            let peak = sgemm[g] ?? g.sgemmRate()
+            let peak = sgemm[g] ?? g.sgemmRate(threads: blasThreads())
             sgemm[g] = peak
             sorted[i].sgemmRate = peak
             if 100 * sorted[i].flops / (sorted[i].bestMS / 1000) / 1e9 / peak < 80 { below.append(sorted[i].label) }

@@ -26,7 +26,10 @@ func nnAssertClose(_ actual: [Float], _ expected: [Float], tol: Float = 1e-4, _ 
 
 final class GEMMTests: XCTestCase {
     func testGemmMatchesLoopAllTransposes() {
-        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 70, 5), (1, 9, 13), (11, 1, 6)] {
+        // The last four are over 2^18 multiply-adds: cut by columns (n >= m) or by rows over the
+        // cores, and through GEMV slices for one row or column.
+        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 70, 5), (1, 9, 13), (11, 1, 6),
+                          (37, 301, 41), (290, 45, 33), (700, 1, 400), (1, 650, 420)] {
             for transA in [false, true] {
                 for transB in [false, true] {
                     let a = nnRandom(m * k, seed: 1), b = nnRandom(k * n, seed: 2), c0 = nnRandom(m * n, seed: 3)
