@@ -2,11 +2,57 @@ import BraidTensor
 
 extension Passes {
     /// The pipeline for running a graph here: `optimizeForInference`, then
-    /// `fuseConvEpilogues` and `markConstantWeights`. The result holds fused convolutions, which only the executor
+    /// `recognizeHardSwish`, `fuseConvEpilogues` and `markConstantWeights`. The result holds fused convolutions, which only the executor
     /// understands: export and train the graph from `optimizeForInference` (or the imported
     /// one), never this one.
     public static func optimizeForExecution(_ g: Graph) throws -> Graph {
-        markConstantWeights(fuseConvEpilogues(try optimizeForInference(g)))
+        markConstantWeights(fuseConvEpilogues(recognizeHardSwish(try optimizeForInference(g))))
+    }
+
+    /// Replaces `Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)` (HardSwish as exporters write it for
+    /// opsets before 14, e.g. PaddlePaddle's ppocr models), or the same ending in a `Mul` by
+    /// 1/6, by one HardSwish node, which a convolution before it then absorbs. The three
+    /// intermediate values must each have one reader and not be graph outputs; the constants
+    /// must be float scalars of the graph. Four passes over the tensor become one (or none).
+    public static func recognizeHardSwish(_ g: Graph) -> Graph {
+        var readers: [String: [Int]] = [:]
+        for (i, n) in g.nodes.enumerated() { for v in Set(n.inputs) where !v.isEmpty { readers[v, default: []].append(i) } }
+        let outputs = Set(g.outputs.map(\.name)), overridable = Set(g.inputs.map(\.name))
+        func scalar(_ name: String) -> Float? {
+            guard !overridable.contains(name), let t = g.initializers[name], t.dtype == .float32, t.count == 1 else { return nil }
+            return t.floats[0]
+        }
+        // The sole reader of `value`, when it is a single-output node.
+        func next(_ value: String) -> Int? {
+            guard !outputs.contains(value), let r = readers[value], r.count == 1, g.nodes[r[0]].outputs.count == 1 else { return nil }
+            return r[0]
+        }
+        var removed = Set<Int>(), placed: [Int: Node] = [:]
+        for (ai, add) in g.nodes.enumerated() {
+            guard case .binary(.add) = add.op, add.inputs.count == 2, add.outputs.count == 1 else { continue }
+            let x: String
+            if scalar(add.inputs[1]) == 3 { x = add.inputs[0] } else if scalar(add.inputs[0]) == 3 { x = add.inputs[1] } else { continue }
+            guard let ci = next(add.outputs[0]), case .clip = g.nodes[ci].op, g.nodes[ci].inputs.first == add.outputs[0],
+                  g.nodes[ci].inputs.count == 3, scalar(g.nodes[ci].inputs[1]) == 0, scalar(g.nodes[ci].inputs[2]) == 6,
+                  let mi = next(g.nodes[ci].outputs[0]), case .binary(.mul) = g.nodes[mi].op,
+                  Set(g.nodes[mi].inputs) == [x, g.nodes[ci].outputs[0]], g.nodes[mi].inputs.count == 2,
+                  let di = next(g.nodes[mi].outputs[0]), g.nodes[di].inputs.count == 2,
+                  g.nodes[di].inputs[0] == g.nodes[mi].outputs[0] else { continue }
+            let last = g.nodes[di]
+            switch last.op {
+            case .binary(.div) where scalar(last.inputs[1]) == 6: break
+            case .binary(.mul) where scalar(last.inputs[1]).map({ abs($0 - 1 / 6) < 1e-7 }) ?? false: break
+            default: continue
+            }
+            guard removed.isDisjoint(with: [ai, ci, mi, di]) else { continue }
+            removed.formUnion([ai, ci, mi])
+            placed[di] = Node(name: last.name, op: .unary(.hardSwish), inputs: [x], outputs: last.outputs,
+                              sourceOp: "Add+Clip+Mul+\(last.sourceOp)")
+        }
+        if placed.isEmpty { return g }
+        var out = g
+        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
+        return removeDeadCode(out)
     }
 
     /// Marks each convolution whose weight is an initializer that no run can override

@@ -116,6 +116,42 @@ final class FusionTests: XCTestCase {
         }
     }
 
+    /// HardSwish written out as Add, Clip, Mul and Div (ppocr's form) becomes one node that the
+    /// convolution before it absorbs; the same with a Mul by 1/6 instead of the Div, after a
+    /// non-convolution; a pattern whose intermediate is also a graph output stays as it is.
+    func testHardSwishPatternRecognisedAndFused() throws {
+        func pattern(_ x: String, _ tag: String, divide: Bool) -> [Node] {
+            [Node(name: tag + "add", op: .binary(.add), inputs: [x, "three"], outputs: [tag + "a"], sourceOp: "Add"),
+             Node(name: tag + "clip", op: .clip, inputs: [tag + "a", "zero", "six"], outputs: [tag + "c"], sourceOp: "Clip"),
+             Node(name: tag + "mul", op: .binary(.mul), inputs: [tag + "c", x], outputs: [tag + "m"], sourceOp: "Mul"),
+             divide ? Node(name: tag + "div", op: .binary(.div), inputs: [tag + "m", "six"], outputs: [tag + "y"], sourceOp: "Div")
+                    : Node(name: tag + "div", op: .binary(.mul), inputs: [tag + "m", "sixth"], outputs: [tag + "y"], sourceOp: "Mul")]
+        }
+        let nodes = [conv("pw", "x", "p0", pad: 0)] + pattern("p0", "1", divide: true)
+            + [Node(name: "neg", op: .unary(.neg), inputs: ["1y"], outputs: ["n"], sourceOp: "Neg")] + pattern("n", "2", divide: false)
+            + pattern("2y", "3", divide: true)
+        var inits: [String: Tensor] = ["three": Tensor(shape: [], floats: [3]), "zero": Tensor(shape: [], floats: [0]),
+                                       "six": Tensor(shape: [], floats: [6]), "sixth": Tensor(shape: [1], floats: [1.0 / 6])]
+        inits["pw.w"] = random([4, 4, 1, 1])
+        inits["pw.b"] = random([4])
+        let g = Graph(name: "hswish", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil)],
+                      outputs: [ValueDecl(name: "3y", dtype: .float32, shape: nil), ValueDecl(name: "3c", dtype: .float32, shape: nil)],
+                      initializers: inits, nodes: nodes)
+        let fast = try Passes.optimizeForExecution(g)
+        XCTAssertEqual(fast.nodes.map(\.sourceOp), ["Conv+Add+Clip+Mul+Div", "Neg", "Add+Clip+Mul+Mul", "Add", "Clip", "Mul", "Div"])
+        let x = random([2, 4, 5, 3], 6)
+        let plain = try Executor(graph: g).run(["x": x]), fused = try Executor(graph: fast).run(["x": x])
+        for name in ["3y", "3c"] {
+            let a = try XCTUnwrap(plain[name]), b = try XCTUnwrap(fused[name])
+            var worst: Float = 0
+            for i in 0..<a.count {
+                let d = abs(a.floats[i] - b.floats[i])
+                if !(d <= worst) { worst = d }
+            }
+            XCTAssertLessThan(worst, 1e-5, name)
+        }
+    }
+
     /// A graph input whose default a pass folds away (here the shape of a constant weight) is
     /// no longer an input: the optimised graph runs on the other inputs alone.
     func testFoldedDefaultInputIsDropped() throws {
