@@ -291,14 +291,18 @@ extension Conv2D {
                 row.update(from: bias, count: m)
             }
         }
-        // OpenBLAS's second thread costs more than it saves on a product this small.
-        let small = m * c < 1 << 18
-        if small { setBLASThreads(1) }
-        for n in 0..<g.batch {
-            gemm(transA: false, transB: true, m: 1, n: m, k: c, alpha: 1, a: x + n * c, lda: c,
-                 b: weight, ldb: c, beta: bias == nil && residual == nil ? 0 : 1, c: y + n * m, ldc: m)
+        // Images split over the cores, each product on one OpenBLAS thread; a product this
+        // small (ppocr_cls's squeeze-excitations) finishes before a second thread would wake.
+        let w = g.batch * m * c < 1 << 18 ? 1 : min(g.batch, NNParallel.workers)
+        let beta: Float = bias == nil && residual == nil ? 0 : 1
+        setBLASThreads(1)
+        NNParallel.run(w) { worker in
+            for n in (g.batch * worker / w)..<(g.batch * (worker + 1) / w) {
+                gemm(transA: false, transB: true, m: 1, n: m, k: c, alpha: 1, a: x + n * c, lda: c,
+                     b: weight, ldb: c, beta: beta, c: y + n * m, ldc: m)
+            }
         }
-        if small { setBLASThreads(NNParallel.blasDefaultThreads) }
+        setBLASThreads(NNParallel.blasDefaultThreads)
         epilogue.activation?.apply(y, rows: 1, cols: g.batch * m)
     }
 
