@@ -176,7 +176,7 @@ public final class Conv2D: @unchecked Sendable {
             direct.forward(x: x, weight: weight, bias: bias, residual: residual, y: y)
             return
         }
-        if method == .pointwise && g.outH * g.outW == 1 && g.group == 1 && g.batch > 1 {
+        if method == .pointwise && g.outH * g.outW == 1 && g.group == 1 {
             batchedVectors(x: x, weight: weight, bias: bias, residual: residual, y: y)
             return
         }
@@ -273,12 +273,16 @@ extension Conv2D {
     }
 
     /// A pointwise convolution of 1x1 maps (squeeze-excitation blocks, classifier heads) over a
-    /// batch: `y[N, M] = x[N, C] · w[M, C]ᵀ` as one GEMM, where per image it would be `N`
-    /// matrix-vector products each reading all the weights.
+    /// batch: `y[n, M] = w[M, C] · x[n, C]` for each image `n`, one matrix-vector product per
+    /// image with the same call, so an image's output is the same floats at any position in
+    /// any batch. One GEMM over the batch is faster but not batch-invariant: OpenBLAS sums a
+    /// row differently in its edge kernels, so moving an image within the batch changed its
+    /// last bits, and a frozen prefix cached from one batch no longer matched the same prefix
+    /// computed in a shuffled one (ppocr_cls's squeeze-excitations under AMCF's search).
     fileprivate func batchedVectors(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                     residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
         let g = geometry
-        let m = g.outChannels
+        let m = g.outChannels, c = g.inChannels
         for n in 0..<g.batch {
             let row = y + n * m
             if let residual {
@@ -287,13 +291,18 @@ extension Conv2D {
                 row.update(from: bias, count: m)
             }
         }
-        // OpenBLAS's second thread costs more than it saves on a product this small
-        // (ppocr_cls's squeeze-excitation at batch 32: 31 -> 49 ms with it).
-        let small = g.batch * m * g.inChannels < 1 << 22
-        if small { setBLASThreads(1) }
-        gemm(transA: false, transB: true, m: g.batch, n: m, k: g.inChannels, alpha: 1, a: x, lda: g.inChannels,
-             b: weight, ldb: g.inChannels, beta: bias == nil && residual == nil ? 0 : 1, c: y, ldc: m)
-        if small { setBLASThreads(NNParallel.blasDefaultThreads) }
+        // Images split over the cores, each product on one OpenBLAS thread; a product this
+        // small (ppocr_cls's squeeze-excitations) finishes before a second thread would wake.
+        let w = g.batch * m * c < 1 << 18 ? 1 : min(g.batch, NNParallel.workers)
+        let beta: Float = bias == nil && residual == nil ? 0 : 1
+        setBLASThreads(1)
+        NNParallel.run(w) { worker in
+            for n in (g.batch * worker / w)..<(g.batch * (worker + 1) / w) {
+                gemm(transA: false, transB: true, m: 1, n: m, k: c, alpha: 1, a: x + n * c, lda: c,
+                     b: weight, ldb: c, beta: beta, c: y + n * m, ldc: m)
+            }
+        }
+        setBLASThreads(NNParallel.blasDefaultThreads)
         epilogue.activation?.apply(y, rows: 1, cols: g.batch * m)
     }
 

@@ -139,7 +139,10 @@ struct PrefixSplit {
 
     /// Splits `graph` (fed by `input`) into the nodes that depend on a `trainable` parameter
     /// and the data-dependent ones that do not. Nil when nothing frozen reads the image (the
-    /// input itself crosses) or the frozen side runs anything stochastic or in training mode.
+    /// input itself crosses) or the frozen side runs anything stochastic or in training mode,
+    /// or a dense product of data: that is one GEMM over the batch, whose rows OpenBLAS sums
+    /// differently by position, so an image's cached value would differ in its last bits from
+    /// what the whole graph computes for it in another batch order.
     static func find(graph: Graph, input: String, trainable: Set<String>) -> PrefixSplit? {
         var data: Set<String> = [input]
         var trained = trainable
@@ -150,7 +153,7 @@ struct PrefixSplit {
                 suffixNodes.append(n)
             } else if n.inputs.contains(where: data.contains) {
                 switch n.op {
-                case .dropoutTraining, .batchNormTraining: return nil
+                case .dropoutTraining, .batchNormTraining, .gemm, .matMul: return nil
                 default: break
                 }
                 data.formUnion(n.outputs)

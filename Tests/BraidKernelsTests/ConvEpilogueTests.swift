@@ -244,6 +244,32 @@ final class ConvEpilogueTests: XCTestCase {
               act: .relu, residual: false)
     }
 
+    /// A frozen prefix's activations are cached per image and reused in other batch orders, so
+    /// an image's output on 1x1 maps must not depend on where in the batch, or in a batch of
+    /// what size, it runs (one GEMM over the batch gave edge rows other last bits).
+    func testPointwiseOnOneByOneMapsIsTheSameAtAnyBatchPosition() {
+        var rng = SystemRandomNumberGenerator()
+        for (c, m) in [(40, 10), (63, 10), (10, 40)] {
+            let w = (0..<(m * c)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let b = (0..<m).map { _ in Float.random(in: -1...1, using: &rng) }
+            let x = (0..<(32 * c)).map { _ in Float.random(in: -1...1, using: &rng) }
+            func run(_ batch: Int, _ images: [Float]) -> [Float] {
+                let g = geometry(batch: batch, channels: c, h: 1, w: 1, k: 1, stride: 1, pad: 0, depthwise: false, out: m)
+                let conv = Conv2D(g, epilogue: ConvEpilogue(activation: .relu, residual: false))
+                var y = [Float](repeating: 0, count: batch * m)
+                conv.forward(x: images, weight: w, bias: b, y: &y)
+                return y
+            }
+            let whole = run(32, x)
+            let reversed = run(32, (0..<32).reversed().flatMap { x[($0 * c)..<(($0 + 1) * c)] })
+            for n in 0..<32 {
+                let own = Array(whole[(n * m)..<((n + 1) * m)])
+                XCTAssertEqual(own, Array(reversed[((31 - n) * m)..<((32 - n) * m)]), "C \(c), M \(m), image \(n) moved")
+                XCTAssertEqual(own, run(1, Array(x[(n * c)..<((n + 1) * c)])), "C \(c), M \(m), image \(n) alone")
+            }
+        }
+    }
+
     func testResidualWithoutBiasOnPointwiseAndIm2col() {
         check(geometry(batch: 1, channels: 6, h: 17, w: 19, k: 1, stride: 1, pad: 0, depthwise: false, out: 5),
               act: .relu, residual: true, bias: false)
