@@ -76,7 +76,8 @@ struct Bench: ParsableCommand {
         }
         times.sort()
         let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
-        let batch = feeds.values.first?.shape.first ?? 1
+        // The first input in the model's order: a dictionary's first entry could be any of them.
+        let batch = graph.feedInputs.first.flatMap { feeds[$0.name]?.shape.first } ?? 1
         let throughput = Double(batch) / (median / 1000)
         if json {
             var obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!,
