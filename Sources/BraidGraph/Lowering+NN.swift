@@ -13,6 +13,7 @@ func lowerNN(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .matMul: return try lowerMatMul(node, inputs)
     case .batchNorm(let epsilon): return try lowerBatchNorm(node, epsilon: epsilon, inputs)
     case .instanceNorm(let epsilon): return try lowerInstanceNorm(node, epsilon: epsilon, inputs)
+    case .channelChain(let steps, let activation): return try lowerChannelChain(node, steps, activation, inputs)
     case .layerNorm(let axis, let epsilon): return try lowerLayerNorm(node, axis: axis, epsilon: epsilon, inputs)
     case .pool(let p): return try lowerPool(node, p, inputs)
     case .globalPool(let kind): return try lowerGlobalPool(node, kind, inputs)

@@ -35,7 +35,7 @@ public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     switch node.op {
     case .unary, .binary, .variadic, .select, .clip, .prelu, .cast:
         return try lowerMath(node, inputs)
-    case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .instanceNorm, .layerNorm,
+    case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .channelChain, .instanceNorm, .layerNorm,
          .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
         return try lowerNN(node, inputs)
     case .reshape, .flatten, .transpose, .concat, .split, .slice, .gather, .gatherElements,

@@ -37,6 +37,11 @@ public enum Op: Sendable {
     case batchNorm(epsilon: Float)
     /// `[x, scale, bias]` per-channel instance normalisation.
     case instanceNorm(epsilon: Float)
+    /// `[x, operands...]`: `steps` applied in order along channel axis 1 (a batch
+    /// normalisation takes its four parameters, a binary step one operand), then `activation`:
+    /// one pass over the data. Made by `Passes.fuseChannelChains` for running only; exporters
+    /// and training reject it.
+    case channelChain(steps: [ChannelStep], activation: FusedActivation?)
     /// `[x, scale, bias?]` normalising over the axes from `axis` to the end.
     case layerNorm(axis: Int, epsilon: Float)
     case pool(PoolParams)
@@ -177,6 +182,19 @@ public struct ConvFusion: Sendable, Equatable {
 
     public init(residual: Bool = false, activation: FusedActivation? = nil, constantWeights: Bool = false) {
         self.residual = residual; self.activation = activation; self.constantWeights = constantWeights
+    }
+}
+
+/// One step of a `channelChain`: inference-mode batch normalisation, or the data combined with
+/// one operand (the data on the left).
+public enum ChannelStep: Sendable, Equatable {
+    case batchNorm(epsilon: Float)
+    case binary(BinaryOp)
+
+    /// How many operands the step reads after the data.
+    public var operandCount: Int {
+        if case .batchNorm = self { return 4 }
+        return 1
     }
 }
 

@@ -2,11 +2,73 @@ import BraidTensor
 
 extension Passes {
     /// The pipeline for running a graph here: `optimizeForInference`, then
-    /// `recognizeHardSwish`, `fuseConvEpilogues` and `markConstantWeights`. The result holds fused convolutions, which only the executor
+    /// `recognizeHardSwish`, `fuseConvEpilogues`, `fuseChannelChains` and `markConstantWeights`. The result holds fused convolutions, which only the executor
     /// understands: export and train the graph from `optimizeForInference` (or the imported
     /// one), never this one.
     public static func optimizeForExecution(_ g: Graph) throws -> Graph {
-        markConstantWeights(fuseConvEpilogues(recognizeHardSwish(try optimizeForInference(g))))
+        markConstantWeights(fuseChannelChains(fuseConvEpilogues(recognizeHardSwish(try optimizeForInference(g)))))
+    }
+
+    /// Fuses runs of per-channel steps on one tensor into one `channelChain` node: inference-mode
+    /// batch normalisations, and Add, Sub, Mul or Div of the data with an operand that no fed
+    /// input reaches (a weight, or a default a caller may override: it is read at each run),
+    /// the data on the left for Sub and Div; then an optional activation. DenseNet-121 as the
+    /// ONNX model zoo has it runs BatchNormalization, Mul, Add and Relu before each
+    /// convolution: four passes over the tensor become one. Each value inside a run must have
+    /// one reader and not be a graph output; a run needs at least two nodes.
+    public static func fuseChannelChains(_ g: Graph) -> Graph {
+        var readers: [String: Int] = [:]
+        for n in g.nodes { for v in Set(n.inputs) where !v.isEmpty { readers[v, default: 0] += 1 } }
+        let outputs = Set(g.outputs.map(\.name))
+        var soleReader: [String: Int] = [:]
+        for (i, n) in g.nodes.enumerated() {
+            for v in Set(n.inputs) where !v.isEmpty && readers[v] == 1 && !outputs.contains(v) { soleReader[v] = i }
+        }
+        // Values a fed input reaches.
+        var data = Set(g.feedInputs.map(\.name))
+        for n in g.nodes where n.inputs.contains(where: data.contains) { data.formUnion(n.outputs) }
+        let overridable = Set(g.inputs.map(\.name))
+        let constants = g.initializers.filter { !overridable.contains($0.key) }
+        // The step `node` makes of data value `x`, with its operands.
+        func step(_ node: Node, on x: String) -> (ChannelStep, [String])? {
+            guard node.outputs.count == 1, node.inputs.first(where: { !$0.isEmpty }) != nil else { return nil }
+            switch node.op {
+            case .batchNorm(let epsilon):
+                guard node.inputs.count == 5, node.inputs[0] == x,
+                      node.inputs[1...].allSatisfy({ !$0.isEmpty && !data.contains($0) }) else { return nil }
+                return (.batchNorm(epsilon: epsilon), Array(node.inputs[1...]))
+            case .binary(let op) where [.add, .sub, .mul, .div].contains(op):
+                guard node.inputs.count == 2 else { return nil }
+                let a = node.inputs[0], b = node.inputs[1]
+                if a == x && !b.isEmpty && !data.contains(b) { return (.binary(op), [b]) }
+                if b == x && (op == .add || op == .mul) && !a.isEmpty && !data.contains(a) { return (.binary(op), [a]) }
+                return nil
+            default:
+                return nil
+            }
+        }
+        var removed = Set<Int>(), placed: [Int: Node] = [:]
+        for (first, start) in g.nodes.enumerated() where !removed.contains(first) {
+            guard let x = start.inputs.first(where: { data.contains($0) }), let s0 = step(start, on: x) else { continue }
+            var steps = [s0.0], operands = s0.1, members = [first], value = start.outputs[0], tail = [start.sourceOp]
+            while let i = soleReader[value], !removed.contains(i), let s = step(g.nodes[i], on: value) {
+                steps.append(s.0); operands += s.1; members.append(i); value = g.nodes[i].outputs[0]
+                tail.append(g.nodes[i].sourceOp)
+            }
+            var activation: FusedActivation?
+            if let i = soleReader[value], !removed.contains(i), g.nodes[i].inputs.first == value,
+               let act = fusedActivation(g.nodes[i], constants) {
+                activation = act; members.append(i); value = g.nodes[i].outputs[0]; tail.append(g.nodes[i].sourceOp)
+            }
+            guard members.count >= 2 else { continue }
+            removed.formUnion(members)
+            placed[members.last!] = Node(name: start.name, op: .channelChain(steps: steps, activation: activation),
+                                         inputs: [x] + operands, outputs: [value], sourceOp: tail.joined(separator: "+"))
+        }
+        if placed.isEmpty { return g }
+        var out = g
+        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
+        return removeDeadCode(out)
     }
 
     /// Replaces `Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)` (HardSwish as exporters write it for

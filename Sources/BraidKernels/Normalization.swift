@@ -26,6 +26,43 @@ public func channelAffine(batch: Int, channels: Int, spatial: Int, x: UnsafePoin
     }
 }
 
+/// `y = activation(x * scale[c] + shift[c])` over `x` `[N, C, S]` in one pass.
+public func channelAffine(batch: Int, channels: Int, spatial: Int, x: UnsafePointer<Float>,
+                          scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, activation: ConvActivation?,
+                          y: UnsafeMutablePointer<Float>) {
+    activation.dispatch(AffineRun(batch: batch, channels: channels, spatial: spatial, x: x, scale: scale, shift: shift, y: y))
+}
+
+private struct AffineRun: EpilogueVisitor {
+    let batch: Int, channels: Int, spatial: Int
+    let x: UnsafePointer<Float>, scale: UnsafePointer<Float>, shift: UnsafePointer<Float>
+    let y: UnsafeMutablePointer<Float>
+
+    func visit<F: EpilogueFunction>(_ f: F) {
+        let planes = batch * channels, spatial = self.spatial
+        let chunks = planes * spatial >= 1 << 16 ? min(planes, NNParallel.workers) : 1
+        let x = self.x, y = self.y, scale = self.scale, shift = self.shift, channels = self.channels
+        NNParallel.run(chunks) { i in
+            for p in (planes * i / chunks)..<(planes * (i + 1) / chunks) {
+                let c = p % channels, s = scale[c], t = shift[c]
+                let src = UnsafeRawPointer(x + p * spatial), dst = UnsafeMutableRawPointer(y + p * spatial)
+                let s8 = SIMD8<Float>(repeating: s), t8 = SIMD8<Float>(repeating: t)
+                var j = 0
+                while j + 8 <= spatial {
+                    let v = src.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self)
+                    dst.storeBytes(of: f(v * s8 + t8), toByteOffset: 4 * j, as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < spatial {
+                    dst.storeBytes(of: f(src.load(fromByteOffset: 4 * j, as: Float.self) * s + t), toByteOffset: 4 * j,
+                                   as: Float.self)
+                    j += 1
+                }
+            }
+        }
+    }
+}
+
 /// Instance normalisation over `x` `[N, C, S]`: each `(n, c)` row is normalised by its own
 /// mean and (biased) variance, then `* scale[c] + bias[c]`.
 public func instanceNorm(batch: Int, channels: Int, spatial: Int, x: UnsafePointer<Float>,

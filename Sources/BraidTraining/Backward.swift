@@ -38,5 +38,7 @@ public func lowerBackward(_ node: Node, _ inputs: [PlanValue?], _ outputs: [Plan
         return try backwardReduce(node, inputs, outputs, needs: needs)
     case .shape, .size, .constantOfShape, .range, .argExtreme, .constant:
         throw GraphError(node: node.name, "\(node.sourceOp) has no gradient (its output does not depend smoothly on its inputs)")
+    case .channelChain:
+        throw GraphError(node: node.name, "\(node.sourceOp): a fused channel chain has no backward; train the graph from before Passes.optimizeForExecution")
     }
 }

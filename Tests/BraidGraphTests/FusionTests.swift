@@ -118,7 +118,8 @@ final class FusionTests: XCTestCase {
 
     /// HardSwish written out as Add, Clip, Mul and Div (ppocr's form) becomes one node that the
     /// convolution before it absorbs; the same with a Mul by 1/6 instead of the Div, after a
-    /// non-convolution; a pattern whose intermediate is also a graph output stays as it is.
+    /// non-convolution; a pattern whose intermediate is also a graph output stays as it is (its
+    /// Add and Clip become a channel chain).
     func testHardSwishPatternRecognisedAndFused() throws {
         func pattern(_ x: String, _ tag: String, divide: Bool) -> [Node] {
             [Node(name: tag + "add", op: .binary(.add), inputs: [x, "three"], outputs: [tag + "a"], sourceOp: "Add"),
@@ -138,7 +139,7 @@ final class FusionTests: XCTestCase {
                       outputs: [ValueDecl(name: "3y", dtype: .float32, shape: nil), ValueDecl(name: "3c", dtype: .float32, shape: nil)],
                       initializers: inits, nodes: nodes)
         let fast = try Passes.optimizeForExecution(g)
-        XCTAssertEqual(fast.nodes.map(\.sourceOp), ["Conv+Add+Clip+Mul+Div", "Neg", "Add+Clip+Mul+Mul", "Add", "Clip", "Mul", "Div"])
+        XCTAssertEqual(fast.nodes.map(\.sourceOp), ["Conv+Add+Clip+Mul+Div", "Neg", "Add+Clip+Mul+Mul", "Add+Clip", "Mul", "Div"])
         let x = random([2, 4, 5, 3], 6)
         let plain = try Executor(graph: g).run(["x": x]), fused = try Executor(graph: fast).run(["x": x])
         for name in ["3y", "3c"] {
@@ -151,6 +152,41 @@ final class FusionTests: XCTestCase {
             XCTAssertLessThan(worst, 1e-5, name)
         }
     }
+
+    /// Per-channel runs become one channel chain: BatchNormalization, Mul, Add and Relu (the
+    /// ONNX zoo's DenseNet, its parameters graph inputs with defaults), and a Sub and Div by
+    /// operands that broadcast along the last axis instead (the chain's step-by-step path);
+    /// the result matches the plain graph either way.
+    func testChannelChainsFuseAndMatchPlain() throws {
+        let nodes = [
+            Node(name: "bn", op: .batchNorm(epsilon: 1e-5), inputs: ["x", "s", "b", "m", "v"], outputs: ["a"], sourceOp: "BatchNormalization"),
+            Node(name: "mul", op: .binary(.mul), inputs: ["w3", "a"], outputs: ["c"], sourceOp: "Mul"),
+            Node(name: "add", op: .binary(.add), inputs: ["c", "k3"], outputs: ["d"], sourceOp: "Add"),
+            Node(name: "relu", op: .unary(.relu), inputs: ["d"], outputs: ["e"], sourceOp: "Relu"),
+            Node(name: "sub", op: .binary(.sub), inputs: ["e", "row"], outputs: ["f"], sourceOp: "Sub"),
+            Node(name: "div", op: .binary(.div), inputs: ["f", "two"], outputs: ["y"], sourceOp: "Div"),
+        ]
+        var v = random([4], 1)
+        for i in 0..<4 { v.floats[i] = abs(v.floats[i]) + 0.5 }
+        let inits: [String: Tensor] = ["s": random([4]), "b": random([4]), "m": random([4]), "v": v,
+                                       "w3": random([4, 1, 1]), "k3": random([1, 4, 1, 1]), "row": random([5]),
+                                       "two": Tensor(shape: [1], floats: [2])]
+        let g = Graph(name: "chain", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil),
+                                              ValueDecl(name: "s", dtype: .float32, shape: [.fixed(4)])],
+                      outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil)], initializers: inits, nodes: nodes)
+        let fast = try Passes.optimizeForExecution(g)
+        XCTAssertEqual(fast.nodes.map(\.sourceOp), ["BatchNormalization+Mul+Add+Relu", "Sub+Div"])
+        let x = random([2, 4, 3, 5], 3)
+        let a = try XCTUnwrap(try Executor(graph: g).run(["x": x])["y"]), b = try XCTUnwrap(try Executor(graph: fast).run(["x": x])["y"])
+        XCTAssertEqual(a.shape, b.shape)
+        var worst: Float = 0
+        for i in 0..<a.count {
+            let d = abs(a.floats[i] - b.floats[i])
+            if !(d <= worst) { worst = d }
+        }
+        XCTAssertLessThan(worst, 1e-5)
+    }
+
 
     /// A graph input whose default a pass folds away (here the shape of a constant weight) is
     /// no longer an input: the optimised graph runs on the other inputs alone.
