@@ -11,6 +11,22 @@ final class FusionTests: XCTestCase {
         return Tensor(shape: shape, floats: (0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) })
     }
 
+    /// Runs `plain` and `fast` on `x` and checks outputs `names` agree within `tolerance`.
+    private func assertSameOutputs(_ plain: Graph, _ fast: Graph, x: Tensor, _ names: [String], tolerance: Float = 1e-5,
+                                   file: StaticString = #filePath, line: UInt = #line) throws {
+        let a = try Executor(graph: plain).run(["x": x]), b = try Executor(graph: fast).run(["x": x])
+        for name in names {
+            let u = try XCTUnwrap(a[name], file: file, line: line), v = try XCTUnwrap(b[name], file: file, line: line)
+            XCTAssertEqual(u.shape, v.shape, name, file: file, line: line)
+            var worst: Float = 0
+            for i in 0..<u.count {
+                let d = abs(u.floats[i] - v.floats[i])
+                if !(d <= worst) { worst = d }
+            }
+            XCTAssertLessThan(worst, tolerance, "\(name) \(x.shape)", file: file, line: line)
+        }
+    }
+
     private func conv(_ name: String, _ x: String, _ out: String, group: Int = 1, stride: Int = 1, pad: Int = 1,
                       bias: Bool = true) -> Node {
         Node(name: name, op: .conv(ConvParams(kernel: [], strides: [stride, stride], pads: [pad, pad, pad, pad],
@@ -65,19 +81,7 @@ final class FusionTests: XCTestCase {
     func testFusedGraphMatchesUnfused() throws {
         let g = graph()
         for batch in [1, 2] {
-            let x = random([batch, 4, 9, 11], 3)
-            let plain = try Executor(graph: g).run(["x": x])
-            let fused = try Executor(graph: Passes.fuseConvEpilogues(g)).run(["x": x])
-            for name in ["y", "s0", "s"] {
-                let a = try XCTUnwrap(plain[name]), b = try XCTUnwrap(fused[name])
-                XCTAssertEqual(a.shape, b.shape)
-                var worst: Float = 0
-                for i in 0..<a.count {
-                    let d = abs(a.floats[i] - b.floats[i])
-                    if !(d <= worst) { worst = d }
-                }
-                XCTAssertLessThan(worst, 1e-5, "\(name) batch \(batch)")
-            }
+            try assertSameOutputs(g, Passes.fuseConvEpilogues(g), x: random([batch, 4, 9, 11], 3), ["y", "s0", "s"])
         }
     }
 
@@ -103,17 +107,7 @@ final class FusionTests: XCTestCase {
             return p.fusion?.constantWeights ?? false
         }
         XCTAssertEqual(marks, [true, false])
-        let x = random([2, 32, 10, 13], 2)
-        let plain = try Executor(graph: g).run(["x": x]), fused = try Executor(graph: fast).run(["x": x])
-        for name in ["y", "z"] {
-            let a = try XCTUnwrap(plain[name]), b = try XCTUnwrap(fused[name])
-            var worst: Float = 0
-            for i in 0..<a.count {
-                let d = abs(a.floats[i] - b.floats[i])
-                if !(d <= worst) { worst = d }
-            }
-            XCTAssertLessThan(worst, 1e-4, name)
-        }
+        try assertSameOutputs(g, fast, x: random([2, 32, 10, 13], 2), ["y", "z"], tolerance: 1e-4)
     }
 
     /// HardSwish written out as Add, Clip, Mul and Div (ppocr's form) becomes one node that the
@@ -140,17 +134,7 @@ final class FusionTests: XCTestCase {
                       initializers: inits, nodes: nodes)
         let fast = try Passes.optimizeForExecution(g)
         XCTAssertEqual(fast.nodes.map(\.sourceOp), ["Conv+Add+Clip+Mul+Div", "Neg", "Add+Clip+Mul+Mul", "Add+Clip", "Mul", "Div"])
-        let x = random([2, 4, 5, 3], 6)
-        let plain = try Executor(graph: g).run(["x": x]), fused = try Executor(graph: fast).run(["x": x])
-        for name in ["3y", "3c"] {
-            let a = try XCTUnwrap(plain[name]), b = try XCTUnwrap(fused[name])
-            var worst: Float = 0
-            for i in 0..<a.count {
-                let d = abs(a.floats[i] - b.floats[i])
-                if !(d <= worst) { worst = d }
-            }
-            XCTAssertLessThan(worst, 1e-5, name)
-        }
+        try assertSameOutputs(g, fast, x: random([2, 4, 5, 3], 6), ["3y", "3c"])
     }
 
     /// Per-channel runs become one channel chain: BatchNormalization, Mul, Add and Relu (the
@@ -176,15 +160,7 @@ final class FusionTests: XCTestCase {
                       outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil)], initializers: inits, nodes: nodes)
         let fast = try Passes.optimizeForExecution(g)
         XCTAssertEqual(fast.nodes.map(\.sourceOp), ["BatchNormalization+Mul+Add+Relu", "Sub+Div"])
-        let x = random([2, 4, 3, 5], 3)
-        let a = try XCTUnwrap(try Executor(graph: g).run(["x": x])["y"]), b = try XCTUnwrap(try Executor(graph: fast).run(["x": x])["y"])
-        XCTAssertEqual(a.shape, b.shape)
-        var worst: Float = 0
-        for i in 0..<a.count {
-            let d = abs(a.floats[i] - b.floats[i])
-            if !(d <= worst) { worst = d }
-        }
-        XCTAssertLessThan(worst, 1e-5)
+        try assertSameOutputs(g, fast, x: random([2, 4, 3, 5], 3), ["y"])
     }
 
 
