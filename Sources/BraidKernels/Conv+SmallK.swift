@@ -1,18 +1,21 @@
 /// The convolution product for few input channels per output (`patch <= limit`: a pointwise
-/// convolution from 16 or 32 channels, a first 3x3 convolution over RGB) or few output
-/// channels (see `prefers`), computed
+/// convolution from 16 channels) or few output channels (a first 3x3 convolution over RGB to
+/// 16 channels; see `prefers`), computed
 /// directly instead of through `cblas_sgemm`. With so short an inner dimension OpenBLAS spends
 /// most of its time packing (16x12544x27: 39 GFLOP/s here, against about 80 for square
 /// products); this kernel keeps a 4-channel x 16-column tile of the output in registers, reads
 /// each input vector once per tile, and applies bias, residual and activation before the only
 /// store.
 enum SmallPatchConv {
-    /// The longest inner dimension (`C/group * kH * kW`) sent here rather than to GEMM.
-    static let limit = 32
+    /// The longest inner dimension (`C/group * kH * kW`) sent here whatever the output channels.
+    static let limit = 16
 
     /// Whether a product of `m` output channels over inner dimension `k` runs here: a short
     /// inner dimension, or few output channels (fer's 8-channel 3x3 convolutions and its
-    /// 7-class 3x3 head, where OpenBLAS's packing dominates a GEMM with 7 or 8 rows).
+    /// 7-class 3x3 head, where OpenBLAS's packing dominates a GEMM with 7 or 8 rows). From 17
+    /// to 32 with more than 16 outputs, GEMM won (best of 50, both on 2 cores: SqueezeNet's
+    /// 3x3/s2 3->64 at 224x224 0.95 against 0.56 ms, a 1x1 32->64 at 56x56 230 against 109 us;
+    /// a 1x1 16->32 at 112x112 stays here, 141 against 273 us).
     static func prefers(m: Int, k: Int) -> Bool { k <= limit || (m <= 16 && k <= 2048) }
 
     /// `y[m, q] = f(sum_k w[m, k] * b[k, q] + bias[m] + r[m, q])` for `m < rows`, `q < cols`.

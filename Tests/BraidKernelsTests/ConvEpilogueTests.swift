@@ -185,7 +185,7 @@ final class ConvEpilogueTests: XCTestCase {
     /// columns, pointwise and im2col, one image and several.
     func testSmallPatchProductAtTheLimit() {
         let limit = SmallPatchConv.limit
-        for channels in [limit, limit + 1, 16, 1] {
+        for channels in [limit, limit + 1, 32, 8, 1] {
             check(geometry(batch: 1, channels: channels, h: 5, w: 7, k: 1, stride: 1, pad: 0, depthwise: false, out: 6),
                   act: .hardSwish, residual: true)
             check(geometry(batch: 3, channels: channels, h: 11, w: 9, k: 1, stride: 1, pad: 0, depthwise: false, out: 13),
