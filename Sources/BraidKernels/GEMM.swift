@@ -27,7 +27,10 @@ public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Floa
         // Slice boundaries on multiples of 16, the micro-kernels' width.
         let byColumns = n >= m, length = byColumns ? n : m
         func bound(_ p: Int) -> Int { p == parts ? length : min(length, (length * p / parts + 8) / 16 * 16) }
-        let slice: (Int) -> Void = { p in
+        // The closure goes straight to the pool's non-escaping parameter, so its context stays
+        // on the stack (held in a variable first, it was allocated on every call).
+        // From inside another parallel region the pool is busy: the product stays on this thread.
+        let ran = SpinPool.shared.run(parts) { p in
             let lo = bound(p), hi = bound(p + 1)
             if hi <= lo { return }
             if byColumns {
@@ -39,8 +42,7 @@ public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Floa
                                 c: c + lo * ldc, ldc: ldc)
             }
         }
-        // From inside another parallel region the pool is busy: the product stays on this thread.
-        if SpinPool.shared.run(parts, slice) { return }
+        if ran { return }
     }
     gemmOnOneThread(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                     beta: beta, c: c, ldc: ldc)
