@@ -61,8 +61,12 @@ extension Graph {
     /// initialised like PyTorch's Linear (uniform in +-1/sqrt(F)) from `seed`.
     /// `featureSize` is F, the feature's channel count.
     public func replacingHead(cut: FeatureCut, classes: Int, featureSize: Int, seed: UInt64) -> Graph {
-        var g = self
-        var feature = cut.feature
+        // A source's own values may already be called `logits` (torch exports often name
+        // their output so) or `head.*`: two producers of one name would send the new head's
+        // gradient into the old classifier's backward as well. Rename the source's first.
+        let (renamed, map) = renamingValues(Self.headValueNames, nodes: Self.headNodeNames)
+        var g = renamed
+        var feature = map[cut.feature] ?? cut.feature
         var extra: [Node] = []
         if cut.needsPooling {
             extra.append(Node(name: "head.pool", op: .globalPool(.average), inputs: [feature],
@@ -82,6 +86,42 @@ extension Graph {
         g.nodes += extra
         g.outputs = [ValueDecl(name: "logits", dtype: .float32, shape: nil)]
         return Passes.removeDeadCode(g)
+    }
+}
+
+extension Graph {
+    /// The values and nodes `replacingHead` adds.
+    static let headValueNames: Set<String> = ["logits", "head.weight", "head.bias", "head.pooled", "head.features"]
+    static let headNodeNames: Set<String> = ["head.pool", "head.flatten", "head.dense"]
+
+    /// This graph with every value (input, output, initializer, node input or output) named in
+    /// `values` and every node named in `nodes` given a fresh name (`NAME.source`, then
+    /// `NAME.source2`, ...); returns the value renames made.
+    public func renamingValues(_ values: Set<String>, nodes nodeNames: Set<String> = []) -> (Graph, [String: String]) {
+        var used = Set(initializers.keys).union(inputs.map(\.name)).union(outputs.map(\.name))
+        for n in nodes { used.formUnion(n.outputs); used.formUnion(n.inputs); used.insert(n.name) }
+        func fresh(_ name: String) -> String {
+            var candidate = name + ".source", k = 2
+            while used.contains(candidate) || values.contains(candidate) || nodeNames.contains(candidate) {
+                candidate = name + ".source\(k)"; k += 1
+            }
+            used.insert(candidate)
+            return candidate
+        }
+        var map: [String: String] = [:]
+        for name in values.sorted() where used.contains(name) { map[name] = fresh(name) }
+        var g = self
+        for (old, new) in map {
+            if let t = g.initializers.removeValue(forKey: old) { g.initializers[new] = t }
+        }
+        g.inputs = g.inputs.map { var d = $0; d.name = map[d.name] ?? d.name; return d }
+        g.outputs = g.outputs.map { var d = $0; d.name = map[d.name] ?? d.name; return d }
+        for i in g.nodes.indices {
+            g.nodes[i].inputs = g.nodes[i].inputs.map { map[$0] ?? $0 }
+            g.nodes[i].outputs = g.nodes[i].outputs.map { map[$0] ?? $0 }
+            if nodeNames.contains(g.nodes[i].name) { g.nodes[i].name = fresh(g.nodes[i].name) }
+        }
+        return (g, map)
     }
 }
 

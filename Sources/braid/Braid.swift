@@ -24,7 +24,7 @@ struct Braid: ParsableCommand {
         commandName: "braid",
         abstract: "Import pretrained vision models from ONNX and Keras, fine-tune them together, export and run them.",
         version: braidVersion,
-        subcommands: [Inspect.self, Run.self, Bench.self, Finetune.self, Eval.self, Convert.self, Export.self,
+        subcommands: [Inspect.self, Run.self, Bench.self, Finetune.self, Eval.self, Steps.self, Convert.self, Export.self,
                       Experiment.self])
 }
 
