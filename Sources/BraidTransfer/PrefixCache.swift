@@ -145,6 +145,10 @@ struct PrefixSplit {
     /// what the whole graph computes for it in another batch order.
     static func find(graph: Graph, input: String, trainable: Set<String>) -> PrefixSplit? {
         var data: Set<String> = [input]
+        // Values computed from the image's shape only (Shape, Size and arithmetic on them):
+        // torch exports compute Reshape targets so. They are not per-image activations and
+        // cannot be cached as such.
+        var shapeOnly = Set<String>()
         var trained = trainable
         var prefixNodes: [Node] = [], suffixNodes: [Node] = []
         for n in graph.nodes {
@@ -154,7 +158,9 @@ struct PrefixSplit {
             } else if n.inputs.contains(where: data.contains) {
                 switch n.op {
                 case .dropoutTraining, .batchNormTraining, .gemm, .matMul: return nil
-                default: break
+                case .shape, .size: shapeOnly.formUnion(n.outputs)
+                default:
+                    if n.inputs.filter(data.contains).allSatisfy(shapeOnly.contains) { shapeOnly.formUnion(n.outputs) }
                 }
                 data.formUnion(n.outputs)
                 prefixNodes.append(n)
@@ -168,7 +174,7 @@ struct PrefixSplit {
             for v in n.inputs where data.contains(v) && !trained.contains(v) { crossing.insert(v) }
         }
         for o in graph.outputs where data.contains(o.name) && !trained.contains(o.name) { crossing.insert(o.name) }
-        guard !crossing.isEmpty, !crossing.contains(input) else { return nil }
+        guard !crossing.isEmpty, !crossing.contains(input), crossing.isDisjoint(with: shapeOnly) else { return nil }
         let cuts = crossing.sorted()
         let prefix = Passes.removeDeadCode(Graph(name: graph.name + ".prefix", inputs: graph.inputs.filter { $0.name == input },
                                                  outputs: cuts.map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
