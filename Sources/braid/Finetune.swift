@@ -32,7 +32,8 @@ struct Finetune: ParsableCommand {
     var freeze: String?
     @Option(name: .long) var epochs = 10
     @Option(name: .long) var batch = 64
-    @Option(name: .long) var lr: Float = 0.01
+    @Option(name: .long, help: "Learning rate, or auto: a short range test on the training split picks it (cached in the run directory as lr-range.json, curve in lr-range.svg).")
+    var lr = "0.01"
     @Option(name: .long, help: "sgd | adam | adamw") var optimizer = "sgd"
     @Option(name: .long) var momentum: Float = 0.9
     @Flag(name: .long) var nesterov = false
@@ -94,7 +95,7 @@ struct Finetune: ParsableCommand {
         StopRequest.install()
         reportingErrors {
             let manifestEntries = try loadManifest(path: manifest)
-            let record: RunRecord
+            var record: RunRecord
             var openedData: OpenedData?
             let runDir: String
             if let resume {
@@ -105,7 +106,7 @@ struct Finetune: ParsableCommand {
                     throw ValidationError("give --source, --data and --out (or --resume RUN_DIR)")
                 }
                 var o = TrainOptions()
-                o.method = method; o.epochs = epochs; o.batch = batch; o.lr = lr; o.optimizer = optimizer
+                o.method = method; o.epochs = epochs; o.batch = batch; o.lr = try learningRate(); o.optimizer = optimizer
                 o.momentum = momentum; o.nesterov = nesterov; o.weightDecay = weightDecay; o.schedule = schedule
                 o.stepSize = stepSize; o.gamma = gamma; o.warmupSteps = warmupSteps
                 o.labelSmoothing = labelSmoothing; o.lambda = lambda; o.clipNorm = clipNorm; o.seed = seed
@@ -179,6 +180,11 @@ struct Finetune: ParsableCommand {
                 }
             }
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+            if lr == "auto" && resume == nil {
+                o.lr = try autoLearningRate(models: models, depths: depths.map { max($0, 0) }, record: record, options: o,
+                                            train: split.train, runDir: runDir)
+                record.options.lr = o.lr
+            }
             // A signal during a search's short fine-tunes stops it too; its progress file resumes it.
             do {
                 var saved = record
@@ -227,6 +233,54 @@ struct Finetune: ParsableCommand {
                 interrupted(stop, runDir: runDir)
             }
         }
+    }
+
+    /// `--lr` as a number (a placeholder for `auto`, which is decided once the data is open).
+    func learningRate() throws -> Float {
+        if lr == "auto" { return 0.01 }
+        guard let v = Float(lr), v > 0, v.isFinite else {
+            throw ValidationError("--lr takes a positive number or auto, got '\(lr)'")
+        }
+        return v
+    }
+
+    /// Runs the learning-rate range test for these members (or reuses the one cached in the run
+    /// directory for the same setting), prints its summary, writes lr-range.json and
+    /// lr-range.svg, and returns the rate to train with.
+    func autoLearningRate(models: [SourceModel], depths: [Int], record: RunRecord, options: TrainOptions,
+                          train: any ImageDataset, runDir: String) throws -> Float {
+        let key = "\(record.sources)|\(record.data)|\(record.inputSizes)|\(options.method)|\(depths)|\(options.batch)|\(options.optimizer)|\(options.seed)"
+        let path = runDir + "/lr-range.json"
+        var found: LearningRateRange
+        if let data = FileManager.default.contents(atPath: path),
+           let cached = try? JSONDecoder().decode(LearningRateRange.self, from: data), cached.key == key {
+            found = cached
+            print("learning rate: reusing the range test in \(path)")
+        } else {
+            var o = options
+            o.prefixCache = false
+            let tuner = try Finetuner(models: models, depths: depths, classes: record.classes,
+                                      options: o, runDir: runDir)
+            var bar = ProgressBar(label: "lr range test", total: 100)
+            bar.quiet = quiet
+            found = try tuner.learningRateRange(train: train, key: key) { i, _, loss in
+                bar.update(done: i + 1, images: (i + 1) * o.batch, loss: Double(loss), accuracy: 0)
+            }
+            bar.update(done: found.rates.count, images: found.rates.count * o.batch, loss: Double(found.losses.last ?? 0),
+                       accuracy: 0, final: true)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try writeAtomically(try enc.encode(found), to: path)
+            try writeAtomically(Data(found.svg().utf8), to: runDir + "/lr-range.svg")
+        }
+        print(found.summary())
+        let rate = found.rate(fallback: options.lr)
+        if found.suggested == nil {
+            print("learning rate: the range test gave no suggestion; training at \(options.lr)")
+        } else {
+            print("learning rate: \(rate) (curve: \(runDir)/lr-range.svg)")
+        }
+        return rate
     }
 
     /// ALS's genetic search over one source's freeze bitmask (replayed from `als.json` when
@@ -304,6 +358,8 @@ struct Finetune: ParsableCommand {
             "unit_counts": tuner.unitCounts,
             "epochs": history,
             "seconds": seconds,
+            "learning_rate": Double(tuner.options.lr),
+            "learning_rate_source": lr == "auto" ? "auto (range test, lr-range.json)" : "--lr",
         ]
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(data, to: runDir + "/metrics.json")

@@ -1,0 +1,38 @@
+import BraidData
+import BraidTraining
+import Foundation
+import XCTest
+@testable import BraidTransfer
+
+final class LearningRateRangeTests: XCTestCase {
+    func testRangeTestSuggestsARateAndLeavesTheModelAsItWas() throws {
+        let dir = try scratchDir()
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try smallSource(dir: dir, classes: 10)
+        let d = try digitsSplits()
+        var o = TrainOptions()
+        o.batch = 32; o.seed = 2; o.prefixCache = false
+        let tuner = try Finetuner(models: [model], depths: [0], classes: d.classes, options: o, runDir: dir)
+        let before = model.graph.initializers.filter { $0.value.dtype.isFloat }.mapValues(\.floatArray)
+        let found = try tuner.learningRateRange(train: d.train, minLR: 1e-4, maxLR: 10, steps: 60)
+        for (name, values) in before {
+            XCTAssertEqual(model.graph.initializers[name]?.floatArray, values, "\(name) changed by the range test")
+        }
+        XCTAssertGreaterThan(found.rates.count, 10)
+        XCTAssertEqual(found.rates.count, found.losses.count)
+        XCTAssertTrue(zip(found.rates, found.rates.dropFirst()).allSatisfy { $0 < $1 }, "rates must grow")
+        let s = try XCTUnwrap(found.suggested, found.summary())
+        XCTAssertTrue(s >= 1e-4 && s <= 1, "suggested \(s)")
+        // The loss at the suggested rate's tenfold (the minimum) is below the first loss.
+        let best = try XCTUnwrap(found.bestIndex)
+        XCTAssertLessThan(found.smoothed[best], found.smoothed[0])
+        XCTAssertTrue(found.svg().contains("<polyline"))
+        // Training at the suggestion learns: validation accuracy above chance after one epoch.
+        var t = o
+        t.lr = s; t.epochs = 1
+        let train = try Finetuner(models: [model], depths: [0], classes: d.classes, options: t, runDir: dir)
+        train.quiet = true
+        try train.train(train: d.train, validation: d.validation, resume: false)
+        XCTAssertGreaterThan(try XCTUnwrap(train.history.last).validationAccuracy, 0.3)
+    }
+}
