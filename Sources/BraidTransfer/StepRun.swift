@@ -35,13 +35,17 @@ public struct StepRun {
     ///
     /// - Throws: `TrainingError` naming the file when the model has no dense classifier with
     ///   `classes` outputs, or when shapes disagree.
-    public static func run(path: String, classes: Int, images: Tensor, labels: [Int], batch: Int,
+    public static func run(path: String, classes wanted: Int?, images: Tensor, labels: [Int], batch: Int,
                            settings: Settings, onStep: ((Int, Float) -> Void)? = nil) throws -> StepRun {
         guard batch > 0, images.shape.count >= 2, images.shape[0] % batch == 0, labels.count == images.shape[0] else {
             throw TrainingError("\(path): \(images.shape[0]) images and \(labels.count) labels do not make whole batches of \(batch)")
         }
         let original = try SourceModel.importGraph(path: path)
         guard let input = original.feedInputs.first else { throw TrainingError("\(path): the model has no input") }
+        let classes = try wanted ?? original.classifierOutputs(path: path)
+        if let bad = labels.first(where: { $0 < 0 || $0 >= classes }) {
+            throw TrainingError("\(path): label \(bad) is outside 0..<\(classes), the classifier's classes")
+        }
         let sample = Array(images.shape.dropFirst())
         var model = try SourceModel.load(path: path, classes: classes, seed: 0, manifest: [],
                                          inputSize: sample.count == 3 ? inputSize(sample, input: input) : nil)
@@ -75,6 +79,21 @@ public struct StepRun {
             return [sample[0], sample[1]]
         }
         return [sample[1], sample[2]]
+    }
+}
+
+extension Graph {
+    /// The number of outputs of the dense classifier `findFeatureCut` finds.
+    func classifierOutputs(path: String) throws -> Int {
+        let cut = try findFeatureCut()
+        guard let name = cut.classifier, let node = nodes.first(where: { $0.name == name }), node.inputs.count > 1,
+              let w = initializers[node.inputs[1]], w.shape.count == 2 else {
+            throw TrainingError("\(path): no dense classifier to keep as the head")
+        }
+        switch node.op {
+        case .gemm(_, let transB, _, _): return transB ? w.shape[0] : w.shape[1]
+        default: return w.shape[1]
+        }
     }
 }
 

@@ -19,7 +19,7 @@ struct Steps: ParsableCommand {
     @Argument(help: "A model (.onnx, .h5, .keras) ending in a dense classifier.") var model: String
     @Option(name: .long, help: "Images [S*B, ...] as the model's input (.npy, float32).") var images: String
     @Option(name: .long, help: "Labels [S*B] (.npy, integers).") var labels: String
-    @Option(name: .long, help: "Number of classes (default: the classifier's outputs, as the largest label + 1 at least).")
+    @Option(name: .long, help: "Number of classes (default: the classifier's outputs).")
     var classes: Int?
     @Option(name: .long) var batch: Int
     @Option(name: .long) var lr: Float = 0.01
@@ -35,11 +35,10 @@ struct Steps: ParsableCommand {
             let x = try Npy.read(path: images)
             let y = try Npy.read(path: labels)
             let ys = (0..<y.count).map { Int(y.int(at: $0)) }
-            let k = classes ?? ((ys.max() ?? 0) + 1)
             var settings = StepRun.Settings()
             settings.lr = lr; settings.momentum = momentum; settings.weightDecay = weightDecay
             settings.freezeDepth = freeze
-            let result = try StepRun.run(path: model, classes: k, images: x, labels: ys, batch: batch, settings: settings) { s, loss in
+            let result = try StepRun.run(path: model, classes: classes, images: x, labels: ys, batch: batch, settings: settings) { s, loss in
                 if !json { print(String(format: "step %3d  loss %.6f", s, loss)) }
             }
             if let out {
