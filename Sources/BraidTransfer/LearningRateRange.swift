@@ -70,6 +70,7 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
             s += "<text x=\"\(f1(px))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">1e\(e)</text>"
         }
         s += "<text x=\"\((left + w - right) / 2)\" y=\"\(h - 6)\" text-anchor=\"middle\">learning rate (log scale)</text>"
+        s += "<text transform=\"translate(14 \(f1((top + h - bottom) / 2))) rotate(-90)\" text-anchor=\"middle\">smoothed loss</text>"
         s += "<text x=\"\(left - 6)\" y=\"\(f1(y(ylo)))\" text-anchor=\"end\">\(String(format: "%.3f", ylo))</text>"
         s += "<text x=\"\(left - 6)\" y=\"\(f1(y(yhi)) )\" text-anchor=\"end\">\(String(format: "%.3f", yhi))</text>"
         let path = pts.map { "\(f1(x(rates[$0]))),\(f1(y(Double(smoothed[$0]))))" }.joined(separator: " ")
