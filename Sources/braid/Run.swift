@@ -40,7 +40,7 @@ struct Run: ParsableCommand {
 
     func run() {
         if !image.isEmpty { return classifyImages() }
-        let graph = reportingErrors { try loadModel(model) }
+        var graph = reportingErrors { try loadModel(model) }
         let args: [(name: String?, value: String)] = input.map { s in
             if let eq = s.firstIndex(of: "="), !s[s.index(after: eq)...].isEmpty, !s[..<eq].contains("/") {
                 return (String(s[..<eq]), String(s[s.index(after: eq)...]))
@@ -49,6 +49,10 @@ struct Run: ParsableCommand {
         }
         let bound = reportingErrors { try bindArguments(args, graph: graph) }
         let feeds = reportingErrors { try bound.mapValues { try Npy.read(path: $0) } }
+        // A file traced at batch 1 (PyTorch's dynamo exporter) fed another batch.
+        if graph.unitBatchInputs.contains(where: { feeds[$0].map { $0.shape.first != 1 } ?? false }) {
+            graph = reportingErrors { try Passes.generalizeBatch(graph, sampleShapes: feeds.mapValues(\.shape)) }
+        }
         // Constant folding, BN folding, dead-code removal and Conv + Add + activation fusion.
         let executor = Executor(graph: reportingErrors { try Passes.optimizeForExecution(graph) })
         executor.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }

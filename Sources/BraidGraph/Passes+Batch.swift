@@ -1,0 +1,245 @@
+import BraidTensor
+
+extension Graph {
+    /// Feed inputs declared with a fixed batch of 1 (`[1, ...]`, rank 2 or more), as an exporter
+    /// that traced the model at batch 1 without a dynamic batch writes them.
+    public var unitBatchInputs: [String] {
+        feedInputs.filter { d in
+            guard let s = d.shape, s.count >= 2, case .fixed(1) = s[0] else { return false }
+            return true
+        }.map(\.name)
+    }
+}
+
+extension Passes {
+    /// Makes a graph traced at batch 1 run at any batch.
+    ///
+    /// Exporters that trace at batch 1 without a dynamic batch (PyTorch's dynamo exporter,
+    /// the default since 2.9) bake the 1 into shape constants: a Reshape to `[1, 1280]`, a
+    /// class token `[1, 1, 768]` concatenated with the patches, a Slice ending at 1. This pass
+    /// follows the batch axis from every input in `Graph.unitBatchInputs` through the graph
+    /// (planned at batch 1) and rewrites the operands that would pin it:
+    /// - a constant Reshape target gets -1 where the batch is (its other dims spelt out);
+    /// - a constant Expand target that repeats the batched dim's size gets 1 there;
+    /// - a constant concatenated with batched values along another axis is first expanded to
+    ///   the batch read from a batched operand's shape (`Shape` -> `Concat` -> `Expand`);
+    /// - a Slice over the whole batch (start 0, step 1) ends at the largest Int64;
+    /// - a Squeeze without axes gets every size-1 axis but the batch.
+    /// The inputs are then declared with a symbolic batch `N`. Graphs with no such input
+    /// come back unchanged.
+    ///
+    /// - Parameter sampleShapes: full input shapes to plan with (batch ignored) for inputs
+    ///   whose declared shape has other symbolic dims.
+    /// - Throws: `GraphError` naming the node when the batch meets an operation that does
+    ///   not keep it separable (a reduction or Concat along it, a Gather of one sample, a
+    ///   Reshape mixing it with a minor dim...), with the advice to re-export the model with
+    ///   a dynamic batch; or when the graph cannot be planned at batch 1.
+    public static func generalizeBatch(_ g: Graph, sampleShapes: [String: [Int]] = [:]) throws -> Graph {
+        let batched = Set(g.unitBatchInputs)
+        guard !batched.isEmpty else { return g }
+        var walker = BatchWalker(graph: g)
+        for d in g.feedInputs {
+            var shape: [Int]
+            if let given = sampleShapes[d.name] {
+                shape = given
+            } else {
+                guard let dims = d.shape, dims.allSatisfy({ $0.value != nil }) else {
+                    throw GraphError(node: nil, "input '\(d.name)' has symbolic dims: give its shape to plan the batch generalisation")
+                }
+                shape = dims.map { $0.value! }
+            }
+            if batched.contains(d.name) { shape[0] = 1 }
+            walker.values[d.name] = PlanValue(shape: shape, dtype: d.dtype)
+            walker.facts[d.name] = batched.contains(d.name) ? .batched(axis: 0, per: 1) : .opaque
+        }
+        for node in g.nodes { try walker.visit(node) }
+        var out = walker.graph
+        out.nodes = walker.nodes
+        for (i, d) in out.inputs.enumerated() where batched.contains(d.name) {
+            out.inputs[i].shape![0] = .symbol("N")
+        }
+        return removeDeadCode(out)
+    }
+}
+
+/// What the batch-generalisation pass knows of a value.
+enum BatchFact: Equatable {
+    /// Independent of the inputs (initializers and what is computed from them alone).
+    case constant
+    /// Computed from input shapes or non-batch inputs: trusted to follow the batch.
+    case opaque
+    /// Holds the batch at `axis`, whose size is `batch * per` (the batch is its major part).
+    case batched(axis: Int, per: Int)
+}
+
+/// Walks a graph at batch 1, tracking the batch axis and rewriting the operands that pin it.
+struct BatchWalker {
+    var graph: Graph
+    var values: [String: PlanValue] = [:]
+    var facts: [String: BatchFact] = [:]
+    var nodes: [Node] = []
+    private var helpers = 0
+
+    init(graph: Graph) {
+        self.graph = graph
+        for (name, t) in graph.initializers where facts[name] == nil {
+            values[name] = PlanValue(shape: t.shape, dtype: t.dtype, constant: t)
+            facts[name] = .constant
+        }
+    }
+
+    mutating func visit(_ original: Node) throws {
+        let ins: [PlanValue?] = try original.inputs.map { name in
+            if name.isEmpty { return nil }
+            guard let v = values[name] else {
+                throw GraphError(node: original.name, "input '\(name)' is not produced by any earlier node, input or initializer")
+            }
+            return v
+        }
+        let inFacts = original.inputs.map { $0.isEmpty ? BatchFact.constant : facts[$0] ?? .opaque }
+        let lowered = try lower(original, ins)
+        var node = original
+        let outFacts = try transfer(&node, ins, inFacts, lowered.outputs.map(\.shape))
+        nodes.append(node)
+        let shapeOnly: Bool
+        switch original.op {
+        case .shape, .size: shapeOnly = true
+        default: shapeOnly = false
+        }
+        let foldable = shapeOnly || ins.allSatisfy { $0 == nil || $0!.constant != nil }
+        var outs: [Tensor]?
+        if foldable {
+            let tensors = lowered.outputs.map { Tensor(zeros: $0.shape, dtype: $0.dtype) }
+            lowered.make(ins.map { $0?.constant }, tensors)()
+            outs = tensors
+        }
+        for (i, name) in original.outputs.enumerated() where !name.isEmpty && i < lowered.outputs.count {
+            values[name] = PlanValue(shape: lowered.outputs[i].shape, dtype: lowered.outputs[i].dtype, constant: outs?[i])
+            facts[name] = i < outFacts.count ? outFacts[i] : .opaque
+        }
+    }
+
+    /// The error for a node that keeps the batch from being generalised.
+    func pinned(_ node: Node, _ why: String) -> GraphError {
+        GraphError(node: node.name, "\(node.sourceOp) \(why), so the batch of 1 this model was exported with cannot be generalised; "
+            + "re-export it with a dynamic batch (torch.onnx.export(..., dynamo=True, dynamic_shapes=...) "
+            + "or dynamo=False with dynamic_axes={'input': {0: 'N'}})")
+    }
+
+    /// The output facts of `node`, rewriting its operands where they pin the batch.
+    mutating func transfer(_ node: inout Node, _ ins: [PlanValue?], _ inFacts: [BatchFact],
+                           _ outShapes: [[Int]]) throws -> [BatchFact] {
+        let batchedIndex = inFacts.indices.filter { if case .batched = inFacts[$0] { return true }; return false }
+        guard let first = batchedIndex.first, case .batched(let b, let per) = inFacts[first] else {
+            switch node.op {
+            case .shape, .size: return outShapes.map { _ in .opaque }
+            default:
+                let constant = inFacts.allSatisfy { $0 == .constant }
+                return outShapes.map { _ in constant ? .constant : .opaque }
+            }
+        }
+        let x = ins[first]!.shape
+        let same = [BatchFact.batched(axis: b, per: per)]
+        switch node.op {
+        case .unary, .cast, .dropout, .identity, .lrn, .dropoutTraining:
+            return same
+        case .clip, .batchNorm, .instanceNorm, .batchNormTraining, .channelChain, .prelu:
+            guard first == 0 else { throw pinned(node, "takes a batch-dependent parameter") }
+            return [.batched(axis: b, per: per)] + outShapes.dropFirst().map { _ in .opaque }
+        case .softmax(_, let axis, _):
+            guard (axis < 0 ? axis + x.count : axis) != b else { throw pinned(node, "normalises along the batch axis") }
+            return same
+        case .layerNorm(let axis, _):
+            guard (axis < 0 ? axis + x.count : axis) > b else { throw pinned(node, "normalises over the batch axis") }
+            return same
+        case .conv, .convTranspose, .pool, .globalPool, .depthToSpace, .spaceToDepth:
+            guard first == 0, b == 0 else { throw pinned(node, "is not batched along axis 0") }
+            return same
+        case .resize:
+            guard first == 0 else { throw pinned(node, "resizes to a batch-dependent size") }
+            if node.inputs.count > 3, !node.inputs[3].isEmpty, inFacts[3] == .constant {
+                throw pinned(node, "resizes to fixed sizes that include the batch")
+            }
+            return same
+        case .pad:
+            if let pads = ins.count > 1 ? ins[1]?.constant : nil, inFacts.count < 4 || node.inputs[3].isEmpty,
+               pads.count == 2 * x.count, pads.int(at: b) != 0 || pads.int(at: b + x.count) != 0 {
+                throw pinned(node, "pads the batch axis")
+            }
+            return same
+        case .binary, .variadic, .select:
+            return [try broadcast(node, ins, inFacts, rank: outShapes[0].count)]
+        case .gemm(let transA, let transB, _, _):
+            if first == 0 && b == (transA ? 1 : 0) && batchedIndex == [0] { return [.batched(axis: 0, per: per)] }
+            if first == 1 && b == (transB ? 0 : 1) && batchedIndex == [1] { return [.batched(axis: 1, per: per)] }
+            throw pinned(node, "multiplies along the batch axis")
+        case .matMul:
+            return [try matMulFact(node, ins, inFacts, rank: outShapes[0].count)]
+        case .reshape(let allowZero):
+            return [try reshape(&node, ins, inFacts, b: b, per: per, out: outShapes[0], allowZero: allowZero)]
+        case .flatten(let axis):
+            let a = axis < 0 ? axis + x.count : axis
+            let group = b < a ? 0..<a : a..<x.count
+            guard x[group.lowerBound..<b].allSatisfy({ $0 == 1 }) else {
+                throw pinned(node, "flattens the batch into a minor position")
+            }
+            return [.batched(axis: b < a ? 0 : 1, per: x[group].reduce(1, *))]
+        case .transpose(let perm):
+            let p = perm ?? Array((0..<x.count).reversed())
+            guard let a = p.firstIndex(of: b) else { throw pinned(node, "drops the batch axis") }
+            return [.batched(axis: a, per: per)]
+        case .concat(let axis):
+            let a = axis < 0 ? axis + x.count : axis
+            guard a != b else { throw pinned(node, "concatenates along the batch axis") }
+            try concat(&node, ins, inFacts, b: b, per: per, batchedInput: first)
+            return same
+        case .split(let axis, _):
+            guard first == 0, (axis < 0 ? axis + x.count : axis) != b else { throw pinned(node, "splits the batch") }
+            return outShapes.map { _ in .batched(axis: b, per: per) }
+        case .slice:
+            guard first == 0 else { throw pinned(node, "slices with batch-dependent bounds") }
+            try slice(&node, ins, inFacts, b: b, per: per)
+            return same
+        case .gather(let axis):
+            let a = axis < 0 ? axis + x.count : axis
+            guard first == 0, batchedIndex == [0], a != b else { throw pinned(node, "gathers along the batch axis") }
+            return [.batched(axis: b < a ? b : b + ins[1]!.shape.count - 1, per: per)]
+        case .gatherElements(let axis):
+            guard (axis < 0 ? axis + x.count : axis) != b else { throw pinned(node, "gathers along the batch axis") }
+            return same
+        case .unsqueeze:
+            let r = outShapes[0].count
+            let axes = Set(ins[1]?.constant.map { t in (0..<t.count).map { Int(t.int(at: $0)) }.map { $0 < 0 ? $0 + r : $0 } } ?? [])
+            let kept = (0..<r).filter { !axes.contains($0) }
+            return [.batched(axis: kept[b], per: per)]
+        case .squeeze:
+            return [try squeeze(&node, ins, b: b, per: per)]
+        case .expand:
+            guard first == 0 else { throw pinned(node, "expands to a batch-dependent shape") }
+            return [try expand(&node, ins, inFacts, b: b, per: per, rank: outShapes[0].count)]
+        case .tile:
+            guard first == 0 else { throw pinned(node, "tiles by batch-dependent repeats") }
+            if let reps = ins[1]?.constant, reps.count == x.count, reps.int(at: b) != 1 {
+                throw pinned(node, "repeats along the batch axis")
+            }
+            return same
+        case .reduce(_, let attrAxes, let keepDims, let noop):
+            var axes = attrAxes ?? []
+            if node.inputs.count > 1, !node.inputs[1].isEmpty, let t = ins[1]?.constant {
+                axes = (0..<t.count).map { Int(t.int(at: $0)) }
+            }
+            axes = axes.map { $0 < 0 ? $0 + x.count : $0 }
+            if axes.isEmpty && noop { return same }
+            guard !axes.isEmpty, !axes.contains(b) else { throw pinned(node, "reduces over the batch axis") }
+            return [.batched(axis: keepDims ? b : b - axes.filter { $0 < b }.count, per: per)]
+        case .argExtreme(_, let axis, let keepDims, _):
+            let a = axis < 0 ? axis + x.count : axis
+            guard a != b else { throw pinned(node, "reduces over the batch axis") }
+            return [.batched(axis: keepDims || a > b ? b : b - 1, per: per)]
+        case .shape, .size, .constantOfShape, .range:
+            return outShapes.map { _ in .opaque }
+        case .constant:
+            return [.constant]
+        }
+    }
+}

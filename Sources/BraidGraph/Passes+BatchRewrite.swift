@@ -1,0 +1,168 @@
+import BraidTensor
+
+/// The rules of `Passes.generalizeBatch` that check operands against the batch axis and
+/// rewrite the constant ones that pin it to 1.
+extension BatchWalker {
+    /// Int64 elements of a plan-time constant.
+    func ints(_ t: Tensor) -> [Int] { (0..<t.count).map { Int(t.int(at: $0)) } }
+
+    /// Adds an int64 initializer made for `node` and returns its name.
+    mutating func addConstant(_ node: Node, _ label: String, _ values: [Int]) -> String {
+        var name = "\(node.name)::batch_\(label)"
+        while graph.initializers[name] != nil { name += "_" }
+        graph.initializers[name] = Tensor(shape: [values.count], ints: values.map(Int64.init))
+        return name
+    }
+
+    /// Elementwise ops: batched operands must agree on the (right-aligned) batch axis, and a
+    /// constant operand must broadcast along it.
+    func broadcast(_ node: Node, _ ins: [PlanValue?], _ facts: [BatchFact], rank: Int) throws -> BatchFact {
+        var found: (axis: Int, per: Int)?
+        for (i, f) in facts.enumerated() {
+            guard case .batched(let b, let per) = f, let s = ins[i]?.shape else { continue }
+            let a = rank - s.count + b
+            if let prev = found, prev != (a, per) { throw pinned(node, "combines values batched along different axes") }
+            found = (a, per)
+        }
+        let (a, per) = found!
+        for (i, f) in facts.enumerated() where f == .constant {
+            guard let s = ins[i]?.shape else { continue }
+            let k = a - (rank - s.count)
+            if k >= 0 && s[k] != 1 { throw pinned(node, "combines the batch with a constant of size \(s[k]) along it (\(s))") }
+        }
+        return .batched(axis: a, per: per)
+    }
+
+    /// MatMul: the batch may be in a broadcast batch dim, in the rows of the first operand or
+    /// in the columns of the second, never in the contracted dim.
+    func matMulFact(_ node: Node, _ ins: [PlanValue?], _ facts: [BatchFact], rank: Int) throws -> BatchFact {
+        var found: (axis: Int, per: Int)?
+        for i in 0..<2 {
+            guard case .batched(let b, let per) = facts[i], let s = ins[i]?.shape else { continue }
+            let r = s.count
+            guard r >= 2, b != (i == 0 ? r - 1 : r - 2) else { throw pinned(node, "multiplies along the batch axis") }
+            let a = b == r - 2 ? rank - 2 : b == r - 1 ? rank - 1 : rank - r + b
+            if let prev = found, prev != (a, per) { throw pinned(node, "multiplies values batched along different axes") }
+            found = (a, per)
+        }
+        let (a, per) = found!
+        if a < rank - 2 {
+            for i in 0..<2 where facts[i] == .constant {
+                guard let s = ins[i]?.shape else { continue }
+                let k = a - (rank - s.count)
+                if k >= 0 && k < s.count - 2 && s[k] != 1 { throw pinned(node, "broadcasts a constant of \(s) against the batch") }
+            }
+        }
+        return .batched(axis: a, per: per)
+    }
+
+    /// Reshape: the batch goes to the first output dim after those whose product equals the
+    /// product of the input dims before the batch; a constant target gets -1 there (and its
+    /// other dims spelt out, so no other -1 or 0 depends on the batch).
+    mutating func reshape(_ node: inout Node, _ ins: [PlanValue?], _ facts: [BatchFact], b: Int, per: Int,
+                          out o: [Int], allowZero: Bool) throws -> BatchFact {
+        let s = ins[0]!.shape
+        let before = s[..<b].reduce(1, *)
+        var j = 0, prefix = 1
+        while prefix < before && j < o.count { prefix *= o[j]; j += 1 }
+        guard prefix == before, j < o.count, !o.contains(0) else {
+            throw pinned(node, "mixes the batch with the dims before it (\(s) to \(o))")
+        }
+        guard node.inputs.count > 1, facts[1] == .constant, let t = ins[1]?.constant else {
+            return .batched(axis: j, per: o[j])
+        }
+        let raw = ints(t)
+        let copiesBatch = !allowZero && b < raw.count && raw[b] == 0
+        let keepsCopy = copiesBatch && j == b && o[j] == per
+        if !(raw[j] == -1 || keepsCopy) || (copiesBatch && !keepsCopy) {
+            var target = o
+            target[j] = -1
+            node.inputs[1] = addConstant(node, "shape", target)
+        }
+        return .batched(axis: j, per: o[j])
+    }
+
+    /// Concat along another axis: a constant operand with 1 at the batch axis is expanded to
+    /// the batch (read at run time from a batched operand's shape).
+    mutating func concat(_ node: inout Node, _ ins: [PlanValue?], _ facts: [BatchFact], b: Int, per: Int,
+                         batchedInput: Int) throws {
+        for (i, f) in facts.enumerated() {
+            switch f {
+            case .opaque: continue
+            case .batched(let b2, let p2):
+                guard b2 == b, p2 == per else { throw pinned(node, "concatenates values batched differently") }
+            case .constant:
+                let s = ins[i]!.shape
+                guard s[b] == 1, per == 1 else { throw pinned(node, "concatenates a constant of \(s) with batched values") }
+                node.inputs[i] = expandToBatch(node.inputs[i], rank: s.count, b: b, like: node.inputs[batchedInput], for: node)
+            }
+        }
+    }
+
+    /// Appends `Shape(like)[b]` -> `Concat(1.., n, ..1)` -> `Expand(value, ...)` and returns
+    /// the expanded value's name.
+    mutating func expandToBatch(_ value: String, rank: Int, b: Int, like: String, for node: Node) -> String {
+        let base = "\(node.name)::batch_\(value)"
+        let n = base + "_n", shape = base + "_shape", out = base + "_expanded"
+        nodes.append(Node(name: n, op: .shape(start: b, end: b + 1), inputs: [like], outputs: [n], sourceOp: "Shape"))
+        var parts: [String] = []
+        if b > 0 { parts.append(addConstant(node, "ones_before", Array(repeating: 1, count: b))) }
+        parts.append(n)
+        if b < rank - 1 { parts.append(addConstant(node, "ones_after", Array(repeating: 1, count: rank - b - 1))) }
+        nodes.append(Node(name: shape, op: .concat(axis: 0), inputs: parts, outputs: [shape], sourceOp: "Concat"))
+        nodes.append(Node(name: out, op: .expand, inputs: [value, shape], outputs: [out], sourceOp: "Expand"))
+        return out
+    }
+
+    /// Slice: bounds over the batch axis must take the whole batch (start 0, step 1); their
+    /// end becomes the largest Int64.
+    mutating func slice(_ node: inout Node, _ ins: [PlanValue?], _ facts: [BatchFact], b: Int, per: Int) throws {
+        guard facts.count > 2, facts[1...].allSatisfy({ $0 == .constant }),
+              let st = ins[1]?.constant, let en = ins[2]?.constant else { return }
+        let r = ins[0]!.shape.count
+        let starts = ints(st)
+        var ends = ints(en)
+        let axes = (ins.count > 3 ? ins[3]?.constant : nil).map { ints($0).map { $0 < 0 ? $0 + r : $0 } } ?? Array(0..<starts.count)
+        let steps = (ins.count > 4 ? ins[4]?.constant : nil).map(ints) ?? Array(repeating: 1, count: starts.count)
+        var changed = false
+        for k in axes.indices where axes[k] == b {
+            guard steps[k] == 1, starts[k] == 0 || starts[k] <= -per, ends[k] >= per else {
+                throw pinned(node, "takes part of the batch (start \(starts[k]), end \(ends[k]), step \(steps[k]))")
+            }
+            if ends[k] < Int(Int64.max) { ends[k] = Int(Int64.max); changed = true }
+        }
+        if changed { node.inputs[2] = addConstant(node, "ends", ends) }
+    }
+
+    /// Squeeze: never of the batch axis; without axes, every other size-1 axis is named.
+    mutating func squeeze(_ node: inout Node, _ ins: [PlanValue?], b: Int, per: Int) throws -> BatchFact {
+        let x = ins[0]!.shape
+        var axes: [Int]
+        if node.inputs.count > 1, !node.inputs[1].isEmpty {
+            guard let t = ins[1]?.constant else { throw pinned(node, "squeezes axes known only at run time") }
+            axes = ints(t).map { $0 < 0 ? $0 + x.count : $0 }
+            guard !axes.contains(b) else { throw pinned(node, "squeezes the batch axis") }
+        } else {
+            axes = x.indices.filter { x[$0] == 1 && $0 != b }
+            node.inputs = [node.inputs[0], addConstant(node, "axes", axes)]
+        }
+        return .batched(axis: b - axes.filter { $0 < b }.count, per: per)
+    }
+
+    /// Expand of a batched value: a constant target that repeats the batched dim's size
+    /// there gets 1 (keep the value's own size).
+    mutating func expand(_ node: inout Node, _ ins: [PlanValue?], _ facts: [BatchFact], b: Int, per: Int,
+                         rank: Int) throws -> BatchFact {
+        let x = ins[0]!.shape
+        let a = rank - x.count + b
+        guard facts.count > 1, facts[1] == .constant, let t = ins[1]?.constant else { return .batched(axis: a, per: per) }
+        var target = ints(t)
+        let k = a - (rank - target.count)
+        if k >= 0 && target[k] != 1 {
+            guard target[k] == x[b] else { throw pinned(node, "expands the batch axis to \(target[k])") }
+            target[k] = 1
+            node.inputs[1] = addConstant(node, "shape", target)
+        }
+        return .batched(axis: a, per: per)
+    }
+}
