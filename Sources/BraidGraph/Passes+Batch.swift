@@ -89,20 +89,42 @@ struct BatchWalker {
     }
 
     mutating func visit(_ original: Node) throws {
-        let ins: [PlanValue?] = try original.inputs.map { name in
-            if name.isEmpty { return nil }
-            guard let v = values[name] else {
-                throw GraphError(node: original.name, "input '\(name)' is not produced by any earlier node, input or initializer")
-            }
-            return v
-        }
+        let ins = try planValues(original)
         let inFacts = original.inputs.map { $0.isEmpty ? BatchFact.constant : facts[$0] ?? .opaque }
         let lowered = try lower(original, ins)
         var node = original
         let outFacts = try transfer(&node, ins, inFacts, lowered.outputs.map(\.shape))
         nodes.append(node)
+        // A rewritten node is planned again: a Squeeze given explicit axes keeps the batch of 1.
+        if node.inputs == original.inputs {
+            record(node, ins, lowered, outFacts)
+        } else {
+            let rewritten = try planValues(node)
+            record(node, rewritten, try lower(node, rewritten), outFacts)
+        }
+    }
+
+    /// Appends a node the pass made and records what it computes at batch 1.
+    mutating func append(_ node: Node) throws {
+        nodes.append(node)
+        let ins = try planValues(node)
+        record(node, ins, try lower(node, ins), node.outputs.map { _ in .opaque })
+    }
+
+    private mutating func planValues(_ node: Node) throws -> [PlanValue?] {
+        try node.inputs.map { name in
+            if name.isEmpty { return nil }
+            if let v = values[name] { return v }
+            if let t = graph.initializers[name] { return PlanValue(shape: t.shape, dtype: t.dtype, constant: t) }
+            throw GraphError(node: node.name, "input '\(name)' is not produced by any earlier node, input or initializer")
+        }
+    }
+
+    /// Stores each output's shape, its elements when known before the run (constants and
+    /// shape computations, evaluated here), and its fact.
+    private mutating func record(_ node: Node, _ ins: [PlanValue?], _ lowered: LoweredOp, _ outFacts: [BatchFact]) {
         let shapeOnly: Bool
-        switch original.op {
+        switch node.op {
         case .shape, .size: shapeOnly = true
         default: shapeOnly = false
         }
@@ -113,7 +135,7 @@ struct BatchWalker {
             lowered.make(ins.map { $0?.constant }, tensors)()
             outs = tensors
         }
-        for (i, name) in original.outputs.enumerated() where !name.isEmpty && i < lowered.outputs.count {
+        for (i, name) in node.outputs.enumerated() where !name.isEmpty && i < lowered.outputs.count {
             values[name] = PlanValue(shape: lowered.outputs[i].shape, dtype: lowered.outputs[i].dtype, constant: outs?[i])
             facts[name] = i < outFacts.count ? outFacts[i] : .opaque
         }

@@ -94,23 +94,23 @@ extension BatchWalker {
             case .constant:
                 let s = ins[i]!.shape
                 guard s[b] == 1, per == 1 else { throw pinned(node, "concatenates a constant of \(s) with batched values") }
-                node.inputs[i] = expandToBatch(node.inputs[i], rank: s.count, b: b, like: node.inputs[batchedInput], for: node)
+                node.inputs[i] = try expandToBatch(node.inputs[i], rank: s.count, b: b, like: node.inputs[batchedInput], for: node)
             }
         }
     }
 
     /// Appends `Shape(like)[b]` -> `Concat(1.., n, ..1)` -> `Expand(value, ...)` and returns
     /// the expanded value's name.
-    mutating func expandToBatch(_ value: String, rank: Int, b: Int, like: String, for node: Node) -> String {
+    mutating func expandToBatch(_ value: String, rank: Int, b: Int, like: String, for node: Node) throws -> String {
         let base = "\(node.name)::batch_\(value)"
         let n = base + "_n", shape = base + "_shape", out = base + "_expanded"
-        nodes.append(Node(name: n, op: .shape(start: b, end: b + 1), inputs: [like], outputs: [n], sourceOp: "Shape"))
+        try append(Node(name: n, op: .shape(start: b, end: b + 1), inputs: [like], outputs: [n], sourceOp: "Shape"))
         var parts: [String] = []
         if b > 0 { parts.append(addConstant(node, "ones_before", Array(repeating: 1, count: b))) }
         parts.append(n)
         if b < rank - 1 { parts.append(addConstant(node, "ones_after", Array(repeating: 1, count: rank - b - 1))) }
-        nodes.append(Node(name: shape, op: .concat(axis: 0), inputs: parts, outputs: [shape], sourceOp: "Concat"))
-        nodes.append(Node(name: out, op: .expand, inputs: [value, shape], outputs: [out], sourceOp: "Expand"))
+        try append(Node(name: shape, op: .concat(axis: 0), inputs: parts, outputs: [shape], sourceOp: "Concat"))
+        try append(Node(name: out, op: .expand, inputs: [value, shape], outputs: [out], sourceOp: "Expand"))
         return out
     }
 
