@@ -37,7 +37,7 @@ extension Passes {
     public static func generalizeBatch(_ g: Graph, sampleShapes: [String: [Int]] = [:]) throws -> Graph {
         let batched = Set(g.unitBatchInputs)
         guard !batched.isEmpty else { return g }
-        var walker = BatchWalker(graph: g)
+        var feeds: [String: PlanValue] = [:]
         for d in g.feedInputs {
             var shape: [Int]
             if let given = sampleShapes[d.name] {
@@ -49,17 +49,52 @@ extension Passes {
                 shape = dims.map { $0.value! }
             }
             if batched.contains(d.name) { shape[0] = 1 }
-            walker.values[d.name] = PlanValue(shape: shape, dtype: d.dtype)
-            walker.facts[d.name] = batched.contains(d.name) ? .batched(axis: 0, per: 1) : .opaque
+            feeds[d.name] = PlanValue(shape: shape, dtype: d.dtype)
         }
-        for node in g.nodes { try walker.visit(node) }
-        var out = walker.graph
-        out.nodes = walker.nodes
-        for (i, d) in out.inputs.enumerated() where batched.contains(d.name) {
-            out.inputs[i].shape![0] = .symbol("N")
+        // A Reshape can often place the batch in more than one way at batch 1 ([17, 1, 768]
+        // to [17, 768] is [17 * N, 768] or [17, N * 768]); the walk takes the likeliest and
+        // goes back to the latest such choice when a later node cannot accept it.
+        var choices: [Int] = []
+        var first: GraphError?
+        for _ in 0..<64 {
+            var walker = BatchWalker(graph: g, choices: choices)
+            for (name, v) in feeds {
+                walker.values[name] = v
+                walker.facts[name] = batched.contains(name) ? .batched(BatchAxis(axis: 0)) : .opaque
+            }
+            do {
+                for node in g.nodes { try walker.visit(node) }
+            } catch let pinned as BatchPinned {
+                first = first ?? pinned.error
+                let taken = walker.options.indices.map { $0 < choices.count ? choices[$0] : 0 }
+                guard let i = taken.indices.last(where: { taken[$0] + 1 < walker.options[$0] }) else { break }
+                choices = Array(taken[..<i]) + [taken[i] + 1]
+                continue
+            }
+            var out = walker.graph
+            out.nodes = walker.nodes
+            for (i, d) in out.inputs.enumerated() where batched.contains(d.name) {
+                out.inputs[i].shape![0] = .symbol("N")
+            }
+            return removeDeadCode(out)
         }
-        return removeDeadCode(out)
+        throw first!
     }
+}
+
+/// Where a value holds the batch: along `axis`, whose size is `outer * batch * per` with the
+/// batch between the `outer` and `per` parts (at batch 1 the axis has `outer * per`).
+struct BatchAxis: Equatable {
+    var axis: Int
+    var outer = 1
+    var per = 1
+
+    /// The size of the axis at batch 1.
+    var size: Int { outer * per }
+    /// The batch is an axis of its own.
+    var alone: Bool { outer == 1 && per == 1 }
+
+    func moved(to axis: Int) -> BatchAxis { BatchAxis(axis: axis, outer: outer, per: per) }
 }
 
 /// What the batch-generalisation pass knows of a value.
@@ -68,8 +103,14 @@ enum BatchFact: Equatable {
     case constant
     /// Computed from input shapes or non-batch inputs: trusted to follow the batch.
     case opaque
-    /// Holds the batch at `axis`, whose size is `batch * per` (the batch is its major part).
-    case batched(axis: Int, per: Int)
+    /// Holds the batch.
+    case batched(BatchAxis)
+}
+
+/// A node the batch cannot pass (the walk may still choose differently at an earlier
+/// Reshape).
+struct BatchPinned: Error {
+    var error: GraphError
 }
 
 /// Walks a graph at batch 1, tracking the batch axis and rewriting the operands that pin it.
@@ -78,10 +119,15 @@ struct BatchWalker {
     var values: [String: PlanValue] = [:]
     var facts: [String: BatchFact] = [:]
     var nodes: [Node] = []
-    private var helpers = 0
+    /// The candidate to take at each choice point, in the order the walk meets them (0 when
+    /// not given).
+    let choices: [Int]
+    /// How many candidates each choice point met had.
+    var options: [Int] = []
 
-    init(graph: Graph) {
+    init(graph: Graph, choices: [Int] = []) {
         self.graph = graph
+        self.choices = choices
         for (name, t) in graph.initializers where facts[name] == nil {
             values[name] = PlanValue(shape: t.shape, dtype: t.dtype, constant: t)
             facts[name] = .constant
@@ -93,7 +139,12 @@ struct BatchWalker {
         let inFacts = original.inputs.map { $0.isEmpty ? BatchFact.constant : facts[$0] ?? .opaque }
         let lowered = try lower(original, ins)
         var node = original
-        let outFacts = try transfer(&node, ins, inFacts, lowered.outputs.map(\.shape))
+        let outFacts: [BatchFact]
+        do {
+            outFacts = try transfer(&node, ins, inFacts, lowered.outputs.map(\.shape))
+        } catch let e as GraphError {
+            throw BatchPinned(error: e)
+        }
         nodes.append(node)
         // A rewritten node is planned again: a Squeeze given explicit axes keeps the batch of 1.
         if node.inputs == original.inputs {
@@ -142,17 +193,17 @@ struct BatchWalker {
     }
 
     /// The error for a node that keeps the batch from being generalised.
-    func pinned(_ node: Node, _ why: String) -> GraphError {
-        GraphError(node: node.name, "\(node.sourceOp) \(why), so the batch of 1 this model was exported with cannot be generalised; "
+    func pinned(_ node: Node, _ why: String) -> BatchPinned {
+        BatchPinned(error: GraphError(node: node.name, "\(node.sourceOp) \(why), so the batch of 1 this model was exported with cannot be generalised; "
             + "re-export it with a dynamic batch (torch.onnx.export(..., dynamo=True, dynamic_shapes=...) "
-            + "or dynamo=False with dynamic_axes={'input': {0: 'N'}})")
+            + "or dynamo=False with dynamic_axes={'input': {0: 'N'}})"))
     }
 
     /// The output facts of `node`, rewriting its operands where they pin the batch.
     mutating func transfer(_ node: inout Node, _ ins: [PlanValue?], _ inFacts: [BatchFact],
                            _ outShapes: [[Int]]) throws -> [BatchFact] {
         let batchedIndex = inFacts.indices.filter { if case .batched = inFacts[$0] { return true }; return false }
-        guard let first = batchedIndex.first, case .batched(let b, let per) = inFacts[first] else {
+        guard let first = batchedIndex.first, case .batched(let ax) = inFacts[first] else {
             switch node.op {
             case .shape, .size: return outShapes.map { _ in .opaque }
             default:
@@ -160,14 +211,16 @@ struct BatchWalker {
                 return outShapes.map { _ in constant ? .constant : .opaque }
             }
         }
+        let b = ax.axis
         let x = ins[first]!.shape
-        let same = [BatchFact.batched(axis: b, per: per)]
+        let same = [BatchFact.batched(ax)]
+        func at(_ axis: Int) -> [BatchFact] { [.batched(ax.moved(to: axis))] }
         switch node.op {
         case .unary, .cast, .dropout, .identity, .lrn, .dropoutTraining:
-            return same
+            return same + outShapes.dropFirst().map { _ in .opaque }
         case .clip, .batchNorm, .instanceNorm, .batchNormTraining, .channelChain, .prelu:
             guard first == 0 else { throw pinned(node, "takes a batch-dependent parameter") }
-            return [.batched(axis: b, per: per)] + outShapes.dropFirst().map { _ in .opaque }
+            return same + outShapes.dropFirst().map { _ in .opaque }
         case .softmax(_, let axis, _):
             guard (axis < 0 ? axis + x.count : axis) != b else { throw pinned(node, "normalises along the batch axis") }
             return same
@@ -192,40 +245,39 @@ struct BatchWalker {
         case .binary, .variadic, .select:
             return [try broadcast(node, ins, inFacts, rank: outShapes[0].count)]
         case .gemm(let transA, let transB, _, _):
-            if first == 0 && b == (transA ? 1 : 0) && batchedIndex == [0] { return [.batched(axis: 0, per: per)] }
-            if first == 1 && b == (transB ? 0 : 1) && batchedIndex == [1] { return [.batched(axis: 1, per: per)] }
+            if first == 0 && b == (transA ? 1 : 0) && batchedIndex == [0] { return at(0) }
+            if first == 1 && b == (transB ? 0 : 1) && batchedIndex == [1] { return at(1) }
             throw pinned(node, "multiplies along the batch axis")
         case .matMul:
             return [try matMulFact(node, ins, inFacts, rank: outShapes[0].count)]
         case .reshape(let allowZero):
-            return [try reshape(&node, ins, inFacts, b: b, per: per, out: outShapes[0], allowZero: allowZero)]
+            return [try reshape(&node, ins, inFacts, ax, out: outShapes[0], allowZero: allowZero)]
         case .flatten(let axis):
             let a = axis < 0 ? axis + x.count : axis
             let group = b < a ? 0..<a : a..<x.count
-            guard x[group.lowerBound..<b].allSatisfy({ $0 == 1 }) else {
-                throw pinned(node, "flattens the batch into a minor position")
-            }
-            return [.batched(axis: b < a ? 0 : 1, per: x[group].reduce(1, *))]
+            return [.batched(BatchAxis(axis: b < a ? 0 : 1, outer: x[group.lowerBound..<b].reduce(ax.outer, *),
+                                       per: x[(b + 1)..<group.upperBound].reduce(ax.per, *)))]
         case .transpose(let perm):
             let p = perm ?? Array((0..<x.count).reversed())
             guard let a = p.firstIndex(of: b) else { throw pinned(node, "drops the batch axis") }
-            return [.batched(axis: a, per: per)]
+            return at(a)
         case .concat(let axis):
             let a = axis < 0 ? axis + x.count : axis
             guard a != b else { throw pinned(node, "concatenates along the batch axis") }
-            try concat(&node, ins, inFacts, b: b, per: per, batchedInput: first)
+            try concat(&node, ins, inFacts, ax, batchedInput: first)
             return same
         case .split(let axis, _):
             guard first == 0, (axis < 0 ? axis + x.count : axis) != b else { throw pinned(node, "splits the batch") }
-            return outShapes.map { _ in .batched(axis: b, per: per) }
+            return outShapes.map { _ in .batched(ax) }
         case .slice:
             guard first == 0 else { throw pinned(node, "slices with batch-dependent bounds") }
-            try slice(&node, ins, inFacts, b: b, per: per)
+            try slice(&node, ins, inFacts, ax)
             return same
         case .gather(let axis):
             let a = axis < 0 ? axis + x.count : axis
-            guard first == 0, batchedIndex == [0], a != b else { throw pinned(node, "gathers along the batch axis") }
-            return [.batched(axis: b < a ? b : b + ins[1]!.shape.count - 1, per: per)]
+            guard first == 0, batchedIndex == [0] else { throw pinned(node, "gathers with batch-dependent indices") }
+            if a == b { return [try gatherFlat(&node, ins, inFacts, ax)] }
+            return at(b < a ? b : b + ins[1]!.shape.count - 1)
         case .gatherElements(let axis):
             guard (axis < 0 ? axis + x.count : axis) != b else { throw pinned(node, "gathers along the batch axis") }
             return same
@@ -233,12 +285,12 @@ struct BatchWalker {
             let r = outShapes[0].count
             let axes = Set(ins[1]?.constant.map { t in (0..<t.count).map { Int(t.int(at: $0)) }.map { $0 < 0 ? $0 + r : $0 } } ?? [])
             let kept = (0..<r).filter { !axes.contains($0) }
-            return [.batched(axis: kept[b], per: per)]
+            return at(kept[b])
         case .squeeze:
-            return [try squeeze(&node, ins, b: b, per: per)]
+            return [try squeeze(&node, ins, ax)]
         case .expand:
             guard first == 0 else { throw pinned(node, "expands to a batch-dependent shape") }
-            return [try expand(&node, ins, inFacts, b: b, per: per, rank: outShapes[0].count)]
+            return [try expand(&node, ins, inFacts, ax, rank: outShapes[0].count)]
         case .tile:
             guard first == 0 else { throw pinned(node, "tiles by batch-dependent repeats") }
             if let reps = ins[1]?.constant, reps.count == x.count, reps.int(at: b) != 1 {
@@ -253,11 +305,11 @@ struct BatchWalker {
             axes = axes.map { $0 < 0 ? $0 + x.count : $0 }
             if axes.isEmpty && noop { return same }
             guard !axes.isEmpty, !axes.contains(b) else { throw pinned(node, "reduces over the batch axis") }
-            return [.batched(axis: keepDims ? b : b - axes.filter { $0 < b }.count, per: per)]
+            return at(keepDims ? b : b - axes.filter { $0 < b }.count)
         case .argExtreme(_, let axis, let keepDims, _):
             let a = axis < 0 ? axis + x.count : axis
             guard a != b else { throw pinned(node, "reduces over the batch axis") }
-            return [.batched(axis: keepDims || a > b ? b : b - 1, per: per)]
+            return at(keepDims || a > b ? b : b - 1)
         case .shape, .size, .constantOfShape, .range:
             return outShapes.map { _ in .opaque }
         case .constant:

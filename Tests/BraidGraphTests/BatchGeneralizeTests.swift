@@ -102,7 +102,7 @@ final class BatchGeneralizeTests: XCTestCase {
         let g = graph([2, 3], [
             node("swap", .transpose(perm: [1, 0, 2]), ["x"]),
             node("mix", .reshape(allowZero: false), ["swap", "flat"], "y"),
-        ], ["flat": ints([6])])
+        ], ["flat": ints([3, 2])])
         XCTAssertThrowsError(try Passes.generalizeBatch(g)) { XCTAssertTrue("\($0)".contains("node 'mix'"), "\($0)") }
     }
 
