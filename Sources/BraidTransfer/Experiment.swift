@@ -164,6 +164,8 @@ public final class ExperimentRunner {
                                classes: data.classes, depths: [], options: o)
         let sizes = cell.sourceIndices.map { config.inputSizes[config.sources[$0]] }
         if sizes.contains(where: { $0 != nil }) { record.inputSizes = sizes }
+        let preprocess = cell.sourceIndices.map { config.preprocess[config.sources[$0]] }
+        if preprocess.contains(where: { $0 != nil }) { record.preprocess = preprocess }
         let earlier = try? RunRecord.load(runDir: dir)
         let models = try record.buildModels(manifest: manifest)
         var searchSeconds = 0.0

@@ -114,4 +114,19 @@ final class SourceInputTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("tagged.onnx") && "\(e)".contains("NHWC"), "\(e)")
         }
     }
+
+    /// An experiment config's `preprocess` object decodes into the same typed settings.
+    func testExperimentConfigPreprocess() throws {
+        let json = #"{"sources": ["a"], "targets": ["digits"], "methods": ["standard"], "seeds": [0], "preprocess": {"a": {"mean": [1, 2, 3], "preprocess": "caffe", "channel_order": "rgb"}}}"#
+        func parse(_ text: String) throws -> ExperimentConfig { try ExperimentConfig.parse(Data(text.utf8), defaultName: "t") }
+        XCTAssertEqual(try parse(json).preprocess["a"], PreprocessOverride(mean: [1, 2, 3], std: [1], range: .byte, bgr: false))
+        for (bad, expected) in [("[1, 2, 3]", "preprocess.a.mean takes 1 or 3"), ("\"channel_order\"", "unknown key 'colour'"),
+                                ("\"preprocess\": {\"a\"", "'b' is not one of the sources")] {
+            let replacement = ["[1, 2, 3]": "[1, 2]", "\"channel_order\"": "\"colour\"",
+                               "\"preprocess\": {\"a\"": "\"preprocess\": {\"b\""][bad]!
+            XCTAssertThrowsError(try parse(json.replacingOccurrences(of: bad, with: replacement))) { e in
+                XCTAssertTrue("\(e)".contains(expected), "\(e)")
+            }
+        }
+    }
 }

@@ -90,4 +90,35 @@ extension CLITests {
         try assertFails(["run", dir + "/pinned.onnx", "--input", dir + "/x4.npy", "--output", dir + "/z.npy"],
                         mentions: ["node_mean", "reduces over the batch axis", "dynamic_shapes", "dynamic_axes"])
     }
+
+    /// `run --image` on a plain classifier: x `[1, 3, 2, 2]` -> ReduceMean over H and W, so the
+    /// scores are the prepared channel means; two images in one batch of a file traced at 1.
+    func testRunImageOnAPlainClassifier() throws {
+        let dir = try tempDir()
+        var m = ONNXModelProto()
+        m.irVersion = 8
+        m.opsetImport = [("", 17)]
+        m.graph.name = "g"
+        m.graph.inputs = [ONNXValueInfoProto(name: "x", type: .tensor(elemType: ONNXDataType.float.rawValue,
+                                                                      shape: [.value(1), .value(3), .value(2), .value(2)]))]
+        m.graph.outputs = [ONNXValueInfoProto(name: "y", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
+        m.graph.nodes = [ONNXNodeProto(name: "mean", opType: "ReduceMean", domain: "", inputs: ["x"], outputs: ["y"],
+                                       attributes: [.ints("axes", [2, 3]), .int("keepdims", 0)])]
+        try Data(m.serialized()).write(to: URL(fileURLWithPath: dir + "/means.onnx"))
+        try FileManager.default.createDirectory(atPath: dir + "/imgs", withIntermediateDirectories: true)
+        try Npy.write(Tensor(shape: [3, 2, 2], floats: [10, 10, 10, 10, 20, 20, 20, 20, 30, 30, 30, 30]), path: dir + "/imgs/a.npy")
+        try Npy.write(Tensor(shape: [3, 2, 2], floats: [30, 30, 30, 30, 20, 20, 20, 20, 10, 10, 10, 10]), path: dir + "/imgs/b.npy")
+        try assertFails(["run", dir + "/means.onnx", "--image", dir + "/imgs", "--layout", "nchw"],
+                        mentions: ["means.onnx", "--preprocess"])
+        let none = try braid(["run", dir + "/means.onnx", "--image", dir + "/imgs", "--preprocess", "none", "--top", "1", "--json"])
+        XCTAssertEqual(none.status, 0, none.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(none.out.utf8)) as? [String: Any]
+        let tops = (obj?["results"] as? [[String: Any]])?.map { (($0["top"] as? [[String: Any]])?.first?["class"] as? Int) }
+        XCTAssertEqual(tops, [2, 0], none.out)
+        // Caffe: BGR, minus the BGR means: image a becomes (30 - 103.9, 20 - 116.8, 10 - 123.7).
+        let caffe = try braid(["run", dir + "/means.onnx", "--image", dir + "/imgs/a.npy", "--preprocess", "caffe", "--top", "3"])
+        XCTAssertEqual(caffe.status, 0, caffe.err)
+        XCTAssertTrue(caffe.out.contains("a.npy: class 0 "), caffe.out)
+        XCTAssertTrue(caffe.err.contains("preprocessing: BGR NCHW 3x2x2, pixels 0-255"), caffe.err)
+    }
 }
