@@ -21,7 +21,8 @@ final class SourceInputTests: XCTestCase {
     /// x `input` -> conv 3x3 (4) -> relu -> global average pool -> `tail` -> Gemm (3 classes).
     /// `tail` is a Flatten, or (`bakedBatch`) a Reshape to the constant [1, 4] that PyTorch's
     /// dynamo exporter writes when it traces at batch 1.
-    func writeModel(to path: String, input: [Dim], bakedBatch: Bool = false, metadata: [String: String] = [:]) throws {
+    func writeModel(to path: String, input: [Dim], bakedBatch: Bool = false, metadata: [String: String] = [:],
+                    output: String = "y") throws {
         var rng = SplitMix64(seed: 3)
         func t(_ shape: [Int]) -> Tensor { Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-0.5, 0.5) }) }
         let conv = ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1)
@@ -29,7 +30,7 @@ final class SourceInputTests: XCTestCase {
             ? Node(name: "view", op: .reshape(allowZero: false), inputs: ["p", "target"], outputs: ["f"], sourceOp: "Reshape")
             : Node(name: "flat", op: .flatten(axis: 1), inputs: ["p"], outputs: ["f"], sourceOp: "Flatten")
         let g = Graph(name: "m", inputs: [ValueDecl(name: "input", dtype: .float32, shape: input)],
-                      outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil)],
+                      outputs: [ValueDecl(name: output, dtype: .float32, shape: nil)],
                       initializers: ["w": t([4, 3, 3, 3]), "b": t([4]), "wf": t([3, 4]), "bf": t([3]),
                                      "target": Tensor(shape: [2], ints: [1, 4])],
                       nodes: [
@@ -38,7 +39,7 @@ final class SourceInputTests: XCTestCase {
                         Node(name: "pool", op: .globalPool(.average), inputs: ["r"], outputs: ["p"], sourceOp: "GlobalAveragePool"),
                         tail,
                         Node(name: "fc", op: .gemm(transA: false, transB: true, alpha: 1, beta: 1), inputs: ["f", "wf", "bf"],
-                             outputs: ["y"], sourceOp: "Gemm"),
+                             outputs: [output], sourceOp: "Gemm"),
                       ])
         try exportONNX(g, to: path, metadata: metadata)
     }
@@ -61,14 +62,16 @@ final class SourceInputTests: XCTestCase {
     }
 
     /// A file traced at batch 1 (Reshape to [1, 4]) fails at batch 6 as it is, and trains at
-    /// batch 6 once loaded; each sample's features are what batch 1 gives it.
+    /// batch 6 once loaded; each sample's features are what batch 1 gives it. Its output is
+    /// called `logits`, as the new head's: the old classifier must not survive beside it.
     func testBatchOneExportLoadsForAnyBatch() throws {
         let path = try tempDir() + "/traced.onnx"
-        try writeModel(to: path, input: [.fixed(1), .fixed(3), .fixed(8), .fixed(8)], bakedBatch: true)
+        try writeModel(to: path, input: [.fixed(1), .fixed(3), .fixed(8), .fixed(8)], bakedBatch: true, output: "logits")
         let raw = try SourceModel.importGraph(path: path)
         XCTAssertThrowsError(try Executor(graph: raw).plan(for: ["input": ([6, 3, 8, 8], .float32)]))
         let m = try SourceModel.load(path: path, classes: 2, seed: 1, manifest: [])
         XCTAssertEqual(m.graph.feedInputs.first?.shape?.first, .symbol("N"))
+        XCTAssertEqual(m.graph.nodes.filter { $0.outputs.contains("logits") }.map(\.name), ["head.dense"])
         let x = Tensor(shape: [6, 3, 8, 8], floats: (0..<(6 * 192)).map { Float(($0 * 37) % 101) / 50 - 1 })
         let executor = Executor(graph: m.graph)
         let all = try XCTUnwrap(try executor.run([m.inputName: x])["logits"])
