@@ -86,6 +86,30 @@ final class BatchGeneralizeTests: XCTestCase {
         try assertGeneralizes(g, sample: [2, 6])
     }
 
+    /// PyTorch's multi-head attention output: tokens first, `[L, 1, E]` viewed as `[L, E]` is
+    /// `[L * N, E]`, not `[L, N * E]`; the Gemm after it refuses the first guess, and the walk
+    /// takes the other, then splits the batch back out.
+    func testAmbiguousReshapeIsChosenAgain() throws {
+        let g = graph([3, 4], [
+            node("seq_first", .transpose(perm: [1, 0, 2]), ["x"]),
+            node("rows", .reshape(allowZero: true), ["seq_first", "by_rows"]),
+            node("proj", .gemm(transA: false, transB: true, alpha: 1, beta: 1), ["rows", "w", "bias"]),
+            node("back", .reshape(allowZero: true), ["proj", "by_tokens"]),
+            node("batch_first", .transpose(perm: [1, 0, 2]), ["back"], "y"),
+        ], ["by_rows": ints([3, 4]), "by_tokens": ints([3, 1, 2]), "w": values([2, 4], seed: 6), "bias": values([2], seed: 7)])
+        try assertGeneralizes(g, sample: [3, 4])
+    }
+
+    /// `as_strided` as the dynamo exporter writes it: the pooled `[1, 4, 1, 1]` flattened to
+    /// `[4]` and gathered with indices `[1, 4, 1, 1]`; it becomes a Gather of rows.
+    func testFlatGatherAlongTheBatch() throws {
+        let g = graph([4, 1, 1], [
+            node("flat", .reshape(allowZero: false), ["x", "minus_one"]),
+            node("as_strided", .gather(axis: 0), ["flat", "indices"], "y"),
+        ], ["minus_one": ints([-1]), "indices": Tensor(shape: [1, 4, 1, 1], ints: [3, 1, 2, 0])])
+        try assertGeneralizes(g, sample: [4, 1, 1])
+    }
+
     /// A mean over the batch axis cannot be generalised: one error naming the node and saying
     /// how to re-export.
     func testReductionOverBatchIsNamed() throws {
