@@ -132,4 +132,50 @@ final class SourceInputTests: XCTestCase {
             }
         }
     }
+
+    /// A ViT-like file traced at batch 1 (patch embedding, a class token concatenated before
+    /// the patches, position embeddings, the tokens' mean to the classifier) fine-tunes end to end at
+    /// batch 32 on digits: the generalised graph's inserted Shape, Concat and Expand train.
+    func testClassTokenModelTrainsAtBatch32() throws {
+        let data = FinetuneTests.repo.appendingPathComponent(".cache/data").path
+        let folder = ProcessInfo.processInfo.environment["BRAID_CACHE"].map { $0 + "/data" } ?? data
+        guard FileManager.default.fileExists(atPath: folder + "/digits.csv.gz") else { throw XCTSkip("digits not fetched") }
+        var rng = SplitMix64(seed: 4)
+        func t(_ shape: [Int], _ scale: Float) -> Tensor {
+            Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-scale, scale) })
+        }
+        let patch = ConvParams(kernel: [4, 4], strides: [4, 4], pads: [0, 0, 0, 0], dilations: [1, 1], group: 1)
+        let g = Graph(name: "vit", inputs: [ValueDecl(name: "x", dtype: .float32, shape: [.fixed(1), .fixed(1), .fixed(8), .fixed(8)])],
+                      outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil)],
+                      initializers: ["pw": t([6, 1, 4, 4], 0.5), "pb": t([6], 0.1), "tokens_shape": Tensor(shape: [3], ints: [1, 6, 4]),
+                                     "cls": t([1, 1, 6], 0.5), "cls_shape": Tensor(shape: [3], ints: [1, 1, 6]), "pos": t([1, 5, 6], 0.1),
+                                     "wf": t([4, 6], 0.3), "bf": t([4], 0.1)],
+                      nodes: [
+                        Node(name: "embed", op: .conv(patch), inputs: ["x", "pw", "pb"], outputs: ["e"], sourceOp: "Conv"),
+                        Node(name: "view", op: .reshape(allowZero: false), inputs: ["e", "tokens_shape"], outputs: ["v"], sourceOp: "Reshape"),
+                        Node(name: "permute", op: .transpose(perm: [0, 2, 1]), inputs: ["v"], outputs: ["p"], sourceOp: "Transpose"),
+                        Node(name: "expand", op: .expand, inputs: ["cls", "cls_shape"], outputs: ["c"], sourceOp: "Expand"),
+                        Node(name: "cat", op: .concat(axis: 1), inputs: ["c", "p"], outputs: ["k"], sourceOp: "Concat"),
+                        Node(name: "add", op: .binary(.add), inputs: ["k", "pos"], outputs: ["a"], sourceOp: "Add"),
+                        Node(name: "act", op: .unary(.tanh), inputs: ["a"], outputs: ["h"], sourceOp: "Tanh"),
+                        Node(name: "pool", op: .reduce(.mean, axes: [1], keepDims: false, noopWithEmptyAxes: false), inputs: ["h"],
+                             outputs: ["z"], sourceOp: "ReduceMean"),
+                        Node(name: "head", op: .gemm(transA: false, transB: true, alpha: 1, beta: 1), inputs: ["z", "wf", "bf"],
+                             outputs: ["y"], sourceOp: "Gemm"),
+                      ])
+        let dir = try tempDir()
+        try exportONNX(g, to: dir + "/vit.onnx")
+        let opened = try DataCatalog.open("digits", dataFolder: folder)
+        let split = try opened.splits(validationFraction: 0.1, testFraction: 0.2, seed: 3)
+        let m = try SourceModel.load(path: dir + "/vit.onnx", classes: opened.classes.count, seed: 5, manifest: [])
+        var o = TrainOptions()
+        o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9
+        let tuner = try Finetuner(models: [m], depths: [0], classes: opened.classes, options: o, runDir: dir)
+        tuner.quiet = true
+        let before = m.graph.initializers["pw"]!.floatArray
+        try tuner.train(train: split.train, validation: split.validation, resume: false)
+        XCTAssertEqual(tuner.history.count, 1)
+        XCTAssertNotEqual(tuner.models[0].graph.initializers["pw"]!.floatArray, before, "the patch embedding trains")
+        XCTAssertGreaterThan(try tuner.evaluateMembers(on: split.test).ensemble.accuracy, 0.2)
+    }
 }
