@@ -1,5 +1,6 @@
 import BraidData
 import BraidGraph
+import BraidKeras
 import BraidONNX
 import BraidTensor
 import BraidTraining
@@ -23,6 +24,10 @@ final class SourceInputTests: XCTestCase {
     /// dynamo exporter writes when it traces at batch 1.
     func writeModel(to path: String, input: [Dim], bakedBatch: Bool = false, metadata: [String: String] = [:],
                     output: String = "y") throws {
+        try exportONNX(model(input: input, bakedBatch: bakedBatch, output: output), to: path, metadata: metadata)
+    }
+
+    func model(input: [Dim], bakedBatch: Bool = false, output: String = "y") -> Graph {
         var rng = SplitMix64(seed: 3)
         func t(_ shape: [Int]) -> Tensor { Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-0.5, 0.5) }) }
         let conv = ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1)
@@ -41,7 +46,7 @@ final class SourceInputTests: XCTestCase {
                         Node(name: "fc", op: .gemm(transA: false, transB: true, alpha: 1, beta: 1), inputs: ["f", "wf", "bf"],
                              outputs: [output], sourceOp: "Gemm"),
                       ])
-        try exportONNX(g, to: path, metadata: metadata)
+        return g
     }
 
     /// `[N, 3, H, W]`: without a size the error names --input-size and the file; with one the
@@ -177,5 +182,18 @@ final class SourceInputTests: XCTestCase {
         XCTAssertEqual(tuner.history.count, 1)
         XCTAssertNotEqual(tuner.models[0].graph.initializers["pw"]!.floatArray, before, "the patch embedding trains")
         XCTAssertGreaterThan(try tuner.evaluateMembers(on: split.test).ensemble.accuracy, 0.2)
+    }
+
+    /// Braid's Keras exports keep their preprocessing in the file's `braid_metadata`.
+    func testKerasMetadataIsRead() throws {
+        let path = try tempDir() + "/tagged.h5"
+        try exportKeras(model(input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)]), to: path,
+                        metadata: ["input_range": "-1..1", "input_channel_order": "BGR"])
+        let r = try SourceModel.resolveInput(path: path, graph: try SourceModel.importGraph(path: path), manifest: [])
+        XCTAssertEqual(r.spec.range, .symmetric)
+        XCTAssertTrue(r.spec.bgr)
+        XCTAssertEqual(r.sources[.range], .metadata)
+        XCTAssertEqual(r.sources[.channelOrder], .metadata)
+        XCTAssertEqual(r.sources[.mean], .default)
     }
 }
