@@ -68,13 +68,6 @@ public struct SourceModel {
                 throw TrainingError("\(path): cannot generalise the batch of 1 it was exported with\(size): \(error)")
             }
         }
-        // The new head's output is `logits`; a source value of that name (PyTorch exports
-        // often call their output so) would be a second writer of it.
-        if original.nodes.contains(where: { $0.outputs.contains("logits") }) || original.inputs.contains(where: { $0.name == "logits" }) {
-            var renamed = "source.logits"
-            while original.nodes.contains(where: { $0.outputs.contains(renamed) }) { renamed += "_" }
-            original.renameValue("logits", to: renamed)
-        }
         let cut: FeatureCut
         if let featureNode {
             let producer = original.nodes.first { $0.name == featureNode || $0.outputs.contains(featureNode) }
@@ -138,18 +131,6 @@ public struct SourceModel {
 }
 
 extension Graph {
-    /// Renames value `old` in node inputs and outputs, graph inputs and outputs and
-    /// initializers.
-    mutating func renameValue(_ old: String, to new: String) {
-        for i in nodes.indices {
-            nodes[i].inputs = nodes[i].inputs.map { $0 == old ? new : $0 }
-            nodes[i].outputs = nodes[i].outputs.map { $0 == old ? new : $0 }
-        }
-        for i in inputs.indices where inputs[i].name == old { inputs[i].name = new }
-        for i in outputs.indices where outputs[i].name == old { outputs[i].name = new }
-        if let t = initializers.removeValue(forKey: old) { initializers[new] = t }
-    }
-
     /// Declares input `name` as `[batch] + sample` (the batch dim kept as it was declared, or
     /// symbolic `N`), so plans and exports see the size the model is now fed at.
     mutating func setDeclaredShape(of name: String, to sample: [Int], batch: Dim?) {
