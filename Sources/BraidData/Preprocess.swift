@@ -225,18 +225,15 @@ extension InputSpec {
     /// The pixel range the spec's scale and offset describe, or nil for a free scale.
     public var range: PixelRange? { PixelRange(scale: scale, offset: offset) }
 
-    /// A JSON-friendly description: layout, channels, height, width, range (or scale and
-    /// offset), mean, std, channel order, and each field's source.
-    public func report(sources: [Field: SettingSource]) -> [String: Any] {
+    /// The spec as metrics.json and `braid inspect --json` state it, with each field's source.
+    public func report(sources: [Field: SettingSource]) -> InputReport {
+        func rounded(_ v: [Float]) -> [Double] { v.map { Double("\($0)") ?? Double($0) } }
         let r = range
-        var d: [String: Any] = [
-            "layout": layout.rawValue, "channels": channels, "height": height, "width": width,
-            "mean": mean.map { Double("\($0)") ?? 0 }, "std": std.map { Double("\($0)") ?? 0 },
-            "channel_order": channels == 3 ? (bgr ? "BGR" : "RGB") : "gray",
-            "sources": Dictionary(uniqueKeysWithValues: sources.map { ($0.key.rawValue, $0.value.rawValue) }),
-        ]
-        if let r { d["range"] = r.rawValue } else { d["scale"] = Double(scale); d["offset"] = Double(offset) }
-        return d
+        return InputReport(layout: layout.rawValue, channels: channels, height: height, width: width,
+                           range: r?.rawValue, scale: r == nil ? Double(scale) : nil, offset: r == nil ? Double(offset) : nil,
+                           mean: rounded(mean), std: rounded(std),
+                           channelOrder: channels == 3 ? (bgr ? "BGR" : "RGB") : "gray",
+                           sources: Dictionary(uniqueKeysWithValues: sources.map { ($0.key.rawValue, $0.value.rawValue) }))
     }
 
     /// One line: `RGB NCHW 3x224x224, 0-1, mean [0.485, ...], std [...]`.
@@ -250,3 +247,31 @@ extension InputSpec {
 }
 
 extension InputLayout: Codable {}
+
+/// How a model's input was prepared, as metrics.json and `braid inspect --json` state it:
+/// layout, channels, height, width, the pixel range (or a free scale and offset), mean, std,
+/// channel order, and where each field came from (`sources`: field -> flag, metadata,
+/// manifest or default).
+public struct InputReport: Codable, Sendable, Equatable {
+    public var layout: String
+    public var channels: Int
+    public var height: Int
+    public var width: Int
+    public var range: String?
+    public var scale: Double?
+    public var offset: Double?
+    public var mean: [Double]
+    public var std: [Double]
+    public var channelOrder: String
+    public var sources: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case layout, channels, height, width, range, scale, offset, mean, std, sources
+        case channelOrder = "channel_order"
+    }
+
+    /// The report as a JSON object (for writers that assemble `[String: Any]`).
+    public var jsonObject: Any {
+        (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(self))) ?? [:]
+    }
+}

@@ -14,7 +14,7 @@ public struct ResolvedInput: Sendable, Equatable {
     }
 
     /// `spec.report(sources:)`, for metrics.json and `braid inspect --json`.
-    public var report: [String: Any] { spec.report(sources: sources) }
+    public var report: InputReport { spec.report(sources: sources) }
 
     /// One line: the spec's summary and the source of each field, e.g.
     /// `RGB NCHW 3x224x224, pixels 0-1, mean [...], std [...] (size: default, mean: flag, ...)`.
@@ -25,6 +25,9 @@ public struct ResolvedInput: Sendable, Equatable {
 }
 
 extension SourceModel {
+    /// How this model's input is prepared and where each setting came from.
+    public var input: ResolvedInput { ResolvedInput(spec: spec, sources: inputSources) }
+
     /// How `path`'s input is prepared, each setting from the most binding place that has it:
     /// `preprocess` and `inputSize` (flags or an experiment config), then the model's own
     /// metadata (`PreprocessOverride(metadata:)`), then its Models/manifest entry (the file's

@@ -211,7 +211,7 @@ struct Finetune: ParsableCommand {
                 tuner.quiet = quiet
                 for (m, d) in zip(models, depths) {
                     print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
-                    print("  preprocessing: \(ResolvedInput(spec: m.spec, sources: m.inputSources).summary)")
+                    print("  preprocessing: \(m.input.summary)")
                 }
                 for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
                     print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
@@ -365,9 +365,7 @@ struct Finetune: ParsableCommand {
             "seconds": seconds,
             "learning_rate": Double(tuner.options.lr),
             "learning_rate_source": lr == "auto" ? "auto (range test, lr-range.json)" : "--lr",
-            "preprocessing": Dictionary(uniqueKeysWithValues: tuner.models.map {
-                ($0.name, ResolvedInput(spec: $0.spec, sources: $0.inputSources).report)
-            }),
+            "preprocessing": Dictionary(tuner.models.map { ($0.name, $0.input.report.jsonObject) }, uniquingKeysWith: { a, _ in a }),
         ]
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(data, to: runDir + "/metrics.json")

@@ -42,7 +42,7 @@ struct Inspect: ParsableCommand {
                                             "parameters": $0.parameterCount] as [String: Any] },
             ]
             switch preprocessing {
-            case .success(let r): obj["preprocessing"] = r.report
+            case .success(let r): obj["preprocessing"] = r.report.jsonObject
             case .failure(let e): obj["preprocessing"] = ["error": "\(e)"]
             }
             let data = reportingErrors { try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]) }

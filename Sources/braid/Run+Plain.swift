@@ -55,7 +55,7 @@ extension Run {
             progress?.update(done: from + chunk.count)
         }
         if json {
-            let obj: [String: Any] = ["model": model, "preprocessing": resolved.report, "results": results]
+            let obj: [String: Any] = ["model": model, "preprocessing": resolved.report.jsonObject, "results": results]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
         }
     }

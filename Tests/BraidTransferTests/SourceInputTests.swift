@@ -113,8 +113,9 @@ final class SourceInputTests: XCTestCase {
                                    .std: .manifest, .channelOrder: .flag])
         XCTAssertTrue(r.summary.contains("(size: manifest, layout: manifest, range: metadata"), r.summary)
         let report = r.report
-        XCTAssertEqual(report["range"] as? String, "0-255")
-        XCTAssertEqual((report["sources"] as? [String: String])?["channel_order"], "flag")
+        XCTAssertEqual(report.range, "0-255")
+        XCTAssertEqual(report.sources["channel_order"], "flag")
+        XCTAssertEqual(report.mean, [0.5])
         // A layout flag that does not fit the declared input is refused, naming the file.
         var nhwc = PreprocessOverride()
         try nhwc.set(.layout, "nhwc")
