@@ -230,10 +230,10 @@ struct BatchWalker {
         case .conv, .convTranspose, .pool, .globalPool, .depthToSpace, .spaceToDepth:
             guard first == 0, b == 0 else { throw pinned(node, "is not batched along axis 0") }
             return same
-        case .resize:
+        case .resize(let params):
             guard first == 0 else { throw pinned(node, "resizes to a batch-dependent size") }
             if node.inputs.count > 3, !node.inputs[3].isEmpty, inFacts[3] == .constant {
-                throw pinned(node, "resizes to fixed sizes that include the batch")
+                try resizeSizes(&node, ins, params, ax)
             }
             return same
         case .pad:

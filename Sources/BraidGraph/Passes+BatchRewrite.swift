@@ -169,6 +169,21 @@ extension BatchWalker {
         if changed { node.inputs[2] = addConstant(node, "ends", ends) }
     }
 
+    /// Resize to constant sizes: the batch's entry (which must keep its size) is dropped and
+    /// the resize names the axes it sizes instead.
+    mutating func resizeSizes(_ node: inout Node, _ ins: [PlanValue?], _ params: ResizeParams, _ ax: BatchAxis) throws {
+        guard let t = ins[3]?.constant else { return }
+        let r = ins[0]!.shape.count
+        let sizes = ints(t)
+        let axes = (params.axes ?? Array(0..<r)).map { $0 < 0 ? $0 + r : $0 }
+        guard axes.count == sizes.count, let k = axes.firstIndex(of: ax.axis) else { return }
+        guard sizes[k] == ax.size else { throw pinned(node, "resizes the batch axis to \(sizes[k])") }
+        var p = params
+        p.axes = axes.enumerated().filter { $0.offset != k }.map(\.element)
+        node.op = .resize(p)
+        node.inputs[3] = addConstant(node, "sizes", sizes.enumerated().filter { $0.offset != k }.map(\.element))
+    }
+
     /// Squeeze: never of the batch axis; without axes, every other size-1 axis is named.
     mutating func squeeze(_ node: inout Node, _ ins: [PlanValue?], _ ax: BatchAxis) throws -> BatchFact {
         let x = ins[0]!.shape, b = ax.axis

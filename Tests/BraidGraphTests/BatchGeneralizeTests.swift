@@ -14,12 +14,19 @@ final class BatchGeneralizeTests: XCTestCase {
         Tensor(shape: shape, floats: (0..<shape.product).map { Float(($0 * 7 + seed * 13) % 23) / 11 - 1 })
     }
 
-    /// Runs `g` at batch 3 as exported (which must throw), generalises it, runs it at batch 3
-    /// and checks each sample's output against the exported graph run on that sample alone.
+    /// Runs `g` at batch 3 as exported and with only its input declared `[N, ...]` (both must
+    /// fail or give no batch of 3), generalises it, runs it at batch 3 and checks each sample's
+    /// output against the exported graph run on that sample alone.
     private func assertGeneralizes(_ g: Graph, sample: [Int], file: StaticString = #filePath, line: UInt = #line) throws {
         let batch = values([3] + sample, seed: 1)
         XCTAssertThrowsError(try Executor(graph: g).run(["x": batch]), "the exported graph should fail at batch 3",
                              file: file, line: line)
+        // Declaring the batch symbolic is not enough: the constants still pin it.
+        var relaxed = g
+        relaxed.inputs[0].shape![0] = .symbol("N")
+        if let y = try? Executor(graph: relaxed).run(["x": batch])["y"] {
+            XCTAssertNotEqual(y.shape.first, 3, "the graph ran at batch 3 with only its input relaxed", file: file, line: line)
+        }
         let general = try Passes.generalizeBatch(g)
         XCTAssertEqual(general.inputs[0].shape?.first, .symbol("N"), file: file, line: line)
         let out = try XCTUnwrap(try Executor(graph: general).run(["x": batch])["y"], file: file, line: line)
@@ -108,6 +115,16 @@ final class BatchGeneralizeTests: XCTestCase {
             node("as_strided", .gather(axis: 0), ["flat", "indices"], "y"),
         ], ["minus_one": ints([-1]), "indices": Tensor(shape: [1, 4, 1, 1], ints: [3, 1, 2, 0])])
         try assertGeneralizes(g, sample: [4, 1, 1])
+    }
+
+    /// Upsampling to constant sizes `[1, C, 2H, 2W]` (the batch's 1 among them) resizes the
+    /// spatial axes only.
+    func testResizeToBakedSizes() throws {
+        let params = ResizeParams(mode: .nearest, coordinate: .asymmetric, nearest: .floor)
+        let g = graph([2, 3, 3], [
+            node("up", .resize(params), ["x", "", "", "sizes"], "y"),
+        ], ["sizes": ints([1, 2, 6, 6])])
+        try assertGeneralizes(g, sample: [2, 3, 3])
     }
 
     /// A mean over the batch axis cannot be generalised: one error naming the node and saying
