@@ -16,8 +16,8 @@ public enum InputLayout: String, Sendable {
 ///    antialiasing: OpenCV's `INTER_LINEAR` and ONNX Resize `linear`/`half_pixel`
 ///    (downscaling therefore aliases, as it does in OpenCV);
 /// 3. RGB to BGR when `bgr`;
-/// 4. `x = (pixel * scale - mean[c]) / std[c]`, `c` in the model's channel order (a single
-///    mean/std value applies to every channel);
+/// 4. `x = (pixel * scale - offset - mean[c]) / std[c]`, `c` in the model's channel order (a
+///    single mean/std value applies to every channel; `offset` is 1 for the -1..1 range);
 /// 5. the `layout` of the batch.
 public struct InputSpec: Sendable, Equatable {
     public var channels: Int
@@ -28,9 +28,12 @@ public struct InputSpec: Sendable, Equatable {
     public var mean: [Float]
     public var std: [Float]
     public var bgr: Bool
+    /// Subtracted after scaling, before the mean (1 for `PixelRange.symmetric`).
+    public var offset: Float
 
     public init(channels: Int, height: Int, width: Int, layout: InputLayout = .nchw,
-                scale: Float = 1.0 / 255, mean: [Float] = [0], std: [Float] = [1], bgr: Bool = false) {
+                scale: Float = 1.0 / 255, mean: [Float] = [0], std: [Float] = [1], bgr: Bool = false,
+                offset: Float = 0) {
         self.channels = channels
         self.height = height
         self.width = width
@@ -39,6 +42,7 @@ public struct InputSpec: Sendable, Equatable {
         self.mean = mean
         self.std = std
         self.bgr = bgr
+        self.offset = offset
     }
 
     /// Shape of one sample in `layout`.
@@ -132,7 +136,7 @@ extension InputSpec {
             let from = bgr && channels == 3 ? 2 - k : k
             let m = mean.count == 1 ? mean[0] : mean[k]
             let s = std.count == 1 ? std[0] : std[k]
-            let a = scale / s, b = -m / s
+            let a = scale / s, b = -(m + offset) / s
             let plane0 = src + from * plane
             if layout == .nchw {
                 let out = dst + k * plane

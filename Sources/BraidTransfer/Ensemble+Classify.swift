@@ -35,7 +35,7 @@ public final class EnsembleClassifier {
         }
         guard let info = EnsembleInfo(metadata: metadata) else {
             let missing = EnsembleInfo.missing(in: metadata).joined(separator: ", ")
-            throw TrainingError("\(path): no preprocessing metadata for --image (missing \(missing)); export the model from a run directory (`braid export RUN_DIR --format onnx|h5`), or feed prepared tensors with `--input x.npy --output y.npy`")
+            throw TrainingError("\(path): no preprocessing metadata for --image (missing \(missing)); export the model from a run directory (`braid export RUN_DIR --format onnx|h5`), give its preprocessing with --preprocess (or --range, --mean, --std), or feed prepared tensors with `--input x.npy --output y.npy`")
         }
         guard graph.outputs.contains(where: { $0.name == EnsembleNames.probabilities }),
               graph.feedInputs.count == 1 else {
@@ -92,7 +92,9 @@ public func storedMetadata(path: String) throws -> [String: String] {
 }
 
 extension EnsembleClassifier {
-    static func readImage(_ path: String) throws -> Tensor {
+    /// One image file as `[C, H, W]` in 0...255: PNG, JPEG, or .npy holding a float32
+    /// `[C, H, W]` (C 1 or 3) or `[H, W]` image.
+    public static func readImage(_ path: String) throws -> Tensor {
         guard (path as NSString).pathExtension.lowercased() == "npy" else { return try ImageCodec.decode(path: path).tensor() }
         let t = try Npy.read(path: path)
         let shape = t.shape.count == 2 ? [1] + t.shape : t.shape

@@ -195,7 +195,7 @@ func channelMap(_ spec: InputSpec, from: Int) -> (weight: [Float], bias: [Float]
         let m = spec.mean.count == 1 ? spec.mean[0] : spec.mean[k]
         let s = spec.std.count == 1 ? spec.std[0] : spec.std[k]
         let a = spec.scale / s
-        bias[k] = -m / s
+        bias[k] = -(m + spec.offset) / s
         for c in 0..<from { weight[k * from + c] = a * convert(source, c) }
     }
     let identity = from == to && bias.allSatisfy { $0 == 0 }

@@ -24,11 +24,13 @@ public struct CellMetrics: Codable, Sendable {
     public var searchSeconds: Double?
     /// The whole cell: data, model import, search, training, test.
     public var wallSeconds: Double?
+    /// Per member (by name), how its input was prepared and where each setting came from.
+    public var preprocessing: [String: InputReport]?
 
     enum CodingKeys: String, CodingKey {
         case testAccuracy = "test_accuracy", memberTestAccuracy = "member_test_accuracy", confusion, classes, depths
         case unitCounts = "unit_counts", epochs, seconds, method, target, seed, sources
-        case searchSeconds = "search_seconds", wallSeconds = "wall_seconds"
+        case searchSeconds = "search_seconds", wallSeconds = "wall_seconds", preprocessing
     }
 }
 
@@ -164,6 +166,8 @@ public final class ExperimentRunner {
                                classes: data.classes, depths: [], options: o)
         let sizes = cell.sourceIndices.map { config.inputSizes[config.sources[$0]] }
         if sizes.contains(where: { $0 != nil }) { record.inputSizes = sizes }
+        let preprocess = cell.sourceIndices.map { config.preprocess[config.sources[$0]] }
+        if preprocess.contains(where: { $0 != nil }) { record.preprocess = preprocess }
         let earlier = try? RunRecord.load(runDir: dir)
         let models = try record.buildModels(manifest: manifest)
         var searchSeconds = 0.0
@@ -215,7 +219,8 @@ public final class ExperimentRunner {
                                   unitCounts: tuner.unitCounts, epochs: tuner.history,
                                   seconds: Date().timeIntervalSince(trainStart), method: cell.method, target: cell.target,
                                   seed: cell.seed, sources: paths, searchSeconds: searchSeconds,
-                                  wallSeconds: Date().timeIntervalSince(t0) + searchSecondsBeforeResume(earlier, searchSeconds, cell))
+                                  wallSeconds: Date().timeIntervalSince(t0) + searchSecondsBeforeResume(earlier, searchSeconds, cell),
+                                  preprocessing: Dictionary(tuner.models.map { ($0.name, $0.input.report) }, uniquingKeysWith: { a, _ in a }))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try enc.encode(metrics), to: dir + "/metrics.json")

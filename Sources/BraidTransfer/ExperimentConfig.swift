@@ -1,3 +1,4 @@
+import BraidData
 import BraidTraining
 import Foundation
 
@@ -31,6 +32,11 @@ public struct ExperimentConfig: Sendable, Equatable {
     /// Per source (by its entry in `sources`), `[height, width]` it is fed at instead of its
     /// own input size (`input_sizes`).
     public var inputSizes: [String: [Int]] = [:]
+    /// Per source, preprocessing overriding its metadata, manifest entry or defaults
+    /// (`preprocess`): an object with any of the keys `preprocess`, `mean`, `std`, `scale`,
+    /// `range`, `channel_order`, `layout`, valued as `braid finetune`'s flags (numbers and
+    /// lists of numbers are accepted for mean, std and scale).
+    public var preprocess: [String: PreprocessOverride] = [:]
     /// Per target, the fraction of its training split the cells train on, overriding
     /// `training.train_subset` (`target_subsets`).
     public var targetSubsets: [String: Double] = [:]
@@ -52,7 +58,8 @@ public struct ExperimentConfig: Sendable, Equatable {
                                                        "als", "amcf-fixed", "amcf"]
 
     static let topKeys: Set<String> = ["name", "description", "sources", "targets", "methods", "seeds", "training", "search",
-                                       "keep_checkpoints", "input_sizes", "target_subsets", "method_sources", "als"]
+                                       "keep_checkpoints", "input_sizes", "target_subsets", "method_sources", "als",
+                                       "preprocess"]
     static let trainingKeys: Set<String> = ["epochs", "batch", "lr", "optimizer", "momentum", "nesterov", "weight_decay",
                                             "schedule", "step_size", "gamma", "warmup_steps", "label_smoothing", "lambda", "consistency", "vote",
                                             "clip_norm", "val_fraction", "test_fraction", "train_subset", "freeze"]
@@ -155,6 +162,18 @@ public struct ExperimentConfig: Sendable, Equatable {
             guard let a = v as? [Any], a.count == 2 else { throw TrainingError("input_sizes.\(k) must be [height, width]") }
             config.inputSizes[k] = try a.map { try int($0, "input_sizes.\(k)") ?? 0 }
         }
+        for (k, v) in try object(top["preprocess"], "preprocess") {
+            var o = PreprocessOverride()
+            // A preset first, so the single settings beside it override its parts.
+            for (key, value) in try object(v, "preprocess.\(k)").sorted(by: { ($0.key == "preprocess" ? 0 : 1, $0.key) < ($1.key == "preprocess" ? 0 : 1, $1.key) }) {
+                guard let setting = PreprocessOverride.Key(rawValue: key.replacingOccurrences(of: "_", with: "-")) else {
+                    throw TrainingError("preprocess.\(k): unknown key '\(key)' (preprocess, mean, std, scale, range, channel_order, layout)")
+                }
+                let text = (value as? [Any]).map { $0.map { "\($0)" }.joined(separator: ",") } ?? "\(value)"
+                do { try o.set(setting, text) } catch { throw TrainingError("preprocess.\(k).\(error)") }
+            }
+            config.preprocess[k] = o
+        }
         for (k, v) in try object(top["target_subsets"], "target_subsets") {
             config.targetSubsets[k] = try double(v, "target_subsets.\(k)")
         }
@@ -184,6 +203,9 @@ public struct ExperimentConfig: Sendable, Equatable {
             guard size.allSatisfy({ $0 >= 1 && $0 <= 4096 }) else {
                 throw TrainingError("input_sizes.\(name): sides must be in 1...4096, got \(size)")
             }
+        }
+        for name in preprocess.keys where !sources.contains(name) {
+            throw TrainingError("preprocess: '\(name)' is not one of the sources")
         }
         for (name, f) in targetSubsets {
             guard targets.contains(name) else { throw TrainingError("target_subsets: '\(name)' is not one of the targets") }

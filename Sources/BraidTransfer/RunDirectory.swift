@@ -15,6 +15,9 @@ public struct RunRecord: Codable, Sendable {
     public var options: TrainOptions
     /// Per source, `[height, width]` overriding its input size (nil: the model's own size).
     public var inputSizes: [[Int]?]?
+    /// Per source, preprocessing settings overriding its metadata, manifest entry or
+    /// defaults (nil: none).
+    public var preprocess: [PreprocessOverride?]?
 
     public init(sources: [String], featureNodes: [String?], data: String, classes: [String],
                 depths: [Int], options: TrainOptions) {
@@ -47,7 +50,8 @@ public struct RunRecord: Codable, Sendable {
         try sources.enumerated().map { j, path in
             var m = try SourceModel.load(path: path, classes: classes.count, seed: options.seed &+ UInt64(j),
                                          manifest: manifest, featureNode: featureNodes[j],
-                                         inputSize: inputSizes.flatMap { j < $0.count ? $0[j] : nil })
+                                         inputSize: inputSizes.flatMap { j < $0.count ? $0[j] : nil },
+                                         preprocess: preprocess.flatMap { j < $0.count ? $0[j] : nil })
             if options.method == "scratch" { m.reinitialize(seed: options.seed &+ UInt64(j)) }
             return m
         }

@@ -16,6 +16,8 @@ public struct SourceModel {
     public var graph: Graph
     public var inputName: String
     public var spec: InputSpec
+    /// Where each part of `spec` came from (flag, metadata, manifest, default).
+    public var inputSources: [InputSpec.Field: SettingSource] = [:]
     public var cut: FeatureCut
     public var featureSize: Int
 
@@ -36,45 +38,35 @@ public struct SourceModel {
         }
     }
 
-    /// The input spec for a model file: from Models/manifest when the file is one of the
-    /// fetched models (its stem is a manifest id), else from the graph's declared input
-    /// (NCHW when the second dim is 1 or 3, NHWC otherwise; pixels scaled to 0...1).
-    public static func inputSpec(for path: String, graph: Graph, manifest: [ModelManifest]) throws -> InputSpec {
-        let stem = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        if let entry = manifest.first(where: { $0.id == stem }) { return try entry.inputSpec() }
-        guard let input = graph.feedInputs.first, let dims = input.shape, dims.count == 4 else {
-            throw TrainingError("\(path): cannot tell the input size (no manifest entry and no 4-D input); it needs an entry in Models/manifest")
-        }
-        let v = dims.map { $0.value }
-        if let c = v[1], c == 1 || c == 3, let h = v[2], let w = v[3] {
-            return InputSpec(channels: c, height: h, width: w, layout: .nchw, scale: 1.0 / 255, mean: [0], std: [1], bgr: false)
-        }
-        if let h = v[1], let w = v[2], let c = v[3] {
-            return InputSpec(channels: c, height: h, width: w, layout: .nhwc, scale: 1.0 / 255, mean: [0], std: [1], bgr: false)
-        }
-        throw TrainingError("\(path): input '\(input.name)' has symbolic spatial dims; it needs an entry in Models/manifest")
-    }
-
     /// Imports `path`, cuts off its classifier (at `featureNode` when given) and attaches a
     /// new linear head for `classes` classes, initialised from `seed`.
     ///
     /// `inputSize` (`[height, width]`) overrides the spatial size the model is fed at; the
     /// graph's declared input takes that size, and planning the backbone at it decides whether
     /// the graph allows it (a fixed Reshape or a Gemm behind a Flatten does not).
+    /// `preprocess` overrides the model's normalisation, channel order and layout (see
+    /// `resolveInput`). A graph traced at batch 1 (`Graph.unitBatchInputs`) has its batch
+    /// generalised (`Passes.generalizeBatch`).
     public static func load(path: String, classes: Int, seed: UInt64, manifest: [ModelManifest],
-                            featureNode: String? = nil, inputSize: [Int]? = nil) throws -> SourceModel {
+                            featureNode: String? = nil, inputSize: [Int]? = nil,
+                            preprocess: PreprocessOverride? = nil) throws -> SourceModel {
         var original = try importGraph(path: path)
         guard let input = original.feedInputs.first, original.feedInputs.count == 1 else {
             throw TrainingError("\(path): fine-tuning needs a model with exactly one image input")
         }
-        var spec = try inputSpec(for: path, graph: original, manifest: manifest)
-        if let inputSize {
-            guard inputSize.count == 2, inputSize.allSatisfy({ $0 >= 1 && $0 <= 4096 }) else {
-                throw TrainingError("\(path): an input size is HEIGHTxWIDTH with each side in 1...4096, got \(inputSize)")
-            }
-            spec.height = inputSize[0]
-            spec.width = inputSize[1]
+        let resolved = try resolveInput(path: path, graph: original, manifest: manifest, inputSize: inputSize,
+                                        preprocess: preprocess)
+        let spec = resolved.spec
+        if inputSize != nil || input.shape.map({ $0.dropFirst().contains { $0.value == nil } }) == true {
             original.setDeclaredShape(of: input.name, to: spec.sampleShape, batch: input.shape?.first)
+        }
+        if !original.unitBatchInputs.isEmpty {
+            do {
+                original = try Passes.generalizeBatch(original)
+            } catch {
+                let size = inputSize != nil ? " at input size \(spec.height)x\(spec.width)" : ""
+                throw TrainingError("\(path): cannot generalise the batch of 1 it was exported with\(size): \(error)")
+            }
         }
         let cut: FeatureCut
         if let featureNode {
@@ -105,7 +97,7 @@ public struct SourceModel {
         let graph = original.replacingHead(cut: finalCut, classes: classes, featureSize: featureSize, seed: seed)
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         return SourceModel(name: name, path: path, graph: graph, inputName: input.name, spec: spec,
-                           cut: finalCut, featureSize: featureSize)
+                           inputSources: resolved.sources, cut: finalCut, featureSize: featureSize)
     }
 
     /// Re-initialises every backbone parameter (training from scratch): convolution and dense

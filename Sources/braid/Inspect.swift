@@ -1,14 +1,19 @@
 import ArgumentParser
+import BraidData
 import BraidGraph
 import BraidTensor
+import BraidTransfer
 import Foundation
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show a model's inputs, outputs, ops, parameters and layer units.")
 
-    @Argument(help: "Model file (.onnx).") var model: String
+    @Argument(help: "Model file (.onnx, .h5, .hdf5, .keras).") var model: String
     @Flag(help: "Print JSON instead of text.") var json = false
+    @Option(name: .long, help: "Models/manifest to read input sizes and normalisation from.") var manifest: String?
+    @Option(name: .long, help: "HEIGHTxWIDTH the model would be fed at (for symbolic spatial dims).") var inputSize: String?
+    @OptionGroup(title: "Preprocessing (as braid finetune takes it)") var pre: PreprocessOptions
 
     func run() {
         let graph = reportingErrors { try loadModel(model) }
@@ -18,18 +23,28 @@ struct Inspect: ParsableCommand {
         var histogram: [String: Int] = [:]
         for n in graph.nodes { histogram[n.sourceOp, default: 0] += 1 }
         let units = graph.layerUnits
+        // The preprocessing fine-tuning would use, or why there is none.
+        let preprocessing: Result<ResolvedInput, Error> = Result {
+            let size = try parseInputSizes(inputSize.map { [$0] } ?? [], sources: [model])?.first ?? nil
+            return try SourceModel.resolveInput(path: model, graph: graph, manifest: try loadManifest(path: manifest),
+                                                inputSize: size, preprocess: try pre.overrides(sources: [model])?.first ?? nil)
+        }
         let inputs = graph.feedInputs.map { ["name": $0.name, "dtype": $0.dtype.rawValue, "shape": dims($0.shape)] as [String: Any] }
         let outputs = graph.outputs.map { o -> [String: Any] in
             let shape = shapes?[o.name] ?? o.shape
             return ["name": o.name, "dtype": o.dtype.rawValue, "shape": dims(shape)]
         }
         if json {
-            let obj: [String: Any] = [
+            var obj: [String: Any] = [
                 "file": model, "metadata": graph.metadata, "inputs": inputs, "outputs": outputs,
                 "ops": histogram, "nodes": graph.nodes.count, "parameters": graph.parameterCount,
                 "layer_units": units.map { ["index": $0.index, "node": $0.node, "kind": $0.kind,
                                             "parameters": $0.parameterCount] as [String: Any] },
             ]
+            switch preprocessing {
+            case .success(let r): obj["preprocessing"] = r.report.jsonObject
+            case .failure(let e): obj["preprocessing"] = ["error": "\(e)"]
+            }
             let data = reportingErrors { try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]) }
             print(String(decoding: data, as: UTF8.self))
             return
@@ -40,6 +55,10 @@ struct Inspect: ParsableCommand {
         for i in inputs { print("  \(i["name"]!)  \(i["dtype"]!)  [\((i["shape"] as! [String]).joined(separator: ", "))]") }
         print("outputs:")
         for o in outputs { print("  \(o["name"]!)  \(o["dtype"]!)  [\((o["shape"] as! [String]).joined(separator: ", "))]") }
+        switch preprocessing {
+        case .success(let r): print("preprocessing: \(r.summary)")
+        case .failure(let e): print("preprocessing: none (\(e))")
+        }
         print("nodes: \(graph.nodes.count), parameters: \(graph.parameterCount)")
         print("ops:")
         for (op, n) in histogram.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {

@@ -12,6 +12,7 @@ struct Run: ParsableCommand {
           braid run model.onnx --input x.npy --output y.npy
           braid run ensemble.onnx --image a.png --image b.jpg --top 3
           braid run ensemble.onnx --image photos/ --batch 64 --json
+          braid run resnet18.onnx --image cat.jpg --preprocess imagenet
         """)
 
     @Argument(help: "Model file (.onnx, .h5, .hdf5, .keras).") var model: String
@@ -20,12 +21,16 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Write the first output to this .npy file.") var output: String?
     @Option(name: .long, help: "Write every output as output_0.npy, output_1.npy, ... in this folder.")
     var outputDir: String?
-    @Option(name: .long, help: "A PNG, JPEG or .npy ([C,H,W] in 0..255) image, or a folder of them (repeatable); needs a model from `braid export RUN_DIR`.")
+    @Option(name: .long, help: "A PNG, JPEG or .npy ([C,H,W] in 0..255) image, or a folder of them (repeatable): a model from `braid export RUN_DIR`, or any classifier with --preprocess (or its metadata or manifest entry).")
     var image: [String] = []
     @Option(name: .long, help: "How many classes to show per image.") var top = 3
     @Option(name: .long, help: "Images per run of the model.") var batch = 32
     @Flag(name: .long, help: "Print the image results as JSON.") var json = false
     @Option(name: .long, help: "Fail before running if the plan needs more memory than this (512M, 2G).") var maxMemory: String?
+    @Option(name: .long, help: "--image on a plain classifier: Models/manifest to read its preprocessing from.") var manifest: String?
+    @Option(name: .long, help: "--image on a plain classifier: HEIGHTxWIDTH to feed (for symbolic spatial dims).") var inputSize: String?
+    @OptionGroup(title: "Preprocessing for --image on a plain classifier (overrides its metadata and Models/manifest)")
+    var pre: PreprocessOptions
 
     func validate() throws {
         if !image.isEmpty {
@@ -39,8 +44,13 @@ struct Run: ParsableCommand {
     }
 
     func run() {
-        if !image.isEmpty { return classifyImages() }
-        let graph = reportingErrors { try loadModel(model) }
+        if !image.isEmpty {
+            // A Braid ensemble carries its preprocessing; any other classifier takes it from
+            // the preprocessing flags (over its metadata and Models/manifest).
+            if pre.isEmpty && inputSize == nil { return classifyImages() }
+            return reportingErrors { try classifyWithPreprocessing(graph: try loadModel(model)) }
+        }
+        var graph = reportingErrors { try loadModel(model) }
         let args: [(name: String?, value: String)] = input.map { s in
             if let eq = s.firstIndex(of: "="), !s[s.index(after: eq)...].isEmpty, !s[..<eq].contains("/") {
                 return (String(s[..<eq]), String(s[s.index(after: eq)...]))
@@ -49,6 +59,10 @@ struct Run: ParsableCommand {
         }
         let bound = reportingErrors { try bindArguments(args, graph: graph) }
         let feeds = reportingErrors { try bound.mapValues { try Npy.read(path: $0) } }
+        // A file traced at batch 1 (PyTorch's dynamo exporter) fed another batch.
+        if graph.unitBatchInputs.contains(where: { feeds[$0].map { $0.shape.first != 1 } ?? false }) {
+            graph = reportingErrors { try Passes.generalizeBatch(graph, sampleShapes: feeds.mapValues(\.shape)) }
+        }
         // Constant folding, BN folding, dead-code removal and Conv + Add + activation fusion.
         let executor = Executor(graph: reportingErrors { try Passes.optimizeForExecution(graph) })
         executor.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }

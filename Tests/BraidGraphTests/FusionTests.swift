@@ -194,4 +194,22 @@ final class FusionTests: XCTestCase {
         XCTAssertEqual(Array(ops.prefix(4)), ["Conv", "HardSwish", "Conv+Add+Relu", "Conv"])
         XCTAssertTrue(ops.contains("Clip"))
     }
+
+    /// Int64 shape arithmetic reached from an input (TorchScript's ShuffleNet computes
+    /// channels per group with Shape -> Div -> ...) is not a channel chain.
+    func testIntegerShapeArithmeticIsNotFused() throws {
+        let g = Graph(name: "g", inputs: [ValueDecl(name: "x", dtype: .float32, shape: [.symbol("N"), .fixed(4)])],
+                      outputs: [ValueDecl(name: "y", dtype: .float32, shape: nil)],
+                      initializers: ["two": Tensor(shape: [], ints: [2]), "one": Tensor(shape: [2], ints: [2, 2])],
+                      nodes: [
+                        Node(name: "n", op: .shape(start: 0, end: nil), inputs: ["x"], outputs: ["n"], sourceOp: "Shape"),
+                        Node(name: "half", op: .binary(.div), inputs: ["n", "two"], outputs: ["h"], sourceOp: "Div"),
+                        Node(name: "back", op: .binary(.mul), inputs: ["h", "one"], outputs: ["s"], sourceOp: "Mul"),
+                        Node(name: "view", op: .reshape(allowZero: false), inputs: ["x", "s"], outputs: ["y"], sourceOp: "Reshape"),
+                      ])
+        let fused = try Passes.optimizeForExecution(g)
+        XCTAssertFalse(fused.nodes.contains { if case .channelChain = $0.op { return true }; return false })
+        let y = try XCTUnwrap(try Executor(graph: fused).run(["x": random([2, 4])])["y"])
+        XCTAssertEqual(y.shape, [2, 4])
+    }
 }

@@ -207,6 +207,9 @@ final class ExperimentTests: XCTestCase {
             let diagonal = confusion.indices.map { confusion[$0][$0] }.reduce(0, +)
             XCTAssertEqual(acc, Double(diagonal) / Double(total), accuracy: 1e-12, "accuracy is the confusion's diagonal share")
             XCTAssertEqual((raw["epochs"] as? [Any])?.count, config.training.epochs)
+            let pre = try XCTUnwrap(raw["preprocessing"] as? [String: [String: Any]], "each member's preprocessing")
+            XCTAssertEqual(pre.count, o.cell.sourceIndices.count)
+            XCTAssertTrue(pre.values.allSatisfy { ($0["sources"] as? [String: String])?["size"] == "default" }, "\(pre)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: cellDir + "/checkpoint.bin"))
             switch o.cell.method {
             case "standard", "l2sp": XCTAssertEqual(depths, [0])
