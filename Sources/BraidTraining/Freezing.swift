@@ -45,6 +45,38 @@ extension Graph {
                 for p in bn.inputs[1...2] where !freezeNames.contains(p) { trainable.insert(p) }
             }
         }
+        if depth < units.count, let first = nodeIndex[units[depth].node] {
+            g.trainNormalizations(after: first, trainable: &trainable, freezeNames: freezeNames, bnMomentum: bnMomentum)
+        }
         return TrainingSetup(graph: g, trainable: trainable, units: units, frozenDepth: depth)
+    }
+
+    /// Normalisations that belong to no layer unit (DenseNet's and pre-activation ResNets'
+    /// batch norms before their convolutions, transformers' layer norms) train like the
+    /// units around them: from node `first` (the first trained unit) on, their scale and
+    /// shift are parameters, and a batch norm runs with batch statistics, as PyTorch's
+    /// fine-tuning in `train()` mode does. Batch norms that follow a unit were handled with it.
+    public mutating func trainNormalizations(after first: Int, trainable: inout Set<String>, freezeNames: Set<String> = [],
+                                      bnMomentum: Float) {
+        for i in nodes.indices where i > first && !freezeNames.contains(nodes[i].name) {
+            let n = nodes[i]
+            switch n.op {
+            case .batchNorm(let eps):
+                var bn = n
+                bn.op = .batchNormTraining(epsilon: eps, momentum: bnMomentum)
+                bn.outputs = [bn.outputs[0], bn.name + "::batch_mean", bn.name + "::batch_invstd"]
+                nodes[i] = bn
+                for p in n.inputs[1...2] where initializers[p]?.dtype.isFloat == true && !freezeNames.contains(p) {
+                    trainable.insert(p)
+                }
+            case .layerNorm, .instanceNorm:
+                for p in n.inputs.dropFirst() where !p.isEmpty && initializers[p]?.dtype.isFloat == true
+                    && !freezeNames.contains(p) {
+                    trainable.insert(p)
+                }
+            default:
+                continue
+            }
+        }
     }
 }

@@ -31,6 +31,9 @@ extension Graph {
                 for p in bn.inputs[1...2] { trainable.insert(p) }
             }
         }
+        if let firstTrained = units.first(where: { !frozenUnits.contains($0.index) }), let first = nodeIndex[firstTrained.node] {
+            g.trainNormalizations(after: first, trainable: &trainable, bnMomentum: bnMomentum)
+        }
         var setup = try trainingSetup(freezeDepth: units.count)
         setup.graph = g
         setup.trainable = trainable
