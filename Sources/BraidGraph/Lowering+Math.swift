@@ -45,6 +45,7 @@ private func lowerUnary(_ node: Node, _ op: UnaryOp, _ inputs: [PlanValue?]) thr
         }
     default:
         if x.dtype.isFloat {
+            if f == .bitwiseNot { throw typeError(node, x.dtype, "an integer type") }
             return LoweredOp(outputs: [(x.shape, x.dtype)]) { ins, outs in
                 let src = ins[0]!.floats, dst = outs[0].floats
                 return { Elementwise.unary(f, src, dst, count: n) }
@@ -107,7 +108,7 @@ private func lowerBinary(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?]) t
                 let x = ins[0]!.floats, y = ins[1]!.floats, z = outs[0].ints
                 return { Elementwise.compare(f, layout, x, y, z) }
             }
-        case .and, .or, .xor, .bitShiftLeft, .bitShiftRight:
+        case .and, .or, .xor, .bitShiftLeft, .bitShiftRight, .bitwiseAnd, .bitwiseOr, .bitwiseXor:
             throw typeError(node, a.dtype, "an integer or bool type")
         default:
             return LoweredOp(outputs: [(shape, outType)]) { ins, outs in
@@ -285,6 +286,7 @@ public func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
     case .not: return .not
     case .isNaN: return .isNaN
     case .isInf: return .isInf
+    case .bitwiseNot: return .bitwiseNot
     case .leakyRelu(let a): return .leakyRelu(alpha: a)
     case .elu(let a): return .elu(alpha: a)
     case .celu(let a): return .celu(alpha: a)
@@ -317,5 +319,8 @@ public func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
     case .xor: return .xor
     case .bitShiftLeft: return .bitShiftLeft
     case .bitShiftRight: return .bitShiftRight
+    case .bitwiseAnd: return .bitwiseAnd
+    case .bitwiseOr: return .bitwiseOr
+    case .bitwiseXor: return .bitwiseXor
     }
 }

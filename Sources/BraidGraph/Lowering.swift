@@ -42,6 +42,8 @@ public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
          .shape, .size, .constantOfShape, .unsqueeze, .squeeze, .expand, .tile, .pad,
          .resize, .range, .depthToSpace, .spaceToDepth, .identity, .constant:
         return try lowerShape(node, inputs)
+    case .gatherND, .scatterND, .scatterElements, .cumSum, .topK, .oneHot, .triangle:
+        return try lowerIndexing(node, inputs)
     case .reduce, .argExtreme:
         return try lowerReduce(node, inputs)
     }

@@ -77,6 +77,26 @@ public enum Op: Sendable {
     /// `[x, indices]` along `axis`.
     case gather(axis: Int)
     case gatherElements(axis: Int)
+    /// `[data, indices]`: slices of data addressed by index tuples (indices' last axis), the
+    /// first `batchDims` axes shared by both.
+    case gatherND(batchDims: Int)
+    /// `[data, indices, updates]`: data with the slices named by index tuples combined with
+    /// the updates.
+    case scatterND(reduction: ScatterReduction)
+    /// `[data, indices, updates]`: data with one element per index (along `axis`) combined
+    /// with the matching update.
+    case scatterElements(axis: Int, reduction: ScatterReduction)
+    /// `[x, axis]`: running sum along a plan-time axis.
+    case cumSum(exclusive: Bool, reverse: Bool)
+    /// `[x, k]` -> `[values, indices]`: the k largest (or smallest) along `axis`, ties to
+    /// the lower index.
+    case topK(axis: Int, largest: Bool, sorted: Bool)
+    /// `[indices, depth, values]`: a new axis at `axis` of length depth holding values[1] at
+    /// each index and values[0] elsewhere.
+    case oneHot(axis: Int)
+    /// `[x, k?]`: the upper (or lower) triangle of the last two axes from diagonal k, zeros
+    /// elsewhere.
+    case triangle(upper: Bool)
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size
@@ -110,7 +130,7 @@ public enum UnaryOp: Sendable, Equatable {
     case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
     case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
     case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf
+    case not, isNaN, isInf, bitwiseNot
     case leakyRelu(alpha: Float)
     case elu(alpha: Float)
     case celu(alpha: Float)
@@ -128,6 +148,7 @@ public enum BinaryOp: Sendable, Equatable {
     case equal, less, greater, lessOrEqual, greaterOrEqual
     case and, or, xor
     case bitShiftLeft, bitShiftRight
+    case bitwiseAnd, bitwiseOr, bitwiseXor
 }
 
 public enum VariadicOp: Sendable, Equatable {
@@ -141,6 +162,9 @@ public enum PoolKind: Sendable, Equatable {
 }
 
 public enum SoftmaxKind: Sendable, Equatable { case softmax, logSoftmax, hardmax }
+
+/// How a scatter combines an update with the element in place.
+public enum ScatterReduction: Sendable, Equatable { case none, add, mul, max, min }
 
 public enum PadMode: Sendable, Equatable { case constant, reflect, edge, wrap }
 

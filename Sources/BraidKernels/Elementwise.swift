@@ -11,7 +11,7 @@ public enum UnaryFunction: Sendable, Equatable {
     case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
     case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
     case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf
+    case not, isNaN, isInf, bitwiseNot
     case leakyRelu(alpha: Float)
     case elu(alpha: Float)
     case celu(alpha: Float)
@@ -25,7 +25,7 @@ public enum UnaryFunction: Sendable, Equatable {
     /// `not` on bool.
     public var acceptsIntegers: Bool {
         switch self {
-        case .neg, .abs, .sign, .relu, .not: return true
+        case .neg, .abs, .sign, .relu, .not, .bitwiseNot: return true
         default: return false
         }
     }
@@ -40,6 +40,7 @@ public enum BinaryFunction: Sendable, Equatable {
     case equal, less, greater, lessOrEqual, greaterOrEqual
     case and, or, xor
     case bitShiftLeft, bitShiftRight
+    case bitwiseAnd, bitwiseOr, bitwiseXor
 
     /// True for the functions whose result is bool whatever the operands.
     public var producesBool: Bool {
@@ -79,7 +80,7 @@ public enum Elementwise {
         case .acosh: map(x, y, count) { acoshf($0) }
         case .atanh: map(x, y, count) { atanhf($0) }
         case .erf: pmap(x, y, count, ErfF())
-        case .not, .isNaN, .isInf:
+        case .not, .isNaN, .isInf, .bitwiseNot:
             preconditionFailure("\(f) does not map float32 to float32")
         default: activation(f, x, y, count: count)
         }
@@ -94,6 +95,7 @@ public enum Elementwise {
         case .sign: map(x, y, count) { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }
         case .relu: map(x, y, count) { $0 < 0 ? 0 : $0 }
         case .not: map(x, y, count) { $0 == 0 ? 1 : 0 }
+        case .bitwiseNot: map(x, y, count) { ~$0 }
         default: preconditionFailure("\(f) has no integer form")
         }
     }
@@ -182,6 +184,9 @@ public enum Elementwise {
         case .bitShiftRight: broadcast2(layout, a, b, c) { x, s in
             (s < 0 || s >= 64) ? 0 : Int64(bitPattern: UInt64(bitPattern: x) >> UInt64(s))
         }
+        case .bitwiseAnd: broadcast2(layout, a, b, c) { $0 & $1 }
+        case .bitwiseOr: broadcast2(layout, a, b, c) { $0 | $1 }
+        case .bitwiseXor: broadcast2(layout, a, b, c) { $0 ^ $1 }
         }
     }
 
@@ -266,7 +271,7 @@ extension UnaryFunction {
     /// one (zero almost everywhere); `not`, `isNaN` and `isInf` have none.
     public var isDifferentiable: Bool {
         switch self {
-        case .not, .isNaN, .isInf: return false
+        case .not, .isNaN, .isInf, .bitwiseNot: return false
         default: return true
         }
     }
@@ -307,7 +312,7 @@ extension Elementwise {
         case .asinh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x + 1).squareRoot() }
         case .acosh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x - 1).squareRoot() }
         case .atanh: grad(x, y, g, gx, count) { x, _ in 1 / (1 - x * x) }
-        case .not, .isNaN, .isInf: preconditionFailure("\(f) has no derivative")
+        case .not, .isNaN, .isInf, .bitwiseNot: preconditionFailure("\(f) has no derivative")
         default: activationBackward(f, x, y, g, gx, count: count)
         }
     }

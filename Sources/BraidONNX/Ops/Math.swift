@@ -67,6 +67,10 @@ let mathOps: OpTable = {
         binary(name, since: 1, op)
     }
     binary("Pow", since: 1, .pow)
+    for (name, op) in [("BitwiseAnd", BinaryOp.bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor)] {
+        t[name] = [v(18) { n in n.emit(.binary(op)) }]
+    }
+    unary("BitwiseNot", since: 18, .bitwiseNot)
     binary("LessOrEqual", since: 12, .lessOrEqual)
     binary("GreaterOrEqual", since: 12, .greaterOrEqual)
     t["Mod"] = [v(10) { n in n.emit(.binary(.mod(fmod: try n.bool("fmod", default: false)))) }]
@@ -188,6 +192,9 @@ private func binaryONNXName(_ b: BinaryOp) -> String {
     case .and: return "And"
     case .or: return "Or"
     case .xor: return "Xor"
+    case .bitwiseAnd: return "BitwiseAnd"
+    case .bitwiseOr: return "BitwiseOr"
+    case .bitwiseXor: return "BitwiseXor"
     case .mod, .bitShiftLeft, .bitShiftRight: preconditionFailure("written with attributes")
     }
 }
@@ -225,6 +232,7 @@ private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
     case .not: n.emit("Not", [x])
     case .isNaN: n.emit("IsNaN", [x])
     case .isInf: n.emit("IsInf", [x])
+    case .bitwiseNot: n.emit("BitwiseNot", [x])
     case .leakyRelu(let alpha): n.emit("LeakyRelu", [x], attrs: [.float("alpha", alpha)])
     case .elu(let alpha): n.emit("Elu", [x], attrs: [.float("alpha", alpha)])
     case .celu(let alpha): n.emit("Celu", [x], attrs: [.float("alpha", alpha)])
