@@ -15,8 +15,10 @@ func lowerMath(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .select: return try lowerSelect(node, inputs)
     case .clip: return try lowerClip(node, inputs)
     case .prelu: return try lowerPRelu(node, inputs)
-    case .cast(let to):
+    case .cast, .castLike:
         let x = try inputs.required(0, node)
+        let to: DType
+        if case .cast(let t) = node.op { to = t } else { to = try inputs.required(1, node).dtype }
         return LoweredOp(outputs: [(x.shape, to)]) { ins, outs in
             let src = ins[0]!, dst = outs[0]
             return { Elementwise.cast(src, to: dst) }

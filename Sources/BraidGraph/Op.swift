@@ -23,6 +23,8 @@ public enum Op: Sendable {
     case prelu
     /// Element type conversion.
     case cast(to: DType)
+    /// `[x, like]`: x converted to like's element type (like's elements are not read).
+    case castLike
 
     // MARK: Neural-network family
     /// `[x, w, b?]`, x `[N, C, spatial...]`, w `[M, C/group, kernel...]`; 1-D and 2-D spatial.

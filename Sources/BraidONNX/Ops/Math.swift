@@ -170,6 +170,7 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
     case .clip: n.emit("Clip")
     case .prelu: n.emit("PRelu")
     case .cast(let to): n.emit("Cast", attrs: [.int("to", Int64(ONNXDataType(to).rawValue))])
+    case .castLike: n.emit("CastLike")
     default: return false
     }
     return true

@@ -43,7 +43,7 @@ let nnOps: OpTable = {
         n.emit(.instanceNorm(epsilon: try n.float("epsilon", default: 1e-5)))
     }]
     t["LayerNormalization"] = [v(17) { n in
-        try requireUnused(n, from: 1, "mean and inverse standard deviation")
+        if n.outputUsed(1) || n.outputUsed(2) { return try layerNormWithStatistics(n) }
         n.emit(.layerNorm(axis: try n.int("axis", default: -1), epsilon: try n.float("epsilon", default: 1e-5)),
                inputs: [n.input(0), n.input(1), n.input(2)], outputs: [n.outputs[0]])
     }]
