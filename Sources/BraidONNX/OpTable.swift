@@ -43,15 +43,18 @@ final class NodeTranslation {
     private let used: Set<String>
     private let initializer: (String) -> Tensor?
     private let declaredShape: (String) -> [Int]?
+    private let declaredType: (String) -> DType?
     private let freshName: (String) -> String
     private(set) var nodes: [Node] = []
     private(set) var constants: [(name: String, tensor: Tensor)] = []
 
     init(proto: ONNXNodeProto, opset: Int, name: String, used: Set<String>,
          initializer: @escaping (String) -> Tensor?, declaredShape: @escaping (String) -> [Int]?,
+         declaredType: @escaping (String) -> DType? = { _ in nil },
          freshName: @escaping (String) -> String) {
         self.proto = proto; self.opset = opset; self.name = name; self.used = used
         self.initializer = initializer; self.declaredShape = declaredShape; self.freshName = freshName
+        self.declaredType = declaredType
         var attrs: [String: ONNXAttributeProto] = [:]
         for a in proto.attributes { attrs[a.name] = a }
         attributes = attrs
@@ -81,6 +84,14 @@ final class NodeTranslation {
         let n = input(i)
         guard !n.isEmpty else { return nil }
         return initializer(n)?.shape ?? declaredShape(n)
+    }
+
+    /// The element type of input `i` when known at import: an initializer's, or a graph
+    /// input's declared type.
+    func knownType(_ i: Int) -> DType? {
+        let n = input(i)
+        guard !n.isEmpty else { return nil }
+        return initializer(n)?.dtype ?? declaredType(n)
     }
 
     func error(_ message: String) -> ONNXError {

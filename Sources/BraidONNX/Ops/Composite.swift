@@ -4,11 +4,12 @@ import BraidTensor
 // ONNX ops that Braid translates into several IR primitives (the IR keeps no foreign
 // composite): Swish, RMSNormalization, LayerNormalization with its statistics outputs,
 // LpNormalization, EyeLike, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, Einsum
-// (Einsum.swift). CastLike maps to the IR's castLike.
+// (Einsum.swift), Attention (Attention.swift). CastLike maps to the IR's castLike.
 
 let compositeOps: OpTable = {
     var t: OpTable = [:]
     t["Einsum"] = [v(12, translateEinsum)]
+    t["Attention"] = [v(23, translateAttention)]
     t["CastLike"] = [v(15) { n in n.emit(.castLike, inputs: [n.input(0), n.input(1)]) }]
     t["Swish"] = [v(24) { n in
         // x * sigmoid(alpha * x)
