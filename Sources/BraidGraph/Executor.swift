@@ -78,7 +78,7 @@ public final class Executor {
     static func planTimeOperands(_ op: Op) -> [Int] {
         switch op {
         case .reshape, .unsqueeze, .squeeze, .expand, .tile, .split, .reduce: return [1]
-        case .cumSum, .topK, .oneHot, .triangle: return [1]
+        case .cumSum, .cumProd, .topK, .oneHot, .triangle: return [1]
         case .slice: return [1, 2, 3, 4]
         case .pad: return [1, 3]
         case .resize: return [1, 2, 3]

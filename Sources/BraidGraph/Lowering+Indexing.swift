@@ -10,6 +10,8 @@ func lowerIndexing(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .scatterND(let r): return try lowerScatterND(node, inputs, reduction: r)
     case .scatterElements(let axis, let r): return try lowerScatterElements(node, inputs, axis: axis, reduction: r)
     case .cumSum(let exclusive, let reverse): return try lowerCumSum(node, inputs, exclusive: exclusive, reverse: reverse)
+    case .cumProd(let exclusive, let reverse):
+        return try lowerCumSum(node, inputs, exclusive: exclusive, reverse: reverse, product: true)
     case .topK(let axis, let largest, _): return try lowerTopK(node, inputs, axis: axis, largest: largest)
     case .oneHot(let axis): return try lowerOneHot(node, inputs, axis: axis)
     case .triangle(let upper): return try lowerTriangle(node, inputs, upper: upper)
@@ -103,7 +105,8 @@ private func scalarInt(_ i: Int, _ node: Node, _ inputs: [PlanValue?], _ what: S
     return v[0]
 }
 
-private func lowerCumSum(_ node: Node, _ inputs: [PlanValue?], exclusive: Bool, reverse: Bool) throws -> LoweredOp {
+private func lowerCumSum(_ node: Node, _ inputs: [PlanValue?], exclusive: Bool, reverse: Bool,
+                         product: Bool = false) throws -> LoweredOp {
     let x = try inputs.required(0, node)
     let a = try normalizedAxis(try scalarInt(1, node, inputs, "axis"), rank: x.shape.count, node)
     let (outer, n, inner) = around(x.shape, a)
@@ -111,11 +114,11 @@ private func lowerCumSum(_ node: Node, _ inputs: [PlanValue?], exclusive: Bool, 
     return LoweredOp(outputs: [(x.shape, dtype)]) { ins, outs in
         if dtype.isFloat {
             let src = UnsafePointer(ins[0]!.floats), dst = outs[0].floats
-            return { Indexing.cumSum(src, dst, outer: outer, n: n, inner: inner, exclusive: exclusive, reverse: reverse) }
+            return { Indexing.cumSum(src, dst, outer: outer, n: n, inner: inner, exclusive: exclusive, reverse: reverse, product: product) }
         }
         let src = UnsafePointer(ins[0]!.ints), dst = outs[0].ints
         return {
-            Indexing.cumSum(src, dst, outer: outer, n: n, inner: inner, exclusive: exclusive, reverse: reverse)
+            Indexing.cumSum(src, dst, outer: outer, n: n, inner: inner, exclusive: exclusive, reverse: reverse, product: product)
             Elementwise.wrap(dst, count: outer * n * inner, to: dtype)
         }
     }

@@ -289,6 +289,7 @@ public func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
     case .isNaN: return .isNaN
     case .isInf: return .isInf
     case .bitwiseNot: return .bitwiseNot
+    case .narrow(let f, let s): return .narrow(f, saturate: s)
     case .leakyRelu(let a): return .leakyRelu(alpha: a)
     case .elu(let a): return .elu(alpha: a)
     case .celu(let a): return .celu(alpha: a)

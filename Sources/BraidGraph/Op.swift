@@ -90,6 +90,8 @@ public enum Op: Sendable {
     case scatterElements(axis: Int, reduction: ScatterReduction)
     /// `[x, axis]`: running sum along a plan-time axis.
     case cumSum(exclusive: Bool, reverse: Bool)
+    /// `[x, axis]`: running product along a plan-time axis.
+    case cumProd(exclusive: Bool, reverse: Bool)
     /// `[x, k]` -> `[values, indices]`: the k largest (or smallest) along `axis`, ties to
     /// the lower index.
     case topK(axis: Int, largest: Bool, sorted: Bool)
@@ -141,6 +143,9 @@ public enum UnaryOp: Sendable, Equatable {
     case hardSigmoid(alpha: Float, beta: Float)
     case gelu(tanhApproximation: Bool)
     case shrink(bias: Float, lambd: Float)
+    /// Rounds onto a narrower format's grid (values stay float32, or Int64 for the integer
+    /// formats); `saturate` clamps out-of-range values to the largest finite one.
+    case narrow(NarrowFormat, saturate: Bool)
 }
 
 public enum BinaryOp: Sendable, Equatable {

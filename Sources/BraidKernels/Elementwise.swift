@@ -20,12 +20,16 @@ public enum UnaryFunction: Sendable, Equatable {
     case hardSigmoid(alpha: Float, beta: Float)
     case gelu(tanhApproximation: Bool)
     case shrink(bias: Float, lambd: Float)
+    /// Rounding onto a narrow format's grid (`NarrowFormat.round`); integer formats also on
+    /// Int64 storage.
+    case narrow(NarrowFormat, saturate: Bool)
 
     /// Functions with an integer form (on Int64 storage): `neg`, `abs`, `sign`, `relu`, and
     /// `not` on bool.
     public var acceptsIntegers: Bool {
         switch self {
         case .neg, .abs, .sign, .relu, .not, .bitwiseNot: return true
+        case .narrow(let f, _): return f.isInteger
         default: return false
         }
     }
@@ -82,6 +86,7 @@ public enum Elementwise {
         case .erf: pmap(x, y, count, ErfF())
         case .not, .isNaN, .isInf, .bitwiseNot:
             preconditionFailure("\(f) does not map float32 to float32")
+        case .narrow(let format, let saturate): map(x, y, count) { format.round($0, saturate: saturate) }
         default: activation(f, x, y, count: count)
         }
     }
@@ -96,6 +101,7 @@ public enum Elementwise {
         case .relu: map(x, y, count) { $0 < 0 ? 0 : $0 }
         case .not: map(x, y, count) { $0 == 0 ? 1 : 0 }
         case .bitwiseNot: map(x, y, count) { ~$0 }
+        case .narrow(let format, _): map(x, y, count) { format.narrow($0) }
         default: preconditionFailure("\(f) has no integer form")
         }
     }
@@ -271,7 +277,7 @@ extension UnaryFunction {
     /// one (zero almost everywhere); `not`, `isNaN` and `isInf` have none.
     public var isDifferentiable: Bool {
         switch self {
-        case .not, .isNaN, .isInf, .bitwiseNot: return false
+        case .not, .isNaN, .isInf, .bitwiseNot, .narrow: return false
         default: return true
         }
     }
@@ -312,7 +318,7 @@ extension Elementwise {
         case .asinh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x + 1).squareRoot() }
         case .acosh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x - 1).squareRoot() }
         case .atanh: grad(x, y, g, gx, count) { x, _ in 1 / (1 - x * x) }
-        case .not, .isNaN, .isInf, .bitwiseNot: preconditionFailure("\(f) has no derivative")
+        case .not, .isNaN, .isInf, .bitwiseNot, .narrow: preconditionFailure("\(f) has no derivative")
         default: activationBackward(f, x, y, g, gx, count: count)
         }
     }

@@ -6,17 +6,20 @@ import BraidTensor
 // integer-valued or selections whose gradients Braid does not train through.
 
 public enum Indexing {
-    /// Running sum along the middle axis of `[outer, n, inner]`: `y[i] = sum x[j]` for
-    /// `j <= i` (`j < i` when `exclusive`; from the end when `reverse`).
+    /// Running sum (or product) along the middle axis of `[outer, n, inner]`:
+    /// `y[i] = sum x[j]` for `j <= i` (`j < i` when `exclusive`; from the end when `reverse`).
     public static func cumSum<T: Numeric>(_ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>,
-                                          outer: Int, n: Int, inner: Int, exclusive: Bool, reverse: Bool) {
+                                          outer: Int, n: Int, inner: Int, exclusive: Bool, reverse: Bool,
+                                          product: Bool = false) {
         for o in 0..<outer {
             for i in 0..<inner {
-                var acc: T = 0
+                var acc: T = product ? 1 : 0
                 for s in 0..<n {
                     let j = reverse ? n - 1 - s : s
                     let at = (o * n + j) * inner + i
-                    if exclusive { y[at] = acc; acc += x[at] } else { acc += x[at]; y[at] = acc }
+                    if exclusive { y[at] = acc }
+                    if product { acc *= x[at] } else { acc += x[at] }
+                    if !exclusive { y[at] = acc }
                 }
             }
         }

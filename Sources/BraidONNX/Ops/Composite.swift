@@ -10,7 +10,13 @@ let compositeOps: OpTable = {
     var t: OpTable = [:]
     t["Einsum"] = [v(12, translateEinsum)]
     t["Attention"] = [v(23, translateAttention)]
-    t["CastLike"] = [v(15) { n in n.emit(.castLike, inputs: [n.input(0), n.input(1)]) }]
+    t["CastLike"] = [v(15) { n in
+        // A `like` of a narrow type declared at import rounds onto that type's grid.
+        if let code = n.knownElementType(1), let narrow = try narrowTarget(n, code), let to = code.braidType {
+            return try emitCast(n, n.input(0), to: to, narrow: narrow)
+        }
+        n.emit(.castLike, inputs: [n.input(0), n.input(1)])
+    }]
     t["Swish"] = [v(24) { n in
         // x * sigmoid(alpha * x)
         let alpha = try n.float("alpha", default: 1)

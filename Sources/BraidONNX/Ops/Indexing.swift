@@ -23,6 +23,10 @@ let indexingOps: OpTable = {
         n.emit(.cumSum(exclusive: try n.bool("exclusive", default: false), reverse: try n.bool("reverse", default: false)),
                inputs: [n.input(0), n.input(1)])
     }]
+    t["CumProd"] = [v(26) { n in
+        n.emit(.cumProd(exclusive: try n.bool("exclusive", default: false), reverse: try n.bool("reverse", default: false)),
+               inputs: [n.input(0), n.input(1)])
+    }]
     t["TopK"] = [v(1) { n in
         // Opset 1 gave k as an attribute; from 10 it is an input.
         let k = n.opset >= 10 ? n.input(1) : n.constant(ints: [try n.requiredInt("k")], "k")
@@ -72,6 +76,8 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
         n.emit("ScatterElements", attrs: [.int("axis", Int64(axis))] + reductionAttribute(r))
     case .cumSum(let exclusive, let reverse):
         n.emit("CumSum", attrs: [.bool("exclusive", exclusive), .bool("reverse", reverse)])
+    case .cumProd(let exclusive, let reverse):
+        n.emit("CumProd", attrs: [.bool("exclusive", exclusive), .bool("reverse", reverse)])
     case .topK(let axis, let largest, let sorted):
         n.emit("TopK", attrs: [.int("axis", Int64(axis)), .bool("largest", largest), .bool("sorted", sorted)])
     case .oneHot(let axis): n.emit("OneHot", attrs: [.int("axis", Int64(axis))])

@@ -106,7 +106,8 @@ let mathOps: OpTable = {
         }
         guard let c32 = Int32(exactly: code) else { throw n.error("attribute 'to' = \(code) is not a known type") }
         do {
-            n.emit(.cast(to: try braidType(code: c32, subject: "")), inputs: [n.input(0)])
+            let to = try braidType(code: c32, subject: "")
+            try emitCast(n, n.input(0), to: to, narrow: try narrowTarget(n, ONNXDataType(rawValue: c32)))
         } catch let e as ONNXError {
             throw n.error("cannot cast: \(e.message)")
         }
@@ -234,6 +235,11 @@ private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
     case .isNaN: n.emit("IsNaN", [x])
     case .isInf: n.emit("IsInf", [x])
     case .bitwiseNot: n.emit("BitwiseNot", [x])
+    case .narrow(let format, let saturate):
+        // Through the narrow type and back, which rounds as the IR op does.
+        let code = ONNXDataType.allCases.first { $0.narrowFormat == format }?.rawValue ?? ONNXDataType.bfloat16.rawValue
+        let narrowed = n.emitTemporary("Cast", [x], "narrowed", [.int("to", Int64(code)), .bool("saturate", saturate)])
+        n.emit("Cast", [narrowed], attrs: [.int("to", Int64(format.isInteger ? (format == .int4 || format == .int2 ? ONNXDataType.int8 : .uint8).rawValue : ONNXDataType.float.rawValue))])
     case .leakyRelu(let alpha): n.emit("LeakyRelu", [x], attrs: [.float("alpha", alpha)])
     case .elu(let alpha): n.emit("Elu", [x], attrs: [.float("alpha", alpha)])
     case .celu(let alpha): n.emit("Celu", [x], attrs: [.float("alpha", alpha)])
@@ -268,5 +274,42 @@ private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
         let onePlus = n.emitTemporary("Add", [inner, n.constant(scalar: 1, "one")], "one_plus")
         let times = n.emitTemporary("Mul", [x, onePlus], "times")
         n.emit("Mul", [times, n.constant(scalar: 0.5, "half")])
+    }
+}
+
+/// The narrow format a Cast or CastLike to `type` rounds onto (float8, float4, bfloat16 and the
+/// 4- and 2-bit integers), with the node's `saturate` and `round_mode` attributes.
+func narrowTarget(_ n: NodeTranslation, _ type: ONNXDataType?) throws -> (NarrowFormat, saturate: Bool)? {
+    guard let type else { return nil }
+    var format: NarrowFormat
+    if type == .bfloat16 {
+        format = .bfloat16
+    } else if let f = type.narrowFormat {
+        format = f
+    } else {
+        return nil
+    }
+    if case .float8e8m0 = format {
+        switch try n.string("round_mode", default: "up") {
+        case "up": format = .float8e8m0(.up)
+        case "down": format = .float8e8m0(.down)
+        case "nearest": format = .float8e8m0(.nearest)
+        case let s: throw n.error("attribute 'round_mode' = '\(s)', expected 'up', 'down' or 'nearest'")
+        }
+    }
+    return (format, n.opset >= 19 ? try n.bool("saturate", default: true) : true)
+}
+
+/// A Cast to `to`, rounding onto `narrow`'s grid: integer formats are narrowed before the
+/// conversion (out-of-range values become 0), float formats after it.
+func emitCast(_ n: NodeTranslation, _ x: String, to: DType, narrow: (NarrowFormat, saturate: Bool)?) throws {
+    guard let (format, saturate) = narrow else {
+        n.emit(.cast(to: to), inputs: [x])
+        return
+    }
+    if format.isInteger {
+        n.emit(.cast(to: to), inputs: [n.step(.unary(.narrow(format, saturate: saturate)), [x], "narrowed")])
+    } else {
+        n.emit(.unary(.narrow(format, saturate: saturate)), inputs: [n.step(.cast(to: to), [x], "widened")])
     }
 }
