@@ -15,6 +15,7 @@ func lowerIndexing(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .topK(let axis, let largest, _): return try lowerTopK(node, inputs, axis: axis, largest: largest)
     case .oneHot(let axis): return try lowerOneHot(node, inputs, axis: axis)
     case .triangle(let upper): return try lowerTriangle(node, inputs, upper: upper)
+    case .gridSample(let p): return try lowerGridSample(node, inputs, p)
     default: throw GraphError(node: node.name, "\(node.sourceOp) is not an indexing op")
     }
 }
@@ -206,5 +207,23 @@ private func lowerTriangle(_ node: Node, _ inputs: [PlanValue?], upper: Bool) th
         }
         let src = UnsafePointer(ins[0]!.ints), dst = outs[0].ints
         return { Indexing.triangle(src, dst, matrices: matrices, rows: rows, cols: cols, k: k, upper: upper) }
+    }
+}
+
+private func lowerGridSample(_ node: Node, _ inputs: [PlanValue?], _ p: GridSampleParams) throws -> LoweredOp {
+    let x = try inputs.required(0, node), grid = try inputs.required(1, node)
+    let s = x.shape.count - 2
+    guard s >= 1, x.dtype.isFloat, grid.dtype.isFloat, grid.shape.count == s + 2, grid.shape[0] == x.shape[0],
+          grid.shape.last == s else {
+        throw GraphError(node: node.name, "GridSample data \(x.shape) and grid \(grid.shape) do not fit")
+    }
+    let out = Array(grid.shape.dropFirst().dropLast())
+    let mode: GridSampler.Mode = p.mode == .nearest ? .nearest : (p.mode == .linear ? .linear : .cubic)
+    let padding: GridSampler.Padding = p.padding == .zeros ? .zeros : (p.padding == .border ? .border : .reflection)
+    let sampler = GridSampler(mode: mode, padding: padding, alignCorners: p.alignCorners, inputShape: x.shape,
+                              points: out.reduce(1, *))
+    return LoweredOp(outputs: [([x.shape[0], x.shape[1]] + out, .float32)]) { ins, outs in
+        let xp = UnsafePointer(ins[0]!.floats), gp = UnsafePointer(ins[1]!.floats), yp = outs[0].floats
+        return { sampler.run(xp, gp, yp) }
     }
 }

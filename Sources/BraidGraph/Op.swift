@@ -101,6 +101,9 @@ public enum Op: Sendable {
     /// `[x, k?]`: the upper (or lower) triangle of the last two axes from diagonal k, zeros
     /// elsewhere.
     case triangle(upper: Bool)
+    /// `[x, grid]`: x `[N, C, spatial...]` sampled at grid `[N, out..., s]` (normalised
+    /// coordinates, the last spatial axis first) -> `[N, C, out...]`.
+    case gridSample(GridSampleParams)
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size
@@ -169,6 +172,19 @@ public enum PoolKind: Sendable, Equatable {
 }
 
 public enum SoftmaxKind: Sendable, Equatable { case softmax, logSoftmax, hardmax }
+
+public struct GridSampleParams: Sendable, Equatable {
+    public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
+    public enum Padding: Sendable, Equatable { case zeros, border, reflection }
+    public var mode: Mode
+    public var padding: Padding
+    /// Coordinates -1 and 1 name the centres of the corner elements (else their outer edges).
+    public var alignCorners: Bool
+
+    public init(mode: Mode, padding: Padding, alignCorners: Bool) {
+        self.mode = mode; self.padding = padding; self.alignCorners = alignCorners
+    }
+}
 
 /// How a scatter combines an update with the element in place.
 public enum ScatterReduction: Sendable, Equatable { case none, add, mul, max, min }

@@ -37,6 +37,24 @@ let indexingOps: OpTable = {
     t["OneHot"] = [v(9) { n in
         n.emit(.oneHot(axis: try n.int("axis", default: -1)), inputs: [n.input(0), n.input(1), n.input(2)])
     }]
+    t["GridSample"] = [v(16) { n in
+        let mode: GridSampleParams.Mode
+        switch try n.string("mode", default: n.opset >= 20 ? "linear" : "bilinear") {
+        case "bilinear", "linear": mode = .linear
+        case "nearest": mode = .nearest
+        case "bicubic", "cubic": mode = .cubic
+        case let s: throw n.error("attribute 'mode' = '\(s)' is not known")
+        }
+        let padding: GridSampleParams.Padding
+        switch try n.string("padding_mode", default: "zeros") {
+        case "zeros": padding = .zeros
+        case "border": padding = .border
+        case "reflection": padding = .reflection
+        case let s: throw n.error("attribute 'padding_mode' = '\(s)' is not known")
+        }
+        n.emit(.gridSample(GridSampleParams(mode: mode, padding: padding, alignCorners: try n.bool("align_corners", default: false))),
+               inputs: [n.input(0), n.input(1)])
+    }]
     t["Trilu"] = [v(14) { n in
         n.emit(.triangle(upper: try n.bool("upper", default: true)), inputs: [n.input(0), n.input(1)])
     }]
@@ -82,6 +100,10 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
         n.emit("TopK", attrs: [.int("axis", Int64(axis)), .bool("largest", largest), .bool("sorted", sorted)])
     case .oneHot(let axis): n.emit("OneHot", attrs: [.int("axis", Int64(axis))])
     case .triangle(let upper): n.emit("Trilu", attrs: [.bool("upper", upper)])
+    case .gridSample(let p):
+        let mode = p.mode == .nearest ? "nearest" : (p.mode == .linear ? (n.opset >= 20 ? "linear" : "bilinear") : (n.opset >= 20 ? "cubic" : "bicubic"))
+        let padding = p.padding == .zeros ? "zeros" : (p.padding == .border ? "border" : "reflection")
+        n.emit("GridSample", attrs: [.string("mode", mode), .string("padding_mode", padding), .bool("align_corners", p.alignCorners)])
     default: return false
     }
     return true
