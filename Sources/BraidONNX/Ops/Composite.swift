@@ -2,7 +2,7 @@ import BraidGraph
 import BraidTensor
 
 // ONNX ops that Braid translates into several IR primitives (the IR keeps no foreign
-// composite): Swish, RMSNormalization, LayerNormalization with its statistics outputs,
+// composite): Swish, SwiGLU, RotaryEmbedding, RMSNormalization, LayerNormalization with its statistics outputs,
 // LpNormalization, EyeLike, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, Einsum
 // (Einsum.swift), Attention (Attention.swift). CastLike maps to the IR's castLike.
 
@@ -24,6 +24,15 @@ let compositeOps: OpTable = {
         if alpha != 1 { z = n.step(.binary(.mul), [z, n.constant(floats: [alpha], shape: [], "alpha")], "scaled") }
         n.emit(.binary(.mul), inputs: [n.input(0), n.step(.unary(.sigmoid), [z], "sigmoid")])
     }]
+    t["SwiGLU"] = [v(28) { n in
+        // a * sigmoid(alpha * a) * b
+        let alpha = try n.float("alpha", default: 1)
+        var z = n.input(0)
+        if alpha != 1 { z = n.step(.binary(.mul), [z, n.constant(floats: [alpha], shape: [], "alpha")], "scaled") }
+        let swish = n.step(.binary(.mul), [n.input(0), n.step(.unary(.sigmoid), [z], "sigmoid")], "swish")
+        n.emit(.binary(.mul), inputs: [swish, n.input(1)])
+    }]
+    t["RotaryEmbedding"] = [v(23, translateRotaryEmbedding)]
     t["RMSNormalization"] = [v(23) { n in
         let axes = try normalizedAxes(n, from: try n.int("axis", default: -1))
         let eps = n.constant(floats: [try n.float("epsilon", default: 1e-5)], shape: [], "epsilon")
@@ -151,5 +160,70 @@ private func negativeLogLikelihood(_ n: NodeTranslation, logProb: String, target
         // The weights used, broadcast to the loss's shape (a bare `valid` mask is a scalar 1).
         w = n.step(.binary(.add), [w, n.step(.binary(.mul), [loss, n.constant(floats: [0], shape: [], "zero_b")], "zeros")], "weights_full")
         n.emit(.binary(.div), inputs: [n.step(all, [loss], "total"), n.step(all, [w], "weight_total")], outputs: [output])
+    }
+}
+
+/// RotaryEmbedding: heads `[B, S, H, D]` (from 4-D `[B, H, S, D]` or 3-D `[B, S, H * D]`), the
+/// first `rotary_embedding_dim` features rotated pairwise (halves, or interleaved pairs) by
+/// the cos/sin caches (gathered at `position_ids` when given), the rest passed through.
+@Sendable private func translateRotaryEmbedding(_ n: NodeTranslation) throws {
+    let interleaved = try n.bool("interleaved", default: false)
+    let numHeads = try n.int("num_heads")
+    let rank = n.knownShape(0)?.count ?? (numHeads != nil ? 3 : 4)
+    var x = n.input(0)
+    if rank == 4 {
+        x = n.step(.transpose(perm: [0, 2, 1, 3]), [x], "bshd")
+    } else {
+        guard let heads = numHeads, heads > 0 else { throw n.error("3-D input needs attribute 'num_heads'") }
+        x = n.step(.reshape(allowZero: false), [x, n.constant(ints: [0, 0, heads, -1], "heads_shape")], "bshd")
+    }
+    var rot = try n.int("rotary_embedding_dim", default: 0)
+    var headSize: Int?
+    if let s = n.knownShape(0) { headSize = rank == 4 ? s[3] : numHeads.map { s[2] / $0 } }
+    if rot == 0, let h = headSize { rot = h }
+    let big = Int(Int32.max)
+    func slice(_ v: String, _ start: Int, _ end: Int, step: Int = 1, _ role: String) -> String {
+        n.step(.slice, [v, n.constant(ints: [start], role + "_s"), n.constant(ints: [end], role + "_e"),
+                        n.constant(ints: [-1], role + "_a"), n.constant(ints: [step], role + "_st")], role)
+    }
+    let whole = rot == 0 || rot == headSize
+    let rotate = whole ? x : slice(x, 0, rot, "rotated_part")
+    var cos = n.input(1), sin = n.input(2)
+    if !n.input(3).isEmpty {
+        cos = n.step(.gather(axis: 0), [cos, n.input(3)], "cos_at")
+        sin = n.step(.gather(axis: 0), [sin, n.input(3)], "sin_at")
+    }
+    let axis = n.constant(ints: [-2], "head_axis")
+    cos = n.step(.unsqueeze, [cos, axis], "cos_b")
+    sin = n.step(.unsqueeze, [sin, axis], "sin_b")
+    guard rot > 0 || !interleaved else { throw n.error("rotary_embedding_dim is needed at import for an interleaved rotation of unknown head size") }
+    let x1: String, x2: String
+    if interleaved {
+        x1 = slice(rotate, 0, big, step: 2, "x_even")
+        x2 = slice(rotate, 1, big, step: 2, "x_odd")
+    } else if rot > 0 {
+        x1 = slice(rotate, 0, rot / 2, "x_first")
+        x2 = slice(rotate, rot / 2, rot, "x_second")
+    } else {
+        let halves = [n.temporary("x_first"), n.temporary("x_second")]
+        n.emit(.split(axis: -1, count: 2), inputs: [rotate], outputs: halves)
+        x1 = halves[0]; x2 = halves[1]
+    }
+    let mul = { (a: String, b: String, r: String) in n.step(.binary(.mul), [a, b], r) }
+    let real = n.step(.binary(.sub), [mul(cos, x1, "c1"), mul(sin, x2, "s2")], "real")
+    let imag = n.step(.binary(.add), [mul(sin, x1, "s1"), mul(cos, x2, "c2")], "imag")
+    var rotated: String
+    if interleaved {
+        let last = n.constant(ints: [-1], "pair_axis")
+        let pairs = n.step(.concat(axis: -1), [n.step(.unsqueeze, [real, last], "real_u"), n.step(.unsqueeze, [imag, last], "imag_u")], "pairs")
+        rotated = n.step(.reshape(allowZero: false), [pairs, n.constant(ints: [0, 0, 0, -1], "pairs_flat")], "rotated")
+    } else {
+        rotated = n.step(.concat(axis: -1), [real, imag], "rotated")
+    }
+    if !whole { rotated = n.step(.concat(axis: -1), [rotated, slice(x, rot, big, "passed_part")], "joined") }
+    if rank == 4 {
+        n.emit(.transpose(perm: [0, 2, 1, 3]), inputs: [rotated], outputs: [n.outputs[0]])
+    } else {
+        n.emit(.reshape(allowZero: false), inputs: [rotated, n.constant(ints: [0, 0, -1], "out_shape")], outputs: [n.outputs[0]])
     }
 }
