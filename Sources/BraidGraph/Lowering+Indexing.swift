@@ -16,6 +16,8 @@ func lowerIndexing(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .oneHot(let axis): return try lowerOneHot(node, inputs, axis: axis)
     case .triangle(let upper): return try lowerTriangle(node, inputs, upper: upper)
     case .gridSample(let p): return try lowerGridSample(node, inputs, p)
+    case .compress(let axis): return try lowerCompress(node, inputs, axis: axis)
+    case .unique(let axis, let sorted): return try lowerUnique(node, inputs, axis: axis, sorted: sorted)
     default: throw GraphError(node: node.name, "\(node.sourceOp) is not an indexing op")
     }
 }

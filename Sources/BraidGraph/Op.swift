@@ -104,6 +104,13 @@ public enum Op: Sendable {
     /// `[x, grid]`: x `[N, C, spatial...]` sampled at grid `[N, out..., s]` (normalised
     /// coordinates, the last spatial axis first) -> `[N, C, out...]`.
     case gridSample(GridSampleParams)
+    /// `[x, condition]`: the slices along `axis` (of the flattened x when nil) where the
+    /// bool condition holds; the condition must be known before the run.
+    case compress(axis: Int?)
+    /// `[x]` -> `[values, firstIndices, inverseIndices, counts]`: the distinct elements (or
+    /// slices along `axis`), sorted or in order of first appearance; x must be known before
+    /// the run.
+    case unique(axis: Int?, sorted: Bool)
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size

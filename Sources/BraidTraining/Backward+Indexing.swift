@@ -49,10 +49,10 @@ func backwardIndexing(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValu
         return LoweredBackward { _, _, gOuts, gIns in
             guard let g = gOuts[0], let gx = gIns[0] else { return {} }
             let masked = Tensor(zeros: x.shape)
-            let pg = UnsafePointer(g.floats), px = gx.floats, pm = masked.floats
+            let pg = UnsafePointer(g.floats), px = gx.floats
             return {
-                Indexing.triangle(pg, pm, matrices: matrices, rows: rows, cols: cols, k: k, upper: upper)
-                Elementwise.add(UnsafePointer(pm), into: px, count: count)
+                Indexing.triangle(pg, masked.floats, matrices: matrices, rows: rows, cols: cols, k: k, upper: upper)
+                Elementwise.add(UnsafePointer(masked.floats), into: px, count: count)
             }
         }
     default:

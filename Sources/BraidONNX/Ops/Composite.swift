@@ -33,6 +33,31 @@ let compositeOps: OpTable = {
         n.emit(.binary(.mul), inputs: [swish, n.input(1)])
     }]
     t["RotaryEmbedding"] = [v(23, translateRotaryEmbedding)]
+    // Generalised cosine windows: a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N), N = size when
+    // periodic, size - 1 when symmetric.
+    let windows: [(String, [Float])] = [("HannWindow", [0.5, 0.5, 0]), ("HammingWindow", [25.0 / 46, 21.0 / 46, 0]),
+                                        ("BlackmanWindow", [0.42, 0.5, 0.08])]
+    for (name, a) in windows {
+        t[name] = [v(17) { n in
+            let size = n.step(.cast(to: .int64), [n.input(0)], "size")
+            let positions = n.step(.cast(to: .float32), [n.step(.range, [n.constant(Tensor(shape: [], ints: [0]), "start"), size,
+                                                                          n.constant(Tensor(shape: [], ints: [1]), "step")], "n")], "n_float")
+            var span = n.step(.cast(to: .float32), [size], "size_float")
+            if !(try n.bool("periodic", default: true)) {
+                span = n.step(.binary(.sub), [span, n.constant(floats: [1], shape: [], "one")], "span")
+            }
+            let angle = n.step(.binary(.div), [n.step(.binary(.mul), [positions, n.constant(floats: [2 * Float.pi], shape: [], "two_pi")], "scaled"), span], "angle")
+            var w = n.step(.binary(.sub), [n.constant(floats: [a[0]], shape: [], "a0"),
+                                            n.step(.binary(.mul), [n.constant(floats: [a[1]], shape: [], "a1"), n.step(.unary(.cos), [angle], "cos1")], "term1")], "w1")
+            if a[2] != 0 {
+                let twice = n.step(.binary(.mul), [angle, n.constant(floats: [2], shape: [], "two")], "angle2")
+                w = n.step(.binary(.add), [w, n.step(.binary(.mul), [n.constant(floats: [a[2]], shape: [], "a2"), n.step(.unary(.cos), [twice], "cos2")], "term2")], "w2")
+            }
+            let code = try n.int("output_datatype", default: 1)
+            guard let c = Int32(exactly: code) else { throw n.error("attribute 'output_datatype' = \(code) is not a known type") }
+            n.emit(.cast(to: try braidType(code: c, subject: n.name)), inputs: [w])
+        }]
+    }
     t["RMSNormalization"] = [v(23) { n in
         let axes = try normalizedAxes(n, from: try n.int("axis", default: -1))
         let eps = n.constant(floats: [try n.float("epsilon", default: 1e-5)], shape: [], "epsilon")

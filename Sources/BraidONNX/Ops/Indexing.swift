@@ -55,6 +55,37 @@ let indexingOps: OpTable = {
         n.emit(.gridSample(GridSampleParams(mode: mode, padding: padding, alignCorners: try n.bool("align_corners", default: false))),
                inputs: [n.input(0), n.input(1)])
     }]
+    t["Compress"] = [v(9) { n in n.emit(.compress(axis: try n.int("axis")), inputs: [n.input(0), n.input(1)]) }]
+    t["Unique"] = [v(11) { n in
+        var outs = n.outputs
+        while outs.count < 4 { outs.append("") }
+        outs = outs.enumerated().map { $0.element.isEmpty ? n.temporary("unique_out\($0.offset)") : $0.element }
+        n.emit(.unique(axis: try n.int("axis"), sorted: try n.bool("sorted", default: true)), inputs: [n.input(0)], outputs: outs)
+    }]
+    t["CenterCropPad"] = [v(18) { n in
+        // Per axis: crop (d - t) / 2 from the start when the target t is smaller, pad
+        // (t - d) / 2 before and the rest after when larger. The target must be known
+        // before the run.
+        let rank = n.knownShape(0)?.count
+        var axes = try n.ints("axes") ?? []
+        if axes.isEmpty {
+            guard let rank else { throw n.error("without 'axes' the input's rank is needed at import") }
+            axes = Array(0..<rank)
+        }
+        if let rank { axes = axes.map { $0 < 0 ? $0 + rank : $0 } }
+        let axesConst = n.constant(ints: axes, "axes")
+        let dims = n.step(.gather(axis: 0), [n.step(.shape(start: 0, end: nil), [n.input(0)], "shape"), axesConst], "dims")
+        let target = n.step(.cast(to: .int64), [n.input(1)], "target")
+        let zero = n.constant(ints: [0], "zero"), two = n.constant(ints: [2], "two")
+        let over = n.step(.binary(.max), [n.step(.binary(.sub), [dims, target], "excess"), zero], "crop_total")
+        let start = n.step(.binary(.div), [over, two], "crop_start")
+        let end = n.step(.binary(.add), [start, n.step(.binary(.min), [dims, target], "kept")], "crop_end")
+        let cropped = n.step(.slice, [n.input(0), start, end, axesConst], "cropped")
+        let under = n.step(.binary(.max), [n.step(.binary(.sub), [target, dims], "short"), zero], "pad_total")
+        let begin = n.step(.binary(.div), [under, two], "pad_begin")
+        let pads = n.step(.concat(axis: 0), [begin, n.step(.binary(.sub), [under, begin], "pad_end")], "pads")
+        n.emit(.pad(mode: .constant), inputs: [cropped, pads, "", axesConst])
+    }]
     t["Trilu"] = [v(14) { n in
         n.emit(.triangle(upper: try n.bool("upper", default: true)), inputs: [n.input(0), n.input(1)])
     }]
@@ -100,6 +131,9 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
         n.emit("TopK", attrs: [.int("axis", Int64(axis)), .bool("largest", largest), .bool("sorted", sorted)])
     case .oneHot(let axis): n.emit("OneHot", attrs: [.int("axis", Int64(axis))])
     case .triangle(let upper): n.emit("Trilu", attrs: [.bool("upper", upper)])
+    case .compress(let axis): n.emit("Compress", attrs: axis.map { [.int("axis", Int64($0))] } ?? [])
+    case .unique(let axis, let sorted):
+        n.emit("Unique", attrs: (axis.map { [ONNXAttributeProto.int("axis", Int64($0))] } ?? []) + [.bool("sorted", sorted)])
     case .gridSample(let p):
         let mode = p.mode == .nearest ? "nearest" : (p.mode == .linear ? (n.opset >= 20 ? "linear" : "bilinear") : (n.opset >= 20 ? "cubic" : "bicubic"))
         let padding = p.padding == .zeros ? "zeros" : (p.padding == .border ? "border" : "reflection")

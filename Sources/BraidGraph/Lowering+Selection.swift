@@ -1,0 +1,91 @@
+import BraidKernels
+import BraidTensor
+
+// Ops whose output shape depends on element values: Compress (on a condition known before
+// the run) and Unique (on data known before the run, so its outputs are plan-time values).
+
+func lowerCompress(_ node: Node, _ inputs: [PlanValue?], axis: Int?) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    guard let cond = try inputs.constantInts(1, node) else {
+        throw GraphError(node: node.name, "Compress needs its condition")
+    }
+    let outer: Int, extent: Int, inner: Int
+    var shape: [Int]
+    if let axis {
+        let a = try normalizedAxis(axis, rank: x.shape.count, node)
+        outer = x.shape[..<a].reduce(1, *); extent = x.shape[a]; inner = x.shape[(a + 1)...].reduce(1, *)
+        shape = x.shape
+    } else {
+        outer = 1; extent = x.shape.product; inner = 1
+        shape = [extent]
+    }
+    let picked = (0..<min(cond.count, extent)).filter { cond[$0] != 0 }
+    if let axis { shape[axis < 0 ? axis + x.shape.count : axis] = picked.count } else { shape = [picked.count] }
+    let indices = Tensor(shape: [picked.count], ints: picked.map(Int64.init))
+    let copy = GatherCopy(outer: outer, axisSize: extent, inner: inner, indexCount: picked.count,
+                          elementSize: x.dtype.storageStride)
+    return LoweredOp(outputs: [(shape, x.dtype)]) { ins, outs in
+        let src = ins[0]!.buffer.raw, dst = outs[0].buffer.raw
+        // The closure keeps the index tensor alive.
+        return { copy.run(src, indices.ints, dst) }
+    }
+}
+
+func lowerUnique(_ node: Node, _ inputs: [PlanValue?], axis: Int?, sorted: Bool) throws -> LoweredOp {
+    let xv = try inputs.required(0, node)
+    guard let x = xv.constant else {
+        throw GraphError(node: node.name, "Unique input 0 ('\(node.inputs[0])') must be known before the run (a constant or fed value)")
+    }
+    // Slices along the axis (single elements when flattened), compared element by element.
+    let outer: Int, extent: Int, inner: Int
+    if let axis {
+        let a = try normalizedAxis(axis, rank: x.shape.count, node)
+        outer = x.shape[..<a].reduce(1, *); extent = x.shape[a]; inner = x.shape[(a + 1)...].reduce(1, *)
+    } else {
+        outer = 1; extent = x.count; inner = 1
+    }
+    func element(_ slice: Int, _ k: Int) -> (Double, Int64) {
+        let at = (k / inner) * extent * inner + slice * inner + k % inner
+        return x.dtype.isFloat ? (Double(x.floats[at]), 0) : (0, x.ints[at])
+    }
+    let width = outer * inner
+    func less(_ a: Int, _ b: Int) -> Bool {
+        for k in 0..<width {
+            let p = element(a, k), q = element(b, k)
+            if p != q { return p.0 < q.0 || (p.0 == q.0 && p.1 < q.1) }
+        }
+        return false
+    }
+    func same(_ a: Int, _ b: Int) -> Bool { (0..<width).allSatisfy { element(a, $0) == element(b, $0) } }
+    var firsts: [Int] = []
+    var inverse = [Int](repeating: 0, count: extent)
+    for s in 0..<extent {
+        if let u = firsts.firstIndex(where: { same($0, s) }) { inverse[s] = u } else { inverse[s] = firsts.count; firsts.append(s) }
+    }
+    var order = Array(firsts.indices)
+    if sorted { order.sort { less(firsts[$0], firsts[$1]) } }
+    var rank = [Int](repeating: 0, count: order.count)
+    for (r, u) in order.enumerated() { rank[u] = r }
+    let k = order.count
+    var shape: [Int]
+    if let axis { shape = x.shape; shape[axis < 0 ? axis + x.shape.count : axis] = k } else { shape = [k] }
+    let values = Tensor(zeros: shape, dtype: x.dtype)
+    for (r, u) in order.enumerated() {
+        for e in 0..<width {
+            let src = (e / inner) * extent * inner + firsts[u] * inner + e % inner
+            let dst = (e / inner) * k * inner + r * inner + e % inner
+            if x.dtype.isFloat { values.floats[dst] = x.floats[src] } else { values.ints[dst] = x.ints[src] }
+        }
+    }
+    var counts = [Int64](repeating: 0, count: k)
+    for s in 0..<extent { counts[rank[inverse[s]]] += 1 }
+    let results = [values, Tensor(shape: [k], ints: order.map { Int64(firsts[$0]) }),
+                   Tensor(shape: [extent], ints: inverse.map { Int64(rank[$0]) }), Tensor(shape: [k], ints: counts)]
+    return LoweredOp(outputs: results.map { ($0.shape, $0.dtype) }) { _, outs in
+        return {
+            for (t, o) in zip(results, outs) {
+                copyContiguous(t.buffer.raw, o.buffer.raw, byteCount: t.count * t.dtype.storageStride)
+            }
+        }
+    }
+}
