@@ -15,6 +15,14 @@ func lowerMath(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .select: return try lowerSelect(node, inputs)
     case .clip: return try lowerClip(node, inputs)
     case .prelu: return try lowerPRelu(node, inputs)
+    case .reinterpretBits(let from, let to):
+        let x = try inputs.required(0, node)
+        guard from.bits == to.bits else { throw GraphError(node: node.name, "BitCast between \(from.bits)- and \(to.bits)-bit types") }
+        let n = x.shape.product
+        return LoweredOp(outputs: [(x.shape, to.storage)]) { ins, outs in
+            let src = ins[0]!, dst = outs[0]
+            return { for i in 0..<n { storeBits(loadBits(src, i, from), dst, i, to) } }
+        }
     case .cast, .castLike:
         let x = try inputs.required(0, node)
         let to: DType
@@ -325,5 +333,34 @@ public func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
     case .bitwiseAnd: return .bitwiseAnd
     case .bitwiseOr: return .bitwiseOr
     case .bitwiseXor: return .bitwiseXor
+    }
+}
+
+/// Element `i`'s bits in layout `l` (from Braid's float32 or Int64 storage).
+@inline(__always)
+private func loadBits(_ t: Tensor, _ i: Int, _ l: BitLayout) -> UInt64 {
+    switch l {
+    case .float32: return UInt64(t.floats[i].bitPattern)
+    case .float64: return Double(t.floats[i]).bitPattern
+    case .float16: return UInt64(Float16(t.floats[i]).bitPattern)
+    case .bfloat16: return UInt64(t.floats[i].bitPattern >> 16)
+    case .bool: return t.ints[i] != 0 ? 1 : 0
+    case .integer(let bits, _): return bits == 64 ? UInt64(bitPattern: t.ints[i]) : UInt64(bitPattern: t.ints[i]) & ((1 << UInt64(bits)) - 1)
+    }
+}
+
+/// Stores `bits` read in layout `l` as element `i` of `t`.
+@inline(__always)
+private func storeBits(_ bits: UInt64, _ t: Tensor, _ i: Int, _ l: BitLayout) {
+    switch l {
+    case .float32: t.floats[i] = Float(bitPattern: UInt32(truncatingIfNeeded: bits))
+    case .float64: t.floats[i] = Float(Double(bitPattern: bits))
+    case .float16: t.floats[i] = Float(Float16(bitPattern: UInt16(truncatingIfNeeded: bits)))
+    case .bfloat16: t.floats[i] = Float(bitPattern: UInt32(truncatingIfNeeded: bits) << 16)
+    case .bool: t.ints[i] = bits & 0xFF != 0 ? 1 : 0
+    case .integer(let width, let signed):
+        if width == 64 || !signed { t.ints[i] = Int64(bitPattern: bits); return }
+        let shift = UInt64(64 - width)
+        t.ints[i] = Int64(bitPattern: bits << shift) >> Int64(shift)
     }
 }

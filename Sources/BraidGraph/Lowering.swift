@@ -33,7 +33,7 @@ public struct LoweredOp {
 /// Throws `GraphError` naming the node when shapes, types or plan-time operands are wrong.
 public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     switch node.op {
-    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike:
+    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
         return try lowerMath(node, inputs)
     case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .channelChain, .instanceNorm, .layerNorm,
          .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:

@@ -25,6 +25,8 @@ public enum Op: Sendable {
     case cast(to: DType)
     /// `[x, like]`: x converted to like's element type (like's elements are not read).
     case castLike
+    /// Each element's bits, laid out as `from`, read back as `to` (same width).
+    case reinterpretBits(from: BitLayout, to: BitLayout)
 
     // MARK: Neural-network family
     /// `[x, w, b?]`, x `[N, C, spatial...]`, w `[M, C/group, kernel...]`; 1-D and 2-D spatial.
@@ -190,6 +192,42 @@ public struct GridSampleParams: Sendable, Equatable {
 
     public init(mode: Mode, padding: Padding, alignCorners: Bool) {
         self.mode = mode; self.padding = padding; self.alignCorners = alignCorners
+    }
+}
+
+/// How a scalar is laid out in memory, for reinterpreting bits. Braid stores every float as
+/// float32 and every integer as Int64, so the layout says which width the bits had.
+public enum BitLayout: Sendable, Equatable {
+    case float16, bfloat16, float32, float64, bool
+    case integer(bits: Int, signed: Bool)
+
+    /// The Braid type values of this layout are stored as.
+    public var storage: DType {
+        switch self {
+        case .float16, .bfloat16, .float32, .float64: return .float32
+        case .bool: return .bool
+        case .integer(let bits, let signed):
+            switch (bits, signed) {
+            case (8, true): return .int8
+            case (8, false): return .uint8
+            case (16, true): return .int16
+            case (16, false): return .uint16
+            case (32, true): return .int32
+            case (32, false): return .uint32
+            case (64, false): return .uint64
+            default: return .int64
+            }
+        }
+    }
+
+    public var bits: Int {
+        switch self {
+        case .float16, .bfloat16: return 16
+        case .float32: return 32
+        case .float64: return 64
+        case .bool: return 8
+        case .integer(let b, _): return b
+        }
     }
 }
 

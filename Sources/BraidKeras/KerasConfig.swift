@@ -68,12 +68,14 @@ struct LayerSpec {
 
     /// True for a Keras 3 operation node (a `keras.ops` call such as `x + 3.0` recorded in a
     /// functional config) rather than a layer.
-    /// Legacy .h5 configs drop `module`: there a call with a number among its arguments, or a
-    /// class that is no layer, is read as an operation too.
+    /// Legacy .h5 configs drop `module`: there an operation is told from a layer of the same
+    /// class name (Reshape, Add...) by its config, which lacks the `trainable` every layer
+    /// config has, or by a number among its arguments.
     var isOperation: Bool {
         if let module = entry.string("module") { return module.hasPrefix("keras.src.ops") }
-        return operands.contains { $0.contains { if case .number = $0 { return true } else { return false } } }
-            || (layerTable[className] == nil && operationTable[className] != nil)
+        guard operationTable[className] != nil else { return false }
+        return layerTable[className] == nil || config["trainable"] == nil
+            || operands.contains { $0.contains { if case .number = $0 { return true } else { return false } } }
     }
 }
 

@@ -1,5 +1,6 @@
 import BraidGraph
 import BraidTensor
+import Foundation
 
 /// One argument of a Keras 3 operation node: a tensor, or a Python number.
 enum OperationArgument {
@@ -51,6 +52,60 @@ let operationTable: [String: OperationTranslator] = {
     for name in ["Silu", "Swish"] {
         t[name] = { ctx, args in [try applyActivation("silu", try soleTensor(ctx, args), ctx)] }
     }
+    for (name, kind) in [("Mean", ReduceKind.mean), ("Sum", .sum), ("Max", .max), ("Min", .min), ("Prod", .prod)] {
+        t[name] = { ctx, args in [try reduction(ctx, args, kind)] }
+    }
+    t["Reshape"] = { ctx, args in
+        let x = ctx.b.channelsLast(try soleTensor(ctx, args))
+        guard let target = ctx.config.array("newshape")?.compactMap({ ($0 as? NSNumber)?.intValue }) else {
+            throw ctx.err("Reshape without 'newshape'")
+        }
+        guard target.first == -1 || target.first == nil || x.shape.first == nil else { throw ctx.err("Reshape must keep the batch axis") }
+        // The batch axis stays: the rest is reshaped, -1 inferred from the known sizes.
+        var rest = Array(target.dropFirst())
+        if let k = rest.firstIndex(of: -1) {
+            let known = x.shape.dropFirst().reduce(Optional(1)) { a, d in a.flatMap { a in d.map { a * $0 } } }
+            let others = rest.enumerated().filter { $0.offset != k }.map(\.element).reduce(1, *)
+            guard let known, others > 0 else { throw ctx.err("Reshape of an input with unknown sizes") }
+            rest[k] = known / others
+        }
+        let shape = ctx.b.intsConstant([0] + rest, name: "\(ctx.name)/shape")
+        return [KTensor(name: ctx.add(.reshape(allowZero: false), [x.name, shape]), shape: [nil] + rest.map(Optional.some))]
+    }
+    t["Transpose"] = { ctx, args in
+        let x = ctx.b.channelsLast(try soleTensor(ctx, args))
+        let axes = ctx.config.array("axes")?.compactMap { ($0 as? NSNumber)?.intValue } ?? Array((0..<x.rank).reversed())
+        guard axes.count == x.rank, axes.first == 0 else { throw ctx.err("Transpose must keep the batch axis first") }
+        return [KTensor(name: ctx.add(.transpose(perm: axes), [x.name]), shape: axes.map { x.shape[$0] })]
+    }
+    t["ExpandDims"] = { ctx, args in
+        let x = ctx.b.channelsLast(try soleTensor(ctx, args))
+        guard var axis = ctx.config.int("axis") else { throw ctx.err("ExpandDims without an int 'axis'") }
+        if axis < 0 { axis += x.rank + 1 }
+        guard axis > 0 && axis <= x.rank else { throw ctx.err("ExpandDims axis \(axis) is not after the batch axis") }
+        var shape = x.shape
+        shape.insert(1, at: axis)
+        return [KTensor(name: ctx.add(.unsqueeze, [x.name, ctx.b.intsConstant([axis], name: "\(ctx.name)/axes")]), shape: shape)]
+    }
+    t["Concatenate"] = { ctx, args in
+        let xs = try args.map { a -> KTensor in
+            guard case .tensor(let x) = a else { throw ctx.err("Concatenate of a number") }
+            return ctx.b.channelsLast(x)
+        }
+        guard let first = xs.first else { throw ctx.err("Concatenate of nothing") }
+        var axis = ctx.config.int("axis") ?? 0
+        if axis < 0 { axis += first.rank }
+        guard axis > 0 && axis < first.rank else { throw ctx.err("Concatenate along the batch axis") }
+        var shape = first.shape
+        shape[axis] = xs.reduce(Optional(0)) { a, x in a.flatMap { a in x.shape[axis].map { a + $0 } } }
+        return [KTensor(name: ctx.add(.concat(axis: axis), xs.map(\.name)), shape: shape)]
+    }
+    t["Clip"] = { ctx, args in
+        let x = try soleTensor(ctx, args)
+        let lo = ctx.config.float("x_min").map { ctx.b.scalar($0, name: "\(ctx.name)/min") } ?? ""
+        let hi = ctx.config.float("x_max").map { ctx.b.scalar($0, name: "\(ctx.name)/max") } ?? ""
+        return [KTensor(name: ctx.add(.clip, [x.name, lo, hi]), shape: x.shape, channelsFirst: x.channelsFirst)]
+    }
     t["Square"] = { ctx, args in
         let x = try soleTensor(ctx, args)
         return [KTensor(name: ctx.add(.binary(.mul), [x.name, x.name]), shape: x.shape, channelsFirst: x.channelsFirst)]
@@ -91,4 +146,26 @@ private func binaryOperation(_ ctx: LayerContext, _ args: [OperationArgument], _
         return d
     }
     return KTensor(name: ctx.add(.binary(op), names), shape: shape, channelsFirst: layout[0].channelsFirst)
+}
+
+/// `keras.ops.mean` and friends: `axis` (an int, a list, or null for all but the batch... and
+/// the batch: Keras reduces every axis then) and `keepdims` from the config.
+private func reduction(_ ctx: LayerContext, _ args: [OperationArgument], _ kind: ReduceKind) throws -> KTensor {
+    let x = ctx.b.channelsLast(try soleTensor(ctx, args))
+    var axes: [Int]
+    if let a = ctx.config.int("axis"), !(ctx.config["axis"] is [Any]) {
+        axes = [a]
+    } else if let list = ctx.config.array("axis") {
+        axes = list.compactMap { ($0 as? NSNumber)?.intValue }
+    } else {
+        throw ctx.err("\(ctx.cls) over every axis (including the batch) is not supported")
+    }
+    axes = axes.map { $0 < 0 ? $0 + x.rank : $0 }
+    guard axes.allSatisfy({ $0 > 0 && $0 < x.rank }) else { throw ctx.err("\(ctx.cls) over the batch axis is not supported") }
+    let keep = ctx.config.bool("keepdims") ?? false
+    var shape: [Int?] = []
+    for (i, d) in x.shape.enumerated() {
+        if !axes.contains(i) { shape.append(d) } else if keep { shape.append(1) }
+    }
+    return KTensor(name: ctx.add(.reduce(kind, axes: axes, keepDims: keep, noopWithEmptyAxes: false), [x.name]), shape: shape)
 }

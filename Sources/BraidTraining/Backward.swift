@@ -25,7 +25,7 @@ public struct LoweredBackward {
 public func lowerBackward(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue],
                           needs: [Bool]) throws -> LoweredBackward {
     switch node.op {
-    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike:
+    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
         return try backwardMath(node, inputs, outputs, needs: needs)
     case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .instanceNorm, .layerNorm,
          .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:

@@ -4,7 +4,8 @@ import BraidTensor
 import Foundation
 import XCTest
 
-/// keras.applications models saved by Keras 3.15.1 with `weights=None` (tools/make-import-zoo
+/// keras.applications models saved by Keras 3.15.1 with `weights=None` (and one model of
+/// keras.ops calls) (tools/make-import-zoo
 /// keras, files in $BRAID_CACHE/import-zoo), each imported from .keras and .h5 and compared
 /// with Keras's predict: the largest difference must be within 1e-4 of the output's scale.
 final class KerasApplicationsZooTests: XCTestCase {
@@ -41,4 +42,7 @@ final class KerasApplicationsZooTests: XCTestCase {
 
     func testConvNeXtTiny() throws { try check("convnext_tiny") }
     func testMobileNetV3Small() throws { try check("mobilenet_v3_small") }
+    /// A functional model of keras.ops calls: arithmetic with numbers on either side, mean,
+    /// max and sum over axes, reshape, transpose, concatenate, clip, expand_dims, activations.
+    func testKerasOperationNodes() throws { try check("keras_ops_mix") }
 }
