@@ -127,8 +127,12 @@ private func lowerBinary(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?]) t
             }
         }
     }
+    // Signed types shift right arithmetically (sign fill), as ONNX's reference does.
+    let signed: Set<DType> = [.int8, .int16, .int32, .int64]
+    let f2: BinaryFunction = f == .bitShiftRight && signed.contains(a.dtype) ? .arithmeticShiftRight : f
     return LoweredOp(outputs: [(shape, outType)]) { ins, outs in
         let x = ins[0]!.ints, y = ins[1]!.ints, z = outs[0].ints
+        let f = f2
         if f.producesBool { return { Elementwise.binary(f, layout, x, y, z) } }
         return {
             Elementwise.binary(f, layout, x, y, z)

@@ -44,6 +44,8 @@ public enum BinaryFunction: Sendable, Equatable {
     case equal, less, greater, lessOrEqual, greaterOrEqual
     case and, or, xor
     case bitShiftLeft, bitShiftRight
+    /// Right shift filling with the sign bit; amounts outside `0..<64` give 0 or -1.
+    case arithmeticShiftRight
     case bitwiseAnd, bitwiseOr, bitwiseXor
 
     /// True for the functions whose result is bool whatever the operands.
@@ -189,6 +191,9 @@ public enum Elementwise {
         }
         case .bitShiftRight: broadcast2(layout, a, b, c) { x, s in
             (s < 0 || s >= 64) ? 0 : Int64(bitPattern: UInt64(bitPattern: x) >> UInt64(s))
+        }
+        case .arithmeticShiftRight: broadcast2(layout, a, b, c) { x, s in
+            (s < 0 || s >= 64) ? (x < 0 ? -1 : 0) : x >> s
         }
         case .bitwiseAnd: broadcast2(layout, a, b, c) { $0 & $1 }
         case .bitwiseOr: broadcast2(layout, a, b, c) { $0 | $1 }

@@ -28,7 +28,8 @@ final class OpTableTests: XCTestCase {
         "SoftmaxCrossEntropyLoss": 12, "Attention": 23, "QuantizeLinear": 10, "DequantizeLinear": 10,
         "QLinearMatMul": 10, "QLinearConv": 10, "ConvInteger": 10, "MatMulInteger": 10,
         "DynamicQuantizeLinear": 11, "GridSample": 16, "Compress": 9, "Unique": 11, "CenterCropPad": 18,
-        "HannWindow": 17, "HammingWindow": 17, "BlackmanWindow": 17, "BitCast": 26,
+        "HannWindow": 17, "HammingWindow": 17, "BlackmanWindow": 17, "BitCast": 26, "GroupNormalization": 18,
+        "MeanVarianceNormalization": 9,
     ]
 
     /// Versions Braid deliberately starts later, each with its reason.

@@ -68,6 +68,41 @@ let compositeOps: OpTable = {
         let y = n.step(.binary(.div), [x, rms], "normalized")
         n.emit(.binary(.mul), inputs: [y, n.input(1)], outputs: [n.outputs[0]])
     }]
+    t["GroupNormalization"] = [v(18) { n in
+        // Statistics over [N, G, -1]; opset 18 scales per group there, 21 per channel on
+        // [N, C, -1]; then the input's shape comes back.
+        let groups = try n.requiredInt("num_groups")
+        let eps = n.constant(floats: [try n.float("epsilon", default: 1e-5)], shape: [], "epsilon")
+        let shape = n.step(.shape(start: 0, end: nil), [n.input(0)], "shape")
+        let grouped = n.step(.reshape(allowZero: false), [n.input(0), n.constant(ints: [0, groups, -1], "grouped_shape")], "grouped")
+        let mean = n.step(.reduce(.mean, axes: [2], keepDims: true, noopWithEmptyAxes: false), [grouped], "mean")
+        let centred = n.step(.binary(.sub), [grouped, mean], "centred")
+        let variance = n.step(.reduce(.mean, axes: [2], keepDims: true, noopWithEmptyAxes: false),
+                              [n.step(.binary(.mul), [centred, centred], "square")], "variance")
+        let std = n.step(.unary(.sqrt), [n.step(.binary(.add), [variance, eps], "plus_eps")], "std")
+        var y = n.step(.binary(.div), [centred, std], "normalized")
+        let column = n.constant(ints: [1, -1, 1], "column")
+        if n.opset < 21 {
+            y = n.step(.binary(.mul), [y, n.step(.reshape(allowZero: false), [n.input(1), column], "scale_g")], "scaled")
+            y = n.step(.binary(.add), [y, n.step(.reshape(allowZero: false), [n.input(2), column], "bias_g")], "biased")
+        } else {
+            y = n.step(.reshape(allowZero: false), [n.step(.reshape(allowZero: false), [y, shape], "restored"),
+                                                      n.constant(ints: [0, 0, -1], "per_channel")], "per_channel_view")
+            y = n.step(.binary(.mul), [y, n.step(.reshape(allowZero: false), [n.input(1), column], "scale_c")], "scaled")
+            y = n.step(.binary(.add), [y, n.step(.reshape(allowZero: false), [n.input(2), column], "bias_c")], "biased")
+        }
+        n.emit(.reshape(allowZero: false), inputs: [y, shape])
+    }]
+    t["MeanVarianceNormalization"] = [v(9) { n in
+        // (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over `axes`.
+        let axes = try n.ints("axes") ?? [0, 2, 3]
+        let mean = Op.reduce(.mean, axes: axes, keepDims: true, noopWithEmptyAxes: false)
+        let m = n.step(mean, [n.input(0)], "mean")
+        let ex2 = n.step(mean, [n.step(.binary(.mul), [n.input(0), n.input(0)], "square")], "mean_square")
+        let std = n.step(.unary(.sqrt), [n.step(.binary(.sub), [ex2, n.step(.binary(.mul), [m, m], "mean_squared")], "variance")], "std")
+        let denom = n.step(.binary(.add), [std, n.constant(floats: [1e-9], shape: [], "epsilon")], "denominator")
+        n.emit(.binary(.div), inputs: [n.step(.binary(.sub), [n.input(0), m], "centred"), denom])
+    }]
     t["LpNormalization"] = [v(1) { n in
         let axis = try n.int("axis", default: -1), p = try n.int("p", default: 2)
         let kind: ReduceKind
@@ -77,7 +112,9 @@ let compositeOps: OpTable = {
         default: throw n.error("attribute 'p' = \(p), expected 1 or 2")
         }
         let norm = n.step(.reduce(kind, axes: [axis], keepDims: true, noopWithEmptyAxes: false), [n.input(0)], "norm")
-        n.emit(.binary(.div), inputs: [n.input(0), norm])
+        // An all-zero slice stays zero (0 / 0 would be NaN).
+        let safe = n.step(.binary(.max), [norm, n.constant(floats: [Float.leastNormalMagnitude], shape: [], "tiny")], "safe_norm")
+        n.emit(.binary(.div), inputs: [n.input(0), safe])
     }]
     t["EyeLike"] = [v(9) { n in
         // ones(shape(x)) upper triangle from k minus the one from k + 1: the k-th diagonal.
