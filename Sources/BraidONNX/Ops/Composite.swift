@@ -103,6 +103,7 @@ let compositeOps: OpTable = {
         let denom = n.step(.binary(.add), [std, n.constant(floats: [1e-9], shape: [], "epsilon")], "denominator")
         n.emit(.binary(.div), inputs: [n.step(.binary(.sub), [n.input(0), m], "centred"), denom])
     }]
+    t["AffineGrid"] = [v(20, translateAffineGrid)]
     t["LpNormalization"] = [v(1) { n in
         let axis = try n.int("axis", default: -1), p = try n.int("p", default: 2)
         let kind: ReduceKind
@@ -288,4 +289,50 @@ private func negativeLogLikelihood(_ n: NodeTranslation, logProb: String, target
     } else {
         n.emit(.reshape(allowZero: false), inputs: [rotated, n.constant(ints: [0, 0, -1], "out_shape")], outputs: [n.outputs[0]])
     }
+}
+
+/// AffineGrid: the normalised coordinates of every output position, `(x, y[, z], 1)` with x
+/// along the last axis, times theta^T: `[N, s, s + 1]` -> grid `[N, spatial..., s]`. The size
+/// operand must be known before the run (its values shape the grid).
+@Sendable private func translateAffineGrid(_ n: NodeTranslation) throws {
+    let align = try n.bool("align_corners", default: false)
+    guard let s = n.knownShape(1).map({ $0[0] - 2 }) ?? n.knownShape(0).map({ $0[1] }), s == 2 || s == 3 else {
+        throw n.error("AffineGrid needs 2 or 3 spatial axes known at import (from size's length or theta's shape)")
+    }
+    let size = n.step(.cast(to: .int64), [n.input(1)], "size")
+    let spatial = n.step(.slice, [size, n.constant(ints: [2], "sp_start"), n.constant(ints: [2 + s], "sp_end")], "spatial")
+    let zero = n.constant(Tensor(shape: [], ints: [0]), "zero"), one = n.constant(Tensor(shape: [], ints: [1]), "one")
+    // Per spatial axis (in data order), its coordinates broadcast over the spatial shape.
+    var coordinates: [String] = []
+    for axis in 0..<s {
+        let len = n.step(.gather(axis: 0), [spatial, n.constant(Tensor(shape: [], ints: [Int64(axis)]), "axis\(axis)")], "len\(axis)")
+        let i = n.step(.cast(to: .float32), [n.step(.range, [zero, len, one], "i\(axis)")], "if\(axis)")
+        let lenF = n.step(.cast(to: .float32), [len], "lenf\(axis)")
+        let c: String
+        if align {
+            // -1 + 2 i / (len - 1), with len 1 giving -1.
+            let span = n.step(.binary(.max), [n.step(.binary(.sub), [lenF, n.constant(floats: [1], shape: [], "one_f\(axis)")], "span\(axis)"),
+                                              n.constant(floats: [1], shape: [], "min_span\(axis)")], "safe_span\(axis)")
+            c = n.step(.binary(.sub), [n.step(.binary(.div), [n.step(.binary(.mul), [i, n.constant(floats: [2], shape: [], "two\(axis)")], "twice\(axis)"), span], "ratio\(axis)"),
+                                      n.constant(floats: [1], shape: [], "shift\(axis)")], "coord\(axis)")
+        } else {
+            // (2 i + 1) / len - 1
+            let odd = n.step(.binary(.add), [n.step(.binary(.mul), [i, n.constant(floats: [2], shape: [], "two\(axis)")], "twice\(axis)"),
+                                             n.constant(floats: [1], shape: [], "one_f\(axis)")], "odd\(axis)")
+            c = n.step(.binary(.sub), [n.step(.binary(.div), [odd, lenF], "ratio\(axis)"), n.constant(floats: [1], shape: [], "shift\(axis)")], "coord\(axis)")
+        }
+        let others = (0..<s).filter { $0 != axis }
+        let placed = n.step(.unsqueeze, [c, n.constant(ints: others, "place\(axis)")], "placed\(axis)")
+        coordinates.append(n.step(.expand, [placed, spatial], "full\(axis)"))
+    }
+    let ones = n.step(.constantOfShape(value: Tensor(shape: [1], floats: [1])), [spatial], "ones")
+    let last = n.constant(ints: [-1], "component_axis")
+    // Components x (last axis) first, then y[, z], then 1.
+    let components = coordinates.reversed() + [ones]
+    let base = n.step(.concat(axis: -1), components.map { n.step(.unsqueeze, [$0, last], $0 + "_c") }, "base")
+    let flat = n.step(.reshape(allowZero: false), [base, n.constant(ints: [-1, s + 1], "flat_shape")], "base_flat")
+    let grid = n.step(.matMul, [flat, n.step(.transpose(perm: [0, 2, 1]), [n.input(0)], "theta_t")], "grid_flat")
+    let batch = n.step(.slice, [size, n.constant(ints: [0], "n_start"), n.constant(ints: [1], "n_end")], "batch")
+    let shape = n.step(.concat(axis: 0), [batch, spatial, n.constant(ints: [s], "components")], "grid_shape")
+    n.emit(.reshape(allowZero: false), inputs: [grid, shape])
 }
