@@ -4,7 +4,8 @@ import BraidTensor
 /// axis holds normalised coordinates in [-1, 1] (x for the last spatial axis first), as ONNX
 /// GridSample and PyTorch's grid_sample: nearest, linear or cubic (Keys, a = -0.75)
 /// interpolation, taps outside the data read zeros, the border, or its mirror image. One or
-/// more spatial axes. Forward only: Braid has no gradient rule for it.
+/// more spatial axes. The backward gives the data's gradient in every mode and the grid's in
+/// nearest (zero) and linear modes.
 public struct GridSampler: Sendable {
     public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
     public enum Padding: Sendable, Equatable { case zeros, border, reflection }
@@ -121,6 +122,115 @@ public struct GridSampler: Sendable {
                     }
                 }
             }
+        }
+        }
+        }
+    }
+
+    /// Derivative of the padding transform at `x` (1 inside, 0 where the border clamps, ±1
+    /// through reflections).
+    private func paddingSlope(_ x: Float, _ lo: Float, _ hi: Float, _ len: Int) -> Float {
+        switch padding {
+        case .zeros: return 1
+        case .border: return x < 0 || x > Float(len - 1) ? 0 : 1
+        case .reflection:
+            let range = hi - lo
+            if x < lo { return Int((lo - x) / range) % 2 == 0 ? -1 : 1 }
+            if x > hi { return Int((x - hi) / range) % 2 == 0 ? -1 : 1 }
+            return 1
+        }
+    }
+
+    /// Backward: `gx += d/dx`, `ggrid += d/dgrid` of `sum(gy * y)` (either may be nil). The
+    /// grid's gradient is zero in nearest mode; cubic mode gives the data's gradient only.
+    public func backward(_ x: UnsafePointer<Float>, _ grid: UnsafePointer<Float>, _ gy: UnsafePointer<Float>,
+                         gx: UnsafeMutablePointer<Float>?, ggrid: UnsafeMutablePointer<Float>?) {
+        let n = inputShape[0], c = inputShape[1]
+        let dims = Array(inputShape.dropFirst(2))
+        let s = dims.count, k = taps
+        let strides = dims.strides
+        let plane = dims.reduce(1, *)
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: s * k) { index in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: s * k) { weight in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: s * k) { slope in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: s) { factor in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: s) { pick in
+            for b in 0..<n {
+                for p in 0..<points {
+                    let g = grid + (b * points + p) * s
+                    for d in 0..<s {
+                        let len = dims[d]
+                        let norm = g[s - 1 - d]
+                        let raw = alignCorners ? (norm + 1) / 2 * Float(len - 1) : ((norm + 1) * Float(len) - 1) / 2
+                        var v = raw
+                        if mode == .nearest { v = v.rounded(.toNearestOrEven) }
+                        let lo: Float = alignCorners ? 0 : -0.5, hi: Float = alignCorners ? Float(len - 1) : Float(len) - 0.5
+                        var dv: Float = alignCorners ? Float(len - 1) / 2 : Float(len) / 2
+                        if v < lo || v > hi {
+                            dv *= paddingSlope(v, lo, hi, len)
+                            if padding == .border { v = min(max(v, 0), Float(len - 1)) }
+                            if padding == .reflection { v = reflect(v, lo, hi) }
+                        }
+                        factor[d] = mode == .linear ? dv : 0
+                        let base: Int
+                        switch mode {
+                        case .nearest: base = Int(v); weight[d * k] = 1; slope[d * k] = 0
+                        case .linear:
+                            base = Int(v.rounded(.down))
+                            let f = v - Float(base)
+                            weight[d * k] = 1 - f; weight[d * k + 1] = f
+                            slope[d * k] = -1; slope[d * k + 1] = 1
+                        case .cubic:
+                            base = Int(v.rounded(.down)) - 1
+                            cubic(v - Float(base + 1), weight.baseAddress! + d * k)
+                            for t in 0..<k { slope[d * k + t] = 0 }
+                        }
+                        for t in 0..<k {
+                            var i = base + t
+                            switch padding {
+                            case .zeros: if i < 0 || i >= len { i = -1 }
+                            case .border: i = min(max(i, 0), len - 1)
+                            case .reflection: i = Int(reflect(Float(i), lo, hi))
+                            }
+                            index[d * k + t] = i
+                        }
+                    }
+                    for ch in 0..<c {
+                        let src = x + (b * c + ch) * plane
+                        let go = gy[(b * c + ch) * points + p]
+                        for d in 0..<s { pick[d] = 0 }
+                        while true {
+                            var w: Float = 1, off = 0, valid = true
+                            for d in 0..<s {
+                                let i = index[d * k + pick[d]]
+                                if i < 0 { valid = false; break }
+                                w *= weight[d * k + pick[d]]
+                                off += i * strides[d]
+                            }
+                            if valid {
+                                gx?[(b * c + ch) * plane + off] += go * w
+                                if let ggrid, mode == .linear {
+                                    for d in 0..<s {
+                                        var partial = slope[d * k + pick[d]] * factor[d]
+                                        for e in 0..<s where e != d { partial *= weight[e * k + pick[e]] }
+                                        ggrid[(b * points + p) * s + (s - 1 - d)] += go * src[off] * partial
+                                    }
+                                }
+                            }
+                            var d = s - 1
+                            while d >= 0 {
+                                pick[d] += 1
+                                if pick[d] < k { break }
+                                pick[d] = 0
+                                d -= 1
+                            }
+                            if d < 0 { break }
+                        }
+                    }
+                }
+            }
+        }
+        }
         }
         }
         }

@@ -5,8 +5,10 @@ import BraidTensor
 /// Backward rules of the indexing family: a GatherND adds each slice's gradient back where
 /// it was read; a ScatterND without reduction passes the gradient through to the data except
 /// at the written places and gathers it from those places for the updates; CumSum runs the
-/// opposite running sum; a triangle mask keeps the same triangle of the gradient. Indices,
-/// k, depth and axis operands get no gradient; TopK and OneHot have no rule.
+/// opposite running sum; a triangle mask keeps the same triangle of the gradient; GridSample
+/// scatters into the data with its interpolation weights and differentiates them for the
+/// grid (linear mode; nearest gives zero, cubic none). Indices, k, depth and axis operands get
+/// no gradient; TopK and OneHot have no rule.
 func backwardIndexing(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], needs: [Bool]) throws -> LoweredBackward {
     let x = try inputs.required(0, node)
     switch node.op {
@@ -54,6 +56,21 @@ func backwardIndexing(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValu
                 Indexing.triangle(pg, masked.floats, matrices: matrices, rows: rows, cols: cols, k: k, upper: upper)
                 Elementwise.add(UnsafePointer(masked.floats), into: px, count: count)
             }
+        }
+    case .gridSample(let p) where x.dtype.isFloat:
+        let grid = try inputs.required(1, node)
+        if p.mode == .cubic && needs.count > 1 && needs[1] {
+            throw GraphError(node: node.name, "\(node.sourceOp): cubic sampling has no gradient for its grid")
+        }
+        let mode: GridSampler.Mode = p.mode == .nearest ? .nearest : (p.mode == .linear ? .linear : .cubic)
+        let padding: GridSampler.Padding = p.padding == .zeros ? .zeros : (p.padding == .border ? .border : .reflection)
+        let sampler = GridSampler(mode: mode, padding: padding, alignCorners: p.alignCorners, inputShape: x.shape,
+                                  points: grid.shape.dropFirst().dropLast().reduce(1, *))
+        return LoweredBackward { ins, _, gOuts, gIns in
+            guard let g = gOuts[0] else { return {} }
+            let px = UnsafePointer(ins[0]!.floats), pg = UnsafePointer(ins[1]!.floats), pgy = UnsafePointer(g.floats)
+            let gx = gIns[0]?.floats, ggrid = gIns.count > 1 ? gIns[1]?.floats : nil
+            return { sampler.backward(px, pg, pgy, gx: gx, ggrid: ggrid) }
         }
     default:
         throw GraphError(node: node.name, "\(node.sourceOp) has no backward rule for these operands")

@@ -48,4 +48,24 @@ final class GradientIndexingTests: XCTestCase {
         try Check.run(nodes, trainable: ["q": Check.uniform([2, 3, 4], -1, 1, seed: 7),
                                          "k": Check.uniform([2, 5, 4], -1, 1, seed: 8)])
     }
+
+    /// Spatial-transformer sampling: the data's gradient in every mode, the grid's in linear
+    /// mode, for each padding (border and reflection see points outside [-1, 1]). Linear
+    /// sampling has kinks where a coordinate crosses a pixel centre; with this seed and step no
+    /// difference straddles one (seed 10 put a point 5e-4 from one and failed there only).
+    func testGridSampleGradients() throws {
+        for padding in [GridSampleParams.Padding.zeros, .border, .reflection] {
+            for align in [false, true] {
+                let p = GridSampleParams(mode: .linear, padding: padding, alignCorners: align)
+                try Check.run([Check.node(.gridSample(p), ["x", "g"])],
+                              trainable: ["x": Check.uniform([1, 2, 3, 4], -1, 1, seed: 9),
+                                          "g": Check.uniform([1, 2, 3, 2], -1.2, 1.2, seed: 14)],
+                              h: 2e-4, tolerance: 2e-2)
+            }
+        }
+        let nearest = GridSampleParams(mode: .nearest, padding: .zeros, alignCorners: false)
+        try Check.run([Check.node(.gridSample(nearest), ["x", "g"])],
+                      trainable: ["x": Check.uniform([1, 2, 3, 4], -1, 1, seed: 11)],
+                      constants: ["g": Check.uniform([1, 2, 3, 2], -1, 1, seed: 12)])
+    }
 }
