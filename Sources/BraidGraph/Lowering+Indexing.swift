@@ -18,6 +18,7 @@ func lowerIndexing(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .gridSample(let p): return try lowerGridSample(node, inputs, p)
     case .compress(let axis): return try lowerCompress(node, inputs, axis: axis)
     case .unique(let axis, let sorted): return try lowerUnique(node, inputs, axis: axis, sorted: sorted)
+    case .recurrent(let p): return try lowerRecurrent(node, inputs, p)
     default: throw GraphError(node: node.name, "\(node.sourceOp) is not an indexing op")
     }
 }

@@ -89,3 +89,39 @@ func lowerUnique(_ node: Node, _ inputs: [PlanValue?], axis: Int?, sorted: Bool)
         }
     }
 }
+
+func lowerRecurrent(_ node: Node, _ inputs: [PlanValue?], _ p: RecurrentParams) throws -> LoweredOp {
+    let x = try inputs.required(0, node), w = try inputs.required(1, node), r = try inputs.required(2, node)
+    let dirs = p.reverse.count, h = p.hiddenSize
+    let cell: RecurrentLayer.Cell
+    switch p.cell {
+    case .simple: cell = .simple
+    case .gru(let l): cell = .gru(linearBeforeReset: l)
+    case .lstm(let f): cell = .lstm(inputForget: f)
+    }
+    guard x.shape.count == 3, x.dtype.isFloat else { throw GraphError(node: node.name, "\(node.sourceOp) input must be float [S, B, I], got \(x.shape)") }
+    let (seq, batch, input) = (x.shape[0], x.shape[1], x.shape[2])
+    let layer = RecurrentLayer(cell: cell, activations: p.activations.map { $0.map(kernelFunction) }, reverse: p.reverse,
+                               seq: seq, batch: batch, input: input, hidden: h, clip: p.clip)
+    let gh = layer.gates * h
+    guard w.shape == [dirs, gh, input], r.shape == [dirs, gh, h] else {
+        throw GraphError(node: node.name, "\(node.sourceOp) weights \(w.shape), \(r.shape) do not fit \(dirs) directions of \(gh) gate rows over input \(input)")
+    }
+    var outputs: [([Int], DType)] = [([seq, dirs, batch, h], .float32), ([dirs, batch, h], .float32)]
+    if case .lstm = p.cell { outputs.append(([dirs, batch, h], .float32)) }
+    func present(_ i: Int) -> Bool { i < inputs.count && inputs[i] != nil }
+    return LoweredOp(outputs: outputs) { ins, outs in
+        let scratch = Tensor(zeros: [layer.scratchCount])
+        let px = UnsafePointer(ins[0]!.floats), pw = UnsafePointer(ins[1]!.floats), pr = UnsafePointer(ins[2]!.floats)
+        let pb = present(3) ? UnsafePointer(ins[3]!.floats) : nil
+        let pl = present(4) ? UnsafePointer(ins[4]!.ints) : nil
+        let ph = present(5) ? UnsafePointer(ins[5]!.floats) : nil
+        let pc = present(6) ? UnsafePointer(ins[6]!.floats) : nil
+        let pp = present(7) ? UnsafePointer(ins[7]!.floats) : nil
+        let y = outs[0].floats, yh = outs[1].floats, yc = outs.count > 2 ? outs[2].floats : nil
+        return {
+            layer.run(x: px, w: pw, r: pr, bias: pb, lengths: pl, h0: ph, c0: pc, peephole: pp, y: y, yh: yh, yc: yc,
+                      scratch: scratch.floats)
+        }
+    }
+}

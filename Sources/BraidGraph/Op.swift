@@ -113,6 +113,9 @@ public enum Op: Sendable {
     /// slices along `axis`), sorted or in order of first appearance; x must be known before
     /// the run.
     case unique(axis: Int?, sorted: Bool)
+    /// `[x, w, r, bias?, lengths?, h0?, c0?, peephole?]` -> `[y, lastHidden, lastCell?]`: a
+    /// recurrent layer over x `[S, B, I]` (see `RecurrentParams`).
+    case recurrent(RecurrentParams)
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size
@@ -228,6 +231,28 @@ public enum BitLayout: Sendable, Equatable {
         case .bool: return 8
         case .integer(let b, _): return b
         }
+    }
+}
+
+/// A recurrent layer: its cell, one entry per direction (running backward or not) with that
+/// direction's activations (f[, g[, h]]), hidden size and optional pre-activation clip.
+/// Weights `[D, G*H, I]` and `[D, G*H, H]`, gates ordered (z, r, h) for GRU and (i, o, f, c)
+/// for LSTM; y `[S, D, B, H]`.
+public struct RecurrentParams: Sendable, Equatable {
+    public enum Cell: Sendable, Equatable {
+        case simple
+        case gru(linearBeforeReset: Bool)
+        case lstm(inputForget: Bool)
+    }
+    public var cell: Cell
+    public var reverse: [Bool]
+    public var activations: [[UnaryOp]]
+    public var hiddenSize: Int
+    public var clip: Float?
+
+    public init(cell: Cell, reverse: [Bool], activations: [[UnaryOp]], hiddenSize: Int, clip: Float?) {
+        self.cell = cell; self.reverse = reverse; self.activations = activations
+        self.hiddenSize = hiddenSize; self.clip = clip
     }
 }
 

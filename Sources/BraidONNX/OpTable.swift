@@ -21,7 +21,7 @@ let maxSupportedOpset = 28
 /// Every translation table, one per op family.
 let onnxOpTable: OpTable = {
     var table = mathOps
-    for family in [nnOps, shapeOps, reduceOps, indexingOps, compositeOps, quantizeOps] {
+    for family in [nnOps, shapeOps, reduceOps, indexingOps, compositeOps, quantizeOps, recurrentOps] {
         table.merge(family) { _, _ in preconditionFailure("op registered in two families") }
     }
     return table
