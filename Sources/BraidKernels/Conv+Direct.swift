@@ -1,0 +1,62 @@
+import BraidTensor
+
+/// Direct convolution and transposed convolution over any number of spatial axes, for the
+/// shapes the im2col and Winograd paths do not take (3-D volumes). Loops over every output
+/// (or input) element and kernel tap, on one thread. Forward only.
+///
+/// Conv: x `[N, C, in...]`, w `[M, C/group, k...]`, y `[N, M, out...]`.
+/// Transposed: x `[N, C, in...]`, w `[C, M/group, k...]`, y `[N, M, out...]`.
+public struct DirectConv: Sendable {
+    public let batch: Int, inChannels: Int, outChannels: Int, group: Int
+    public let input: [Int], output: [Int], kernel: [Int], strides: [Int], dilations: [Int], padBegin: [Int]
+    public let transposed: Bool
+
+    public init(batch: Int, inChannels: Int, outChannels: Int, group: Int, input: [Int], output: [Int], kernel: [Int],
+                strides: [Int], dilations: [Int], padBegin: [Int], transposed: Bool) {
+        self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels; self.group = group
+        self.input = input; self.output = output; self.kernel = kernel; self.strides = strides
+        self.dilations = dilations; self.padBegin = padBegin; self.transposed = transposed
+    }
+
+    public func run(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
+        let r = input.count
+        let inPlane = input.reduce(1, *), outPlane = output.reduce(1, *), taps = kernel.reduce(1, *)
+        let cg = inChannels / group, mg = outChannels / group
+        let inStrides = input.strides, outStrides = output.strides, kStrides = kernel.strides
+        let items = batch * outChannels
+        for item in 0..<items {
+            let b = item / outChannels, m = item % outChannels, g = m / mg
+            let yp = y + item * outPlane
+            yp.update(repeating: bias?[m] ?? 0, count: outPlane)
+            do {
+                for c in 0..<cg {
+                    let ic = g * cg + c
+                    let xp = x + (b * inChannels + ic) * inPlane
+                    // Weight slice for (m, c): conv [M, C/g, k...]; transposed [C, M/g, k...].
+                    let wp = transposed ? w + (ic * mg + (m - g * mg)) * taps : w + (m * cg + c) * taps
+                    for tap in 0..<taps {
+                        let wv = wp[tap]
+                        if wv == 0 { continue }
+                        // The element pairs this tap links: out = in * s - p + k * d (transposed) or
+                        // in = out * s - p + k * d (conv).
+                        let span = transposed ? inPlane : outPlane
+                        for e in 0..<span {
+                            var rest = e, other = 0, valid = true
+                            for d in 0..<r {
+                                let i = rest / (transposed ? inStrides[d] : outStrides[d])
+                                rest %= transposed ? inStrides[d] : outStrides[d]
+                                let k = (tap / kStrides[d]) % kernel[d]
+                                let o = i * strides[d] - padBegin[d] + k * dilations[d]
+                                let limit = transposed ? output[d] : input[d]
+                                if o < 0 || o >= limit { valid = false; break }
+                                other += o * (transposed ? outStrides[d] : inStrides[d])
+                            }
+                            if !valid { continue }
+                            if transposed { yp[other] += xp[e] * wv } else { yp[e] += xp[other] * wv }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
