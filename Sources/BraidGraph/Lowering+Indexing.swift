@@ -19,6 +19,7 @@ func lowerIndexing(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .compress(let axis): return try lowerCompress(node, inputs, axis: axis)
     case .unique(let axis, let sorted): return try lowerUnique(node, inputs, axis: axis, sorted: sorted)
     case .recurrent(let p): return try lowerRecurrent(node, inputs, p)
+    case .dft(let inverse, let onesided, let axis): return try lowerDFT(node, inputs, inverse: inverse, onesided: onesided, axis: axis)
     default: throw GraphError(node: node.name, "\(node.sourceOp) is not an indexing op")
     }
 }

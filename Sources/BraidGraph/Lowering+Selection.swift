@@ -125,3 +125,28 @@ func lowerRecurrent(_ node: Node, _ inputs: [PlanValue?], _ p: RecurrentParams) 
         }
     }
 }
+
+func lowerDFT(_ node: Node, _ inputs: [PlanValue?], inverse: Bool, onesided: Bool, axis field: Int?) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    let r = x.shape.count
+    guard r >= 2, x.dtype.isFloat, let c = x.shape.last, c == 1 || c == 2 else {
+        throw GraphError(node: node.name, "\(node.sourceOp) input must be float [..., 1 or 2], got \(x.shape)")
+    }
+    var axis = field ?? -2
+    if field == nil, hasInput(2, inputs) { axis = try requiredInts(2, node, inputs, "axis")[0] }
+    if axis < 0 { axis += r }
+    guard axis >= 0 && axis < r - 1 else { throw GraphError(node: node.name, "\(node.sourceOp) axis \(axis) is not a signal axis of \(x.shape)") }
+    let n = x.shape[axis]
+    var length = inverse && onesided ? 2 * (n - 1) : n
+    if hasInput(1, inputs) { length = try requiredInts(1, node, inputs, "dft_length")[0] }
+    guard length > 0 else { throw GraphError(node: node.name, "\(node.sourceOp) length \(length)") }
+    let dft = DirectDFT(outer: x.shape[..<axis].reduce(1, *), n: n, inner: x.shape[(axis + 1)..<(r - 1)].reduce(1, *),
+                        components: c, length: length, inverse: inverse, onesided: onesided)
+    var shape = x.shape
+    shape[axis] = dft.outputLength
+    shape[r - 1] = dft.outputComponents
+    return LoweredOp(outputs: [(shape, .float32)]) { ins, outs in
+        let xp = UnsafePointer(ins[0]!.floats), yp = outs[0].floats
+        return { dft.run(xp, yp) }
+    }
+}

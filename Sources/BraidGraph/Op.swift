@@ -116,6 +116,10 @@ public enum Op: Sendable {
     /// `[x, w, r, bias?, lengths?, h0?, c0?, peephole?]` -> `[y, lastHidden, lastCell?]`: a
     /// recurrent layer over x `[S, B, I]` (see `RecurrentParams`).
     case recurrent(RecurrentParams)
+    /// `[x, length?, axis?]`: the discrete Fourier transform of x `[..., n, ..., 1 or 2]`
+    /// (real or complex last axis) along `axis` (the field, else input 2), length and axis
+    /// known before the run.
+    case dft(inverse: Bool, onesided: Bool, axis: Int?)
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size

@@ -86,6 +86,14 @@ let indexingOps: OpTable = {
         let pads = n.step(.concat(axis: 0), [begin, n.step(.binary(.sub), [under, begin], "pad_end")], "pads")
         n.emit(.pad(mode: .constant), inputs: [cropped, pads, "", axesConst])
     }]
+    t["DFT"] = [v(17) { n in
+        let inverse = try n.bool("inverse", default: false), onesided = try n.bool("onesided", default: false)
+        if n.opset >= 20 {
+            n.emit(.dft(inverse: inverse, onesided: onesided, axis: nil), inputs: [n.input(0), n.input(1), n.input(2)])
+        } else {
+            n.emit(.dft(inverse: inverse, onesided: onesided, axis: try n.int("axis", default: 1)), inputs: [n.input(0), n.input(1)])
+        }
+    }]
     t["Trilu"] = [v(14) { n in
         n.emit(.triangle(upper: try n.bool("upper", default: true)), inputs: [n.input(0), n.input(1)])
     }]
@@ -132,6 +140,15 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
     case .oneHot(let axis): n.emit("OneHot", attrs: [.int("axis", Int64(axis))])
     case .triangle(let upper): n.emit("Trilu", attrs: [.bool("upper", upper)])
     case .compress(let axis): n.emit("Compress", attrs: axis.map { [.int("axis", Int64($0))] } ?? [])
+    case .dft(let inverse, let onesided, let axis):
+        // The axis field is the opset 17-19 attribute; from 20 the axis is input 2.
+        if let axis, n.opset < 20 {
+            n.emit("DFT", attrs: [.bool("inverse", inverse), .bool("onesided", onesided), .int("axis", Int64(axis))])
+        } else if axis == nil, n.opset >= 20 {
+            n.emit("DFT", attrs: [.bool("inverse", inverse), .bool("onesided", onesided)])
+        } else {
+            return false
+        }
     case .unique(let axis, let sorted):
         n.emit("Unique", attrs: (axis.map { [ONNXAttributeProto.int("axis", Int64($0))] } ?? []) + [.bool("sorted", sorted)])
     case .gridSample(let p):
