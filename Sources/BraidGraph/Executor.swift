@@ -107,7 +107,7 @@ public final class Executor {
         case .reshape, .unsqueeze, .squeeze, .expand, .tile, .split, .reduce: return [1]
         case .cumSum, .cumProd, .topK, .oneHot, .triangle, .compress: return [1]
         case .unique: return [0]
-        case .dft: return [1, 2]
+        case .dft, .col2im: return [1, 2]
         case .slice: return [1, 2, 3, 4]
         case .pad: return [1, 3]
         case .resize: return [1, 2, 3]

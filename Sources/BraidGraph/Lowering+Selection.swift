@@ -150,3 +150,31 @@ func lowerDFT(_ node: Node, _ inputs: [PlanValue?], inverse: Bool, onesided: Boo
         return { dft.run(xp, yp) }
     }
 }
+
+func lowerCol2Im(_ node: Node, _ inputs: [PlanValue?], strides: [Int], dilations: [Int], pads: [Int]) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    let image = try requiredInts(1, node, inputs, "image_shape"), block = try requiredInts(2, node, inputs, "block_shape")
+    let r = image.count
+    let s = strides.isEmpty ? Array(repeating: 1, count: r) : strides
+    let d = dilations.isEmpty ? Array(repeating: 1, count: r) : dilations
+    let p = pads.isEmpty ? Array(repeating: 0, count: 2 * r) : pads
+    guard x.dtype.isFloat, x.shape.count == 3, block.count == r, s.count == r, d.count == r, p.count == 2 * r,
+          block.product > 0, x.shape[1] % block.product == 0 else {
+        throw GraphError(node: node.name, "\(node.sourceOp) input \(x.shape) does not fit image \(image) and block \(block)")
+    }
+    var positions: [Int] = []
+    for i in 0..<r {
+        let span: Int = image[i] + p[i] + p[r + i] - d[i] * (block[i] - 1) - 1
+        positions.append(span / s[i] + 1)
+    }
+    guard positions.product == x.shape[2] else {
+        throw GraphError(node: node.name, "\(node.sourceOp) input has \(x.shape[2]) blocks, the geometry gives \(positions.product)")
+    }
+    let c = x.shape[1] / block.product
+    let kernel = Col2Im(batch: x.shape[0], channels: c, image: image, block: block, strides: s, dilations: d,
+                        padBegin: Array(p[..<r]), positions: positions)
+    return LoweredOp(outputs: [([x.shape[0], c] + image, .float32)]) { ins, outs in
+        let xp = UnsafePointer(ins[0]!.floats), yp = outs[0].floats
+        return { kernel.run(xp, yp) }
+    }
+}

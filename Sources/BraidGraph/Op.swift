@@ -120,6 +120,9 @@ public enum Op: Sendable {
     /// (real or complex last axis) along `axis` (the field, else input 2), length and axis
     /// known before the run.
     case dft(inverse: Bool, onesided: Bool, axis: Int?)
+    /// `[x, imageShape, blockShape]`: sliding blocks `[N, C * prod(block), L]` summed back into
+    /// an image `[N, C, image...]`; `pads` holds all begins then all ends.
+    case col2im(strides: [Int], dilations: [Int], pads: [Int])
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size

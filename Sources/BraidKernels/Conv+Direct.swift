@@ -60,3 +60,43 @@ public struct DirectConv: Sendable {
         }
     }
 }
+
+/// Col2Im: sums sliding blocks back into an image, the adjoint of im2col. x
+/// `[N, C * prod(block), L]` with L the number of block positions, y `[N, C, image...]`.
+public struct Col2Im: Sendable {
+    public let batch: Int, channels: Int, image: [Int], block: [Int], strides: [Int], dilations: [Int], padBegin: [Int]
+    /// Block positions along each axis.
+    public let positions: [Int]
+
+    public init(batch: Int, channels: Int, image: [Int], block: [Int], strides: [Int], dilations: [Int],
+                padBegin: [Int], positions: [Int]) {
+        self.batch = batch; self.channels = channels; self.image = image; self.block = block
+        self.strides = strides; self.dilations = dilations; self.padBegin = padBegin; self.positions = positions
+    }
+
+    public func run(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+        let r = image.count
+        let plane = image.reduce(1, *), taps = block.reduce(1, *), count = positions.reduce(1, *)
+        let imageStrides = image.strides, blockStrides = block.strides, positionStrides = positions.strides
+        y.update(repeating: 0, count: batch * channels * plane)
+        for b in 0..<batch {
+            for c in 0..<channels {
+                let yp = y + (b * channels + c) * plane
+                for tap in 0..<taps {
+                    let row = x + ((b * channels + c) * taps + tap) * count
+                    for l in 0..<count {
+                        var at = 0, valid = true
+                        for d in 0..<r {
+                            let k = (tap / blockStrides[d]) % block[d]
+                            let p = (l / positionStrides[d]) % positions[d]
+                            let i = p * strides[d] - padBegin[d] + k * dilations[d]
+                            if i < 0 || i >= image[d] { valid = false; break }
+                            at += i * imageStrides[d]
+                        }
+                        if valid { yp[at] += row[l] }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -94,6 +94,10 @@ let indexingOps: OpTable = {
             n.emit(.dft(inverse: inverse, onesided: onesided, axis: try n.int("axis", default: 1)), inputs: [n.input(0), n.input(1)])
         }
     }]
+    t["Col2Im"] = [v(18) { n in
+        n.emit(.col2im(strides: try n.ints("strides") ?? [], dilations: try n.ints("dilations") ?? [], pads: try n.ints("pads") ?? []),
+               inputs: [n.input(0), n.input(1), n.input(2)])
+    }]
     t["Trilu"] = [v(14) { n in
         n.emit(.triangle(upper: try n.bool("upper", default: true)), inputs: [n.input(0), n.input(1)])
     }]
@@ -140,6 +144,8 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
     case .oneHot(let axis): n.emit("OneHot", attrs: [.int("axis", Int64(axis))])
     case .triangle(let upper): n.emit("Trilu", attrs: [.bool("upper", upper)])
     case .compress(let axis): n.emit("Compress", attrs: axis.map { [.int("axis", Int64($0))] } ?? [])
+    case .col2im(let strides, let dilations, let pads):
+        n.emit("Col2Im", attrs: [.ints("strides", strides), .ints("dilations", dilations), .ints("pads", pads)].filter { !$0.ints.isEmpty })
     case .dft(let inverse, let onesided, let axis):
         // The axis field is the opset 17-19 attribute; from 20 the axis is input 2.
         if let axis, n.opset < 20 {
