@@ -104,6 +104,8 @@ let compositeOps: OpTable = {
         n.emit(.binary(.div), inputs: [n.step(.binary(.sub), [n.input(0), m], "centred"), denom])
     }]
     t["AffineGrid"] = [v(20, translateAffineGrid)]
+    t["ReverseSequence"] = [v(10, translateReverseSequence)]
+    t["STFT"] = [v(17, translateSTFT)]
     t["LpNormalization"] = [v(1) { n in
         let axis = try n.int("axis", default: -1), p = try n.int("p", default: 2)
         let kind: ReduceKind
@@ -335,4 +337,52 @@ private func negativeLogLikelihood(_ n: NodeTranslation, logProb: String, target
     let batch = n.step(.slice, [size, n.constant(ints: [0], "n_start"), n.constant(ints: [1], "n_end")], "batch")
     let shape = n.step(.concat(axis: 0), [batch, spatial, n.constant(ints: [s], "components")], "grid_shape")
     n.emit(.reshape(allowZero: false), inputs: [grid, shape])
+}
+
+/// ReverseSequence: each batch entry's first `sequence_lens[b]` steps reversed along the time
+/// axis, a GatherElements with indices `t < len ? len - 1 - t : t` broadcast over the rest.
+@Sendable private func translateReverseSequence(_ n: NodeTranslation) throws {
+    let timeAxis = try n.int("time_axis", default: 0), batchAxis = try n.int("batch_axis", default: 1)
+    guard Set([timeAxis, batchAxis]) == [0, 1] else { throw n.error("time_axis and batch_axis must be 0 and 1") }
+    guard let rank = n.knownShape(0)?.count else { throw n.error("ReverseSequence needs the input's rank at import") }
+    let zero = n.constant(Tensor(shape: [], ints: [0]), "zero"), one = n.constant(Tensor(shape: [], ints: [1]), "one")
+    let steps = n.step(.gather(axis: 0), [n.step(.shape(start: timeAxis, end: timeAxis + 1), [n.input(0)], "t_vec"), zero], "steps")
+    let t = n.step(.range, [zero, steps, one], "t")
+    let lens = n.step(.cast(to: .int64), [n.input(1)], "lens")
+    // Time along axis `timeAxis` of a [*, *] grid, lengths along the batch axis.
+    let tGrid = n.step(.unsqueeze, [t, n.constant(ints: [batchAxis], "t_axis")], "t_grid")
+    let lGrid = n.step(.unsqueeze, [lens, n.constant(ints: [timeAxis], "l_axis")], "l_grid")
+    let flipped = n.step(.binary(.sub), [n.step(.binary(.sub), [lGrid, one], "last"), tGrid], "flipped")
+    let inside = n.step(.binary(.less), [tGrid, lGrid], "inside")
+    var index = n.step(.select, [inside, flipped, tGrid], "index")
+    if rank > 2 { index = n.step(.unsqueeze, [index, n.constant(ints: Array(2..<rank), "rest")], "index_u") }
+    index = n.step(.expand, [index, n.step(.shape(start: 0, end: nil), [n.input(0)], "shape")], "index_full")
+    n.emit(.gatherElements(axis: timeAxis), inputs: [n.input(0), index])
+}
+
+/// STFT: frames of `frame_length` every `frame_step` along the signal `[B, L, 1 or 2]`,
+/// windowed, each transformed (one-sided by default) -> `[B, frames, bins, 2]`.
+@Sendable private func translateSTFT(_ n: NodeTranslation) throws {
+    let onesided = try n.bool("onesided", default: true)
+    let zero = n.constant(Tensor(shape: [], ints: [0]), "zero"), one = n.constant(Tensor(shape: [], ints: [1]), "one")
+    let step = n.step(.cast(to: .int64), [n.step(.reshape(allowZero: false), [n.input(1), n.constant(ints: [], "scalar")], "step_s")], "step")
+    let frameLength: String
+    if !n.input(3).isEmpty {
+        frameLength = n.step(.cast(to: .int64), [n.step(.reshape(allowZero: false), [n.input(3), n.constant(ints: [], "scalar_f")], "fl_s")], "frame_length")
+    } else if !n.input(2).isEmpty {
+        frameLength = n.step(.gather(axis: 0), [n.step(.shape(start: 0, end: 1), [n.input(2)], "w_len"), zero], "frame_length")
+    } else {
+        throw n.error("STFT needs a window or a frame_length")
+    }
+    let length = n.step(.gather(axis: 0), [n.step(.shape(start: 1, end: 2), [n.input(0)], "l_vec"), zero], "length")
+    let frames = n.step(.binary(.add), [n.step(.binary(.div), [n.step(.binary(.sub), [length, frameLength], "room"), step], "moves"), one], "frames")
+    let starts = n.step(.binary(.mul), [n.step(.range, [zero, frames, one], "f"), step], "starts")
+    let offsets = n.step(.range, [zero, frameLength, one], "offsets")
+    let index = n.step(.binary(.add), [n.step(.unsqueeze, [starts, n.constant(ints: [1], "col")], "starts_col"), offsets], "index")
+    var framed = n.step(.gather(axis: 1), [n.input(0), index], "framed")
+    if !n.input(2).isEmpty {
+        let window = n.step(.unsqueeze, [n.input(2), n.constant(ints: [1], "w_col")], "window_col")
+        framed = n.step(.binary(.mul), [framed, window], "windowed")
+    }
+    n.emit(.dft(inverse: false, onesided: onesided, axis: 2), inputs: [framed])
 }
