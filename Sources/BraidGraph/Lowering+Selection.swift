@@ -178,3 +178,58 @@ func lowerCol2Im(_ node: Node, _ inputs: [PlanValue?], strides: [Int], dilations
         return { kernel.run(xp, yp) }
     }
 }
+
+func lowerNonMaxSuppression(_ node: Node, _ inputs: [PlanValue?], centerPointBox: Bool) throws -> LoweredOp {
+    func known(_ i: Int) throws -> Tensor? {
+        guard hasInput(i, inputs) else { return nil }
+        guard let t = inputs[i]!.constant else {
+            throw GraphError(node: node.name, "\(node.sourceOp) input \(i) ('\(node.inputs[i])') must be known before the run: its values decide the output's size")
+        }
+        return t
+    }
+    guard let boxes = try known(0), let scores = try known(1), boxes.dtype.isFloat, scores.dtype.isFloat,
+          boxes.shape.count == 3, boxes.shape[2] == 4, scores.shape.count == 3,
+          scores.shape[0] == boxes.shape[0], scores.shape[2] == boxes.shape[1] else {
+        throw GraphError(node: node.name, "\(node.sourceOp) needs boxes [B, N, 4] and scores [B, C, N]")
+    }
+    let maxPerClass = try known(2).flatMap { $0.count > 0 ? max(0, Int($0.int(at: 0))) : nil } ?? 0
+    let iou = try known(3).flatMap { $0.count > 0 ? $0.floats[0] : nil } ?? 0
+    let scoreThreshold = try known(4).flatMap { $0.count > 0 ? $0.floats[0] : nil }
+    let (batches, classes, count) = (scores.shape[0], scores.shape[1], scores.shape[2])
+    // The box's [xMin, xMax, yMin, yMax].
+    func extent(_ b: Int, _ i: Int) -> (Float, Float, Float, Float) {
+        let p = boxes.floats + (b * count + i) * 4
+        if centerPointBox { return (p[0] - p[2] / 2, p[0] + p[2] / 2, p[1] - p[3] / 2, p[1] + p[3] / 2) }
+        return (min(p[1], p[3]), max(p[1], p[3]), min(p[0], p[2]), max(p[0], p[2]))
+    }
+    func suppresses(_ b: Int, _ i: Int, _ j: Int) -> Bool {
+        let a = extent(b, i), c = extent(b, j)
+        let w = min(a.1, c.1) - max(a.0, c.0), h = min(a.3, c.3) - max(a.2, c.2)
+        guard w > 0, h > 0 else { return false }
+        let inter = w * h, areaA = (a.1 - a.0) * (a.3 - a.2), areaC = (c.1 - c.0) * (c.3 - c.2)
+        let union = areaA + areaC - inter
+        guard areaA > 0, areaC > 0, union > 0 else { return false }
+        return inter / union > iou
+    }
+    var selected: [Int64] = []
+    for b in 0..<batches {
+        for c in 0..<classes {
+            let s = scores.floats + (b * classes + c) * count
+            // Highest score first, the lower index first among equal scores.
+            let order = (0..<count).filter { scoreThreshold == nil || s[$0] > scoreThreshold! }
+                .sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }
+            var kept: [Int] = []
+            for i in order where kept.count < maxPerClass {
+                if kept.allSatisfy({ !suppresses(b, i, $0) }) {
+                    kept.append(i)
+                    selected += [Int64(b), Int64(c), Int64(i)]
+                }
+            }
+        }
+    }
+    let result = Tensor(shape: [selected.count / 3, 3], ints: selected)
+    return LoweredOp(outputs: [(result.shape, .int64)]) { _, outs in
+        let out = outs[0]
+        return { copyContiguous(result.buffer.raw, out.buffer.raw, byteCount: result.count * 8) }
+    }
+}

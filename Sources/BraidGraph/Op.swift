@@ -123,6 +123,10 @@ public enum Op: Sendable {
     /// `[x, imageShape, blockShape]`: sliding blocks `[N, C * prod(block), L]` summed back into
     /// an image `[N, C, image...]`; `pads` holds all begins then all ends.
     case col2im(strides: [Int], dilations: [Int], pads: [Int])
+    /// `[boxes, scores, maxPerClass?, iouThreshold?, scoreThreshold?]` -> selected
+    /// `[K, 3]` (batch, class, box) by greedy non-maximum suppression; every operand must be
+    /// known before the run (the count K depends on the values).
+    case nonMaxSuppression(centerPointBox: Bool)
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size

@@ -94,6 +94,10 @@ let indexingOps: OpTable = {
             n.emit(.dft(inverse: inverse, onesided: onesided, axis: try n.int("axis", default: 1)), inputs: [n.input(0), n.input(1)])
         }
     }]
+    t["NonMaxSuppression"] = [v(10) { n in
+        n.emit(.nonMaxSuppression(centerPointBox: try n.int("center_point_box", default: 0) == 1),
+               inputs: (0..<5).map { n.input($0) })
+    }]
     t["Col2Im"] = [v(18) { n in
         n.emit(.col2im(strides: try n.ints("strides") ?? [], dilations: try n.ints("dilations") ?? [], pads: try n.ints("pads") ?? []),
                inputs: [n.input(0), n.input(1), n.input(2)])
@@ -144,6 +148,7 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
     case .oneHot(let axis): n.emit("OneHot", attrs: [.int("axis", Int64(axis))])
     case .triangle(let upper): n.emit("Trilu", attrs: [.bool("upper", upper)])
     case .compress(let axis): n.emit("Compress", attrs: axis.map { [.int("axis", Int64($0))] } ?? [])
+    case .nonMaxSuppression(let center): n.emit("NonMaxSuppression", attrs: [.int("center_point_box", center ? 1 : 0)])
     case .col2im(let strides, let dilations, let pads):
         n.emit("Col2Im", attrs: [.ints("strides", strides), .ints("dilations", dilations), .ints("pads", pads)].filter { !$0.ints.isEmpty })
     case .dft(let inverse, let onesided, let axis):
