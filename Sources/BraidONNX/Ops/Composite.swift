@@ -106,6 +106,7 @@ let compositeOps: OpTable = {
     t["AffineGrid"] = [v(20, translateAffineGrid)]
     t["ReverseSequence"] = [v(10, translateReverseSequence)]
     t["STFT"] = [v(17, translateSTFT)]
+    t["CausalConvWithState"] = [v(27, translateCausalConv)]
     t["LpNormalization"] = [v(1) { n in
         let axis = try n.int("axis", default: -1), p = try n.int("p", default: 2)
         let kind: ReduceKind
@@ -385,4 +386,34 @@ private func negativeLogLikelihood(_ n: NodeTranslation, logProb: String, target
         framed = n.step(.binary(.mul), [framed, window], "windowed")
     }
     n.emit(.dft(inverse: false, onesided: onesided, axis: 2), inputs: [framed])
+}
+
+/// CausalConvWithState: a depthwise 1-D convolution over `[past_state or zeros, input]`
+/// (kernel k, no padding), then SiLU when asked; the last k - 1 steps are the new state.
+@Sendable private func translateCausalConv(_ n: NodeTranslation) throws {
+    guard let w = n.knownShape(1), w.count == 3 else { throw n.error("the weight's shape [C, 1, k] is needed at import") }
+    let channels = w[0], k = w[2]
+    let activation = try n.string("activation", default: "none")
+    guard ["none", "silu", "swish"].contains(activation) else { throw n.error("attribute 'activation' = '\(activation)' is not known") }
+    let axis = n.constant(ints: [2], "time_axis")
+    let padded: String
+    if !n.input(3).isEmpty {
+        padded = n.step(.concat(axis: 2), [n.input(3), n.input(0)], "padded")
+    } else {
+        padded = n.step(.pad(mode: .constant), [n.input(0), n.constant(ints: [k - 1, 0], "pads"), "", axis], "padded")
+    }
+    let params = ConvParams(kernel: [k], strides: [1], pads: [0, 0], dilations: [1], group: channels)
+    let conv = n.outputs[0]
+    if activation == "none" {
+        n.emit(.conv(params), inputs: [padded, n.input(1), n.input(2)], outputs: [conv])
+    } else {
+        let y = n.step(.conv(params), [padded, n.input(1), n.input(2)], "conv")
+        n.emit(.binary(.mul), inputs: [y, n.step(.unary(.sigmoid), [y], "gate")], outputs: [conv])
+    }
+    if n.outputUsed(1) {
+        let big = Int(Int32.max)
+        let start = k > 1 ? -(k - 1) : big
+        n.emit(.slice, inputs: [padded, n.constant(ints: [start], "state_start"), n.constant(ints: [big], "state_end"), axis],
+               outputs: [n.outputs[1]])
+    }
 }
