@@ -233,3 +233,26 @@ func lowerNonMaxSuppression(_ node: Node, _ inputs: [PlanValue?], centerPointBox
         return { copyContiguous(result.buffer.raw, out.buffer.raw, byteCount: result.count * 8) }
     }
 }
+
+func lowerLinearAttention(_ node: Node, _ inputs: [PlanValue?], qHeads: Int, kvHeads: Int, scale: Float?) throws -> LoweredOp {
+    let q = try inputs.required(0, node), k = try inputs.required(1, node), v = try inputs.required(2, node)
+    guard q.shape.count == 3, k.shape.count == 3, v.shape.count == 3, qHeads > 0, kvHeads > 0, qHeads % kvHeads == 0,
+          q.shape[2] % qHeads == 0, k.shape[2] % kvHeads == 0, v.shape[2] % kvHeads == 0 else {
+        throw GraphError(node: node.name, "\(node.sourceOp) shapes \(q.shape), \(k.shape), \(v.shape) do not fit \(qHeads)/\(kvHeads) heads")
+    }
+    let (b, t) = (q.shape[0], q.shape[1])
+    let dk = q.shape[2] / qHeads, dv = v.shape[2] / kvHeads
+    func width(_ i: Int) -> Int { hasInput(i, inputs) ? inputs[i]!.shape.last! : 0 }
+    let decayWidth = width(4) == 0 ? 0 : (width(4) == kvHeads ? 1 : dk)
+    let kernel = LinearAttentionKernel(batch: b, steps: t, qHeads: qHeads, kvHeads: kvHeads, dk: dk, dv: dv,
+                                       scale: scale ?? 1 / Float(dk).squareRoot(), decayWidth: decayWidth, betaWidth: width(5))
+    return LoweredOp(outputs: [([b, t, qHeads * dv], .float32), ([b, kvHeads, dk, dv], .float32)]) { ins, outs in
+        let scratch = Tensor(zeros: [dv])
+        let pq = UnsafePointer(ins[0]!.floats), pk = UnsafePointer(ins[1]!.floats), pv = UnsafePointer(ins[2]!.floats)
+        let past = hasInput(3, inputs) ? UnsafePointer(ins[3]!.floats) : nil
+        let decay = hasInput(4, inputs) ? UnsafePointer(ins[4]!.floats) : nil
+        let beta = hasInput(5, inputs) ? UnsafePointer(ins[5]!.floats) : nil
+        let y = outs[0].floats, state = outs[1].floats
+        return { kernel.run(q: pq, k: pk, v: pv, past: past, decay: decay, beta: beta, out: y, state: state, scratch: scratch.floats) }
+    }
+}

@@ -127,6 +127,10 @@ public enum Op: Sendable {
     /// `[K, 3]` (batch, class, box) by greedy non-maximum suppression; every operand must be
     /// known before the run (the count K depends on the values).
     case nonMaxSuppression(centerPointBox: Bool)
+    /// `[q, k, v, pastState?, decay?, beta?]` -> `[y, state]`: linear attention over time
+    /// with `qHeads` query heads sharing `kvHeads` states (decay gates and delta correction when
+    /// their inputs are given); `scale` nil means 1/sqrt(dk).
+    case linearAttention(qHeads: Int, kvHeads: Int, scale: Float?)
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size

@@ -1,3 +1,4 @@
+import Foundation
 import BraidTensor
 
 /// Simple RNN, GRU and LSTM layers over a sequence, as ONNX defines them: one or two
@@ -129,5 +130,72 @@ public struct RecurrentLayer: Sendable {
     private func clipped(_ v: Float) -> Float {
         guard let c = clip else { return v }
         return min(max(v, -c), c)
+    }
+}
+
+/// Linear attention as a recurrence over time with a per-head state `S [dk, dv]`:
+/// optionally decayed (`S *= exp(decay)`), optionally delta-corrected
+/// (`v <- beta * (v - S^T k)`), then `S += k v^T`; each query head reads
+/// `scale * q . S` from its key/value head. q `[B, T, Hq*dk]`, k `[B, T, Hkv*dk]`,
+/// v `[B, T, Hkv*dv]`, state `[B, Hkv, dk, dv]`, decay `[B, T, Hkv or Hkv*dk]`,
+/// beta `[B, T, Hkv or 1]`; output `[B, T, Hq*dv]`. Forward only.
+public struct LinearAttentionKernel: Sendable {
+    public let batch: Int, steps: Int, qHeads: Int, kvHeads: Int, dk: Int, dv: Int
+    public let scale: Float
+    /// Decay entries per step and head (1 or dk); 0 without gating.
+    public let decayWidth: Int
+    /// Beta entries per step (kvHeads or 1); 0 without delta correction.
+    public let betaWidth: Int
+
+    public init(batch: Int, steps: Int, qHeads: Int, kvHeads: Int, dk: Int, dv: Int, scale: Float,
+                decayWidth: Int, betaWidth: Int) {
+        self.batch = batch; self.steps = steps; self.qHeads = qHeads; self.kvHeads = kvHeads
+        self.dk = dk; self.dv = dv; self.scale = scale; self.decayWidth = decayWidth; self.betaWidth = betaWidth
+    }
+
+    public func run(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                    past: UnsafePointer<Float>?, decay: UnsafePointer<Float>?, beta: UnsafePointer<Float>?,
+                    out: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let group = qHeads / kvHeads, stateSize = dk * dv
+        if let past { state.update(from: past, count: batch * kvHeads * stateSize) } else {
+            state.update(repeating: 0, count: batch * kvHeads * stateSize)
+        }
+        for b in 0..<batch {
+            for h in 0..<kvHeads {
+                let s = state + (b * kvHeads + h) * stateSize
+                for t in 0..<steps {
+                    let kt = k + (b * steps + t) * kvHeads * dk + h * dk
+                    let vt = v + (b * steps + t) * kvHeads * dv + h * dv
+                    if let decay {
+                        let g = decay + (b * steps + t) * kvHeads * decayWidth + h * decayWidth
+                        for i in 0..<dk {
+                            let f = expf(g[decayWidth == 1 ? 0 : i])
+                            for m in 0..<dv { s[i * dv + m] *= f }
+                        }
+                    }
+                    // The value written: v, or beta * (v - S^T k).
+                    for m in 0..<dv { scratch[m] = vt[m] }
+                    if let beta {
+                        let bt = beta[(b * steps + t) * betaWidth + (betaWidth == 1 ? 0 : h)]
+                        for m in 0..<dv {
+                            var r: Float = 0
+                            for i in 0..<dk { r += s[i * dv + m] * kt[i] }
+                            scratch[m] = bt * (vt[m] - r)
+                        }
+                    }
+                    for i in 0..<dk { for m in 0..<dv { s[i * dv + m] += kt[i] * scratch[m] } }
+                    for j in 0..<group {
+                        let qh = h * group + j
+                        let qt = q + (b * steps + t) * qHeads * dk + qh * dk
+                        let o = out + (b * steps + t) * qHeads * dv + qh * dv
+                        for m in 0..<dv {
+                            var acc: Float = 0
+                            for i in 0..<dk { acc += qt[i] * s[i * dv + m] }
+                            o[m] = scale * acc
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -107,6 +107,20 @@ let compositeOps: OpTable = {
     t["ReverseSequence"] = [v(10, translateReverseSequence)]
     t["STFT"] = [v(17, translateSTFT)]
     t["CausalConvWithState"] = [v(27, translateCausalConv)]
+    t["LinearAttention"] = [v(27) { n in
+        guard let qh = try n.int("q_num_heads"), let kvh = try n.int("kv_num_heads") else {
+            throw n.error("attributes 'q_num_heads' and 'kv_num_heads' are required")
+        }
+        let rule = try n.string("update_rule", default: "gated_delta")
+        let gated = rule == "gated" || rule == "gated_delta", delta = rule == "delta" || rule == "gated_delta"
+        guard ["linear", "gated", "delta", "gated_delta"].contains(rule) else { throw n.error("attribute 'update_rule' = '\(rule)' is not known") }
+        guard gated == !n.input(4).isEmpty, delta == !n.input(5).isEmpty else {
+            throw n.error("update_rule '\(rule)' needs decay exactly when gated and beta exactly when delta-corrected")
+        }
+        let scale = try n.float("scale").flatMap { $0 == 0 ? nil : $0 }
+        n.emit(.linearAttention(qHeads: qh, kvHeads: kvh, scale: scale), inputs: (0..<6).map { n.input($0) },
+               outputs: [n.outputs[0], n.outputUsed(1) ? n.outputs[1] : n.temporary("state")])
+    }]
     t["LpNormalization"] = [v(1) { n in
         let axis = try n.int("axis", default: -1), p = try n.int("p", default: 2)
         let kind: ReduceKind
