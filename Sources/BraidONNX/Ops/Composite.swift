@@ -107,6 +107,7 @@ let compositeOps: OpTable = {
     t["ReverseSequence"] = [v(10, translateReverseSequence)]
     t["STFT"] = [v(17, translateSTFT)]
     t["CausalConvWithState"] = [v(27, translateCausalConv)]
+    t["TensorScatter"] = [v(24, translateTensorScatter)]
     t["LinearAttention"] = [v(27) { n in
         guard let qh = try n.int("q_num_heads"), let kvh = try n.int("kv_num_heads") else {
             throw n.error("attributes 'q_num_heads' and 'kv_num_heads' are required")
@@ -430,4 +431,30 @@ private func negativeLogLikelihood(_ n: NodeTranslation, logProb: String, target
         n.emit(.slice, inputs: [padded, n.constant(ints: [start], "state_start"), n.constant(ints: [big], "state_end"), axis],
                outputs: [n.outputs[1]])
     }
+}
+
+/// TensorScatter: the update written into the cache along `axis` from each batch entry's
+/// write index (wrapping in circular mode): a ScatterElements whose indices are
+/// `write_indices[b] + s` broadcast over the update.
+@Sendable private func translateTensorScatter(_ n: NodeTranslation) throws {
+    guard let rank = n.knownShape(0)?.count else { throw n.error("TensorScatter needs the cache's rank at import") }
+    var axis = try n.int("axis", default: -2)
+    if axis < 0 { axis += rank }
+    guard axis > 0 && axis < rank else { throw n.error("attribute 'axis' = \(axis) must be a non-batch axis") }
+    let mode = try n.string("mode", default: "linear")
+    guard mode == "linear" || mode == "circular" else { throw n.error("attribute 'mode' = '\(mode)' is not known") }
+    let zero = n.constant(Tensor(shape: [], ints: [0]), "zero"), one = n.constant(Tensor(shape: [], ints: [1]), "one")
+    let steps = n.step(.gather(axis: 0), [n.step(.shape(start: axis, end: axis + 1), [n.input(1)], "s_vec"), zero], "steps")
+    let others = (0..<rank).filter { $0 != axis }
+    var index = n.step(.unsqueeze, [n.step(.range, [zero, steps, one], "s"), n.constant(ints: others, "s_axes")], "s_placed")
+    if !n.input(2).isEmpty {
+        let starts = n.step(.unsqueeze, [n.step(.cast(to: .int64), [n.input(2)], "starts"), n.constant(ints: Array(1..<rank), "b_axes")], "starts_placed")
+        index = n.step(.binary(.add), [index, starts], "positions")
+    }
+    if mode == "circular" {
+        let length = n.step(.shape(start: axis, end: axis + 1), [n.input(0)], "cache_len")
+        index = n.step(.binary(.mod(fmod: false)), [index, length], "wrapped")
+    }
+    index = n.step(.expand, [index, n.step(.shape(start: 0, end: nil), [n.input(1)], "update_shape")], "index_full")
+    n.emit(.scatterElements(axis: axis, reduction: .none), inputs: [n.input(0), index, n.input(1)])
 }
