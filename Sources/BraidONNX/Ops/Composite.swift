@@ -2,9 +2,11 @@ import BraidGraph
 import BraidTensor
 
 // ONNX ops that Braid translates into several IR primitives (the IR keeps no foreign
-// composite): Swish, SwiGLU, RotaryEmbedding, RMSNormalization, LayerNormalization with its statistics outputs,
-// LpNormalization, EyeLike, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, Einsum
-// (Einsum.swift), Attention (Attention.swift). CastLike maps to the IR's castLike.
+// composite): Swish, SwiGLU, RMSNormalization, GroupNormalization, MeanVarianceNormalization,
+// LayerNormalization with its statistics outputs, LpNormalization, EyeLike, the cosine
+// windows, AffineGrid, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss; Einsum
+// (Einsum.swift), Attention (Attention.swift) and the sequence ops (Composite+Sequence.swift)
+// are registered here too. CastLike maps to the IR's castLike, LinearAttention to its own op.
 
 let compositeOps: OpTable = {
     var t: OpTable = [:]
