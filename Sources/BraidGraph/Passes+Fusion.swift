@@ -40,11 +40,10 @@ extension Passes {
             case .binary(let op) where [.add, .sub, .mul, .div].contains(op):
                 guard node.inputs.count == 2 else { return nil }
                 let a = node.inputs[0], b = node.inputs[1]
-                // Integer arithmetic on shapes (Shape -> Gather -> Add -> Div) stays unfused:
-                // a chain computes in float32.
-                func floatOperand(_ v: String) -> Bool { !v.isEmpty && !data.contains(v) && g.initializers[v]?.dtype == .float32 }
-                if a == x && floatOperand(b) { return (.binary(op), [b]) }
-                if b == x && (op == .add || op == .mul) && floatOperand(a) { return (.binary(op), [a]) }
+                // Only float operands: shape arithmetic on int64 (Shape -> Div) is data too.
+                func isFloat(_ v: String) -> Bool { g.initializers[v]?.dtype == .float32 }
+                if a == x && !b.isEmpty && !data.contains(b) && isFloat(b) { return (.binary(op), [b]) }
+                if b == x && (op == .add || op == .mul) && !a.isEmpty && !data.contains(a) && isFloat(a) { return (.binary(op), [a]) }
                 return nil
             default:
                 return nil
