@@ -10,19 +10,20 @@ public struct DirectConv: Sendable {
     public let batch: Int, inChannels: Int, outChannels: Int, group: Int
     public let input: [Int], output: [Int], kernel: [Int], strides: [Int], dilations: [Int], padBegin: [Int]
     public let transposed: Bool
+    let inStrides: [Int], outStrides: [Int], kStrides: [Int], inPlane: Int, outPlane: Int, taps: Int
 
     public init(batch: Int, inChannels: Int, outChannels: Int, group: Int, input: [Int], output: [Int], kernel: [Int],
                 strides: [Int], dilations: [Int], padBegin: [Int], transposed: Bool) {
         self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels; self.group = group
         self.input = input; self.output = output; self.kernel = kernel; self.strides = strides
         self.dilations = dilations; self.padBegin = padBegin; self.transposed = transposed
+        inStrides = input.strides; outStrides = output.strides; kStrides = kernel.strides
+        inPlane = input.reduce(1, *); outPlane = output.reduce(1, *); taps = kernel.reduce(1, *)
     }
 
     public func run(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>) {
         let r = input.count
-        let inPlane = input.reduce(1, *), outPlane = output.reduce(1, *), taps = kernel.reduce(1, *)
         let cg = inChannels / group, mg = outChannels / group
-        let inStrides = input.strides, outStrides = output.strides, kStrides = kernel.strides
         let items = batch * outChannels
         for item in 0..<items {
             let b = item / outChannels, m = item % outChannels, g = m / mg
@@ -67,17 +68,18 @@ public struct Col2Im: Sendable {
     public let batch: Int, channels: Int, image: [Int], block: [Int], strides: [Int], dilations: [Int], padBegin: [Int]
     /// Block positions along each axis.
     public let positions: [Int]
+    let imageStrides: [Int], blockStrides: [Int], positionStrides: [Int], plane: Int, taps: Int, count: Int
 
     public init(batch: Int, channels: Int, image: [Int], block: [Int], strides: [Int], dilations: [Int],
                 padBegin: [Int], positions: [Int]) {
         self.batch = batch; self.channels = channels; self.image = image; self.block = block
         self.strides = strides; self.dilations = dilations; self.padBegin = padBegin; self.positions = positions
+        imageStrides = image.strides; blockStrides = block.strides; positionStrides = positions.strides
+        plane = image.reduce(1, *); taps = block.reduce(1, *); count = positions.reduce(1, *)
     }
 
     public func run(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
         let r = image.count
-        let plane = image.reduce(1, *), taps = block.reduce(1, *), count = positions.reduce(1, *)
-        let imageStrides = image.strides, blockStrides = block.strides, positionStrides = positions.strides
         y.update(repeating: 0, count: batch * channels * plane)
         for b in 0..<batch {
             for c in 0..<channels {

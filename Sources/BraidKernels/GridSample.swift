@@ -17,10 +17,13 @@ public struct GridSampler: Sendable {
     public let inputShape: [Int]
     /// Output points per batch entry.
     public let points: Int
+    /// Spatial sizes, their row-major strides and product, worked out once.
+    let dims: [Int], dimStrides: [Int], plane: Int
 
     public init(mode: Mode, padding: Padding, alignCorners: Bool, inputShape: [Int], points: Int) {
         self.mode = mode; self.padding = padding; self.alignCorners = alignCorners
         self.inputShape = inputShape; self.points = points
+        dims = Array(inputShape.dropFirst(2)); dimStrides = dims.strides; plane = dims.reduce(1, *)
     }
 
     private var taps: Int {
@@ -56,10 +59,8 @@ public struct GridSampler: Sendable {
     /// `y [N, C, points]` from `x [N, C, spatial...]` and `grid [N, points, s]`.
     public func run(_ x: UnsafePointer<Float>, _ grid: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
         let n = inputShape[0], c = inputShape[1]
-        let dims = Array(inputShape.dropFirst(2))
         let s = dims.count, k = taps
-        let strides = dims.strides
-        let plane = dims.reduce(1, *)
+        let strides = dimStrides
         withUnsafeTemporaryAllocation(of: Int.self, capacity: s * k) { index in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: s * k) { weight in
         withUnsafeTemporaryAllocation(of: Int.self, capacity: s) { pick in
@@ -146,10 +147,8 @@ public struct GridSampler: Sendable {
     public func backward(_ x: UnsafePointer<Float>, _ grid: UnsafePointer<Float>, _ gy: UnsafePointer<Float>,
                          gx: UnsafeMutablePointer<Float>?, ggrid: UnsafeMutablePointer<Float>?) {
         let n = inputShape[0], c = inputShape[1]
-        let dims = Array(inputShape.dropFirst(2))
         let s = dims.count, k = taps
-        let strides = dims.strides
-        let plane = dims.reduce(1, *)
+        let strides = dimStrides
         withUnsafeTemporaryAllocation(of: Int.self, capacity: s * k) { index in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: s * k) { weight in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: s * k) { slope in
