@@ -108,6 +108,7 @@ public final class Executor {
         case .cumSum, .cumProd, .topK, .oneHot, .triangle, .compress: return [1]
         case .unique: return [0]
         case .dft, .col2im: return [1, 2]
+        case .maxUnpool: return [2]
         case .nonMaxSuppression: return [0, 1, 2, 3, 4]
         case .slice: return [1, 2, 3, 4]
         case .pad: return [1, 3]

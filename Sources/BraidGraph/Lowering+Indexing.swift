@@ -21,6 +21,8 @@ func lowerIndexing(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .recurrent(let p): return try lowerRecurrent(node, inputs, p)
     case .dft(let inverse, let onesided, let axis): return try lowerDFT(node, inputs, inverse: inverse, onesided: onesided, axis: axis)
     case .nonMaxSuppression(let center): return try lowerNonMaxSuppression(node, inputs, centerPointBox: center)
+    case .determinant: return try lowerDeterminant(node, inputs)
+    case .maxUnpool(let kernel, let strides, let pads): return try lowerMaxUnpool(node, inputs, kernel: kernel, strides: strides, pads: pads)
     case .linearAttention(let qh, let kvh, let scale): return try lowerLinearAttention(node, inputs, qHeads: qh, kvHeads: kvh, scale: scale)
     case .col2im(let strides, let dilations, let pads):
         return try lowerCol2Im(node, inputs, strides: strides, dilations: dilations, pads: pads)

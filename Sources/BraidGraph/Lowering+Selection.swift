@@ -256,3 +256,49 @@ func lowerLinearAttention(_ node: Node, _ inputs: [PlanValue?], qHeads: Int, kvH
         return { kernel.run(q: pq, k: pk, v: pv, past: past, decay: decay, beta: beta, out: y, state: state, scratch: scratch.floats) }
     }
 }
+
+func lowerDeterminant(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    let r = x.shape.count
+    guard x.dtype.isFloat, r >= 2, x.shape[r - 1] == x.shape[r - 2] else {
+        throw GraphError(node: node.name, "\(node.sourceOp) needs float square matrices [..., M, M], got \(x.shape)")
+    }
+    let m = x.shape[r - 1], shape = Array(x.shape.dropLast(2)), count = shape.product
+    return LoweredOp(outputs: [(shape, .float32)]) { ins, outs in
+        let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(1, m * m))
+        let owner = DeallocateOnDeinit(scratch)
+        let xp = UnsafePointer(ins[0]!.floats), yp = outs[0].floats
+        return { LinearAlgebra.determinants(xp, yp, count: count, m: m, scratch: owner.buffer.baseAddress!) }
+    }
+}
+
+/// Frees a plan's scratch buffer with the closure that holds it.
+private final class DeallocateOnDeinit<T>: @unchecked Sendable {
+    let buffer: UnsafeMutableBufferPointer<T>
+    init(_ b: UnsafeMutableBufferPointer<T>) { buffer = b }
+    deinit { buffer.deallocate() }
+}
+
+func lowerMaxUnpool(_ node: Node, _ inputs: [PlanValue?], kernel: [Int], strides: [Int], pads: [Int]) throws -> LoweredOp {
+    let x = try inputs.required(0, node), idx = try inputs.required(1, node)
+    let r = x.shape.count - 2
+    guard r >= 1, kernel.count == r, x.dtype.isFloat, !idx.dtype.isFloat, idx.shape == x.shape else {
+        throw GraphError(node: node.name, "\(node.sourceOp) values \(x.shape) and indices \(idx.shape) do not fit kernel \(kernel)")
+    }
+    let s = strides.isEmpty ? Array(repeating: 1, count: r) : strides
+    let p = pads.isEmpty ? Array(repeating: 0, count: 2 * r) : pads
+    var natural = Array(x.shape.prefix(2))
+    for d in 0..<r { natural.append((x.shape[2 + d] - 1) * s[d] - p[d] - p[r + d] + kernel[d]) }
+    let shape = hasInput(2, inputs) ? try requiredInts(2, node, inputs, "output_shape") : natural
+    guard shape.count == r + 2, shape.allSatisfy({ $0 >= 0 }), natural.allSatisfy({ $0 >= 0 }) else {
+        throw GraphError(node: node.name, "\(node.sourceOp) output shape \(shape)")
+    }
+    let count = x.shape.product, naturalStrides = natural.strides, outStrides = shape.strides
+    return LoweredOp(outputs: [(shape, .float32)]) { ins, outs in
+        let xp = UnsafePointer(ins[0]!.floats), ip = UnsafePointer(ins[1]!.ints), yp = outs[0].floats
+        return {
+            LinearAlgebra.unpool(xp, ip, count: count, yp, shape: natural, strides: naturalStrides,
+                                 outShape: shape, outStrides: outStrides)
+        }
+    }
+}

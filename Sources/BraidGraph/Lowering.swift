@@ -42,7 +42,7 @@ public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
          .shape, .size, .constantOfShape, .unsqueeze, .squeeze, .expand, .tile, .pad,
          .resize, .range, .depthToSpace, .spaceToDepth, .identity, .constant:
         return try lowerShape(node, inputs)
-    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention:
+    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
         return try lowerIndexing(node, inputs)
     case .reduce, .argExtreme:
         return try lowerReduce(node, inputs)

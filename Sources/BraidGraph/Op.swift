@@ -131,6 +131,11 @@ public enum Op: Sendable {
     /// with `qHeads` query heads sharing `kvHeads` states (decay gates and delta correction when
     /// their inputs are given); `scale` nil means 1/sqrt(dk).
     case linearAttention(qHeads: Int, kvHeads: Int, scale: Float?)
+    /// `[x]`: determinants of the `[..., M, M]` matrices.
+    case determinant
+    /// `[x, indices, outputShape?]`: pooled values put back at their flat indices into a
+    /// zeroed `[N, C, spatial...]` (sizes from outputShape, else from the window geometry).
+    case maxUnpool(kernel: [Int], strides: [Int], pads: [Int])
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size

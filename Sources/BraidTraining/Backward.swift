@@ -36,7 +36,7 @@ public func lowerBackward(_ node: Node, _ inputs: [PlanValue?], _ outputs: [Plan
         return try backwardShape(node, inputs, outputs, needs: needs)
     case .reduce:
         return try backwardReduce(node, inputs, outputs, needs: needs)
-    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention:
+    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
         return try backwardIndexing(node, inputs, outputs, needs: needs)
     case .shape, .size, .constantOfShape, .range, .argExtreme, .constant:
         throw GraphError(node: node.name, "\(node.sourceOp) has no gradient (its output does not depend smoothly on its inputs)")

@@ -29,7 +29,7 @@ final class OpTableTests: XCTestCase {
         "QLinearMatMul": 10, "QLinearConv": 10, "ConvInteger": 10, "MatMulInteger": 10,
         "DynamicQuantizeLinear": 11, "GridSample": 16, "Compress": 9, "Unique": 11, "CenterCropPad": 18,
         "HannWindow": 17, "HammingWindow": 17, "BlackmanWindow": 17, "BitCast": 26, "GroupNormalization": 18,
-        "MeanVarianceNormalization": 9, "AffineGrid": 20, "RNN": 1, "GRU": 1, "LSTM": 1, "DFT": 17, "Col2Im": 18, "ReverseSequence": 10, "STFT": 17, "NonMaxSuppression": 10, "CausalConvWithState": 27, "LinearAttention": 27, "TensorScatter": 24,
+        "MeanVarianceNormalization": 9, "AffineGrid": 20, "RNN": 1, "GRU": 1, "LSTM": 1, "DFT": 17, "Col2Im": 18, "ReverseSequence": 10, "STFT": 17, "NonMaxSuppression": 10, "CausalConvWithState": 27, "LinearAttention": 27, "TensorScatter": 24, "Det": 11, "MaxUnpool": 9,
     ]
 
     /// Versions Braid deliberately starts later, each with its reason.

@@ -98,6 +98,12 @@ let indexingOps: OpTable = {
         n.emit(.nonMaxSuppression(centerPointBox: try n.int("center_point_box", default: 0) == 1),
                inputs: (0..<5).map { n.input($0) })
     }]
+    t["Det"] = [v(11) { n in n.emit(.determinant, inputs: [n.input(0)]) }]
+    t["MaxUnpool"] = [v(9) { n in
+        guard let kernel = try n.ints("kernel_shape") else { throw n.error("missing required attribute 'kernel_shape'") }
+        n.emit(.maxUnpool(kernel: kernel, strides: try n.ints("strides") ?? [], pads: try n.ints("pads") ?? []),
+               inputs: [n.input(0), n.input(1), n.input(2)])
+    }]
     t["Col2Im"] = [v(18) { n in
         n.emit(.col2im(strides: try n.ints("strides") ?? [], dilations: try n.ints("dilations") ?? [], pads: try n.ints("pads") ?? []),
                inputs: [n.input(0), n.input(1), n.input(2)])
@@ -149,6 +155,9 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
     case .triangle(let upper): n.emit("Trilu", attrs: [.bool("upper", upper)])
     case .compress(let axis): n.emit("Compress", attrs: axis.map { [.int("axis", Int64($0))] } ?? [])
     case .nonMaxSuppression(let center): n.emit("NonMaxSuppression", attrs: [.int("center_point_box", center ? 1 : 0)])
+    case .determinant: n.emit("Det")
+    case .maxUnpool(let kernel, let strides, let pads):
+        n.emit("MaxUnpool", attrs: [.ints("kernel_shape", kernel), .ints("strides", strides), .ints("pads", pads)].filter { !$0.ints.isEmpty })
     case .col2im(let strides, let dilations, let pads):
         n.emit("Col2Im", attrs: [.ints("strides", strides), .ints("dilations", dilations), .ints("pads", pads)].filter { !$0.ints.isEmpty })
     case .dft(let inverse, let onesided, let axis):
