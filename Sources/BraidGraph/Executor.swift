@@ -64,20 +64,52 @@ public final class Executor {
         }
         let fed = Set(graph.feedInputs.map(\.name))
         var planTime = Set<String>()
+        var computed: [String] = []
         for n in graph.nodes {
-            for i in Executor.planTimeOperands(n.op) where i < n.inputs.count && fed.contains(n.inputs[i]) {
-                planTime.insert(n.inputs[i])
+            for i in Executor.planTimeOperands(n.op) where i < n.inputs.count && !n.inputs[i].isEmpty {
+                if fed.contains(n.inputs[i]) { planTime.insert(n.inputs[i]) } else { computed.append(n.inputs[i]) }
             }
         }
+        planTime.formUnion(Executor.integerFeedsBehind(computed, graph))
         self.planTimeInputs = planTime
         self.lastUse = last
         self.graphOutputs = Set(graph.outputs.map(\.name))
+    }
+
+    /// Integer and bool feed inputs from which a plan-time operand is computed (a window
+    /// length or crop size fed as a tensor): the walk back from `values` stops at Shape and
+    /// Size, which read only shapes, and never takes a float feed, which is data.
+    static func integerFeedsBehind(_ values: [String], _ graph: Graph) -> Set<String> {
+        var producer: [String: Int] = [:]
+        for (i, n) in graph.nodes.enumerated() { for o in n.outputs where !o.isEmpty { producer[o] = i } }
+        let feedTypes = Dictionary(graph.feedInputs.map { ($0.name, $0.dtype) }, uniquingKeysWith: { a, _ in a })
+        var found = Set<String>(), seen = Set<String>(), stack = values
+        while let v = stack.popLast() {
+            guard seen.insert(v).inserted, let p = producer[v] else { continue }
+            switch graph.nodes[p].op {
+            case .shape, .size: continue
+            default: break
+            }
+            for input in graph.nodes[p].inputs where !input.isEmpty {
+                if let t = feedTypes[input] {
+                    if !t.isFloat { found.insert(input) }
+                } else {
+                    stack.append(input)
+                }
+            }
+        }
+        return found
     }
 
     /// Operand positions an op needs before the run.
     static func planTimeOperands(_ op: Op) -> [Int] {
         switch op {
         case .reshape, .unsqueeze, .squeeze, .expand, .tile, .split, .reduce: return [1]
+        case .cumSum, .cumProd, .topK, .oneHot, .triangle, .compress: return [1]
+        case .unique: return [0]
+        case .dft, .col2im: return [1, 2]
+        case .maxUnpool: return [2]
+        case .nonMaxSuppression: return [0, 1, 2, 3, 4]
         case .slice: return [1, 2, 3, 4]
         case .pad: return [1, 3]
         case .resize: return [1, 2, 3]

@@ -15,8 +15,18 @@ func lowerMath(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     case .select: return try lowerSelect(node, inputs)
     case .clip: return try lowerClip(node, inputs)
     case .prelu: return try lowerPRelu(node, inputs)
-    case .cast(let to):
+    case .reinterpretBits(let from, let to):
         let x = try inputs.required(0, node)
+        guard from.bits == to.bits else { throw GraphError(node: node.name, "BitCast between \(from.bits)- and \(to.bits)-bit types") }
+        let n = x.shape.product
+        return LoweredOp(outputs: [(x.shape, to.storage)]) { ins, outs in
+            let src = ins[0]!, dst = outs[0]
+            return { for i in 0..<n { storeBits(loadBits(src, i, from), dst, i, to) } }
+        }
+    case .cast, .castLike:
+        let x = try inputs.required(0, node)
+        let to: DType
+        if case .cast(let t) = node.op { to = t } else { to = try inputs.required(1, node).dtype }
         return LoweredOp(outputs: [(x.shape, to)]) { ins, outs in
             let src = ins[0]!, dst = outs[0]
             return { Elementwise.cast(src, to: dst) }
@@ -45,6 +55,7 @@ private func lowerUnary(_ node: Node, _ op: UnaryOp, _ inputs: [PlanValue?]) thr
         }
     default:
         if x.dtype.isFloat {
+            if f == .bitwiseNot { throw typeError(node, x.dtype, "an integer type") }
             return LoweredOp(outputs: [(x.shape, x.dtype)]) { ins, outs in
                 let src = ins[0]!.floats, dst = outs[0].floats
                 return { Elementwise.unary(f, src, dst, count: n) }
@@ -107,7 +118,7 @@ private func lowerBinary(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?]) t
                 let x = ins[0]!.floats, y = ins[1]!.floats, z = outs[0].ints
                 return { Elementwise.compare(f, layout, x, y, z) }
             }
-        case .and, .or, .xor, .bitShiftLeft, .bitShiftRight:
+        case .and, .or, .xor, .bitShiftLeft, .bitShiftRight, .bitwiseAnd, .bitwiseOr, .bitwiseXor:
             throw typeError(node, a.dtype, "an integer or bool type")
         default:
             return LoweredOp(outputs: [(shape, outType)]) { ins, outs in
@@ -116,8 +127,12 @@ private func lowerBinary(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?]) t
             }
         }
     }
+    // Signed types shift right arithmetically (sign fill), as ONNX's reference does.
+    let signed: Set<DType> = [.int8, .int16, .int32, .int64]
+    let f2: BinaryFunction = f == .bitShiftRight && signed.contains(a.dtype) ? .arithmeticShiftRight : f
     return LoweredOp(outputs: [(shape, outType)]) { ins, outs in
         let x = ins[0]!.ints, y = ins[1]!.ints, z = outs[0].ints
+        let f = f2
         if f.producesBool { return { Elementwise.binary(f, layout, x, y, z) } }
         return {
             Elementwise.binary(f, layout, x, y, z)
@@ -285,6 +300,8 @@ public func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
     case .not: return .not
     case .isNaN: return .isNaN
     case .isInf: return .isInf
+    case .bitwiseNot: return .bitwiseNot
+    case .narrow(let f, let s): return .narrow(f, saturate: s)
     case .leakyRelu(let a): return .leakyRelu(alpha: a)
     case .elu(let a): return .elu(alpha: a)
     case .celu(let a): return .celu(alpha: a)
@@ -317,5 +334,37 @@ public func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
     case .xor: return .xor
     case .bitShiftLeft: return .bitShiftLeft
     case .bitShiftRight: return .bitShiftRight
+    case .bitwiseAnd: return .bitwiseAnd
+    case .bitwiseOr: return .bitwiseOr
+    case .bitwiseXor: return .bitwiseXor
+    }
+}
+
+/// Element `i`'s bits in layout `l` (from Braid's float32 or Int64 storage).
+@inline(__always)
+private func loadBits(_ t: Tensor, _ i: Int, _ l: BitLayout) -> UInt64 {
+    switch l {
+    case .float32: return UInt64(t.floats[i].bitPattern)
+    case .float64: return Double(t.floats[i]).bitPattern
+    case .float16: return UInt64(Float16(t.floats[i]).bitPattern)
+    case .bfloat16: return UInt64(t.floats[i].bitPattern >> 16)
+    case .bool: return t.ints[i] != 0 ? 1 : 0
+    case .integer(let bits, _): return bits == 64 ? UInt64(bitPattern: t.ints[i]) : UInt64(bitPattern: t.ints[i]) & ((1 << UInt64(bits)) - 1)
+    }
+}
+
+/// Stores `bits` read in layout `l` as element `i` of `t`.
+@inline(__always)
+private func storeBits(_ bits: UInt64, _ t: Tensor, _ i: Int, _ l: BitLayout) {
+    switch l {
+    case .float32: t.floats[i] = Float(bitPattern: UInt32(truncatingIfNeeded: bits))
+    case .float64: t.floats[i] = Float(Double(bitPattern: bits))
+    case .float16: t.floats[i] = Float(Float16(bitPattern: UInt16(truncatingIfNeeded: bits)))
+    case .bfloat16: t.floats[i] = Float(bitPattern: UInt32(truncatingIfNeeded: bits) << 16)
+    case .bool: t.ints[i] = bits & 0xFF != 0 ? 1 : 0
+    case .integer(let width, let signed):
+        if width == 64 || !signed { t.ints[i] = Int64(bitPattern: bits); return }
+        let shift = UInt64(64 - width)
+        t.ints[i] = Int64(bitPattern: bits << shift) >> Int64(shift)
     }
 }

@@ -171,6 +171,7 @@ public func convGeometry(_ node: Node, _ p: ConvParams, x: PlanValue, w: PlanVal
 
 func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> LoweredOp {
     let x = try nnFloatInput(0, node, inputs, "X"), w = try nnFloatInput(1, node, inputs, "W")
+    if x.shape.count == 5 { return try lowerConv3D(node, p, x: x, w: w, inputs) }
     let (geometry, outShape) = try convGeometry(node, p, x: x, w: w)
     let bias = try nnOptionalInput(2, node, inputs, "B", shape: [w.shape[0]])
     let hasBias = bias != nil
@@ -241,7 +242,7 @@ func convActivation(_ a: FusedActivation) -> ConvActivation {
 
 func lowerConvTranspose(_ node: Node, _ p: ConvTransposeParams, _ inputs: [PlanValue?]) throws -> LoweredOp {
     let x = try nnFloatInput(0, node, inputs, "X"), w = try nnFloatInput(1, node, inputs, "W")
-    let r = try nnSpatialRank(node, x)
+    let r = x.shape.count == 5 ? 3 : try nnSpatialRank(node, x)
     let cp = p.conv
     let n = x.shape[0], c = x.shape[1], group = max(1, cp.group)
     guard w.shape.count == r + 2, w.shape[0] == c, c % group == 0 else {
@@ -284,6 +285,12 @@ func lowerConvTranspose(_ node: Node, _ p: ConvTransposeParams, _ inputs: [PlanV
         guard outSpatial[i] >= 0 else {
             throw GraphError(node: node.name, "\(node.sourceOp) output size \(outSpatial[i]) < 0 on spatial axis \(i)")
         }
+    }
+    if r == 3 {
+        let direct = DirectConv(batch: n, inChannels: c, outChannels: m, group: group, input: Array(x.shape[2...]),
+                                output: outSpatial, kernel: kernel, strides: strides, dilations: dil,
+                                padBegin: Array(pads[..<r]), transposed: true)
+        return directConvOp(direct, [n, m] + outSpatial, hasBias: bias != nil)
     }
     let two = r == 2
     let geometry = ConvGeometry(

@@ -159,3 +159,46 @@ func lowerMatMul(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
         }
     }
 }
+
+// MARK: - 3-D convolution
+
+/// Convolution over three spatial axes through the direct kernel (the im2col and Winograd
+/// paths are 1-D and 2-D).
+func lowerConv3D(_ node: Node, _ p: ConvParams, x: PlanValue, w: PlanValue, _ inputs: [PlanValue?]) throws -> LoweredOp {
+    let n = x.shape[0], c = x.shape[1], m = w.shape[0], group = max(1, p.group)
+    guard w.shape.count == 5, c % group == 0, m % group == 0, w.shape[1] == c / group else {
+        throw GraphError(node: node.name, "\(node.sourceOp) weight \(w.shape) does not fit input \(x.shape) with group \(group)")
+    }
+    let kernel = Array(w.shape[2...])
+    let axes = try resolveWindows(node, spatial: Array(x.shape[2...]), kernel: kernel, strides: p.strides,
+                                  pads: p.pads, dilations: p.dilations, autoPad: p.autoPad)
+    let bias = try nnOptionalInput(2, node, inputs, "B", shape: [m])
+    let direct = DirectConv(batch: n, inChannels: c, outChannels: m, group: group, input: Array(x.shape[2...]),
+                            output: axes.map(\.output), kernel: kernel, strides: axes.map(\.stride),
+                            dilations: axes.map(\.dilation), padBegin: axes.map(\.padBegin), transposed: false)
+    let shape = [n, m] + axes.map(\.output)
+    // A fused epilogue (Passes.fuseConvEpilogues) runs after the product: residual, activation.
+    let residual = p.fusion?.residual == true
+    if residual {
+        guard try nnFloatInput(3, node, inputs, "residual").shape == shape else {
+            throw GraphError(node: node.name, "\(node.sourceOp): a fused residual must have the output's shape \(shape) for a 3-D convolution")
+        }
+    }
+    return directConvOp(direct, shape, hasBias: bias != nil, residual: residual, activation: p.fusion?.activation.map(convActivation))
+}
+
+func directConvOp(_ direct: DirectConv, _ shape: [Int], hasBias: Bool, residual: Bool = false,
+                  activation: ConvActivation? = nil) -> LoweredOp {
+    let count = shape.product
+    return LoweredOp(outputs: [(shape, .float32)]) { ins, outs in
+        let xp = UnsafePointer(ins[0]!.floats), wp = UnsafePointer(ins[1]!.floats)
+        let bp = hasBias ? UnsafePointer(ins[2]!.floats) : nil
+        let rp = residual ? UnsafePointer(ins[3]!.floats) : nil
+        let yp = outs[0].floats
+        return {
+            direct.run(x: xp, w: wp, bias: bp, y: yp)
+            if let rp { Elementwise.add(rp, into: yp, count: count) }
+            activation?.apply(yp, cols: count)
+        }
+    }
+}

@@ -33,7 +33,7 @@ public struct LoweredOp {
 /// Throws `GraphError` naming the node when shapes, types or plan-time operands are wrong.
 public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     switch node.op {
-    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast:
+    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
         return try lowerMath(node, inputs)
     case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .channelChain, .instanceNorm, .layerNorm,
          .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
@@ -42,6 +42,8 @@ public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
          .shape, .size, .constantOfShape, .unsqueeze, .squeeze, .expand, .tile, .pad,
          .resize, .range, .depthToSpace, .spaceToDepth, .identity, .constant:
         return try lowerShape(node, inputs)
+    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
+        return try lowerIndexing(node, inputs)
     case .reduce, .argExtreme:
         return try lowerReduce(node, inputs)
     }

@@ -23,6 +23,10 @@ public enum Op: Sendable {
     case prelu
     /// Element type conversion.
     case cast(to: DType)
+    /// `[x, like]`: x converted to like's element type (like's elements are not read).
+    case castLike
+    /// Each element's bits, laid out as `from`, read back as `to` (same width).
+    case reinterpretBits(from: BitLayout, to: BitLayout)
 
     // MARK: Neural-network family
     /// `[x, w, b?]`, x `[N, C, spatial...]`, w `[M, C/group, kernel...]`; 1-D and 2-D spatial.
@@ -77,6 +81,61 @@ public enum Op: Sendable {
     /// `[x, indices]` along `axis`.
     case gather(axis: Int)
     case gatherElements(axis: Int)
+    /// `[data, indices]`: slices of data addressed by index tuples (indices' last axis), the
+    /// first `batchDims` axes shared by both.
+    case gatherND(batchDims: Int)
+    /// `[data, indices, updates]`: data with the slices named by index tuples combined with
+    /// the updates.
+    case scatterND(reduction: ScatterReduction)
+    /// `[data, indices, updates]`: data with one element per index (along `axis`) combined
+    /// with the matching update.
+    case scatterElements(axis: Int, reduction: ScatterReduction)
+    /// `[x, axis]`: running sum along a plan-time axis.
+    case cumSum(exclusive: Bool, reverse: Bool)
+    /// `[x, axis]`: running product along a plan-time axis.
+    case cumProd(exclusive: Bool, reverse: Bool)
+    /// `[x, k]` -> `[values, indices]`: the k largest (or smallest) along `axis`, ties to
+    /// the lower index.
+    case topK(axis: Int, largest: Bool, sorted: Bool)
+    /// `[indices, depth, values]`: a new axis at `axis` of length depth holding values[1] at
+    /// each index and values[0] elsewhere.
+    case oneHot(axis: Int)
+    /// `[x, k?]`: the upper (or lower) triangle of the last two axes from diagonal k, zeros
+    /// elsewhere.
+    case triangle(upper: Bool)
+    /// `[x, grid]`: x `[N, C, spatial...]` sampled at grid `[N, out..., s]` (normalised
+    /// coordinates, the last spatial axis first) -> `[N, C, out...]`.
+    case gridSample(GridSampleParams)
+    /// `[x, condition]`: the slices along `axis` (of the flattened x when nil) where the
+    /// bool condition holds; the condition must be known before the run.
+    case compress(axis: Int?)
+    /// `[x]` -> `[values, firstIndices, inverseIndices, counts]`: the distinct elements (or
+    /// slices along `axis`), sorted or in order of first appearance; x must be known before
+    /// the run.
+    case unique(axis: Int?, sorted: Bool)
+    /// `[x, w, r, bias?, lengths?, h0?, c0?, peephole?]` -> `[y, lastHidden, lastCell?]`: a
+    /// recurrent layer over x `[S, B, I]` (see `RecurrentParams`).
+    case recurrent(RecurrentParams)
+    /// `[x, length?, axis?]`: the discrete Fourier transform of x `[..., n, ..., 1 or 2]`
+    /// (real or complex last axis) along `axis` (the field, else input 2), length and axis
+    /// known before the run.
+    case dft(inverse: Bool, onesided: Bool, axis: Int?)
+    /// `[x, imageShape, blockShape]`: sliding blocks `[N, C * prod(block), L]` summed back into
+    /// an image `[N, C, image...]`; `pads` holds all begins then all ends.
+    case col2im(strides: [Int], dilations: [Int], pads: [Int])
+    /// `[boxes, scores, maxPerClass?, iouThreshold?, scoreThreshold?]` -> selected
+    /// `[K, 3]` (batch, class, box) by greedy non-maximum suppression; every operand must be
+    /// known before the run (the count K depends on the values).
+    case nonMaxSuppression(centerPointBox: Bool)
+    /// `[q, k, v, pastState?, decay?, beta?]` -> `[y, state]`: linear attention over time
+    /// with `qHeads` query heads sharing `kvHeads` states (decay gates and delta correction when
+    /// their inputs are given); `scale` nil means 1/sqrt(dk).
+    case linearAttention(qHeads: Int, kvHeads: Int, scale: Float?)
+    /// `[x]`: determinants of the `[..., M, M]` matrices.
+    case determinant
+    /// `[x, indices, outputShape?]`: pooled values put back at their flat indices into a
+    /// zeroed `[N, C, spatial...]` (sizes from outputShape, else from the window geometry).
+    case maxUnpool(kernel: [Int], strides: [Int], pads: [Int])
     /// The input's shape as int64, optionally `[start, end)`.
     case shape(start: Int, end: Int?)
     case size
@@ -110,7 +169,7 @@ public enum UnaryOp: Sendable, Equatable {
     case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
     case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
     case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf
+    case not, isNaN, isInf, bitwiseNot
     case leakyRelu(alpha: Float)
     case elu(alpha: Float)
     case celu(alpha: Float)
@@ -119,6 +178,9 @@ public enum UnaryOp: Sendable, Equatable {
     case hardSigmoid(alpha: Float, beta: Float)
     case gelu(tanhApproximation: Bool)
     case shrink(bias: Float, lambd: Float)
+    /// Rounds onto a narrower format's grid (values stay float32, or Int64 for the integer
+    /// formats); `saturate` clamps out-of-range values to the largest finite one.
+    case narrow(NarrowFormat, saturate: Bool)
 }
 
 public enum BinaryOp: Sendable, Equatable {
@@ -128,6 +190,7 @@ public enum BinaryOp: Sendable, Equatable {
     case equal, less, greater, lessOrEqual, greaterOrEqual
     case and, or, xor
     case bitShiftLeft, bitShiftRight
+    case bitwiseAnd, bitwiseOr, bitwiseXor
 }
 
 public enum VariadicOp: Sendable, Equatable {
@@ -141,6 +204,80 @@ public enum PoolKind: Sendable, Equatable {
 }
 
 public enum SoftmaxKind: Sendable, Equatable { case softmax, logSoftmax, hardmax }
+
+public struct GridSampleParams: Sendable, Equatable {
+    public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
+    public enum Padding: Sendable, Equatable { case zeros, border, reflection }
+    public var mode: Mode
+    public var padding: Padding
+    /// Coordinates -1 and 1 name the centres of the corner elements (else their outer edges).
+    public var alignCorners: Bool
+
+    public init(mode: Mode, padding: Padding, alignCorners: Bool) {
+        self.mode = mode; self.padding = padding; self.alignCorners = alignCorners
+    }
+}
+
+/// How a scalar is laid out in memory, for reinterpreting bits. Braid stores every float as
+/// float32 and every integer as Int64, so the layout says which width the bits had.
+public enum BitLayout: Sendable, Equatable {
+    case float16, bfloat16, float32, float64, bool
+    case integer(bits: Int, signed: Bool)
+
+    /// The Braid type values of this layout are stored as.
+    public var storage: DType {
+        switch self {
+        case .float16, .bfloat16, .float32, .float64: return .float32
+        case .bool: return .bool
+        case .integer(let bits, let signed):
+            switch (bits, signed) {
+            case (8, true): return .int8
+            case (8, false): return .uint8
+            case (16, true): return .int16
+            case (16, false): return .uint16
+            case (32, true): return .int32
+            case (32, false): return .uint32
+            case (64, false): return .uint64
+            default: return .int64
+            }
+        }
+    }
+
+    public var bits: Int {
+        switch self {
+        case .float16, .bfloat16: return 16
+        case .float32: return 32
+        case .float64: return 64
+        case .bool: return 8
+        case .integer(let b, _): return b
+        }
+    }
+}
+
+/// A recurrent layer: its cell, one entry per direction (running backward or not) with that
+/// direction's activations (f[, g[, h]]), hidden size and optional pre-activation clip.
+/// Weights `[D, G*H, I]` and `[D, G*H, H]`, gates ordered (z, r, h) for GRU and (i, o, f, c)
+/// for LSTM; y `[S, D, B, H]`.
+public struct RecurrentParams: Sendable, Equatable {
+    public enum Cell: Sendable, Equatable {
+        case simple
+        case gru(linearBeforeReset: Bool)
+        case lstm(inputForget: Bool)
+    }
+    public var cell: Cell
+    public var reverse: [Bool]
+    public var activations: [[UnaryOp]]
+    public var hiddenSize: Int
+    public var clip: Float?
+
+    public init(cell: Cell, reverse: [Bool], activations: [[UnaryOp]], hiddenSize: Int, clip: Float?) {
+        self.cell = cell; self.reverse = reverse; self.activations = activations
+        self.hiddenSize = hiddenSize; self.clip = clip
+    }
+}
+
+/// How a scatter combines an update with the element in place.
+public enum ScatterReduction: Sendable, Equatable { case none, add, mul, max, min }
 
 public enum PadMode: Sendable, Equatable { case constant, reflect, edge, wrap }
 

@@ -59,8 +59,30 @@ struct LayerSpec {
     /// One entry per call of the layer, each listing the tensors passed to it. Empty for
     /// Sequential layers and input layers.
     var calls: [[TensorRef]]
+    /// Per call, the top-level positional arguments in order: tensors (taken from `calls` in
+    /// turn) and Python numbers. Keras 3 operation nodes (`x + 3.0`) need the numbers and
+    /// their positions; empty for Keras 2 configs.
+    var operands: [[CallOperand]] = []
     /// Position in the model's layer list (0-based), for error messages.
     var position: Int
+
+    /// True for a Keras 3 operation node (a `keras.ops` call such as `x + 3.0` recorded in a
+    /// functional config) rather than a layer.
+    /// Legacy .h5 configs drop `module`: there an operation is told from a layer of the same
+    /// class name (Reshape, Add...) by its config, which lacks the `trainable` every layer
+    /// config has, or by a number among its arguments.
+    var isOperation: Bool {
+        if let module = entry.string("module") { return module.hasPrefix("keras.src.ops") }
+        guard operationTable[className] != nil else { return false }
+        return layerTable[className] == nil || config["trainable"] == nil
+            || operands.contains { $0.contains { if case .number = $0 { return true } else { return false } } }
+    }
+}
+
+/// One positional argument of a layer call: the next tensor of the call, or a number.
+enum CallOperand: Equatable {
+    case tensor
+    case number(Double)
 }
 
 /// A Sequential or Functional model config, Keras 2 or 3.
@@ -107,7 +129,8 @@ struct ModelSpec {
             let config = entry.object("config") ?? JSONObject([:])
             let lname = entry.string("name") ?? config.string("name") ?? "layer_\(i)"
             let calls = try ModelSpec.parseInbound(entry["inbound_nodes"], layer: lname, cls: cls, position: i)
-            layers.append(LayerSpec(name: lname, className: cls, config: config, entry: entry, calls: calls, position: i))
+            layers.append(LayerSpec(name: lname, className: cls, config: config, entry: entry, calls: calls,
+                                    operands: ModelSpec.parseOperands(entry["inbound_nodes"]), position: i))
         }
         inputs = []
         outputs = []
@@ -173,6 +196,26 @@ struct ModelSpec {
                 }
                 return r
             }
+        }
+    }
+
+    /// Keras 3 calls' top-level positional arguments: a tensor, a list of tensors (each one a
+    /// `.tensor`), or a number.
+    static func parseOperands(_ v: Any?) -> [[CallOperand]] {
+        guard let nodes = v as? [Any] else { return [] }
+        return nodes.map { node in
+            guard let d = node as? [String: Any], let args = d["args"] as? [Any] else { return [] }
+            var out: [CallOperand] = []
+            for a in args {
+                if let n = a as? NSNumber {
+                    out.append(.number(n.doubleValue))
+                } else {
+                    var refs: [TensorRef] = []
+                    collectTensors(a, into: &refs)
+                    out += refs.map { _ in .tensor }
+                }
+            }
+            return out
         }
     }
 

@@ -20,6 +20,7 @@ let coreLayers: [String: LayerTranslator] = {
             return [KTensor(name: y, shape: x.shape, channelsFirst: x.channelsFirst)]
         },
         "Normalization": normalization,
+        "LayerScale": layerScale,
     ]
     for name in ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
                  "GaussianDropout", "AlphaDropout", "ActivityRegularization"] {
@@ -60,6 +61,22 @@ private func dense(_ ctx: LayerContext, _ ins: [KTensor]) throws -> [KTensor] {
         if let b { y = ctx.add(.binary(.add), [y, b]) }
     }
     return [try ctx.activation(KTensor(name: y, shape: shape))]
+}
+
+/// keras.applications' ConvNeXt `LayerScale`: `x * gamma`, gamma `[projection_dim]` on the
+/// channel axis.
+private func layerScale(_ ctx: LayerContext, _ ins: [KTensor]) throws -> [KTensor] {
+    let x = try ctx.one(ins)
+    let c = ctx.config.int("projection_dim") ?? x.channels
+    let w = try ctx.weights(["gamma"])
+    // Legacy .h5 files name the weight after its unnamed variable ("variable", "variable_3").
+    let unnamed = w.weights.tensors.compactMap(\.name).filter { $0 == "variable" || $0.hasPrefix("variable_") }
+    let gamma = try w.take("gamma", aliases: unnamed, shape: [c])
+    let channelsFirst = x.channelsFirst && x.rank > 2
+    let g = try ctx.weightConstant(channelsFirst ? "gamma_cf" : "gamma") {
+        channelsFirst ? gamma.reshaped([gamma.count] + Array(repeating: 1, count: x.rank - 2)) : gamma
+    }
+    return [KTensor(name: ctx.add(.binary(.mul), [x.name, g]), shape: x.shape, channelsFirst: x.channelsFirst)]
 }
 
 private func batchNorm(_ ctx: LayerContext, _ ins: [KTensor]) throws -> [KTensor] {

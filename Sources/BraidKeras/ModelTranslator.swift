@@ -154,7 +154,7 @@ struct ModelTranslator {
                 let refs = layer.calls[p.call]
                 let args = refs.compactMap { r in produced[r.layer]?[r.node].flatMap { r.tensor < $0.count ? $0[r.tensor] : nil } }
                 guard args.count == refs.count else { rest.append(p); continue }
-                let out = try call(layer, args, scope: scope.child(layer: layer.name, keras3Key: layerKeys[p.index]),
+                let out = try call(layer, args, callIndex: p.call, scope: scope.child(layer: layer.name, keras3Key: layerKeys[p.index]),
                                    keyPrefix: keyPrefix, depth: depth, graphInputs: &graphInputs)
                 produced[layer.name, default: [:]][p.call + nodeOffset(layer)] = out
                 progressed = true
@@ -185,7 +185,7 @@ struct ModelTranslator {
     }
 
     /// One call of one layer (or nested model).
-    private func call(_ layer: LayerSpec, _ args: [KTensor], scope: WeightScope, keyPrefix: String,
+    private func call(_ layer: LayerSpec, _ args: [KTensor], callIndex: Int = 0, scope: WeightScope, keyPrefix: String,
                       depth: Int, graphInputs: inout [ValueDecl]) throws -> [KTensor] {
         calls.value += 1
         guard calls.value <= ModelTranslator.maxLayerCalls else {
@@ -209,6 +209,13 @@ struct ModelTranslator {
         if layer.className == "InputLayer" { return [try ctx.one(args)] }
         if layer.className == "Lambda" {
             throw ctx.err("Lambda layers hold Python code and cannot be imported")
+        }
+        if layer.isOperation {
+            guard let translate = operationTable[layer.className] else {
+                throw ctx.err("unsupported Keras operation '\(layer.className)' (module \(layer.entry.string("module") ?? "?"))")
+            }
+            let operands = callIndex < layer.operands.count ? layer.operands[callIndex] : args.map { _ in .tensor }
+            return try translate(ctx, try operationArguments(ctx, operands, args))
         }
         guard let translate = layerTable[layer.className] else {
             throw ctx.err("unsupported layer class '\(layer.className)'")

@@ -11,7 +11,7 @@ public enum UnaryFunction: Sendable, Equatable {
     case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
     case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
     case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf
+    case not, isNaN, isInf, bitwiseNot
     case leakyRelu(alpha: Float)
     case elu(alpha: Float)
     case celu(alpha: Float)
@@ -20,12 +20,16 @@ public enum UnaryFunction: Sendable, Equatable {
     case hardSigmoid(alpha: Float, beta: Float)
     case gelu(tanhApproximation: Bool)
     case shrink(bias: Float, lambd: Float)
+    /// Rounding onto a narrow format's grid (`NarrowFormat.round`); integer formats also on
+    /// Int64 storage.
+    case narrow(NarrowFormat, saturate: Bool)
 
     /// Functions with an integer form (on Int64 storage): `neg`, `abs`, `sign`, `relu`, and
     /// `not` on bool.
     public var acceptsIntegers: Bool {
         switch self {
-        case .neg, .abs, .sign, .relu, .not: return true
+        case .neg, .abs, .sign, .relu, .not, .bitwiseNot: return true
+        case .narrow(let f, _): return f.isInteger
         default: return false
         }
     }
@@ -40,6 +44,9 @@ public enum BinaryFunction: Sendable, Equatable {
     case equal, less, greater, lessOrEqual, greaterOrEqual
     case and, or, xor
     case bitShiftLeft, bitShiftRight
+    /// Right shift filling with the sign bit; amounts outside `0..<64` give 0 or -1.
+    case arithmeticShiftRight
+    case bitwiseAnd, bitwiseOr, bitwiseXor
 
     /// True for the functions whose result is bool whatever the operands.
     public var producesBool: Bool {
@@ -79,8 +86,9 @@ public enum Elementwise {
         case .acosh: map(x, y, count) { acoshf($0) }
         case .atanh: map(x, y, count) { atanhf($0) }
         case .erf: pmap(x, y, count, ErfF())
-        case .not, .isNaN, .isInf:
+        case .not, .isNaN, .isInf, .bitwiseNot:
             preconditionFailure("\(f) does not map float32 to float32")
+        case .narrow(let format, let saturate): map(x, y, count) { format.round($0, saturate: saturate) }
         default: activation(f, x, y, count: count)
         }
     }
@@ -94,6 +102,8 @@ public enum Elementwise {
         case .sign: map(x, y, count) { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }
         case .relu: map(x, y, count) { $0 < 0 ? 0 : $0 }
         case .not: map(x, y, count) { $0 == 0 ? 1 : 0 }
+        case .bitwiseNot: map(x, y, count) { ~$0 }
+        case .narrow(let format, _): map(x, y, count) { format.narrow($0) }
         default: preconditionFailure("\(f) has no integer form")
         }
     }
@@ -182,6 +192,12 @@ public enum Elementwise {
         case .bitShiftRight: broadcast2(layout, a, b, c) { x, s in
             (s < 0 || s >= 64) ? 0 : Int64(bitPattern: UInt64(bitPattern: x) >> UInt64(s))
         }
+        case .arithmeticShiftRight: broadcast2(layout, a, b, c) { x, s in
+            (s < 0 || s >= 64) ? (x < 0 ? -1 : 0) : x >> s
+        }
+        case .bitwiseAnd: broadcast2(layout, a, b, c) { $0 & $1 }
+        case .bitwiseOr: broadcast2(layout, a, b, c) { $0 | $1 }
+        case .bitwiseXor: broadcast2(layout, a, b, c) { $0 ^ $1 }
         }
     }
 
@@ -266,7 +282,7 @@ extension UnaryFunction {
     /// one (zero almost everywhere); `not`, `isNaN` and `isInf` have none.
     public var isDifferentiable: Bool {
         switch self {
-        case .not, .isNaN, .isInf: return false
+        case .not, .isNaN, .isInf, .bitwiseNot, .narrow: return false
         default: return true
         }
     }
@@ -307,7 +323,7 @@ extension Elementwise {
         case .asinh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x + 1).squareRoot() }
         case .acosh: grad(x, y, g, gx, count) { x, _ in 1 / (x * x - 1).squareRoot() }
         case .atanh: grad(x, y, g, gx, count) { x, _ in 1 / (1 - x * x) }
-        case .not, .isNaN, .isInf: preconditionFailure("\(f) has no derivative")
+        case .not, .isNaN, .isInf, .bitwiseNot, .narrow: preconditionFailure("\(f) has no derivative")
         default: activationBackward(f, x, y, g, gx, count: count)
         }
     }

@@ -135,7 +135,7 @@ public struct ONNXExporter: Sendable {
     }
 
     private func writeNode(_ n: NodeExport) throws {
-        for family in [writeMathOp, writeNNOp, writeShapeOp, writeReduceOp] where try family(n) { return }
+        for family in [writeMathOp, writeNNOp, writeShapeOp, writeReduceOp, writeIndexingOp] where try family(n) { return }
         throw n.error("no ONNX writer for this op")
     }
 }

@@ -68,6 +68,10 @@ public struct ONNXImporter: Sendable {
         var taken = Set(initializers.keys).union(inputs.map(\.name))
         for n in g.nodes { taken.formUnion(n.outputs) }
         var fixedInputShapes: [String: [Int]] = [:]
+        let inputTypes = Dictionary(inputs.map { ($0.name, $0.dtype) }, uniquingKeysWith: { a, _ in a })
+        var elementTypes: [String: ONNXDataType] = [:]
+        for v in g.inputs { if case .tensor(let elem, _) = v.type, let t = ONNXDataType(rawValue: elem) { elementTypes[v.name] = t } }
+        for t in g.initializers { if let d = ONNXDataType(rawValue: t.dataType) { elementTypes[t.name] = d } }
         for i in inputs {
             let dims = i.shape?.compactMap(\.value)
             if let dims, dims.count == i.shape?.count { fixedInputShapes[i.name] = dims }
@@ -90,6 +94,8 @@ public struct ONNXImporter: Sendable {
                 proto: p, opset: opset, name: name, used: used,
                 initializer: { initializers[$0] },
                 declaredShape: { fixedInputShapes[$0] },
+                declaredType: { inputTypes[$0] },
+                declaredElementType: { elementTypes[$0] },
                 freshName: { base in
                     var n = base, k = 1
                     while taken.contains(n) { n = "\(base)_\(k)"; k += 1 }

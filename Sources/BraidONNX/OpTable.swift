@@ -21,7 +21,7 @@ let maxSupportedOpset = 28
 /// Every translation table, one per op family.
 let onnxOpTable: OpTable = {
     var table = mathOps
-    for family in [nnOps, shapeOps, reduceOps] {
+    for family in [nnOps, shapeOps, reduceOps, indexingOps, compositeOps, quantizeOps, recurrentOps] {
         table.merge(family) { _, _ in preconditionFailure("op registered in two families") }
     }
     return table
@@ -43,15 +43,20 @@ final class NodeTranslation {
     private let used: Set<String>
     private let initializer: (String) -> Tensor?
     private let declaredShape: (String) -> [Int]?
+    private let declaredType: (String) -> DType?
+    private let declaredElementType: (String) -> ONNXDataType?
     private let freshName: (String) -> String
     private(set) var nodes: [Node] = []
     private(set) var constants: [(name: String, tensor: Tensor)] = []
 
     init(proto: ONNXNodeProto, opset: Int, name: String, used: Set<String>,
          initializer: @escaping (String) -> Tensor?, declaredShape: @escaping (String) -> [Int]?,
+         declaredType: @escaping (String) -> DType? = { _ in nil },
+         declaredElementType: @escaping (String) -> ONNXDataType? = { _ in nil },
          freshName: @escaping (String) -> String) {
         self.proto = proto; self.opset = opset; self.name = name; self.used = used
         self.initializer = initializer; self.declaredShape = declaredShape; self.freshName = freshName
+        self.declaredType = declaredType; self.declaredElementType = declaredElementType
         var attrs: [String: ONNXAttributeProto] = [:]
         for a in proto.attributes { attrs[a.name] = a }
         attributes = attrs
@@ -81,6 +86,21 @@ final class NodeTranslation {
         let n = input(i)
         guard !n.isEmpty else { return nil }
         return initializer(n)?.shape ?? declaredShape(n)
+    }
+
+    /// The element type of input `i` when known at import: an initializer's, or a graph
+    /// input's declared type.
+    func knownType(_ i: Int) -> DType? {
+        let n = input(i)
+        guard !n.isEmpty else { return nil }
+        return initializer(n)?.dtype ?? declaredType(n)
+    }
+
+    /// The ONNX element type of input `i` as the file declares it (graph inputs and
+    /// initializers), before Braid widens narrow types.
+    func knownElementType(_ i: Int) -> ONNXDataType? {
+        let n = input(i)
+        return n.isEmpty ? nil : declaredElementType(n)
     }
 
     func error(_ message: String) -> ONNXError {

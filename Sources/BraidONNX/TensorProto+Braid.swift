@@ -9,6 +9,9 @@ extension ONNXDataType {
     var braidType: DType? {
         switch self {
         case .float, .float16, .double, .bfloat16: return .float32
+        case .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float4e2m1, .float8e8m0: return .float32
+        case .int4, .int2: return .int8
+        case .uint4, .uint2: return .uint8
         case .int64: return .int64
         case .int32: return .int32
         case .int16: return .int16
@@ -26,6 +29,8 @@ extension ONNXDataType {
     var rawWidth: Int {
         switch self {
         case .uint8, .int8, .bool: return 1
+        case .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float8e8m0: return 1
+        case .uint4, .int4, .float4e2m1, .uint2, .int2: return 0
         case .uint16, .int16, .float16, .bfloat16: return 2
         case .float, .int32, .uint32: return 4
         case .int64, .uint64, .double, .complex64: return 8
@@ -88,7 +93,7 @@ extension ONNXTensorProto {
             count = p
         }
         let shape = dims.map { Int($0) }
-        let rawBytes = count * type.rawWidth
+        let rawBytes = type.narrowFormat.map { (count * $0.bits + 7) / 8 } ?? count * type.rawWidth
 
         if isExternal {
             let data = try externalBytes(expected: rawBytes, baseDirectory: baseDirectory, subject: subject)
@@ -136,6 +141,9 @@ extension ONNXTensorProto {
             case .uint32: each(UInt32.self) { Int64($0) }
             case .int64: each(Int64.self) { $0 }
             case .uint64: each(UInt64.self) { Int64(bitPattern: $0) }
+            case .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float4e2m1, .float8e8m0,
+                 .uint4, .int4, .uint2, .int2:
+                unpack(UnsafeRawBufferPointer(rebasing: src[0...]), type.narrowFormat!, into: t)
             case .undefined, .string, .complex64, .complex128: break
             }
         }
@@ -157,6 +165,17 @@ extension ONNXTensorProto {
         case .double: try check(doubleData.count, "double_data")
         case .float16, .bfloat16, .int32, .int16, .int8, .uint16, .uint8, .bool:
             try check(int32Data.count, "int32_data")
+        case .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float4e2m1, .float8e8m0,
+             .uint4, .int4, .uint2, .int2:
+            // One int32 per byte of the packed form.
+            let f = type.narrowFormat!
+            guard int32Data.count == (count * f.bits + 7) / 8 else {
+                throw ONNXError(subject: subject, "int32_data holds \(int32Data.count) bytes, shape \(dims) of \(type.name) needs \((count * f.bits + 7) / 8)")
+            }
+            let bytes = Data(int32Data.map { UInt8(truncatingIfNeeded: $0) })
+            let t = Tensor(zeros: shape, dtype: dtype)
+            bytes.withUnsafeBytes { unpack($0, f, into: t) }
+            return t
         case .int64: try check(int64Data.count, "int64_data")
         case .uint32, .uint64: try check(uint64Data.count, "uint64_data")
         case .undefined, .string, .complex64, .complex128:
@@ -181,7 +200,8 @@ extension ONNXTensorProto {
             for i in 0..<count { t.ints[i] = int64Data[i] }
         case .uint32, .uint64:
             for i in 0..<count { t.ints[i] = Int64(bitPattern: uint64Data[i]) }
-        case .undefined, .string, .complex64, .complex128:
+        case .undefined, .string, .complex64, .complex128, .float8e4m3fn, .float8e4m3fnuz, .float8e5m2,
+             .float8e5m2fnuz, .float4e2m1, .float8e8m0, .uint4, .int4, .uint2, .int2:
             throw ONNXError(subject: subject, "unsupported element type \(type.name)")
         }
         return t
@@ -319,5 +339,37 @@ func writeFileAtomically(_ data: Data, to path: String) throws {
     } catch {
         try? FileManager.default.removeItem(atPath: tmp)
         throw ONNXError(file: path, "cannot write: \(error.localizedDescription)")
+    }
+}
+
+extension ONNXDataType {
+    /// The narrow format of the 8-, 4- and 2-bit types, nil for the others.
+    var narrowFormat: NarrowFormat? {
+        switch self {
+        case .float8e4m3fn: return .float8e4m3fn
+        case .float8e4m3fnuz: return .float8e4m3fnuz
+        case .float8e5m2: return .float8e5m2
+        case .float8e5m2fnuz: return .float8e5m2fnuz
+        case .float4e2m1: return .float4e2m1
+        case .float8e8m0: return .float8e8m0(.up)
+        case .uint4: return .uint4
+        case .int4: return .int4
+        case .uint2: return .uint2
+        case .int2: return .int2
+        default: return nil
+        }
+    }
+}
+
+/// Elements of a narrow format packed little-end first (two 4-bit or four 2-bit elements per
+/// byte), decoded into `t` (float32 storage for floats, Int64 for integers).
+private func unpack(_ bytes: UnsafeRawBufferPointer, _ f: NarrowFormat, into t: Tensor) {
+    let n = t.count, bits = f.bits, perByte = 8 / bits, mask = UInt32((1 << bits) - 1)
+    for i in 0..<n {
+        let byte = i / perByte
+        guard byte < bytes.count else { return }
+        let raw = (UInt32(bytes[byte]) >> UInt32((i % perByte) * bits)) & mask
+        let v = f.decode(raw)
+        if f.isInteger { t.ints[i] = Int64(v) } else { t.floats[i] = v }
     }
 }

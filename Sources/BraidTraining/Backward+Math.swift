@@ -45,7 +45,7 @@ func backwardMath(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], 
         }
     case .prelu:
         return try preluBackward(node, inputs, out)
-    case .cast:
+    case .cast, .castLike:
         let x = try inputs.required(0, node)
         guard x.dtype.isFloat else {
             throw GraphError(node: node.name, "\(node.sourceOp) from \(x.dtype) has no gradient")

@@ -25,7 +25,7 @@ public struct LoweredBackward {
 public func lowerBackward(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue],
                           needs: [Bool]) throws -> LoweredBackward {
     switch node.op {
-    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast:
+    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
         return try backwardMath(node, inputs, outputs, needs: needs)
     case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .instanceNorm, .layerNorm,
          .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
@@ -36,6 +36,8 @@ public func lowerBackward(_ node: Node, _ inputs: [PlanValue?], _ outputs: [Plan
         return try backwardShape(node, inputs, outputs, needs: needs)
     case .reduce:
         return try backwardReduce(node, inputs, outputs, needs: needs)
+    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
+        return try backwardIndexing(node, inputs, outputs, needs: needs)
     case .shape, .size, .constantOfShape, .range, .argExtreme, .constant:
         throw GraphError(node: node.name, "\(node.sourceOp) has no gradient (its output does not depend smoothly on its inputs)")
     case .channelChain:

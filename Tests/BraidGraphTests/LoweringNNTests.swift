@@ -97,9 +97,10 @@ final class LoweringNNTests: XCTestCase {
             let text = "\(error)"
             XCTAssertTrue(text.contains("nn_node") && text.contains("[4, 2, 3, 3]"), text)
         }
-        let x3 = Tensor(zeros: [1, 1, 3, 3, 3]), w3 = Tensor(zeros: [1, 1, 1, 1, 1])
-        let op3 = Op.conv(ConvParams(kernel: [1, 1, 1], strides: [], pads: [], dilations: [], group: 1))
-        XCTAssertThrowsError(try runNN(op3, [x3, w3])) { error in
+        // 3-D convolutions run through the direct kernel; four spatial axes do not.
+        let x4 = Tensor(zeros: [1, 1, 3, 3, 3, 3]), w4 = Tensor(zeros: [1, 1, 1, 1, 1, 1])
+        let op4 = Op.conv(ConvParams(kernel: [1, 1, 1, 1], strides: [], pads: [], dilations: [], group: 1))
+        XCTAssertThrowsError(try runNN(op4, [x4, w4])) { error in
             XCTAssertTrue("\(error)".contains("unsupported"), "\(error)")
         }
     }

@@ -15,7 +15,7 @@ let mathOps: OpTable = {
     // Before opset 7 the arithmetic and logical ops broadcast only when asked (`broadcast`),
     // optionally aligned at `axis`.
     func binary(_ name: String, since: Int, legacyBefore: Int = 7, _ op: BinaryOp) {
-        var entries = [v(since) { n in try legacyBroadcastCheck(n); n.emit(.binary(op)) }]
+        var entries = [v(since) { n in try legacyBinary(n, op) }]
         if since < legacyBefore { entries.append(v(legacyBefore) { n in n.emit(.binary(op)) }) }
         t[name] = entries
     }
@@ -67,6 +67,10 @@ let mathOps: OpTable = {
         binary(name, since: 1, op)
     }
     binary("Pow", since: 1, .pow)
+    for (name, op) in [("BitwiseAnd", BinaryOp.bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor)] {
+        t[name] = [v(18) { n in n.emit(.binary(op)) }]
+    }
+    unary("BitwiseNot", since: 18, .bitwiseNot)
     binary("LessOrEqual", since: 12, .lessOrEqual)
     binary("GreaterOrEqual", since: 12, .greaterOrEqual)
     t["Mod"] = [v(10) { n in n.emit(.binary(.mod(fmod: try n.bool("fmod", default: false)))) }]
@@ -85,6 +89,15 @@ let mathOps: OpTable = {
         }]
     }
     t["Where"] = [v(9) { $0.emit(.select) }]
+    t["BitCast"] = [v(26) { n in
+        // The source's width comes from its declared type: Braid widens floats to float32.
+        let to = try n.requiredInt("to")
+        guard let c = Int32(exactly: to), let target = ONNXDataType(rawValue: c).flatMap(bitLayout),
+              let source = n.knownElementType(0).flatMap(bitLayout) else {
+            throw n.error("BitCast needs the source's declared type and a target of a plain numeric type")
+        }
+        n.emit(.reinterpretBits(from: source, to: target), inputs: [n.input(0)])
+    }]
     t["PRelu"] = [v(1) { $0.emit(.prelu, inputs: [$0.input(0), $0.input(1)]) }]
     t["Clip"] = [v(1, translateClipAttributes), v(11) { n in
         n.emit(.clip, inputs: [n.input(0), n.input(1), n.input(2)])
@@ -102,7 +115,8 @@ let mathOps: OpTable = {
         }
         guard let c32 = Int32(exactly: code) else { throw n.error("attribute 'to' = \(code) is not a known type") }
         do {
-            n.emit(.cast(to: try braidType(code: c32, subject: "")), inputs: [n.input(0)])
+            let to = try braidType(code: c32, subject: "")
+            try emitCast(n, n.input(0), to: to, narrow: try narrowTarget(n, ONNXDataType(rawValue: c32)))
         } catch let e as ONNXError {
             throw n.error("cannot cast: \(e.message)")
         }
@@ -110,10 +124,21 @@ let mathOps: OpTable = {
     return t
 }()
 
-@Sendable private func legacyBroadcastCheck(_ n: NodeTranslation) throws {
-    if try n.bool("broadcast", default: false), n.has("axis") {
-        throw n.error("legacy broadcast aligned at attribute 'axis' is not supported; re-export the model at opset 7 or later")
+/// A binary op before opset 7: with `broadcast` and `axis`, B's axes line up with A's from
+/// `axis` on, so B gets trailing size-1 axes (both ranks must be known at import).
+@Sendable private func legacyBinary(_ n: NodeTranslation, _ op: BinaryOp) throws {
+    guard try n.bool("broadcast", default: false), let axis = try n.int("axis") else {
+        return n.emit(.binary(op))
     }
+    guard let ra = n.knownShape(0)?.count, let b = n.knownShape(1) else {
+        throw n.error("legacy broadcast aligned at attribute 'axis' needs both operands' shapes at import; re-export the model at opset 7 or later")
+    }
+    let a = axis < 0 ? axis + ra : axis
+    let trailing = ra - a - b.count
+    guard a >= 0, trailing >= 0 else { throw n.error("attribute 'axis' = \(axis) does not fit operands of ranks \(ra) and \(b.count)") }
+    guard trailing > 0 else { return n.emit(.binary(op)) }
+    let shape = n.constant(ints: b + Array(repeating: 1, count: trailing), "aligned_shape")
+    n.emit(.binary(op), inputs: [n.input(0), n.step(.reshape(allowZero: false), [n.input(1), shape], "aligned")])
 }
 
 /// IsInf with one sign disabled becomes `isInf(x) and (x > 0)` (or `< 0`).
@@ -166,6 +191,10 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
     case .clip: n.emit("Clip")
     case .prelu: n.emit("PRelu")
     case .cast(let to): n.emit("Cast", attrs: [.int("to", Int64(ONNXDataType(to).rawValue))])
+    case .castLike: n.emit("CastLike")
+    case .reinterpretBits(_, let to):
+        guard let code = ONNXDataType.allCases.first(where: { bitLayout($0) == to }) else { return false }
+        n.emit("BitCast", attrs: [.int("to", Int64(code.rawValue))])
     default: return false
     }
     return true
@@ -188,6 +217,9 @@ private func binaryONNXName(_ b: BinaryOp) -> String {
     case .and: return "And"
     case .or: return "Or"
     case .xor: return "Xor"
+    case .bitwiseAnd: return "BitwiseAnd"
+    case .bitwiseOr: return "BitwiseOr"
+    case .bitwiseXor: return "BitwiseXor"
     case .mod, .bitShiftLeft, .bitShiftRight: preconditionFailure("written with attributes")
     }
 }
@@ -225,6 +257,12 @@ private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
     case .not: n.emit("Not", [x])
     case .isNaN: n.emit("IsNaN", [x])
     case .isInf: n.emit("IsInf", [x])
+    case .bitwiseNot: n.emit("BitwiseNot", [x])
+    case .narrow(let format, let saturate):
+        // Through the narrow type and back, which rounds as the IR op does.
+        let code = ONNXDataType.allCases.first { $0.narrowFormat == format }?.rawValue ?? ONNXDataType.bfloat16.rawValue
+        let narrowed = n.emitTemporary("Cast", [x], "narrowed", [.int("to", Int64(code)), .bool("saturate", saturate)])
+        n.emit("Cast", [narrowed], attrs: [.int("to", Int64(format.isInteger ? (format == .int4 || format == .int2 ? ONNXDataType.int8 : .uint8).rawValue : ONNXDataType.float.rawValue))])
     case .leakyRelu(let alpha): n.emit("LeakyRelu", [x], attrs: [.float("alpha", alpha)])
     case .elu(let alpha): n.emit("Elu", [x], attrs: [.float("alpha", alpha)])
     case .celu(let alpha): n.emit("Celu", [x], attrs: [.float("alpha", alpha)])
@@ -259,5 +297,62 @@ private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
         let onePlus = n.emitTemporary("Add", [inner, n.constant(scalar: 1, "one")], "one_plus")
         let times = n.emitTemporary("Mul", [x, onePlus], "times")
         n.emit("Mul", [times, n.constant(scalar: 0.5, "half")])
+    }
+}
+
+/// The narrow format a Cast or CastLike to `type` rounds onto (float8, float4, bfloat16 and the
+/// 4- and 2-bit integers), with the node's `saturate` and `round_mode` attributes.
+func narrowTarget(_ n: NodeTranslation, _ type: ONNXDataType?) throws -> (NarrowFormat, saturate: Bool)? {
+    guard let type else { return nil }
+    var format: NarrowFormat
+    if type == .bfloat16 {
+        format = .bfloat16
+    } else if let f = type.narrowFormat {
+        format = f
+    } else {
+        return nil
+    }
+    if case .float8e8m0 = format {
+        switch try n.string("round_mode", default: "up") {
+        case "up": format = .float8e8m0(.up)
+        case "down": format = .float8e8m0(.down)
+        case "nearest": format = .float8e8m0(.nearest)
+        case let s: throw n.error("attribute 'round_mode' = '\(s)', expected 'up', 'down' or 'nearest'")
+        }
+    }
+    return (format, n.opset >= 19 ? try n.bool("saturate", default: true) : true)
+}
+
+/// A Cast to `to`, rounding onto `narrow`'s grid: integer formats are narrowed before the
+/// conversion (out-of-range values become 0), float formats after it.
+func emitCast(_ n: NodeTranslation, _ x: String, to: DType, narrow: (NarrowFormat, saturate: Bool)?) throws {
+    guard let (format, saturate) = narrow else {
+        n.emit(.cast(to: to), inputs: [x])
+        return
+    }
+    if format.isInteger {
+        n.emit(.cast(to: to), inputs: [n.step(.unary(.narrow(format, saturate: saturate)), [x], "narrowed")])
+    } else {
+        n.emit(.unary(.narrow(format, saturate: saturate)), inputs: [n.step(.cast(to: to), [x], "widened")])
+    }
+}
+
+/// The bit layout of an ONNX element type, nil for types BitCast does not take here.
+func bitLayout(_ t: ONNXDataType) -> BitLayout? {
+    switch t {
+    case .float: return .float32
+    case .double: return .float64
+    case .float16: return .float16
+    case .bfloat16: return .bfloat16
+    case .bool: return .bool
+    case .int8: return .integer(bits: 8, signed: true)
+    case .uint8: return .integer(bits: 8, signed: false)
+    case .int16: return .integer(bits: 16, signed: true)
+    case .uint16: return .integer(bits: 16, signed: false)
+    case .int32: return .integer(bits: 32, signed: true)
+    case .uint32: return .integer(bits: 32, signed: false)
+    case .int64: return .integer(bits: 64, signed: true)
+    case .uint64: return .integer(bits: 64, signed: false)
+    default: return nil
     }
 }

@@ -43,7 +43,7 @@ let nnOps: OpTable = {
         n.emit(.instanceNorm(epsilon: try n.float("epsilon", default: 1e-5)))
     }]
     t["LayerNormalization"] = [v(17) { n in
-        try requireUnused(n, from: 1, "mean and inverse standard deviation")
+        if n.outputUsed(1) || n.outputUsed(2) { return try layerNormWithStatistics(n) }
         n.emit(.layerNorm(axis: try n.int("axis", default: -1), epsilon: try n.float("epsilon", default: 1e-5)),
                inputs: [n.input(0), n.input(1), n.input(2)], outputs: [n.outputs[0]])
     }]
@@ -116,9 +116,11 @@ private func autoPad(_ n: NodeTranslation) throws -> AutoPad {
 
 /// Geometry shared by Conv and ConvTranspose. The kernel size comes from `kernel_shape` or,
 /// when absent, from the weight's trailing dimensions (an initializer or a fixed-shape input).
-private func convParams(_ n: NodeTranslation) throws -> ConvParams {
+/// A convolution's geometry from the node's attributes (the kernel from the weight at input
+/// `weight` when `kernel_shape` is absent).
+func convParams(_ n: NodeTranslation, weight: Int = 1) throws -> ConvParams {
     var kernel = try n.ints("kernel_shape")
-    if kernel == nil, let w = n.knownShape(1), w.count >= 3 {
+    if kernel == nil, let w = n.knownShape(weight), w.count >= 3 {
         kernel = Array(w.dropFirst(2))
     }
     guard let kernel, !kernel.isEmpty else {
