@@ -314,6 +314,12 @@ struct BatchWalker {
             return outShapes.map { _ in .opaque }
         case .constant:
             return [.constant]
+        case .castLike, .reinterpretBits:
+            guard first == 0 else { throw pinned(node, "takes its type from a batch-dependent value") }
+            return same + outShapes.dropFirst().map { _ in .opaque }
+        case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample,
+             .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
+            throw pinned(node, "has no batch rule yet")
         }
     }
 }
