@@ -1,7 +1,8 @@
 """The torch zoo venv shared by tools/train-parity and tools/make-torch-zoo.
 
 `ensure()` creates ${BRAID_CACHE:-<repo>/.cache}/zoo-venv from tools/zoo-requirements.txt
-(once, or again when the pins change) and re-executes the calling script inside it.
+(once, or again when the pins change) and re-executes the calling script inside it;
+`python3 tools/zoovenv.py` only installs it and prints its python.
 pip runs with its configuration files and PIP_FIND_LINKS ignored: a machine-wide wheel
 folder may hold a `+cpu` torch, beside which PyPI's torchvision does not load.
 """
@@ -24,10 +25,8 @@ def pins():
     return out
 
 
-def ensure():
-    """Re-executes the current script inside the venv (installing it first if needed)."""
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
+def install():
+    """Creates the venv, or brings it to the pins; returns its python."""
     py = os.path.join(VENV, "bin", "python")
     stamp = os.path.join(VENV, "braid.pins")
     want = "\n".join(pins())
@@ -41,4 +40,16 @@ def ensure():
         subprocess.check_call([py, "-m", "pip", "install", "-q", "--disable-pip-version-check"] + pins(), env=env)
         with open(stamp, "w") as f:
             f.write(want)
+    return py
+
+
+def ensure():
+    """Re-executes the current script inside the venv (installing it first if needed)."""
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    py = install()
     os.execv(py, [py] + sys.argv)
+
+
+if __name__ == "__main__":
+    print(install())
