@@ -23,6 +23,14 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
     /// What the run was keyed on, so a cached result is reused only for the same setting.
     public var key: String
 
+    /// JSON for lr-range.json: a diverged step's loss is written as the string "nan" or "inf".
+    public func json() throws -> Data {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try enc.encode(self)
+    }
+
     /// The rate to train with: the suggestion, or `fallback` when there is none.
     public func rate(fallback: Float) -> Float { suggested ?? fallback }
 
@@ -81,6 +89,15 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
             s += "<text x=\"\(f1(px + 4))\" y=\"\(top + 12)\" fill=\"#d62728\">suggested \(fmtRate(suggested))</text>"
         }
         return s + "</svg>\n"
+    }
+}
+
+extension LearningRateRange {
+    /// Reads what `json()` wrote (in an extension, so the memberwise initialiser stays).
+    public init(json data: Data) throws {
+        let dec = JSONDecoder()
+        dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        self = try dec.decode(LearningRateRange.self, from: data)
     }
 }
 

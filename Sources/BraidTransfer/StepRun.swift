@@ -66,6 +66,9 @@ public struct StepRun {
                                            grad: plan.outputGrad)
             losses.append(loss)
             onStep?(s, loss)
+            guard loss.isFinite else {
+                throw TrainingError("step \(s): the loss is \(loss) (losses so far: \(losses.map { String(format: "%.6g", $0) }.joined(separator: ", "))); lower --lr or check the model's outputs")
+            }
             plan.backward()
             optimizer.step(params: plan.params, grads: plan.grads, lr: settings.lr)
         }

@@ -36,6 +36,9 @@ struct Finetune: ParsableCommand {
     @Option(name: .long) var batch = 64
     @Option(name: .long, help: "Learning rate, or auto: a short range test on the training split picks it (cached in the run directory as lr-range.json, curve in lr-range.svg).")
     var lr = "0.01"
+
+    @Option(name: .long, help: "Steps of the learning-rate range test that --lr auto runs (at least 10).")
+    var lrRangeSteps = 100
     @Option(name: .long, help: "sgd | adam | adamw") var optimizer = "sgd"
     @Option(name: .long) var momentum: Float = 0.9
     @Flag(name: .long) var nesterov = false
@@ -242,7 +245,10 @@ struct Finetune: ParsableCommand {
 
     /// `--lr` as a number (a placeholder for `auto`, which is decided once the data is open).
     func learningRate() throws -> Float {
-        if lr == "auto" { return 0.01 }
+        if lr == "auto" {
+            guard lrRangeSteps >= 10 else { throw ValidationError("--lr-range-steps takes 10 or more, got \(lrRangeSteps)") }
+            return 0.01
+        }
         guard let v = Float(lr), v > 0, v.isFinite else {
             throw ValidationError("--lr takes a positive number or auto, got '\(lr)'")
         }
@@ -254,11 +260,11 @@ struct Finetune: ParsableCommand {
     /// lr-range.svg, and returns the rate to train with.
     func autoLearningRate(models: [SourceModel], depths: [Int], record: RunRecord, options: TrainOptions,
                           train: any ImageDataset, runDir: String) throws -> Float {
-        let key = "\(record.sources)|\(record.data)|\(record.inputSizes)|\(options.method)|\(depths)|\(options.batch)|\(options.optimizer)|\(options.seed)"
+        let key = "\(record.sources)|\(record.data)|\(record.inputSizes)|\(options.method)|\(depths)|\(options.batch)|\(options.optimizer)|\(options.seed)|\(lrRangeSteps)"
         let path = runDir + "/lr-range.json"
         var found: LearningRateRange
         if let data = FileManager.default.contents(atPath: path),
-           let cached = try? JSONDecoder().decode(LearningRateRange.self, from: data), cached.key == key {
+           let cached = try? LearningRateRange(json: data), cached.key == key {
             found = cached
             print("learning rate: reusing the range test in \(path)")
         } else {
@@ -266,16 +272,14 @@ struct Finetune: ParsableCommand {
             o.prefixCache = false
             let tuner = try Finetuner(models: models, depths: depths, classes: record.classes,
                                       options: o, runDir: runDir)
-            var bar = ProgressBar(label: "lr range test", total: 100)
+            var bar = ProgressBar(label: "lr range test", total: lrRangeSteps)
             bar.quiet = quiet
-            found = try tuner.learningRateRange(train: train, key: key) { i, _, loss in
+            found = try tuner.learningRateRange(train: train, steps: lrRangeSteps, key: key) { i, _, loss in
                 bar.update(done: i + 1, images: (i + 1) * o.batch, loss: Double(loss), accuracy: 0)
             }
             bar.update(done: found.rates.count, images: found.rates.count * o.batch, loss: Double(found.losses.last ?? 0),
                        accuracy: 0, final: true)
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try writeAtomically(try enc.encode(found), to: path)
+            try writeAtomically(try found.json(), to: path)
             try writeAtomically(Data(found.svg().utf8), to: runDir + "/lr-range.svg")
         }
         print(found.summary())

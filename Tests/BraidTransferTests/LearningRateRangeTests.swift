@@ -35,4 +35,19 @@ final class LearningRateRangeTests: XCTestCase {
         try train.train(train: d.train, validation: d.validation, resume: false)
         XCTAssertGreaterThan(try XCTUnwrap(train.history.last).validationAccuracy, 0.3)
     }
+
+    /// A range test that diverged holds NaN and infinite losses; lr-range.json must still be
+    /// written and read back (JSON itself has no NaN).
+    func testDivergedCurveRoundTripsThroughJSON() throws {
+        let r = LearningRateRange(minLR: 1e-5, maxLR: 1, rates: [1e-5, 1e-3, 1e-1], losses: [2.3, .infinity, .nan],
+                                  smoothed: [2.3, 2.1, .nan], suggested: nil, stoppedEarly: "diverged (non-finite loss)", key: "k")
+        let data = try r.json()
+        XCTAssertTrue(String(decoding: data, as: UTF8.self).contains("\"nan\""))
+        let back = try LearningRateRange(json: data)
+        XCTAssertEqual(back.rates, r.rates)
+        XCTAssertEqual(back.losses[0], 2.3)
+        XCTAssertEqual(back.losses[1], .infinity)
+        XCTAssertTrue(back.losses[2].isNaN && back.smoothed[2].isNaN)
+        XCTAssertEqual(back.stoppedEarly, r.stoppedEarly)
+    }
 }
