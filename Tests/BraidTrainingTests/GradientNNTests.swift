@@ -356,7 +356,8 @@ final class GradientNNNetworkTests: XCTestCase {
                 _ = try lowerBackward(n, [PlanValue(shape: [2, 3, 4, 4], dtype: .float32)], [PlanValue(shape: [2, 48], dtype: .float32)],
                                       needs: [true])
             } catch {
-                throw XCTSkip("\(n.name) has no backward rule on this branch: \(error)")
+                XCTFail("\(n.name) has no backward rule: \(error)")
+                return
             }
         }
         try checkGradients(graph: setup.graph, feed: ["x": gradTestTensor([2, 2, 4, 4], seed: 60, range: -2...2)],

@@ -56,15 +56,21 @@ func checkAgainstReference(_ id: String, passes: PassSet) throws {
     let outputs = try executor.run([graph.feedInputs[0].name: input])
     for (i, o) in graph.outputs.enumerated() {
         let path = ref.appendingPathComponent("output_\(i).npy").path
-        guard FileManager.default.fileExists(atPath: path) else { continue }
+        guard FileManager.default.fileExists(atPath: path) else {
+            XCTFail("\(id): no reference for output \(i) (\(path)): run tools/make-reference")
+            continue
+        }
         let expected = try Npy.read(path: path)
         let got = try XCTUnwrap(outputs[o.name])
         XCTAssertEqual(got.shape, expected.shape, "\(id) output \(o.name)")
         guard got.shape == expected.shape else { continue }
+        // NaN-aware: a NaN on either side (or a NaN error) makes the worst error NaN, which
+        // fails the check below (`max` alone would drop it).
         var worst = 0.0
         for k in 0..<got.count {
             let a = Double(got.floats[k]), b = Double(expected.floats[k])
             let err = min(abs(a - b), abs(a - b) / max(abs(b), 1e-12))
+            if err.isNaN || a.isNaN != b.isNaN { worst = .nan; break }
             worst = max(worst, err)
         }
         XCTAssertLessThanOrEqual(worst, 1e-4, "\(id) output \(o.name): worst error \(worst) (absolute or relative)")
