@@ -14,8 +14,9 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
     public var losses: [Float]
     /// The losses smoothed by an exponential moving average (weight 0.9, bias-corrected).
     public var smoothed: [Float]
-    /// The rate where the smoothed loss was lowest, divided by 10; nil when the loss never
-    /// fell below its first value (the curve then says nothing about a good rate).
+    /// A third of the edge rate: the largest rate, from the lowest smoothed loss on, up to
+    /// which the smoothed loss stays within 5% of that minimum (`suggestion(rates:smoothed:minLR:)`);
+    /// nil when fewer than three steps ran.
     public var suggested: Float?
     /// Why the test ended before its last step (`diverged`: the smoothed loss passed 4x its
     /// minimum or went non-finite), or nil.
@@ -46,11 +47,27 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
         }
         if let best = bestIndex { lines.append("  lowest smoothed loss \(String(format: "%.4f", smoothed[best])) at rate \(fmtRate(rates[best]))") }
         if let suggested {
-            lines.append("  suggested rate \(fmtRate(suggested)) (a tenth of the rate at the lowest loss)")
+            lines.append("  suggested rate \(fmtRate(suggested)) (a third of the largest rate still within 5% of the lowest loss)")
         } else {
-            lines.append("  the loss never fell: no suggestion")
+            lines.append("  too few steps before the loss diverged: no suggestion")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// The suggestion rule. A tenth of the rate at the minimum (the rule Braid used first) is
+    /// too timid for short fine-tuning: on small targets the curve is flat and noisy until the
+    /// loss turns up, so its minimum lands anywhere in the flat part; a tenth of it (1e-5 to
+    /// 2e-4) left five small random-weight torchvision networks at chance after one epoch on a
+    /// two-class digits task, in PyTorch as in Braid. The edge is where the smoothed loss
+    /// first leaves the minimum's 5% band after the minimum.
+    public static func suggestion(rates: [Float], smoothed: [Float], minLR: Float) -> Float? {
+        let n = min(rates.count, smoothed.count)
+        guard n >= 3 else { return nil }
+        guard let best = (0..<n).filter({ smoothed[$0].isFinite }).min(by: { smoothed[$0] < smoothed[$1] }) else { return nil }
+        let band = smoothed[best] + 0.05 * abs(smoothed[best])
+        var edge = best
+        while edge + 1 < n, smoothed[edge + 1].isFinite, smoothed[edge + 1] <= band { edge += 1 }
+        return max(minLR, rates[edge] / 3)
     }
 
     var bestIndex: Int? {
@@ -176,9 +193,7 @@ extension Finetuner {
             if !finite { result.stoppedEarly = "diverged (non-finite gradient)"; break }
             for m in members { m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: rate) }
         }
-        if let b = result.bestIndex, b > 0, result.smoothed[b] < result.smoothed[0] {
-            result.suggested = max(minLR, result.rates[b] / 10)
-        }
+        result.suggested = LearningRateRange.suggestion(rates: result.rates, smoothed: result.smoothed, minLR: minLR)
         return result
     }
 }

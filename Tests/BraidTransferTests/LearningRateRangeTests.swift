@@ -23,7 +23,7 @@ final class LearningRateRangeTests: XCTestCase {
         XCTAssertTrue(zip(found.rates, found.rates.dropFirst()).allSatisfy { $0 < $1 }, "rates must grow")
         let s = try XCTUnwrap(found.suggested, found.summary())
         XCTAssertTrue(s >= 1e-4 && s <= 1, "suggested \(s)")
-        // The loss at the suggested rate's tenfold (the minimum) is below the first loss.
+        // The curve fell: its minimum is below the first loss.
         let best = try XCTUnwrap(found.bestIndex)
         XCTAssertLessThan(found.smoothed[best], found.smoothed[0])
         XCTAssertTrue(found.svg().contains("<polyline"))
@@ -49,5 +49,23 @@ final class LearningRateRangeTests: XCTestCase {
         XCTAssertEqual(back.losses[1], .infinity)
         XCTAssertTrue(back.losses[2].isNaN && back.smoothed[2].isNaN)
         XCTAssertEqual(back.stoppedEarly, r.stoppedEarly)
+    }
+
+    /// The rule on curves whose answer is known: a third of the last rate within 5% of the
+    /// minimum, counted from the minimum on.
+    func testSuggestionIsAThirdOfTheEdgeRate() {
+        let rates: [Float] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1]
+        // Flat, then up: the edge is 1e-2 (0.70 is within 5% of 0.69; 0.90 is not).
+        XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [0.71, 0.70, 0.69, 0.70, 0.90, 3.0], minLR: 1e-5)!,
+                       1e-2 / 3, accuracy: 1e-7)
+        // A valley: the minimum at 1e-2, the loss leaves the band at once.
+        XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [2.3, 2.0, 1.5, 1.0, 1.2, .nan], minLR: 1e-5)!,
+                       1e-2 / 3, accuracy: 1e-7)
+        // The band is left for good at its first exit even if the loss comes back.
+        XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [1.0, 1.02, 1.2, 1.01, 1.0, 1.0], minLR: 1e-5)!,
+                       1e-4 / 3, accuracy: 1e-9)
+        // Never below minLR; nothing from fewer than three steps.
+        XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [0.5, 0.9, 2.0], minLR: 1e-5), 1e-5)
+        XCTAssertNil(LearningRateRange.suggestion(rates: [1e-5, 1e-4], smoothed: [0.5, .nan], minLR: 1e-5))
     }
 }
