@@ -20,8 +20,9 @@ extension Graph {
     /// Finds the input of the final classifier by walking back from the first output over
     /// trailing ops (Softmax, Identity, Flatten, Reshape, Dropout, a bias Add, global
     /// pooling and transposes) to the last dense product (Gemm/MatMul with a weight
-    /// initializer) or to a convolution followed by global pooling (Keras's mini-Xception
-    /// ends Conv -> GlobalAveragePooling -> Softmax).
+    /// initializer), to a convolution followed by global pooling (Keras's mini-Xception
+    /// ends Conv -> GlobalAveragePooling -> Softmax), or to a 1x1 convolution on globally
+    /// pooled features.
     public func findFeatureCut() throws -> FeatureCut {
         guard let start = outputs.first?.name else { throw GraphError(node: nil, "the model has no outputs") }
         var producer: [String: Node] = [:]
@@ -36,6 +37,12 @@ extension Graph {
                     return FeatureCut(feature: n.inputs[0], classifier: n.name, needsPooling: false)
                 }
             case .conv where sawGlobalPool && n.inputs.count > 1 && initializers[n.inputs[1]] != nil:
+                return FeatureCut(feature: n.inputs[0], classifier: n.name, needsPooling: true)
+            case .conv(let p) where n.inputs.count > 1 && initializers[n.inputs[1]] != nil
+                && p.kernel.allSatisfy({ $0 == 1 }) && p.group == 1 && Self.followsGlobalPool(n.inputs[0], producer):
+                // A 1x1 convolution on globally pooled features is a dense layer (Keras's
+                // MobileNetV3 ends GlobalAveragePooling(keepdims) -> Conv2D -> ... -> Conv2D
+                // 'Logits' -> Flatten -> Softmax).
                 return FeatureCut(feature: n.inputs[0], classifier: n.name, needsPooling: true)
             case .globalPool:
                 sawGlobalPool = true
@@ -53,6 +60,25 @@ extension Graph {
             throw GraphError(node: n.name, "cannot find the classifier: \(n.sourceOp) is not a dense layer or a trailing op (give --feature-node NAME)")
         }
         throw GraphError(node: nil, "cannot find the classifier from output '\(start)' (give --feature-node NAME)")
+    }
+
+    /// Whether `value` comes from a global pooling through ops that keep a 1x1 map 1x1
+    /// (activations, dropout, casts, 1x1 convolutions, constant bias or scale).
+    static func followsGlobalPool(_ value: String, _ producer: [String: Node]) -> Bool {
+        var v = value
+        for _ in 0..<16 {
+            guard let n = producer[v] else { return false }
+            switch n.op {
+            case .globalPool: return true
+            case .unary, .dropout, .identity, .cast, .binary(.add), .binary(.mul):
+                v = n.inputs[0]
+            case .conv(let p) where p.kernel.allSatisfy({ $0 == 1 }):
+                v = n.inputs[0]
+            default:
+                return false
+            }
+        }
+        return false
     }
 
     /// This graph with its classifier replaced by a new linear head for `classes` classes

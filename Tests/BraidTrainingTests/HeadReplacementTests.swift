@@ -53,4 +53,36 @@ final class HeadReplacementTests: XCTestCase {
         XCTAssertEqual(r.nodes.last?.outputs, ["logits.source2"])
         XCTAssertEqual(r.nodes.first?.inputs, ["x", "w1", "b1"])
     }
+
+    /// Keras's MobileNetV3 classifier: GlobalAveragePooling(keepdims) -> 1x1 Conv -> HardSwish
+    /// -> Dropout -> 1x1 Conv `logits` -> Flatten -> Softmax. The last 1x1 convolution is the
+    /// classifier; the new head trains on its input, pooled to [N, C].
+    func testOneByOneConvolutionOnPooledFeaturesIsTheClassifier() throws {
+        var rng = SplitMix64(seed: 5)
+        func t(_ shape: [Int]) -> Tensor { Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-1, 1) }) }
+        func conv(_ k: Int) -> Op { .conv(ConvParams(kernel: [k, k], strides: [1, 1], pads: [0, 0, 0, 0], dilations: [1, 1], group: 1)) }
+        let g = Graph(name: "m", inputs: [ValueDecl(name: "x", dtype: .float32, shape: [.symbol("N"), .fixed(3), .fixed(5), .fixed(5)])],
+                      outputs: [ValueDecl(name: "probs", dtype: .float32, shape: nil)],
+                      initializers: ["w0": t([4, 3, 3, 3]), "w1": t([6, 4, 1, 1]), "w2": t([7, 6, 1, 1]), "b2": t([7])],
+                      nodes: [Node(name: "stem", op: conv(3), inputs: ["x", "w0"], outputs: ["s"], sourceOp: "Conv"),
+                              Node(name: "gap", op: .globalPool(.average), inputs: ["s"], outputs: ["p"], sourceOp: "GlobalAveragePool"),
+                              Node(name: "conv2", op: conv(1), inputs: ["p", "w1"], outputs: ["c"], sourceOp: "Conv"),
+                              Node(name: "hs", op: .unary(.hardSwish), inputs: ["c"], outputs: ["h"], sourceOp: "HardSwish"),
+                              Node(name: "logits_conv", op: conv(1), inputs: ["h", "w2", "b2"], outputs: ["l"], sourceOp: "Conv"),
+                              Node(name: "flat", op: .flatten(axis: 1), inputs: ["l"], outputs: ["f"], sourceOp: "Flatten"),
+                              Node(name: "sm", op: .softmax(.softmax, axis: 1, coerce2D: false), inputs: ["f"], outputs: ["probs"], sourceOp: "Softmax")])
+        let cut = try g.findFeatureCut()
+        XCTAssertEqual(cut.classifier, "logits_conv")
+        XCTAssertEqual(cut.feature, "h")
+        XCTAssertTrue(cut.needsPooling)
+        let head = g.replacingHead(cut: cut, classes: 2, featureSize: 6, seed: 1)
+        let plan = try TrainingPlan.make(graph: head, output: "logits", trainable: ["w1", "head.weight"], feeds: ["x": [2, 3, 5, 5]])
+        plan.forward()
+        XCTAssertEqual(plan.output.shape, [2, 2])
+        // A 1x1 convolution that is not on pooled features is not taken for a classifier.
+        var spatial = g
+        spatial.nodes.remove(at: 1)
+        spatial.nodes[1].inputs[0] = "s"
+        XCTAssertThrowsError(try spatial.findFeatureCut())
+    }
 }
