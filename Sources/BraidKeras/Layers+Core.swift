@@ -22,8 +22,9 @@ let coreLayers: [String: LayerTranslator] = {
         "Normalization": normalization,
         "LayerScale": layerScale,
     ]
+    // StochasticDepth: keras.applications' ConvNeXt drop-path, which keeps every path at inference.
     for name in ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-                 "GaussianDropout", "AlphaDropout", "ActivityRegularization"] {
+                 "GaussianDropout", "AlphaDropout", "ActivityRegularization", "StochasticDepth"] {
         t[name] = { ctx, ins in [try ctx.one(ins)] }
     }
     return t

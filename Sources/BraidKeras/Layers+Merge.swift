@@ -39,6 +39,15 @@ let mergeLayers: [String: LayerTranslator] = [
         return [KTensor(name: y, shape: shape, channelsFirst: xs[0].channelsFirst)]
     },
     "Dot": dot,
+    // keras.applications' InceptionResNetV2 residual: `inputs[0] + inputs[1] * scale`.
+    "CustomScaleLayer": { ctx, ins in
+        guard ins.count == 2 else { throw ctx.err("CustomScaleLayer takes 2 inputs, got \(ins.count)") }
+        guard let scale = ctx.config.float("scale") else { throw ctx.err("CustomScaleLayer without a number 'scale'") }
+        let xs = ctx.b.sameLayout(ins)
+        let scaled = ctx.add(.binary(.mul), [xs[1].name, ctx.b.scalar(scale, name: "\(ctx.name)/scale")], suffix: "scaled")
+        return [KTensor(name: ctx.add(.binary(.add), [xs[0].name, scaled]), shape: broadcast(xs),
+                        channelsFirst: xs[0].channelsFirst)]
+    },
     "UnitNormalization": { ctx, ins in
         let x = ctx.b.channelsLast(try ctx.one(ins))
         let axis = try kerasAxis(ctx, rank: x.rank)

@@ -28,6 +28,9 @@ final class KerasZooTests: XCTestCase {
     func testDataMovementLayers() throws { try check("func_shapes") }
     func testMergesWithSeveralInputsAndOutputs() throws { try check("func_merges") }
     func testNestedModelsAndSharedLayer() throws { try check("func_nested") }
+    /// LayerScale and StochasticDepth (ConvNeXt) and CustomScaleLayer (InceptionResNetV2),
+    /// which keras.applications registers itself.
+    func testLayersKerasApplicationsRegisters() throws { try check("func_applications_layers") }
 
     func testConfigPlusWeightsOnlyFile() throws {
         let graph = try importKeras(configPath: KerasFixtures.path("seq_mlp.json"),
