@@ -69,7 +69,13 @@ let quantizeOps: OpTable = {
         func centred(_ x: Int, _ zp: Int, _ role: String) -> String {
             let f = n.step(.cast(to: .float32), [n.input(x)], role + "_float")
             guard !n.input(zp).isEmpty else { return f }
-            return n.step(.binary(.sub), [f, n.step(.cast(to: .float32), [n.input(zp)], role + "_zp")], role + "_centred")
+            var z = n.step(.cast(to: .float32), [n.input(zp)], role + "_zp")
+            // A per-output-channel weight zero point [M] applies along the weight's first axis.
+            if x == 1, let s = n.knownShape(zp), s.product > 1 {
+                let shape = n.constant(ints: [s.product] + Array(repeating: 1, count: params.kernel.count + 1), role + "_zp_shape")
+                z = n.step(.reshape(allowZero: false), [z, shape], role + "_zp_c")
+            }
+            return n.step(.binary(.sub), [f, z], role + "_centred")
         }
         let y = n.step(.conv(params), [centred(0, 2, "x"), centred(1, 3, "w")], "conv")
         n.emit(.cast(to: .int32), inputs: [y])
@@ -117,7 +123,7 @@ private func integerRange(_ t: ONNXDataType) -> (Float, Float)? {
 }
 
 /// `scaled + zero point` saturated into `to`, written to `output`.
-private func quantize(_ n: NodeTranslation, _ scaled: String, zeroPoint: String?, to: ONNXDataType, saturate: Bool,
+func quantize(_ n: NodeTranslation, _ scaled: String, zeroPoint: String?, to: ONNXDataType, saturate: Bool,
                       output: String, zeroPointIsFloat: Bool = false) throws {
     guard let dtype = to.braidType else { throw n.error("cannot quantize to \(to.name)") }
     let zpFloat = zeroPoint.flatMap { $0.isEmpty ? nil : $0 }.map {
