@@ -11,8 +11,8 @@ import XCTest
 /// --check` runs all 200 with a release braid). Labels are classes, per time step for the
 /// recogniser, the text mask at 0.3 per pixel for the detector. QOperator files must give
 /// onnxruntime's outputs (argmax on every label, worst difference <= 1e-5 of the output's
-/// scale) where every op is quantized (all but the detector's). QDQ and dynamic files, and
-/// the detector's QOperator file: argmax on >= 99% of the labels and a mean difference
+/// scale) where every op is quantized (all but the OCR detector's and recogniser's). QDQ and
+/// dynamic files, and those two QOperator files: argmax on >= 99% of the labels and a mean difference
 /// <= 2% of the output's scale (see CONFORMANCE.md, "Quantized real models", for why they
 /// cannot be held to the same integers).
 final class QuantizedModelTests: XCTestCase {
@@ -70,7 +70,8 @@ final class QuantizedModelTests: XCTestCase {
     func testPPOCRDetQOperator() throws { try check("ppocr_det_v4", "qop", count: 2, exact: false) }
     func testPPOCRDetDynamic() throws { try check("ppocr_det_v4", "dyn", count: 2) }
     func testPPOCRRecQDQ() throws { try check("ppocr_rec_v4", "qdq", count: 2) }
-    func testPPOCRRecQOperator() throws { try check("ppocr_rec_v4", "qop", count: 2) }
+    // Its QOperator file keeps its layer norms and attention MatMuls in float.
+    func testPPOCRRecQOperator() throws { try check("ppocr_rec_v4", "qop", count: 2, exact: false) }
     func testPPOCRRecDynamic() throws { try check("ppocr_rec_v4", "dyn", count: 2) }
     func testFERMiniXceptionQDQ() throws { try check("fer_mini_xception", "qdq") }
     func testFERMiniXceptionQOperator() throws { try check("fer_mini_xception", "qop") }
