@@ -9,6 +9,12 @@ extension Passes {
         markConstantWeights(fuseChannelChains(fuseConvEpilogues(recognizeHardSwish(try optimizeForInference(g)))))
     }
 
+    /// True for the ONNX (and onnxruntime contrib) ops whose lowering quantizes or dequantizes.
+    static func isQuantizationOp(_ sourceOp: String) -> Bool {
+        sourceOp.hasPrefix("QLinear") || ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QGemm",
+                                          "ConvInteger", "MatMulInteger"].contains(sourceOp)
+    }
+
     /// Fuses runs of per-channel steps on one tensor into one `channelChain` node: inference-mode
     /// batch normalisations, and Add, Sub, Mul or Div of the data with an operand that no fed
     /// input reaches (a weight, or a default a caller may override: it is read at each run),
@@ -32,6 +38,9 @@ extension Passes {
         // The step `node` makes of data value `x`, with its operands.
         func step(_ node: Node, on x: String) -> (ChannelStep, [String])? {
             guard node.outputs.count == 1, node.inputs.first(where: { !$0.isEmpty }) != nil else { return nil }
+            // Quantisation arithmetic must round as written: folding (q - zero point) * scale
+            // into one multiply-add moves values across rounding boundaries.
+            guard !Passes.isQuantizationOp(node.sourceOp) else { return nil }
             switch node.op {
             case .batchNorm(let epsilon):
                 guard node.inputs.count == 5, node.inputs[0] == x,

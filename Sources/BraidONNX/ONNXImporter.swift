@@ -80,11 +80,13 @@ public struct ONNXImporter: Sendable {
         for index in order {
             let p = g.nodes[index]
             let name = p.name.isEmpty ? "\(p.opType)_\(index)" : p.name
-            guard p.domain.isEmpty || p.domain == "ai.onnx" else {
+            // onnxruntime's quantized contrib ops (com.microsoft, version 1) are the one other domain.
+            let contrib = p.domain == "com.microsoft" ? microsoftOps[p.opType]?.last : nil
+            guard p.domain.isEmpty || p.domain == "ai.onnx" || contrib != nil else {
                 throw ONNXError(subject: "node '\(name)'",
-                                "unsupported op '\(p.opType)' in domain '\(p.domain)' (opset \(opset)); only the default ONNX domain is supported")
+                                "unsupported op '\(p.opType)' in domain '\(p.domain)' (opset \(opset)); only the default ONNX domain and onnxruntime's quantized com.microsoft ops are supported")
             }
-            guard let entry = lookupOp(p.opType, opset: opset) else {
+            guard let entry = contrib ?? lookupOp(p.opType, opset: opset) else {
                 let first = onnxOpTable[p.opType]?.first?.since
                 throw ONNXError(subject: "node '\(name)'", first.map {
                     "op '\(p.opType)' (domain 'ai.onnx') at opset \(opset) is outside the supported versions (from opset \($0))"

