@@ -30,12 +30,11 @@ extension Graph {
         var consumers: [String: [Int]] = [:]
         for (i, n) in nodes.enumerated() { for v in n.inputs { consumers[v, default: []].append(i) } }
         let nodeIndex = Dictionary(nodes.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        let anchors = parameterAnchors
         for u in units[depth...] where !freezeNames.contains(u.node) {
             guard let ni = nodeIndex[u.node] else { continue }
             let n = nodes[ni]
-            for p in n.inputs.dropFirst() where initializers[p]?.dtype.isFloat == true && !freezeNames.contains(p) {
-                trainable.insert(p)
-            }
+            for p in u.parameters where anchors[p] != nil && !freezeNames.contains(p) { trainable.insert(p) }
             if let out = n.outputs.first, let c = consumers[out], c.count == 1,
                case .batchNorm(let eps) = nodes[c[0]].op {
                 var bn = g.nodes[c[0]]
@@ -46,37 +45,35 @@ extension Graph {
             }
         }
         if depth < units.count, let first = nodeIndex[units[depth].node] {
-            g.trainNormalizations(after: first, trainable: &trainable, freezeNames: freezeNames, bnMomentum: bnMomentum)
+            g.trainNormalizations(after: first, trainable: &trainable, freezeNames: freezeNames, bnMomentum: bnMomentum,
+                                  anchors: anchors)
         }
         return TrainingSetup(graph: g, trainable: trainable, units: units, frozenDepth: depth)
     }
 
-    /// Normalisations that belong to no layer unit (DenseNet's and pre-activation ResNets'
-    /// batch norms before their convolutions, transformers' layer norms) train like the
-    /// units around them: from node `first` (the first trained unit) on, their scale and
-    /// shift are parameters, and a batch norm runs with batch statistics, as PyTorch's
-    /// fine-tuning in `train()` mode does. Batch norms that follow a unit were handled with it.
+    /// Parameters that belong to no layer unit train like the units around them: from node
+    /// `first` (the first trained unit) on, every parameter `parameterAnchors` finds whose
+    /// first use is there or later trains. That covers DenseNet's and pre-activation
+    /// ResNets' batch norms before their convolutions, transformers' layer norms, a MatMul's
+    /// weight behind a Transpose, layer scales, position embeddings, class tokens and
+    /// relative-position biases, as PyTorch's fine-tuning trains them; a parameter first used
+    /// before `first` stays frozen with the prefix. A batch norm after `first` runs with batch
+    /// statistics, as PyTorch's fine-tuning in `train()` mode does. Layer units' own
+    /// parameters are the caller's (a unit after `first` may be frozen).
     public mutating func trainNormalizations(after first: Int, trainable: inout Set<String>, freezeNames: Set<String> = [],
-                                      bnMomentum: Float) {
+                                             bnMomentum: Float, anchors known: [String: Int]? = nil) {
+        let anchors = known ?? parameterAnchors
+        let owned = Set(layerUnits.flatMap(\.parameters))
         for i in nodes.indices where i > first && !freezeNames.contains(nodes[i].name) {
-            let n = nodes[i]
-            switch n.op {
-            case .batchNorm(let eps):
-                var bn = n
-                bn.op = .batchNormTraining(epsilon: eps, momentum: bnMomentum)
-                bn.outputs = [bn.outputs[0], bn.name + "::batch_mean", bn.name + "::batch_invstd"]
-                nodes[i] = bn
-                for p in n.inputs[1...2] where initializers[p]?.dtype.isFloat == true && !freezeNames.contains(p) {
-                    trainable.insert(p)
-                }
-            case .layerNorm, .instanceNorm:
-                for p in n.inputs.dropFirst() where !p.isEmpty && initializers[p]?.dtype.isFloat == true
-                    && !freezeNames.contains(p) {
-                    trainable.insert(p)
-                }
-            default:
-                continue
-            }
+            guard case .batchNorm(let eps) = nodes[i].op, !owned.contains(nodes[i].inputs[1]) else { continue }
+            var bn = nodes[i]
+            bn.op = .batchNormTraining(epsilon: eps, momentum: bnMomentum)
+            bn.outputs = [bn.outputs[0], bn.name + "::batch_mean", bn.name + "::batch_invstd"]
+            nodes[i] = bn
+        }
+        for (p, at) in anchors where at >= first && !owned.contains(p) && !freezeNames.contains(p)
+            && !freezeNames.contains(nodes[at].name) {
+            trainable.insert(p)
         }
     }
 }

@@ -18,10 +18,11 @@ extension Graph {
         var consumers: [String: [Int]] = [:]
         for (i, n) in nodes.enumerated() { for v in n.inputs { consumers[v, default: []].append(i) } }
         let nodeIndex = Dictionary(nodes.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        let anchors = parameterAnchors
         for u in units where !frozenUnits.contains(u.index) {
             guard let ni = nodeIndex[u.node] else { continue }
             let n = nodes[ni]
-            for p in n.inputs.dropFirst() where initializers[p]?.dtype.isFloat == true { trainable.insert(p) }
+            for p in u.parameters where anchors[p] != nil { trainable.insert(p) }
             if let out = n.outputs.first, let c = consumers[out], c.count == 1,
                case .batchNorm(let eps) = nodes[c[0]].op {
                 var bn = g.nodes[c[0]]
@@ -32,7 +33,7 @@ extension Graph {
             }
         }
         if let firstTrained = units.first(where: { !frozenUnits.contains($0.index) }), let first = nodeIndex[firstTrained.node] {
-            g.trainNormalizations(after: first, trainable: &trainable, bnMomentum: bnMomentum)
+            g.trainNormalizations(after: first, trainable: &trainable, bnMomentum: bnMomentum, anchors: anchors)
         }
         var setup = try trainingSetup(freezeDepth: units.count)
         setup.graph = g
