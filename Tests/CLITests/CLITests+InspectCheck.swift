@@ -11,7 +11,7 @@ extension CLITests {
         func value(_ name: String) -> ONNXValueInfoProto {
             ONNXValueInfoProto(name: name, type: .tensor(elemType: ONNXDataType.float.rawValue, shape: [.value(1), .value(4)]))
         }
-        func node(_ name: String, _ op: String, _ domain: String = "", _ inputs: [String], _ output: String) -> ONNXNodeProto {
+        func node(_ name: String, _ op: String, _ inputs: [String], _ output: String, domain: String = "") -> ONNXNodeProto {
             ONNXNodeProto(name: name, opType: op, domain: domain, inputs: inputs, outputs: [output], attributes: [])
         }
         var m = ONNXModelProto()
@@ -25,7 +25,7 @@ extension CLITests {
             node("fancy", "FancyOp", ["a"], "b"),
             // Supported, but fed by an unsupported node: not listed.
             node("after_fancy", "Relu", ["b"], "c"),
-            node("frob", "Frob", "com.example", ["x"], "d"),
+            node("frob", "Frob", ["x"], "d", domain: "com.example"),
             node("sum", "Add", ["c", "d"], "y"),
         ]
         let path = dir + "/two.onnx"
