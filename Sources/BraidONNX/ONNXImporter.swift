@@ -39,6 +39,33 @@ public struct ONNXImporter: Sendable {
 
     /// Imports an already decoded model.
     public func importModel(_ model: ONNXModelProto, baseDirectory: String? = nil) throws -> Graph {
+        try importModel(model, baseDirectory: baseDirectory, unsupported: nil)
+    }
+
+    /// Every node of the model at `path` that Braid cannot import (unknown op or domain, an
+    /// opset outside the supported versions, or attributes and inputs its translation
+    /// rejects), in graph order; empty when the whole model imports. A node that fails only
+    /// because an input comes from a node already listed is not listed again. Problems of the
+    /// file as a whole (not an ONNX model, a cycle, missing external data) still throw.
+    public func unsupportedNodes(path: String) throws -> [UnsupportedNode] {
+        let data = try readFile(path)
+        let dir = (path as NSString).deletingLastPathComponent
+        var found: [UnsupportedNode] = []
+        do {
+            let model = try data.withUnsafeBytes { try ONNXModelProto(serialized: $0) }
+            _ = try importModel(model, baseDirectory: dir.isEmpty ? "." : dir, unsupported: { found.append($0) })
+        } catch let e as ONNXError {
+            throw e.inFile(path)
+        } catch let e as GraphError {
+            throw ONNXError(file: path, subject: e.node.map { "node '\($0)'" }, e.message)
+        }
+        return found
+    }
+
+    /// With `unsupported` nil the first node that cannot be imported throws; otherwise each is
+    /// passed to it and the import goes on without it (the graph returned is then incomplete).
+    private func importModel(_ model: ONNXModelProto, baseDirectory: String?,
+                             unsupported: ((UnsupportedNode) -> Void)?) throws -> Graph {
         // Protobuf accepts an empty buffer, and garbage can parse as unknown fields only; a
         // real model always states its IR version and has outputs.
         guard model.irVersion >= 1 else {
@@ -77,20 +104,38 @@ public struct ONNXImporter: Sendable {
             if let dims, dims.count == i.shape?.count { fixedInputShapes[i.name] = dims }
         }
         var nodes: [Node] = []
+        // Outputs of nodes that could not be imported (only when collecting them).
+        var missing = Set<String>()
         for index in order {
             let p = g.nodes[index]
             let name = p.name.isEmpty ? "\(p.opType)_\(index)" : p.name
+            let isDefault = p.domain.isEmpty || p.domain == "ai.onnx"
             // onnxruntime's quantized contrib ops (com.microsoft, version 1) are the one other domain.
             let contrib = p.domain == "com.microsoft" ? microsoftOps[p.opType]?.last : nil
-            guard p.domain.isEmpty || p.domain == "ai.onnx" || contrib != nil else {
-                throw ONNXError(subject: "node '\(name)'",
-                                "unsupported op '\(p.opType)' in domain '\(p.domain)' (opset \(opset)); only the default ONNX domain and onnxruntime's quantized com.microsoft ops are supported")
+            func skip(_ reason: String, listed: Bool = true) {
+                missing.formUnion(p.outputs)
+                guard listed else { return }
+                let domainOpset = model.opsetImport.last { $0.domain == p.domain }.map { Int($0.version) }
+                unsupported?(UnsupportedNode(node: name, op: p.opType, domain: isDefault ? "ai.onnx" : p.domain,
+                                             opset: isDefault ? opset : domainOpset, reason: reason))
+            }
+            guard isDefault || contrib != nil else {
+                let error = ONNXError(subject: "node '\(name)'",
+                                      "unsupported op '\(p.opType)' in domain '\(p.domain)' (opset \(opset)); only the default ONNX domain and onnxruntime's quantized com.microsoft ops are supported")
+                if unsupported == nil { throw error }
+                skip("only the default ONNX domain and onnxruntime's quantized com.microsoft ops are supported")
+                continue
             }
             guard let entry = contrib ?? lookupOp(p.opType, opset: opset) else {
                 let first = onnxOpTable[p.opType]?.first?.since
-                throw ONNXError(subject: "node '\(name)'", first.map {
-                    "op '\(p.opType)' (domain 'ai.onnx') at opset \(opset) is outside the supported versions (from opset \($0))"
-                } ?? "unsupported op '\(p.opType)' (domain 'ai.onnx', opset \(opset))")
+                let reason = first.map { "outside the supported versions (from opset \($0))" } ?? "unsupported op"
+                if unsupported == nil {
+                    throw ONNXError(subject: "node '\(name)'", first.map {
+                        "op '\(p.opType)' (domain 'ai.onnx') at opset \(opset) is outside the supported versions (from opset \($0))"
+                    } ?? "unsupported op '\(p.opType)' (domain 'ai.onnx', opset \(opset))")
+                }
+                skip(reason)
+                continue
             }
             let t = NodeTranslation(
                 proto: p, opset: opset, name: name, used: used,
@@ -104,7 +149,17 @@ public struct ONNXImporter: Sendable {
                     taken.insert(n)
                     return n
                 })
-            try entry.translate(t)
+            if unsupported == nil {
+                try entry.translate(t)
+            } else {
+                do {
+                    try entry.translate(t)
+                } catch {
+                    let message = (error as? ONNXError)?.message ?? (error as? GraphError)?.message ?? "\(error)"
+                    skip(message, listed: !p.inputs.contains { missing.contains($0) })
+                    continue
+                }
+            }
             for c in t.constants { initializers[c.name] = c.tensor }
             for node in t.nodes {
                 if constantsAsInitializers, case .constant(let value) = node.op, value.dtype.isFloat,
@@ -172,6 +227,22 @@ public struct ONNXImporter: Sendable {
         }
         for p in m.metadataProps where p.value.count <= 65_536 { meta["meta.\(p.key)"] = p.value }
         return meta
+    }
+}
+
+/// A node `ONNXImporter.unsupportedNodes` lists: which node, its op, domain and the opset the
+/// model imports for that domain, and why Braid cannot import it.
+public struct UnsupportedNode: Sendable, Equatable, CustomStringConvertible {
+    public var node: String
+    public var op: String
+    /// "ai.onnx" for the default domain.
+    public var domain: String
+    /// The opset the model imports for `domain` (nil when it imports none).
+    public var opset: Int?
+    public var reason: String
+
+    public var description: String {
+        "node '\(node)': op '\(op)' (domain '\(domain)', opset \(opset.map { String($0) } ?? "none")): \(reason)"
     }
 }
 

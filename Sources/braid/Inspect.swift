@@ -1,21 +1,28 @@
 import ArgumentParser
 import BraidData
 import BraidGraph
+import BraidONNX
 import BraidTensor
 import BraidTransfer
 import Foundation
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a model's inputs, outputs, ops, parameters and layer units.")
+        abstract: "Show a model's inputs, outputs, ops, parameters and layer units.",
+        discussion: """
+        With --check, lists every node Braid cannot run (node, op, domain, opset and why) instead \
+        of stopping at the first, and exits non-zero when there is any.
+        """)
 
     @Argument(help: "Model file (.onnx, .h5, .hdf5, .keras).") var model: String
     @Flag(help: "Print JSON instead of text.") var json = false
     @Option(name: .long, help: "Models/manifest to read input sizes and normalisation from.") var manifest: String?
     @Option(name: .long, help: "HEIGHTxWIDTH the model would be fed at (for symbolic spatial dims).") var inputSize: String?
+    @Flag(help: "List every node Braid cannot run; exit 1 when there is any.") var check = false
     @OptionGroup(title: "Preprocessing (as braid finetune takes it)") var pre: PreprocessOptions
 
-    func run() {
+    func run() throws {
+        if check { return try runCheck() }
         let graph = reportingErrors { try loadModel(model) }
         let executor = Executor(graph: graph)
         let shapes = executor.symbolicOutputShapes()
@@ -68,5 +75,49 @@ struct Inspect: ParsableCommand {
         for u in units {
             print("  \(String(u.index).padding(toLength: 4, withPad: " ", startingAt: 0)) \(u.kind.padding(toLength: 15, withPad: " ", startingAt: 0)) \(u.node)  (\(u.parameterCount) params)")
         }
+    }
+}
+
+extension Inspect {
+    /// `--check`: every node the importer rejects, each on its own line (or as JSON), then
+    /// whether the imported graph plans for execution. Exit 1 when anything cannot run.
+    func runCheck() throws {
+        var problems: [UnsupportedNode] = []
+        var nodeCount = 0
+        if (model as NSString).pathExtension.lowercased() == "onnx" {
+            problems = reportingErrors { try ONNXImporter(constantsAsInitializers: true).unsupportedNodes(path: model) }
+        }
+        if problems.isEmpty {
+            // Keras files, and ONNX files whose nodes all import: the whole load and the
+            // execution passes must go through too.
+            do {
+                let graph = try loadModel(model)
+                nodeCount = graph.nodes.count
+                _ = try Passes.optimizeForExecution(graph)
+            } catch {
+                if json {
+                    printJSON(["file": model, "supported": false, "error": "\(error)"])
+                } else {
+                    print("\(model): cannot run: \(error)")
+                }
+                throw ExitCode(1)
+            }
+        }
+        if json {
+            printJSON(["file": model, "supported": problems.isEmpty,
+                       "unsupported": problems.map { ["node": $0.node, "op": $0.op, "domain": $0.domain,
+                                                      "opset": $0.opset.map { $0 as Any } ?? NSNull(), "reason": $0.reason] as [String: Any] }])
+        } else if problems.isEmpty {
+            print("\(model): all \(nodeCount) nodes supported")
+        } else {
+            print("\(model): \(problems.count) node\(problems.count == 1 ? "" : "s") Braid cannot run:")
+            for p in problems { print("  \(p)") }
+        }
+        if !problems.isEmpty { throw ExitCode(1) }
+    }
+
+    private func printJSON(_ obj: [String: Any]) {
+        let data = reportingErrors { try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]) }
+        print(String(decoding: data, as: UTF8.self))
     }
 }
