@@ -59,11 +59,15 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
     /// loss turns up, so its minimum lands anywhere in the flat part; a tenth of it (1e-5 to
     /// 2e-4) left five small random-weight torchvision networks at chance after one epoch on a
     /// two-class digits task, in PyTorch as in Braid. The edge is where the smoothed loss
-    /// first leaves the minimum's 5% band after the minimum.
+    /// first leaves the minimum's 5% band after the minimum; the minimum is looked for from
+    /// the sixth step on (a quarter of the steps on short tests).
     public static func suggestion(rates: [Float], smoothed: [Float], minLR: Float) -> Float? {
         let n = min(rates.count, smoothed.count)
         guard n >= 3 else { return nil }
-        guard let best = (0..<n).filter({ smoothed[$0].isFinite }).min(by: { smoothed[$0] < smoothed[$1] }) else { return nil }
+        // The first steps' smoothed loss is one or two batches' loss (the average is
+        // bias-corrected), as noisy as a single batch: a minimum there is noise, not a rate.
+        let skip = min(5, (n - 1) / 4)
+        guard let best = (skip..<n).filter({ smoothed[$0].isFinite }).min(by: { smoothed[$0] < smoothed[$1] }) else { return nil }
         let band = smoothed[best] + 0.05 * abs(smoothed[best])
         var edge = best
         while edge + 1 < n, smoothed[edge + 1].isFinite, smoothed[edge + 1] <= band { edge += 1 }

@@ -62,8 +62,15 @@ final class LearningRateRangeTests: XCTestCase {
         XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [2.3, 2.0, 1.5, 1.0, 1.2, .nan], minLR: 1e-5)!,
                        1e-2 / 3, accuracy: 1e-7)
         // The band is left for good at its first exit even if the loss comes back.
-        XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [1.0, 1.02, 1.2, 1.01, 1.0, 1.0], minLR: 1e-5)!,
-                       1e-4 / 3, accuracy: 1e-9)
+        XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [1.1, 1.0, 1.02, 1.2, 1.0, 1.0], minLR: 1e-5)!,
+                       1e-3 / 3, accuracy: 1e-9)
+        // A low first step is one batch's noise: the minimum is looked for from the second
+        // step on here (a quarter of six), from the sixth on longer tests.
+        XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [0.5, 0.75, 0.7, 0.72, 0.74, 2.0], minLR: 1e-5)!,
+                       1e-2 / 3, accuracy: 1e-9)
+        let long = (0..<30).map { Float(1e-5) * pow(10, Float($0) / 29 * 5) }
+        let noisy: [Float] = [0.69, 0.76, 0.73, 0.73, 0.72] + [Float](repeating: 0.71, count: 20) + [0.8, 2, 3, 4, 5]
+        XCTAssertEqual(LearningRateRange.suggestion(rates: long, smoothed: noisy, minLR: 1e-5)!, long[24] / 3, accuracy: 1e-7)
         // Never below minLR; nothing from fewer than three steps.
         XCTAssertEqual(LearningRateRange.suggestion(rates: rates, smoothed: [0.5, 0.9, 2.0], minLR: 1e-5), 1e-5)
         XCTAssertNil(LearningRateRange.suggestion(rates: [1e-5, 1e-4], smoothed: [0.5, .nan], minLR: 1e-5))
