@@ -119,22 +119,23 @@ public struct ONNXImporter: Sendable {
                 unsupported?(UnsupportedNode(node: name, op: p.opType, domain: isDefault ? "ai.onnx" : p.domain,
                                              opset: isDefault ? opset : domainOpset, reason: reason))
             }
+            // Without a collector the first rejected node throws `message`; with one it is listed.
+            func reject(_ message: String, reason: String) throws {
+                if unsupported == nil { throw ONNXError(subject: "node '\(name)'", message) }
+                skip(reason)
+            }
             guard isDefault || contrib != nil else {
-                let error = ONNXError(subject: "node '\(name)'",
-                                      "unsupported op '\(p.opType)' in domain '\(p.domain)' (opset \(opset)); only the default ONNX domain and onnxruntime's quantized com.microsoft ops are supported")
-                if unsupported == nil { throw error }
-                skip("only the default ONNX domain and onnxruntime's quantized com.microsoft ops are supported")
+                let reason = "only the default ONNX domain and onnxruntime's quantized com.microsoft ops are supported"
+                try reject("unsupported op '\(p.opType)' in domain '\(p.domain)' (opset \(opset)); \(reason)", reason: reason)
                 continue
             }
             guard let entry = contrib ?? lookupOp(p.opType, opset: opset) else {
-                let first = onnxOpTable[p.opType]?.first?.since
-                let reason = first.map { "outside the supported versions (from opset \($0))" } ?? "unsupported op"
-                if unsupported == nil {
-                    throw ONNXError(subject: "node '\(name)'", first.map {
-                        "op '\(p.opType)' (domain 'ai.onnx') at opset \(opset) is outside the supported versions (from opset \($0))"
-                    } ?? "unsupported op '\(p.opType)' (domain 'ai.onnx', opset \(opset))")
+                if let first = onnxOpTable[p.opType]?.first?.since {
+                    try reject("op '\(p.opType)' (domain 'ai.onnx') at opset \(opset) is outside the supported versions (from opset \(first))",
+                               reason: "outside the supported versions (from opset \(first))")
+                } else {
+                    try reject("unsupported op '\(p.opType)' (domain 'ai.onnx', opset \(opset))", reason: "unsupported op")
                 }
-                skip(reason)
                 continue
             }
             let t = NodeTranslation(
@@ -149,16 +150,13 @@ public struct ONNXImporter: Sendable {
                     taken.insert(n)
                     return n
                 })
-            if unsupported == nil {
+            do {
                 try entry.translate(t)
-            } else {
-                do {
-                    try entry.translate(t)
-                } catch {
-                    let message = (error as? ONNXError)?.message ?? (error as? GraphError)?.message ?? "\(error)"
-                    skip(message, listed: !p.inputs.contains { missing.contains($0) })
-                    continue
-                }
+            } catch where unsupported != nil {
+                // Listed unless it fails only because an input comes from a node already listed.
+                let message = (error as? ONNXError)?.message ?? (error as? GraphError)?.message ?? "\(error)"
+                skip(message, listed: !p.inputs.contains { missing.contains($0) })
+                continue
             }
             for c in t.constants { initializers[c.name] = c.tensor }
             for node in t.nodes {

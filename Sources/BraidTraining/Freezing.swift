@@ -25,30 +25,38 @@ extension Graph {
         guard depth >= 0 && depth <= units.count else {
             throw GraphError(node: nil, "freeze depth \(depth) is outside 0...\(units.count) (the model has \(units.count) layer units)")
         }
+        let first = depth < units.count ? units[depth] : nil
+        let (g, trainable) = training(units: units[depth...].filter { !freezeNames.contains($0.node) }, from: first,
+                                      freezeNames: freezeNames, bnMomentum: bnMomentum)
+        return TrainingSetup(graph: g, trainable: trainable, units: units, frozenDepth: depth)
+    }
+
+    /// This graph with `trained` layer units training (their parameters as `parameterAnchors`
+    /// finds them, and the batch norm directly after each switched to batch statistics) and,
+    /// from unit `first` on, the parameters that belong to no unit (`trainNormalizations`);
+    /// with the trainable names, the head's (`head.*`) among them.
+    public func training(units trained: [LayerUnit], from first: LayerUnit?, freezeNames: Set<String> = [],
+                         bnMomentum: Float) -> (Graph, Set<String>) {
         var g = self
         var trainable = Set(initializers.keys.filter { $0.hasPrefix("head.") })
         var consumers: [String: [Int]] = [:]
         for (i, n) in nodes.enumerated() { for v in n.inputs { consumers[v, default: []].append(i) } }
         let nodeIndex = Dictionary(nodes.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
         let anchors = parameterAnchors
-        for u in units[depth...] where !freezeNames.contains(u.node) {
+        for u in trained {
             guard let ni = nodeIndex[u.node] else { continue }
-            let n = nodes[ni]
             for p in u.parameters where anchors[p] != nil && !freezeNames.contains(p) { trainable.insert(p) }
-            if let out = n.outputs.first, let c = consumers[out], c.count == 1,
-               case .batchNorm(let eps) = nodes[c[0]].op {
-                var bn = g.nodes[c[0]]
-                bn.op = .batchNormTraining(epsilon: eps, momentum: bnMomentum)
-                bn.outputs = [bn.outputs[0], bn.name + "::batch_mean", bn.name + "::batch_invstd"]
+            if let out = nodes[ni].outputs.first, let c = consumers[out], c.count == 1,
+               let bn = nodes[c[0]].withBatchStatistics(momentum: bnMomentum) {
                 g.nodes[c[0]] = bn
                 for p in bn.inputs[1...2] where !freezeNames.contains(p) { trainable.insert(p) }
             }
         }
-        if depth < units.count, let first = nodeIndex[units[depth].node] {
-            g.trainNormalizations(after: first, trainable: &trainable, freezeNames: freezeNames, bnMomentum: bnMomentum,
+        if let first, let at = nodeIndex[first.node] {
+            g.trainNormalizations(after: at, trainable: &trainable, freezeNames: freezeNames, bnMomentum: bnMomentum,
                                   anchors: anchors)
         }
-        return TrainingSetup(graph: g, trainable: trainable, units: units, frozenDepth: depth)
+        return (g, trainable)
     }
 
     /// Parameters that belong to no layer unit train like the units around them: from node
@@ -65,15 +73,26 @@ extension Graph {
         let anchors = known ?? parameterAnchors
         let owned = Set(layerUnits.flatMap(\.parameters))
         for i in nodes.indices where i > first && !freezeNames.contains(nodes[i].name) {
-            guard case .batchNorm(let eps) = nodes[i].op, !owned.contains(nodes[i].inputs[1]) else { continue }
-            var bn = nodes[i]
-            bn.op = .batchNormTraining(epsilon: eps, momentum: bnMomentum)
-            bn.outputs = [bn.outputs[0], bn.name + "::batch_mean", bn.name + "::batch_invstd"]
+            guard !owned.contains(nodes[i].inputs.dropFirst().first ?? ""),
+                  let bn = nodes[i].withBatchStatistics(momentum: bnMomentum) else { continue }
             nodes[i] = bn
         }
         for (p, at) in anchors where at >= first && !owned.contains(p) && !freezeNames.contains(p)
             && !freezeNames.contains(nodes[at].name) {
             trainable.insert(p)
         }
+    }
+}
+
+extension Node {
+    /// This inference-mode batch norm run with batch statistics (updating its running ones
+    /// with `momentum`), its batch mean and inverse deviation as extra outputs for the
+    /// backward pass; nil for any other node.
+    func withBatchStatistics(momentum: Float) -> Node? {
+        guard case .batchNorm(let eps) = op else { return nil }
+        var bn = self
+        bn.op = .batchNormTraining(epsilon: eps, momentum: momentum)
+        bn.outputs = [outputs[0], name + "::batch_mean", name + "::batch_invstd"]
+        return bn
     }
 }

@@ -13,28 +13,8 @@ extension Graph {
         if let bad = frozenUnits.first(where: { $0 < 0 || $0 >= units.count }) {
             throw GraphError(node: nil, "frozen unit \(bad) is outside 0..<\(units.count) (the model has \(units.count) layer units)")
         }
-        var g = self
-        var trainable = Set(initializers.keys.filter { $0.hasPrefix("head.") })
-        var consumers: [String: [Int]] = [:]
-        for (i, n) in nodes.enumerated() { for v in n.inputs { consumers[v, default: []].append(i) } }
-        let nodeIndex = Dictionary(nodes.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        let anchors = parameterAnchors
-        for u in units where !frozenUnits.contains(u.index) {
-            guard let ni = nodeIndex[u.node] else { continue }
-            let n = nodes[ni]
-            for p in u.parameters where anchors[p] != nil { trainable.insert(p) }
-            if let out = n.outputs.first, let c = consumers[out], c.count == 1,
-               case .batchNorm(let eps) = nodes[c[0]].op {
-                var bn = g.nodes[c[0]]
-                bn.op = .batchNormTraining(epsilon: eps, momentum: bnMomentum)
-                bn.outputs = [bn.outputs[0], bn.name + "::batch_mean", bn.name + "::batch_invstd"]
-                g.nodes[c[0]] = bn
-                for p in bn.inputs[1...2] { trainable.insert(p) }
-            }
-        }
-        if let firstTrained = units.first(where: { !frozenUnits.contains($0.index) }), let first = nodeIndex[firstTrained.node] {
-            g.trainNormalizations(after: first, trainable: &trainable, bnMomentum: bnMomentum, anchors: anchors)
-        }
+        let trained = units.filter { !frozenUnits.contains($0.index) }
+        let (g, trainable) = training(units: trained, from: trained.first, bnMomentum: bnMomentum)
         var setup = try trainingSetup(freezeDepth: units.count)
         setup.graph = g
         setup.trainable = trainable

@@ -38,8 +38,7 @@ let quantizeOps: OpTable = {
         // b_scale / b_zero_point may be per column [N]: they broadcast along the last axis.
         let acc = n.step(.matMul, [centredInteger(n, 0, 2, "a"), centredInteger(n, 3, 5, "b")], "acc")
         let multiplier = n.step(.binary(.div), [n.step(.binary(.mul), [n.input(1), n.input(4)], "ab_scale"), n.input(6)], "multiplier")
-        try quantize(n, n.step(.binary(.mul), [acc, multiplier], "scaled"), zeroPoint: n.input(7),
-                     to: n.knownElementType(7) ?? .uint8, saturate: true, output: n.outputs[0])
+        try requantizeScaled(n, n.step(.binary(.mul), [acc, multiplier], "scaled"), zeroPoint: 7)
     }]
     t["QLinearConv"] = [v(10) { n in
         let params = try convParams(n, weight: 3)
@@ -51,8 +50,7 @@ let quantizeOps: OpTable = {
         if let s = n.knownShape(4), s.product > 1 {
             multiplier = n.step(.reshape(allowZero: false), [multiplier, n.constant(ints: channelShape, "channel_shape")], "multiplier_c")
         }
-        try quantize(n, n.step(.binary(.mul), [acc, multiplier], "scaled"), zeroPoint: n.input(7),
-                     to: n.knownElementType(7) ?? .uint8, saturate: true, output: n.outputs[0])
+        try requantizeScaled(n, n.step(.binary(.mul), [acc, multiplier], "scaled"), zeroPoint: 7)
     }]
     // Integer products computed in float32 (exact while partial sums stay below 2^24).
     t["ConvInteger"] = [v(10) { n in

@@ -109,24 +109,17 @@ let microsoftOps: OpTable = {
 /// `perChannelAxis` 0 reshapes a per-channel scale and zero point to [C, 1] (rows of a 2-D B).
 private func dequantized(_ n: NodeTranslation, _ x: Int, _ scale: Int, _ zp: Int, _ role: String,
                          perChannelAxis: Int? = nil) -> String {
-    var s = n.input(scale), z = n.input(zp)
+    var s = n.input(scale)
     if perChannelAxis == 0, let shape = n.knownShape(scale), shape.product > 1 {
-        let column = n.constant(ints: [shape.product, 1], role + "_column")
-        s = n.step(.reshape(allowZero: false), [s, column], role + "_scale_c")
-        if !z.isEmpty, let zs = n.knownShape(zp), zs.product > 1 {
-            z = n.step(.reshape(allowZero: false), [z, column], role + "_zp_c")
-        }
+        s = n.step(.reshape(allowZero: false), [s, n.constant(ints: [shape.product, 1], role + "_column")], role + "_scale_c")
     }
-    var f = n.step(.cast(to: .float32), [n.input(x)], role + "_float")
-    if !z.isEmpty {
-        f = n.step(.binary(.sub), [f, n.step(.cast(to: .float32), [z], role + "_zp_float")], role + "_centred")
-    }
-    return n.step(.binary(.mul), [f, s], role + "_real")
+    let centred = centredInteger(n, x, zp, role, perChannelRank: perChannelAxis == 0 ? 2 : nil)
+    return n.step(.binary(.mul), [centred, s], role + "_real")
 }
 
 /// Rounds `scaled` (already divided by the output scale), adds the node's input `zeroPoint`
-/// and saturates into its type, as the first output.
-private func requantizeScaled(_ n: NodeTranslation, _ scaled: String, zeroPoint: Int) throws {
+/// and saturates into its type (uint8 when it has none), as the first output.
+func requantizeScaled(_ n: NodeTranslation, _ scaled: String, zeroPoint: Int) throws {
     let zp = n.input(zeroPoint)
     try quantize(n, scaled, zeroPoint: zp.isEmpty ? nil : zp, to: n.knownElementType(zeroPoint) ?? .uint8,
                  saturate: true, output: n.outputs[0])
