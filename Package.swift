@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "braid", targets: ["braid"]),
+        .library(name: "BraidRuntime", targets: ["BraidRuntime"]),
+        .library(name: "BraidTransfer", targets: ["BraidTransfer"]),
         .library(name: "BraidONNX", targets: ["BraidONNX"]),
     ],
     dependencies: [
@@ -35,11 +37,12 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
         .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels", "CHDF5", "CDataShim"]),
+        .target(name: "BraidRuntime", dependencies: ["BraidONNX", "BraidKeras", "BraidData", "BraidGraph", "BraidTensor"]),
         .target(name: "BraidTransfer", dependencies: [
-            "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
+            "BraidRuntime", "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
         ]),
         .executableTarget(name: "braid", dependencies: [
-            "BraidTransfer", "BraidTraining", "BraidData",
+            "BraidRuntime", "BraidTransfer", "BraidTraining", "BraidData",
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidKernels", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -50,7 +53,7 @@ let package = Package(
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidKeras", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTraining", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
-        .testTarget(name: "BraidTransferTests", dependencies: ["BraidTransfer", "BraidTraining", "BraidData", "BraidONNX", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidTransferTests", dependencies: ["BraidTransfer", "BraidRuntime", "BraidTraining", "BraidData", "BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "CLITests", dependencies: ["BraidONNX", "BraidTensor"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),

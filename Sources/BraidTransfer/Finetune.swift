@@ -495,6 +495,3 @@ public final class Finetuner {
         return (ensemble, each)
     }
 }
-
-/// The version written into checkpoints and exported files.
-public let braidVersion = "0.1.0"

@@ -21,7 +21,7 @@ public struct RunRecord: Codable, Sendable {
 
     public init(sources: [String], featureNodes: [String?], data: String, classes: [String],
                 depths: [Int], options: TrainOptions) {
-        self.braidVersion = BraidTransfer.braidVersion
+        self.braidVersion = BraidRuntime.braidVersion
         self.sources = sources; self.featureNodes = featureNodes; self.data = data
         self.classes = classes; self.depths = depths; self.options = options
     }
@@ -56,18 +56,4 @@ public struct RunRecord: Codable, Sendable {
             return m
         }
     }
-}
-
-/// Loads Models/manifest from `path`, or from the repository's copy beside the working
-/// directory when `path` is nil.
-public func loadManifest(path: String?) throws -> [ModelManifest] {
-    let candidates = path.map { [$0] } ?? [
-        ProcessInfo.processInfo.environment["BRAID_MANIFEST"],
-        FileManager.default.currentDirectoryPath + "/Models/manifest",
-    ].compactMap { $0 }
-    for p in candidates where FileManager.default.fileExists(atPath: p) {
-        return try ModelManifest.load(path: p)
-    }
-    if let path { throw TrainingError("\(path): no such manifest") }
-    return []
 }

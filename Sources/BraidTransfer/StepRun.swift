@@ -40,7 +40,7 @@ public struct StepRun {
         guard batch > 0, images.shape.count >= 2, images.shape[0] % batch == 0, labels.count == images.shape[0] else {
             throw TrainingError("\(path): \(images.shape[0]) images and \(labels.count) labels do not make whole batches of \(batch)")
         }
-        let original = try SourceModel.importGraph(path: path)
+        let original = try ModelFile.load(path: path)
         guard let input = original.feedInputs.first else { throw TrainingError("\(path): the model has no input") }
         let classes = try wanted ?? original.classifierOutputs(path: path)
         if let bad = labels.first(where: { $0 < 0 || $0 >= classes }) {

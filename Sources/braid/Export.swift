@@ -1,6 +1,4 @@
 import ArgumentParser
-import BraidGraph
-import BraidKeras
 import BraidONNX
 import BraidTransfer
 import Foundation
@@ -59,19 +57,14 @@ struct Export: ParsableCommand {
                 metadata = e.info.metadata
             } else {
                 guard member == nil else { throw ValidationError("--member applies to run directories") }
-                graph = try loadModel(source)
-                metadata = try storedMetadata(path: source)
+                graph = try ModelFile.load(path: source)
+                metadata = try ModelFile.storedMetadata(path: source)
                 metadata["converted_from"] = (source as NSString).lastPathComponent
             }
             graph = try Passes.optimizeForInference(graph)
-            switch format {
-            case "onnx":
-                let exporter = ONNXExporter(opset: opset, fp16Weights: fp16Weights, metadata: metadata,
-                                            producerVersion: braidVersion)
-                try exporter.write(graph, to: out, externalData: externalData)
-            default:
-                try exportKeras(graph, to: out, inputShapes: [:], metadata: metadata)
-            }
+            try ModelFile.save(graph, to: out, format: format == "onnx" ? .onnx : .keras,
+                               options: ModelFile.SaveOptions(opset: opset, fp16Weights: fp16Weights,
+                                                              externalData: externalData, metadata: metadata))
             let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
             print("\(source) -> \(out)  (\(graph.outputs.map(\.name).joined(separator: ", ")); \(size) bytes)")
         }

@@ -1,8 +1,5 @@
 import ArgumentParser
-import BraidData
-import BraidGraph
-import BraidTensor
-import BraidTransfer
+import BraidRuntime
 import Foundation
 
 extension Run {
@@ -11,7 +8,7 @@ extension Run {
     /// output read as class scores (softmax applied unless its rows already sum to 1).
     func classifyWithPreprocessing(graph loaded: Graph) throws {
         let size = try parseInputSizes(inputSize.map { [$0] } ?? [], sources: [model])?.first ?? nil
-        let resolved = try SourceModel.resolveInput(path: model, graph: loaded, manifest: try loadManifest(path: manifest),
+        let resolved = try ResolvedInput.resolve(path: model, graph: loaded, manifest: try loadManifest(path: manifest),
                                                     inputSize: size, preprocess: try pre.overrides(sources: [model])?.first ?? nil)
         guard resolved.sources[.range] != .default || resolved.sources[.mean] != .default else {
             throw ValidationError("\(model): no preprocessing in its metadata or Models/manifest; give --preprocess imagenet|caffe|inception|none (or --range, --mean, --std)")

@@ -1,7 +1,5 @@
 import ArgumentParser
-import BraidGraph
-import BraidTensor
-import BraidTransfer
+import BraidRuntime
 import Foundation
 
 struct Run: ParsableCommand {
@@ -48,26 +46,20 @@ struct Run: ParsableCommand {
             // A Braid ensemble carries its preprocessing; any other classifier takes it from
             // the preprocessing flags (over its metadata and Models/manifest).
             if pre.isEmpty && inputSize == nil { return classifyImages() }
-            return reportingErrors { try classifyWithPreprocessing(graph: try loadModel(model)) }
+            return reportingErrors { try classifyWithPreprocessing(graph: try ModelFile.load(path: model)) }
         }
-        var graph = reportingErrors { try loadModel(model) }
+        let loaded = reportingErrors { try Model(contentsOf: model) }
         let args: [(name: String?, value: String)] = input.map { s in
             if let eq = s.firstIndex(of: "="), !s[s.index(after: eq)...].isEmpty, !s[..<eq].contains("/") {
                 return (String(s[..<eq]), String(s[s.index(after: eq)...]))
             }
             return (nil, s)
         }
-        let bound = reportingErrors { try bindArguments(args, graph: graph) }
+        let bound = reportingErrors { try bindArguments(args, graph: loaded.graph) }
         let feeds = reportingErrors { try bound.mapValues { try Npy.read(path: $0) } }
-        // A file traced at batch 1 (PyTorch's dynamo exporter) fed another batch.
-        if graph.unitBatchInputs.contains(where: { feeds[$0].map { $0.shape.first != 1 } ?? false }) {
-            graph = reportingErrors { try Passes.generalizeBatch(graph, sampleShapes: feeds.mapValues(\.shape)) }
-        }
-        // Constant folding, BN folding, dead-code removal and Conv + Add + activation fusion.
-        let executor = Executor(graph: reportingErrors { try Passes.optimizeForExecution(graph) })
-        executor.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }
-        let outputs = reportingErrors { try executor.run(feeds) }
-        let names = graph.outputs.map(\.name)
+        loaded.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }
+        let outputs = reportingErrors { try loaded.run(feeds) }
+        let names = loaded.outputs.map(\.name)
         if let output {
             reportingErrors { try Npy.write(outputs[names[0]]!, path: output) }
             print("\(names[0]) -> \(output)  \(outputs[names[0]]!.shape)")

@@ -49,14 +49,17 @@ final class SourceInputTests: XCTestCase {
         return g
     }
 
-    /// `[N, 3, H, W]`: without a size the error names --input-size and the file; with one the
+    /// `[N, 3, H, W]`: without a size the error names the file and the `inputSize` setting
+    /// (not a command-line flag); with one the
     /// model loads at that size and plans at any batch.
     func testSymbolicSpatialDimsNeedOnlyAnInputSize() throws {
         let path = try tempDir() + "/free.onnx"
         try writeModel(to: path, input: [.symbol("N"), .fixed(3), .symbol("H"), .symbol("W")])
         XCTAssertThrowsError(try SourceModel.load(path: path, classes: 5, seed: 0, manifest: [])) { e in
             let text = "\(e)"
-            XCTAssertTrue(text.contains("free.onnx") && text.contains("--input-size") && text.contains("symbolic spatial dims"), text)
+            XCTAssertTrue(text.contains("free.onnx") && text.contains("input size") && text.contains("symbolic spatial dims"), text)
+            XCTAssertFalse(text.contains("--"), text)
+            XCTAssertEqual((e as? SettingError)?.setting, "inputSize")
         }
         let m = try SourceModel.load(path: path, classes: 5, seed: 0, manifest: [], inputSize: [20, 24])
         XCTAssertEqual(m.spec.sampleShape, [3, 20, 24])
@@ -72,7 +75,7 @@ final class SourceInputTests: XCTestCase {
     func testBatchOneExportLoadsForAnyBatch() throws {
         let path = try tempDir() + "/traced.onnx"
         try writeModel(to: path, input: [.fixed(1), .fixed(3), .fixed(8), .fixed(8)], bakedBatch: true, output: "logits")
-        let raw = try SourceModel.importGraph(path: path)
+        let raw = try ModelFile.load(path: path)
         XCTAssertThrowsError(try Executor(graph: raw).plan(for: ["input": ([6, 3, 8, 8], .float32)]))
         let m = try SourceModel.load(path: path, classes: 2, seed: 1, manifest: [])
         XCTAssertEqual(m.graph.feedInputs.first?.shape?.first, .symbol("N"))
@@ -94,8 +97,8 @@ final class SourceInputTests: XCTestCase {
         let path = dir + "/tagged.onnx"
         try writeModel(to: path, input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)],
                        metadata: ["input_range": "0..255", "input_channel_order": "BGR"])
-        let graph = try SourceModel.importGraph(path: path)
-        let plain = try SourceModel.resolveInput(path: path, graph: graph, manifest: [])
+        let graph = try ModelFile.load(path: path)
+        let plain = try ResolvedInput.resolve(path: path, graph: graph, manifest: [])
         XCTAssertEqual(plain.spec.range, .byte)
         XCTAssertTrue(plain.spec.bgr)
         XCTAssertEqual(plain.sources, [.size: .default, .layout: .default, .range: .metadata, .mean: .default,
@@ -104,7 +107,7 @@ final class SourceInputTests: XCTestCase {
                                                          "mean": "0.5", "std": "0.25", "channel_order": "RGB"])
         var flags = PreprocessOverride()
         try flags.set(.channelOrder, "rgb")
-        let r = try SourceModel.resolveInput(path: path, graph: graph, manifest: [entry], preprocess: flags)
+        let r = try ResolvedInput.resolve(path: path, graph: graph, manifest: [entry], preprocess: flags)
         XCTAssertEqual(r.spec.mean, [0.5])
         XCTAssertEqual(r.spec.std, [0.25])
         XCTAssertEqual(r.spec.range, .byte)
@@ -119,7 +122,7 @@ final class SourceInputTests: XCTestCase {
         // A layout flag that does not fit the declared input is refused, naming the file.
         var nhwc = PreprocessOverride()
         try nhwc.set(.layout, "nhwc")
-        XCTAssertThrowsError(try SourceModel.resolveInput(path: path, graph: graph, manifest: [], preprocess: nhwc)) { e in
+        XCTAssertThrowsError(try ResolvedInput.resolve(path: path, graph: graph, manifest: [], preprocess: nhwc)) { e in
             XCTAssertTrue("\(e)".contains("tagged.onnx") && "\(e)".contains("NHWC"), "\(e)")
         }
     }
@@ -190,7 +193,7 @@ final class SourceInputTests: XCTestCase {
         let path = try tempDir() + "/tagged.h5"
         try exportKeras(model(input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)]), to: path,
                         metadata: ["input_range": "-1..1", "input_channel_order": "BGR"])
-        let r = try SourceModel.resolveInput(path: path, graph: try SourceModel.importGraph(path: path), manifest: [])
+        let r = try ResolvedInput.resolve(path: path, graph: try ModelFile.load(path: path), manifest: [])
         XCTAssertEqual(r.spec.range, .symmetric)
         XCTAssertTrue(r.spec.bgr)
         XCTAssertEqual(r.sources[.range], .metadata)
