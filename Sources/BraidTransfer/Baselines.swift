@@ -88,7 +88,7 @@ public final class ChildTuningMask {
     var masks: [String: Tensor] = [:]
 
     public init(mode: Mode, p: Float, seed: UInt64) throws {
-        guard p > 0 && p <= 1 else { throw TrainingError("--child-p must be in (0, 1], got \(p)") }
+        guard p > 0 && p <= 1 else { throw TrainingError("the kept fraction of Child-Tuning must be in (0, 1], got \(p)", setting: "childP") }
         self.mode = mode; self.p = p
         self.seed = seed ^ 0xC41D
     }

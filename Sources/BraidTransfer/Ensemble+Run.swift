@@ -66,13 +66,13 @@ public struct TrainedRun {
                 throw TrainingError("no member named '\(member)' (members: \(members.map(\.name).joined(separator: ", ")))")
             }
         }
-        let vote: EnsembleVote = record.options.vote == "softmax" && picked.count > 1 ? .meanOfProbabilities : .sumOfLogits
+        let vote: EnsembleVote = record.options.vote == .softmax && picked.count > 1 ? .meanOfProbabilities : .sumOfLogits
         let graph = try ensembleGraph(members: picked.map { EnsembleMember($0.element) }, classes: record.classes, image: image,
                                       vote: vote)
         let names = Array(graph.outputs.dropFirst(2).map(\.name))
         let info = EnsembleInfo(classes: record.classes, sources: picked.map { record.sources[$0.offset] }, members: names,
                                 depths: picked.map { $0.offset < record.depths.count ? record.depths[$0.offset] : 0 },
-                                method: record.options.method, dataset: record.data, vote: vote, image: image)
+                                method: record.options.method.rawValue, dataset: record.data, vote: vote, image: image)
         return (graph, info)
     }
 }

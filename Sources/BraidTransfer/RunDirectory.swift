@@ -52,7 +52,7 @@ public struct RunRecord: Codable, Sendable {
                                          manifest: manifest, featureNode: featureNodes[j],
                                          inputSize: inputSizes.flatMap { j < $0.count ? $0[j] : nil },
                                          preprocess: preprocess.flatMap { j < $0.count ? $0[j] : nil })
-            if options.method == "scratch" { m.reinitialize(seed: options.seed &+ UInt64(j)) }
+            if options.method == .scratch { m.reinitialize(seed: options.seed &+ UInt64(j)) }
             return m
         }
     }

@@ -67,7 +67,7 @@ public struct StepRun {
             losses.append(loss)
             onStep?(s, loss)
             guard loss.isFinite else {
-                throw TrainingError("step \(s): the loss is \(loss) (losses so far: \(losses.map { String(format: "%.6g", $0) }.joined(separator: ", "))); lower --lr or check the model's outputs")
+                throw TrainingError("step \(s): the loss is \(loss) (losses so far: \(losses.map { String(format: "%.6g", $0) }.joined(separator: ", "))); lower the learning rate or check the model's outputs", setting: "lr")
             }
             plan.backward()
             optimizer.step(params: plan.params, grads: plan.grads, lr: settings.lr)

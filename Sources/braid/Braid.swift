@@ -58,9 +58,14 @@ func describe(_ error: any Error) -> String {
     return "\(e.description) (\(flagName(setting)))"
 }
 
-/// The command-line flag of a library setting: `inputSize` -> `--input-size`.
+/// The command-line flag of a library setting: `inputSize` -> `--input-size`, `cacheMB` ->
+/// `--cache-mb`.
 func flagName(_ setting: String) -> String {
-    "--" + setting.reduce(into: "") { out, c in
-        if c.isUppercase { out += "-" + c.lowercased() } else { out.append(c) }
+    var out = "--", previousUpper = false
+    for c in setting {
+        if c.isUppercase && !previousUpper { out += "-" }
+        out += c.lowercased()
+        previousUpper = c.isUppercase
     }
+    return out
 }

@@ -52,7 +52,7 @@ struct Eval: ParsableCommand {
             }
             let members = models.map { (graph: $0.graph, inputName: $0.inputName, spec: $0.spec) }
             let e = try evaluate(members: members, on: set, batchSize: o.batch, classes: record.classes.count,
-                                 softmaxVote: o.vote == "softmax")
+                                 softmaxVote: o.vote == .softmax)
             if json {
                 let obj: [String: Any] = ["accuracy": e.accuracy, "correct": e.correct, "total": e.total,
                                           "confusion": e.confusion, "classes": record.classes, "split": which]

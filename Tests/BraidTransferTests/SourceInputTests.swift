@@ -180,7 +180,6 @@ final class SourceInputTests: XCTestCase {
         var o = TrainOptions()
         o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9
         let tuner = try Finetuner(models: [m], depths: [0], classes: opened.classes, options: o, runDir: dir)
-        tuner.quiet = true
         let before = m.graph.initializers["pw"]!.floatArray
         try tuner.train(train: split.train, validation: split.validation, resume: false)
         XCTAssertEqual(tuner.history.count, 1)
