@@ -5,6 +5,17 @@ import BraidONNX
 import BraidTensor
 import Foundation
 
+/// A model that is not an exported ensemble: its metadata lacks the class names or the
+/// preprocessing of its image input.
+public struct MissingEnsembleMetadata: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    /// The metadata keys missing or malformed, with what they should hold.
+    public var missing: [String]
+    public var description: String {
+        "\(path): no preprocessing metadata (missing \(missing.joined(separator: ", "))); export the model from a run directory, give its preprocessing, or feed prepared tensors"
+    }
+}
+
 /// An exported ensemble loaded for classifying image files: its graph and the metadata that
 /// says how to feed it and what its classes are called.
 public final class EnsembleClassifier {
@@ -14,8 +25,8 @@ public final class EnsembleClassifier {
 
     /// Loads `path` (.onnx, or a Keras file written by `braid export --format h5`).
     ///
-    /// - Throws: `ModelLoadError` when the model has no ensemble metadata (class names and
-    ///   preprocessing) or no `probabilities` output.
+    /// - Throws: `MissingEnsembleMetadata` when the model has no ensemble metadata (class
+    ///   names and preprocessing); `ModelLoadError` when it has no `probabilities` output.
     public init(path: String) throws {
         var graph: Graph
         var metadata: [String: String]
@@ -33,8 +44,7 @@ public final class EnsembleClassifier {
             metadata = graph.metadata.merging(try kerasFileMetadata(path: path)) { _, stored in stored }
         }
         guard let info = EnsembleInfo(metadata: metadata) else {
-            let missing = EnsembleInfo.missing(in: metadata).joined(separator: ", ")
-            throw ModelLoadError("\(path): no preprocessing metadata (missing \(missing)); export the model from a run directory (`braid export RUN_DIR --format onnx|h5`), give its preprocessing, or feed prepared tensors", setting: "preprocess")
+            throw MissingEnsembleMetadata(path: path, missing: EnsembleInfo.missing(in: metadata))
         }
         guard graph.outputs.contains(where: { $0.name == EnsembleNames.probabilities }),
               graph.feedInputs.count == 1 else {

@@ -78,7 +78,12 @@ struct Run: ParsableCommand {
     /// standard error when there is more than one batch.
     func classifyImages() {
         reportingErrors {
-            let classifier = try EnsembleClassifier(path: model)
+            let classifier: EnsembleClassifier
+            do {
+                classifier = try EnsembleClassifier(path: model)
+            } catch let e as MissingEnsembleMetadata {
+                throw ValidationError("\(e.path): no preprocessing metadata for --image (missing \(e.missing.joined(separator: ", "))); export the model from a run directory (`braid export RUN_DIR --format onnx|h5`), give its preprocessing with --preprocess (or --range, --mean, --std), or feed prepared tensors with `--input x.npy --output y.npy`")
+            }
             let files = try imageFiles(image)
             if let limit = try memoryLimit(maxMemory) {
                 try checkImageMemory(classifier, images: files.count, limit: limit)
