@@ -137,4 +137,23 @@ extension SourceModel {
             bias.floats.update(repeating: 0, count: k)
         }
     }
+
+}
+
+extension StepRun {
+    /// Writes `losses.json` (the losses, the classifier's name and an index from parameter
+    /// name to file) and each trained parameter as `params/<i>.npy` into `directory`.
+    public func write(to directory: String) throws {
+        let dir = URL(fileURLWithPath: directory)
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("params"), withIntermediateDirectories: true)
+        var index: [String: String] = [:]
+        for (i, (name, t)) in parameters.sorted(by: { $0.key < $1.key }).enumerated() {
+            let file = "params/\(i).npy"
+            try Npy.write(t, path: dir.appendingPathComponent(file).path)
+            index[name] = file
+        }
+        let obj: [String: Any] = ["losses": losses.map { Double($0) }, "params": index, "classifier": classifier ?? NSNull()]
+        try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]),
+                            to: dir.appendingPathComponent("losses.json").path)
+    }
 }
