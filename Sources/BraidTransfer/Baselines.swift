@@ -77,7 +77,7 @@ public final class L2SPPenalty {
 /// squared gradient (Fisher information, from `accumulateFisher`) is in the top p fraction
 /// over all backbone parameters together; kept gradients are not rescaled.
 public final class ChildTuningMask {
-    public enum Mode: String, Codable, Sendable { case d, f }
+    public enum Mode: String, Codable, Sendable, CaseIterable { case d, f }
     public let mode: Mode
     public let p: Float
     /// Mode D's masks are drawn from a stream keyed by this and the step, so a resumed run

@@ -116,6 +116,7 @@ public final class ExperimentRunner {
                 let data: OpenedData
                 if let d = opened[cell.target] { data = d } else {
                     data = try DataCatalog.open(cell.target, dataFolder: cacheDir + "/data")
+                    for (path, reason) in data.skipped { events?(.warning("skipping \(path): \(reason)")) }
                     opened[cell.target] = data
                 }
                 let metrics = try runCell(cell, data: data)

@@ -178,6 +178,7 @@ public final class Finetuner {
 
     init(models: [SourceModel], setups: [TrainingSetup], classes: [String], options: TrainOptions, runDir: String,
          prefixCache: PrefixCache?) throws {
+        try options.validate()
         self.options = options
         self.classes = classes
         self.runDir = runDir

@@ -148,6 +148,7 @@ public final class FinetuneRun {
         var o = options
         try o.validate()
         let opened = try self.opened ?? DataCatalog.open(record.data, onCorrupt: onCorrupt)
+        for (path, reason) in opened.skipped { events?(.warning("skipping \(path): \(reason)")) }
         let split = try opened.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
         let models = try record.buildModels(manifest: manifest)
         var depths = try Self.freezeDepths(method: o.method, freeze: o.freeze, models: models, chosen: record.depths)

@@ -220,10 +220,8 @@ extension TrainOptions: Codable {
         let o: TrainOptions
         do {
             o = try decoder.decode(TrainOptions.self, from: object)
-        } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
-            throw TrainingError("\(place).\(path(context)) must be \(describe(type))")
-        } catch let DecodingError.dataCorrupted(context) {
-            throw TrainingError("\(place).\(path(context)): \(context.debugDescription)")
+        } catch let e as OptionValueError {
+            throw TrainingError("\(place).\(snakeCase(e.key)) must be \(e.expected)", setting: e.key)
         }
         do {
             try o.validate()
@@ -244,19 +242,25 @@ extension TrainOptions: Codable {
         return out
     }
 
-    private static func path(_ context: DecodingError.Context) -> String {
-        context.codingPath.map { $0.intValue.map(String.init) ?? snakeCase($0.stringValue) }.joined(separator: ".")
-    }
-
-    private static func describe(_ type: Any.Type) -> String {
+    static func describe(_ type: Any.Type) -> String {
         switch type {
         case is Int.Type, is UInt64.Type, is Int?.Type: return "a whole number"
         case is Float.Type, is Double.Type: return "a number"
         case is Bool.Type: return "true or false"
         case is [Int].Type: return "a list of whole numbers"
-        default: return "one of its named values (a string)"
+        default:
+            guard let named = type as? any CaseIterable.Type else { return "a value of type \(type)" }
+            let names = named.allCases.map { "\(($0 as? any RawRepresentable)?.rawValue ?? $0)" }
+            return "one of " + names.joined(separator: ", ")
         }
     }
+}
+
+/// A setting whose value has the wrong type or is not one of its named values.
+struct OptionValueError: Error, CustomStringConvertible {
+    var key: String
+    var expected: String
+    var description: String { "\(key) must be \(expected)" }
 }
 
 /// A coding key for any setting name.
@@ -280,7 +284,14 @@ private struct Field<Value: Codable & Sendable>: OptionField, @unchecked Sendabl
     init(_ path: WritableKeyPath<TrainOptions, Value>, _ key: String) { self.path = path; self.key = key }
 
     func decode(into o: inout TrainOptions, from c: KeyedDecodingContainer<OptionKey>) throws {
-        if let v = try c.decodeIfPresent(Value.self, forKey: OptionKey(key)) { o[keyPath: path] = v }
+        let value: Value?
+        do {
+            value = try c.decodeIfPresent(Value.self, forKey: OptionKey(key))
+        } catch {
+            // Foundation reports some mismatches (1.5 for a whole number) as its own errors.
+            throw OptionValueError(key: key, expected: TrainOptions.describe(Value.self))
+        }
+        if let value { o[keyPath: path] = value }
     }
 
     func encode(_ o: TrainOptions, to c: inout KeyedEncodingContainer<OptionKey>) throws {

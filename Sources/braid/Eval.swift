@@ -23,6 +23,7 @@ struct Eval: ParsableCommand {
             let trained = try TrainedRun.load(runDir: runDir, manifest: try loadManifest(path: manifest))
             let name = data ?? trained.record.data
             let opened = try DataCatalog.open(name, onCorrupt: skipCorrupt ? .skip : .fail)
+            for (path, reason) in opened.skipped { FileHandle.standardError.write(Data("braid: warning: skipping \(path): \(reason)\n".utf8)) }
             let which = split ?? (data == nil ? .test : .all)
             let e = try trained.evaluate(on: try trained.images(of: opened, split: which))
             let record = trained.record
