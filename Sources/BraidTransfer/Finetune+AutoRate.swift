@@ -1,0 +1,106 @@
+import BraidData
+import BraidTensor
+import BraidTraining
+import Foundation
+
+/// Tells a fine-tune at an automatically chosen rate that it diverges, from its batch losses.
+///
+/// The rule: the training loss's moving average (weight 0.9, bias-corrected, as the range
+/// test smooths its curve) passes `factor` (2) times its starting level, from the fifth batch
+/// on. The starting level is the first batch's loss (the initial weights' loss, before any
+/// update), or ln(classes) when that is higher: a new head's loss at chance, so that one
+/// lucky first batch does not make ordinary noise look like a rise. A run that averages twice
+/// the loss of guessing is worse than a guesser, which a working rate never makes it; the
+/// rates that diverge in the range tests go from there to NaN within a few batches.
+/// Non-finite losses and gradients are caught by the training loop itself.
+struct DivergenceWatch {
+    let floor: Float
+    let factor: Float
+    private(set) var start: Float?
+    private var average = 0.0
+    private var count = 0
+
+    init(classes: Int, factor: Float = 2) {
+        floor = Float(log(Double(max(classes, 2))))
+        self.factor = factor
+    }
+
+    /// Takes one batch's (finite) loss; returns why the run counts as diverged, or nil.
+    mutating func observe(_ loss: Float) -> String? {
+        let level = start ?? max(loss, floor)
+        start = level
+        count += 1
+        average = 0.9 * average + 0.1 * Double(loss)
+        let smooth = average / (1 - pow(0.9, Double(count)))
+        guard count >= 5, smooth > Double(factor * level) else { return nil }
+        return String(format: "the training loss's moving average %.4g passed %g times its starting level %.4g",
+                      smooth, factor, level)
+    }
+}
+
+/// `train` stopped because the run diverged while `Finetuner.watchDivergence` was set.
+struct TrainingDiverged: Error {
+    var rate: Float
+    var at: String
+    var reason: String
+}
+
+/// One rate a fine-tune at an automatically chosen rate trained with, and how it ended.
+public struct RateAttempt: Codable, Sendable, Equatable {
+    public var rate: Float
+    /// `completed`, or `diverged at epoch E, batch B: <reason>`.
+    public var outcome: String
+
+    public var diverged: Bool { outcome != "completed" }
+}
+
+extension Finetuner {
+    /// Trains at `options.lr`, a rate chosen automatically (by a range test), and recovers
+    /// when it proves too high: when the run diverges (a NaN or infinite loss or gradient,
+    /// or the loss rising to twice its starting level: `DivergenceWatch`), the members go back
+    /// to their initial weights, running statistics and optimiser state, and training starts
+    /// again from the first batch with the same seed at `1 / factor` of the rate, up to
+    /// `tries` rates in all. Each restart prints one line on standard error. The rates tried
+    /// and their outcomes are in `rateAttempts`; `options.lr` ends as the rate that completed.
+    /// `onRestart` is told each new rate before its attempt (to record it for a resume).
+    ///
+    /// - Throws: `TrainingError` naming every rate tried when the last one diverges too;
+    ///   `TrainingInterrupted` and other errors of `train` as they come.
+    public func trainRecoveringRate(train: any ImageDataset, validation: any ImageDataset, tries: Int = 4,
+                                    factor: Float = 3, onRestart: ((Float) throws -> Void)? = nil) throws {
+        precondition(tries >= 1 && factor > 1)
+        let initial = members.map { m in m.setup.graph.initializers.filter { $0.value.dtype.isFloat }.mapValues { $0.copy() } }
+        watchDivergence = true
+        defer { watchDivergence = false }
+        rateAttempts = []
+        while true {
+            do {
+                try self.train(train: train, validation: validation, resume: false)
+                rateAttempts.append(RateAttempt(rate: options.lr, outcome: "completed"))
+                return
+            } catch let stop as TrainingDiverged {
+                rateAttempts.append(RateAttempt(rate: stop.rate, outcome: "diverged at \(stop.at): \(stop.reason)"))
+                let tried = rateAttempts.map { String(format: "%.3g", $0.rate) }.joined(separator: ", ")
+                guard rateAttempts.count < tries else {
+                    throw TrainingError("training diverged at every rate tried (\(tried)); the last, at \(stop.at): "
+                                        + "\(stop.reason); pass a lower --lr")
+                }
+                let next = stop.rate / factor
+                FileHandle.standardError.write(Data((String(format: "braid: learning rate %.3g diverged at %@ (%@); ",
+                                                            stop.rate, stop.at, stop.reason)
+                    + String(format: "restarting from the initial weights at %.3g (rate %d of at most %d)\n",
+                             next, rateAttempts.count + 1, tries)).utf8))
+                for (j, m) in members.enumerated() {
+                    for (name, t) in m.setup.graph.initializers where t.dtype.isFloat {
+                        if let old = initial[j][name] { t.buffer.raw.copyMemory(from: old.buffer.raw, byteCount: t.count * 4) }
+                    }
+                    m.optimizer.state = [:]
+                    m.optimizer.stepCount = 0
+                }
+                history = []
+                options.lr = next
+                try onRestart?(next)
+            }
+        }
+    }
+}
