@@ -240,6 +240,9 @@ public final class Finetuner {
     /// Set by `trainRecoveringRate`: a divergence (`DivergenceWatch`) ends `train` with
     /// `TrainingDiverged` instead of a checkpoint and an error.
     var watchDivergence = false
+    /// With `watchDivergence`: a first epoch that learned nothing (`DivergenceWatch.learnedNothing`)
+    /// ends `train` with `TrainingDiverged` too.
+    var watchProgress = false
     public internal(set) var history: [EpochRecord] = []
     /// The rates `trainRecoveringRate` trained with, in order, and how each ended (empty
     /// after plain `train`).
@@ -413,6 +416,7 @@ public final class Finetuner {
                         if s > bestScore { bestScore = s; best = c }
                     }
                     if best == batch.labels[r] { tally.correct += 1 }
+                    watch?.tally(label: batch.labels[r])
                 }
                 tally.lossSum += Double(loss)
                 tally.seen += n
@@ -425,6 +429,9 @@ public final class Finetuner {
             }
             bar.update(done: b, images: tally.seen, loss: tally.lossSum / Double(max(tally.batches, 1)),
                        accuracy: Double(tally.correct) / Double(max(tally.seen, 1)), final: true)
+            if watchProgress && epoch == 0, let reason = watch?.learnedNothing() {
+                throw TrainingDiverged(rate: options.lr, at: "the end of epoch 1", reason: reason)
+            }
             let seconds = Date().timeIntervalSince(t0)
             if scoringOnly && epoch + 1 < options.epochs { continue }
             let val = scoringOnly

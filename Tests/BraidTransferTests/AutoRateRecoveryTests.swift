@@ -35,6 +35,26 @@ final class AutoRateRecoveryTests: XCTestCase {
         XCTAssertNotNil(w.observe(40))
     }
 
+    /// "Learned nothing": the loss's moving average no lower than the entropy of the labels
+    /// seen (a model predicting the class frequencies).
+    func testLearnedNothingRule() {
+        var w = DivergenceWatch(classes: 2)
+        XCTAssertNil(w.learnedNothing())
+        // Balanced labels, a loss stuck at ln 2: a constant output.
+        for i in 0..<40 { _ = w.observe(0.6932 + (i % 2 == 0 ? 0.01 : -0.005)); w.tally(label: i % 2) }
+        XCTAssertNotNil(w.learnedNothing())
+        // The same loss with 3:1 labels is above their entropy (0.562) too; a falling one is not.
+        w = DivergenceWatch(classes: 2)
+        for i in 0..<40 { _ = w.observe(0.7 - Float(i) * 0.01); w.tally(label: i % 4 == 0 ? 1 : 0) }
+        XCTAssertNil(w.learnedNothing(), "ends at 0.31, below 0.562")
+        w = DivergenceWatch(classes: 3)
+        for i in 0..<30 { _ = w.observe(1.2); w.tally(label: i % 3) }
+        XCTAssertNotNil(w.learnedNothing(), "1.2 >= ln 3 = 1.0986")
+        w = DivergenceWatch(classes: 3)
+        for i in 0..<30 { _ = w.observe(1.0); w.tally(label: i % 3) }
+        XCTAssertNil(w.learnedNothing())
+    }
+
     /// A small CNN on the digits at a rate its loss explodes at: without the recovery (one
     /// try) the fine-tune stops with an error; with it, it restarts at lower rates, completes
     /// with finite losses above chance, and ends exactly where a plain fine-tune at the rate
