@@ -141,7 +141,8 @@ final class Member {
 /// member), each with its own optimiser, checkpointing after every epoch (and every
 /// `checkpointEvery` batches).
 public final class Finetuner {
-    public let options: TrainOptions
+    /// The run's settings (`trainRecoveringRate` lowers `lr` between its attempts).
+    public internal(set) var options: TrainOptions
     public let classes: [String]
     let members: [Member]
     let runDir: String
@@ -150,7 +151,16 @@ public final class Finetuner {
     /// For fitness evaluations: no checkpoints, and validation (ensemble only) after the
     /// last epoch alone.
     public var scoringOnly = false
+    /// Set by `trainRecoveringRate`: a divergence (`DivergenceWatch`) ends `train` with
+    /// `TrainingDiverged` instead of a checkpoint and an error.
+    var watchDivergence = false
+    /// With `watchDivergence`: a first epoch that learned nothing (`DivergenceWatch.learnedNothing`)
+    /// ends `train` with `TrainingDiverged` too.
+    var watchProgress = false
     public internal(set) var history: [EpochRecord] = []
+    /// The rates `trainRecoveringRate` trained with, in order, and how each ended (empty
+    /// after plain `train`).
+    public internal(set) var rateAttempts: [RateAttempt] = []
 
     /// The prefix cache in use (nil when caching is off).
     public let prefixCache: PrefixCache?
@@ -243,6 +253,7 @@ public final class Finetuner {
         let k = classes.count
         var step = position.step
         var losses = [Float](repeating: 0, count: members.count)
+        var watch = watchDivergence ? DivergenceWatch(classes: k) : nil
         for epoch in position.epoch..<options.epochs {
             let first = epoch == position.epoch ? position.batch : 0
             var tally = epoch == position.epoch ? position.tally : Tally()
@@ -271,7 +282,8 @@ public final class Finetuner {
                 for m in members {
                     if let l2sp = m.l2sp { loss += l2sp.value(params: m.plan.params) }
                 }
-                var problem = loss.isFinite ? nil : lossProblem(losses, total: loss)
+                let rising = loss.isFinite ? watch?.observe(loss) : nil
+                var problem = loss.isFinite ? rising : lossProblem(losses, total: loss)
                 if problem == nil {
                     for m in members {
                         m.plan.backward()
@@ -283,6 +295,9 @@ public final class Finetuner {
                 if let problem {
                     let at = "epoch \(epoch + 1), batch \(b + 1)"
                     for m in members { m.restoreRunningStats() }
+                    if watch != nil && (rising != nil || options.onNonfinite == .stop) {
+                        throw TrainingDiverged(rate: options.lr, at: at, reason: problem)
+                    }
                     if options.onNonfinite == .skip {
                         tally.skipped += 1
                         events?(.warning("skipped the update of \(at): \(problem)"))
@@ -313,6 +328,7 @@ public final class Finetuner {
                         if s > bestScore { bestScore = s; best = c }
                     }
                     if best == batch.labels[r] { tally.correct += 1 }
+                    watch?.tally(label: batch.labels[r])
                 }
                 tally.lossSum += Double(loss)
                 tally.seen += n
@@ -323,6 +339,9 @@ public final class Finetuner {
                 try afterBatch(epoch: epoch, batch: b, step: step, tally: tally, since: t0)
             }
             report(phase, done: b, total: loader.batchesPerEpoch, tally: tally, since: t0, final: true)
+            if watchProgress && epoch == 0, let reason = watch?.learnedNothing() {
+                throw TrainingDiverged(rate: options.lr, at: "the end of epoch 1", reason: reason)
+            }
             let seconds = Date().timeIntervalSince(t0)
             if scoringOnly && epoch + 1 < options.epochs { continue }
             let val = scoringOnly

@@ -187,7 +187,15 @@ public final class FinetuneRun {
         }
         summary("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
         let t0 = Date()
-        try tuner.train(train: split.train, validation: split.validation, resume: resuming)
+        if learningRateRangeSteps != nil && !resuming {
+            // A rate the range test chose may still prove too high: restart lower (and record it).
+            try tuner.trainRecoveringRate(train: split.train, validation: split.validation) { rate in
+                self.record.options.lr = rate
+                try self.record.save(runDir: self.runDir)
+            }
+        } else {
+            try tuner.train(train: split.train, validation: split.validation, resume: resuming)
+        }
         let test = try tuner.evaluateMembers(on: split.test)
         let seconds = Date().timeIntervalSince(t0)
         try writeMetrics(tuner: tuner, test: test, seconds: seconds)
@@ -327,6 +335,7 @@ public final class FinetuneRun {
             "seconds": seconds,
             "learning_rate": Double(tuner.options.lr),
             "learning_rate_source": auto ? "auto (range test, lr-range.json)" : "fixed",
+            "learning_rate_attempts": tuner.rateAttempts.map { ["rate": Double($0.rate), "outcome": $0.outcome] as [String: Any] },
             "preprocessing": Dictionary(tuner.models.map { ($0.name, $0.input.report.jsonObject) }, uniquingKeysWith: { a, _ in a }),
         ]
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
