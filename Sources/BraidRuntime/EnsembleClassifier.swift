@@ -89,6 +89,34 @@ public final class EnsembleClassifier {
 }
 
 extension EnsembleClassifier {
+    /// Checks, before any image is read, that classifying `images` images `batch` at a time
+    /// fits in `limit` bytes: the classifier plans once per batch size it meets (full batches
+    /// and a smaller last one) and keeps every plan, so each size's planned buffers count,
+    /// plus the weights, the folded constants and one batch of decoded images.
+    ///
+    /// - Throws: `MemoryLimitError` with the parts that add up to the need.
+    public func checkMemory(images: Int, batch: Int, limit: Int) throws {
+        let input = graph.feedInputs[0].name
+        let (c, h, w) = (info.image.channels, info.image.height, info.image.width)
+        let sizes = Set([min(batch, images), images % batch].filter { $0 > 0 }).sorted(by: >)
+        var planned = 0, fixed = 0
+        for n in sizes {
+            let estimate = try executor.memoryNeeded([input: (shape: [n, c, h, w], dtype: .float32)])
+            planned += estimate.plannedBytes
+            fixed = estimate.weightBytes + estimate.constantBytes
+        }
+        let decoded = (sizes.first ?? 0) * c * h * w * MemoryLayout<Float>.size
+        let needed = planned + fixed + decoded
+        guard needed <= limit else {
+            let shapes = sizes.map { "[\($0), \(c), \(h), \(w)]" }.joined(separator: " and ")
+            throw MemoryLimitError(needed: needed, limit: limit,
+                                   detail: "planned buffers \(formatBytes(planned)) + weights and folded constants \(formatBytes(fixed))"
+                                       + " + decoded images \(formatBytes(decoded)) for image batches \(shapes)")
+        }
+    }
+}
+
+extension EnsembleClassifier {
     /// One image file as `[C, H, W]` in 0...255: PNG, JPEG, or .npy holding a float32
     /// `[C, H, W]` (C 1 or 3) or `[H, W]` image.
     public static func readImage(_ path: String) throws -> Tensor {

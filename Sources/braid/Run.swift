@@ -86,7 +86,7 @@ struct Run: ParsableCommand {
             }
             let files = try imageFiles(image)
             if let limit = try memoryLimit(maxMemory) {
-                try checkImageMemory(classifier, images: files.count, limit: limit)
+                try classifier.checkMemory(images: files.count, batch: batch, limit: limit)
             }
             var results: [[String: Any]] = []
             var progress = files.count > batch ? ImageProgress(total: files.count) : nil
@@ -107,33 +107,6 @@ struct Run: ParsableCommand {
                 let obj: [String: Any] = ["model": model, "classes": classifier.info.classes, "results": results]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
             }
-        }
-    }
-}
-
-extension Run {
-    /// `--max-memory` for `--image`, before any image is read: the classifier plans once per
-    /// batch size it meets (full batches and a smaller last one) and keeps every plan, so each
-    /// size's planned buffers count, plus the weights, the folded constants and the batch of
-    /// decoded images.
-    func checkImageMemory(_ classifier: EnsembleClassifier, images: Int, limit: Int) throws {
-        let executor = Executor(graph: try Passes.optimizeForExecution(classifier.graph))
-        let input = classifier.graph.feedInputs[0].name
-        let (c, h, w) = (classifier.info.image.channels, classifier.info.image.height, classifier.info.image.width)
-        let sizes = Set([min(batch, images), images % batch].filter { $0 > 0 }).sorted(by: >)
-        var planned = 0, fixed = 0
-        for n in sizes {
-            let estimate = try executor.memoryNeeded([input: (shape: [n, c, h, w], dtype: .float32)])
-            planned += estimate.plannedBytes
-            fixed = estimate.weightBytes + estimate.constantBytes
-        }
-        let decoded = (sizes.first ?? 0) * c * h * w * MemoryLayout<Float>.size
-        let needed = planned + fixed + decoded
-        guard needed <= limit else {
-            let shapes = sizes.map { "[\($0), \(c), \(h), \(w)]" }.joined(separator: " and ")
-            throw MemoryLimitError(needed: needed, limit: limit,
-                                   detail: "planned buffers \(formatBytes(planned)) + weights and folded constants \(formatBytes(fixed))"
-                                       + " + decoded images \(formatBytes(decoded)) for image batches \(shapes)")
         }
     }
 }
