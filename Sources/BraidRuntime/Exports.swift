@@ -3,3 +3,4 @@
 @_exported import BraidData
 @_exported import BraidGraph
 @_exported import BraidTensor
+@_exported import struct BraidONNX.UnsupportedNode

@@ -58,6 +58,17 @@ public enum ModelFile {
         }
     }
 
+    /// Every node of an ONNX file that Braid cannot import (its op, domain, opset and why),
+    /// in graph order, instead of stopping at the first; empty when every node imports, and
+    /// for Keras files (whose problems `load` reports).
+    ///
+    /// - Throws: problems of the file as a whole (not an ONNX model, a cycle, missing
+    ///   external data).
+    public static func unsupportedNodes(path: String) throws -> [UnsupportedNode] {
+        guard try ModelFormat(path: path) == .onnx else { return [] }
+        return try ONNXImporter(constantsAsInitializers: true).unsupportedNodes(path: path)
+    }
+
     /// Braid's metadata stored in a model file: an ONNX model's `metadata_props` (read from the
     /// message, whatever their length), or what `exportKeras` stored in a Keras file.
     ///

@@ -1,5 +1,4 @@
 import ArgumentParser
-import BraidONNX
 import BraidRuntime
 import Foundation
 
@@ -82,7 +81,7 @@ extension Inspect {
         var problems: [UnsupportedNode] = []
         var nodeCount = 0
         if (model as NSString).pathExtension.lowercased() == "onnx" {
-            problems = reportingErrors { try ONNXImporter(constantsAsInitializers: true).unsupportedNodes(path: model) }
+            problems = reportingErrors { try ModelFile.unsupportedNodes(path: model) }
         }
         if problems.isEmpty {
             // Keras files, and ONNX files whose nodes all import: the whole load and the
