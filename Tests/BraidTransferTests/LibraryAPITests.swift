@@ -97,6 +97,13 @@ final class LibraryAPITests: XCTestCase {
         fails(#"{"lr": -1}"#, ["training.lr", "positive"])
         fails(#"{"val_fraction": 0.5, "test_fraction": 0.6}"#, ["training.test_fraction"])
         fails(#"{"method": "amcf"}"#, ["unknown key", "method"])
+        // Through a whole configuration: booleans and lists survive the object's re-encoding.
+        let config = try ExperimentConfig.parse(Data(#"{"sources": ["a"], "targets": ["digits"], "methods": ["standard"], "seeds": [0], "training": {"nesterov": true, "prefix_cache": false, "freeze": [2], "label_smoothing": 0.1, "train_subset": 0.5}}"#.utf8), defaultName: "t")
+        XCTAssertTrue(config.training.nesterov)
+        XCTAssertFalse(config.training.prefixCache)
+        XCTAssertEqual(config.training.freeze, [2])
+        XCTAssertEqual(config.training.labelSmoothing, 0.1)
+        XCTAssertEqual(config.trainSubset, 0.5)
     }
 
     /// run.json round trip: enums as their names; a record from before a setting existed
