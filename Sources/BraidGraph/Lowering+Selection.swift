@@ -101,7 +101,7 @@ func lowerRecurrent(_ node: Node, _ inputs: [PlanValue?], _ p: RecurrentParams) 
     }
     guard x.shape.count == 3, x.dtype.isFloat else { throw GraphError(node: node.name, "\(node.sourceOp) input must be float [S, B, I], got \(x.shape)") }
     let (seq, batch, input) = (x.shape[0], x.shape[1], x.shape[2])
-    let layer = RecurrentLayer(cell: cell, activations: p.activations.map { $0.map(kernelFunction) }, reverse: p.reverse,
+    let layer = RecurrentLayer(cell: cell, activations: p.activations, reverse: p.reverse,
                                seq: seq, batch: batch, input: input, hidden: h, clip: p.clip)
     let gh = layer.gates * h
     guard w.shape == [dirs, gh, input], r.shape == [dirs, gh, h] else {

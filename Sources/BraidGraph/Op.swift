@@ -10,7 +10,7 @@ import BraidTensor
 public enum Op: Sendable {
     // MARK: Element-wise (Math family)
     /// One input, one output of the same shape.
-    case unary(UnaryOp)
+    case unary(UnaryFunction)
     /// Two inputs broadcast NumPy-style.
     case binary(BinaryOp)
     /// Any number of inputs broadcast together, folded with `kind` (`.mean` divides by count).
@@ -45,7 +45,7 @@ public enum Op: Sendable {
     /// normalisation takes its four parameters, a binary step one operand), then `activation`:
     /// one pass over the data. Made by `Passes.fuseChannelChains` for running only; exporters
     /// and training reject it.
-    case channelChain(steps: [ChannelStep], activation: FusedActivation?)
+    case channelChain(steps: [ChannelStep], activation: ConvActivation?)
     /// `[x, scale, bias?]` normalising over the axes from `axis` to the end.
     case layerNorm(axis: Int, epsilon: Float)
     case pool(PoolParams)
@@ -165,24 +165,6 @@ public enum Op: Sendable {
     case constant(Tensor)
 }
 
-public enum UnaryOp: Sendable, Equatable {
-    case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
-    case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
-    case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf, bitwiseNot
-    case leakyRelu(alpha: Float)
-    case elu(alpha: Float)
-    case celu(alpha: Float)
-    case selu(alpha: Float, gamma: Float)
-    case thresholdedRelu(alpha: Float)
-    case hardSigmoid(alpha: Float, beta: Float)
-    case gelu(tanhApproximation: Bool)
-    case shrink(bias: Float, lambd: Float)
-    /// Rounds onto a narrower format's grid (values stay float32, or Int64 for the integer
-    /// formats); `saturate` clamps out-of-range values to the largest finite one.
-    case narrow(NarrowFormat, saturate: Bool)
-}
-
 public enum BinaryOp: Sendable, Equatable {
     case add, sub, mul, div, pow, max, min
     /// `fmod` true: C fmod (sign of dividend); false: Python-style (sign of divisor).
@@ -266,11 +248,11 @@ public struct RecurrentParams: Sendable, Equatable {
     }
     public var cell: Cell
     public var reverse: [Bool]
-    public var activations: [[UnaryOp]]
+    public var activations: [[UnaryFunction]]
     public var hiddenSize: Int
     public var clip: Float?
 
-    public init(cell: Cell, reverse: [Bool], activations: [[UnaryOp]], hiddenSize: Int, clip: Float?) {
+    public init(cell: Cell, reverse: [Bool], activations: [[UnaryFunction]], hiddenSize: Int, clip: Float?) {
         self.cell = cell; self.reverse = reverse; self.activations = activations
         self.hiddenSize = hiddenSize; self.clip = clip
     }
@@ -312,12 +294,12 @@ public struct ConvParams: Sendable, Equatable {
 /// that is broadcast to the convolution's output, as the Add it replaces did.
 public struct ConvFusion: Sendable, Equatable {
     public var residual: Bool
-    public var activation: FusedActivation?
+    public var activation: ConvActivation?
     /// The weight (and bias) are constants of the graph (`Passes.markConstantWeights`), so the
     /// kernel may transform them once when the plan is made (Winograd's 3x3 method does).
     public var constantWeights: Bool
 
-    public init(residual: Bool = false, activation: FusedActivation? = nil, constantWeights: Bool = false) {
+    public init(residual: Bool = false, activation: ConvActivation? = nil, constantWeights: Bool = false) {
         self.residual = residual; self.activation = activation; self.constantWeights = constantWeights
     }
 }
@@ -333,17 +315,6 @@ public enum ChannelStep: Sendable, Equatable {
         if case .batchNorm = self { return 4 }
         return 1
     }
-}
-
-/// Activations a convolution can apply to its own output.
-public enum FusedActivation: Sendable, Equatable {
-    case relu
-    case leakyRelu(alpha: Float)
-    /// Bounds already resolved from the Clip node's constant operands (Relu6 is `0...6`).
-    case clip(min: Float, max: Float)
-    case hardSigmoid(alpha: Float, beta: Float)
-    case hardSwish
-    case sigmoid
 }
 
 public struct ConvTransposeParams: Sendable, Equatable {

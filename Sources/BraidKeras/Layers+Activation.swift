@@ -55,7 +55,7 @@ let activationLayers: [String: LayerTranslator] = [
     },
 ]
 
-func unary(_ op: UnaryOp, _ x: KTensor, _ ctx: LayerContext, suffix: String? = nil) -> KTensor {
+func unary(_ op: UnaryFunction, _ x: KTensor, _ ctx: LayerContext, suffix: String? = nil) -> KTensor {
     KTensor(name: ctx.add(.unary(op), [x.name], suffix: suffix), shape: x.shape, channelsFirst: x.channelsFirst)
 }
 
@@ -88,7 +88,7 @@ func relu(_ x: KTensor, maxValue: Float?, slope: Float, threshold: Float, _ ctx:
 
 /// Applies a Keras activation by name, with the defaults of the file's Keras version.
 func applyActivation(_ name: String, _ x: KTensor, _ ctx: LayerContext) throws -> KTensor {
-    func u(_ op: UnaryOp) -> KTensor { unary(op, x, ctx, suffix: name) }
+    func u(_ op: UnaryFunction) -> KTensor { unary(op, x, ctx, suffix: name) }
     switch name {
     case "linear": return x
     case "relu": return u(.relu)

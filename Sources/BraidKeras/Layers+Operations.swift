@@ -36,7 +36,7 @@ let operationTable: [String: OperationTranslator] = {
                        ("TrueDivide", .div), ("Maximum", .max), ("Minimum", .min), ("Power", .pow)] {
         t[name] = { ctx, args in [try binaryOperation(ctx, args, op)] }
     }
-    for (name, op) in [("Negative", UnaryOp.neg), ("Absolute", .abs), ("Abs", .abs), ("Sqrt", .sqrt),
+    for (name, op) in [("Negative", UnaryFunction.neg), ("Absolute", .abs), ("Abs", .abs), ("Sqrt", .sqrt),
                        ("Exp", .exp), ("Log", .log), ("Tanh", .tanh), ("Sigmoid", .sigmoid), ("Relu", .relu),
                        ("Softplus", .softplus), ("Softsign", .softsign), ("Floor", .floor), ("Ceil", .ceil),
                        ("Sin", .sin), ("Cos", .cos), ("Erf", .erf), ("Reciprocal", .reciprocal),

@@ -5,36 +5,6 @@ import Glibc
 import Darwin
 #endif
 
-/// One-input element-wise functions. Float32 unless `acceptsIntegers`; `isNaN` and `isInf`
-/// read float32 and write bool (0/1 as Int64).
-public enum UnaryFunction: Sendable, Equatable {
-    case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
-    case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
-    case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf, bitwiseNot
-    case leakyRelu(alpha: Float)
-    case elu(alpha: Float)
-    case celu(alpha: Float)
-    case selu(alpha: Float, gamma: Float)
-    case thresholdedRelu(alpha: Float)
-    case hardSigmoid(alpha: Float, beta: Float)
-    case gelu(tanhApproximation: Bool)
-    case shrink(bias: Float, lambd: Float)
-    /// Rounding onto a narrow format's grid (`NarrowFormat.round`); integer formats also on
-    /// Int64 storage.
-    case narrow(NarrowFormat, saturate: Bool)
-
-    /// Functions with an integer form (on Int64 storage): `neg`, `abs`, `sign`, `relu`, and
-    /// `not` on bool.
-    public var acceptsIntegers: Bool {
-        switch self {
-        case .neg, .abs, .sign, .relu, .not, .bitwiseNot: return true
-        case .narrow(let f, _): return f.isInteger
-        default: return false
-        }
-    }
-}
-
 /// Two-input element-wise functions, applied in NumPy broadcast.
 public enum BinaryFunction: Sendable, Equatable {
     case add, sub, mul, div, pow, max, min

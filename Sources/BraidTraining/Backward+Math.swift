@@ -17,7 +17,7 @@ func backwardMath(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], 
     }
     switch node.op {
     case .unary(let op):
-        let f = kernelFunction(op)
+        let f = op
         guard f.isDifferentiable else {
             throw GraphError(node: node.name, "\(node.sourceOp) has no gradient")
         }

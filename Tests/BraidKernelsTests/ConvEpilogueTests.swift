@@ -1,5 +1,6 @@
 import XCTest
 @testable import BraidKernels
+import BraidTensor
 
 /// Fused convolution epilogues and the phase-split depthwise kernel, against a plain loop.
 final class ConvEpilogueTests: XCTestCase {

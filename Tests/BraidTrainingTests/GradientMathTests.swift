@@ -79,7 +79,7 @@ final class GradientMathTests: XCTestCase {
     typealias Check = ElementwiseGradientCheck
 
     func testUnaryRulesAwayFromKinks() throws {
-        let general: [UnaryOp] = [
+        let general: [UnaryFunction] = [
             .relu, .leakyRelu(alpha: 0.1), .elu(alpha: 1.3), .selu(alpha: 1.67326, gamma: 1.0507),
             .celu(alpha: 0.8), .sigmoid, .tanh, .hardSigmoid(alpha: 0.2, beta: 0.5), .hardSwish,
             .softplus, .softsign, .gelu(tanhApproximation: false), .gelu(tanhApproximation: true),
@@ -90,12 +90,12 @@ final class GradientMathTests: XCTestCase {
             try Check.run([Check.node(.unary(op), ["x"])],
                           trainable: ["x": Check.awayFromZero([2, 3, 4], seed: UInt64(k))])
         }
-        let positive: [UnaryOp] = [.log, .sqrt, .reciprocal, .acosh]
+        let positive: [UnaryFunction] = [.log, .sqrt, .reciprocal, .acosh]
         for (k, op) in positive.enumerated() {
             let x = Check.uniform([3, 5], 1.2, 2.5, seed: UInt64(40 + k))
             try Check.run([Check.node(.unary(op), ["x"])], trainable: ["x": x])
         }
-        let unit: [UnaryOp] = [.asin, .acos, .atanh, .tan]
+        let unit: [UnaryFunction] = [.asin, .acos, .atanh, .tan]
         for (k, op) in unit.enumerated() {
             try Check.run([Check.node(.unary(op), ["x"])], trainable: ["x": Check.uniform([7], -0.6, 0.6, seed: UInt64(50 + k))])
         }

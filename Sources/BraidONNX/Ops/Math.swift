@@ -6,10 +6,10 @@ import BraidTensor
 
 let mathOps: OpTable = {
     var t: OpTable = [:]
-    func unary(_ name: String, since: Int, _ op: UnaryOp) {
+    func unary(_ name: String, since: Int, _ op: UnaryFunction) {
         t[name] = [v(since) { n in n.emit(.unary(op), inputs: [n.input(0)]) }]
     }
-    func unary(_ name: String, since: Int, _ make: @escaping @Sendable (NodeTranslation) throws -> UnaryOp) {
+    func unary(_ name: String, since: Int, _ make: @escaping @Sendable (NodeTranslation) throws -> UnaryFunction) {
         t[name] = [v(since) { n in n.emit(.unary(try make(n)), inputs: [n.input(0)]) }]
     }
     // Before opset 7 the arithmetic and logical ops broadcast only when asked (`broadcast`),
@@ -20,17 +20,17 @@ let mathOps: OpTable = {
         t[name] = entries
     }
 
-    for (name, op) in [("Neg", UnaryOp.neg), ("Abs", .abs), ("Sqrt", .sqrt), ("Exp", .exp),
+    for (name, op) in [("Neg", UnaryFunction.neg), ("Abs", .abs), ("Sqrt", .sqrt), ("Exp", .exp),
                        ("Log", .log), ("Reciprocal", .reciprocal), ("Floor", .floor),
                        ("Ceil", .ceil), ("Relu", .relu), ("Sigmoid", .sigmoid), ("Tanh", .tanh),
                        ("Softplus", .softplus), ("Softsign", .softsign), ("Not", .not)] {
         unary(name, since: 1, op)
     }
-    for (name, op) in [("Sin", UnaryOp.sin), ("Cos", .cos), ("Tan", .tan), ("Asin", .asin),
+    for (name, op) in [("Sin", UnaryFunction.sin), ("Cos", .cos), ("Tan", .tan), ("Asin", .asin),
                        ("Acos", .acos), ("Atan", .atan)] {
         unary(name, since: 7, op)
     }
-    for (name, op) in [("Sinh", UnaryOp.sinh), ("Cosh", .cosh), ("Asinh", .asinh),
+    for (name, op) in [("Sinh", UnaryFunction.sinh), ("Cosh", .cosh), ("Asinh", .asinh),
                        ("Acosh", .acosh), ("Atanh", .atanh), ("Erf", .erf), ("Sign", .sign),
                        ("IsNaN", .isNaN)] {
         unary(name, since: 9, op)
@@ -224,7 +224,7 @@ private func binaryONNXName(_ b: BinaryOp) -> String {
     }
 }
 
-private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
+private func writeUnary(_ u: UnaryFunction, _ n: NodeExport) throws {
     let x = n.input(0)
     switch u {
     case .neg: n.emit("Neg", [x])
