@@ -2,6 +2,7 @@ import BraidData
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 final class AdaptationTests: XCTestCase {
     /// OpenCV's INTER_LINEAR coordinate rule written out as in its resize.cpp:

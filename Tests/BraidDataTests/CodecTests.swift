@@ -2,10 +2,11 @@ import BraidData
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 final class CodecTests: XCTestCase {
     private func checkPNG(_ name: String, channels: Int, expected: (Int, Int, Int) -> Float,
-                          bitDepth: Int = 8, tolerance: Float = 0) throws {
+                          bitDepth: Int = 8, tolerance: Double = 0) throws {
         let image = try ImageCodec.decode(path: fixture(name))
         XCTAssertEqual([image.width, image.height, image.channels, image.bitDepth], [5, 4, channels, bitDepth], name)
         var want: [Float] = []

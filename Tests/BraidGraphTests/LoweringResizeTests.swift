@@ -1,6 +1,7 @@
 import BraidGraph
 import BraidTensor
 import XCTest
+import BraidTestSupport
 
 final class LoweringResizeTests: XCTestCase {
     struct ResizeCase {
@@ -121,7 +122,7 @@ final class LoweringResizeTests: XCTestCase {
             let y = try runShapeOp(.resize(c.params), inputs)[0]
             XCTAssertEqual(y.shape, c.yShape, c.name)
             XCTAssertEqual(y.dtype, x.dtype, c.name)
-            assertClose(y.doubleArray, c.y, tol: 1e-5, c.name)
+            assertClose(y.doubleArray, c.y, tolerance: 1e-5, c.name)
         }
     }
 

@@ -1,3 +1,4 @@
+import BraidTensor
 import Foundation
 import XCTest
 
@@ -35,6 +36,17 @@ public enum TestCache {
         return p
     }
 
+    /// A reference array below the cache that belongs beside a model already required (its
+    /// input or the outputs another framework gave): a missing one fails in every mode, since
+    /// the tool that made the model did not finish.
+    public static func reference(_ relative: String, madeBy tool: String) throws -> Tensor {
+        let p = path(relative)
+        guard FileManager.default.fileExists(atPath: p) else {
+            throw MissingReference(description: "\(p) missing: run \(tool)")
+        }
+        return try Npy.read(path: p)
+    }
+
     /// As `require`, for an absolute path inside the cache.
     public static func requireFile(_ path: String, madeBy tool: String) throws {
         guard !FileManager.default.fileExists(atPath: path) else { return }
@@ -46,6 +58,12 @@ public enum TestCache {
 
 /// A cached file a test needs is absent while `BRAID_REQUIRE_CACHE=1`.
 public struct MissingCacheFile: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
+}
+
+/// A reference output a test compares with is absent.
+public struct MissingReference: Error, CustomStringConvertible {
     public var description: String
     public init(description: String) { self.description = description }
 }

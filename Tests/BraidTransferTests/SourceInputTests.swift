@@ -7,6 +7,7 @@ import BraidTraining
 import Foundation
 import XCTest
 @testable import BraidTransfer
+import BraidTestSupport
 
 /// What `SourceModel.load` makes of files it has no manifest entry for: symbolic spatial
 /// dims with `--input-size`, a batch fixed at 1 by the exporter, and preprocessing from
@@ -143,9 +144,8 @@ final class SourceInputTests: XCTestCase {
     /// the patches, position embeddings, the tokens' mean to the classifier) fine-tunes end to end at
     /// batch 32 on digits: the generalised graph's inserted Shape, Concat and Expand train.
     func testClassTokenModelTrainsAtBatch32() throws {
-        let data = FinetuneTests.repo.appendingPathComponent(".cache/data").path
-        let folder = ProcessInfo.processInfo.environment["BRAID_CACHE"].map { $0 + "/data" } ?? data
-        guard FileManager.default.fileExists(atPath: folder + "/digits.csv.gz") else { throw XCTSkip("digits not fetched") }
+        try TestCache.require("data/digits.csv.gz", madeBy: "tools/fetch-data")
+        let folder = TestCache.path("data")
         var rng = SplitMix64(seed: 4)
         func t(_ shape: [Int], _ scale: Float) -> Tensor {
             Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-scale, scale) })

@@ -23,11 +23,10 @@ final class QuantizedModelTests: XCTestCase {
     /// QuantizeLinear), so Braid must give onnxruntime's integers.
     func check(_ source: String, _ variant: String, count: Int = count, exact: Bool? = nil) throws {
         let exact = exact ?? (variant == "qop")
-        let dir = TestCache.root.appendingPathComponent("quant-zoo").appendingPathComponent(source)
         let model = try TestCache.require("quant-zoo/\(source)/\(variant).onnx", madeBy: "tools/make-quant-zoo")
         let graph = try Passes.optimizeForExecution(try importONNX(path: model))
-        let input = firstRows(try referenceFile(dir.appendingPathComponent("input.npy").path), count)
-        let expected = firstRows(try referenceFile(dir.appendingPathComponent("\(variant).ort.npy").path), count)
+        let input = firstRows(try TestCache.reference("quant-zoo/\(source)/input.npy", madeBy: "tools/make-quant-zoo"), count)
+        let expected = firstRows(try TestCache.reference("quant-zoo/\(source)/\(variant).ort.npy", madeBy: "tools/make-quant-zoo"), count)
         let executor = Executor(graph: graph)
         executor.poisonBuffers = true
         func run(_ x: Tensor) throws -> Tensor {

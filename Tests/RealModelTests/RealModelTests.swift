@@ -31,7 +31,6 @@ enum PassSet { case none, inference, execution }
 /// fails.
 func checkAgainstReference(_ id: String, passes: PassSet) throws {
     let model = try TestCache.require("models/\(id).onnx", madeBy: "tools/fetch-models")
-    let ref = TestCache.root.appendingPathComponent("reference/\(id)")
     var graph = try importONNX(path: model)
     switch passes {
     case .none: break
@@ -41,25 +40,14 @@ func checkAgainstReference(_ id: String, passes: PassSet) throws {
         let fused = graph.nodes.filter { if case .conv(let p) = $0.op { return p.fusion != nil } else { return false } }
         XCTAssertFalse(fused.isEmpty, "\(id): the execution passes fuse its convolutions")
     }
-    let input = try referenceFile(ref.appendingPathComponent("input_0.npy").path)
+    let input = try TestCache.reference("reference/\(id)/input_0.npy", madeBy: "tools/make-reference")
     let executor = Executor(graph: graph)
     executor.poisonBuffers = true
     let outputs = try executor.run([graph.feedInputs[0].name: input])
     for (i, o) in graph.outputs.enumerated() {
-        let expected = try referenceFile(ref.appendingPathComponent("output_\(i).npy").path)
+        let expected = try TestCache.reference("reference/\(id)/output_\(i).npy", madeBy: "tools/make-reference")
         let got = try XCTUnwrap(outputs[o.name])
         let d = assertClose(got, expected, tolerance: 1e-4, "\(id) output \(o.name)")
         print("\(id) (\(passes) passes) output \(o.name) \(got.shape): worst difference / output scale \(d.worst)")
     }
 }
-
-/// A reference output beside a cached model: missing fails in every mode (the model is there,
-/// so tools/make-reference did not finish).
-func referenceFile(_ path: String) throws -> Tensor {
-    guard FileManager.default.fileExists(atPath: path) else {
-        throw MissingReference(description: "\(path) missing: run tools/make-reference")
-    }
-    return try Npy.read(path: path)
-}
-
-struct MissingReference: Error, CustomStringConvertible { var description: String }

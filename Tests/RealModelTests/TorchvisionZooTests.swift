@@ -11,12 +11,11 @@ import XCTest
 /// after the execution passes, as `braid run` runs it.
 final class TorchvisionZooTests: XCTestCase {
     func check(_ name: String) throws {
-        let dir = TestCache.root.appendingPathComponent("import-zoo")
         let model = try TestCache.require("import-zoo/\(name).onnx", madeBy: "tools/make-import-zoo torch")
         // As `braid run` executes it: inference passes, then the fusions.
         let graph = try Passes.optimizeForExecution(try importONNX(path: model))
-        let input = try referenceFile(dir.appendingPathComponent("\(name).in0.npy").path)
-        let expected = try referenceFile(dir.appendingPathComponent("\(name).out0.npy").path)
+        let input = try TestCache.reference("import-zoo/\(name).in0.npy", madeBy: "tools/make-import-zoo torch")
+        let expected = try TestCache.reference("import-zoo/\(name).out0.npy", madeBy: "tools/make-import-zoo torch")
         let executor = Executor(graph: graph)
         executor.poisonBuffers = true
         let outputs = try executor.run([graph.feedInputs[0].name: input])
