@@ -27,14 +27,16 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "haswell"])]),
         .target(name: "BraidGraph", dependencies: ["BraidTensor", "BraidKernels"]),
         .target(name: "BraidONNX", dependencies: ["BraidGraph", "BraidTensor", "CONNXProto"]),
+        // The HDF5 writer and the one lock every libhdf5 call in Braid takes.
+        .target(name: "BraidHDF5", dependencies: ["BraidTensor", "CHDF5"]),
         .target(name: "BraidKeras", dependencies: [
-            "BraidGraph", "BraidTensor", "CHDF5", "CDataShim",
+            "BraidGraph", "BraidTensor", "BraidHDF5", "CHDF5", "CDataShim",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .target(name: "CDataShim", dependencies: ["CPNG", "CJPEG", "CHDF5"],
                 linkerSettings: [.linkedLibrary("z")]),
-        .target(name: "BraidData", dependencies: ["BraidTensor", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
-        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels", "CHDF5", "CDataShim"]),
+        .target(name: "BraidData", dependencies: ["BraidTensor", "BraidHDF5", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
+        .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels", "BraidHDF5", "CHDF5", "CDataShim"]),
         .target(name: "BraidTransfer", dependencies: [
             "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
         ]),

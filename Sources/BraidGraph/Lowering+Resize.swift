@@ -14,7 +14,9 @@ private func constantFloats(_ i: Int, _ node: Node, _ inputs: [PlanValue?]) thro
     return t.dtype.isFloat ? t.floatArray.map(Double.init) : t.intArray.map(Double.init)
 }
 
-func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> LoweredOp {
+/// Pad's operands read once for the forward and the backward: `pads` (input 1, begins then
+/// ends) over `axes` (input 3, default all), checked against the data's shape.
+public func padCopy(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> PadCopy {
     let x = try inputs.required(0, node)
     let r = x.shape.count
     let pads = try requiredInts(1, node, inputs, "pads")
@@ -40,7 +42,12 @@ func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> Low
             throw GraphError(node: node.name, "Pad \(mode) of empty axis \(a)")
         }
     }
-    let copy = PadCopy(shape: x.shape, begins: begins, ends: ends, fill: fill, elementSize: x.dtype.storageStride)
+    return PadCopy(shape: x.shape, begins: begins, ends: ends, fill: fill, elementSize: x.dtype.storageStride)
+}
+
+func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    let copy = try padCopy(node, inputs, mode: mode)
     let isFloat = x.dtype.isFloat
     return LoweredOp(outputs: [(copy.outShape, x.dtype)]) { ins, outs in
         let src = ins[0]!.buffer.raw, dst = outs[0].buffer.raw

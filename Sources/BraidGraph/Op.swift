@@ -165,6 +165,34 @@ public enum Op: Sendable {
     case constant(Tensor)
 }
 
+/// The op families. Each has its lowering in `Lowering+<Family>.swift` and its backward
+/// rules in BraidTraining's `Backward+<Family>.swift`; both dispatchers go by `Op.family`,
+/// so an op joins them by its line here.
+public enum OpFamily: Sendable {
+    case math, nn, shape, indexing, reduce
+}
+
+extension Op {
+    public var family: OpFamily {
+        switch self {
+        case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
+            return .math
+        case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .channelChain, .instanceNorm, .layerNorm,
+             .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
+            return .nn
+        case .reshape, .flatten, .transpose, .concat, .split, .slice, .gather, .gatherElements,
+             .shape, .size, .constantOfShape, .unsqueeze, .squeeze, .expand, .tile, .pad,
+             .resize, .range, .depthToSpace, .spaceToDepth, .identity, .constant:
+            return .shape
+        case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample,
+             .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
+            return .indexing
+        case .reduce, .argExtreme:
+            return .reduce
+        }
+    }
+}
+
 public enum BinaryOp: Sendable, Equatable {
     case add, sub, mul, div, pow, max, min
     /// `fmod` true: C fmod (sign of dividend); false: Python-style (sign of divisor).

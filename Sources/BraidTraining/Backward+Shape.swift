@@ -63,7 +63,7 @@ func backwardShape(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue],
             return { copy.accumulateAdjoint(pg, pi, into: px) }
         }
     case .pad(let mode):
-        let pad = try padPlan(node, inputs, x.shape, mode)
+        let pad = try padCopy(node, inputs, mode: mode)
         return dataGradient { g, gx in { pad.accumulateAdjoint(g, into: gx) } }
     case .resize(let params):
         return try resizeGradient(node, inputs, params)
@@ -154,23 +154,6 @@ private func slicePlan(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int]) th
     }
     return StridedCopy(shape: shape, strides: strides, offset: offset, elementSize: 4)
 }
-
-private func padPlan(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int], _ mode: PadMode) throws -> PadCopy {
-    let r = xShape.count
-    let pads = try constantInts(1, node, inputs)
-    let axes = present(3, inputs) ? try constantInts(3, node, inputs).map { $0 < 0 ? $0 + r : $0 } : Array(0..<r)
-    var begins = [Int](repeating: 0, count: r), ends = begins
-    for (i, a) in axes.enumerated() { begins[a] = pads[i]; ends[a] = pads[axes.count + i] }
-    let fill: PadFill
-    switch mode {
-    case .constant: fill = .constant
-    case .reflect: fill = .reflect
-    case .edge: fill = .edge
-    case .wrap: fill = .wrap
-    }
-    return PadCopy(shape: xShape, begins: begins, ends: ends, fill: fill, elementSize: 4)
-}
-
 
 /// Resize's backward: the adjoint of the forward's own kernel (`resizeKernel`), its index
 /// map (nearest) or its interpolation weights (linear, cubic, antialiased or not).

@@ -1,5 +1,6 @@
 @testable import BraidKeras
 import BraidGraph
+import BraidHDF5
 import BraidONNX
 import BraidTensor
 import BraidTestSupport
