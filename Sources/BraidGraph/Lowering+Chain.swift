@@ -100,7 +100,7 @@ func lowerChannelChain(_ node: Node, _ steps: [ChannelStep], _ activation: ConvA
                                   shift: holder.pointer + c, y: target)
                     k += 4
                 case .binary(let f):
-                    Elementwise.binary(kernelFunction(f), layouts[i]!, source, operands[k], target)
+                    Elementwise.binary(f, layouts[i]!, source, operands[k], target)
                     k += 1
                 }
                 source = UnsafePointer(target)

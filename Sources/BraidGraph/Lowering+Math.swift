@@ -73,13 +73,13 @@ private func lowerUnary(_ node: Node, _ op: UnaryFunction, _ inputs: [PlanValue?
     }
 }
 
-private func lowerBinary(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?]) throws -> LoweredOp {
+private func lowerBinary(_ node: Node, _ op: BinaryFunction, _ inputs: [PlanValue?]) throws -> LoweredOp {
     let a = try inputs.required(0, node), b = try inputs.required(1, node)
     guard let layout = BroadcastLayout(inputs: [a.shape, b.shape]) else {
         throw GraphError(node: node.name,
                          "\(node.sourceOp) operands \(a.shape) and \(b.shape) do not broadcast")
     }
-    let f = kernelFunction(op)
+    let f = op
     let shape = layout.shape, n = layout.count
     if case .pow = op {
         let dtype = a.dtype
@@ -263,33 +263,6 @@ private func lowerPRelu(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredO
 
 private func typeError(_ node: Node, _ got: DType, _ want: String) -> GraphError {
     GraphError(node: node.name, "\(node.sourceOp) does not accept \(got); it needs \(want)")
-}
-
-/// The IR's binary ops as the kernels' functions.
-public func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
-    switch op {
-    case .add: return .add
-    case .sub: return .sub
-    case .mul: return .mul
-    case .div: return .div
-    case .pow: return .pow
-    case .max: return .max
-    case .min: return .min
-    case .mod(let fmod): return .mod(fmod: fmod)
-    case .equal: return .equal
-    case .less: return .less
-    case .greater: return .greater
-    case .lessOrEqual: return .lessOrEqual
-    case .greaterOrEqual: return .greaterOrEqual
-    case .and: return .and
-    case .or: return .or
-    case .xor: return .xor
-    case .bitShiftLeft: return .bitShiftLeft
-    case .bitShiftRight: return .bitShiftRight
-    case .bitwiseAnd: return .bitwiseAnd
-    case .bitwiseOr: return .bitwiseOr
-    case .bitwiseXor: return .bitwiseXor
-    }
 }
 
 /// Element `i`'s bits in layout `l` (from Braid's float32 or Int64 storage).

@@ -16,7 +16,7 @@ private func constantFloats(_ i: Int, _ node: Node, _ inputs: [PlanValue?]) thro
 
 /// Pad's operands read once for the forward and the backward: `pads` (input 1, begins then
 /// ends) over `axes` (input 3, default all), checked against the data's shape.
-public func padCopy(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> PadCopy {
+public func padCopy(_ node: Node, _ inputs: [PlanValue?], mode: PadFill) throws -> PadCopy {
     let x = try inputs.required(0, node)
     let r = x.shape.count
     let pads = try requiredInts(1, node, inputs, "pads")
@@ -27,13 +27,7 @@ public func padCopy(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws 
     }
     var begins = [Int](repeating: 0, count: r), ends = begins
     for (i, a) in axes.enumerated() { begins[a] = pads[i]; ends[a] = pads[axes.count + i] }
-    let fill: PadFill
-    switch mode {
-    case .constant: fill = .constant
-    case .reflect: fill = .reflect
-    case .edge: fill = .edge
-    case .wrap: fill = .wrap
-    }
+    let fill = mode
     for a in 0..<r {
         guard x.shape[a] + begins[a] + ends[a] >= 0 else {
             throw GraphError(node: node.name, "Pad crops axis \(a) of \(x.shape) below zero")
@@ -45,7 +39,7 @@ public func padCopy(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws 
     return PadCopy(shape: x.shape, begins: begins, ends: ends, fill: fill, elementSize: x.dtype.storageStride)
 }
 
-func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> LoweredOp {
+func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadFill) throws -> LoweredOp {
     let x = try inputs.required(0, node)
     let copy = try padCopy(node, inputs, mode: mode)
     let isFloat = x.dtype.isFloat

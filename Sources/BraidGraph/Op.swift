@@ -12,7 +12,7 @@ public enum Op: Sendable {
     /// One input, one output of the same shape.
     case unary(UnaryFunction)
     /// Two inputs broadcast NumPy-style.
-    case binary(BinaryOp)
+    case binary(BinaryFunction)
     /// Any number of inputs broadcast together, folded with `kind` (`.mean` divides by count).
     case variadic(VariadicOp)
     /// `[cond, x, y]` broadcast: cond ? x : y.
@@ -86,10 +86,10 @@ public enum Op: Sendable {
     case gatherND(batchDims: Int)
     /// `[data, indices, updates]`: data with the slices named by index tuples combined with
     /// the updates.
-    case scatterND(reduction: ScatterReduction)
+    case scatterND(reduction: ScatterCombine)
     /// `[data, indices, updates]`: data with one element per index (along `axis`) combined
     /// with the matching update.
-    case scatterElements(axis: Int, reduction: ScatterReduction)
+    case scatterElements(axis: Int, reduction: ScatterCombine)
     /// `[x, axis]`: running sum along a plan-time axis.
     case cumSum(exclusive: Bool, reverse: Bool)
     /// `[x, axis]`: running product along a plan-time axis.
@@ -150,7 +150,7 @@ public enum Op: Sendable {
     /// `[x, repeats]`.
     case tile
     /// `[x, pads, value?, axes?]`.
-    case pad(mode: PadMode)
+    case pad(mode: PadFill)
     /// `[x, roi?, scales?, sizes?]`.
     case resize(ResizeParams)
     /// `[start, limit, delta]`.
@@ -159,7 +159,7 @@ public enum Op: Sendable {
     case spaceToDepth(blockSize: Int)
     case argExtreme(max: Bool, axis: Int, keepDims: Bool, selectLastIndex: Bool)
     /// `[x, axes?]`; axes from an input (opset >= 18 or ReduceSum >= 13) or from `axes`.
-    case reduce(ReduceKind, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool)
+    case reduce(ReduceFunction, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool)
     case identity
     /// A value fixed in the graph.
     case constant(Tensor)
@@ -191,16 +191,6 @@ extension Op {
             return .reduce
         }
     }
-}
-
-public enum BinaryOp: Sendable, Equatable {
-    case add, sub, mul, div, pow, max, min
-    /// `fmod` true: C fmod (sign of dividend); false: Python-style (sign of divisor).
-    case mod(fmod: Bool)
-    case equal, less, greater, lessOrEqual, greaterOrEqual
-    case and, or, xor
-    case bitShiftLeft, bitShiftRight
-    case bitwiseAnd, bitwiseOr, bitwiseXor
 }
 
 public enum VariadicOp: Sendable, Equatable {
@@ -287,14 +277,6 @@ public struct RecurrentParams: Sendable, Equatable {
 }
 
 /// How a scatter combines an update with the element in place.
-public enum ScatterReduction: Sendable, Equatable { case none, add, mul, max, min }
-
-public enum PadMode: Sendable, Equatable { case constant, reflect, edge, wrap }
-
-public enum ReduceKind: Sendable, Equatable {
-    case sum, mean, max, min, prod, l1, l2, logSum, logSumExp, sumSquare
-}
-
 /// Convolution geometry. Arrays have one entry per spatial axis; `pads` holds all begins then
 /// all ends (`[h0, w0, h1, w1]` in 2-D), already resolved from any auto-pad rule except when
 /// `autoPad` asks the planner to resolve it from the input size.
@@ -336,7 +318,7 @@ public struct ConvFusion: Sendable, Equatable {
 /// one operand (the data on the left).
 public enum ChannelStep: Sendable, Equatable {
     case batchNorm(epsilon: Float)
-    case binary(BinaryOp)
+    case binary(BinaryFunction)
 
     /// How many operands the step reads after the data.
     public var operandCount: Int {

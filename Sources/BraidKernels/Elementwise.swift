@@ -5,28 +5,6 @@ import Glibc
 import Darwin
 #endif
 
-/// Two-input element-wise functions, applied in NumPy broadcast.
-public enum BinaryFunction: Sendable, Equatable {
-    case add, sub, mul, div, pow, max, min
-    /// `fmod` true: C fmod (result takes the dividend's sign); false: floored, Python-style
-    /// (result takes the divisor's sign).
-    case mod(fmod: Bool)
-    case equal, less, greater, lessOrEqual, greaterOrEqual
-    case and, or, xor
-    case bitShiftLeft, bitShiftRight
-    /// Right shift filling with the sign bit; amounts outside `0..<64` give 0 or -1.
-    case arithmeticShiftRight
-    case bitwiseAnd, bitwiseOr, bitwiseXor
-
-    /// True for the functions whose result is bool whatever the operands.
-    public var producesBool: Bool {
-        switch self {
-        case .equal, .less, .greater, .lessOrEqual, .greaterOrEqual, .and, .or, .xor: return true
-        default: return false
-        }
-    }
-}
-
 /// Element-wise kernels over raw storage. Float32 tensors are `Float`, every other dtype is
 /// `Int64` (see `DType`). Outputs never alias inputs unless stated.
 public enum Elementwise {

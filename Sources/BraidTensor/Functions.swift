@@ -1,5 +1,6 @@
-/// The element-wise vocabulary shared by the graph IR (`Op.unary`, fused activations) and the
-/// kernels that compute it: one enum each, so the IR names a kernel function directly.
+/// The vocabulary shared by the graph IR and the kernels that compute it (element-wise
+/// functions, reductions, fused activations, pad fills): one enum each, so the IR names a
+/// kernel function directly, with no mirror enum and no conversion table.
 
 /// One-input element-wise functions. Float32 unless `acceptsIntegers`; `isNaN` and `isInf`
 /// read float32 and write bool (0/1 as Int64).
@@ -48,3 +49,51 @@ public enum ConvActivation: Sendable, Equatable {
     /// `1 / (1 + e^-v)`.
     case sigmoid
 }
+
+/// Two-input element-wise functions, applied in NumPy broadcast.
+public enum BinaryFunction: Sendable, Equatable {
+    case add, sub, mul, div, pow, max, min
+    /// `fmod` true: C fmod (result takes the dividend's sign); false: floored, Python-style
+    /// (result takes the divisor's sign).
+    case mod(fmod: Bool)
+    case equal, less, greater, lessOrEqual, greaterOrEqual
+    case and, or, xor
+    case bitShiftLeft, bitShiftRight
+    /// Right shift filling with the sign bit; amounts outside `0..<64` give 0 or -1. The
+    /// lowering of `bitShiftRight` picks it for signed integer types; importers never emit it.
+    case arithmeticShiftRight
+    case bitwiseAnd, bitwiseOr, bitwiseXor
+
+    /// True for the functions whose result is bool whatever the operands.
+    public var producesBool: Bool {
+        switch self {
+        case .equal, .less, .greater, .lessOrEqual, .greaterOrEqual, .and, .or, .xor: return true
+        default: return false
+        }
+    }
+}
+
+/// Reductions over a set of axes, with the ONNX definitions:
+/// `l1` = sum |x|, `l2` = sqrt(sum x²), `logSum` = log(sum x), `logSumExp` = log(sum e^x)
+/// computed around the largest finite element, `sumSquare` = sum x². Over an empty set the
+/// results are the identities (sum 0, prod 1, max -inf, min +inf, logSum -inf); reducing
+/// over no axes applies the element-wise part alone (`sumSquare` gives x²).
+public enum ReduceFunction: Sendable, Equatable {
+    case sum, mean, max, min, prod, l1, l2, logSum, logSumExp, sumSquare
+}
+
+/// How a padded output coordinate outside the input is filled.
+public enum PadFill: Sendable, Equatable {
+    /// A fixed value.
+    case constant
+    /// Mirror without repeating the edge: `[a b c]` -> `c b | a b c | b a`.
+    case reflect
+    /// Repeat the edge: `a a | a b c | c c`.
+    case edge
+    /// Wrap around: `b c | a b c | a b`.
+    case wrap
+}
+
+/// How a scatter (ScatterND, ScatterElements) combines an update with the element already
+/// there: `replace` is ONNX's reduction "none".
+public enum ScatterCombine: Sendable, Equatable { case replace, add, mul, max, min }

@@ -20,7 +20,7 @@ func backwardIndexing(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValu
             let pg = UnsafePointer(g.floats), pi = UnsafePointer(ins[1]!.ints), px = gx.floats
             return { slices.gatherBackward(pg, pi, px) }
         }
-    case .scatterND(.none) where x.dtype.isFloat:
+    case .scatterND(.replace) where x.dtype.isFloat:
         let idx = try inputs.required(1, node)
         let slices = IndexedSlices(dataShape: x.shape, indicesShape: idx.shape)
         return LoweredBackward { ins, _, gOuts, gIns in

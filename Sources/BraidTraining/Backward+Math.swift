@@ -92,10 +92,10 @@ func sequence(_ steps: [() -> Void]) -> () -> Void {
     return { for s in steps { s() } }
 }
 
-private func binaryBackward(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?], _ out: PlanValue,
+private func binaryBackward(_ node: Node, _ op: BinaryFunction, _ inputs: [PlanValue?], _ out: PlanValue,
                             needs: [Bool]) throws -> LoweredBackward {
     let a = try inputs.required(0, node), b = try inputs.required(1, node)
-    let f = kernelFunction(op)
+    let f = op
     guard f.isDifferentiable else { throw GraphError(node: node.name, "\(node.sourceOp) has no gradient") }
     guard a.dtype.isFloat, b.dtype.isFloat else {
         throw GraphError(node: node.name, "\(node.sourceOp) with \(a.dtype) and \(b.dtype) operands has no gradient")

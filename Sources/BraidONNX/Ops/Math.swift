@@ -14,7 +14,7 @@ let mathOps: OpTable = {
     }
     // Before opset 7 the arithmetic and logical ops broadcast only when asked (`broadcast`),
     // optionally aligned at `axis`.
-    func binary(_ name: String, since: Int, legacyBefore: Int = 7, _ op: BinaryOp) {
+    func binary(_ name: String, since: Int, legacyBefore: Int = 7, _ op: BinaryFunction) {
         var entries = [v(since) { n in try legacyBinary(n, op) }]
         if since < legacyBefore { entries.append(v(legacyBefore) { n in n.emit(.binary(op)) }) }
         t[name] = entries
@@ -61,13 +61,13 @@ let mathOps: OpTable = {
     }
     t["IsInf"] = [v(10, translateIsInf)]
 
-    for (name, op) in [("Add", BinaryOp.add), ("Sub", .sub), ("Mul", .mul), ("Div", .div),
+    for (name, op) in [("Add", BinaryFunction.add), ("Sub", .sub), ("Mul", .mul), ("Div", .div),
                        ("Equal", .equal), ("Less", .less), ("Greater", .greater),
                        ("And", .and), ("Or", .or), ("Xor", .xor)] {
         binary(name, since: 1, op)
     }
     binary("Pow", since: 1, .pow)
-    for (name, op) in [("BitwiseAnd", BinaryOp.bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor)] {
+    for (name, op) in [("BitwiseAnd", BinaryFunction.bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor)] {
         t[name] = [v(18) { n in n.emit(.binary(op)) }]
     }
     unary("BitwiseNot", since: 18, .bitwiseNot)
@@ -126,7 +126,7 @@ let mathOps: OpTable = {
 
 /// A binary op before opset 7: with `broadcast` and `axis`, B's axes line up with A's from
 /// `axis` on, so B gets trailing size-1 axes (both ranks must be known at import).
-@Sendable private func legacyBinary(_ n: NodeTranslation, _ op: BinaryOp) throws {
+@Sendable private func legacyBinary(_ n: NodeTranslation, _ op: BinaryFunction) throws {
     guard try n.bool("broadcast", default: false), let axis = try n.int("axis") else {
         return n.emit(.binary(op))
     }
@@ -177,7 +177,8 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
         switch b {
         case .mod(let fmod): n.emit("Mod", attrs: [.bool("fmod", fmod)])
         case .bitShiftLeft: n.emit("BitShift", attrs: [.string("direction", "LEFT")])
-        case .bitShiftRight: n.emit("BitShift", attrs: [.string("direction", "RIGHT")])
+        // Right shifts of signed values fill with the sign in ONNX's reference too.
+        case .bitShiftRight, .arithmeticShiftRight: n.emit("BitShift", attrs: [.string("direction", "RIGHT")])
         default: n.emit(binaryONNXName(b))
         }
     case .variadic(let v):
@@ -200,7 +201,7 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
     return true
 }
 
-private func binaryONNXName(_ b: BinaryOp) -> String {
+private func binaryONNXName(_ b: BinaryFunction) -> String {
     switch b {
     case .add: return "Add"
     case .sub: return "Sub"
@@ -220,7 +221,7 @@ private func binaryONNXName(_ b: BinaryOp) -> String {
     case .bitwiseAnd: return "BitwiseAnd"
     case .bitwiseOr: return "BitwiseOr"
     case .bitwiseXor: return "BitwiseXor"
-    case .mod, .bitShiftLeft, .bitShiftRight: preconditionFailure("written with attributes")
+    case .mod, .bitShiftLeft, .bitShiftRight, .arithmeticShiftRight: preconditionFailure("written with attributes")
     }
 }
 

@@ -6,7 +6,7 @@ import BraidTensor
 
 let reduceOps: OpTable = {
     var t: OpTable = [:]
-    let kinds: [(String, ReduceKind, Int)] = [
+    let kinds: [(String, ReduceFunction, Int)] = [
         ("ReduceSum", .sum, 13), ("ReduceMean", .mean, 18), ("ReduceMax", .max, 18),
         ("ReduceMin", .min, 18), ("ReduceProd", .prod, 18), ("ReduceL1", .l1, 18),
         ("ReduceL2", .l2, 18), ("ReduceLogSum", .logSum, 18), ("ReduceLogSumExp", .logSumExp, 18),
@@ -51,7 +51,7 @@ func writeReduceOp(_ n: NodeExport) throws -> Bool {
     return true
 }
 
-private func reduceONNXName(_ kind: ReduceKind) -> String {
+private func reduceONNXName(_ kind: ReduceFunction) -> String {
     switch kind {
     case .sum: return "ReduceSum"
     case .mean: return "ReduceMean"
@@ -68,7 +68,7 @@ private func reduceONNXName(_ kind: ReduceKind) -> String {
 
 /// Axes go in as an input from ReduceSum 13 and the other reductions 18, as an attribute
 /// before; an attribute needs axes fixed before the run.
-private func writeReduce(_ n: NodeExport, _ kind: ReduceKind, axes field: [Int]?, keepDims: Bool, noop: Bool) throws {
+private func writeReduce(_ n: NodeExport, _ kind: ReduceFunction, axes field: [Int]?, keepDims: Bool, noop: Bool) throws {
     let name = reduceONNXName(kind)
     let x = n.input(0)
     if kind == .sum || n.opset >= 18 {
