@@ -227,8 +227,8 @@ private func lowerGridSample(_ node: Node, _ inputs: [PlanValue?], _ p: GridSamp
         throw GraphError(node: node.name, "GridSample data \(x.shape) and grid \(grid.shape) do not fit")
     }
     let out = Array(grid.shape.dropFirst().dropLast())
-    let mode: GridSampler.Mode = p.mode == .nearest ? .nearest : (p.mode == .linear ? .linear : .cubic)
-    let padding: GridSampler.Padding = p.padding == .zeros ? .zeros : (p.padding == .border ? .border : .reflection)
+    let mode = p.mode
+    let padding = p.padding
     let sampler = GridSampler(mode: mode, padding: padding, alignCorners: p.alignCorners, inputShape: x.shape,
                               points: out.reduce(1, *))
     return LoweredOp(outputs: [([x.shape[0], x.shape[1]] + out, .float32)]) { ins, outs in

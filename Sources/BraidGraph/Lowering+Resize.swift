@@ -114,15 +114,7 @@ public func resizeKernel(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams
         for (i, a) in axes.enumerated() { roi[a] = (values[i], values[axes.count + i]) }
     }
 
-    let coordinates: ResizeCoordinates
-    switch p.coordinate {
-    case .halfPixel: coordinates = .halfPixel
-    case .halfPixelSymmetric: coordinates = .halfPixelSymmetric
-    case .pytorchHalfPixel: coordinates = .pytorchHalfPixel
-    case .alignCorners: coordinates = .alignCorners
-    case .asymmetric: coordinates = .asymmetric
-    case .tfCropAndResize: coordinates = .tfCropAndResize
-    }
+    let coordinates = p.coordinate
     let resized = axes.sorted().filter { a in
         !(isClose(scales[a], 1) && outShape[a] == x.shape[a] && roi[a].0 == 0 && isClose(roi[a].1, 1))
     }
@@ -136,13 +128,7 @@ public func resizeKernel(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams
     switch p.mode {
     case .nearest:
         guard !p.antialias else { throw GraphError(node: node.name, "Resize antialias needs linear or cubic mode") }
-        let rounding: ResizeRounding
-        switch p.nearest {
-        case .roundPreferFloor: rounding = .roundPreferFloor
-        case .roundPreferCeil: rounding = .roundPreferCeil
-        case .floor: rounding = .floor
-        case .ceil: rounding = .ceil
-        }
+        let rounding = p.nearest
         var maps = x.shape.map { Array(0..<$0) }
         for (a, g) in zip(resized, geometry) { maps[a] = g.nearestIndices(coordinates, rounding) }
         let copy = r == 0 ? AxisMapCopy(inShape: [1], maps: [[0]], elementSize: x.dtype.storageStride)

@@ -55,7 +55,7 @@ public enum Op: Sendable {
     case lrn(size: Int, alpha: Float, beta: Float, bias: Float)
     /// Softmax, log-softmax or hardmax over one axis (`coerce2D`: the opset < 13 rule that
     /// flattens to `[prod(shape[..<axis]), prod(shape[axis...])]`).
-    case softmax(SoftmaxKind, axis: Int, coerce2D: Bool)
+    case softmax(SoftmaxMode, axis: Int, coerce2D: Bool)
     /// Identity at inference (outputs `[y, mask?]`).
     case dropout
     /// Training-mode batch normalisation: `[x, scale, bias, runningMean, runningVar]` ->
@@ -203,11 +203,9 @@ public enum PoolKind: Sendable, Equatable {
     case lp(p: Int)
 }
 
-public enum SoftmaxKind: Sendable, Equatable { case softmax, logSoftmax, hardmax }
-
 public struct GridSampleParams: Sendable, Equatable {
-    public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
-    public enum Padding: Sendable, Equatable { case zeros, border, reflection }
+    public typealias Mode = GridSampleMode
+    public typealias Padding = GridSamplePadding
     public var mode: Mode
     public var padding: Padding
     /// Coordinates -1 and 1 name the centres of the corner elements (else their outer edges).
@@ -259,11 +257,7 @@ public enum BitLayout: Sendable, Equatable {
 /// Weights `[D, G*H, I]` and `[D, G*H, H]`, gates ordered (z, r, h) for GRU and (i, o, f, c)
 /// for LSTM; y `[S, D, B, H]`.
 public struct RecurrentParams: Sendable, Equatable {
-    public enum Cell: Sendable, Equatable {
-        case simple
-        case gru(linearBeforeReset: Bool)
-        case lstm(inputForget: Bool)
-    }
+    public typealias Cell = RecurrentCell
     public var cell: Cell
     public var reverse: [Bool]
     public var activations: [[UnaryFunction]]
@@ -367,15 +361,11 @@ public struct PoolParams: Sendable, Equatable {
 
 public struct ResizeParams: Sendable, Equatable {
     public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
-    public enum CoordinateTransform: Sendable, Equatable {
-        case halfPixel, pytorchHalfPixel, alignCorners, asymmetric, tfCropAndResize, halfPixelSymmetric
-    }
-    public enum NearestRounding: Sendable, Equatable { case roundPreferFloor, roundPreferCeil, floor, ceil }
     public enum AspectPolicy: Sendable, Equatable { case stretch, notLarger, notSmaller }
 
     public var mode: Mode
-    public var coordinate: CoordinateTransform
-    public var nearest: NearestRounding
+    public var coordinate: ResizeCoordinates
+    public var nearest: ResizeRounding
     public var cubicCoefficient: Float
     public var excludeOutside: Bool
     public var extrapolationValue: Float
@@ -383,7 +373,7 @@ public struct ResizeParams: Sendable, Equatable {
     public var axes: [Int]?
     public var aspect: AspectPolicy
 
-    public init(mode: Mode, coordinate: CoordinateTransform, nearest: NearestRounding,
+    public init(mode: Mode, coordinate: ResizeCoordinates, nearest: ResizeRounding,
                 cubicCoefficient: Float = -0.75, excludeOutside: Bool = false,
                 extrapolationValue: Float = 0, antialias: Bool = false, axes: [Int]? = nil,
                 aspect: AspectPolicy = .stretch) {

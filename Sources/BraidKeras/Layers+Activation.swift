@@ -59,7 +59,7 @@ func unary(_ op: UnaryFunction, _ x: KTensor, _ ctx: LayerContext, suffix: Strin
     KTensor(name: ctx.add(.unary(op), [x.name], suffix: suffix), shape: x.shape, channelsFirst: x.channelsFirst)
 }
 
-func softmax(_ x: KTensor, axis: Int, _ ctx: LayerContext, kind: SoftmaxKind = .softmax) -> KTensor {
+func softmax(_ x: KTensor, axis: Int, _ ctx: LayerContext, kind: SoftmaxMode = .softmax) -> KTensor {
     let op = Op.softmax(kind, axis: x.irAxis(axis), coerce2D: false)
     return KTensor(name: ctx.add(op, [x.name], suffix: nil), shape: x.shape, channelsFirst: x.channelsFirst)
 }

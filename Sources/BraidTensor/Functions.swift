@@ -97,3 +97,29 @@ public enum PadFill: Sendable, Equatable {
 /// How a scatter (ScatterND, ScatterElements) combines an update with the element already
 /// there: `replace` is ONNX's reduction "none".
 public enum ScatterCombine: Sendable, Equatable { case replace, add, mul, max, min }
+
+/// How an output coordinate maps back to the input, ONNX `coordinate_transformation_mode`.
+public enum ResizeCoordinates: Sendable, Equatable {
+    case halfPixel, halfPixelSymmetric, pytorchHalfPixel, alignCorners, asymmetric, tfCropAndResize
+}
+
+/// Which input neighbour nearest-neighbour sampling takes at a fractional coordinate.
+public enum ResizeRounding: Sendable, Equatable { case roundPreferFloor, roundPreferCeil, floor, ceil }
+
+/// Which normalisation a softmax applies along its axis.
+public enum SoftmaxMode: Sendable, Equatable {
+    case softmax, logSoftmax
+    /// 1 at the first maximum, 0 elsewhere.
+    case hardmax
+}
+
+/// GridSample's interpolation and its treatment of taps outside the data.
+public enum GridSampleMode: Sendable, Equatable { case nearest, linear, cubic }
+public enum GridSamplePadding: Sendable, Equatable { case zeros, border, reflection }
+
+/// A recurrent layer's cell.
+public enum RecurrentCell: Sendable, Equatable {
+    case simple
+    case gru(linearBeforeReset: Bool)
+    case lstm(inputForget: Bool)
+}

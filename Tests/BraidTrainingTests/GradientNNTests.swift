@@ -234,7 +234,7 @@ final class GradientNNTests: XCTestCase {
     // MARK: Softmax and dropout
 
     func testSoftmaxGradients() throws {
-        let cases: [(SoftmaxKind, Int, Bool)] = [
+        let cases: [(SoftmaxMode, Int, Bool)] = [
             (.softmax, 1, false), (.softmax, -1, false), (.logSoftmax, 1, false), (.logSoftmax, 2, false),
             (.softmax, 1, true), (.logSoftmax, 1, true),
         ]

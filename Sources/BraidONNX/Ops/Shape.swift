@@ -173,12 +173,12 @@ private func resizeMode(_ n: NodeTranslation, allowCubic: Bool, bilinear: Bool =
     }
 }
 
-private let coordinateSpellings = AttributeSpellings<ResizeParams.CoordinateTransform>("coordinate_transformation_mode", [
+private let coordinateSpellings = AttributeSpellings<ResizeCoordinates>("coordinate_transformation_mode", [
     ("half_pixel", .halfPixel), ("pytorch_half_pixel", .pytorchHalfPixel), ("align_corners", .alignCorners),
     ("asymmetric", .asymmetric), ("tf_crop_and_resize", .tfCropAndResize),
 ], later: [("half_pixel_symmetric", .halfPixelSymmetric, since: 19)])
 
-private let nearestSpellings = AttributeSpellings<ResizeParams.NearestRounding>("nearest_mode", [
+private let nearestSpellings = AttributeSpellings<ResizeRounding>("nearest_mode", [
     ("round_prefer_floor", .roundPreferFloor), ("round_prefer_ceil", .roundPreferCeil), ("floor", .floor), ("ceil", .ceil),
 ])
 
