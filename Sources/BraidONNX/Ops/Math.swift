@@ -179,7 +179,9 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
         case .bitShiftLeft: n.emit("BitShift", attrs: [.string("direction", "LEFT")])
         // Right shifts of signed values fill with the sign in ONNX's reference too.
         case .bitShiftRight, .arithmeticShiftRight: n.emit("BitShift", attrs: [.string("direction", "RIGHT")])
-        default: n.emit(binaryONNXName(b))
+        default:
+            guard let name = binaryNames.first(where: { $0.1 == b })?.0 else { preconditionFailure("\(b) is written with attributes") }
+            n.emit(name)
         }
     case .variadic(let v):
         switch v {
@@ -201,29 +203,14 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
     return true
 }
 
-private func binaryONNXName(_ b: BinaryFunction) -> String {
-    switch b {
-    case .add: return "Add"
-    case .sub: return "Sub"
-    case .mul: return "Mul"
-    case .div: return "Div"
-    case .pow: return "Pow"
-    case .max: return "Max"
-    case .min: return "Min"
-    case .equal: return "Equal"
-    case .less: return "Less"
-    case .greater: return "Greater"
-    case .lessOrEqual: return "LessOrEqual"
-    case .greaterOrEqual: return "GreaterOrEqual"
-    case .and: return "And"
-    case .or: return "Or"
-    case .xor: return "Xor"
-    case .bitwiseAnd: return "BitwiseAnd"
-    case .bitwiseOr: return "BitwiseOr"
-    case .bitwiseXor: return "BitwiseXor"
-    case .mod, .bitShiftLeft, .bitShiftRight, .arithmeticShiftRight: preconditionFailure("written with attributes")
-    }
-}
+/// The ONNX op each binary function without attributes is written as (Max and Min as the
+/// variadic ops of two inputs).
+private let binaryNames: [(String, BinaryFunction)] = [
+    ("Add", .add), ("Sub", .sub), ("Mul", .mul), ("Div", .div), ("Pow", .pow), ("Max", .max), ("Min", .min),
+    ("Equal", .equal), ("Less", .less), ("Greater", .greater), ("LessOrEqual", .lessOrEqual),
+    ("GreaterOrEqual", .greaterOrEqual), ("And", .and), ("Or", .or), ("Xor", .xor),
+    ("BitwiseAnd", .bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor),
+]
 
 private func writeUnary(_ u: UnaryFunction, _ n: NodeExport) throws {
     let x = n.input(0)
