@@ -228,7 +228,8 @@ final class Member {
 /// member), each with its own optimiser, checkpointing after every epoch (and every
 /// `checkpointEvery` batches).
 public final class Finetuner {
-    public let options: TrainOptions
+    /// The run's settings (`trainRecoveringRate` lowers `lr` between its attempts).
+    public internal(set) var options: TrainOptions
     public let classes: [String]
     let members: [Member]
     let runDir: String
@@ -236,7 +237,16 @@ public final class Finetuner {
     /// For fitness evaluations: no checkpoints, and validation (ensemble only) after the
     /// last epoch alone.
     public var scoringOnly = false
+    /// Set by `trainRecoveringRate`: a divergence (`DivergenceWatch`) ends `train` with
+    /// `TrainingDiverged` instead of a checkpoint and an error.
+    var watchDivergence = false
+    /// With `watchDivergence`: a first epoch that learned nothing (`DivergenceWatch.learnedNothing`)
+    /// ends `train` with `TrainingDiverged` too.
+    var watchProgress = false
     public internal(set) var history: [EpochRecord] = []
+    /// The rates `trainRecoveringRate` trained with, in order, and how each ended (empty
+    /// after plain `train`).
+    public internal(set) var rateAttempts: [RateAttempt] = []
 
     /// The prefix cache in use (nil when caching is off).
     public let prefixCache: PrefixCache?
@@ -331,6 +341,7 @@ public final class Finetuner {
         let k = classes.count
         var step = position.step
         var losses = [Float](repeating: 0, count: members.count)
+        var watch = watchDivergence ? DivergenceWatch(classes: k) : nil
         for epoch in position.epoch..<options.epochs {
             let first = epoch == position.epoch ? position.batch : 0
             var tally = epoch == position.epoch ? position.tally : Tally()
@@ -360,7 +371,8 @@ public final class Finetuner {
                 for m in members {
                     if let l2sp = m.l2sp { loss += l2sp.value(params: m.plan.params) }
                 }
-                var problem = loss.isFinite ? nil : lossProblem(losses, total: loss)
+                let rising = loss.isFinite ? watch?.observe(loss) : nil
+                var problem = loss.isFinite ? rising : lossProblem(losses, total: loss)
                 if problem == nil {
                     for m in members {
                         m.plan.backward()
@@ -372,6 +384,9 @@ public final class Finetuner {
                 if let problem {
                     let at = "epoch \(epoch + 1), batch \(b + 1)"
                     for m in members { m.restoreRunningStats() }
+                    if watch != nil && (rising != nil || options.onNonfinite == "stop") {
+                        throw TrainingDiverged(rate: options.lr, at: at, reason: problem)
+                    }
                     if options.onNonfinite == "skip" {
                         tally.skipped += 1
                         FileHandle.standardError.write(Data("braid: warning: skipped the update of \(at): \(problem)\n".utf8))
@@ -401,6 +416,7 @@ public final class Finetuner {
                         if s > bestScore { bestScore = s; best = c }
                     }
                     if best == batch.labels[r] { tally.correct += 1 }
+                    watch?.tally(label: batch.labels[r])
                 }
                 tally.lossSum += Double(loss)
                 tally.seen += n
@@ -413,6 +429,9 @@ public final class Finetuner {
             }
             bar.update(done: b, images: tally.seen, loss: tally.lossSum / Double(max(tally.batches, 1)),
                        accuracy: Double(tally.correct) / Double(max(tally.seen, 1)), final: true)
+            if watchProgress && epoch == 0, let reason = watch?.learnedNothing() {
+                throw TrainingDiverged(rate: options.lr, at: "the end of epoch 1", reason: reason)
+            }
             let seconds = Date().timeIntervalSince(t0)
             if scoringOnly && epoch + 1 < options.epochs { continue }
             let val = scoringOnly

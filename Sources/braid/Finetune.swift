@@ -221,7 +221,14 @@ struct Finetune: ParsableCommand {
                 }
                 print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
                 let t0 = Date()
-                try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
+                if lr == "auto" && resume == nil {
+                    try tuner.trainRecoveringRate(train: split.train, validation: split.validation) { rate in
+                        saved.options.lr = rate
+                        try saved.save(runDir: runDir)
+                    }
+                } else {
+                    try tuner.train(train: split.train, validation: split.validation, resume: resume != nil)
+                }
                 let test = try tuner.evaluateMembers(on: split.test)
                 let seconds = Date().timeIntervalSince(t0)
                 try writeMetrics(runDir: runDir, tuner: tuner, test: test, seconds: seconds)
@@ -369,6 +376,7 @@ struct Finetune: ParsableCommand {
             "seconds": seconds,
             "learning_rate": Double(tuner.options.lr),
             "learning_rate_source": lr == "auto" ? "auto (range test, lr-range.json)" : "--lr",
+            "learning_rate_attempts": tuner.rateAttempts.map { ["rate": Double($0.rate), "outcome": $0.outcome] as [String: Any] },
             "preprocessing": Dictionary(tuner.models.map { ($0.name, $0.input.report.jsonObject) }, uniquingKeysWith: { a, _ in a }),
         ]
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
