@@ -48,20 +48,12 @@ func backwardShape(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue],
         let copy = GatherCopy(outer: x.shape[..<a].reduce(1, *), axisSize: x.shape[a],
                               inner: x.shape[(a + 1)...].reduce(1, *), indexCount: idx.shape.product,
                               elementSize: 4)
-        return LoweredBackward { ins, _, gOuts, gIns in
-            guard let g = gOuts[0], let gx = gIns[0] else { return {} }
-            let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
-            return { copy.accumulateAdjoint(pg, pi, into: px) }
-        }
+        return indexedGradient(copy)
     case .gatherElements(let axis):
         let idx = try inputs.required(1, node)
         let copy = GatherElementsCopy(shape: x.shape, indexShape: idx.shape, axis: axis < 0 ? axis + r : axis,
                                       elementSize: 4)
-        return LoweredBackward { ins, _, gOuts, gIns in
-            guard let g = gOuts[0], let gx = gIns[0] else { return {} }
-            let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
-            return { copy.accumulateAdjoint(pg, pi, into: px) }
-        }
+        return indexedGradient(copy)
     case .pad(let mode):
         let pad = try padCopy(node, inputs, mode: mode)
         return dataGradient { g, gx in { pad.accumulateAdjoint(g, into: gx) } }
@@ -166,5 +158,22 @@ private func resizeGradient(_ node: Node, _ inputs: [PlanValue?], _ p: ResizePar
             let adjoint = ResizeGradient(plan)
             return { adjoint.accumulate(g, into: gx) }
         }
+    }
+}
+
+/// Gather and GatherElements: their copies scatter-add the output gradient back through
+/// the indices (input 1) into the data's gradient.
+private protocol IndexedAdjoint: Sendable {
+    func accumulateAdjoint(_ g: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>, into gx: UnsafeMutablePointer<Float>)
+}
+
+extension GatherCopy: IndexedAdjoint {}
+extension GatherElementsCopy: IndexedAdjoint {}
+
+private func indexedGradient(_ copy: some IndexedAdjoint) -> LoweredBackward {
+    LoweredBackward { ins, _, gOuts, gIns in
+        guard let g = gOuts[0], let gx = gIns[0] else { return {} }
+        let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
+        return { copy.accumulateAdjoint(pg, pi, into: px) }
     }
 }

@@ -63,7 +63,7 @@ final class CodecTests: XCTestCase {
                 let source: [Float] = [Float(x * 16), Float(y * 32), 128]
                 for c in 0..<3 {
                     let e = abs(image.pixels[(y * 16 + x) * 3 + c] - source[c])
-                    worst = max(worst, e)
+                    if !(e <= worst) { worst = e }  // NaN-aware: a NaN pixel stays the worst
                     total += e
                 }
             }
