@@ -1,3 +1,4 @@
+import BraidHDF5
 import BraidTensor
 import Foundation
 
@@ -35,7 +36,7 @@ public struct Checkpoint {
     public func save(to path: String) throws {
         // libhdf5 builds the file in memory; the bytes then go through `writeAtomically`,
         // whose errors carry the system's reason (no space left, read-only file system).
-        let image = try checkpointHDF5Lock.withLock { try hdf5Image(reportedAs: path) }
+        let image = try hdf5Lock.withLock { try hdf5Image(reportedAs: path) }
         do { try writeAtomically(image, to: path) } catch let e as NpyError {
             throw TrainingError(e.description)
         }
@@ -47,7 +48,7 @@ public struct Checkpoint {
     ///   not a Braid checkpoint, of another layout version, or holds a tensor whose type,
     ///   shape or size is inconsistent.
     public static func load(from path: String) throws -> Checkpoint {
-        try checkpointHDF5Lock.withLock { try readHDF5(from: path) }
+        try hdf5Lock.withLock { try readHDF5(from: path) }
     }
 }
 

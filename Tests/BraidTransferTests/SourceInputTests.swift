@@ -7,6 +7,7 @@ import BraidTraining
 import Foundation
 import XCTest
 @testable import BraidTransfer
+import BraidTestSupport
 
 /// x `input` -> conv 3x3 (4) -> relu -> global average pool -> `tail` -> Gemm (3 classes).
 /// `tail` is a Flatten, or (`bakedBatch`) a Reshape to the constant [1, 4] that PyTorch's
@@ -146,9 +147,8 @@ final class SourceInputTests: XCTestCase {
     /// the patches, position embeddings, the tokens' mean to the classifier) fine-tunes end to end at
     /// batch 32 on digits: the generalised graph's inserted Shape, Concat and Expand train.
     func testClassTokenModelTrainsAtBatch32() throws {
-        let data = FinetuneTests.repo.appendingPathComponent(".cache/data").path
-        let folder = ProcessInfo.processInfo.environment["BRAID_CACHE"].map { $0 + "/data" } ?? data
-        guard FileManager.default.fileExists(atPath: folder + "/digits.csv.gz") else { throw XCTSkip("digits not fetched") }
+        try TestCache.require("data/digits.csv.gz", madeBy: "tools/fetch-data")
+        let folder = TestCache.path("data")
         var rng = SplitMix64(seed: 4)
         func t(_ shape: [Int], _ scale: Float) -> Tensor {
             Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-scale, scale) })
