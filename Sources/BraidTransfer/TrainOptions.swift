@@ -232,15 +232,7 @@ extension TrainOptions: Codable {
     }
 
     /// `weightDecay` -> `weight_decay`, `cacheMB` -> `cache_mb`.
-    public static func snakeCase(_ key: String) -> String {
-        var out = "", previousUpper = false
-        for c in key {
-            if c.isUppercase && !previousUpper { out += "_" }
-            out += c.lowercased()
-            previousUpper = c.isUppercase
-        }
-        return out
-    }
+    public static func snakeCase(_ key: String) -> String { settingWords(key, separator: "_") }
 
     static func describe(_ type: Any.Type) -> String {
         switch type {

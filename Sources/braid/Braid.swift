@@ -60,12 +60,4 @@ func describe(_ error: any Error) -> String {
 
 /// The command-line flag of a library setting: `inputSize` -> `--input-size`, `cacheMB` ->
 /// `--cache-mb`.
-func flagName(_ setting: String) -> String {
-    var out = "--", previousUpper = false
-    for c in setting {
-        if c.isUppercase && !previousUpper { out += "-" }
-        out += c.lowercased()
-        previousUpper = c.isUppercase
-    }
-    return out
-}
+func flagName(_ setting: String) -> String { "--" + settingWords(setting, separator: "-") }

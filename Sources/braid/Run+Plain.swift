@@ -12,24 +12,9 @@ extension Run {
                                              inputSize: size, preprocess: try pre.overrides(sources: [model])?.first ?? nil,
                                              memoryLimit: try memoryLimit(maxMemory))
         FileHandle.standardError.write(Data("preprocessing: \(classifier.input.summary)\n".utf8))
-        let files = try imageFiles(image)
-        var results: [[String: Any]] = []
-        var progress = files.count > batch ? ImageProgress(total: files.count) : nil
-        for from in stride(from: 0, to: files.count, by: batch) {
-            let chunk = Array(files[from..<min(from + batch, files.count)])
-            let tops = try classifier.classify(try classifier.load(chunk), top: top)
-            for (path, best) in zip(chunk, tops) {
-                if json {
-                    results.append(["image": path, "top": best.map { ["class": $0.index, "probability": Double($0.probability)] }])
-                } else {
-                    print(path + ": " + best.map { String(format: "class %d %.4f", $0.index, $0.probability) }.joined(separator: ", "))
-                }
-            }
-            progress?.update(done: from + chunk.count)
+        let results = try printTopClasses(try imageFiles(image)) { chunk in
+            try classifier.classify(try classifier.load(chunk), top: top).map { $0.map { ("class \($0.index)", $0.index, $0.probability) } }
         }
-        if json {
-            let obj: [String: Any] = ["model": model, "preprocessing": classifier.input.report.jsonObject, "results": results]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
-        }
+        if json { try printJSON(["model": model, "preprocessing": classifier.input.report.jsonObject, "results": results]) }
     }
 }

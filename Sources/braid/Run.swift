@@ -88,26 +88,37 @@ struct Run: ParsableCommand {
             if let limit = try memoryLimit(maxMemory) {
                 try classifier.checkMemory(images: files.count, batch: batch, limit: limit)
             }
-            var results: [[String: Any]] = []
-            var progress = files.count > batch ? ImageProgress(total: files.count) : nil
-            for from in stride(from: 0, to: files.count, by: batch) {
-                let chunk = Array(files[from..<min(from + batch, files.count)])
-                let tops = try classifier.classify(try classifier.load(chunk), top: top)
-                for (path, best) in zip(chunk, tops) {
-                    if json {
-                        results.append(["image": path, "top": best.map { ["class": $0.label, "probability": Double($0.probability)] }])
-                    } else {
-                        print(path + ": " + best.map { String(format: "%@ %.4f", $0.label as NSString, $0.probability) }
-                            .joined(separator: ", "))
-                    }
-                }
-                progress?.update(done: from + chunk.count)
+            let results = try printTopClasses(files) { chunk in
+                try classifier.classify(try classifier.load(chunk), top: top).map { $0.map { ($0.label, $0.label, $0.probability) } }
             }
-            if json {
-                let obj: [String: Any] = ["model": model, "classes": classifier.info.classes, "results": results]
-                print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
-            }
+            if json { try printJSON(["model": model, "classes": classifier.info.classes, "results": results]) }
         }
+    }
+
+    /// Classifies `files` `batch` at a time through `classify` (per image: the top classes
+    /// as a name to print, a value for JSON and a probability), printing each image's line
+    /// (without --json) with a progress bar for more than one batch; returns the JSON results.
+    func printTopClasses(_ files: [String],
+                         classify: ([String]) throws -> [[(name: String, value: Any, probability: Float)]]) throws -> [[String: Any]] {
+        var results: [[String: Any]] = []
+        var progress = files.count > batch ? ImageProgress(total: files.count) : nil
+        for from in stride(from: 0, to: files.count, by: batch) {
+            let chunk = Array(files[from..<min(from + batch, files.count)])
+            for (path, best) in zip(chunk, try classify(chunk)) {
+                if json {
+                    results.append(["image": path, "top": best.map { ["class": $0.value, "probability": Double($0.probability)] }])
+                } else {
+                    print(path + ": " + best.map { String(format: "%@ %.4f", $0.name as NSString, $0.probability) }
+                        .joined(separator: ", "))
+                }
+            }
+            progress?.update(done: from + chunk.count)
+        }
+        return results
+    }
+
+    func printJSON(_ obj: [String: Any]) throws {
+        print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
     }
 }
 
