@@ -229,7 +229,8 @@ private struct QDQFusion {
         if let clip {
             guard q.count == 1, clipIsRedundant(original[clip], before: q[0]) else { return nil }
         }
-        if q.isEmpty { return emptyQAllowed && !outputs.contains(where: graphOutputs.contains) ? Group(dq: dq, q: [], clip: nil) : nil }
+        // With no QuantizeLinear (Gemm, MatMul) the float output may be a graph output.
+        if q.isEmpty { return emptyQAllowed && clip == nil ? Group(dq: dq, q: [], clip: nil) : nil }
         guard outputs.count == q.count, clip != nil || edges == q.count, !outputs.contains(where: graphOutputs.contains) else { return nil }
         return Group(dq: dq, q: q, clip: clip)
     }
