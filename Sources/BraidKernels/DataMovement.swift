@@ -394,27 +394,8 @@ public struct GatherElementsCopy: Sendable {
     @inline(__always)
     private func runTyped<T: FixedWidthInteger>(_ src: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
                                                 _ dst: UnsafeMutablePointer<T>) {
-        let r = indexShape.count
-        let total = indexShape.reduce(1, *)
-        if total == 0 { return }
-        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-            idx.initialize(repeating: 0)
-            var base = 0
-            for e in 0..<total {
-                var i = Int(indices[e])
-                if i < 0 { i += axisSize }
-                dst[e] = i < 0 || i >= axisSize ? 0 : src[base + i * axisStride]
-                var d = r - 1
-                while d >= 0 {
-                    idx[d] += 1
-                    if d != axis { base += strides[d] }
-                    if idx[d] < indexShape[d] { break }
-                    if d != axis { base -= idx[d] * strides[d] }
-                    idx[d] = 0
-                    d -= 1
-                }
-            }
+        forEachAxisIndex(shape: shape, strides: strides, indexShape: indexShape, axis: axis, indices) { e, o in
+            dst[e] = o.map { src[$0] } ?? 0
         }
     }
 }
@@ -423,26 +404,38 @@ extension GatherElementsCopy {
     /// Backward for float32: scatter-adds `g` (the index shape) into `gx` (the data shape).
     public func accumulateAdjoint(_ g: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>,
                                   into gx: UnsafeMutablePointer<Float>) {
-        let r = indexShape.count
-        let total = indexShape.reduce(1, *)
-        if total == 0 { return }
-        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-            idx.initialize(repeating: 0)
-            var base = 0
-            for e in 0..<total {
-                var i = Int(indices[e])
-                if i < 0 { i += axisSize }
-                if i >= 0 && i < axisSize { gx[base + i * axisStride] += g[e] }
-                var d = r - 1
-                while d >= 0 {
-                    idx[d] += 1
-                    if d != axis { base += strides[d] }
-                    if idx[d] < indexShape[d] { break }
-                    if d != axis { base -= idx[d] * strides[d] }
-                    idx[d] = 0
-                    d -= 1
-                }
+        forEachAxisIndex(shape: shape, strides: strides, indexShape: indexShape, axis: axis, indices) { e, o in
+            if let o { gx[o] += g[e] }
+        }
+    }
+}
+
+/// Walks the elements of an index tensor `indexShape` that picks along `axis` of data
+/// `shape` (GatherElements, ScatterElements): `body(e, offset)` for every element `e` in
+/// order, `offset` the data element its index names (negative indices count from the end),
+/// nil when the index is outside the axis.
+@inline(__always)
+func forEachAxisIndex(shape: [Int], strides: [Int], indexShape: [Int], axis: Int, _ indices: UnsafePointer<Int64>,
+                      _ body: (Int, Int?) -> Void) {
+    let r = indexShape.count
+    let total = indexShape.reduce(1, *)
+    if total == 0 { return }
+    let axisSize = shape[axis], axisStride = strides[axis]
+    withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
+        idx.initialize(repeating: 0)
+        var base = 0
+        for e in 0..<total {
+            var i = Int(indices[e])
+            if i < 0 { i += axisSize }
+            body(e, i >= 0 && i < axisSize ? base + i * axisStride : nil)
+            var d = r - 1
+            while d >= 0 {
+                idx[d] += 1
+                if d != axis { base += strides[d] }
+                if idx[d] < indexShape[d] { break }
+                if d != axis { base -= idx[d] * strides[d] }
+                idx[d] = 0
+                d -= 1
             }
         }
     }
