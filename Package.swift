@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "braid", targets: ["braid"]),
+        .library(name: "BraidRuntime", targets: ["BraidRuntime"]),
+        .library(name: "BraidTransfer", targets: ["BraidTransfer"]),
         .library(name: "BraidONNX", targets: ["BraidONNX"]),
     ],
     dependencies: [
@@ -37,11 +39,12 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "BraidData", dependencies: ["BraidTensor", "BraidHDF5", "CPNG", "CJPEG", "CHDF5", "CDataShim"]),
         .target(name: "BraidTraining", dependencies: ["BraidGraph", "BraidTensor", "BraidKernels", "BraidHDF5", "CHDF5", "CDataShim"]),
+        .target(name: "BraidRuntime", dependencies: ["BraidONNX", "BraidKeras", "BraidData", "BraidGraph", "BraidTensor"]),
         .target(name: "BraidTransfer", dependencies: [
-            "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
+            "BraidRuntime", "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
         ]),
         .executableTarget(name: "braid", dependencies: [
-            "BraidTransfer", "BraidTraining", "BraidData",
+            "BraidRuntime", "BraidTransfer", "BraidTraining", "BraidData",
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidKernels", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -55,7 +58,7 @@ let package = Package(
         .testTarget(name: "BraidKerasTests", dependencies: ["BraidTestSupport", "BraidKeras", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTrainingTests", dependencies: ["BraidTestSupport", "BraidTraining", "BraidONNX", "BraidGraph", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidDataTests", dependencies: ["BraidTestSupport", "BraidData", "BraidTensor"], exclude: ["Fixtures"]),
-        .testTarget(name: "BraidTransferTests", dependencies: ["BraidTestSupport", "BraidTransfer", "BraidTraining", "BraidData", "BraidONNX", "BraidGraph", "BraidTensor"]),
+        .testTarget(name: "BraidTransferTests", dependencies: ["BraidTestSupport", "BraidTransfer", "BraidRuntime", "BraidTraining", "BraidData", "BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "CLITests", dependencies: ["BraidTestSupport", "BraidONNX", "BraidTensor"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidTestSupport", "BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidTestSupport", "BraidONNX", "BraidGraph", "BraidTensor"]),

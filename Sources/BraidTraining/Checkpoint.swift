@@ -53,7 +53,9 @@ public struct Checkpoint {
 }
 
 /// A training problem a user can act on.
-public struct TrainingError: Error, CustomStringConvertible, Sendable {
+public struct TrainingError: SettingError, Sendable {
     public var description: String
-    public init(_ message: String) { description = message }
+    /// The training setting that would fix it (`lr`, `onNonfinite`, `freeze`), or nil.
+    public var setting: String?
+    public init(_ message: String, setting: String? = nil) { description = message; self.setting = setting }
 }

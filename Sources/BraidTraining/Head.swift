@@ -57,9 +57,10 @@ extension Graph {
             default:
                 break
             }
-            throw GraphError(node: n.name, "cannot find the classifier: \(n.sourceOp) is not a dense layer or a trailing op (give --feature-node NAME)")
+            throw TrainingError("node '\(n.name)': cannot find the classifier: \(n.sourceOp) is not a dense layer or a trailing op (name the feature node)",
+                                setting: "featureNode")
         }
-        throw GraphError(node: nil, "cannot find the classifier from output '\(start)' (give --feature-node NAME)")
+        throw TrainingError("cannot find the classifier from output '\(start)' (name the feature node)", setting: "featureNode")
     }
 
     /// Whether `value` comes from a global pooling through ops that keep a 1x1 map 1x1

@@ -84,7 +84,7 @@ extension Finetuner {
     /// at the last rate, which trains on), the members go back
     /// to their initial weights, running statistics and optimiser state, and training starts
     /// again from the first batch with the same seed at `1 / factor` of the rate, up to
-    /// `tries` rates in all. Each restart prints one line on standard error. The rates tried
+    /// `tries` rates in all. Each restart sends one warning to `events`. The rates tried
     /// and their outcomes are in `rateAttempts`; `options.lr` ends as the rate that completed.
     /// `onRestart` is told each new rate before its attempt (to record it for a resume).
     ///
@@ -109,13 +109,12 @@ extension Finetuner {
                 let tried = rateAttempts.map { String(format: "%.3g", $0.rate) }.joined(separator: ", ")
                 guard rateAttempts.count < tries else {
                     throw TrainingError("training diverged at every rate tried (\(tried)); the last, at \(stop.at): "
-                                        + "\(stop.reason); pass a lower --lr")
+                                        + "\(stop.reason); give a lower learning rate", setting: "lr")
                 }
                 let next = stop.rate / factor
-                FileHandle.standardError.write(Data((String(format: "braid: learning rate %.3g, %@: %@; ",
-                                                            stop.rate, stop.at, stop.reason)
-                    + String(format: "restarting from the initial weights at %.3g (rate %d of at most %d)\n",
-                             next, rateAttempts.count + 1, tries)).utf8))
+                events?(.warning(String(format: "learning rate %.3g, %@: %@; ", stop.rate, stop.at, stop.reason)
+                    + String(format: "restarting from the initial weights at %.3g (rate %d of at most %d)",
+                             next, rateAttempts.count + 1, tries)))
                 for (j, m) in members.enumerated() {
                     for (name, t) in m.setup.graph.initializers where t.dtype.isFloat {
                         if let old = initial[j][name] { t.buffer.raw.copyMemory(from: old.buffer.raw, byteCount: t.count * 4) }

@@ -69,14 +69,12 @@ final class AutoRateRecoveryTests: XCTestCase {
         o.lr = 6
 
         let once = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
-        once.quiet = true
         XCTAssertThrowsError(try once.trainRecoveringRate(train: d.train, validation: d.validation, tries: 1)) { error in
             XCTAssertTrue("\(error)".contains("training diverged at every rate tried (6)"), "\(error)")
         }
         XCTAssertEqual(once.rateAttempts.count, 1)
 
         let tuner = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
-        tuner.quiet = true
         var told: [Float] = []
         try tuner.trainRecoveringRate(train: d.train, validation: d.validation) { told.append($0) }
         let attempts = tuner.rateAttempts
@@ -95,7 +93,6 @@ final class AutoRateRecoveryTests: XCTestCase {
         var plain = o
         plain.lr = attempts.last!.rate
         let direct = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: plain, runDir: dir)
-        direct.quiet = true
         try direct.train(train: d.train, validation: d.validation, resume: false)
         XCTAssertEqual(direct.history.last?.trainLoss, epoch.trainLoss)
         XCTAssertEqual(direct.history.last?.validationAccuracy, epoch.validationAccuracy)

@@ -176,7 +176,7 @@ final class EnsembleTests: XCTestCase {
         let run = dir + "/run"
         try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
         var o = TrainOptions()
-        o.method = "standard"; o.seed = 1
+        o.method = .standard; o.seed = 1
         // buildModels seeds member j with options.seed + j; the members above used 1 and 2.
         let record = RunRecord(sources: ms.map(\.path), featureNodes: [nil, nil], data: "nowhere",
                                classes: Self.classes, depths: [0, 1], options: o)

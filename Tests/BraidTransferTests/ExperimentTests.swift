@@ -177,7 +177,6 @@ final class ExperimentTests: XCTestCase {
         let configPath = Self.repo.appendingPathComponent("Models/experiments/ci-small.json").path
         let config = try ExperimentConfig.load(path: configPath)
         let runner = try ExperimentRunner(config: config, outDir: out, cacheDir: cache, manifest: [])
-        runner.quiet = true
         let t0 = Date()
         let outcomes = try runner.run()
         let seconds = Date().timeIntervalSince(t0)
@@ -264,7 +263,6 @@ final class ExperimentTests: XCTestCase {
         // A second run finds every cell finished and rewrites the same results.
         var started = 0
         let again = try ExperimentRunner(config: config, outDir: out, cacheDir: cache, manifest: [])
-        again.quiet = true
         again.onCellStart = { _, _, _ in started += 1 }
         let second = try again.run()
         XCTAssertEqual(started, 0)
