@@ -47,6 +47,23 @@ public struct GridSampler: Sendable {
         return x
     }
 
+    /// The input coordinate normalised grid value `norm` names on an axis of `len` (rounded in
+    /// nearest mode, then moved inside by the padding rule), the axis's bounds `lo...hi`, and
+    /// d(coordinate)/d(norm) through the padding.
+    @inline(__always)
+    private func sourceCoordinate(_ norm: Float, _ len: Int) -> (v: Float, lo: Float, hi: Float, slope: Float) {
+        var v = alignCorners ? (norm + 1) / 2 * Float(len - 1) : ((norm + 1) * Float(len) - 1) / 2
+        if mode == .nearest { v = v.rounded(.toNearestOrEven) }
+        let lo: Float = alignCorners ? 0 : -0.5, hi: Float = alignCorners ? Float(len - 1) : Float(len) - 0.5
+        var dv: Float = alignCorners ? Float(len - 1) / 2 : Float(len) / 2
+        if v < lo || v > hi {
+            dv *= paddingSlope(v, lo, hi, len)
+            if padding == .border { v = min(max(v, 0), Float(len - 1)) }
+            if padding == .reflection { v = reflect(v, lo, hi) }
+        }
+        return (v, lo, hi, dv)
+    }
+
     /// Tap `i` of an axis of `len` under the padding rule, or -1 (zeros) when it reads nothing.
     @inline(__always)
     private func tapIndex(_ i: Int, _ len: Int, _ lo: Float, _ hi: Float) -> Int {
@@ -108,13 +125,7 @@ public struct GridSampler: Sendable {
                     for d in 0..<s {
                         let len = dims[d]
                         let norm = g[s - 1 - d]
-                        var v = alignCorners ? (norm + 1) / 2 * Float(len - 1) : ((norm + 1) * Float(len) - 1) / 2
-                        if mode == .nearest { v = v.rounded(.toNearestOrEven) }
-                        let lo: Float = alignCorners ? 0 : -0.5, hi: Float = alignCorners ? Float(len - 1) : Float(len) - 0.5
-                        if v < lo || v > hi {
-                            if padding == .border { v = min(max(v, 0), Float(len - 1)) }
-                            if padding == .reflection { v = reflect(v, lo, hi) }
-                        }
+                        let (v, lo, hi, _) = sourceCoordinate(norm, len)
                         let base: Int, frac: Float
                         switch mode {
                         case .nearest: base = Int(v); frac = 0; weight[d * k] = 1
@@ -172,16 +183,7 @@ public struct GridSampler: Sendable {
                     for d in 0..<s {
                         let len = dims[d]
                         let norm = g[s - 1 - d]
-                        let raw = alignCorners ? (norm + 1) / 2 * Float(len - 1) : ((norm + 1) * Float(len) - 1) / 2
-                        var v = raw
-                        if mode == .nearest { v = v.rounded(.toNearestOrEven) }
-                        let lo: Float = alignCorners ? 0 : -0.5, hi: Float = alignCorners ? Float(len - 1) : Float(len) - 0.5
-                        var dv: Float = alignCorners ? Float(len - 1) / 2 : Float(len) / 2
-                        if v < lo || v > hi {
-                            dv *= paddingSlope(v, lo, hi, len)
-                            if padding == .border { v = min(max(v, 0), Float(len - 1)) }
-                            if padding == .reflection { v = reflect(v, lo, hi) }
-                        }
+                        let (v, lo, hi, dv) = sourceCoordinate(norm, len)
                         factor[d] = mode == .linear ? dv : 0
                         let base: Int
                         switch mode {
