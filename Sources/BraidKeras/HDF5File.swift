@@ -47,7 +47,6 @@ final class HDF5File {
     }
 
     func isGroup(_ path: String) -> Bool { objectType(path) == H5I_GROUP }
-    func isDataset(_ path: String) -> Bool { objectType(path) == H5I_DATASET }
 
     private func objectType(_ path: String) -> H5I_type_t? {
         guard exists(path) else { return nil }

@@ -90,34 +90,44 @@ public struct StridedCopy: Sendable {
         }
         let outer = count / inner
         let chunks = count >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
-        let shape = self.shape, strides = self.strides, offset = self.offset
         forEachChunk(chunks) { c in
             let range = chunkRange(c, of: chunks, total: outer)
             if range.isEmpty { return }
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-                var rem = range.lowerBound, base = offset
-                for d in stride(from: r - 2, through: 0, by: -1) {
-                    idx[d] = rem % shape[d]; rem /= shape[d]
-                    base += idx[d] * strides[d]
+            var out = dst + range.lowerBound * inner
+            forEachRow(range) { base in
+                let s = src + base
+                if innerStride == 1 {
+                    out.update(from: s, count: inner)
+                } else if innerStride == 0 {
+                    out.update(repeating: s.pointee, count: inner)
+                } else {
+                    for j in 0..<inner { out[j] = s[j * innerStride] }
                 }
-                var out = dst + range.lowerBound * inner
-                for _ in range {
-                    let s = src + base
-                    if innerStride == 1 {
-                        out.update(from: s, count: inner)
-                    } else if innerStride == 0 {
-                        out.update(repeating: s.pointee, count: inner)
-                    } else {
-                        for j in 0..<inner { out[j] = s[j * innerStride] }
-                    }
-                    out += inner
-                    var d = r - 2
-                    while d >= 0 {
-                        idx[d] += 1; base += strides[d]
-                        if idx[d] < shape[d] { break }
-                        base -= idx[d] * strides[d]; idx[d] = 0
-                        d -= 1
-                    }
+                out += inner
+            }
+        }
+    }
+
+    /// Visits rows `range` of the view (all axes but the last) in order, calling `body` with
+    /// the source offset of each row's first element.
+    @inline(__always)
+    fileprivate func forEachRow(_ range: Range<Int>, _ body: (Int) -> Void) {
+        let r = shape.count
+        let shape = self.shape, strides = self.strides
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
+            var rem = range.lowerBound, base = offset
+            for d in stride(from: r - 2, through: 0, by: -1) {
+                idx[d] = rem % shape[d]; rem /= shape[d]
+                base += idx[d] * strides[d]
+            }
+            for _ in range {
+                body(base)
+                var d = r - 2
+                while d >= 0 {
+                    idx[d] += 1; base += strides[d]
+                    if idx[d] < shape[d] { break }
+                    base -= idx[d] * strides[d]; idx[d] = 0
+                    d -= 1
                 }
             }
         }
@@ -169,33 +179,18 @@ extension StridedCopy {
         // Rows write disjoint source elements unless some stride repeats them.
         let injective = !strides.contains(0)
         let chunks = injective && count >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
-        let shape = self.shape, strides = self.strides, offset = self.offset
         forEachChunk(chunks) { c in
             let range = chunkRange(c, of: chunks, total: outer)
             if range.isEmpty { return }
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-                var rem = range.lowerBound, base = offset
-                for d in stride(from: r - 2, through: 0, by: -1) {
-                    idx[d] = rem % shape[d]; rem /= shape[d]
-                    base += idx[d] * strides[d]
+            var src = g + range.lowerBound * inner
+            forEachRow(range) { base in
+                let d = gx + base
+                if innerStride == 1 {
+                    for j in 0..<inner { d[j] += src[j] }
+                } else {
+                    for j in 0..<inner { d[j * innerStride] += src[j] }
                 }
-                var src = g + range.lowerBound * inner
-                for _ in range {
-                    let d = gx + base
-                    if innerStride == 1 {
-                        for j in 0..<inner { d[j] += src[j] }
-                    } else {
-                        for j in 0..<inner { d[j * innerStride] += src[j] }
-                    }
-                    src += inner
-                    var k = r - 2
-                    while k >= 0 {
-                        idx[k] += 1; base += strides[k]
-                        if idx[k] < shape[k] { break }
-                        base -= idx[k] * strides[k]; idx[k] = 0
-                        k -= 1
-                    }
-                }
+                src += inner
             }
         }
     }
@@ -399,27 +394,8 @@ public struct GatherElementsCopy: Sendable {
     @inline(__always)
     private func runTyped<T: FixedWidthInteger>(_ src: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
                                                 _ dst: UnsafeMutablePointer<T>) {
-        let r = indexShape.count
-        let total = indexShape.reduce(1, *)
-        if total == 0 { return }
-        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-            idx.initialize(repeating: 0)
-            var base = 0
-            for e in 0..<total {
-                var i = Int(indices[e])
-                if i < 0 { i += axisSize }
-                dst[e] = i < 0 || i >= axisSize ? 0 : src[base + i * axisStride]
-                var d = r - 1
-                while d >= 0 {
-                    idx[d] += 1
-                    if d != axis { base += strides[d] }
-                    if idx[d] < indexShape[d] { break }
-                    if d != axis { base -= idx[d] * strides[d] }
-                    idx[d] = 0
-                    d -= 1
-                }
-            }
+        forEachAxisIndex(shape: shape, strides: strides, indexShape: indexShape, axis: axis, indices) { e, o in
+            dst[e] = o.map { src[$0] } ?? 0
         }
     }
 }
@@ -428,26 +404,38 @@ extension GatherElementsCopy {
     /// Backward for float32: scatter-adds `g` (the index shape) into `gx` (the data shape).
     public func accumulateAdjoint(_ g: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>,
                                   into gx: UnsafeMutablePointer<Float>) {
-        let r = indexShape.count
-        let total = indexShape.reduce(1, *)
-        if total == 0 { return }
-        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-            idx.initialize(repeating: 0)
-            var base = 0
-            for e in 0..<total {
-                var i = Int(indices[e])
-                if i < 0 { i += axisSize }
-                if i >= 0 && i < axisSize { gx[base + i * axisStride] += g[e] }
-                var d = r - 1
-                while d >= 0 {
-                    idx[d] += 1
-                    if d != axis { base += strides[d] }
-                    if idx[d] < indexShape[d] { break }
-                    if d != axis { base -= idx[d] * strides[d] }
-                    idx[d] = 0
-                    d -= 1
-                }
+        forEachAxisIndex(shape: shape, strides: strides, indexShape: indexShape, axis: axis, indices) { e, o in
+            if let o { gx[o] += g[e] }
+        }
+    }
+}
+
+/// Walks the elements of an index tensor `indexShape` that picks along `axis` of data
+/// `shape` (GatherElements, ScatterElements): `body(e, offset)` for every element `e` in
+/// order, `offset` the data element its index names (negative indices count from the end),
+/// nil when the index is outside the axis.
+@inline(__always)
+func forEachAxisIndex(shape: [Int], strides: [Int], indexShape: [Int], axis: Int, _ indices: UnsafePointer<Int64>,
+                      _ body: (Int, Int?) -> Void) {
+    let r = indexShape.count
+    let total = indexShape.reduce(1, *)
+    if total == 0 { return }
+    let axisSize = shape[axis], axisStride = strides[axis]
+    withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
+        idx.initialize(repeating: 0)
+        var base = 0
+        for e in 0..<total {
+            var i = Int(indices[e])
+            if i < 0 { i += axisSize }
+            body(e, i >= 0 && i < axisSize ? base + i * axisStride : nil)
+            var d = r - 1
+            while d >= 0 {
+                idx[d] += 1
+                if d != axis { base += strides[d] }
+                if idx[d] < indexShape[d] { break }
+                if d != axis { base -= idx[d] * strides[d] }
+                idx[d] = 0
+                d -= 1
             }
         }
     }

@@ -47,6 +47,61 @@ public struct GridSampler: Sendable {
         return x
     }
 
+    /// The input coordinate normalised grid value `norm` names on an axis of `len` (rounded in
+    /// nearest mode, then moved inside by the padding rule), the axis's bounds `lo...hi`, and
+    /// d(coordinate)/d(norm) through the padding.
+    @inline(__always)
+    private func sourceCoordinate(_ norm: Float, _ len: Int) -> (v: Float, lo: Float, hi: Float, slope: Float) {
+        var v = alignCorners ? (norm + 1) / 2 * Float(len - 1) : ((norm + 1) * Float(len) - 1) / 2
+        if mode == .nearest { v = v.rounded(.toNearestOrEven) }
+        let lo: Float = alignCorners ? 0 : -0.5, hi: Float = alignCorners ? Float(len - 1) : Float(len) - 0.5
+        var dv: Float = alignCorners ? Float(len - 1) / 2 : Float(len) / 2
+        if v < lo || v > hi {
+            dv *= paddingSlope(v, lo, hi, len)
+            if padding == .border { v = min(max(v, 0), Float(len - 1)) }
+            if padding == .reflection { v = reflect(v, lo, hi) }
+        }
+        return (v, lo, hi, dv)
+    }
+
+    /// Tap `i` of an axis of `len` under the padding rule, or -1 (zeros) when it reads nothing.
+    @inline(__always)
+    private func tapIndex(_ i: Int, _ len: Int, _ lo: Float, _ hi: Float) -> Int {
+        switch padding {
+        case .zeros: return i < 0 || i >= len ? -1 : i
+        case .border: return min(max(i, 0), len - 1)
+        case .reflection: return Int(reflect(Float(i), lo, hi))
+        }
+    }
+
+    /// Visits every combination of one tap per axis (`k` taps on each of `s` axes, their
+    /// indices and weights `[s, k]`) whose taps all read the data: `body(offset, weight)`, the
+    /// weight the product over axes. `pick` holds each axis's current tap during the call.
+    @inline(__always)
+    private func forEachTap(_ s: Int, _ k: Int, _ index: UnsafeMutableBufferPointer<Int>,
+                            _ weight: UnsafeMutableBufferPointer<Float>, _ strides: [Int],
+                            _ pick: UnsafeMutableBufferPointer<Int>, _ body: (Int, Float) -> Void) {
+        for d in 0..<s { pick[d] = 0 }
+        while true {
+            var w: Float = 1, off = 0, valid = true
+            for d in 0..<s {
+                let i = index[d * k + pick[d]]
+                if i < 0 { valid = false; break }
+                w *= weight[d * k + pick[d]]
+                off += i * strides[d]
+            }
+            if valid { body(off, w) }
+            var d = s - 1
+            while d >= 0 {
+                pick[d] += 1
+                if pick[d] < k { break }
+                pick[d] = 0
+                d -= 1
+            }
+            if d < 0 { break }
+        }
+    }
+
     private func cubic(_ t: Float, _ w: UnsafeMutablePointer<Float>) {
         let a: Float = -0.75
         let x = abs(t)
@@ -70,13 +125,7 @@ public struct GridSampler: Sendable {
                     for d in 0..<s {
                         let len = dims[d]
                         let norm = g[s - 1 - d]
-                        var v = alignCorners ? (norm + 1) / 2 * Float(len - 1) : ((norm + 1) * Float(len) - 1) / 2
-                        if mode == .nearest { v = v.rounded(.toNearestOrEven) }
-                        let lo: Float = alignCorners ? 0 : -0.5, hi: Float = alignCorners ? Float(len - 1) : Float(len) - 0.5
-                        if v < lo || v > hi {
-                            if padding == .border { v = min(max(v, 0), Float(len - 1)) }
-                            if padding == .reflection { v = reflect(v, lo, hi) }
-                        }
+                        let (v, lo, hi, _) = sourceCoordinate(norm, len)
                         let base: Int, frac: Float
                         switch mode {
                         case .nearest: base = Int(v); frac = 0; weight[d * k] = 1
@@ -87,38 +136,12 @@ public struct GridSampler: Sendable {
                             base = Int(v.rounded(.down)) - 1; frac = v - Float(base + 1)
                             cubic(frac, weight.baseAddress! + d * k)
                         }
-                        for t in 0..<k {
-                            var i = base + t
-                            switch padding {
-                            case .zeros: if i < 0 || i >= len { i = -1 }
-                            case .border: i = min(max(i, 0), len - 1)
-                            case .reflection: i = Int(reflect(Float(i), lo, hi))
-                            }
-                            index[d * k + t] = i
-                        }
+                        for t in 0..<k { index[d * k + t] = tapIndex(base + t, len, lo, hi) }
                     }
                     for ch in 0..<c {
                         let src = x + (b * c + ch) * plane
                         var acc: Float = 0
-                        for d in 0..<s { pick[d] = 0 }
-                        while true {
-                            var w: Float = 1, off = 0, valid = true
-                            for d in 0..<s {
-                                let i = index[d * k + pick[d]]
-                                if i < 0 { valid = false; break }
-                                w *= weight[d * k + pick[d]]
-                                off += i * strides[d]
-                            }
-                            if valid { acc += w * src[off] }
-                            var d = s - 1
-                            while d >= 0 {
-                                pick[d] += 1
-                                if pick[d] < k { break }
-                                pick[d] = 0
-                                d -= 1
-                            }
-                            if d < 0 { break }
-                        }
+                        forEachTap(s, k, index, weight, strides, pick) { off, w in acc += w * src[off] }
                         y[(b * c + ch) * points + p] = acc
                     }
                 }
@@ -160,16 +183,7 @@ public struct GridSampler: Sendable {
                     for d in 0..<s {
                         let len = dims[d]
                         let norm = g[s - 1 - d]
-                        let raw = alignCorners ? (norm + 1) / 2 * Float(len - 1) : ((norm + 1) * Float(len) - 1) / 2
-                        var v = raw
-                        if mode == .nearest { v = v.rounded(.toNearestOrEven) }
-                        let lo: Float = alignCorners ? 0 : -0.5, hi: Float = alignCorners ? Float(len - 1) : Float(len) - 0.5
-                        var dv: Float = alignCorners ? Float(len - 1) / 2 : Float(len) / 2
-                        if v < lo || v > hi {
-                            dv *= paddingSlope(v, lo, hi, len)
-                            if padding == .border { v = min(max(v, 0), Float(len - 1)) }
-                            if padding == .reflection { v = reflect(v, lo, hi) }
-                        }
+                        let (v, lo, hi, dv) = sourceCoordinate(norm, len)
                         factor[d] = mode == .linear ? dv : 0
                         let base: Int
                         switch mode {
@@ -184,46 +198,20 @@ public struct GridSampler: Sendable {
                             cubic(v - Float(base + 1), weight.baseAddress! + d * k)
                             for t in 0..<k { slope[d * k + t] = 0 }
                         }
-                        for t in 0..<k {
-                            var i = base + t
-                            switch padding {
-                            case .zeros: if i < 0 || i >= len { i = -1 }
-                            case .border: i = min(max(i, 0), len - 1)
-                            case .reflection: i = Int(reflect(Float(i), lo, hi))
-                            }
-                            index[d * k + t] = i
-                        }
+                        for t in 0..<k { index[d * k + t] = tapIndex(base + t, len, lo, hi) }
                     }
                     for ch in 0..<c {
                         let src = x + (b * c + ch) * plane
                         let go = gy[(b * c + ch) * points + p]
-                        for d in 0..<s { pick[d] = 0 }
-                        while true {
-                            var w: Float = 1, off = 0, valid = true
-                            for d in 0..<s {
-                                let i = index[d * k + pick[d]]
-                                if i < 0 { valid = false; break }
-                                w *= weight[d * k + pick[d]]
-                                off += i * strides[d]
-                            }
-                            if valid {
-                                gx?[(b * c + ch) * plane + off] += go * w
-                                if let ggrid, mode == .linear {
-                                    for d in 0..<s {
-                                        var partial = slope[d * k + pick[d]] * factor[d]
-                                        for e in 0..<s where e != d { partial *= weight[e * k + pick[e]] }
-                                        ggrid[(b * points + p) * s + (s - 1 - d)] += go * src[off] * partial
-                                    }
+                        forEachTap(s, k, index, weight, strides, pick) { off, w in
+                            gx?[(b * c + ch) * plane + off] += go * w
+                            if let ggrid, mode == .linear {
+                                for d in 0..<s {
+                                    var partial = slope[d * k + pick[d]] * factor[d]
+                                    for e in 0..<s where e != d { partial *= weight[e * k + pick[e]] }
+                                    ggrid[(b * points + p) * s + (s - 1 - d)] += go * src[off] * partial
                                 }
                             }
-                            var d = s - 1
-                            while d >= 0 {
-                                pick[d] += 1
-                                if pick[d] < k { break }
-                                pick[d] = 0
-                                d -= 1
-                            }
-                            if d < 0 { break }
                         }
                     }
                 }

@@ -92,43 +92,65 @@ private func maxPlanes<T: Comparable>(_ g: PoolGeometry, _ first: Int, _ end: In
                                       _ y: UnsafeMutablePointer<T>, _ indices: UnsafeMutablePointer<Int64>?,
                                       _ columnMajor: Bool, lowest: T) {
     let inPlane = g.inPlane, outPlane = g.outPlane
-    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
     for p in first..<end {
-        let src = x + p * inPlane
-        var o = p * outPlane
-        for od in 0..<g.outD {
-            let ds = od * g.strideD - g.padFront
-            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
-            for oy in 0..<g.outH {
-                let hs = oy * g.strideH - g.padTop
-                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
-                for ox in 0..<g.outW {
-                    let ws = ox * g.strideW - g.padLeft
-                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
-                    var best = lowest
-                    var at = -1
-                    for kd in kd0..<kd1 {
-                        for ky in ky0..<ky1 {
-                            let row = ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
-                            for kx in kx0..<kx1 where src[row + kx * dw] > best || at < 0 {
-                                best = src[row + kx * dw]; at = row + kx * dw
-                            }
-                        }
-                    }
-                    y[o] = best
-                    if let indices {
-                        var flat = max(at, 0)
-                        if columnMajor {
-                            let w = flat % g.inW, h = (flat / g.inW) % g.inH, d = flat / (g.inW * g.inH)
-                            flat = d + h * g.inD + w * g.inD * g.inH
-                        }
-                        indices[o] = Int64(p * inPlane + flat)
-                    }
-                    o += 1
+        let src = x + p * inPlane, out = p * outPlane
+        forEachWindow(g) { o, w in
+            let (best, at) = windowMax(g, src, w, lowest: lowest)
+            y[out + o] = best
+            if let indices {
+                var flat = max(at, 0)
+                if columnMajor {
+                    let x = flat % g.inW, h = (flat / g.inW) % g.inH, d = flat / (g.inW * g.inH)
+                    flat = d + h * g.inD + x * g.inD * g.inH
                 }
+                indices[out + o] = Int64(p * inPlane + flat)
             }
         }
     }
+}
+
+/// One pooling window: its start in input coordinates and the taps that fall inside the input.
+private struct PoolWindow {
+    let ds: Int, hs: Int, ws: Int
+    let kd: Range<Int>, ky: Range<Int>, kx: Range<Int>
+}
+
+/// Visits one plane's windows in output order (depth, rows, columns): `body(o, window)`, `o`
+/// the output's index within the plane.
+@inline(__always)
+private func forEachWindow(_ g: PoolGeometry, _ body: (Int, PoolWindow) -> Void) {
+    var o = 0
+    for od in 0..<g.outD {
+        let ds = od * g.strideD - g.padFront
+        let (kd0, kd1) = taps(ds, g.kernelD, g.dilationD, g.inD)
+        for oy in 0..<g.outH {
+            let hs = oy * g.strideH - g.padTop
+            let (ky0, ky1) = taps(hs, g.kernelH, g.dilationH, g.inH)
+            for ox in 0..<g.outW {
+                let ws = ox * g.strideW - g.padLeft
+                let (kx0, kx1) = taps(ws, g.kernelW, g.dilationW, g.inW)
+                body(o, PoolWindow(ds: ds, hs: hs, ws: ws, kd: kd0..<kd1, ky: ky0..<ky1, kx: kx0..<kx1))
+                o += 1
+            }
+        }
+    }
+}
+
+/// The window's first largest tap in plane `src` and its offset in the plane (-1 when the
+/// window has no taps inside the input).
+@inline(__always)
+private func windowMax<T: Comparable>(_ g: PoolGeometry, _ src: UnsafePointer<T>, _ w: PoolWindow, lowest: T) -> (T, Int) {
+    let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
+    var best = lowest, at = -1
+    for kd in w.kd {
+        for ky in w.ky {
+            let row = ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW + w.ws
+            for kx in w.kx where src[row + kx * dw] > best || at < 0 {
+                best = src[row + kx * dw]; at = row + kx * dw
+            }
+        }
+    }
+    return (best, at)
 }
 
 /// Max or average pooling without indices: eight output columns at a time over the columns
@@ -294,28 +316,16 @@ private func lpPlanes(_ g: PoolGeometry, _ pw: Int, _ first: Int, _ end: Int,
     let inPlane = g.inPlane, outPlane = g.outPlane
     let dd = g.dilationD, dh = g.dilationH, dw = g.dilationW
     for p in first..<end {
-        let src = x + p * inPlane
-        var o = p * outPlane
-        for od in 0..<g.outD {
-            let ds = od * g.strideD - g.padFront
-            let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
-            for oy in 0..<g.outH {
-                let hs = oy * g.strideH - g.padTop
-                let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
-                for ox in 0..<g.outW {
-                    let ws = ox * g.strideW - g.padLeft
-                    let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
-                    var sum: Float = 0
-                    for kd in kd0..<kd1 {
-                        for ky in ky0..<ky1 {
-                            let row = src + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
-                            for kx in kx0..<kx1 { sum += lpPower(row[kx * dw], pw) }
-                        }
-                    }
-                    y[o] = lpRoot(sum, pw)
-                    o += 1
+        let src = x + p * inPlane, out = p * outPlane
+        forEachWindow(g) { o, w in
+            var sum: Float = 0
+            for kd in w.kd {
+                for ky in w.ky {
+                    let row = src + ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW + w.ws
+                    for kx in w.kx { sum += lpPower(row[kx * dw], pw) }
                 }
             }
+            y[out + o] = lpRoot(sum, pw)
         }
     }
 }
@@ -409,45 +419,25 @@ public func poolBackward(_ g: PoolGeometry, _ reduction: PoolReduction, x: Unsaf
     }
     NNParallel.run(chunks) { i in
         for p in (g.planes * i / chunks)..<(g.planes * (i + 1) / chunks) {
-            let src = x + p * inPlane, dst = dx + p * inPlane
-            var o = p * outPlane
-            for od in 0..<g.outD {
-                let ds = od * g.strideD - g.padFront
-                let (kd0, kd1) = taps(ds, g.kernelD, dd, g.inD)
-                for oy in 0..<g.outH {
-                    let hs = oy * g.strideH - g.padTop
-                    let (ky0, ky1) = taps(hs, g.kernelH, dh, g.inH)
-                    for ox in 0..<g.outW {
-                        let ws = ox * g.strideW - g.padLeft
-                        let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
-                        let grad = dy[o]
-                        o += 1
-                        if isMax {
-                            var best = -Float.infinity, at = -1
-                            for kd in kd0..<kd1 {
-                                for ky in ky0..<ky1 {
-                                    let row = ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
-                                    for kx in kx0..<kx1 where src[row + kx * dw] > best || at < 0 {
-                                        best = src[row + kx * dw]; at = row + kx * dw
-                                    }
-                                }
-                            }
-                            if at >= 0 { dst[at] += grad }
-                            continue
-                        }
-                        let count = includePad
-                            ? paddedTaps(ds, g.kernelD, dd, g.inD + g.padFront + g.padBack, g.padFront)
-                                * paddedTaps(hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop)
-                                * paddedTaps(ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
-                            : (kd1 - kd0) * (ky1 - ky0) * (kx1 - kx0)
-                        if count == 0 { continue }
-                        let share = grad / Float(count)
-                        for kd in kd0..<kd1 {
-                            for ky in ky0..<ky1 {
-                                let row = dst + ((ds + kd * dd) * g.inH + hs + ky * dh) * g.inW + ws
-                                for kx in kx0..<kx1 { row[kx * dw] += share }
-                            }
-                        }
+            let src = x + p * inPlane, dst = dx + p * inPlane, grads = dy + p * outPlane
+            forEachWindow(g) { o, w in
+                let grad = grads[o]
+                if isMax {
+                    let (_, at) = windowMax(g, src, w, lowest: -Float.infinity)
+                    if at >= 0 { dst[at] += grad }
+                    return
+                }
+                let count = includePad
+                    ? paddedTaps(w.ds, g.kernelD, dd, g.inD + g.padFront + g.padBack, g.padFront)
+                        * paddedTaps(w.hs, g.kernelH, dh, g.inH + g.padTop + g.padBottom, g.padTop)
+                        * paddedTaps(w.ws, g.kernelW, dw, g.inW + g.padLeft + g.padRight, g.padLeft)
+                    : w.kd.count * w.ky.count * w.kx.count
+                if count == 0 { return }
+                let share = grad / Float(count)
+                for kd in w.kd {
+                    for ky in w.ky {
+                        let row = dst + ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW + w.ws
+                        for kx in w.kx { row[kx * dw] += share }
                     }
                 }
             }

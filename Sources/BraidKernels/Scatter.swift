@@ -157,30 +157,8 @@ public struct ElementScatter: Sendable {
 
     public func run<T: Numeric & Comparable>(_ updates: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
                                              into out: UnsafeMutablePointer<T>, _ c: ScatterCombine) {
-        let r = indexShape.count
-        let total = indexShape.reduce(1, *)
-        if total == 0 { return }
-        let strides = self.strides, axisSize = shape[axis], axisStride = strides[axis]
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-            idx.initialize(repeating: 0)
-            var base = 0
-            for e in 0..<total {
-                var i = Int(indices[e])
-                if i < 0 { i += axisSize }
-                if i >= 0 && i < axisSize {
-                    let o = base + i * axisStride
-                    out[o] = combine(out[o], updates[e], c)
-                }
-                var d = r - 1
-                while d >= 0 {
-                    idx[d] += 1
-                    if d != axis { base += strides[d] }
-                    if idx[d] < indexShape[d] { break }
-                    if d != axis { base -= idx[d] * strides[d] }
-                    idx[d] = 0
-                    d -= 1
-                }
-            }
+        forEachAxisIndex(shape: shape, strides: strides, indexShape: indexShape, axis: axis, indices) { e, o in
+            if let o { out[o] = combine(out[o], updates[e], c) }
         }
     }
 }

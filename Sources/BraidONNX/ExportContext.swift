@@ -35,12 +35,6 @@ final class NodeExport {
     /// for dimensions that depend on a symbolic input dimension.
     func shape(_ value: String) -> [Int?]? { value.isEmpty ? nil : session.shapes.shape(value) }
 
-    /// The fixed shape of `value` when every dimension is known.
-    func fixedShape(_ value: String) -> [Int]? {
-        guard let s = shape(value), s.allSatisfy({ $0 != nil }) else { return nil }
-        return s.map { $0! }
-    }
-
     /// The elements of `value` when fixed before the run: an initializer, a constant node's
     /// value, or a plan-time constant that does not depend on the input sizes.
     func constantValue(_ value: String) -> Tensor? {

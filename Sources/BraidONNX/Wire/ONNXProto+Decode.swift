@@ -5,16 +5,26 @@ import Foundation
 // every length against the buffer and returns NULL for truncated or malformed input, so the
 // code here only reads what it produced.
 
+/// Checks the nesting, unpacks the message with protobuf-c, converts it and frees the C copy.
+/// Throws `ONNXError` naming `what` when the bytes are not a well-formed message.
+private func unpacked<C, T>(_ bytes: UnsafeRawBufferPointer, _ root: WireMessage, _ what: String,
+                            _ unpack: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<C>?,
+                            _ free: (UnsafeMutablePointer<C>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void,
+                            _ convert: (C) -> T) throws -> T {
+    try checkNesting(bytes, root: root)
+    guard let base = bytes.baseAddress, let m = unpack(nil, bytes.count, base.assumingMemoryBound(to: UInt8.self)) else {
+        throw ONNXError("not a valid \(what) (protobuf parse failed: truncated or corrupt file)")
+    }
+    defer { free(m, nil) }
+    return convert(m.pointee)
+}
+
 extension ONNXModelProto {
     /// Parses a serialized `ModelProto`.
     /// Throws `ONNXError` when the bytes are not a well-formed message.
     public init(serialized bytes: UnsafeRawBufferPointer) throws {
-        try checkNesting(bytes, root: .model)
-        guard let base = bytes.baseAddress,
-              let m = onnx__model_proto__unpack(nil, bytes.count, base.assumingMemoryBound(to: UInt8.self))
-        else { throw ONNXError("not a valid ONNX model (protobuf parse failed: truncated or corrupt file)") }
-        defer { onnx__model_proto__free_unpacked(m, nil) }
-        self.init(m.pointee)
+        self = try unpacked(bytes, .model, "ONNX model", onnx__model_proto__unpack, onnx__model_proto__free_unpacked,
+                            ONNXModelProto.init)
     }
 
     init(_ c: Onnx__ModelProto) {
@@ -85,12 +95,8 @@ extension ONNXAttributeProto {
 extension ONNXTensorProto {
     /// Parses a serialized `TensorProto` (ONNX's `input_0.pb` test-data format).
     public init(serialized bytes: UnsafeRawBufferPointer) throws {
-        try checkNesting(bytes, root: .tensor)
-        guard let base = bytes.baseAddress,
-              let t = onnx__tensor_proto__unpack(nil, bytes.count, base.assumingMemoryBound(to: UInt8.self))
-        else { throw ONNXError("not a valid ONNX TensorProto (protobuf parse failed: truncated or corrupt file)") }
-        defer { onnx__tensor_proto__free_unpacked(t, nil) }
-        self.init(t.pointee)
+        self = try unpacked(bytes, .tensor, "ONNX TensorProto", onnx__tensor_proto__unpack, onnx__tensor_proto__free_unpacked,
+                            ONNXTensorProto.init)
     }
 
     init(_ c: Onnx__TensorProto) {
