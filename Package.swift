@@ -21,6 +21,9 @@ let package = Package(
                        providers: [.apt(["libprotobuf-c-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .target(name: "BraidMPI", dependencies: ["CMPI"]),
         .target(name: "CONNXProto", dependencies: ["CProtobufC"]),
         .target(name: "BraidTensor"),
         .target(name: "BraidKernels", dependencies: ["BraidTensor", "CBLAS"],
@@ -39,7 +42,7 @@ let package = Package(
             "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
         ]),
         .executableTarget(name: "braid", dependencies: [
-            "BraidTransfer", "BraidTraining", "BraidData",
+            "BraidTransfer", "BraidTraining", "BraidData", "BraidMPI",
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidKernels", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

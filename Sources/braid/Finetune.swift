@@ -100,6 +100,7 @@ struct Finetune: ParsableCommand {
     func run() {
         StopRequest.install()
         reportingErrors {
+            let (out, resume) = try Cluster.runDirectories(out: self.out, resume: self.resume)
             let manifestEntries = try loadManifest(path: manifest)
             var record: RunRecord
             var openedData: OpenedData?
@@ -208,6 +209,8 @@ struct Finetune: ParsableCommand {
                 }
                 saved.depths = depths
                 try saved.save(runDir: runDir)
+                // Only searches are spread over ranks here; rank 0 trains the chosen scheme.
+                if Cluster.rank > 0 { return }
                 let tuner = try frozenUnits.map {
                     try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
                 } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
@@ -336,6 +339,7 @@ struct Finetune: ParsableCommand {
         }
         let search = try LayerSearch(models: models, classes: record.classes, training: record.options, options: options)
         search.quiet = quiet
+        search.group = Cluster.group
         print("AMCF search: \(options.swarm.particles) particles x \(options.swarm.iterations) iterations, \(options.epochs) epoch(s) per fitness on \(options.subset < 1 ? String(format: "%.0f%% of ", options.subset * 100) : "")the training split, scored on validation")
         let found = try search.run(train: split.train, validation: split.validation, runDir: runDir)
         print(String(format: "chosen freeze depths %@ (of %@ layer units), validation %.2f%% after %d epoch(s); %d schemes evaluated, %d cache hits, search took %.1fs",
