@@ -18,6 +18,13 @@ public protocol ProcessGroup: AnyObject, Sendable {
     /// Element-wise sum over the ranks, in place.
     func allReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws
     func allReduceSum(_ values: UnsafeMutableBufferPointer<Double>) throws
+    /// Sends `bytes` to rank `destination` under `tag` (point to point, for work handed out
+    /// as ranks free up).
+    func send(_ bytes: [UInt8], to destination: Int, tag: Int) throws
+    /// A message under `tag` from any rank, if one has arrived.
+    func poll(tag: Int) throws -> (source: Int, bytes: [UInt8])?
+    /// Waits for a message under `tag` from any rank.
+    func receive(tag: Int) throws -> (source: Int, bytes: [UInt8])
 }
 
 extension ProcessGroup {

@@ -23,3 +23,18 @@ static inline int braid_mpi_errors_return(void) {
 static inline int braid_mpi_test(MPI_Request *request, int *done) {
     return MPI_Test(request, done, MPI_STATUS_IGNORE);
 }
+
+/// Checks once for a message with `tag` from any rank; `*found` is 1 when one is waiting, with
+/// its source and byte count.
+static inline int braid_mpi_iprobe(int tag, int *found, int *source, int *bytes) {
+    MPI_Status status;
+    int rc = MPI_Iprobe(MPI_ANY_SOURCE, tag, MPI_COMM_WORLD, found, &status);
+    if (rc != MPI_SUCCESS || !*found) return rc;
+    *source = status.MPI_SOURCE;
+    return MPI_Get_count(&status, MPI_BYTE, bytes);
+}
+
+/// Receives the message `braid_mpi_iprobe` found.
+static inline int braid_mpi_recv_bytes(void *buffer, int bytes, int source, int tag) {
+    return MPI_Recv(buffer, bytes, MPI_BYTE, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+}

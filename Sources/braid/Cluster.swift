@@ -14,6 +14,9 @@ final class MPIGroup: ProcessGroup {
     func allGather(_ bytes: [UInt8]) throws -> [[UInt8]] { try world.allGather(bytes) }
     func allReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws { try world.allReduceSum(values) }
     func allReduceSum(_ values: UnsafeMutableBufferPointer<Double>) throws { try world.allReduceSum(values) }
+    func send(_ bytes: [UInt8], to destination: Int, tag: Int) throws { try world.send(bytes, to: destination, tag: tag) }
+    func poll(tag: Int) throws -> (source: Int, bytes: [UInt8])? { try world.poll(tag: tag) }
+    func receive(tag: Int) throws -> (source: Int, bytes: [UInt8]) { try world.receive(tag: tag) }
 }
 
 /// The job this process belongs to when `mpirun` or `srun` started it.

@@ -94,6 +94,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Fail before training if the members' training plans need more memory than this (512M, 2G).")
     var maxMemory: String?
     @Flag(name: .long, help: "No progress bar.") var quiet = false
+    @Flag(name: .long, help: "Under mpirun: every rank trains on its shard of each batch (gradients averaged, batch norms synchronised); --batch is the global batch.")
+    var dataParallel = false
     @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
     var skipCorrupt = false
 
@@ -209,11 +211,16 @@ struct Finetune: ParsableCommand {
                 }
                 saved.depths = depths
                 try saved.save(runDir: runDir)
-                // Only searches are spread over ranks here; rank 0 trains the chosen scheme.
-                if Cluster.rank > 0 { return }
-                let tuner = try frozenUnits.map {
-                    try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-                } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                // Without --data-parallel only searches are spread over ranks; rank 0 trains the chosen scheme.
+                if Cluster.rank > 0 && !dataParallel { return }
+                let group = dataParallel ? Cluster.group : nil
+                let tuner = try frozenUnits.map { frozen in
+                    try group.map { try Finetuner(models: models, frozenUnits: [frozen], classes: record.classes, options: o, runDir: runDir,
+                                                  prefixCache: cache, dataParallel: $0) }
+                        ?? Finetuner(models: models, frozenUnits: [frozen], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+                } ?? group.map { try Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir,
+                                               prefixCache: cache, dataParallel: $0) }
+                    ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
                 tuner.quiet = quiet
                 for (m, d) in zip(models, depths) {
                     print("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
@@ -370,6 +377,7 @@ struct Finetune: ParsableCommand {
             "depths": tuner.depths,
             "unit_counts": tuner.unitCounts,
             "epochs": history,
+            "step_losses": tuner.stepLosses.map(Double.init),
             "seconds": seconds,
             "learning_rate": Double(tuner.options.lr),
             "learning_rate_source": lr == "auto" ? "auto (range test, lr-range.json)" : "--lr",
