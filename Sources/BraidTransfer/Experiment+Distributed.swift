@@ -1,4 +1,5 @@
 import BraidData
+import BraidTensor
 import Foundation
 
 /// A cell's outcome as a worker rank reports it to rank 0, with the files of its run directory.
