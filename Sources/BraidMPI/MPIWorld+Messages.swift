@@ -18,6 +18,7 @@ extension MPIWorld {
 
     /// A message with `tag` from any rank if one has arrived (its source and bytes), else nil.
     public func poll(tag: Int) throws -> (source: Int, bytes: [UInt8])? {
+        if let stopRequested, stopRequested() { stopWaiting("MPI_Iprobe") }
         var found: Int32 = 0, source: Int32 = 0, count: Int32 = 0
         try Self.check(braid_mpi_iprobe(Int32(tag), &found, &source, &count), "MPI_Iprobe")
         guard found != 0 else { return nil }
@@ -36,6 +37,7 @@ extension MPIWorld {
         while true {
             if let message = try poll(tag: tag) { return message }
             polls += 1
+            if polls % 64 == 0, let stopRequested, stopRequested() { stopWaiting("MPI_Recv") }
             if polls > 2000 {
                 usleep(pause)
                 pause = min(pause * 2, 2000)

@@ -21,6 +21,20 @@ public final class MPIWorld: @unchecked Sendable {
     /// Ranks sharing this rank's machine (Open MPI's local size; 1 when unknown).
     public let localSize: Int
     private var finalized = false
+    /// Each rank's host name and process id (learnt at start), to name a rank that ended.
+    public private(set) var peers: [Peer] = []
+    /// Consulted while waiting for other ranks: true when this process was asked to stop
+    /// (launchers send SIGTERM to every other rank when one ends).
+    public var stopRequested: (@Sendable () -> Bool)?
+    /// Called (instead of waiting on) when `stopRequested` says so, with a line naming the
+    /// ranks that ended, and whether this rank should print it (the lowest rank still
+    /// running among those it can see); it must end the process.
+    public var onStop: ((_ report: String, _ reporter: Bool) -> Never)?
+
+    public struct Peer: Codable, Sendable {
+        public var host: String
+        public var pid: Int32
+    }
 
     /// True when an MPI launcher started this process: Open MPI's `mpirun` sets
     /// `OMPI_COMM_WORLD_SIZE`; PMIx launchers (`srun --mpi=pmix`, PRRTE) set `PMIX_RANK`;
@@ -38,7 +52,36 @@ public final class MPIWorld: @unchecked Sendable {
         try check(MPI_Comm_rank(braid_mpi_world(), &rank), "MPI_Comm_rank")
         try check(MPI_Comm_size(braid_mpi_world(), &size), "MPI_Comm_size")
         let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init) ?? 1
-        return MPIWorld(rank: Int(rank), size: Int(size), localSize: max(local, 1))
+        let world = MPIWorld(rank: Int(rank), size: Int(size), localSize: max(local, 1))
+        let me = Peer(host: ProcessInfo.processInfo.hostName, pid: getpid())
+        world.peers = try world.allGather(Array(try JSONEncoder().encode(me))).map {
+            try JSONDecoder().decode(Peer.self, from: Data($0))
+        }
+        return world
+    }
+
+    /// Ranks on this machine whose process is gone (a rank on another machine cannot be
+    /// checked from here).
+    public func endedRanks() -> [Int] {
+        let host = ProcessInfo.processInfo.hostName
+        return peers.indices.filter { r in
+            r != rank && peers[r].host == host && kill(peers[r].pid, 0) != 0 && errno == ESRCH
+        }
+    }
+
+    /// Reports a stop requested while waiting (see `onStop`).
+    func stopWaiting(_ call: String) -> Never {
+        let ended = endedRanks()
+        let lowestRunning = (0..<size).first { !ended.contains($0) } ?? rank
+        let report: String
+        if ended.isEmpty {
+            report = "rank \(rank) was stopped while waiting for the other ranks in \(call) (a rank on another machine ended, or the job was cancelled)"
+        } else {
+            let names = ended.map { "rank \($0) (pid \(peers[$0].pid) on \(peers[$0].host))" }.joined(separator: ", ")
+            report = "\(names) ended while the job ran; the other ranks stop"
+        }
+        if let onStop { onStop(report, lowestRunning == rank) }
+        exit(1)
     }
 
     private init(rank: Int, size: Int, localSize: Int) {
@@ -79,6 +122,7 @@ public final class MPIWorld: @unchecked Sendable {
             try Self.check(braid_mpi_test(&request, &done), call)
             if done != 0 { return }
             polls += 1
+            if polls % 64 == 0, let stopRequested, stopRequested() { stopWaiting(call) }
             if polls > 2000 {
                 usleep(pause)
                 pause = min(pause * 2, 2000)

@@ -48,6 +48,18 @@ enum Cluster {
                 if null >= 0 { dup2(null, 1); dup2(null, 2); close(null) }
             }
             if w.size > 1 {
+                // A rank that ends makes the launcher stop the others with SIGTERM; one of
+                // them names it (see MPIWorld.onStop).
+                StopRequest.install()
+                w.stopRequested = { StopRequest.pendingSignal != nil }
+                let out = errorOutput
+                w.onStop = { report, reporter in
+                    if reporter { out.write(Data("braid: error: \(report)\n".utf8)) } else {
+                        // Stay a moment, so that the reporter does not count this rank among the ended.
+                        sleep(1)
+                    }
+                    exit(1)
+                }
                 group = MPIGroup(w)
                 try w.checkSameLaunch(try LaunchFingerprint.current())
             }
