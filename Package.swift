@@ -55,6 +55,7 @@ let package = Package(
         .testTarget(name: "BraidDataTests", dependencies: ["BraidData", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTransferTests", dependencies: ["BraidTransfer", "BraidTraining", "BraidData", "BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "CLITests", dependencies: ["BraidONNX", "BraidTensor"]),
+        .testTarget(name: "BraidMPITests", dependencies: ["BraidMPI"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidONNX", "BraidGraph", "BraidTensor"]),
     ]
