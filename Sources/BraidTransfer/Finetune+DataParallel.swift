@@ -1,4 +1,5 @@
 import BraidData
+import BraidGraph
 import BraidKernels
 import BraidTensor
 import BraidTraining
@@ -122,6 +123,20 @@ extension Finetuner {
         var o = options
         o.batch = options.batch / group.size
         return o
+    }
+
+    /// Floats of gradient the members' trainable parameters have (what a data-parallel step
+    /// all-reduces).
+    public var gradientFloats: Int {
+        members.reduce(0) { $0 + $1.plan.grads.values.reduce(0) { $0 + $1.count } }
+    }
+
+    /// Batch norms in training mode in the members' plans (each synchronised three times per
+    /// data-parallel step).
+    public var trainingBatchNorms: Int {
+        members.reduce(0) { total, m in
+            total + m.planNodes.filter { if case .batchNormTraining = $0.op { return true } else { return false } }.count
+        }
     }
 
     /// Sum over the batch's rows of correct ensemble predictions (argmax of the summed logits).

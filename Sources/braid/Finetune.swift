@@ -378,6 +378,8 @@ struct Finetune: ParsableCommand {
             "unit_counts": tuner.unitCounts,
             "epochs": history,
             "step_losses": tuner.stepLosses.map(Double.init),
+            "gradient_floats": tuner.gradientFloats,
+            "training_batch_norms": tuner.trainingBatchNorms,
             "seconds": seconds,
             "learning_rate": Double(tuner.options.lr),
             "learning_rate_source": lr == "auto" ? "auto (range test, lr-range.json)" : "--lr",
