@@ -28,7 +28,7 @@ public struct Augmentation: Sendable, Equatable {
 
     /// Applies the enabled transforms to a `[C, H, W]` image with numbers from `g`. The crop
     /// keeps its own size (the input adaptation resizes it per model).
-    public func apply(_ image: Tensor, using g: inout SeededGenerator) -> Tensor {
+    public func apply(_ image: Tensor, using g: inout SplitMix64) -> Tensor {
         var x = image
         if let cropScale { x = randomCrop(x, scale: cropScale, using: &g) }
         if horizontalFlip && g.nextUnit() < 0.5 { x = flipped(x) }
@@ -36,7 +36,7 @@ public struct Augmentation: Sendable, Equatable {
         return x
     }
 
-    private func randomCrop(_ image: Tensor, scale: ClosedRange<Float>, using g: inout SeededGenerator) -> Tensor {
+    private func randomCrop(_ image: Tensor, scale: ClosedRange<Float>, using g: inout SplitMix64) -> Tensor {
         let (h, w) = (image.shape[1], image.shape[2])
         let area = Float(h * w)
         let logRatio = log(cropRatio.lowerBound)...log(cropRatio.upperBound)

@@ -50,7 +50,7 @@ public final class BatchLoader: @unchecked Sendable {
     /// Dataset indices in the order epoch `epoch` visits them.
     public func order(epoch: Int) -> [Int] {
         guard shuffle else { return Array(0..<dataset.count) }
-        var g = SeededGenerator(seed: seed, epoch, -1)
+        var g = SplitMix64(seed: seed, epoch, -1)
         return seededPermutation(dataset.count, seed: g.next())
     }
 
@@ -60,7 +60,7 @@ public final class BatchLoader: @unchecked Sendable {
         for (slot, index) in indices.enumerated() {
             var image = try dataset.image(index)
             if !augmentation.isIdentity {
-                var g = SeededGenerator(seed: seed, epoch, index)
+                var g = SplitMix64(seed: seed, epoch, index)
                 image = augmentation.apply(image, using: &g)
             }
             for (spec, batch) in zip(specs, inputs) { spec.write(image, into: batch, at: slot) }

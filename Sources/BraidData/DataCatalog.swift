@@ -12,6 +12,12 @@ public struct OpenedData: Sendable {
     public let validation: (any ImageDataset)?
     public let test: (any ImageDataset)?
 
+    /// The image files left out because they failed to decode (`CorruptImagePolicy.skip`),
+    /// with the reason for each.
+    public var skipped: [(path: String, reason: String)] {
+        [whole, train, validation, test].compactMap { $0 as? ImageFolder }.flatMap(\.skipped)
+    }
+
     /// Train, validation and test sets. A set without its own splits is cut by
     /// `stratifiedSplit` with the given fractions; a missing own validation or test split is
     /// cut from the own train split the same way.

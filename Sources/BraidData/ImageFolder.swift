@@ -62,7 +62,6 @@ public struct ImageFolder: ImageDataset {
                     if preload { cache.append(decoded) }
                 } catch let DataError.corruptImage(path, reason) where onCorrupt == .skip {
                     skipped.append((path, reason))
-                    FileHandle.standardError.write(Data("braid: skipping \(path): \(reason)\n".utf8))
                     continue
                 }
                 files.append(path)

@@ -1,3 +1,5 @@
+import BraidTensor
+
 /// Index lists of a train / validation / test split.
 public struct SplitIndices: Sendable, Equatable {
     public var train: [Int]
@@ -23,7 +25,7 @@ public func stratifiedSplit(labels: [Int], validationFraction: Double, testFract
     var split = SplitIndices(train: [], validation: [], test: [])
     for label in byClass.keys.sorted() {
         var members = byClass[label]!
-        var g = SeededGenerator(seed: seed, label)
+        var g = SplitMix64(seed: seed, label)
         shuffleInPlace(&members, using: &g)
         let n = Double(members.count)
         let nTest = Int((n * testFraction).rounded())

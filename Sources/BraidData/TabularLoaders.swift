@@ -1,3 +1,4 @@
+import BraidHDF5
 import BraidTensor
 import CDataShim
 import Foundation
@@ -134,11 +135,11 @@ public enum ArrayDatasets {
         }
         var raw = [Float](repeating: 0, count: imageDims.product)
         var message = [CChar](repeating: 0, count: 512)
-        guard braid_h5_read(path, images, 0, &raw, raw.count, &message, message.count) == 0 else {
+        guard hdf5Lock.withLock({ braid_h5_read(path, images, 0, &raw, raw.count, &message, message.count) }) == 0 else {
             throw DataError.badFormat(path: path, detail: cMessage(message))
         }
         var rawLabels = [Int64](repeating: 0, count: n)
-        guard braid_h5_read(path, labels, 1, &rawLabels, n, &message, message.count) == 0 else {
+        guard hdf5Lock.withLock({ braid_h5_read(path, labels, 1, &rawLabels, n, &message, message.count) }) == 0 else {
             throw DataError.badFormat(path: path, detail: cMessage(message))
         }
         let shape: [Int]
@@ -171,7 +172,7 @@ private func h5Shape(_ path: String, _ name: String) throws -> [Int] {
     var rank: Int32 = 0
     var dims = [Int64](repeating: 0, count: 8)
     var message = [CChar](repeating: 0, count: 512)
-    guard braid_h5_dataset_shape(path, name, &rank, &dims, &message, message.count) == 0 else {
+    guard hdf5Lock.withLock({ braid_h5_dataset_shape(path, name, &rank, &dims, &message, message.count) }) == 0 else {
         throw DataError.badFormat(path: path, detail: cMessage(message))
     }
     return dims.prefix(Int(rank)).map { Int($0) }

@@ -256,24 +256,8 @@ public final class Executor {
         var steps: [(String, String, () -> Void)] = []
         let poison = poisonBuffers
         for (index, node) in graph.nodes.enumerated() {
-            let ins: [PlanValue?] = try node.inputs.map { name in
-                if name.isEmpty { return nil }
-                guard let v = values[name] else {
-                    throw GraphError(node: node.name, "input '\(name)' is not produced by any earlier node, input or initializer")
-                }
-                return v
-            }
-            let lowered = try lower(node, ins)
-            guard lowered.outputs.count >= node.outputs.filter({ !$0.isEmpty }).count else {
-                throw GraphError(node: node.name, "\(node.sourceOp) yields \(lowered.outputs.count) outputs, the node names \(node.outputs.count)")
-            }
-            // Shape and Size read only their input's shape, which the plan already knows.
-            let shapeOnly: Bool
-            switch node.op {
-            case .shape, .size: shapeOnly = true
-            default: shapeOnly = false
-            }
-            let foldable = shapeOnly || ins.allSatisfy { $0 == nil || $0!.constant != nil }
+            let planned = try PlannedNode(node, values: values)
+            let lowered = planned.lowered, foldable = planned.foldable
             var outTensors: [Tensor?] = []
             var outSlots: [Int?] = []
             for o in lowered.outputs {

@@ -5,7 +5,7 @@ import BraidTensor
 /// one per channel (its only non-1 dimension lined up with axis 1), the steps fold at each run
 /// into one scale and shift per channel, and the data is read once with the activation applied
 /// on the way. Otherwise the steps run one after another, each broadcast as its node was.
-func lowerChannelChain(_ node: Node, _ steps: [ChannelStep], _ activation: FusedActivation?,
+func lowerChannelChain(_ node: Node, _ steps: [ChannelStep], _ activation: ConvActivation?,
                        _ inputs: [PlanValue?]) throws -> LoweredOp {
     let x = try nnFloatInput(0, node, inputs, "X")
     guard x.shape.count >= 2 else {
@@ -38,7 +38,7 @@ func lowerChannelChain(_ node: Node, _ steps: [ChannelStep], _ activation: Fused
             }
         }
     }
-    let act = activation.map(convActivation)
+    let act = activation
     if perChannel {
         return LoweredOp(outputs: [(x.shape, .float32)]) { ins, outs in
             let holder = NNScratch(count: 4 * c)
@@ -100,7 +100,7 @@ func lowerChannelChain(_ node: Node, _ steps: [ChannelStep], _ activation: Fused
                                   shift: holder.pointer + c, y: target)
                     k += 4
                 case .binary(let f):
-                    Elementwise.binary(kernelFunction(f), layouts[i]!, source, operands[k], target)
+                    Elementwise.binary(f, layouts[i]!, source, operands[k], target)
                     k += 1
                 }
                 source = UnsafePointer(target)

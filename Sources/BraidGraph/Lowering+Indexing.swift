@@ -30,16 +30,6 @@ func lowerIndexing(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     }
 }
 
-func scatterCombine(_ r: ScatterReduction) -> ScatterCombine {
-    switch r {
-    case .none: return .replace
-    case .add: return .add
-    case .mul: return .mul
-    case .max: return .max
-    case .min: return .min
-    }
-}
-
 private func integerIndices(_ node: Node, _ v: PlanValue) throws {
     guard !v.dtype.isFloat else { throw GraphError(node: node.name, "\(node.sourceOp) indices must be integers, got \(v.dtype)") }
 }
@@ -64,27 +54,17 @@ private func lowerGatherND(_ node: Node, _ inputs: [PlanValue?], batchDims b: In
     }
 }
 
-private func lowerScatterND(_ node: Node, _ inputs: [PlanValue?], reduction: ScatterReduction) throws -> LoweredOp {
+private func lowerScatterND(_ node: Node, _ inputs: [PlanValue?], reduction: ScatterCombine) throws -> LoweredOp {
     let x = try inputs.required(0, node), idx = try inputs.required(1, node), u = try inputs.required(2, node)
     try integerIndices(node, idx)
     guard let depth = idx.shape.last, depth <= x.shape.count, u.dtype == x.dtype,
           u.shape == Array(idx.shape.dropLast()) + Array(x.shape[depth...]) else {
         throw GraphError(node: node.name, "ScatterND data \(x.shape) \(x.dtype), indices \(idx.shape), updates \(u.shape) \(u.dtype) do not fit")
     }
-    let slices = IndexedSlices(dataShape: x.shape, indicesShape: idx.shape)
-    let c = scatterCombine(reduction), n = x.shape.product
-    return LoweredOp(outputs: [(x.shape, x.dtype)]) { ins, outs in
-        let ip = UnsafePointer(ins[1]!.ints)
-        if x.dtype.isFloat {
-            let src = UnsafePointer(ins[0]!.floats), up = UnsafePointer(ins[2]!.floats), dst = outs[0].floats
-            return { dst.update(from: src, count: n); slices.scatter(up, ip, into: dst, c) }
-        }
-        let src = UnsafePointer(ins[0]!.ints), up = UnsafePointer(ins[2]!.ints), dst = outs[0].ints
-        return { dst.update(from: src, count: n); slices.scatter(up, ip, into: dst, c) }
-    }
+    return scatterOp(x, IndexedSlices(dataShape: x.shape, indicesShape: idx.shape), reduction)
 }
 
-private func lowerScatterElements(_ node: Node, _ inputs: [PlanValue?], axis: Int, reduction: ScatterReduction) throws -> LoweredOp {
+private func lowerScatterElements(_ node: Node, _ inputs: [PlanValue?], axis: Int, reduction: ScatterCombine) throws -> LoweredOp {
     let x = try inputs.required(0, node), idx = try inputs.required(1, node), u = try inputs.required(2, node)
     try integerIndices(node, idx)
     let a = try normalizedAxis(axis, rank: x.shape.count, node)
@@ -92,16 +72,35 @@ private func lowerScatterElements(_ node: Node, _ inputs: [PlanValue?], axis: In
           idx.shape.indices.allSatisfy({ $0 == a || idx.shape[$0] <= x.shape[$0] }) else {
         throw GraphError(node: node.name, "ScatterElements data \(x.shape), indices \(idx.shape), updates \(u.shape) do not fit")
     }
-    let scatter = ElementScatter(shape: x.shape, indexShape: idx.shape, axis: a)
-    let c = scatterCombine(reduction), n = x.shape.product
+    return scatterOp(x, ElementScatter(shape: x.shape, indexShape: idx.shape, axis: a), reduction)
+}
+
+/// ScatterND's slices and ScatterElements' elements, run the same way.
+private protocol ScatterKernel: Sendable {
+    func scatter<T: Numeric & Comparable>(_ updates: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
+                                          into out: UnsafeMutablePointer<T>, _ c: ScatterCombine)
+}
+
+extension IndexedSlices: ScatterKernel {}
+
+extension ElementScatter: ScatterKernel {
+    func scatter<T: Numeric & Comparable>(_ updates: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
+                                          into out: UnsafeMutablePointer<T>, _ c: ScatterCombine) {
+        run(updates, indices, into: out, c)
+    }
+}
+
+/// `[data, indices, updates]` -> a copy of the data with the updates combined in by `kernel`.
+private func scatterOp(_ x: PlanValue, _ kernel: some ScatterKernel, _ c: ScatterCombine) -> LoweredOp {
+    let n = x.shape.product
     return LoweredOp(outputs: [(x.shape, x.dtype)]) { ins, outs in
         let ip = UnsafePointer(ins[1]!.ints)
         if x.dtype.isFloat {
             let src = UnsafePointer(ins[0]!.floats), up = UnsafePointer(ins[2]!.floats), dst = outs[0].floats
-            return { dst.update(from: src, count: n); scatter.run(up, ip, into: dst, c) }
+            return { dst.update(from: src, count: n); kernel.scatter(up, ip, into: dst, c) }
         }
         let src = UnsafePointer(ins[0]!.ints), up = UnsafePointer(ins[2]!.ints), dst = outs[0].ints
-        return { dst.update(from: src, count: n); scatter.run(up, ip, into: dst, c) }
+        return { dst.update(from: src, count: n); kernel.scatter(up, ip, into: dst, c) }
     }
 }
 
@@ -228,8 +227,8 @@ private func lowerGridSample(_ node: Node, _ inputs: [PlanValue?], _ p: GridSamp
         throw GraphError(node: node.name, "GridSample data \(x.shape) and grid \(grid.shape) do not fit")
     }
     let out = Array(grid.shape.dropFirst().dropLast())
-    let mode: GridSampler.Mode = p.mode == .nearest ? .nearest : (p.mode == .linear ? .linear : .cubic)
-    let padding: GridSampler.Padding = p.padding == .zeros ? .zeros : (p.padding == .border ? .border : .reflection)
+    let mode = p.mode
+    let padding = p.padding
     let sampler = GridSampler(mode: mode, padding: padding, alignCorners: p.alignCorners, inputShape: x.shape,
                               points: out.reduce(1, *))
     return LoweredOp(outputs: [([x.shape[0], x.shape[1]] + out, .float32)]) { ins, outs in

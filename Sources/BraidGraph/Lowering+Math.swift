@@ -36,9 +36,9 @@ func lowerMath(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
     }
 }
 
-private func lowerUnary(_ node: Node, _ op: UnaryOp, _ inputs: [PlanValue?]) throws -> LoweredOp {
+private func lowerUnary(_ node: Node, _ op: UnaryFunction, _ inputs: [PlanValue?]) throws -> LoweredOp {
     let x = try inputs.required(0, node)
-    let f = kernelFunction(op)
+    let f = op
     let n = x.shape.product
     switch f {
     case .isNaN, .isInf:
@@ -73,13 +73,13 @@ private func lowerUnary(_ node: Node, _ op: UnaryOp, _ inputs: [PlanValue?]) thr
     }
 }
 
-private func lowerBinary(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?]) throws -> LoweredOp {
+private func lowerBinary(_ node: Node, _ op: BinaryFunction, _ inputs: [PlanValue?]) throws -> LoweredOp {
     let a = try inputs.required(0, node), b = try inputs.required(1, node)
     guard let layout = BroadcastLayout(inputs: [a.shape, b.shape]) else {
         throw GraphError(node: node.name,
                          "\(node.sourceOp) operands \(a.shape) and \(b.shape) do not broadcast")
     }
-    let f = kernelFunction(op)
+    let f = op
     let shape = layout.shape, n = layout.count
     if case .pow = op {
         let dtype = a.dtype
@@ -263,81 +263,6 @@ private func lowerPRelu(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredO
 
 private func typeError(_ node: Node, _ got: DType, _ want: String) -> GraphError {
     GraphError(node: node.name, "\(node.sourceOp) does not accept \(got); it needs \(want)")
-}
-
-/// The IR's unary ops and the kernels' functions correspond one to one.
-public func kernelFunction(_ op: UnaryOp) -> UnaryFunction {
-    switch op {
-    case .neg: return .neg
-    case .abs: return .abs
-    case .sqrt: return .sqrt
-    case .exp: return .exp
-    case .log: return .log
-    case .reciprocal: return .reciprocal
-    case .floor: return .floor
-    case .ceil: return .ceil
-    case .round: return .round
-    case .sign: return .sign
-    case .sin: return .sin
-    case .cos: return .cos
-    case .tan: return .tan
-    case .asin: return .asin
-    case .acos: return .acos
-    case .atan: return .atan
-    case .sinh: return .sinh
-    case .cosh: return .cosh
-    case .asinh: return .asinh
-    case .acosh: return .acosh
-    case .atanh: return .atanh
-    case .erf: return .erf
-    case .relu: return .relu
-    case .sigmoid: return .sigmoid
-    case .tanh: return .tanh
-    case .softplus: return .softplus
-    case .softsign: return .softsign
-    case .hardSwish: return .hardSwish
-    case .mish: return .mish
-    case .not: return .not
-    case .isNaN: return .isNaN
-    case .isInf: return .isInf
-    case .bitwiseNot: return .bitwiseNot
-    case .narrow(let f, let s): return .narrow(f, saturate: s)
-    case .leakyRelu(let a): return .leakyRelu(alpha: a)
-    case .elu(let a): return .elu(alpha: a)
-    case .celu(let a): return .celu(alpha: a)
-    case .selu(let a, let g): return .selu(alpha: a, gamma: g)
-    case .thresholdedRelu(let a): return .thresholdedRelu(alpha: a)
-    case .hardSigmoid(let a, let b): return .hardSigmoid(alpha: a, beta: b)
-    case .gelu(let t): return .gelu(tanhApproximation: t)
-    case .shrink(let b, let l): return .shrink(bias: b, lambd: l)
-    }
-}
-
-/// The IR's binary ops as the kernels' functions.
-public func kernelFunction(_ op: BinaryOp) -> BinaryFunction {
-    switch op {
-    case .add: return .add
-    case .sub: return .sub
-    case .mul: return .mul
-    case .div: return .div
-    case .pow: return .pow
-    case .max: return .max
-    case .min: return .min
-    case .mod(let fmod): return .mod(fmod: fmod)
-    case .equal: return .equal
-    case .less: return .less
-    case .greater: return .greater
-    case .lessOrEqual: return .lessOrEqual
-    case .greaterOrEqual: return .greaterOrEqual
-    case .and: return .and
-    case .or: return .or
-    case .xor: return .xor
-    case .bitShiftLeft: return .bitShiftLeft
-    case .bitShiftRight: return .bitShiftRight
-    case .bitwiseAnd: return .bitwiseAnd
-    case .bitwiseOr: return .bitwiseOr
-    case .bitwiseXor: return .bitwiseXor
-    }
 }
 
 /// Element `i`'s bits in layout `l` (from Braid's float32 or Int64 storage).

@@ -175,7 +175,7 @@ func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> 
     let (geometry, outShape) = try convGeometry(node, p, x: x, w: w)
     let bias = try nnOptionalInput(2, node, inputs, "B", shape: [w.shape[0]])
     let hasBias = bias != nil
-    let activation = p.fusion?.activation.map(convActivation)
+    let activation = p.fusion?.activation
     if p.fusion?.constantWeights == true, let weight = w.constant, WinogradConv3x3.handles(geometry),
        p.fusion?.residual != true || (try? nnFloatInput(3, node, inputs, "residual"))?.shape == outShape {
         let residual = p.fusion?.residual == true
@@ -225,18 +225,6 @@ func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> 
             activation?.apply(yp, cols: count)
             _ = scratch
         }
-    }
-}
-
-/// The kernel's name for a fused activation.
-func convActivation(_ a: FusedActivation) -> ConvActivation {
-    switch a {
-    case .relu: return .relu
-    case .leakyRelu(let alpha): return .leakyRelu(alpha: alpha)
-    case .clip(let lo, let hi): return .clip(min: lo, max: hi)
-    case .hardSigmoid(let alpha, let beta): return .hardSigmoid(alpha: alpha, beta: beta)
-    case .hardSwish: return .hardSwish
-    case .sigmoid: return .sigmoid
     }
 }
 

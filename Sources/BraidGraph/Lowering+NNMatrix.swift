@@ -184,7 +184,7 @@ func lowerConv3D(_ node: Node, _ p: ConvParams, x: PlanValue, w: PlanValue, _ in
             throw GraphError(node: node.name, "\(node.sourceOp): a fused residual must have the output's shape \(shape) for a 3-D convolution")
         }
     }
-    return directConvOp(direct, shape, hasBias: bias != nil, residual: residual, activation: p.fusion?.activation.map(convActivation))
+    return directConvOp(direct, shape, hasBias: bias != nil, residual: residual, activation: p.fusion?.activation)
 }
 
 func directConvOp(_ direct: DirectConv, _ shape: [Int], hasBias: Bool, residual: Bool = false,

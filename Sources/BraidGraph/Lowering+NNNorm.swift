@@ -163,7 +163,7 @@ public func softmaxLayout(_ shape: [Int], axis ax: Int, coerce2D: Bool) -> (oute
     return (outer, len, inner)
 }
 
-func lowerSoftmax(_ node: Node, _ kind: SoftmaxKind, axis: Int, coerce2D: Bool, _ inputs: [PlanValue?]) throws -> LoweredOp {
+func lowerSoftmax(_ node: Node, _ kind: SoftmaxMode, axis: Int, coerce2D: Bool, _ inputs: [PlanValue?]) throws -> LoweredOp {
     let x = try nnFloatInput(0, node, inputs, "input")
     let rank = x.shape.count
     let ax = axis < 0 ? axis + rank : axis
@@ -171,12 +171,7 @@ func lowerSoftmax(_ node: Node, _ kind: SoftmaxKind, axis: Int, coerce2D: Bool, 
         throw GraphError(node: node.name, "\(node.sourceOp) axis \(axis) out of range for input \(x.shape)")
     }
     let (outer, len, inner) = softmaxLayout(x.shape, axis: ax, coerce2D: coerce2D)
-    let mode: SoftmaxMode
-    switch kind {
-    case .softmax: mode = .softmax
-    case .logSoftmax: mode = .logSoftmax
-    case .hardmax: mode = .hardmax
-    }
+    let mode = kind
     return LoweredOp(outputs: [(x.shape, .float32)]) { ins, outs in
         let xp = ins[0]!.floats, yp = outs[0].floats
         return { softmax(mode, outer: outer, axis: len, inner: inner, x: xp, y: yp) }

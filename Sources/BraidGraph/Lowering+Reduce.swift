@@ -30,7 +30,7 @@ func lowerReduce(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
             if !axes.contains(i) { outShape.append(d) } else if keepDims { outShape.append(1) }
         }
         let layout = ReduceLayout(shape: x.shape, axes: axes)
-        let f = kernelFunction(kind)
+        let f = kind
         let dtype = x.dtype
         return LoweredOp(outputs: [(outShape, dtype)]) { ins, outs in
             if dtype.isFloat {
@@ -82,20 +82,4 @@ private func normalizedAxis(_ axis: Int, _ rank: Int, _ node: Node) throws -> In
         throw GraphError(node: node.name, "\(node.sourceOp) axis \(axis) is out of range for rank \(rank)")
     }
     return a
-}
-
-/// The IR's reductions as the kernels' functions.
-public func kernelFunction(_ kind: ReduceKind) -> ReduceFunction {
-    switch kind {
-    case .sum: return .sum
-    case .mean: return .mean
-    case .max: return .max
-    case .min: return .min
-    case .prod: return .prod
-    case .l1: return .l1
-    case .l2: return .l2
-    case .logSum: return .logSum
-    case .logSumExp: return .logSumExp
-    case .sumSquare: return .sumSquare
-    }
 }

@@ -14,7 +14,9 @@ private func constantFloats(_ i: Int, _ node: Node, _ inputs: [PlanValue?]) thro
     return t.dtype.isFloat ? t.floatArray.map(Double.init) : t.intArray.map(Double.init)
 }
 
-func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> LoweredOp {
+/// Pad's operands read once for the forward and the backward: `pads` (input 1, begins then
+/// ends) over `axes` (input 3, default all), checked against the data's shape.
+public func padCopy(_ node: Node, _ inputs: [PlanValue?], mode: PadFill) throws -> PadCopy {
     let x = try inputs.required(0, node)
     let r = x.shape.count
     let pads = try requiredInts(1, node, inputs, "pads")
@@ -25,13 +27,7 @@ func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> Low
     }
     var begins = [Int](repeating: 0, count: r), ends = begins
     for (i, a) in axes.enumerated() { begins[a] = pads[i]; ends[a] = pads[axes.count + i] }
-    let fill: PadFill
-    switch mode {
-    case .constant: fill = .constant
-    case .reflect: fill = .reflect
-    case .edge: fill = .edge
-    case .wrap: fill = .wrap
-    }
+    let fill = mode
     for a in 0..<r {
         guard x.shape[a] + begins[a] + ends[a] >= 0 else {
             throw GraphError(node: node.name, "Pad crops axis \(a) of \(x.shape) below zero")
@@ -40,7 +36,12 @@ func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadMode) throws -> Low
             throw GraphError(node: node.name, "Pad \(mode) of empty axis \(a)")
         }
     }
-    let copy = PadCopy(shape: x.shape, begins: begins, ends: ends, fill: fill, elementSize: x.dtype.storageStride)
+    return PadCopy(shape: x.shape, begins: begins, ends: ends, fill: fill, elementSize: x.dtype.storageStride)
+}
+
+func lowerPad(_ node: Node, _ inputs: [PlanValue?], mode: PadFill) throws -> LoweredOp {
+    let x = try inputs.required(0, node)
+    let copy = try padCopy(node, inputs, mode: mode)
     let isFloat = x.dtype.isFloat
     return LoweredOp(outputs: [(copy.outShape, x.dtype)]) { ins, outs in
         let src = ins[0]!.buffer.raw, dst = outs[0].buffer.raw
@@ -113,15 +114,7 @@ public func resizeKernel(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams
         for (i, a) in axes.enumerated() { roi[a] = (values[i], values[axes.count + i]) }
     }
 
-    let coordinates: ResizeCoordinates
-    switch p.coordinate {
-    case .halfPixel: coordinates = .halfPixel
-    case .halfPixelSymmetric: coordinates = .halfPixelSymmetric
-    case .pytorchHalfPixel: coordinates = .pytorchHalfPixel
-    case .alignCorners: coordinates = .alignCorners
-    case .asymmetric: coordinates = .asymmetric
-    case .tfCropAndResize: coordinates = .tfCropAndResize
-    }
+    let coordinates = p.coordinate
     let resized = axes.sorted().filter { a in
         !(isClose(scales[a], 1) && outShape[a] == x.shape[a] && roi[a].0 == 0 && isClose(roi[a].1, 1))
     }
@@ -135,13 +128,7 @@ public func resizeKernel(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams
     switch p.mode {
     case .nearest:
         guard !p.antialias else { throw GraphError(node: node.name, "Resize antialias needs linear or cubic mode") }
-        let rounding: ResizeRounding
-        switch p.nearest {
-        case .roundPreferFloor: rounding = .roundPreferFloor
-        case .roundPreferCeil: rounding = .roundPreferCeil
-        case .floor: rounding = .floor
-        case .ceil: rounding = .ceil
-        }
+        let rounding = p.nearest
         var maps = x.shape.map { Array(0..<$0) }
         for (a, g) in zip(resized, geometry) { maps[a] = g.nearestIndices(coordinates, rounding) }
         let copy = r == 0 ? AxisMapCopy(inShape: [1], maps: [[0]], elementSize: x.dtype.storageStride)

@@ -93,15 +93,10 @@ func lowerUnique(_ node: Node, _ inputs: [PlanValue?], axis: Int?, sorted: Bool)
 func lowerRecurrent(_ node: Node, _ inputs: [PlanValue?], _ p: RecurrentParams) throws -> LoweredOp {
     let x = try inputs.required(0, node), w = try inputs.required(1, node), r = try inputs.required(2, node)
     let dirs = p.reverse.count, h = p.hiddenSize
-    let cell: RecurrentLayer.Cell
-    switch p.cell {
-    case .simple: cell = .simple
-    case .gru(let l): cell = .gru(linearBeforeReset: l)
-    case .lstm(let f): cell = .lstm(inputForget: f)
-    }
+    let cell = p.cell
     guard x.shape.count == 3, x.dtype.isFloat else { throw GraphError(node: node.name, "\(node.sourceOp) input must be float [S, B, I], got \(x.shape)") }
     let (seq, batch, input) = (x.shape[0], x.shape[1], x.shape[2])
-    let layer = RecurrentLayer(cell: cell, activations: p.activations.map { $0.map(kernelFunction) }, reverse: p.reverse,
+    let layer = RecurrentLayer(cell: cell, activations: p.activations, reverse: p.reverse,
                                seq: seq, batch: batch, input: input, hidden: h, clip: p.clip)
     let gh = layer.gates * h
     guard w.shape == [dirs, gh, input], r.shape == [dirs, gh, h] else {

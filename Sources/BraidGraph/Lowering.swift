@@ -32,20 +32,43 @@ public struct LoweredOp {
 /// Compiles one node for the given input facts. Inputs absent from the node are nil.
 /// Throws `GraphError` naming the node when shapes, types or plan-time operands are wrong.
 public func lower(_ node: Node, _ inputs: [PlanValue?]) throws -> LoweredOp {
-    switch node.op {
-    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
-        return try lowerMath(node, inputs)
-    case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .channelChain, .instanceNorm, .layerNorm,
-         .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
-        return try lowerNN(node, inputs)
-    case .reshape, .flatten, .transpose, .concat, .split, .slice, .gather, .gatherElements,
-         .shape, .size, .constantOfShape, .unsqueeze, .squeeze, .expand, .tile, .pad,
-         .resize, .range, .depthToSpace, .spaceToDepth, .identity, .constant:
-        return try lowerShape(node, inputs)
-    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
-        return try lowerIndexing(node, inputs)
-    case .reduce, .argExtreme:
-        return try lowerReduce(node, inputs)
+    switch node.op.family {
+    case .math: return try lowerMath(node, inputs)
+    case .nn: return try lowerNN(node, inputs)
+    case .shape: return try lowerShape(node, inputs)
+    case .indexing: return try lowerIndexing(node, inputs)
+    case .reduce: return try lowerReduce(node, inputs)
+    }
+}
+
+/// One node as both planners (the `Executor` and training's `TrainingPlan`) see it while
+/// walking the graph in order: its inputs' facts looked up among the values planned so far,
+/// its lowering, and whether it folds at plan time.
+public struct PlannedNode {
+    public let inputs: [PlanValue?]
+    public let lowered: LoweredOp
+    /// Every input is known before the run (Shape and Size read only their input's shape,
+    /// which the plan knows): the node runs once while planning and its outputs are constants.
+    public let foldable: Bool
+
+    /// Looks up `node`'s inputs in `values` and lowers it. Throws naming the node when an
+    /// input was not produced earlier or the lowering yields fewer outputs than the node names.
+    public init(_ node: Node, values: [String: PlanValue]) throws {
+        inputs = try node.inputs.map { name in
+            if name.isEmpty { return nil }
+            guard let v = values[name] else {
+                throw GraphError(node: node.name, "input '\(name)' is not produced by any earlier node, input or initializer")
+            }
+            return v
+        }
+        lowered = try lower(node, inputs)
+        guard lowered.outputs.count >= node.outputs.filter({ !$0.isEmpty }).count else {
+            throw GraphError(node: node.name, "\(node.sourceOp) yields \(lowered.outputs.count) outputs, the node names \(node.outputs.count)")
+        }
+        switch node.op {
+        case .shape, .size: foldable = true
+        default: foldable = inputs.allSatisfy { $0 == nil || $0!.constant != nil }
+        }
     }
 }
 

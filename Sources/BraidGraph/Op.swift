@@ -10,9 +10,9 @@ import BraidTensor
 public enum Op: Sendable {
     // MARK: Element-wise (Math family)
     /// One input, one output of the same shape.
-    case unary(UnaryOp)
+    case unary(UnaryFunction)
     /// Two inputs broadcast NumPy-style.
-    case binary(BinaryOp)
+    case binary(BinaryFunction)
     /// Any number of inputs broadcast together, folded with `kind` (`.mean` divides by count).
     case variadic(VariadicOp)
     /// `[cond, x, y]` broadcast: cond ? x : y.
@@ -45,7 +45,7 @@ public enum Op: Sendable {
     /// normalisation takes its four parameters, a binary step one operand), then `activation`:
     /// one pass over the data. Made by `Passes.fuseChannelChains` for running only; exporters
     /// and training reject it.
-    case channelChain(steps: [ChannelStep], activation: FusedActivation?)
+    case channelChain(steps: [ChannelStep], activation: ConvActivation?)
     /// `[x, scale, bias?]` normalising over the axes from `axis` to the end.
     case layerNorm(axis: Int, epsilon: Float)
     case pool(PoolParams)
@@ -55,7 +55,7 @@ public enum Op: Sendable {
     case lrn(size: Int, alpha: Float, beta: Float, bias: Float)
     /// Softmax, log-softmax or hardmax over one axis (`coerce2D`: the opset < 13 rule that
     /// flattens to `[prod(shape[..<axis]), prod(shape[axis...])]`).
-    case softmax(SoftmaxKind, axis: Int, coerce2D: Bool)
+    case softmax(SoftmaxMode, axis: Int, coerce2D: Bool)
     /// Identity at inference (outputs `[y, mask?]`).
     case dropout
     /// Training-mode batch normalisation: `[x, scale, bias, runningMean, runningVar]` ->
@@ -86,10 +86,10 @@ public enum Op: Sendable {
     case gatherND(batchDims: Int)
     /// `[data, indices, updates]`: data with the slices named by index tuples combined with
     /// the updates.
-    case scatterND(reduction: ScatterReduction)
+    case scatterND(reduction: ScatterCombine)
     /// `[data, indices, updates]`: data with one element per index (along `axis`) combined
     /// with the matching update.
-    case scatterElements(axis: Int, reduction: ScatterReduction)
+    case scatterElements(axis: Int, reduction: ScatterCombine)
     /// `[x, axis]`: running sum along a plan-time axis.
     case cumSum(exclusive: Bool, reverse: Bool)
     /// `[x, axis]`: running product along a plan-time axis.
@@ -150,7 +150,7 @@ public enum Op: Sendable {
     /// `[x, repeats]`.
     case tile
     /// `[x, pads, value?, axes?]`.
-    case pad(mode: PadMode)
+    case pad(mode: PadFill)
     /// `[x, roi?, scales?, sizes?]`.
     case resize(ResizeParams)
     /// `[start, limit, delta]`.
@@ -159,38 +159,38 @@ public enum Op: Sendable {
     case spaceToDepth(blockSize: Int)
     case argExtreme(max: Bool, axis: Int, keepDims: Bool, selectLastIndex: Bool)
     /// `[x, axes?]`; axes from an input (opset >= 18 or ReduceSum >= 13) or from `axes`.
-    case reduce(ReduceKind, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool)
+    case reduce(ReduceFunction, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool)
     case identity
     /// A value fixed in the graph.
     case constant(Tensor)
 }
 
-public enum UnaryOp: Sendable, Equatable {
-    case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
-    case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
-    case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf, bitwiseNot
-    case leakyRelu(alpha: Float)
-    case elu(alpha: Float)
-    case celu(alpha: Float)
-    case selu(alpha: Float, gamma: Float)
-    case thresholdedRelu(alpha: Float)
-    case hardSigmoid(alpha: Float, beta: Float)
-    case gelu(tanhApproximation: Bool)
-    case shrink(bias: Float, lambd: Float)
-    /// Rounds onto a narrower format's grid (values stay float32, or Int64 for the integer
-    /// formats); `saturate` clamps out-of-range values to the largest finite one.
-    case narrow(NarrowFormat, saturate: Bool)
+/// The op families. Each has its lowering in `Lowering+<Family>.swift` and its backward
+/// rules in BraidTraining's `Backward+<Family>.swift`; both dispatchers go by `Op.family`,
+/// so an op joins them by its line here.
+public enum OpFamily: Sendable {
+    case math, nn, shape, indexing, reduce
 }
 
-public enum BinaryOp: Sendable, Equatable {
-    case add, sub, mul, div, pow, max, min
-    /// `fmod` true: C fmod (sign of dividend); false: Python-style (sign of divisor).
-    case mod(fmod: Bool)
-    case equal, less, greater, lessOrEqual, greaterOrEqual
-    case and, or, xor
-    case bitShiftLeft, bitShiftRight
-    case bitwiseAnd, bitwiseOr, bitwiseXor
+extension Op {
+    public var family: OpFamily {
+        switch self {
+        case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
+            return .math
+        case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .channelChain, .instanceNorm, .layerNorm,
+             .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
+            return .nn
+        case .reshape, .flatten, .transpose, .concat, .split, .slice, .gather, .gatherElements,
+             .shape, .size, .constantOfShape, .unsqueeze, .squeeze, .expand, .tile, .pad,
+             .resize, .range, .depthToSpace, .spaceToDepth, .identity, .constant:
+            return .shape
+        case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample,
+             .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
+            return .indexing
+        case .reduce, .argExtreme:
+            return .reduce
+        }
+    }
 }
 
 public enum VariadicOp: Sendable, Equatable {
@@ -203,11 +203,9 @@ public enum PoolKind: Sendable, Equatable {
     case lp(p: Int)
 }
 
-public enum SoftmaxKind: Sendable, Equatable { case softmax, logSoftmax, hardmax }
-
 public struct GridSampleParams: Sendable, Equatable {
-    public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
-    public enum Padding: Sendable, Equatable { case zeros, border, reflection }
+    public typealias Mode = GridSampleMode
+    public typealias Padding = GridSamplePadding
     public var mode: Mode
     public var padding: Padding
     /// Coordinates -1 and 1 name the centres of the corner elements (else their outer edges).
@@ -259,32 +257,20 @@ public enum BitLayout: Sendable, Equatable {
 /// Weights `[D, G*H, I]` and `[D, G*H, H]`, gates ordered (z, r, h) for GRU and (i, o, f, c)
 /// for LSTM; y `[S, D, B, H]`.
 public struct RecurrentParams: Sendable, Equatable {
-    public enum Cell: Sendable, Equatable {
-        case simple
-        case gru(linearBeforeReset: Bool)
-        case lstm(inputForget: Bool)
-    }
+    public typealias Cell = RecurrentCell
     public var cell: Cell
     public var reverse: [Bool]
-    public var activations: [[UnaryOp]]
+    public var activations: [[UnaryFunction]]
     public var hiddenSize: Int
     public var clip: Float?
 
-    public init(cell: Cell, reverse: [Bool], activations: [[UnaryOp]], hiddenSize: Int, clip: Float?) {
+    public init(cell: Cell, reverse: [Bool], activations: [[UnaryFunction]], hiddenSize: Int, clip: Float?) {
         self.cell = cell; self.reverse = reverse; self.activations = activations
         self.hiddenSize = hiddenSize; self.clip = clip
     }
 }
 
 /// How a scatter combines an update with the element in place.
-public enum ScatterReduction: Sendable, Equatable { case none, add, mul, max, min }
-
-public enum PadMode: Sendable, Equatable { case constant, reflect, edge, wrap }
-
-public enum ReduceKind: Sendable, Equatable {
-    case sum, mean, max, min, prod, l1, l2, logSum, logSumExp, sumSquare
-}
-
 /// Convolution geometry. Arrays have one entry per spatial axis; `pads` holds all begins then
 /// all ends (`[h0, w0, h1, w1]` in 2-D), already resolved from any auto-pad rule except when
 /// `autoPad` asks the planner to resolve it from the input size.
@@ -312,12 +298,12 @@ public struct ConvParams: Sendable, Equatable {
 /// that is broadcast to the convolution's output, as the Add it replaces did.
 public struct ConvFusion: Sendable, Equatable {
     public var residual: Bool
-    public var activation: FusedActivation?
+    public var activation: ConvActivation?
     /// The weight (and bias) are constants of the graph (`Passes.markConstantWeights`), so the
     /// kernel may transform them once when the plan is made (Winograd's 3x3 method does).
     public var constantWeights: Bool
 
-    public init(residual: Bool = false, activation: FusedActivation? = nil, constantWeights: Bool = false) {
+    public init(residual: Bool = false, activation: ConvActivation? = nil, constantWeights: Bool = false) {
         self.residual = residual; self.activation = activation; self.constantWeights = constantWeights
     }
 }
@@ -326,24 +312,13 @@ public struct ConvFusion: Sendable, Equatable {
 /// one operand (the data on the left).
 public enum ChannelStep: Sendable, Equatable {
     case batchNorm(epsilon: Float)
-    case binary(BinaryOp)
+    case binary(BinaryFunction)
 
     /// How many operands the step reads after the data.
     public var operandCount: Int {
         if case .batchNorm = self { return 4 }
         return 1
     }
-}
-
-/// Activations a convolution can apply to its own output.
-public enum FusedActivation: Sendable, Equatable {
-    case relu
-    case leakyRelu(alpha: Float)
-    /// Bounds already resolved from the Clip node's constant operands (Relu6 is `0...6`).
-    case clip(min: Float, max: Float)
-    case hardSigmoid(alpha: Float, beta: Float)
-    case hardSwish
-    case sigmoid
 }
 
 public struct ConvTransposeParams: Sendable, Equatable {
@@ -386,15 +361,11 @@ public struct PoolParams: Sendable, Equatable {
 
 public struct ResizeParams: Sendable, Equatable {
     public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
-    public enum CoordinateTransform: Sendable, Equatable {
-        case halfPixel, pytorchHalfPixel, alignCorners, asymmetric, tfCropAndResize, halfPixelSymmetric
-    }
-    public enum NearestRounding: Sendable, Equatable { case roundPreferFloor, roundPreferCeil, floor, ceil }
     public enum AspectPolicy: Sendable, Equatable { case stretch, notLarger, notSmaller }
 
     public var mode: Mode
-    public var coordinate: CoordinateTransform
-    public var nearest: NearestRounding
+    public var coordinate: ResizeCoordinates
+    public var nearest: ResizeRounding
     public var cubicCoefficient: Float
     public var excludeOutside: Bool
     public var extrapolationValue: Float
@@ -402,7 +373,7 @@ public struct ResizeParams: Sendable, Equatable {
     public var axes: [Int]?
     public var aspect: AspectPolicy
 
-    public init(mode: Mode, coordinate: CoordinateTransform, nearest: NearestRounding,
+    public init(mode: Mode, coordinate: ResizeCoordinates, nearest: ResizeRounding,
                 cubicCoefficient: Float = -0.75, excludeOutside: Bool = false,
                 extrapolationValue: Float = 0, antialias: Bool = false, axes: [Int]? = nil,
                 aspect: AspectPolicy = .stretch) {

@@ -66,7 +66,7 @@ extension Passes {
                 steps.append(s.0); operands += s.1; members.append(i); value = g.nodes[i].outputs[0]
                 tail.append(g.nodes[i].sourceOp)
             }
-            var activation: FusedActivation?
+            var activation: ConvActivation?
             if let i = soleReader[value], !removed.contains(i), g.nodes[i].inputs.first == value,
                let act = fusedActivation(g.nodes[i], constants) {
                 activation = act; members.append(i); value = g.nodes[i].outputs[0]; tail.append(g.nodes[i].sourceOp)
@@ -218,7 +218,7 @@ extension Passes {
     }
 
     /// The activation `node` computes, when a convolution can apply it itself.
-    private static func fusedActivation(_ node: Node, _ initializers: [String: Tensor]) -> FusedActivation? {
+    private static func fusedActivation(_ node: Node, _ initializers: [String: Tensor]) -> ConvActivation? {
         guard node.outputs.count == 1 else { return nil }
         switch node.op {
         case .unary(.relu): return .relu

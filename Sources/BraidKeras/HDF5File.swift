@@ -1,9 +1,7 @@
+import BraidHDF5
 import BraidTensor
 @preconcurrency import CHDF5
 import Foundation
-
-/// Serialises every use of libhdf5: the Debian build is not thread-safe.
-let hdf5Lock = NSLock()
 
 /// A read-only HDF5 file opened through the C library.
 ///

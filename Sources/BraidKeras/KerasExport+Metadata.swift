@@ -1,3 +1,4 @@
+import BraidHDF5
 import Foundation
 import ZIPFoundation
 

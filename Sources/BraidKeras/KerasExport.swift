@@ -1,5 +1,6 @@
 import BraidGraph
 import BraidTensor
+import BraidHDF5
 import Foundation
 import ZIPFoundation
 
@@ -55,7 +56,7 @@ public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [
         if ext == "keras" {
             try writeKerasZip(model, to: tmp, metadata: metadata)
         } else {
-            try hdf5Lock.withLock { try writeLegacyH5(model, to: tmp.path, metadata: metadata) }
+            try hdf5Lock.withLock { try writingHDF5 { try writeLegacyH5(model, to: tmp.path, metadata: metadata) } }
         }
         try commitTemporaryFile(tmp.path, to: path)
     } catch let e as KerasExportError {
@@ -247,6 +248,11 @@ private func jsonText(_ object: Any) throws -> String {
     return String(decoding: data, as: UTF8.self)
 }
 
+/// Runs an HDF5 writer, its errors as `KerasError` naming the file and the object.
+private func writingHDF5(_ body: () throws -> Void) throws {
+    do { try body() } catch let e as HDF5WriteError { throw KerasError(file: e.path, e.detail) }
+}
+
 /// Keras 3's legacy `.h5`: root attributes, then `model_weights/<layer>/<layer>/<weight>`
 /// with `layer_names` and `weight_names` giving the order.
 private func writeLegacyH5(_ m: KerasModel, to path: String, metadata: [String: String]) throws {
@@ -293,7 +299,7 @@ private func writeKerasZip(_ m: KerasModel, to url: URL, metadata: [String: Stri
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
     let weights = dir.appendingPathComponent("model.weights.h5")
-    try hdf5Lock.withLock { try writeWeightsH5(m, to: weights.path) }
+    try hdf5Lock.withLock { try writingHDF5 { try writeWeightsH5(m, to: weights.path) } }
     let formatter = DateFormatter()
     formatter.dateFormat = "yyyy-MM-dd@HH:mm:ss"
     formatter.locale = Locale(identifier: "en_US_POSIX")

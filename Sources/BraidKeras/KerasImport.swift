@@ -1,5 +1,6 @@
 import BraidGraph
 import BraidTensor
+import BraidHDF5
 import Foundation
 import ZIPFoundation
 

@@ -55,11 +55,11 @@ let activationLayers: [String: LayerTranslator] = [
     },
 ]
 
-func unary(_ op: UnaryOp, _ x: KTensor, _ ctx: LayerContext, suffix: String? = nil) -> KTensor {
+func unary(_ op: UnaryFunction, _ x: KTensor, _ ctx: LayerContext, suffix: String? = nil) -> KTensor {
     KTensor(name: ctx.add(.unary(op), [x.name], suffix: suffix), shape: x.shape, channelsFirst: x.channelsFirst)
 }
 
-func softmax(_ x: KTensor, axis: Int, _ ctx: LayerContext, kind: SoftmaxKind = .softmax) -> KTensor {
+func softmax(_ x: KTensor, axis: Int, _ ctx: LayerContext, kind: SoftmaxMode = .softmax) -> KTensor {
     let op = Op.softmax(kind, axis: x.irAxis(axis), coerce2D: false)
     return KTensor(name: ctx.add(op, [x.name], suffix: nil), shape: x.shape, channelsFirst: x.channelsFirst)
 }
@@ -88,7 +88,7 @@ func relu(_ x: KTensor, maxValue: Float?, slope: Float, threshold: Float, _ ctx:
 
 /// Applies a Keras activation by name, with the defaults of the file's Keras version.
 func applyActivation(_ name: String, _ x: KTensor, _ ctx: LayerContext) throws -> KTensor {
-    func u(_ op: UnaryOp) -> KTensor { unary(op, x, ctx, suffix: name) }
+    func u(_ op: UnaryFunction) -> KTensor { unary(op, x, ctx, suffix: name) }
     switch name {
     case "linear": return x
     case "relu": return u(.relu)

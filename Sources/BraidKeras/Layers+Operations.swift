@@ -32,11 +32,11 @@ func operationArguments(_ ctx: LayerContext, _ operands: [CallOperand], _ tensor
 /// `keras.ops.sigmoid(x)` is `Sigmoid`). Numbers become scalar constants.
 let operationTable: [String: OperationTranslator] = {
     var t: [String: OperationTranslator] = [:]
-    for (name, op) in [("Add", BinaryOp.add), ("Subtract", .sub), ("Multiply", .mul), ("Divide", .div),
+    for (name, op) in [("Add", BinaryFunction.add), ("Subtract", .sub), ("Multiply", .mul), ("Divide", .div),
                        ("TrueDivide", .div), ("Maximum", .max), ("Minimum", .min), ("Power", .pow)] {
         t[name] = { ctx, args in [try binaryOperation(ctx, args, op)] }
     }
-    for (name, op) in [("Negative", UnaryOp.neg), ("Absolute", .abs), ("Abs", .abs), ("Sqrt", .sqrt),
+    for (name, op) in [("Negative", UnaryFunction.neg), ("Absolute", .abs), ("Abs", .abs), ("Sqrt", .sqrt),
                        ("Exp", .exp), ("Log", .log), ("Tanh", .tanh), ("Sigmoid", .sigmoid), ("Relu", .relu),
                        ("Softplus", .softplus), ("Softsign", .softsign), ("Floor", .floor), ("Ceil", .ceil),
                        ("Sin", .sin), ("Cos", .cos), ("Erf", .erf), ("Reciprocal", .reciprocal),
@@ -52,7 +52,7 @@ let operationTable: [String: OperationTranslator] = {
     for name in ["Silu", "Swish"] {
         t[name] = { ctx, args in [try applyActivation("silu", try soleTensor(ctx, args), ctx)] }
     }
-    for (name, kind) in [("Mean", ReduceKind.mean), ("Sum", .sum), ("Max", .max), ("Min", .min), ("Prod", .prod)] {
+    for (name, kind) in [("Mean", ReduceFunction.mean), ("Sum", .sum), ("Max", .max), ("Min", .min), ("Prod", .prod)] {
         t[name] = { ctx, args in [try reduction(ctx, args, kind)] }
     }
     t["Reshape"] = { ctx, args in
@@ -121,7 +121,7 @@ private func soleTensor(_ ctx: LayerContext, _ args: [OperationArgument]) throws
 }
 
 /// `a op b` where either side may be a number; tensors are brought to one layout first.
-private func binaryOperation(_ ctx: LayerContext, _ args: [OperationArgument], _ op: BinaryOp) throws -> KTensor {
+private func binaryOperation(_ ctx: LayerContext, _ args: [OperationArgument], _ op: BinaryFunction) throws -> KTensor {
     guard args.count == 2 else { throw ctx.err("\(ctx.cls) takes 2 arguments, got \(args.count)") }
     var tensors: [KTensor] = []
     for a in args { if case .tensor(let x) = a { tensors.append(x) } }
@@ -150,7 +150,7 @@ private func binaryOperation(_ ctx: LayerContext, _ args: [OperationArgument], _
 
 /// `keras.ops.mean` and friends: `axis` (an int, a list, or null for all but the batch... and
 /// the batch: Keras reduces every axis then) and `keepdims` from the config.
-private func reduction(_ ctx: LayerContext, _ args: [OperationArgument], _ kind: ReduceKind) throws -> KTensor {
+private func reduction(_ ctx: LayerContext, _ args: [OperationArgument], _ kind: ReduceFunction) throws -> KTensor {
     let x = ctx.b.channelsLast(try soleTensor(ctx, args))
     var axes: [Int]
     if let a = ctx.config.int("axis"), !(ctx.config["axis"] is [Any]) {

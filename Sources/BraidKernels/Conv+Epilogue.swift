@@ -1,20 +1,4 @@
-/// An activation a convolution applies to its output while the output tile is still in cache,
-/// after the bias (and the residual, when there is one) has been added. The formulas are the
-/// ONNX ones and match `Elementwise.unary` / `clip` element for element.
-public enum ConvActivation: Sendable, Equatable {
-    /// `max(0, v)`.
-    case relu
-    /// `v < 0 ? alpha * v : v`.
-    case leakyRelu(alpha: Float)
-    /// `min(max(v, min), max)` (Relu6 is `clip(0, 6)`).
-    case clip(min: Float, max: Float)
-    /// `max(0, min(1, alpha * v + beta))`.
-    case hardSigmoid(alpha: Float, beta: Float)
-    /// `v * max(0, min(1, v / 6 + 1 / 2))`.
-    case hardSwish
-    /// `1 / (1 + e^-v)`.
-    case sigmoid
-}
+import BraidTensor
 
 /// What a convolution does to its output after the products: `y = act(conv(x) + b + r)`.
 public struct ConvEpilogue: Sendable, Equatable {

@@ -1,3 +1,5 @@
+import BraidTensor
+
 /// The random stream of a training-mode dropout: a SplitMix64 generator seeded once and
 /// advanced on every run, so successive runs draw fresh masks and a reseeded stream repeats.
 public final class DropoutStream: @unchecked Sendable {
@@ -9,13 +11,7 @@ public final class DropoutStream: @unchecked Sendable {
     public func reseed(_ seed: UInt64) { state = seed }
 
     @inline(__always)
-    func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    func next() -> UInt64 { SplitMix64.advance(&state) }
 }
 
 /// Training-mode dropout over `count` elements: draws `mask[i]` 1 with probability

@@ -5,58 +5,6 @@ import Glibc
 import Darwin
 #endif
 
-/// One-input element-wise functions. Float32 unless `acceptsIntegers`; `isNaN` and `isInf`
-/// read float32 and write bool (0/1 as Int64).
-public enum UnaryFunction: Sendable, Equatable {
-    case neg, abs, sqrt, exp, log, reciprocal, floor, ceil, round, sign
-    case sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh
-    case erf, relu, sigmoid, tanh, softplus, softsign, hardSwish, mish
-    case not, isNaN, isInf, bitwiseNot
-    case leakyRelu(alpha: Float)
-    case elu(alpha: Float)
-    case celu(alpha: Float)
-    case selu(alpha: Float, gamma: Float)
-    case thresholdedRelu(alpha: Float)
-    case hardSigmoid(alpha: Float, beta: Float)
-    case gelu(tanhApproximation: Bool)
-    case shrink(bias: Float, lambd: Float)
-    /// Rounding onto a narrow format's grid (`NarrowFormat.round`); integer formats also on
-    /// Int64 storage.
-    case narrow(NarrowFormat, saturate: Bool)
-
-    /// Functions with an integer form (on Int64 storage): `neg`, `abs`, `sign`, `relu`, and
-    /// `not` on bool.
-    public var acceptsIntegers: Bool {
-        switch self {
-        case .neg, .abs, .sign, .relu, .not, .bitwiseNot: return true
-        case .narrow(let f, _): return f.isInteger
-        default: return false
-        }
-    }
-}
-
-/// Two-input element-wise functions, applied in NumPy broadcast.
-public enum BinaryFunction: Sendable, Equatable {
-    case add, sub, mul, div, pow, max, min
-    /// `fmod` true: C fmod (result takes the dividend's sign); false: floored, Python-style
-    /// (result takes the divisor's sign).
-    case mod(fmod: Bool)
-    case equal, less, greater, lessOrEqual, greaterOrEqual
-    case and, or, xor
-    case bitShiftLeft, bitShiftRight
-    /// Right shift filling with the sign bit; amounts outside `0..<64` give 0 or -1.
-    case arithmeticShiftRight
-    case bitwiseAnd, bitwiseOr, bitwiseXor
-
-    /// True for the functions whose result is bool whatever the operands.
-    public var producesBool: Bool {
-        switch self {
-        case .equal, .less, .greater, .lessOrEqual, .greaterOrEqual, .and, .or, .xor: return true
-        default: return false
-        }
-    }
-}
-
 /// Element-wise kernels over raw storage. Float32 tensors are `Float`, every other dtype is
 /// `Int64` (see `DType`). Outputs never alias inputs unless stated.
 public enum Elementwise {

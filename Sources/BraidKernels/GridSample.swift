@@ -7,8 +7,8 @@ import BraidTensor
 /// more spatial axes. The backward gives the data's gradient in every mode and the grid's in
 /// nearest (zero) and linear modes.
 public struct GridSampler: Sendable {
-    public enum Mode: Sendable, Equatable { case nearest, linear, cubic }
-    public enum Padding: Sendable, Equatable { case zeros, border, reflection }
+    public typealias Mode = GridSampleMode
+    public typealias Padding = GridSamplePadding
 
     public let mode: Mode
     public let padding: Padding

@@ -1,4 +1,5 @@
 import Foundation
+import BraidTensor
 
 /// Folds inference batch-norm parameters (each `[C]`) into `y = x * scale' + shift'`:
 /// `scale' = scale / sqrt(var + epsilon)`, `shift' = bias - mean * scale'`.

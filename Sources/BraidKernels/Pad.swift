@@ -1,14 +1,4 @@
-/// How a padded output coordinate outside the input is filled.
-public enum PadFill: Sendable, Equatable {
-    /// A fixed value.
-    case constant
-    /// Mirror without repeating the edge: `[a b c]` -> `c b | a b c | b a`.
-    case reflect
-    /// Repeat the edge: `a a | a b c | c c`.
-    case edge
-    /// Wrap around: `b c | a b c | a b`.
-    case wrap
-}
+import BraidTensor
 
 /// The input index that output index `o` of a padded axis reads, or -1 for the constant.
 ///

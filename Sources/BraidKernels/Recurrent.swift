@@ -8,11 +8,7 @@ import BraidTensor
 /// y `[S, D, B, H]`, last hidden/cell `[D, B, H]`; G is 1, 3 (z, r, h) or 4 (i, o, f, c).
 /// Forward only: Braid has no gradient rule for recurrent layers.
 public struct RecurrentLayer: Sendable {
-    public enum Cell: Sendable, Equatable {
-        case simple
-        case gru(linearBeforeReset: Bool)
-        case lstm(inputForget: Bool)
-    }
+    public typealias Cell = RecurrentCell
 
     public let cell: Cell
     /// Per direction, the activation functions in ONNX's order (f[, g[, h]]).

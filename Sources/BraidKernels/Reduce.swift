@@ -5,15 +5,6 @@ import Glibc
 import Darwin
 #endif
 
-/// Reductions over a set of axes, with the ONNX definitions:
-/// `l1` = sum |x|, `l2` = sqrt(sum x²), `logSum` = log(sum x), `logSumExp` = log(sum e^x)
-/// computed around the largest finite element, `sumSquare` = sum x². Over an empty set the
-/// results are the identities (sum 0, prod 1, max -inf, min +inf, logSum -inf); reducing
-/// over no axes applies the element-wise part alone (`sumSquare` gives x²).
-public enum ReduceFunction: Sendable, Equatable {
-    case sum, mean, max, min, prod, l1, l2, logSum, logSumExp, sumSquare
-}
-
 /// The geometry of one reduction, built once per plan.
 ///
 /// Input dimensions of size 1 are dropped and neighbours that are both kept or both reduced

@@ -1,14 +1,6 @@
 import BraidTensor
 import Foundation
 
-/// How an output coordinate maps back to the input, ONNX `coordinate_transformation_mode`.
-public enum ResizeCoordinates: Sendable, Equatable {
-    case halfPixel, halfPixelSymmetric, pytorchHalfPixel, alignCorners, asymmetric, tfCropAndResize
-}
-
-/// Which input neighbour nearest-neighbour sampling takes at a fractional coordinate.
-public enum ResizeRounding: Sendable, Equatable { case roundPreferFloor, roundPreferCeil, floor, ceil }
-
 /// The interpolation filter.
 public enum ResizeSampling: Sendable, Equatable {
     case nearest(ResizeRounding)

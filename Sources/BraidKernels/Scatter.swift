@@ -6,8 +6,6 @@ import BraidTensor
 // places cleared, with respect to its updates the gather of the output gradient at the same
 // places (reduction `none` only); a gather's gradient is a scatter-add.
 
-/// How a scatter combines an update with the element already there.
-public enum ScatterCombine: Sendable, Equatable { case replace, add, mul, max, min }
 
 @inline(__always)
 private func combine<T: Numeric & Comparable>(_ old: T, _ new: T, _ c: ScatterCombine) -> T {

@@ -1,11 +1,5 @@
+import BraidTensor
 import Foundation
-
-/// Which normalisation `softmax` applies along its axis.
-public enum SoftmaxMode: Sendable, Equatable {
-    case softmax, logSoftmax
-    /// 1 at the first maximum, 0 elsewhere.
-    case hardmax
-}
 
 /// Softmax (with max subtraction), log-softmax or hardmax of `x` viewed as
 /// `[outer, axis, inner]`, along the middle axis; `y` has the same shape.

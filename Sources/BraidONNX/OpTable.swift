@@ -216,3 +216,32 @@ extension ONNXAttributeProto.Kind: CustomStringConvertible {
         }
     }
 }
+
+/// The ONNX spellings of an enumerated string attribute, shared by its reader and writer.
+/// A spelling can start at a later opset (`since`); the writer uses a value's first spelling.
+struct AttributeSpellings<Value: Equatable & Sendable>: Sendable {
+    let attribute: String
+    let entries: [(name: String, value: Value, since: Int)]
+
+    init(_ attribute: String, _ entries: [(String, Value)], later: [(String, Value, since: Int)] = []) {
+        self.attribute = attribute
+        self.entries = entries.map { ($0.0, $0.1, 0) } + later.map { ($0.0, $0.1, $0.since) }
+    }
+
+    /// The node's value for the attribute (`defaultName` when absent); an unknown spelling, or
+    /// one from a later opset, throws naming the attribute, the value and the opset.
+    func read(_ n: NodeTranslation, default defaultName: String) throws -> Value {
+        let s = try n.string(attribute, default: defaultName)
+        guard let e = entries.first(where: { $0.name == s && n.opset >= $0.since }) else {
+            throw n.error("attribute '\(attribute)' = '\(s)' is not supported at opset \(n.opset)")
+        }
+        return e.value
+    }
+
+    /// The spelling written for `value`, checking the export opset has it.
+    func name(_ value: Value, _ n: NodeExport, what: String) throws -> String {
+        let e = entries.first { $0.value == value }!
+        if e.since > 0 { try n.require(opset: e.since, "\(what) '\(e.name)'") }
+        return e.name
+    }
+}

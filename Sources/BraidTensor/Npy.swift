@@ -234,15 +234,18 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     guard close(fd) == 0 else { throw failure("close", errno) }
     guard rename(tmp, path) == 0 else { throw failure("rename into place", errno) }
     renamed = true
-    // Flushing the directory makes the rename durable; some file systems refuse fsync on a
-    // directory (EINVAL), which costs durability there but not atomicity.
+    try fsyncDirectory(dir, failure)
+}
+
+/// Flushing the directory makes a rename durable; some file systems refuse fsync on a
+/// directory (EINVAL), which costs durability there but not atomicity.
+private func fsyncDirectory(_ dir: String, _ failure: (String, Int32) -> NpyError) throws {
     let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if dfd >= 0 {
-        let status = fsync(dfd)
-        let code = errno
-        close(dfd)
-        if status != 0 && code != EINVAL { throw failure("fsync directory \(dir)", code) }
-    }
+    guard dfd >= 0 else { return }
+    let status = fsync(dfd)
+    let code = errno
+    close(dfd)
+    if status != 0 && code != EINVAL { throw failure("fsync directory \(dir)", code) }
 }
 
 /// Makes a finished temporary file durable and moves it over `path`: fsync of the file,
@@ -262,12 +265,5 @@ public func commitTemporaryFile(_ tmp: String, to path: String) throws {
     close(fd)
     guard status == 0 else { throw failure("fsync", code) }
     guard rename(tmp, path) == 0 else { throw failure("rename into place", errno) }
-    let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if dfd >= 0 {
-        let s = fsync(dfd)
-        let c = errno
-        close(dfd)
-        if s != 0 && c != EINVAL { throw failure("fsync directory \(dir)", c) }
-    }
+    try fsyncDirectory(URL(fileURLWithPath: path).deletingLastPathComponent().path, failure)
 }

@@ -20,7 +20,7 @@ func backwardIndexing(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValu
             let pg = UnsafePointer(g.floats), pi = UnsafePointer(ins[1]!.ints), px = gx.floats
             return { slices.gatherBackward(pg, pi, px) }
         }
-    case .scatterND(.none) where x.dtype.isFloat:
+    case .scatterND(.replace) where x.dtype.isFloat:
         let idx = try inputs.required(1, node)
         let slices = IndexedSlices(dataShape: x.shape, indicesShape: idx.shape)
         return LoweredBackward { ins, _, gOuts, gIns in
@@ -62,8 +62,8 @@ func backwardIndexing(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValu
         if p.mode == .cubic && needs.count > 1 && needs[1] {
             throw GraphError(node: node.name, "\(node.sourceOp): cubic sampling has no gradient for its grid")
         }
-        let mode: GridSampler.Mode = p.mode == .nearest ? .nearest : (p.mode == .linear ? .linear : .cubic)
-        let padding: GridSampler.Padding = p.padding == .zeros ? .zeros : (p.padding == .border ? .border : .reflection)
+        let mode = p.mode
+        let padding = p.padding
         let sampler = GridSampler(mode: mode, padding: padding, alignCorners: p.alignCorners, inputShape: x.shape,
                                   points: grid.shape.dropFirst().dropLast().reduce(1, *))
         return LoweredBackward { ins, _, gOuts, gIns in

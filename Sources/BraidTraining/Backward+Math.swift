@@ -17,7 +17,7 @@ func backwardMath(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], 
     }
     switch node.op {
     case .unary(let op):
-        let f = kernelFunction(op)
+        let f = op
         guard f.isDifferentiable else {
             throw GraphError(node: node.name, "\(node.sourceOp) has no gradient")
         }
@@ -86,34 +86,44 @@ private struct OperandGradient {
     }
 }
 
+/// The backward of a two-operand broadcast op: each operand `k` that wants a gradient gets
+/// `kernel(k, a, b, y, dy, dst, accumulate)`, reduced back to its shape when it was broadcast.
+private func pairGradient(
+    _ shapes: [[Int]], _ outShape: [Int],
+    _ kernel: @escaping (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                         UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Bool) -> Void
+) -> LoweredBackward {
+    LoweredBackward { ins, outs, gOuts, gIns in
+        guard let g = gOuts[0] else { return {} }
+        let pa = ins[0]!.floats, pb = ins[1]!.floats, y = outs[0].floats, pg = g.floats
+        var steps: [() -> Void] = []
+        for k in 0..<2 {
+            guard let gx = gIns[k] else { continue }
+            let path = OperandGradient(shapes[k], outShape)
+            steps.append(path.step(gx) { dst, acc in kernel(k, pa, pb, y, pg, dst, acc) })
+        }
+        return sequence(steps)
+    }
+}
+
 /// Runs the steps in order as one closure.
 func sequence(_ steps: [() -> Void]) -> () -> Void {
     if steps.count == 1 { return steps[0] }
     return { for s in steps { s() } }
 }
 
-private func binaryBackward(_ node: Node, _ op: BinaryOp, _ inputs: [PlanValue?], _ out: PlanValue,
+private func binaryBackward(_ node: Node, _ op: BinaryFunction, _ inputs: [PlanValue?], _ out: PlanValue,
                             needs: [Bool]) throws -> LoweredBackward {
     let a = try inputs.required(0, node), b = try inputs.required(1, node)
-    let f = kernelFunction(op)
+    let f = op
     guard f.isDifferentiable else { throw GraphError(node: node.name, "\(node.sourceOp) has no gradient") }
     guard a.dtype.isFloat, b.dtype.isFloat else {
         throw GraphError(node: node.name, "\(node.sourceOp) with \(a.dtype) and \(b.dtype) operands has no gradient")
     }
     let layout = BroadcastLayout(inputs: [a.shape, b.shape])!
     let shapes = [a.shape, b.shape]
-    return LoweredBackward { ins, outs, gOuts, gIns in
-        guard let g = gOuts[0] else { return {} }
-        let pa = ins[0]!.floats, pb = ins[1]!.floats, y = outs[0].floats, pg = g.floats
-        var steps: [() -> Void] = []
-        for k in 0..<2 {
-            guard let gx = gIns[k] else { continue }
-            let path = OperandGradient(shapes[k], out.shape)
-            steps.append(path.step(gx) { dst, acc in
-                Elementwise.binaryBackward(f, operand: k, layout, pa, pb, y, pg, dst, accumulate: acc)
-            })
-        }
-        return sequence(steps)
+    return pairGradient(shapes, out.shape) { k, pa, pb, y, pg, dst, acc in
+        Elementwise.binaryBackward(f, operand: k, layout, pa, pb, y, pg, dst, accumulate: acc)
     }
 }
 
@@ -203,18 +213,8 @@ private func preluBackward(_ node: Node, _ inputs: [PlanValue?], _ out: PlanValu
     }
     let layout = BroadcastLayout(inputs: [x.shape, slopeShape], output: x.shape)!
     let shapes = [x.shape, slopeShape]
-    return LoweredBackward { ins, outs, gOuts, gIns in
-        guard let g = gOuts[0] else { return {} }
-        let px = ins[0]!.floats, ps = ins[1]!.floats, y = outs[0].floats, pg = g.floats
-        var steps: [() -> Void] = []
-        for k in 0..<2 {
-            guard let gx = gIns[k] else { continue }
-            let path = OperandGradient(shapes[k], out.shape)
-            steps.append(path.step(gx) { dst, acc in
-                Elementwise.preluBackward(operand: k, layout, px, ps, y, pg, dst, accumulate: acc)
-            })
-        }
-        return sequence(steps)
+    return pairGradient(shapes, out.shape) { k, px, ps, y, pg, dst, acc in
+        Elementwise.preluBackward(operand: k, layout, px, ps, y, pg, dst, accumulate: acc)
     }
 }
 

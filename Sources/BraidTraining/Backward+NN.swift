@@ -93,12 +93,8 @@ func backwardNN(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue], ne
             return { globalPoolBackward(reduction, planes: planes, size: size, x: xp, dy: dyp, dx: dxp) }
         }
     case .softmax(let kind, let axis, let coerce2D):
-        let mode: SoftmaxMode
-        switch kind {
-        case .softmax: mode = .softmax
-        case .logSoftmax: mode = .logSoftmax
-        case .hardmax: throw GraphError(node: node.name, "\(node.sourceOp) (hardmax) has no gradient")
-        }
+        let mode = kind
+        if mode == .hardmax { throw GraphError(node: node.name, "\(node.sourceOp) (hardmax) has no gradient") }
         let x = try inputs.required(0, node)
         let ax = axis < 0 ? axis + x.shape.count : axis
         let (outer, len, inner) = softmaxLayout(x.shape, axis: ax, coerce2D: coerce2D)

@@ -26,7 +26,7 @@ func backwardReduce(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue]
     }
     axes.sort()
     let layout = ReduceLayout(shape: x.shape, axes: axes)
-    let f = kernelFunction(kind)
+    let f = kind
     return LoweredBackward { ins, outs, gOuts, gIns in
         guard let g = gOuts[0], let gx = gIns[0] else { return {} }
         let px = ins[0]!.floats, y = outs[0].floats, pg = g.floats, pgx = gx.floats

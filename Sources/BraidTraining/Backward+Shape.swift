@@ -48,22 +48,14 @@ func backwardShape(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue],
         let copy = GatherCopy(outer: x.shape[..<a].reduce(1, *), axisSize: x.shape[a],
                               inner: x.shape[(a + 1)...].reduce(1, *), indexCount: idx.shape.product,
                               elementSize: 4)
-        return LoweredBackward { ins, _, gOuts, gIns in
-            guard let g = gOuts[0], let gx = gIns[0] else { return {} }
-            let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
-            return { copy.accumulateAdjoint(pg, pi, into: px) }
-        }
+        return indexedGradient(copy)
     case .gatherElements(let axis):
         let idx = try inputs.required(1, node)
         let copy = GatherElementsCopy(shape: x.shape, indexShape: idx.shape, axis: axis < 0 ? axis + r : axis,
                                       elementSize: 4)
-        return LoweredBackward { ins, _, gOuts, gIns in
-            guard let g = gOuts[0], let gx = gIns[0] else { return {} }
-            let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
-            return { copy.accumulateAdjoint(pg, pi, into: px) }
-        }
+        return indexedGradient(copy)
     case .pad(let mode):
-        let pad = try padPlan(node, inputs, x.shape, mode)
+        let pad = try padCopy(node, inputs, mode: mode)
         return dataGradient { g, gx in { pad.accumulateAdjoint(g, into: gx) } }
     case .resize(let params):
         return try resizeGradient(node, inputs, params)
@@ -155,23 +147,6 @@ private func slicePlan(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int]) th
     return StridedCopy(shape: shape, strides: strides, offset: offset, elementSize: 4)
 }
 
-private func padPlan(_ node: Node, _ inputs: [PlanValue?], _ xShape: [Int], _ mode: PadMode) throws -> PadCopy {
-    let r = xShape.count
-    let pads = try constantInts(1, node, inputs)
-    let axes = present(3, inputs) ? try constantInts(3, node, inputs).map { $0 < 0 ? $0 + r : $0 } : Array(0..<r)
-    var begins = [Int](repeating: 0, count: r), ends = begins
-    for (i, a) in axes.enumerated() { begins[a] = pads[i]; ends[a] = pads[axes.count + i] }
-    let fill: PadFill
-    switch mode {
-    case .constant: fill = .constant
-    case .reflect: fill = .reflect
-    case .edge: fill = .edge
-    case .wrap: fill = .wrap
-    }
-    return PadCopy(shape: xShape, begins: begins, ends: ends, fill: fill, elementSize: 4)
-}
-
-
 /// Resize's backward: the adjoint of the forward's own kernel (`resizeKernel`), its index
 /// map (nearest) or its interpolation weights (linear, cubic, antialiased or not).
 private func resizeGradient(_ node: Node, _ inputs: [PlanValue?], _ p: ResizeParams) throws -> LoweredBackward {
@@ -183,5 +158,22 @@ private func resizeGradient(_ node: Node, _ inputs: [PlanValue?], _ p: ResizePar
             let adjoint = ResizeGradient(plan)
             return { adjoint.accumulate(g, into: gx) }
         }
+    }
+}
+
+/// Gather and GatherElements: their copies scatter-add the output gradient back through
+/// the indices (input 1) into the data's gradient.
+private protocol IndexedAdjoint: Sendable {
+    func accumulateAdjoint(_ g: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>, into gx: UnsafeMutablePointer<Float>)
+}
+
+extension GatherCopy: IndexedAdjoint {}
+extension GatherElementsCopy: IndexedAdjoint {}
+
+private func indexedGradient(_ copy: some IndexedAdjoint) -> LoweredBackward {
+    LoweredBackward { ins, _, gOuts, gIns in
+        guard let g = gOuts[0], let gx = gIns[0] else { return {} }
+        let pg = g.floats, pi = ins[1]!.ints, px = gx.floats
+        return { copy.accumulateAdjoint(pg, pi, into: px) }
     }
 }

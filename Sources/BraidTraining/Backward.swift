@@ -25,22 +25,17 @@ public struct LoweredBackward {
 public func lowerBackward(_ node: Node, _ inputs: [PlanValue?], _ outputs: [PlanValue],
                           needs: [Bool]) throws -> LoweredBackward {
     switch node.op {
-    case .unary, .binary, .variadic, .select, .clip, .prelu, .cast, .castLike, .reinterpretBits:
-        return try backwardMath(node, inputs, outputs, needs: needs)
-    case .conv, .convTranspose, .gemm, .matMul, .batchNorm, .instanceNorm, .layerNorm,
-         .pool, .globalPool, .lrn, .softmax, .dropout, .batchNormTraining, .dropoutTraining:
-        return try backwardNN(node, inputs, outputs, needs: needs)
-    case .reshape, .flatten, .transpose, .concat, .split, .slice, .gather, .gatherElements,
-         .unsqueeze, .squeeze, .expand, .tile, .pad, .resize, .depthToSpace, .spaceToDepth,
-         .identity:
-        return try backwardShape(node, inputs, outputs, needs: needs)
-    case .reduce:
-        return try backwardReduce(node, inputs, outputs, needs: needs)
-    case .gatherND, .scatterND, .scatterElements, .cumSum, .cumProd, .topK, .oneHot, .triangle, .gridSample, .compress, .unique, .recurrent, .dft, .col2im, .nonMaxSuppression, .linearAttention, .determinant, .maxUnpool:
-        return try backwardIndexing(node, inputs, outputs, needs: needs)
     case .shape, .size, .constantOfShape, .range, .argExtreme, .constant:
         throw GraphError(node: node.name, "\(node.sourceOp) has no gradient (its output does not depend smoothly on its inputs)")
     case .channelChain:
         throw GraphError(node: node.name, "\(node.sourceOp): a fused channel chain has no backward; train the graph from before Passes.optimizeForExecution")
+    default: break
+    }
+    switch node.op.family {
+    case .math: return try backwardMath(node, inputs, outputs, needs: needs)
+    case .nn: return try backwardNN(node, inputs, outputs, needs: needs)
+    case .shape: return try backwardShape(node, inputs, outputs, needs: needs)
+    case .indexing: return try backwardIndexing(node, inputs, outputs, needs: needs)
+    case .reduce: return try backwardReduce(node, inputs, outputs, needs: needs)
     }
 }

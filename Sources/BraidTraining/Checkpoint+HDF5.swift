@@ -1,12 +1,8 @@
+import BraidHDF5
 import BraidTensor
 import CDataShim
 @preconcurrency import CHDF5
 import Foundation
-
-/// Serialises checkpoint I/O through libhdf5 (Debian's build is not thread-safe).
-/// BraidKeras has its own lock for model files; Braid never reads a Keras file on one
-/// thread while it writes a checkpoint on another.
-let checkpointHDF5Lock = NSLock()
 
 /// HDF5 keeps at most 32 dimensions.
 private let maxRank = 32
@@ -15,22 +11,24 @@ extension Checkpoint {
     /// The bytes of an HDF5 file holding the layout described on `Checkpoint`, built in
     /// memory (libhdf5's core driver); errors name `path`.
     func hdf5Image(reportedAs path: String) throws -> Data {
-        _ = H5open()
-        H5Eset_auto2(0, nil, nil)
-        let w = try CheckpointWriter(reportedAs: path)
-        try w.string("format", Checkpoint.format, at: "/")
-        try w.string("format_version", Checkpoint.formatVersion, at: "/")
-        try w.group("facts")
-        for key in facts.keys.sorted() { try w.string(key, facts[key]!, at: "facts") }
-        try w.group("tensors")
-        let paths = checkpointDatasetPaths(Array(tensors.keys))
-        for name in tensors.keys.sorted() {
-            let p = "tensors/" + paths[name]!
-            try w.dataset(p, tensors[name]!)
-            try w.string("name", name, at: p)
-            try w.string("dtype", tensors[name]!.dtype.rawValue, at: p)
+        do {
+            let w = try HDF5Writer(inMemoryReportedAs: path)
+            try w.attribute("format", Checkpoint.format)
+            try w.attribute("format_version", Checkpoint.formatVersion)
+            try w.group("facts")
+            for key in facts.keys.sorted() { try w.attribute(key, facts[key]!, at: "facts") }
+            try w.group("tensors")
+            let paths = checkpointDatasetPaths(Array(tensors.keys))
+            for name in tensors.keys.sorted() {
+                let p = "tensors/" + paths[name]!
+                try w.dataset(p, tensors[name]!, createParents: true)
+                try w.attribute("name", name, at: p)
+                try w.attribute("dtype", tensors[name]!.dtype.rawValue, at: p)
+            }
+            return try w.finish()
+        } catch let e as HDF5WriteError {
+            throw TrainingError("\(path): cannot write checkpoint (\(e.detail))")
         }
-        return try w.finish()
     }
 
     /// Reads the HDF5 layout described on `Checkpoint`.
@@ -83,88 +81,6 @@ func checkpointDatasetPaths(_ names: [String]) -> [String: String] {
         }
     }
     return result
-}
-
-/// A new in-memory HDF5 file for one checkpoint; paths are relative to the root.
-private final class CheckpointWriter {
-    let path: String
-    private var file: hid_t
-
-    init(reportedAs path: String) throws {
-        self.path = path
-        let fapl = H5Pcreate(H5P_CLS_FILE_ACCESS_ID_g)
-        defer { H5Pclose(fapl) }
-        guard fapl >= 0, H5Pset_fapl_core(fapl, 1 << 20, false /* no backing store */) >= 0 else {
-            throw TrainingError("\(path): cannot write checkpoint (libhdf5 has no in-memory file driver)")
-        }
-        // The name only identifies the in-memory file; nothing is written under it.
-        let f = H5Fcreate("braid-checkpoint-\(UUID().uuidString)", 2 /* H5F_ACC_TRUNC */, 0, fapl)
-        guard f >= 0 else { throw TrainingError("\(path): cannot write checkpoint (libhdf5 cannot create an in-memory file)") }
-        self.file = f
-    }
-
-    deinit { if file >= 0 { H5Fclose(file) } }
-
-    /// Flushes the file and returns its bytes; the writer cannot be used afterwards.
-    func finish() throws -> Data {
-        defer { H5Fclose(file); file = -1 }
-        guard H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0 else { throw fail("/", "cannot flush the file") }
-        let size = H5Fget_file_image(file, nil, 0)
-        guard size > 0 else { throw fail("/", "cannot read back the file image") }
-        var image = Data(count: size)
-        let got = image.withUnsafeMutableBytes { H5Fget_file_image(file, $0.baseAddress, size) }
-        guard got == size else { throw fail("/", "cannot read back the file image") }
-        return image
-    }
-
-    func group(_ p: String) throws {
-        let g = H5Gcreate2(file, p, 0, 0, 0)
-        guard g >= 0 else { throw fail(p, "cannot create group") }
-        H5Gclose(g)
-    }
-
-    /// A dataset of Braid's storage type (float32, or int64 for every integer and bool
-    /// dtype), creating missing parent groups.
-    func dataset(_ p: String, _ t: Tensor) throws {
-        let dims = t.shape.map { hsize_t($0) }
-        let space = dims.isEmpty ? H5Screate(H5S_SCALAR) : H5Screate_simple(Int32(dims.count), dims, nil)
-        guard space >= 0 else { throw fail(p, "cannot create dataspace \(t.shape)") }
-        defer { H5Sclose(space) }
-        let lcpl = H5Pcreate(H5P_CLS_LINK_CREATE_ID_g)
-        defer { H5Pclose(lcpl) }
-        H5Pset_create_intermediate_group(lcpl, 1)
-        let fileType = t.dtype.isFloat ? H5T_IEEE_F32LE_g : H5T_STD_I64LE_g
-        let memType = t.dtype.isFloat ? H5T_NATIVE_FLOAT_g : H5T_NATIVE_INT64_g
-        let d = H5Dcreate2(file, p, fileType, space, lcpl, 0, 0)
-        guard d >= 0 else { throw fail(p, "cannot create dataset") }
-        defer { H5Dclose(d) }
-        if t.count > 0, H5Dwrite(d, memType, 0, 0, 0, t.buffer.raw) < 0 { throw fail(p, "cannot write dataset") }
-    }
-
-    /// A scalar variable-length UTF-8 string attribute on the object at `p`.
-    func string(_ name: String, _ value: String, at p: String) throws {
-        let type = H5Tcopy(H5T_C_S1_g)
-        defer { H5Tclose(type) }
-        H5Tset_size(type, -1 /* H5T_VARIABLE */)
-        H5Tset_cset(type, H5T_CSET_UTF8)
-        let space = H5Screate(H5S_SCALAR)
-        defer { H5Sclose(space) }
-        let o = H5Oopen(file, p, 0)
-        guard o >= 0 else { throw fail(p, "no such object") }
-        defer { H5Oclose(o) }
-        let a = H5Acreate2(o, name, type, space, 0, 0)
-        guard a >= 0 else { throw fail(p, "cannot create attribute '\(name)'") }
-        defer { H5Aclose(a) }
-        let status = value.withCString { c -> herr_t in
-            var ptr: UnsafePointer<CChar>? = c
-            return H5Awrite(a, type, &ptr)
-        }
-        guard status >= 0 else { throw fail(p, "cannot write attribute '\(name)'") }
-    }
-
-    private func fail(_ p: String, _ m: String) -> TrainingError {
-        TrainingError("\(path): cannot write checkpoint (\(p): \(m))")
-    }
 }
 
 /// A checkpoint file opened read-only; every failure names the file.

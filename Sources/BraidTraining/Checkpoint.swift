@@ -1,3 +1,4 @@
+import BraidHDF5
 import BraidTensor
 import Foundation
 
@@ -35,7 +36,7 @@ public struct Checkpoint {
     public func save(to path: String) throws {
         // libhdf5 builds the file in memory; the bytes then go through `writeAtomically`,
         // whose errors carry the system's reason (no space left, read-only file system).
-        let image = try checkpointHDF5Lock.withLock { try hdf5Image(reportedAs: path) }
+        let image = try hdf5Lock.withLock { try hdf5Image(reportedAs: path) }
         do { try writeAtomically(image, to: path) } catch let e as NpyError {
             throw TrainingError(e.description)
         }
@@ -47,12 +48,14 @@ public struct Checkpoint {
     ///   not a Braid checkpoint, of another layout version, or holds a tensor whose type,
     ///   shape or size is inconsistent.
     public static func load(from path: String) throws -> Checkpoint {
-        try checkpointHDF5Lock.withLock { try readHDF5(from: path) }
+        try hdf5Lock.withLock { try readHDF5(from: path) }
     }
 }
 
 /// A training problem a user can act on.
-public struct TrainingError: Error, CustomStringConvertible, Sendable {
+public struct TrainingError: SettingError, Sendable {
     public var description: String
-    public init(_ message: String) { description = message }
+    /// The training setting that would fix it (`lr`, `onNonfinite`, `freeze`), or nil.
+    public var setting: String?
+    public init(_ message: String, setting: String? = nil) { description = message; self.setting = setting }
 }

@@ -57,9 +57,10 @@ extension Graph {
             default:
                 break
             }
-            throw GraphError(node: n.name, "cannot find the classifier: \(n.sourceOp) is not a dense layer or a trailing op (give --feature-node NAME)")
+            throw TrainingError("node '\(n.name)': cannot find the classifier: \(n.sourceOp) is not a dense layer or a trailing op (name the feature node)",
+                                setting: "featureNode")
         }
-        throw GraphError(node: nil, "cannot find the classifier from output '\(start)' (give --feature-node NAME)")
+        throw TrainingError("cannot find the classifier from output '\(start)' (name the feature node)", setting: "featureNode")
     }
 
     /// Whether `value` comes from a global pooling through ops that keep a 1x1 map 1x1
@@ -148,21 +149,5 @@ extension Graph {
             if nodeNames.contains(g.nodes[i].name) { g.nodes[i].name = fresh(g.nodes[i].name) }
         }
         return (g, map)
-    }
-}
-
-/// A small seeded generator (SplitMix64) for reproducible initialisation and masks.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    public mutating func uniform(_ lo: Float, _ hi: Float) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
     }
 }

@@ -107,20 +107,8 @@ public final class TrainingPlan {
         var forward: [() -> Void] = []
         var differentiable: [(node: Node, ins: [PlanValue?], outs: [PlanValue], outTensors: [Tensor])] = []
         for node in graph.nodes {
-            let ins: [PlanValue?] = try node.inputs.map { name in
-                if name.isEmpty { return nil }
-                guard let v = values[name] else {
-                    throw GraphError(node: node.name, "input '\(name)' is not produced by any earlier node, input or initializer")
-                }
-                return v
-            }
-            let lowered = try lower(node, ins)
-            let shapeOnly: Bool
-            switch node.op {
-            case .shape, .size: shapeOnly = true
-            default: shapeOnly = false
-            }
-            let foldable = shapeOnly || ins.allSatisfy { $0 == nil || $0!.constant != nil }
+            let planned = try PlannedNode(node, values: values)
+            let ins = planned.inputs, lowered = planned.lowered, foldable = planned.foldable
             for o in lowered.outputs {
                 if foldable { constantBytes += bytes(o.shape, o.dtype) } else { plannedBytes += bytes(o.shape, o.dtype) }
             }

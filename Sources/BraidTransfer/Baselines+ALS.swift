@@ -48,10 +48,12 @@ public struct GeneticSearch {
     public init(bits: Int, options: GeneticOptions) throws {
         guard bits >= 1 else { throw TrainingError("the genetic search needs at least one bit") }
         guard options.population >= 2, options.generations >= 0 else {
-            throw TrainingError("--ga-population must be at least 2 and --ga-generations non-negative")
+            throw TrainingError("the genetic search needs a population of at least 2 and non-negative generations, got \(options.population) and \(options.generations)",
+                                setting: "gaPopulation")
         }
         guard (0...1).contains(options.crossover), (0...1).contains(options.mutation) else {
-            throw TrainingError("--ga-crossover and --ga-mutation are probabilities in [0, 1]")
+            throw TrainingError("the genetic crossover and mutation are probabilities in [0, 1], got \(options.crossover) and \(options.mutation)",
+                                setting: "gaCrossover")
         }
         self.bits = bits; self.options = options
     }
@@ -118,15 +120,16 @@ public final class ALSSearch {
     public let options: GeneticOptions
     /// Shared by every fitness evaluation (frozen prefixes of the same cut recur).
     public let cache: PrefixCache?
-    public var quiet = false
+    /// Receives one note per fitness evaluation (nil: nothing is reported).
+    public var events: TrainingEvents?
 
     public init(model: SourceModel, classes: [String], training: TrainOptions, epochs: Int,
                 options: GeneticOptions, cache: PrefixCache?) throws {
-        guard epochs >= 1 else { throw TrainingError("--search-epochs must be at least 1") }
+        guard epochs >= 1 else { throw TrainingError("search epochs must be at least 1", setting: "searchEpochs") }
         self.model = model; self.classes = classes; self.options = options; self.cache = cache
         var t = training
         t.epochs = epochs
-        t.method = "als"
+        t.method = .als
         self.training = t
     }
 
@@ -137,7 +140,6 @@ public final class ALSSearch {
         let frozen = Set(mask.indices.filter { mask[$0] })
         let tuner = try Finetuner(models: [model.pristineCopy()], frozenUnits: [frozen], classes: classes,
                                   options: training, runDir: workDir, prefixCache: cache)
-        tuner.quiet = true
         tuner.scoringOnly = true
         try tuner.train(train: train, validation: validation, resume: false)
         guard let last = tuner.history.last else { throw TrainingError("the short fine-tune ran no epoch") }
@@ -148,10 +150,8 @@ public final class ALSSearch {
     public func run(train: any ImageDataset, validation: any ImageDataset, runDir: String) throws -> (frozen: Set<Int>, result: GeneticResult) {
         let ga = try GeneticSearch(bits: model.units.count, options: options)
         let result = try ga.run(onEvaluation: { e in
-            guard !self.quiet else { return }
-            let line = String(format: "als generation %d: %d frozen of %d -> validation %.2f%% in %.1fs\n",
-                              e.generation, e.mask.filter { $0 }.count, e.mask.count, e.fitness * 100, e.seconds)
-            FileHandle.standardError.write(Data(line.utf8))
+            self.events?(.note(String(format: "als generation %d: %d frozen of %d -> validation %.2f%% in %.1fs",
+                                      e.generation, e.mask.filter { $0 }.count, e.mask.count, e.fitness * 100, e.seconds)))
         }, fitness: { mask in
             try fitness(of: mask, train: train, validation: validation, workDir: runDir + "/als-work")
         })

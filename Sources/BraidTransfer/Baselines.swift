@@ -77,7 +77,7 @@ public final class L2SPPenalty {
 /// squared gradient (Fisher information, from `accumulateFisher`) is in the top p fraction
 /// over all backbone parameters together; kept gradients are not rescaled.
 public final class ChildTuningMask {
-    public enum Mode: String, Codable, Sendable { case d, f }
+    public enum Mode: String, Codable, Sendable, CaseIterable { case d, f }
     public let mode: Mode
     public let p: Float
     /// Mode D's masks are drawn from a stream keyed by this and the step, so a resumed run
@@ -88,7 +88,7 @@ public final class ChildTuningMask {
     var masks: [String: Tensor] = [:]
 
     public init(mode: Mode, p: Float, seed: UInt64) throws {
-        guard p > 0 && p <= 1 else { throw TrainingError("--child-p must be in (0, 1], got \(p)") }
+        guard p > 0 && p <= 1 else { throw TrainingError("the kept fraction of Child-Tuning must be in (0, 1], got \(p)", setting: "childP") }
         self.mode = mode; self.p = p
         self.seed = seed ^ 0xC41D
     }

@@ -22,33 +22,6 @@ public struct EnsembleMember: Sendable {
     }
 }
 
-/// The image an exported ensemble takes: `[N, channels, height, width]` float32 in 0...255.
-public struct EnsembleImage: Sendable, Equatable {
-    public var channels: Int
-    public var height: Int
-    public var width: Int
-
-    public init(channels: Int, height: Int, width: Int) {
-        self.channels = channels; self.height = height; self.width = width
-    }
-}
-
-/// How an ensemble combines its members, as the run voted (`TrainOptions.vote`).
-public enum EnsembleVote: String, Sendable, Equatable {
-    /// `logits` = the sum of the members' logits, `probabilities` = its softmax.
-    case sumOfLogits = "sum_of_logits"
-    /// `probabilities` = the mean of the members' softmaxes, `logits` = its log (so that
-    /// softmax(logits) = probabilities; a class every member gives probability 0 has logit -inf).
-    case meanOfProbabilities = "mean_of_probabilities"
-}
-
-/// Names of the ensemble graph's input and outputs.
-public enum EnsembleNames {
-    public static let image = "image"
-    public static let logits = "logits"
-    public static let probabilities = "probabilities"
-}
-
 /// Builds one graph that runs every member on one image input and sums their logits.
 ///
 /// Input `image` is `[N, C, H, W]` float32 in 0...255 (`N` symbolic, C/H/W from `image`).

@@ -110,14 +110,13 @@ extension ExperimentRunner {
             let data: OpenedData
             if let d = opened[cell.target] { data = d } else {
                 data = try DataCatalog.open(cell.target, dataFolder: cacheDir + "/data")
+                for (path, reason) in data.skipped { events?(.warning("skipping \(path): \(reason)")) }
                 opened[cell.target] = data
             }
             let metrics = try runCell(cell, data: data)
             return CellOutcome(cell: cell, status: .done, metrics: metrics, note: "", skipped: false)
         } catch {
-            if !quiet {
-                FileHandle.standardError.write(Data("braid: cell \(cell.relativeDir) failed: \(error)\n".utf8))
-            }
+            events?(.warning("cell \(cell.relativeDir) failed: \(error)"))
             return CellOutcome(cell: cell, status: .failed, note: String(describing: error), skipped: false)
         }
     }

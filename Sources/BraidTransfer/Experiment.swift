@@ -62,7 +62,9 @@ public final class ExperimentRunner {
     public let sourcePaths: [String]
     /// Run only the cells of this method (the report still lists every finished cell).
     public var only: String?
-    public var quiet = false
+    /// Receives the cells' training progress and notes, and a warning for each failed cell
+    /// (nil: nothing is reported).
+    public var events: TrainingEvents?
     /// Run no cell: only rewrite the results from the finished ones.
     public var runNothing = false
     /// Called with each cell as it starts (index, total).
@@ -89,7 +91,7 @@ public final class ExperimentRunner {
     @discardableResult
     public func run() throws -> [CellOutcome] {
         if let only, !config.methods.contains(only) {
-            throw TrainingError("--only \(only): the configuration has no such method (\(config.methods.joined(separator: ", ")))")
+            throw TrainingError("the configuration has no method '\(only)' (\(config.methods.joined(separator: ", ")))", setting: "only")
         }
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
         let spread = group.flatMap { $0.size > 1 ? $0 : nil }
@@ -157,10 +159,13 @@ public final class ExperimentRunner {
         let t0 = Date()
         let dir = runDir(cell)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        guard let method = TrainOptions.Method(rawValue: cell.method) else {
+            throw TrainingError("method '\(cell.method)' is not available")
+        }
         var o = config.training
-        o.method = cell.method
+        o.method = method
         o.seed = cell.seed
-        if cell.method == "amcf-fixed" { o.freeze = cell.sourceIndices.map { config.training.freeze[$0] } }
+        if method == .amcfFixed { o.freeze = cell.sourceIndices.map { config.training.freeze[$0] } }
         let split = try data.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
         var train: any ImageDataset = split.train
         let fraction = config.targetSubsets[cell.target] ?? config.trainSubset
@@ -181,15 +186,15 @@ public final class ExperimentRunner {
         var searchSeconds = 0.0
         var depths: [Int]
         var frozenUnits: Set<Int>?
-        switch cell.method {
-        case "standard", "scratch", "l2sp", "child-tuning": depths = models.map { _ in 0 }
-        case "linear-probe": depths = models.map(\.units.count)
-        case "amcf-fixed":
+        switch method {
+        case .standard, .scratch, .l2sp, .childTuning: depths = models.map { _ in 0 }
+        case .linearProbe: depths = models.map(\.units.count)
+        case .freeze, .amcfFixed:
             depths = o.freeze
             for (m, k) in zip(models, depths) where k < 0 || k > m.units.count {
                 throw TrainingError("training.freeze: depth \(k) for \(m.name) is outside 0...\(m.units.count)")
             }
-        case "amcf":
+        case .amcf:
             if let earlier, earlier.depths.count == models.count {
                 depths = earlier.depths
                 searchSeconds = (try? LayerSearch.loadRecord(runDir: dir).totalSeconds) ?? 0
@@ -198,27 +203,25 @@ public final class ExperimentRunner {
                 var s = config.search
                 s.swarm.seed = o.seed
                 let search = try LayerSearch(models: models, classes: data.classes, training: o, options: s)
-                search.quiet = quiet
+                search.events = events
                 let found = try search.run(train: train, validation: split.validation, runDir: dir)
                 depths = found.chosenScheme
                 searchSeconds = found.totalSeconds
             }
-        case "als":
+        case .als:
             let t1 = Date()
             let frozen = try alsFrozenUnits(model: models[0], classes: data.classes, training: o, seed: o.seed,
                                             train: train, validation: split.validation, runDir: dir)
             frozenUnits = frozen
             depths = [frozen.count]
             searchSeconds = Date().timeIntervalSince(t1)
-        default:
-            throw TrainingError("method '\(cell.method)' is not available")
         }
         record.depths = depths
         try record.save(runDir: dir)
         let tuner = try frozenUnits.map {
             try Finetuner(models: models, frozenUnits: [$0], classes: data.classes, options: o, runDir: dir)
         } ?? Finetuner(models: models, depths: depths, classes: data.classes, options: o, runDir: dir)
-        tuner.quiet = quiet
+        tuner.events = events
         let trainStart = Date()
         try tuner.train(train: train, validation: split.validation, resume: true)
         let test = try tuner.evaluateMembers(on: split.test)
@@ -255,7 +258,7 @@ public final class ExperimentRunner {
         let cache = training.prefixCache ? PrefixCache(megabytes: training.cacheMB) : nil
         let search = try ALSSearch(model: model, classes: classes, training: training, epochs: config.alsEpochs,
                                    options: ga, cache: cache)
-        search.quiet = quiet
+        search.events = events
         return try search.run(train: searchTrain, validation: validation, runDir: runDir).frozen
     }
 

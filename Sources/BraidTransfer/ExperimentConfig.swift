@@ -54,15 +54,11 @@ public struct ExperimentConfig: Sendable, Equatable {
     public static let ensembleMethods = ["amcf-fixed", "amcf"]
     /// Methods this engine can run; the others of the two lists above are accepted and
     /// reported as not available.
-    public static let availableMethods: Set<String> = ["scratch", "linear-probe", "standard", "l2sp", "child-tuning",
-                                                       "als", "amcf-fixed", "amcf"]
+    public static let availableMethods = Set(TrainOptions.Method.allCases.map(\.rawValue))
 
     static let topKeys: Set<String> = ["name", "description", "sources", "targets", "methods", "seeds", "training", "search",
                                        "keep_checkpoints", "input_sizes", "target_subsets", "method_sources", "als",
                                        "preprocess"]
-    static let trainingKeys: Set<String> = ["epochs", "batch", "lr", "optimizer", "momentum", "nesterov", "weight_decay",
-                                            "schedule", "step_size", "gamma", "warmup_steps", "label_smoothing", "lambda", "consistency", "vote",
-                                            "clip_norm", "val_fraction", "test_fraction", "train_subset", "freeze"]
     static let searchKeys: Set<String> = ["particles", "iterations", "inertia_start", "inertia_end", "c1", "c2",
                                           "max_velocity", "epochs", "subset"]
     static let alsKeys: Set<String> = ["population", "generations", "crossover", "mutation", "epochs", "subset"]
@@ -92,35 +88,10 @@ public struct ExperimentConfig: Sendable, Equatable {
         try checkKeys(top, topKeys, where: "the configuration")
         let training = try object(top["training"], "training")
         let search = try object(top["search"], "search")
-        try checkKeys(training, trainingKeys, where: "training")
         try checkKeys(search, searchKeys, where: "search")
 
-        var o = TrainOptions()
-        o.epochs = try int(training["epochs"], "training.epochs") ?? o.epochs
-        o.batch = try int(training["batch"], "training.batch") ?? o.batch
-        o.lr = try float(training["lr"], "training.lr") ?? o.lr
-        o.optimizer = try string(training["optimizer"], "training.optimizer") ?? o.optimizer
-        o.momentum = try float(training["momentum"], "training.momentum") ?? o.momentum
-        o.nesterov = try bool(training["nesterov"], "training.nesterov") ?? o.nesterov
-        o.weightDecay = try float(training["weight_decay"], "training.weight_decay") ?? o.weightDecay
-        o.schedule = try string(training["schedule"], "training.schedule") ?? o.schedule
-        o.stepSize = try int(training["step_size"], "training.step_size") ?? o.stepSize
-        o.gamma = try float(training["gamma"], "training.gamma") ?? o.gamma
-        o.warmupSteps = try int(training["warmup_steps"], "training.warmup_steps") ?? o.warmupSteps
-        o.labelSmoothing = try float(training["label_smoothing"], "training.label_smoothing") ?? o.labelSmoothing
-        o.lambda = try float(training["lambda"], "training.lambda") ?? o.lambda
-        o.clipNorm = try float(training["clip_norm"], "training.clip_norm") ?? o.clipNorm
-        o.consistency = try string(training["consistency"], "training.consistency") ?? o.consistency
-        o.vote = try string(training["vote"], "training.vote") ?? o.vote
-        guard ["l2", "kl"].contains(o.consistency), ["logits", "softmax"].contains(o.vote) else {
-            throw TrainingError("training.consistency takes l2 or kl, training.vote logits or softmax")
-        }
-        o.valFraction = try double(training["val_fraction"], "training.val_fraction") ?? o.valFraction
-        o.testFraction = try double(training["test_fraction"], "training.test_fraction") ?? o.testFraction
-        o.freeze = try (training["freeze"].map { v -> [Int] in
-            guard let a = v as? [Any] else { throw TrainingError("training.freeze must be a list of depths, one per source") }
-            return try a.map { try int($0, "training.freeze") ?? 0 }
-        }) ?? []
+        let o = try TrainOptions.decode(json: try JSONSerialization.data(withJSONObject: training), place: "training",
+                                        extraKeys: ["train_subset"])
 
         var s = SearchOptions()
         s.swarm.particles = try int(search["particles"], "search.particles") ?? s.swarm.particles
@@ -221,9 +192,6 @@ public struct ExperimentConfig: Sendable, Equatable {
         }
         guard als.population >= 2, als.generations >= 0, alsEpochs >= 1, alsSubset > 0 && alsSubset <= 1 else {
             throw TrainingError("als: population must be at least 2, generations at least 0, epochs at least 1 and subset in (0, 1]")
-        }
-        guard training.epochs >= 1, training.batch >= 1 else {
-            throw TrainingError("training.epochs and training.batch must be at least 1")
         }
         guard Set(methods).count == methods.count, Set(seeds).count == seeds.count, Set(targets).count == targets.count,
               Set(sources).count == sources.count else {

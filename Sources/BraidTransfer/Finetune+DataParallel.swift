@@ -115,9 +115,9 @@ extension Finetuner {
     static func memberOptions(_ options: TrainOptions, group: (any ProcessGroup)?) throws -> TrainOptions {
         guard let group, group.size > 1 else { return options }
         guard options.batch % group.size == 0 else {
-            throw TrainingError("--data-parallel on \(group.size) ranks needs a batch that is a multiple of \(group.size), got \(options.batch)")
+            throw TrainingError("--data-parallel on \(group.size) ranks needs a batch that is a multiple of \(group.size), got \(options.batch)", setting: "batch")
         }
-        guard !(options.method == "child-tuning" && options.childMode == "f") else {
+        guard !(options.method == .childTuning && options.childMode == .f) else {
             throw TrainingError("--data-parallel does not run child-tuning with a Fisher mask yet; use --child-mode d or one rank")
         }
         var o = options

@@ -35,7 +35,7 @@ extension Finetuner {
                                      shuffle: false, dropLast: false, seed: 0)
         let it = loader.epoch(0)
         var sum = [Float](repeating: 0, count: batchSize * k)
-        let softmaxVote = options.vote == "softmax" && members.count > 1
+        let softmaxVote = options.vote == .softmax && members.count > 1
         while let batch = try it.next() {
             let n = batch.labels.count
             for i in 0..<(n * k) { sum[i] = 0 }

@@ -4,89 +4,6 @@ import BraidTensor
 import BraidTraining
 import Foundation
 
-/// How a fine-tuning run trains its members.
-public struct TrainOptions: Codable, Sendable, Equatable {
-    /// `standard` (all layers), `linear-probe` (head only), `freeze` (first `freeze[j]` units
-    /// frozen), `scratch` (re-initialised, all layers), `amcf-fixed` (collaborative loss with
-    /// the given freeze depths), `l2sp`, `child-tuning`, `als` (a searched freeze bitmask).
-    public var method = "standard"
-    public var freeze: [Int] = []
-    public var epochs = 10
-    public var batch = 64
-    public var lr: Float = 0.01
-    public var optimizer = "sgd"
-    public var momentum: Float = 0.9
-    public var nesterov = false
-    public var weightDecay: Float = 5e-4
-    /// `step` (StepLR stepSize/gamma), `cosine`, or `constant`.
-    public var schedule = "step"
-    public var stepSize = 30
-    public var gamma: Float = 0.1
-    public var warmupSteps = 0
-    public var labelSmoothing: Float = 0
-    /// Weight of the collaborative consistency term (used with several members).
-    public var lambda: Float = 0.2
-    /// The consistency term: `l2` (the L2 distance of each member's logits to their mean) or
-    /// `kl` (the KL divergence of each member's softmax from the mean softmax).
-    public var consistency = "l2"
-    /// The ensemble's prediction: `logits` (argmax of the summed logits) or `softmax`
-    /// (argmax of the mean of the members' probabilities).
-    public var vote = "logits"
-    public var clipNorm: Float = 0
-    public var seed: UInt64 = 0
-    public var valFraction = 0.1
-    public var testFraction = 0.2
-    /// L2-SP: weight of alpha/2 ||w - w0||^2 on the backbone and beta/2 ||w||^2 on the head.
-    public var l2spAlpha: Float = 0.01
-    public var l2spBeta: Float = 0.01
-    /// Child-Tuning: kept fraction p, and `d` (Bernoulli mask) or `f` (Fisher mask).
-    public var childP: Float = 0.3
-    public var childMode = "d"
-    /// Reuse frozen-prefix activations across epochs (when no augmentation changes images).
-    public var prefixCache = true
-    /// In-memory budget of the prefix cache in MiB (beyond it, activations spill to disk).
-    public var cacheMB = 2048
-    /// Also checkpoint every this many batches within an epoch (0: at epoch ends only).
-    public var checkpointEvery = 0
-    /// What a NaN or infinite loss or gradient does: `stop` (the default: error, with a
-    /// checkpoint of the last good state) or `skip` (that batch's update is dropped).
-    public var onNonfinite = "stop"
-    /// Cap in bytes on the members' training plans (buffers, weights, optimiser state),
-    /// checked before anything is allocated; nil: no cap.
-    public var maxMemory: Int?
-
-    public init() {}
-}
-
-extension TrainOptions {
-    private enum Keys: String, CodingKey {
-        case method, freeze, epochs, batch, lr, optimizer, momentum, nesterov, weightDecay, schedule, stepSize
-        case gamma, warmupSteps, labelSmoothing, lambda, clipNorm, seed, valFraction, testFraction
-        case l2spAlpha, l2spBeta, childP, childMode, prefixCache, cacheMB, checkpointEvery, onNonfinite, maxMemory
-        case consistency, vote
-    }
-
-    /// Decodes a run record; settings missing from older records keep their defaults.
-    public init(from decoder: any Decoder) throws {
-        self.init()
-        let c = try decoder.container(keyedBy: Keys.self)
-        func get<T: Decodable>(_ key: Keys, _ value: inout T) throws {
-            if let v = try c.decodeIfPresent(T.self, forKey: key) { value = v }
-        }
-        try get(.method, &method); try get(.freeze, &freeze); try get(.epochs, &epochs); try get(.batch, &batch)
-        try get(.lr, &lr); try get(.optimizer, &optimizer); try get(.momentum, &momentum)
-        try get(.nesterov, &nesterov); try get(.weightDecay, &weightDecay); try get(.schedule, &schedule)
-        try get(.stepSize, &stepSize); try get(.gamma, &gamma); try get(.warmupSteps, &warmupSteps)
-        try get(.labelSmoothing, &labelSmoothing); try get(.lambda, &lambda); try get(.clipNorm, &clipNorm)
-        try get(.seed, &seed); try get(.valFraction, &valFraction); try get(.testFraction, &testFraction)
-        try get(.l2spAlpha, &l2spAlpha); try get(.l2spBeta, &l2spBeta); try get(.childP, &childP)
-        try get(.childMode, &childMode); try get(.prefixCache, &prefixCache); try get(.cacheMB, &cacheMB)
-        try get(.checkpointEvery, &checkpointEvery); try get(.onNonfinite, &onNonfinite)
-        try get(.consistency, &consistency); try get(.vote, &vote)
-        maxMemory = try c.decodeIfPresent(Int.self, forKey: .maxMemory)
-    }
-}
-
 /// One epoch's figures.
 public struct EpochRecord: Codable, Sendable {
     public var epoch: Int
@@ -149,20 +66,16 @@ final class Member {
         }
         layerOf = layers
         runningStats = stats
-        let penalised = options.method == "l2sp"
+        let penalised = options.method == .l2sp
         let decay = penalised ? 0 : options.weightDecay
         switch options.optimizer {
-        case "sgd": optimizer = SGD(momentum: options.momentum, nesterov: options.nesterov, weightDecay: decay)
-        case "adam": optimizer = Adam(weightDecay: decay)
-        case "adamw": optimizer = Adam(weightDecay: decay, decoupled: true)
-        default: throw TrainingError("unknown optimizer '\(options.optimizer)' (expected sgd, adam or adamw)")
+        case .sgd: optimizer = SGD(momentum: options.momentum, nesterov: options.nesterov, weightDecay: decay)
+        case .adam: optimizer = Adam(weightDecay: decay)
+        case .adamw: optimizer = Adam(weightDecay: decay, decoupled: true)
         }
         l2sp = penalised ? L2SPPenalty(params: plan.params, alpha: options.l2spAlpha, beta: options.l2spBeta) : nil
-        if options.method == "child-tuning" {
-            guard let mode = ChildTuningMask.Mode(rawValue: options.childMode) else {
-                throw TrainingError("unknown --child-mode '\(options.childMode)' (expected d or f)")
-            }
-            child = try ChildTuningMask(mode: mode, p: options.childP, seed: options.seed)
+        if options.method == .childTuning {
+            child = try ChildTuningMask(mode: options.childMode, p: options.childP, seed: options.seed)
         } else {
             child = nil
         }
@@ -197,7 +110,7 @@ final class Member {
         }
         let weights = setup.graph.initializers.values.reduce(0) { $0 + $1.buffer.byteCount }
         let trainable = setup.trainable.reduce(0) { $0 + (setup.graph.initializers[$1]?.buffer.byteCount ?? 0) }
-        return total + estimate.plannedBytes + estimate.constantBytes + weights + trainable * (options.optimizer == "sgd" ? 1 : 2)
+        return total + estimate.plannedBytes + estimate.constantBytes + weights + trainable * (options.optimizer == .sgd ? 1 : 2)
     }
 
     /// Copies the running statistics aside before a forward pass.
@@ -228,18 +141,29 @@ final class Member {
 /// member), each with its own optimiser, checkpointing after every epoch (and every
 /// `checkpointEvery` batches).
 public final class Finetuner {
-    public let options: TrainOptions
+    /// The run's settings (`trainRecoveringRate` lowers `lr` between its attempts).
+    public internal(set) var options: TrainOptions
     public let classes: [String]
     let members: [Member]
     let runDir: String
-    public var quiet = false
+    /// Receives progress, per-epoch notes and warnings (nil: nothing is reported).
+    public var events: TrainingEvents?
     /// For fitness evaluations: no checkpoints, and validation (ensemble only) after the
     /// last epoch alone.
     public var scoringOnly = false
+    /// Set by `trainRecoveringRate`: a divergence (`DivergenceWatch`) ends `train` with
+    /// `TrainingDiverged` instead of a checkpoint and an error.
+    var watchDivergence = false
+    /// With `watchDivergence`: a first epoch that learned nothing (`DivergenceWatch.learnedNothing`)
+    /// ends `train` with `TrainingDiverged` too.
+    var watchProgress = false
     public internal(set) var history: [EpochRecord] = []
     /// Each batch's loss (of the whole global batch when data-parallel), in order, from
     /// this process's first batch (a resumed run's from where it resumed).
     public internal(set) var stepLosses: [Float] = []
+    /// The rates `trainRecoveringRate` trained with, in order, and how each ended (empty
+    /// after plain `train`).
+    public internal(set) var rateAttempts: [RateAttempt] = []
 
     /// The prefix cache in use (nil when caching is off).
     public let prefixCache: PrefixCache?
@@ -271,6 +195,7 @@ public final class Finetuner {
 
     init(models: [SourceModel], setups: [TrainingSetup], classes: [String], options: TrainOptions, runDir: String,
          prefixCache: PrefixCache?, group: (any ProcessGroup)? = nil) throws {
+        try options.validate()
         self.options = options
         let memberOptions = try Self.memberOptions(options, group: group)
         parallel = group.flatMap { $0.size > 1 ? DataParallel(group: $0) : nil }
@@ -305,9 +230,9 @@ public final class Finetuner {
     func lr(epoch: Int, step: Int) -> Float {
         let schedule: LRSchedule
         switch options.schedule {
-        case "cosine": schedule = .cosine(epochs: options.epochs, minLR: 0)
-        case "constant": schedule = .constant
-        default: schedule = .step(stepSize: options.stepSize, gamma: options.gamma)
+        case .cosine: schedule = .cosine(epochs: options.epochs, minLR: 0)
+        case .constant: schedule = .constant
+        case .step: schedule = .step(stepSize: options.stepSize, gamma: options.gamma)
         }
         return schedule.rate(base: options.lr, epoch: epoch) * warmupFactor(step: step, steps: options.warmupSteps)
     }
@@ -319,11 +244,8 @@ public final class Finetuner {
     ///
     /// - Throws: `TrainingInterrupted` after a checkpoint when `StopRequest` was raised
     ///   (SIGINT, SIGTERM); `TrainingError` for a non-finite loss or gradient under
-    ///   `onNonfinite == "stop"`, after checkpointing the state before that batch.
+    ///   `onNonfinite == .stop`, after checkpointing the state before that batch.
     public func train(train: any ImageDataset, validation: any ImageDataset, resume: Bool) throws {
-        guard ["stop", "skip"].contains(options.onNonfinite) else {
-            throw TrainingError("unknown --on-nonfinite '\(options.onNonfinite)' (expected stop or skip)")
-        }
         let loader = try BatchLoader(dataset: train, specs: members.map(\.model.spec), batchSize: options.batch,
                                      shuffle: true, dropLast: true, seed: options.seed)
         guard loader.batchesPerEpoch > 0 else {
@@ -338,16 +260,17 @@ public final class Finetuner {
             position = try restore()
             if position.step < 0 { position.step = position.epoch * loader.batchesPerEpoch }
         }
+        let k = classes.count
         parallel?.begin()
         defer { parallel?.end() }
         var step = position.step
         var losses = [Float](repeating: 0, count: members.count)
+        var watch = watchDivergence ? DivergenceWatch(classes: k) : nil
         for epoch in position.epoch..<options.epochs {
             let first = epoch == position.epoch ? position.batch : 0
             var tally = epoch == position.epoch ? position.tally : Tally()
             let rate = lr(epoch: epoch, step: step - first)
-            var bar = ProgressBar(label: "epoch \(epoch + 1)/\(options.epochs)", total: loader.batchesPerEpoch)
-            bar.quiet = quiet
+            let phase = "epoch \(epoch + 1)/\(options.epochs)"
             let t0 = Date()
             let it = loader.epoch(epoch, startingAt: first, shard: parallel.map { ($0.group.rank, $0.group.size) })
             var b = first
@@ -365,7 +288,7 @@ public final class Finetuner {
                     loss += losses[j]
                 }
                 if members.count > 1 && options.lambda > 0 {
-                    let consistency = options.consistency == "kl" ? softmaxConsistency : logitConsistency
+                    let consistency = options.consistency == .kl ? softmaxConsistency : logitConsistency
                     loss += consistency(members.map(\.plan.output), options.lambda, members.map(\.plan.outputGrad))
                 }
                 for m in members {
@@ -373,7 +296,8 @@ public final class Finetuner {
                 }
                 var (correct, rows) = (ensembleCorrect(labels: batch.labels), n)
                 if let parallel { (loss, correct, rows) = try parallel.batchFigures(loss: loss, correct: correct, rows: n) }
-                var problem = loss.isFinite ? nil : lossProblem(losses, total: loss)
+                let rising = loss.isFinite ? watch?.observe(loss) : nil
+                var problem = loss.isFinite ? rising : lossProblem(losses, total: loss)
                 if problem == nil {
                     for m in members {
                         m.plan.backward()
@@ -386,9 +310,12 @@ public final class Finetuner {
                 if let problem {
                     let at = "epoch \(epoch + 1), batch \(b + 1)"
                     for m in members { m.restoreRunningStats() }
-                    if options.onNonfinite == "skip" {
+                    if watch != nil && (rising != nil || options.onNonfinite == .stop) {
+                        throw TrainingDiverged(rate: options.lr, at: at, reason: problem)
+                    }
+                    if options.onNonfinite == .skip {
                         tally.skipped += 1
-                        FileHandle.standardError.write(Data("braid: warning: skipped the update of \(at): \(problem)\n".utf8))
+                        events?(.warning("skipped the update of \(at): \(problem)"))
                         b += 1
                         step += 1
                         try afterBatch(epoch: epoch, batch: b, step: step, tally: tally, since: t0)
@@ -401,25 +328,28 @@ public final class Finetuner {
                         try saveCheckpoint(Position(epoch: epoch, batch: b, step: step, tally: t))
                         kept = "; \(checkpointPath) keeps the state before this batch"
                     }
-                    throw TrainingError("\(problem) at \(at)\(kept); lower --lr, check the data, or pass --on-nonfinite skip")
+                    throw TrainingError("\(problem) at \(at)\(kept); lower the learning rate, check the data, or skip such batches",
+                                        setting: "onNonfinite")
                 }
                 for m in members {
                     if options.clipNorm > 0 { clipGradientNorm(m.plan.grads, maxNorm: options.clipNorm) }
                     m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: lr(epoch: epoch, step: step))
                 }
                 tally.correct += correct
+                for label in batch.labels { watch?.tally(label: label) }
                 tally.lossSum += Double(loss)
                 stepLosses.append(loss)
                 tally.seen += rows
                 tally.batches += 1
                 b += 1
                 step += 1
-                bar.update(done: b, images: tally.seen, loss: tally.lossSum / Double(max(tally.batches, 1)),
-                           accuracy: Double(tally.correct) / Double(max(tally.seen, 1)))
+                report(phase, done: b, total: loader.batchesPerEpoch, tally: tally, since: t0, final: false)
                 try afterBatch(epoch: epoch, batch: b, step: step, tally: tally, since: t0)
             }
-            bar.update(done: b, images: tally.seen, loss: tally.lossSum / Double(max(tally.batches, 1)),
-                       accuracy: Double(tally.correct) / Double(max(tally.seen, 1)), final: true)
+            report(phase, done: b, total: loader.batchesPerEpoch, tally: tally, since: t0, final: true)
+            if watchProgress && epoch == 0, let reason = watch?.learnedNothing() {
+                throw TrainingDiverged(rate: options.lr, at: "the end of epoch 1", reason: reason)
+            }
             let seconds = Date().timeIntervalSince(t0)
             if scoringOnly && epoch + 1 < options.epochs { continue }
             let val = scoringOnly
@@ -433,17 +363,22 @@ public final class Finetuner {
                                        seconds: tally.seconds + seconds,
                                        imagesPerSecond: Double(tally.seen) / max(tally.seconds + seconds, 1e-9),
                                        skippedBatches: tally.skipped))
-            if !quiet {
-                FileHandle.standardError.write(Data(String(format: "  validation accuracy %.2f%%\n", val.ensemble.accuracy * 100).utf8))
-                if tally.skipped > 0 {
-                    FileHandle.standardError.write(Data("  \(tally.skipped) batch update(s) skipped for non-finite values\n".utf8))
-                }
-            }
+            events?(.note(String(format: "  validation accuracy %.2f%%", val.ensemble.accuracy * 100)))
+            if tally.skipped > 0 { events?(.note("  \(tally.skipped) batch update(s) skipped for non-finite values")) }
             if !scoringOnly { try saveCheckpoint(Position(epoch: epoch + 1, batch: 0, step: step, tally: Tally())) }
             if let signal = StopRequest.pendingSignal {
                 throw TrainingInterrupted(signal: signal, epoch: epoch + 1, batch: 0, checkpoint: scoringOnly ? nil : checkpointPath)
             }
         }
+    }
+
+    /// Sends a progress event for the epoch so far.
+    func report(_ phase: String, done: Int, total: Int, tally: Tally, since t0: Date, final: Bool) {
+        guard let events else { return }
+        events(.progress(TrainingProgress(phase: phase, done: done, total: total, images: tally.seen,
+                                          loss: tally.lossSum / Double(max(tally.batches, 1)),
+                                          accuracy: Double(tally.correct) / Double(max(tally.seen, 1)),
+                                          seconds: Date().timeIntervalSince(t0), final: final)))
     }
 
     /// Computes every training image's frozen-prefix activations once, in dataset order
@@ -489,19 +424,16 @@ public final class Finetuner {
     public func evaluateEnsemble(on data: any ImageDataset) throws -> Evaluation {
         let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
         return try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count,
-                                softmaxVote: options.vote == "softmax")
+                                softmaxVote: options.vote == .softmax)
     }
 
     /// Ensemble and per-member evaluation in inference mode.
     public func evaluateMembers(on data: any ImageDataset) throws -> (ensemble: Evaluation, members: [Evaluation]) {
         let all = members.map { (graph: $0.model.graph, inputName: $0.model.inputName, spec: $0.model.spec) }
         let ensemble = try evaluate(members: all, on: data, batchSize: options.batch, classes: classes.count,
-                                softmaxVote: options.vote == "softmax")
+                                softmaxVote: options.vote == .softmax)
         if all.count == 1 { return (ensemble, [ensemble]) }
         let each = try all.map { try evaluate(members: [$0], on: data, batchSize: options.batch, classes: classes.count) }
         return (ensemble, each)
     }
 }
-
-/// The version written into checkpoints and exported files.
-public let braidVersion = "0.1.0"

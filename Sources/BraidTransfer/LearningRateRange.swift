@@ -177,7 +177,7 @@ extension Finetuner {
                                             smoothing: options.labelSmoothing, grad: m.plan.outputGrad)
             }
             if members.count > 1 && options.lambda > 0 {
-                let consistency = options.consistency == "kl" ? softmaxConsistency : logitConsistency
+                let consistency = options.consistency == .kl ? softmaxConsistency : logitConsistency
                 loss += consistency(members.map(\.plan.output), options.lambda, members.map(\.plan.outputGrad))
             }
             average = 0.9 * average + 0.1 * Double(loss)

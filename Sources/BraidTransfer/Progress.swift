@@ -1,46 +1,46 @@
 import Foundation
 import Synchronization
 
-/// A one-line progress bar on standard error: epoch, batches, loss, accuracy, images/s, ETA.
-///
-/// On a terminal the line redraws in place; otherwise only each epoch's final line prints,
-/// so logs stay readable.
-public struct ProgressBar {
-    let label: String
-    let total: Int
-    let start = Date()
-    var lastDraw = Date.distantPast
-    let isTTY = isatty(2) != 0
-    public var quiet = false
+/// What a fine-tune, a search or an experiment reports as it runs. The library never
+/// prints: a front end receives these through an `events` callback and shows them as it likes.
+public enum TrainingEvent: Sendable {
+    /// Batches done of one phase (an epoch, the learning-rate range test); `final` once the
+    /// phase is over.
+    case progress(TrainingProgress)
+    /// One line of information for the log (the validation accuracy after an epoch, a
+    /// fitness evaluation of a search).
+    case note(String)
+    /// Something went wrong without stopping the run (a batch update skipped).
+    case warning(String)
+    /// A line describing the run's setup or outcome (the members and their freeze depths,
+    /// the data's split sizes, a search's choice, the learning rate picked).
+    case summary(String)
+}
 
-    public init(label: String, total: Int) {
-        self.label = label; self.total = max(total, 1)
-    }
+/// How far one phase of training is.
+public struct TrainingProgress: Sendable, Equatable {
+    /// What runs: `epoch 2/10`, `lr range test`.
+    public var phase: String
+    public var done: Int
+    public var total: Int
+    /// Images seen so far in the phase.
+    public var images: Int
+    /// Mean training loss and accuracy so far in the phase.
+    public var loss: Double
+    public var accuracy: Double
+    /// Seconds since the phase started.
+    public var seconds: Double
+    public var final: Bool
 
-    public mutating func update(done: Int, images: Int, loss: Double, accuracy: Double, final: Bool = false) {
-        if quiet { return }
-        let now = Date()
-        guard final || (isTTY && now.timeIntervalSince(lastDraw) > 0.2) else { return }
-        lastDraw = now
-        let elapsed = now.timeIntervalSince(start)
-        let rate = elapsed > 0 ? Double(images) / elapsed : 0
-        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
-        let width = 24
-        let filled = min(width, width * done / total)
-        let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "")
-            + String(repeating: " ", count: max(0, width - filled - 1))
-        let text = String(format: "%@ [%@] %d/%d loss %.4f acc %.1f%% %.0f img/s %@ %@",
-                          label as NSString, bar as NSString, done, total, loss, accuracy * 100, rate,
-                          (final ? "took" : "ETA") as NSString, Self.clock(final ? elapsed : eta) as NSString)
-        let line = isTTY ? "\r" + text + (final ? "\n" : "") : text + "\n"
-        FileHandle.standardError.write(Data(line.utf8))
-    }
-
-    static func clock(_ s: Double) -> String {
-        let t = Int(s.rounded())
-        return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
+    public init(phase: String, done: Int, total: Int, images: Int, loss: Double, accuracy: Double, seconds: Double,
+                final: Bool) {
+        self.phase = phase; self.done = done; self.total = total; self.images = images
+        self.loss = loss; self.accuracy = accuracy; self.seconds = seconds; self.final = final
     }
 }
+
+/// Receives `TrainingEvent`s; nil: nobody listens.
+public typealias TrainingEvents = (TrainingEvent) -> Void
 
 private let stopSignal = Atomic<Int32>(0)
 

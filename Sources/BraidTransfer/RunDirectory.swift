@@ -21,7 +21,7 @@ public struct RunRecord: Codable, Sendable {
 
     public init(sources: [String], featureNodes: [String?], data: String, classes: [String],
                 depths: [Int], options: TrainOptions) {
-        self.braidVersion = BraidTransfer.braidVersion
+        self.braidVersion = BraidRuntime.braidVersion
         self.sources = sources; self.featureNodes = featureNodes; self.data = data
         self.classes = classes; self.depths = depths; self.options = options
     }
@@ -52,22 +52,8 @@ public struct RunRecord: Codable, Sendable {
                                          manifest: manifest, featureNode: featureNodes[j],
                                          inputSize: inputSizes.flatMap { j < $0.count ? $0[j] : nil },
                                          preprocess: preprocess.flatMap { j < $0.count ? $0[j] : nil })
-            if options.method == "scratch" { m.reinitialize(seed: options.seed &+ UInt64(j)) }
+            if options.method == .scratch { m.reinitialize(seed: options.seed &+ UInt64(j)) }
             return m
         }
     }
-}
-
-/// Loads Models/manifest from `path`, or from the repository's copy beside the working
-/// directory when `path` is nil.
-public func loadManifest(path: String?) throws -> [ModelManifest] {
-    let candidates = path.map { [$0] } ?? [
-        ProcessInfo.processInfo.environment["BRAID_MANIFEST"],
-        FileManager.default.currentDirectoryPath + "/Models/manifest",
-    ].compactMap { $0 }
-    for p in candidates where FileManager.default.fileExists(atPath: p) {
-        return try ModelManifest.load(path: p)
-    }
-    if let path { throw TrainingError("\(path): no such manifest") }
-    return []
 }

@@ -84,7 +84,8 @@ public final class LayerSearch {
     public let classes: [String]
     public let training: TrainOptions
     public let options: SearchOptions
-    public var quiet = false
+    /// Receives one note per fitness evaluation (nil: nothing is reported).
+    public var events: TrainingEvents?
     /// The processes the fitness evaluations are spread over (nil: this one). Every rank
     /// runs the same search; each computes its share of an iteration's schemes with its own
     /// prefix caches, and all receive every fitness, so all choose the same depths.
@@ -99,9 +100,9 @@ public final class LayerSearch {
 
     /// `training` configures each short fine-tune (its epochs are replaced by `options.epochs`).
     public init(models: [SourceModel], classes: [String], training: TrainOptions, options: SearchOptions) throws {
-        guard options.epochs >= 1 else { throw TrainingError("--search-epochs must be at least 1") }
+        guard options.epochs >= 1 else { throw TrainingError("search epochs must be at least 1", setting: "searchEpochs") }
         guard options.subset > 0 && options.subset <= 1 else {
-            throw TrainingError("--search-subset must be in (0, 1], got \(options.subset)")
+            throw TrainingError("the search subset must be in (0, 1], got \(options.subset)", setting: "searchSubset")
         }
         self.models = models
         self.classes = classes
@@ -134,7 +135,6 @@ public final class LayerSearch {
         defer { try? FileManager.default.removeItem(atPath: workDir) }
         let tuner = try Finetuner(models: models.map { $0.pristineCopy() }, depths: scheme, classes: classes,
                                   options: training, runDir: workDir, prefixCache: prefixCache)
-        tuner.quiet = true
         tuner.scoringOnly = true
         tuner.validationPrefixCache = validationPrefixCache
         try tuner.train(train: train, validation: validation, resume: false)
@@ -177,12 +177,9 @@ public final class LayerSearch {
             progress.evaluations.append(e)
             if replayedSeconds[e.scheme] != nil { replayedTime += e.seconds }
             try writeAtomically(try Self.encoder.encode(progress), to: progressPath)
-            if !quiet {
-                let line = String(format: "search %d/%d (iteration %d, particle %d): freeze %@ -> validation %.2f%% in %.1fs\n",
-                                  e.iteration * options.swarm.particles + e.particle + 1, total, e.iteration + 1,
-                                  e.particle + 1, e.scheme.map(String.init).joined(separator: ","), e.fitness * 100, e.seconds)
-                FileHandle.standardError.write(Data(line.utf8))
-            }
+            events?(.note(String(format: "search %d/%d (iteration %d, particle %d): freeze %@ -> validation %.2f%% in %.1fs",
+                                 e.iteration * options.swarm.particles + e.particle + 1, total, e.iteration + 1,
+                                 e.particle + 1, e.scheme.map(String.init).joined(separator: ","), e.fitness * 100, e.seconds)))
             try onEvaluation(e)
         }, evaluateAll: spread, fitness: { scheme in
             return try fitness(of: scheme, train: subset, validation: validation, workDir: workDir)

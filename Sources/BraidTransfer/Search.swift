@@ -1,3 +1,4 @@
+import BraidTensor
 import BraidTraining
 import Foundation
 

@@ -1,7 +1,6 @@
 import BraidData
 import BraidGraph
-import BraidKeras
-import BraidONNX
+import BraidRuntime
 import BraidTensor
 import BraidTraining
 import Foundation
@@ -26,17 +25,8 @@ public struct SourceModel {
         graph.layerUnits.filter { !$0.parameters.contains { $0.hasPrefix("head.") } }
     }
 
-    /// Loads a model file (.onnx, .h5, .hdf5, .keras) into the IR.
-    public static func importGraph(path: String) throws -> Graph {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw TrainingError("\(path): no such file")
-        }
-        switch (path as NSString).pathExtension.lowercased() {
-        case "onnx": return try ONNXImporter(constantsAsInitializers: true).importModel(path: path)
-        case "h5", "hdf5", "keras": return try importKeras(path: path)
-        default: throw TrainingError("\(path): unknown model format (expected .onnx, .h5, .hdf5 or .keras)")
-        }
-    }
+    /// How this model's input is prepared and where each setting came from.
+    public var input: ResolvedInput { ResolvedInput(spec: spec, sources: inputSources) }
 
     /// Imports `path`, cuts off its classifier (at `featureNode` when given) and attaches a
     /// new linear head for `classes` classes, initialised from `seed`.
@@ -45,16 +35,16 @@ public struct SourceModel {
     /// graph's declared input takes that size, and planning the backbone at it decides whether
     /// the graph allows it (a fixed Reshape or a Gemm behind a Flatten does not).
     /// `preprocess` overrides the model's normalisation, channel order and layout (see
-    /// `resolveInput`). A graph traced at batch 1 (`Graph.unitBatchInputs`) has its batch
+    /// `ResolvedInput.resolve`). A graph traced at batch 1 (`Graph.unitBatchInputs`) has its batch
     /// generalised (`Passes.generalizeBatch`).
     public static func load(path: String, classes: Int, seed: UInt64, manifest: [ModelManifest],
                             featureNode: String? = nil, inputSize: [Int]? = nil,
                             preprocess: PreprocessOverride? = nil) throws -> SourceModel {
-        var original = try importGraph(path: path)
+        var original = try ModelFile.load(path: path)
         guard let input = original.feedInputs.first, original.feedInputs.count == 1 else {
             throw TrainingError("\(path): fine-tuning needs a model with exactly one image input")
         }
-        let resolved = try resolveInput(path: path, graph: original, manifest: manifest, inputSize: inputSize,
+        let resolved = try ResolvedInput.resolve(path: path, graph: original, manifest: manifest, inputSize: inputSize,
                                         preprocess: preprocess)
         let spec = resolved.spec
         if inputSize != nil || input.shape.map({ $0.dropFirst().contains { $0.value == nil } }) == true {
@@ -72,7 +62,7 @@ public struct SourceModel {
         if let featureNode {
             let producer = original.nodes.first { $0.name == featureNode || $0.outputs.contains(featureNode) }
             guard let value = producer.map({ $0.outputs.contains(featureNode) ? featureNode : $0.outputs[0] }) else {
-                throw TrainingError("\(path): no node or value named '\(featureNode)' for --feature-node")
+                throw TrainingError("\(path): no node or value named '\(featureNode)' (the feature node)", setting: "featureNode")
             }
             cut = FeatureCut(feature: value, classifier: nil, needsPooling: false)
         } else {

@@ -40,7 +40,7 @@ public struct StepRun {
         guard batch > 0, images.shape.count >= 2, images.shape[0] % batch == 0, labels.count == images.shape[0] else {
             throw TrainingError("\(path): \(images.shape[0]) images and \(labels.count) labels do not make whole batches of \(batch)")
         }
-        let original = try SourceModel.importGraph(path: path)
+        let original = try ModelFile.load(path: path)
         guard let input = original.feedInputs.first else { throw TrainingError("\(path): the model has no input") }
         let classes = try wanted ?? original.classifierOutputs(path: path)
         if let bad = labels.first(where: { $0 < 0 || $0 >= classes }) {
@@ -67,7 +67,7 @@ public struct StepRun {
             losses.append(loss)
             onStep?(s, loss)
             guard loss.isFinite else {
-                throw TrainingError("step \(s): the loss is \(loss) (losses so far: \(losses.map { String(format: "%.6g", $0) }.joined(separator: ", "))); lower --lr or check the model's outputs")
+                throw TrainingError("step \(s): the loss is \(loss) (losses so far: \(losses.map { String(format: "%.6g", $0) }.joined(separator: ", "))); lower the learning rate or check the model's outputs", setting: "lr")
             }
             plan.backward()
             optimizer.step(params: plan.params, grads: plan.grads, lr: settings.lr)
@@ -136,5 +136,24 @@ extension SourceModel {
         } else {
             bias.floats.update(repeating: 0, count: k)
         }
+    }
+
+}
+
+extension StepRun {
+    /// Writes `losses.json` (the losses, the classifier's name and an index from parameter
+    /// name to file) and each trained parameter as `params/<i>.npy` into `directory`.
+    public func write(to directory: String) throws {
+        let dir = URL(fileURLWithPath: directory)
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("params"), withIntermediateDirectories: true)
+        var index: [String: String] = [:]
+        for (i, (name, t)) in parameters.sorted(by: { $0.key < $1.key }).enumerated() {
+            let file = "params/\(i).npy"
+            try Npy.write(t, path: dir.appendingPathComponent(file).path)
+            index[name] = file
+        }
+        let obj: [String: Any] = ["losses": losses.map { Double($0) }, "params": index, "classifier": classifier ?? NSNull()]
+        try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]),
+                            to: dir.appendingPathComponent("losses.json").path)
     }
 }

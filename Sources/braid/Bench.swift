@@ -28,7 +28,7 @@ struct Bench: ParsableCommand {
 
     func run() {
         if train { return runTrain() }
-        let loaded = reportingErrors { try loadModel(model) }
+        let loaded = reportingErrors { try ModelFile.load(path: model) }
         let graph = reportingErrors {
             noFusion ? try Passes.optimizeForInference(loaded) : try Passes.optimizeForExecution(loaded)
         }
@@ -97,7 +97,7 @@ struct Bench: ParsableCommand {
     }
 
     func runTrain() {
-        let graph = reportingErrors { try loadModel(model) }
+        let graph = reportingErrors { try ModelFile.load(path: model) }
         let parsed = reportingErrors { try shape.map(parseShapeArg) }
         guard let dims = parsed.first?.shape else { fail("--train needs --shape, e.g. --shape 32x3x48x192") }
         let bench = reportingErrors {

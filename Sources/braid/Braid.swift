@@ -1,6 +1,6 @@
 import ArgumentParser
 @preconcurrency import Glibc
-import BraidTransfer
+import BraidRuntime
 import Foundation
 
 @main
@@ -56,5 +56,24 @@ func fail(_ message: String) -> Never {
 
 /// Runs `body`, turning any thrown error into one line on standard error and exit status 1.
 func reportingErrors<T>(_ body: () throws -> T) -> T {
-    do { return try body() } catch let e as ValidationError { fail(e.message) } catch { fail(String(describing: error)) }
+    do { return try body() } catch let e as ValidationError { fail(e.message) } catch { fail(describe(error)) }
+}
+
+/// An error as one line; a library error that names the setting fixing it points at the flag
+/// that sets it.
+func describe(_ error: any Error) -> String {
+    guard let e = error as? any SettingError, let setting = e.setting else { return String(describing: error) }
+    return "\(e.description) (\(flagName(setting)))"
+}
+
+/// The command-line flag of a library setting: `inputSize` -> `--input-size`, `cacheMB` ->
+/// `--cache-mb`.
+func flagName(_ setting: String) -> String {
+    var out = "--", previousUpper = false
+    for c in setting {
+        if c.isUppercase && !previousUpper { out += "-" }
+        out += c.lowercased()
+        previousUpper = c.isUppercase
+    }
+    return out
 }

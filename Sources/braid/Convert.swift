@@ -1,8 +1,5 @@
 import ArgumentParser
-import BraidGraph
-import BraidKeras
-import BraidONNX
-import BraidTransfer
+import BraidRuntime
 import Foundation
 
 struct Convert: ParsableCommand {
@@ -27,24 +24,17 @@ struct Convert: ParsableCommand {
 
     func run() {
         reportingErrors {
-            var graph = try SourceModel.importGraph(path: input)
+            var graph = try ModelFile.load(path: input)
             if optimize { graph = try Passes.optimizeForInference(graph) }
-            switch (output as NSString).pathExtension.lowercased() {
-            case "onnx":
-                let exporter = ONNXExporter(opset: opset, fp16Weights: fp16Weights,
-                                            metadata: ["converted_from": (input as NSString).lastPathComponent],
-                                            producerVersion: braidVersion)
-                try exporter.write(graph, to: output, externalData: externalData)
-            case "h5", "hdf5", "keras":
-                var shapes: [String: [Int]] = [:]
-                for (name, dims) in try inputShape.map(parseShapeArg) {
-                    guard let name = name ?? graph.feedInputs.first?.name else { continue }
-                    shapes[name] = dims
-                }
-                try exportKeras(graph, to: output, inputShapes: shapes)
-            default:
-                throw ValidationError("\(output): unknown output format (expected .onnx, .h5, .hdf5 or .keras)")
+            var options = ModelFile.SaveOptions(opset: opset, fp16Weights: fp16Weights, externalData: externalData)
+            if try ModelFormat(path: output) == .onnx {
+                options.metadata = ["converted_from": (input as NSString).lastPathComponent]
             }
+            for (name, dims) in try inputShape.map(parseShapeArg) {
+                guard let name = name ?? graph.feedInputs.first?.name else { continue }
+                options.inputShapes[name] = dims
+            }
+            try ModelFile.save(graph, to: output, options: options)
             print("\(input) -> \(output)")
         }
     }

@@ -12,7 +12,7 @@ struct Eval: ParsableCommand {
     @Argument(help: "A run directory written by `braid finetune`.") var runDir: String
     @Option(name: .long, help: "Dataset (default: the run's own).") var data: String?
     @Option(name: .long, help: "test | validation | train | all (default test; `all` when --data is another dataset).")
-    var split: String?
+    var split: EvaluationSplit?
     @Option(name: .long) var manifest: String?
     @Flag(help: "Print JSON.") var json = false
     @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
@@ -20,47 +20,23 @@ struct Eval: ParsableCommand {
 
     func run() {
         reportingErrors {
-            let record = try RunRecord.load(runDir: runDir)
-            let models = try record.buildModels(manifest: try loadManifest(path: manifest))
-            let ck = try Checkpoint.load(from: runDir + "/checkpoint.bin")
-            for (j, m) in models.enumerated() {
-                for (name, t) in m.graph.initializers where t.dtype.isFloat {
-                    guard let saved = ck.tensors["m\(j)/\(name)"], saved.shape == t.shape else {
-                        throw TrainingError("\(runDir)/checkpoint.bin: parameter '\(name)' of member \(j) missing or of another shape")
-                    }
-                    t.buffer.raw.copyMemory(from: saved.buffer.raw, byteCount: t.count * 4)
-                }
-            }
-            let name = data ?? record.data
+            let trained = try TrainedRun.load(runDir: runDir, manifest: try loadManifest(path: manifest))
+            let name = data ?? trained.record.data
             let opened = try DataCatalog.open(name, onCorrupt: skipCorrupt ? .skip : .fail)
-            guard opened.classes.count == record.classes.count else {
-                throw TrainingError("\(name) has \(opened.classes.count) classes, the run was trained on \(record.classes.count)")
-            }
-            let which = split ?? (data == nil ? "test" : "all")
-            let o = record.options
-            let set: any ImageDataset
-            if which == "all", let whole = opened.whole {
-                set = whole
-            } else {
-                let s = try opened.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
-                switch which {
-                case "test", "all": set = s.test
-                case "validation": set = s.validation
-                case "train": set = s.train
-                default: throw ValidationError("--split is test, validation, train or all")
-                }
-            }
-            let members = models.map { (graph: $0.graph, inputName: $0.inputName, spec: $0.spec) }
-            let e = try evaluate(members: members, on: set, batchSize: o.batch, classes: record.classes.count,
-                                 softmaxVote: o.vote == "softmax")
+            for (path, reason) in opened.skipped { FileHandle.standardError.write(Data("braid: warning: skipping \(path): \(reason)\n".utf8)) }
+            let which = split ?? (data == nil ? .test : .all)
+            let e = try trained.evaluate(on: try trained.images(of: opened, split: which))
+            let record = trained.record
             if json {
                 let obj: [String: Any] = ["accuracy": e.accuracy, "correct": e.correct, "total": e.total,
-                                          "confusion": e.confusion, "classes": record.classes, "split": which]
+                                          "confusion": e.confusion, "classes": record.classes, "split": which.rawValue]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
             } else {
-                print(String(format: "%@ (%@): accuracy %.2f%% (%d/%d)", name, which, e.accuracy * 100, e.correct, e.total))
+                print(String(format: "%@ (%@): accuracy %.2f%% (%d/%d)", name, which.rawValue, e.accuracy * 100, e.correct, e.total))
                 print(e.table(classes: record.classes), terminator: "")
             }
         }
     }
 }
+
+extension EvaluationSplit: ExpressibleByArgument {}

@@ -34,7 +34,7 @@ struct Experiment: ParsableCommand {
             let runner = try ExperimentRunner(config: cfg, outDir: dir, manifest: try loadManifest(path: manifest),
                                               baseDir: base.isEmpty ? "." : base)
             runner.only = only
-            runner.quiet = quiet
+            runner.events = ProgressPrinter(quiet: quiet).handle
             runner.group = Cluster.group
             runner.runNothing = reportOnly
             runner.onCellStart = { cell, i, n in

@@ -1,6 +1,4 @@
 import ArgumentParser
-import BraidGraph
-import BraidKeras
 import BraidONNX
 import BraidTransfer
 import Foundation
@@ -47,30 +45,20 @@ struct Export: ParsableCommand {
         reportingErrors {
             var isDir: ObjCBool = false
             let exists = FileManager.default.fileExists(atPath: source, isDirectory: &isDir)
-            var graph: Graph
-            var metadata: [String: String] = [:]
+            let kind: ModelFormat = format == "onnx" ? .onnx : .keras
+            let options = ModelFile.SaveOptions(opset: opset, fp16Weights: fp16Weights, externalData: externalData)
+            let graph: Graph
             if exists && isDir.boolValue {
                 let trained = try TrainedRun.load(runDir: source, manifest: try loadManifest(path: manifest))
-                let image = try imageSize.map(parseImageSize) ?? trained.datasetImage() ?? {
-                    throw ValidationError("cannot open the run's dataset '\(trained.record.data)' to read its image size; give --image-size CxHxW")
-                }()
-                let e = try trained.ensemble(image: image, member: member)
-                graph = e.graph
-                metadata = e.info.metadata
+                graph = try trained.export(to: out, format: kind, image: try imageSize.map(parseImageSize), member: member,
+                                           options: options)
             } else {
                 guard member == nil else { throw ValidationError("--member applies to run directories") }
-                graph = try loadModel(source)
-                metadata = try storedMetadata(path: source)
-                metadata["converted_from"] = (source as NSString).lastPathComponent
-            }
-            graph = try Passes.optimizeForInference(graph)
-            switch format {
-            case "onnx":
-                let exporter = ONNXExporter(opset: opset, fp16Weights: fp16Weights, metadata: metadata,
-                                            producerVersion: braidVersion)
-                try exporter.write(graph, to: out, externalData: externalData)
-            default:
-                try exportKeras(graph, to: out, inputShapes: [:], metadata: metadata)
+                var o = options
+                o.metadata = try ModelFile.storedMetadata(path: source)
+                o.metadata["converted_from"] = (source as NSString).lastPathComponent
+                graph = try Passes.optimizeForInference(try ModelFile.load(path: source))
+                try ModelFile.save(graph, to: out, format: kind, options: o)
             }
             let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
             print("\(source) -> \(out)  (\(graph.outputs.map(\.name).joined(separator: ", ")); \(size) bytes)")

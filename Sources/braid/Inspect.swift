@@ -1,9 +1,5 @@
 import ArgumentParser
-import BraidData
-import BraidGraph
-import BraidONNX
-import BraidTensor
-import BraidTransfer
+import BraidRuntime
 import Foundation
 
 struct Inspect: ParsableCommand {
@@ -23,7 +19,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         if check { return try runCheck() }
-        let graph = reportingErrors { try loadModel(model) }
+        let graph = reportingErrors { try ModelFile.load(path: model) }
         let executor = Executor(graph: graph)
         let shapes = executor.symbolicOutputShapes()
         func dims(_ d: [Dim]?) -> [String] { d?.map(\.description) ?? ["?"] }
@@ -33,7 +29,7 @@ struct Inspect: ParsableCommand {
         // The preprocessing fine-tuning would use, or why there is none.
         let preprocessing: Result<ResolvedInput, Error> = Result {
             let size = try parseInputSizes(inputSize.map { [$0] } ?? [], sources: [model])?.first ?? nil
-            return try SourceModel.resolveInput(path: model, graph: graph, manifest: try loadManifest(path: manifest),
+            return try ResolvedInput.resolve(path: model, graph: graph, manifest: try loadManifest(path: manifest),
                                                 inputSize: size, preprocess: try pre.overrides(sources: [model])?.first ?? nil)
         }
         let inputs = graph.feedInputs.map { ["name": $0.name, "dtype": $0.dtype.rawValue, "shape": dims($0.shape)] as [String: Any] }
@@ -50,7 +46,7 @@ struct Inspect: ParsableCommand {
             ]
             switch preprocessing {
             case .success(let r): obj["preprocessing"] = r.report.jsonObject
-            case .failure(let e): obj["preprocessing"] = ["error": "\(e)"]
+            case .failure(let e): obj["preprocessing"] = ["error": describe(e)]
             }
             let data = reportingErrors { try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]) }
             print(String(decoding: data, as: UTF8.self))
@@ -64,7 +60,7 @@ struct Inspect: ParsableCommand {
         for o in outputs { print("  \(o["name"]!)  \(o["dtype"]!)  [\((o["shape"] as! [String]).joined(separator: ", "))]") }
         switch preprocessing {
         case .success(let r): print("preprocessing: \(r.summary)")
-        case .failure(let e): print("preprocessing: none (\(e))")
+        case .failure(let e): print("preprocessing: none (\(describe(e)))")
         }
         print("nodes: \(graph.nodes.count), parameters: \(graph.parameterCount)")
         print("ops:")
@@ -85,13 +81,13 @@ extension Inspect {
         var problems: [UnsupportedNode] = []
         var nodeCount = 0
         if (model as NSString).pathExtension.lowercased() == "onnx" {
-            problems = reportingErrors { try ONNXImporter(constantsAsInitializers: true).unsupportedNodes(path: model) }
+            problems = reportingErrors { try ModelFile.unsupportedNodes(path: model) }
         }
         if problems.isEmpty {
             // Keras files, and ONNX files whose nodes all import: the whole load and the
             // execution passes must go through too.
             do {
-                let graph = try loadModel(model)
+                let graph = try ModelFile.load(path: model)
                 nodeCount = graph.nodes.count
                 _ = try Passes.optimizeForExecution(graph)
             } catch {

@@ -1,11 +1,5 @@
-import BraidGraph
-import BraidTransfer
+import BraidRuntime
 import Foundation
-
-/// Loads a model file into the IR, choosing the importer by the file's extension.
-func loadModel(_ path: String) throws -> Graph {
-    try SourceModel.importGraph(path: path)
-}
 
 /// Parses `NAME=1x3x224x224` or `1x3x224x224`.
 func parseShapeArg(_ s: String) throws -> (name: String?, shape: [Int]) {

@@ -1,7 +1,5 @@
 import ArgumentParser
-import BraidGraph
-import BraidTensor
-import BraidTransfer
+import BraidRuntime
 import Foundation
 
 struct Run: ParsableCommand {
@@ -48,26 +46,20 @@ struct Run: ParsableCommand {
             // A Braid ensemble carries its preprocessing; any other classifier takes it from
             // the preprocessing flags (over its metadata and Models/manifest).
             if pre.isEmpty && inputSize == nil { return classifyImages() }
-            return reportingErrors { try classifyWithPreprocessing(graph: try loadModel(model)) }
+            return reportingErrors { try classifyWithPreprocessing(graph: try ModelFile.load(path: model)) }
         }
-        var graph = reportingErrors { try loadModel(model) }
+        let loaded = reportingErrors { try Model(contentsOf: model) }
         let args: [(name: String?, value: String)] = input.map { s in
             if let eq = s.firstIndex(of: "="), !s[s.index(after: eq)...].isEmpty, !s[..<eq].contains("/") {
                 return (String(s[..<eq]), String(s[s.index(after: eq)...]))
             }
             return (nil, s)
         }
-        let bound = reportingErrors { try bindArguments(args, graph: graph) }
+        let bound = reportingErrors { try bindArguments(args, graph: loaded.graph) }
         let feeds = reportingErrors { try bound.mapValues { try Npy.read(path: $0) } }
-        // A file traced at batch 1 (PyTorch's dynamo exporter) fed another batch.
-        if graph.unitBatchInputs.contains(where: { feeds[$0].map { $0.shape.first != 1 } ?? false }) {
-            graph = reportingErrors { try Passes.generalizeBatch(graph, sampleShapes: feeds.mapValues(\.shape)) }
-        }
-        // Constant folding, BN folding, dead-code removal and Conv + Add + activation fusion.
-        let executor = Executor(graph: reportingErrors { try Passes.optimizeForExecution(graph) })
-        executor.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }
-        let outputs = reportingErrors { try executor.run(feeds) }
-        let names = graph.outputs.map(\.name)
+        loaded.memoryLimit = reportingErrors { try memoryLimit(maxMemory) }
+        let outputs = reportingErrors { try loaded.run(feeds) }
+        let names = loaded.outputs.map(\.name)
         if let output {
             reportingErrors { try Npy.write(outputs[names[0]]!, path: output) }
             print("\(names[0]) -> \(output)  \(outputs[names[0]]!.shape)")
@@ -86,10 +78,15 @@ struct Run: ParsableCommand {
     /// standard error when there is more than one batch.
     func classifyImages() {
         reportingErrors {
-            let classifier = try EnsembleClassifier(path: model)
+            let classifier: EnsembleClassifier
+            do {
+                classifier = try EnsembleClassifier(path: model)
+            } catch let e as MissingEnsembleMetadata {
+                throw ValidationError("\(e.path): no preprocessing metadata for --image (missing \(e.missing.joined(separator: ", "))); export the model from a run directory (`braid export RUN_DIR --format onnx|h5`), give its preprocessing with --preprocess (or --range, --mean, --std), or feed prepared tensors with `--input x.npy --output y.npy`")
+            }
             let files = try imageFiles(image)
             if let limit = try memoryLimit(maxMemory) {
-                try checkImageMemory(classifier, images: files.count, limit: limit)
+                try classifier.checkMemory(images: files.count, batch: batch, limit: limit)
             }
             var results: [[String: Any]] = []
             var progress = files.count > batch ? ImageProgress(total: files.count) : nil
@@ -110,33 +107,6 @@ struct Run: ParsableCommand {
                 let obj: [String: Any] = ["model": model, "classes": classifier.info.classes, "results": results]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
             }
-        }
-    }
-}
-
-extension Run {
-    /// `--max-memory` for `--image`, before any image is read: the classifier plans once per
-    /// batch size it meets (full batches and a smaller last one) and keeps every plan, so each
-    /// size's planned buffers count, plus the weights, the folded constants and the batch of
-    /// decoded images.
-    func checkImageMemory(_ classifier: EnsembleClassifier, images: Int, limit: Int) throws {
-        let executor = Executor(graph: try Passes.optimizeForExecution(classifier.graph))
-        let input = classifier.graph.feedInputs[0].name
-        let (c, h, w) = (classifier.info.image.channels, classifier.info.image.height, classifier.info.image.width)
-        let sizes = Set([min(batch, images), images % batch].filter { $0 > 0 }).sorted(by: >)
-        var planned = 0, fixed = 0
-        for n in sizes {
-            let estimate = try executor.memoryNeeded([input: (shape: [n, c, h, w], dtype: .float32)])
-            planned += estimate.plannedBytes
-            fixed = estimate.weightBytes + estimate.constantBytes
-        }
-        let decoded = (sizes.first ?? 0) * c * h * w * MemoryLayout<Float>.size
-        let needed = planned + fixed + decoded
-        guard needed <= limit else {
-            let shapes = sizes.map { "[\($0), \(c), \(h), \(w)]" }.joined(separator: " and ")
-            throw MemoryLimitError(needed: needed, limit: limit,
-                                   detail: "planned buffers \(formatBytes(planned)) + weights and folded constants \(formatBytes(fixed))"
-                                       + " + decoded images \(formatBytes(decoded)) for image batches \(shapes)")
         }
     }
 }

@@ -41,20 +41,7 @@ struct Steps: ParsableCommand {
             let result = try StepRun.run(path: model, classes: classes, images: x, labels: ys, batch: batch, settings: settings) { s, loss in
                 if !json { print(String(format: "step %3d  loss %.6f", s, loss)) }
             }
-            if let out {
-                let dir = URL(fileURLWithPath: out)
-                try FileManager.default.createDirectory(at: dir.appendingPathComponent("params"), withIntermediateDirectories: true)
-                var index: [String: String] = [:]
-                for (i, (name, t)) in result.parameters.sorted(by: { $0.key < $1.key }).enumerated() {
-                    let file = "params/\(i).npy"
-                    try Npy.write(t, path: dir.appendingPathComponent(file).path)
-                    index[name] = file
-                }
-                let obj: [String: Any] = ["losses": result.losses.map { Double($0) }, "params": index,
-                                          "classifier": result.classifier ?? NSNull()]
-                try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]),
-                                    to: dir.appendingPathComponent("losses.json").path)
-            }
+            if let out { try result.write(to: out) }
             if json {
                 let obj: [String: Any] = ["losses": result.losses.map { Double($0) }]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: obj), as: UTF8.self))

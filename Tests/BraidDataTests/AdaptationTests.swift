@@ -2,6 +2,7 @@ import BraidData
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 final class AdaptationTests: XCTestCase {
     /// OpenCV's INTER_LINEAR coordinate rule written out as in its resize.cpp:
@@ -111,13 +112,13 @@ final class AdaptationTests: XCTestCase {
         let image = makeImage(1, 16, 16) { _, y, x in Float(y * 16 + x) }
         XCTAssertTrue(Augmentation().isIdentity)
         let aug = Augmentation(cropScale: 0.3...0.8, horizontalFlip: true, rotationDegrees: 10)
-        var g1 = SeededGenerator(seed: 7, 3, 4), g2 = SeededGenerator(seed: 7, 3, 4)
+        var g1 = SplitMix64(seed: 7, 3, 4), g2 = SplitMix64(seed: 7, 3, 4)
         let a = aug.apply(image, using: &g1), b = aug.apply(image, using: &g2)
         XCTAssertEqual(a.shape, b.shape)
         XCTAssertEqual(a.floatArray, b.floatArray)
         var shapes = Set<[Int]>()
         for i in 0..<20 {
-            var g = SeededGenerator(seed: 7, 0, i)
+            var g = SplitMix64(seed: 7, 0, i)
             let out = aug.apply(image, using: &g)
             XCTAssertLessThanOrEqual(out.shape[1] * out.shape[2], 16 * 16)
             shapes.insert(out.shape)

@@ -1,4 +1,5 @@
 import BraidData
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -24,9 +25,8 @@ final class ImageFuzzRegressionTests: XCTestCase {
     }
 
     func testEveryRegressionInputIsAnError() throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: Self.folder).sorted()
-        XCTAssertFalse(names.isEmpty, "no regression inputs in \(Self.folder)")
-        for name in names {
+        for path in try fuzzRegressionInputs("image") {
+            let name = URL(fileURLWithPath: path).lastPathComponent
             XCTAssertNotNil(reason(name), "\(name) decoded without error")
         }
     }

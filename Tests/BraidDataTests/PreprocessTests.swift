@@ -2,6 +2,7 @@ import BraidData
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// `PreprocessOverride`: each setting parsed and checked in one place, presets, metadata,
 /// and what an applied override does to pixels.
@@ -14,30 +15,22 @@ final class PreprocessTests: XCTestCase {
         return try o.applied(to: base).adapt(image).floatArray
     }
 
-    private func assertClose(_ a: [Float], _ b: [Float], file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, file: file, line: line)
-        for (x, y) in zip(a, b) where !(abs(x - y) <= 1e-4 * max(1, abs(y))) {
-            XCTFail("\(a) vs \(b)", file: file, line: line)
-            return
-        }
-    }
-
     func testPresetsGiveTheirConventions() throws {
         var caffe = PreprocessOverride()
         try caffe.set(.preprocess, "caffe")
         // BGR order, 0-255, BGR means.
-        assertClose(try adapted(caffe), [30 - 103.939, 128 - 103.939, 20 - 116.779, 0 - 116.779, 10 - 123.68, 255 - 123.68])
+        assertClose(try adapted(caffe), [30 - 103.939, 128 - 103.939, 20 - 116.779, 0 - 116.779, 10 - 123.68, 255 - 123.68], tolerance: 1e-4)
         var inception = PreprocessOverride()
         try inception.set(.preprocess, "inception")
-        assertClose(try adapted(inception), [10 / 127.5 - 1, 1, 20 / 127.5 - 1, -1, 30 / 127.5 - 1, 128 / 127.5 - 1])
+        assertClose(try adapted(inception), [10 / 127.5 - 1, 1, 20 / 127.5 - 1, -1, 30 / 127.5 - 1, 128 / 127.5 - 1], tolerance: 1e-4)
         var imagenet = PreprocessOverride()
         try imagenet.set(.preprocess, "IMAGENET")
         assertClose(try adapted(imagenet), [(10 / 255 - 0.485) / 0.229, (1 - 0.485) / 0.229,
                                             (20 / 255 - 0.456) / 0.224, (0 - 0.456) / 0.224,
-                                            (30 / 255 - 0.406) / 0.225, (128 / 255 - 0.406) / 0.225])
+                                            (30 / 255 - 0.406) / 0.225, (128 / 255 - 0.406) / 0.225], tolerance: 1e-4)
         var none = PreprocessOverride()
         try none.set(.preprocess, "none")
-        assertClose(try adapted(none), [10, 255, 20, 0, 30, 128])
+        assertClose(try adapted(none), [10, 255, 20, 0, 30, 128], tolerance: 1e-4)
     }
 
     /// A setting after a preset replaces that part of it; a range with a mean subtracts both.
@@ -51,14 +44,14 @@ final class PreprocessTests: XCTestCase {
         XCTAssertEqual(o.layout, .nhwc)
         XCTAssertEqual(o.fields, [.layout, .range, .mean, .std, .channelOrder])
         assertClose(try adapted(o, layout: .nhwc), [(30 / 255 - 0.5) / 0.5, (20 / 255 - 0.5) / 0.5, (10 / 255 - 0.5) / 0.5,
-                                                    (128 / 255 - 0.5) / 0.5, -1, 1])
+                                                    (128 / 255 - 0.5) / 0.5, -1, 1], tolerance: 1e-4)
         var r = PreprocessOverride()
         try r.set(.range, "-1-1")
         try r.set(.mean, "1")
-        assertClose(try adapted(r), [10 / 127.5 - 2, 0, 20 / 127.5 - 2, -2, 30 / 127.5 - 2, 128 / 127.5 - 2])
+        assertClose(try adapted(r), [10 / 127.5 - 2, 0, 20 / 127.5 - 2, -2, 30 / 127.5 - 2, 128 / 127.5 - 2], tolerance: 1e-4)
         try r.set(.scale, "2")
         XCTAssertNil(r.range, "a scale replaces the range")
-        assertClose(try adapted(r), [19, 509, 39, -1, 59, 255])
+        assertClose(try adapted(r), [19, 509, 39, -1, 59, 255], tolerance: 1e-4)
         XCTAssertEqual(try r.applied(to: InputSpec(channels: 3, height: 1, width: 1)).range, nil)
         XCTAssertEqual(try imagenetSpec().range, .unit)
     }

@@ -2,22 +2,17 @@ import BraidData
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
-/// Loads the real datasets tools/fetch-data puts in the cache. Absent data is a failure, not
-/// a skip: the test command runs tools/fetch-data first. Expected figures were read from the
+/// Loads the real datasets tools/fetch-data puts in the cache (absent: skipped, or a failure
+/// under BRAID_REQUIRE_CACHE=1, which the test command sets). Expected figures were read from the
 /// files with numpy (`np.loadtxt(gzip.open(path), delimiter=",")`).
 final class RealDataTests: XCTestCase {
     func dataFolder() throws -> String {
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().path
-        let env = ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? ""
-        let folder = (env.isEmpty ? repo + "/.cache" : env) + "/data"
-        for file in ["mnist_5k.csv.gz", "digits.csv.gz", "textures", "sources/brick.png"]
-        where !FileManager.default.fileExists(atPath: folder + "/" + file) {
-            XCTFail("\(folder)/\(file) is missing: run tools/fetch-data")
-            throw DataError.unreadable(path: folder + "/" + file, reason: "run tools/fetch-data")
+        for file in ["mnist_5k.csv.gz", "digits.csv.gz", "textures", "sources/brick.png"] {
+            try TestCache.require("data/" + file, madeBy: "tools/fetch-data")
         }
-        return folder
+        return TestCache.path("data")
     }
 
     private func sum(_ t: Tensor) -> Double { t.floatArray.reduce(0) { $0 + Double($1) } }

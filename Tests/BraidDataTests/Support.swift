@@ -46,11 +46,3 @@ func readPNM(_ path: String) throws -> (Int, Int, Int, [UInt8]) {
     return (Int(fields[1])!, Int(fields[2])!, channels, Array(bytes[i...]))
 }
 
-func assertClose(_ a: [Float], _ b: [Float], tolerance: Float, _ message: String = "",
-                 file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual(a.count, b.count, "count " + message, file: file, line: line)
-    for i in 0..<min(a.count, b.count) where abs(a[i] - b[i]) > tolerance {
-        XCTFail("element \(i): \(a[i]) vs \(b[i]) \(message)", file: file, line: line)
-        return
-    }
-}

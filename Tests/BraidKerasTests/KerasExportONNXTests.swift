@@ -2,6 +2,7 @@ import BraidGraph
 import BraidKeras
 import BraidONNX
 import BraidTensor
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -10,11 +11,10 @@ import XCTest
 /// same outputs. Checked by re-import here and in Keras by tools/check-keras-export.
 final class KerasExportONNXTests: KerasExportCase {
     func check(_ id: String, optimized: Bool, inputShape: [Int]? = nil) throws {
-        let model = KerasFixtures.cache.appendingPathComponent("models/\(id).onnx").path
-        guard FileManager.default.fileExists(atPath: model) else { throw XCTSkip("\(model) missing: run tools/fetch-models") }
+        let model = try TestCache.require("models/\(id).onnx", madeBy: "tools/fetch-models")
         var graph = try importONNX(path: model)
         if optimized { graph = try Passes.optimizeForInference(graph) }
-        let x = try Npy.read(path: KerasFixtures.cache.appendingPathComponent("reference/\(id)/input_0.npy").path)
+        let x = try TestCache.reference("reference/\(id)/input_0.npy", madeBy: "tools/make-reference")
         let shapes = inputShape.map { [graph.feedInputs[0].name: $0] } ?? [:]
         try roundTrip(graph, name: "\(id)\(optimized ? "_optimized" : "")", inputs: [x], inputShapes: shapes)
     }

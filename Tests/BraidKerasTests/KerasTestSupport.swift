@@ -1,17 +1,12 @@
 import BraidGraph
 import BraidKeras
 import BraidTensor
+import BraidTestSupport
 import Foundation
 import XCTest
 
 enum KerasFixtures {
     static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
-    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-    static var cache: URL {
-        if let c = ProcessInfo.processInfo.environment["BRAID_CACHE"] { return URL(fileURLWithPath: c) }
-        return repo.appendingPathComponent(".cache")
-    }
 
     static func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
@@ -26,7 +21,7 @@ enum KerasFixtures {
 }
 
 /// Runs `graph` on `inputs` (in graph input order) and checks each output against
-/// `expected` within 1e-4 (absolute, or relative for entries larger than 1).
+/// `expected` within 1e-4 of the output's scale (absolute below 1).
 func assertMatchesKeras(_ graph: Graph, inputs: [Tensor], expected: [Tensor], _ label: String,
                         file: StaticString = #filePath, line: UInt = #line) throws {
     XCTAssertEqual(graph.feedInputs.count, inputs.count, "\(label): input count", file: file, line: line)
@@ -38,16 +33,7 @@ func assertMatchesKeras(_ graph: Graph, inputs: [Tensor], expected: [Tensor], _ 
     let outputs = try executor.run(feeds)
     for (o, want) in zip(graph.outputs, expected) {
         let got = try XCTUnwrap(outputs[o.name], "\(label): no output \(o.name)", file: file, line: line)
-        XCTAssertEqual(got.shape, want.shape, "\(label): shape of \(o.name)", file: file, line: line)
-        guard got.shape == want.shape else { continue }
-        var worst = 0.0, worstAt = 0
-        for k in 0..<got.count {
-            let a = Double(got.floats[k]), b = Double(want.floats[k])
-            let err = abs(a - b) / max(1, abs(b))
-            if !(err <= worst) { worst = err.isNaN ? .infinity : err; worstAt = k }
-        }
-        XCTAssertLessThanOrEqual(worst, 1e-4, "\(label): \(o.name) differs by \(worst) at flat index \(worstAt) (got \(got.floats[worstAt]), Keras \(want.floats[worstAt]))",
-                                 file: file, line: line)
+        assertClose(got, want, tolerance: 1e-4, "\(label): \(o.name)", file: file, line: line)
     }
 }
 

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 @testable import BraidKernels
 import BraidTensor
+import BraidTestSupport
 
 /// Deterministic values in [lo, hi) for test inputs.
 struct TestRandom {
@@ -33,20 +34,6 @@ func naiveBroadcastIndex(_ flat: Int, out: [Int], input: [Int]) -> Int {
         }
     }
     return off
-}
-
-func assertClose(_ a: [Float], _ b: [Float], tol: Float = 1e-5, _ msg: String = "",
-                 file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual(a.count, b.count, msg, file: file, line: line)
-    for i in 0..<min(a.count, b.count) {
-        if a[i].isNaN && b[i].isNaN { continue }
-        if a[i] == b[i] { continue }
-        let err = abs(a[i] - b[i]) / max(1, abs(b[i]))
-        if !(err <= tol) {
-            XCTFail("\(msg) [\(i)]: \(a[i]) vs \(b[i])", file: file, line: line)
-            return
-        }
-    }
 }
 
 final class ElementwiseTests: XCTestCase {
@@ -89,7 +76,7 @@ final class ElementwiseTests: XCTestCase {
                     ref(pa[naiveBroadcastIndex($0, out: out, input: sa)],
                         b[naiveBroadcastIndex($0, out: out, input: sb)])
                 }
-                assertClose(c, expected, tol: 1e-6, "\(f) \(sa) \(sb)")
+                assertClose(c, expected, tolerance: 1e-6, "\(f) \(sa) \(sb)")
             }
         }
     }
@@ -146,9 +133,9 @@ final class ElementwiseTests: XCTestCase {
         let layout = BroadcastLayout(inputs: [[6], [6]])!
         var z = [Float](repeating: 0, count: 6)
         Elementwise.binary(.mod(fmod: false), layout, x, y, &z)
-        assertClose(z, [1.9999995, -3.0000005, 5.0, -1.9999995, 3.0000005, 3.0])
+        assertClose(z, [1.9999995, -3.0000005, 5.0, -1.9999995, 3.0000005, 3.0], tolerance: 1e-5)
         Elementwise.binary(.mod(fmod: true), layout, x, y, &z)
-        assertClose(z, [-0.10000038, 0.39999962, 5.0, 0.10000038, -0.39999962, 3.0], tol: 1e-5)
+        assertClose(z, [-0.10000038, 0.39999962, 5.0, 0.10000038, -0.39999962, 3.0], tolerance: 1e-5)
     }
 
     func testLogicAndShifts() {
@@ -187,13 +174,13 @@ final class ElementwiseTests: XCTestCase {
         for (f, ref) in cases {
             var y = [Float](repeating: .nan, count: x.count)
             Elementwise.unary(f, x, &y, count: x.count)
-            assertClose(y, x.map { Float(ref(Double($0))) }, tol: 1e-5, "\(f)")
+            assertClose(y, x.map { Float(ref(Double($0))) }, tolerance: 1e-5, "\(f)")
         }
         let pos = x.map { Swift.abs($0) + 1.01 }
         for (f, ref) in [(UnaryFunction.sqrt, Foundation.sqrt), (.log, Foundation.log), (.acosh, Foundation.acosh)] {
             var y = [Float](repeating: .nan, count: x.count)
             Elementwise.unary(f, pos, &y, count: pos.count)
-            assertClose(y, pos.map { Float(ref(Double($0))) }, tol: 1e-5, "\(f)")
+            assertClose(y, pos.map { Float(ref(Double($0))) }, tolerance: 1e-5, "\(f)")
         }
     }
 
@@ -204,9 +191,9 @@ final class ElementwiseTests: XCTestCase {
         let x = edges + stride(from: Float(-80), to: 80, by: 0.037).map { $0 }
         var y = [Float](repeating: 0, count: x.count)
         Elementwise.unary(.exp, x, &y, count: x.count)
-        assertClose(y, x.map { Float(Foundation.exp(Double($0))) }, tol: 1e-6, "exp")
+        assertClose(y, x.map { Float(Foundation.exp(Double($0))) }, tolerance: 1e-6, "exp")
         Elementwise.unary(.sigmoid, x, &y, count: x.count)
-        assertClose(y, x.map { Float(1 / (1 + Foundation.exp(-Double($0)))) }, tol: 1e-6, "sigmoid")
+        assertClose(y, x.map { Float(1 / (1 + Foundation.exp(-Double($0)))) }, tolerance: 1e-6, "sigmoid")
         Elementwise.unary(.tanh, x, &y, count: x.count)
         for i in x.indices {
             let ref = Foundation.tanh(Double(x[i]))
@@ -253,7 +240,7 @@ final class ElementwiseTests: XCTestCase {
         for (f, ref) in cases {
             var y = [Float](repeating: .nan, count: x.count)
             Elementwise.unary(f, x, &y, count: x.count)
-            assertClose(y, x.map { Float(ref(Double($0))) }, tol: 2e-5, "\(f)")
+            assertClose(y, x.map { Float(ref(Double($0))) }, tolerance: 2e-5, "\(f)")
         }
         var y: [Float] = [0, 0]
         Elementwise.unary(.relu, [.nan, -1], &y, count: 2)

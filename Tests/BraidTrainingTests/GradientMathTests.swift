@@ -79,7 +79,7 @@ final class GradientMathTests: XCTestCase {
     typealias Check = ElementwiseGradientCheck
 
     func testUnaryRulesAwayFromKinks() throws {
-        let general: [UnaryOp] = [
+        let general: [UnaryFunction] = [
             .relu, .leakyRelu(alpha: 0.1), .elu(alpha: 1.3), .selu(alpha: 1.67326, gamma: 1.0507),
             .celu(alpha: 0.8), .sigmoid, .tanh, .hardSigmoid(alpha: 0.2, beta: 0.5), .hardSwish,
             .softplus, .softsign, .gelu(tanhApproximation: false), .gelu(tanhApproximation: true),
@@ -90,12 +90,12 @@ final class GradientMathTests: XCTestCase {
             try Check.run([Check.node(.unary(op), ["x"])],
                           trainable: ["x": Check.awayFromZero([2, 3, 4], seed: UInt64(k))])
         }
-        let positive: [UnaryOp] = [.log, .sqrt, .reciprocal, .acosh]
+        let positive: [UnaryFunction] = [.log, .sqrt, .reciprocal, .acosh]
         for (k, op) in positive.enumerated() {
             let x = Check.uniform([3, 5], 1.2, 2.5, seed: UInt64(40 + k))
             try Check.run([Check.node(.unary(op), ["x"])], trainable: ["x": x])
         }
-        let unit: [UnaryOp] = [.asin, .acos, .atanh, .tan]
+        let unit: [UnaryFunction] = [.asin, .acos, .atanh, .tan]
         for (k, op) in unit.enumerated() {
             try Check.run([Check.node(.unary(op), ["x"])], trainable: ["x": Check.uniform([7], -0.6, 0.6, seed: UInt64(50 + k))])
         }
@@ -121,7 +121,7 @@ final class GradientMathTests: XCTestCase {
     func testBinaryArithmeticWithBroadcasting() throws {
         for (k, (sa, sb)) in Self.broadcastPairs.enumerated() {
             let seed = UInt64(100 + 10 * k)
-            for op: BinaryOp in [.add, .sub, .mul] {
+            for op: BinaryFunction in [.add, .sub, .mul] {
                 try Check.run([Check.node(.binary(op), ["a", "b"])],
                               trainable: ["a": Check.uniform(sa, -2, 2, seed: seed), "b": Check.uniform(sb, -2, 2, seed: seed + 1)])
             }
@@ -130,7 +130,7 @@ final class GradientMathTests: XCTestCase {
                           h: 2e-3)
             try Check.run([Check.node(.binary(.pow), ["a", "b"])],
                           trainable: ["a": Check.uniform(sa, 0.5, 2, seed: seed + 4), "b": Check.uniform(sb, -1.5, 1.5, seed: seed + 5)])
-            for op: BinaryOp in [.max, .min] {
+            for op: BinaryFunction in [.max, .min] {
                 try Check.run([Check.node(.binary(op), ["a", "b"])],
                               trainable: ["a": Check.grid(sa, offset: 0.05, seed: seed + 6), "b": Check.grid(sb, offset: 0.15, seed: seed + 7)])
             }
@@ -145,7 +145,7 @@ final class GradientMathTests: XCTestCase {
     }
 
     func testMaxMinTiesSplitTheGradient() throws {
-        for op: BinaryOp in [.max, .min] {
+        for op: BinaryFunction in [.max, .min] {
             let a = Tensor(shape: [2], floats: [1, 2]), b = Tensor(shape: [2], floats: [1, 3])
             let graph = Graph(name: "g", inputs: [], outputs: [], initializers: ["a": a, "b": b],
                               nodes: [Check.node(.binary(op), ["a", "b"])])
@@ -241,7 +241,7 @@ final class GradientMathTests: XCTestCase {
     }
 
     func testReduceRules() throws {
-        let cases: [(ReduceKind, [Int]?, Bool)] = [
+        let cases: [(ReduceFunction, [Int]?, Bool)] = [
             (.sum, [1], false), (.mean, [0, 2], true), (.mean, [2, 3], true), (.sumSquare, [1, 3], false),
             (.l2, [3], true), (.logSumExp, [0, 2], false), (.l1, [1], true), (.prod, [2], false),
             (.logSum, [3], false), (.mean, nil, false), (.sum, [-1], true),
@@ -254,7 +254,7 @@ final class GradientMathTests: XCTestCase {
         }
         // Distinct values 0.05 apart (7 is coprime with 36), so h = 0.01 never changes the winner.
         let distinct = Tensor(shape: [2, 3, 2, 3], floats: (0..<36).map { Float(($0 * 7) % 36) * 0.05 - 0.9 })
-        for kind: ReduceKind in [.max, .min] {
+        for kind: ReduceFunction in [.max, .min] {
             for axes in [[1], [0, 2], [3]] {
                 try Check.run([Check.node(.reduce(kind, axes: axes, keepDims: false, noopWithEmptyAxes: false), ["x"])],
                               trainable: ["x": distinct])

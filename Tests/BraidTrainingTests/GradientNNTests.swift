@@ -234,7 +234,7 @@ final class GradientNNTests: XCTestCase {
     // MARK: Softmax and dropout
 
     func testSoftmaxGradients() throws {
-        let cases: [(SoftmaxKind, Int, Bool)] = [
+        let cases: [(SoftmaxMode, Int, Bool)] = [
             (.softmax, 1, false), (.softmax, -1, false), (.logSoftmax, 1, false), (.logSoftmax, 2, false),
             (.softmax, 1, true), (.logSoftmax, 1, true),
         ]
@@ -330,8 +330,8 @@ final class GradientNNNetworkTests: XCTestCase {
         XCTAssertEqual(plan.backwardStepCount, 4)
     }
 
-    /// The network of issue 4's example: conv -> BN -> relu -> pool -> flatten -> gemm. Relu
-    /// and Flatten belong to other families; the test skips until their rules are present.
+    /// conv -> BN -> relu -> pool -> flatten -> gemm. Relu and Flatten belong to other
+    /// families: a missing rule for either fails the test, naming the node.
     func testConvBatchNormReluPoolGemm() throws {
         var inits = convBNParams(3, 2, k: 3, seed: 40)
         inits["fw"] = gradTestTensor([5, 12], seed: 50)

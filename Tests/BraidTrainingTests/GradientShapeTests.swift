@@ -95,8 +95,8 @@ final class GradientShapeTests: XCTestCase {
         try check(.pad(mode: .reflect), [2, 3, 4], [ints([2, 2]), nil, ints([-1])])
     }
 
-    private func resize(_ mode: ResizeParams.Mode, _ coordinate: ResizeParams.CoordinateTransform,
-                        nearest: ResizeParams.NearestRounding = .roundPreferFloor, antialias: Bool = false) -> Op {
+    private func resize(_ mode: ResizeParams.Mode, _ coordinate: ResizeCoordinates,
+                        nearest: ResizeRounding = .roundPreferFloor, antialias: Bool = false) -> Op {
         .resize(ResizeParams(mode: mode, coordinate: coordinate, nearest: nearest, antialias: antialias))
     }
 
@@ -107,7 +107,7 @@ final class GradientShapeTests: XCTestCase {
     }
 
     func testResizeLinearAndCubic() throws {
-        let coordinates: [ResizeParams.CoordinateTransform] = [.halfPixel, .alignCorners, .asymmetric, .pytorchHalfPixel]
+        let coordinates: [ResizeCoordinates] = [.halfPixel, .alignCorners, .asymmetric, .pytorchHalfPixel]
         for (k, c) in coordinates.enumerated() {
             try check(resize(.linear, c), [1, 2, 3, 4], [nil, Tensor(shape: [4], floats: [1, 1, 2, 1.5])], seed: UInt64(k))
             try check(resize(.linear, c), [1, 1, 6, 5], [nil, nil, ints([1, 1, 3, 2])], seed: UInt64(10 + k))

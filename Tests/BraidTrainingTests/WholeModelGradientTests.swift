@@ -4,6 +4,7 @@ import BraidTensor
 import Foundation
 @testable import BraidTraining
 import XCTest
+import BraidTestSupport
 
 /// One whole-model check against JAX: logits, loss and every parameter gradient of a small
 /// CNN (Conv, training-mode BatchNormalization, Relu, MaxPool, depthwise strided Conv,
@@ -45,25 +46,6 @@ final class WholeModelGradientTests: XCTestCase {
         return (0..<t.count).map { Int(t.ints[$0]) }
     }
 
-    /// Asserts `actual` matches `expected` within `rel` of the reference's largest magnitude
-    /// (at least 1: `conv1.bias`'s true gradient is zero, the batch mean cancels it), and
-    /// returns the largest difference relative to that scale.
-    @discardableResult
-    func assertClose(_ actual: Tensor, _ expected: Tensor, _ what: String, rel: Float = 1e-4) -> Float {
-        XCTAssertEqual(actual.shape, expected.shape, "\(what): shape")
-        guard actual.count == expected.count else { return .infinity }
-        var scale: Float = 1
-        for i in 0..<expected.count { scale = max(scale, abs(expected.floats[i])) }
-        var worst: Float = 0, worstAt = 0
-        for i in 0..<expected.count {
-            let d = abs(actual.floats[i] - expected.floats[i])
-            if !(d <= worst) { worst = d; worstAt = i }
-        }
-        XCTAssertLessThanOrEqual(worst / scale, rel,
-            "\(what): element \(worstAt) is \(actual.floats[worstAt]), JAX says \(expected.floats[worstAt]) (max |ref| \(scale))")
-        return worst / scale
-    }
-
     func testLogitsLossAndParameterGradientsMatchJAX() throws {
         let setup = try trainingSetup()
         let g = setup.graph
@@ -73,7 +55,8 @@ final class WholeModelGradientTests: XCTestCase {
         XCTAssertEqual(plan.inputs.count, 1)
         plan.inputs[0].tensor.floats.update(from: input.floats, count: input.count)
         plan.forward()
-        assertClose(plan.output, try fixture("logits"), "logits")
+        // Scales at least 1: `conv1.bias`'s true gradient is zero, the batch mean cancels it.
+        assertClose(plan.output, try fixture("logits"), tolerance: 1e-4, "logits")
         let loss = softmaxCrossEntropy(logits: plan.output, labels: try labels(), grad: plan.outputGrad)
         let lossTensor = try fixture("loss")
         let refLoss = lossTensor.floats[0]
@@ -83,14 +66,14 @@ final class WholeModelGradientTests: XCTestCase {
         var report: [String] = []
         for name in Self.parameters {
             guard let grad = plan.grads[name] else { XCTFail("no gradient for \(name)"); continue }
-            let err = assertClose(grad, try fixture("grad_" + name), "d loss / d \(name)")
-            report.append("\(name) \(err)")
+            let err = assertClose(grad, try fixture("grad_" + name), tolerance: 1e-4, "d loss / d \(name)")
+            report.append("\(name) \(err.worst)")
         }
         print("whole-model gradient, max error / max |ref| per parameter:", report.joined(separator: ", "))
 
         // One forward pass updated the running statistics with momentum 0.1 from (0, 1).
-        assertClose(g.initializers["bn1.running_mean"]!, try fixture("bn1.running_mean"), "bn1 running mean")
-        assertClose(g.initializers["bn1.running_var"]!, try fixture("bn1.running_var"), "bn1 running variance")
+        assertClose(g.initializers["bn1.running_mean"]!, try fixture("bn1.running_mean"), tolerance: 1e-4, "bn1 running mean")
+        assertClose(g.initializers["bn1.running_var"]!, try fixture("bn1.running_var"), tolerance: 1e-4, "bn1 running variance")
     }
 
     /// The input gradient exercises the first Conv's data gradient, which training itself
@@ -106,7 +89,7 @@ final class WholeModelGradientTests: XCTestCase {
         _ = softmaxCrossEntropy(logits: plan.output, labels: try labels(), grad: plan.outputGrad)
         plan.backward()
         guard let grad = plan.grads["input"] else { return XCTFail("no gradient for the input") }
-        let err = assertClose(grad, try fixture("grad_input"), "d loss / d input")
-        print("whole-model gradient, d loss / d input: max error / max |ref| \(err)")
+        let err = assertClose(grad, try fixture("grad_input"), tolerance: 1e-4, "d loss / d input")
+        print("whole-model gradient, d loss / d input: max error / max |ref| \(err.worst)")
     }
 }

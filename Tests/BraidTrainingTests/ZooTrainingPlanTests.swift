@@ -4,19 +4,13 @@ import BraidTensor
 import Foundation
 import XCTest
 @testable import BraidTraining
+import BraidTestSupport
 
 /// Issue 15's torchvision zoo (tools/make-import-zoo torch) must be trainable as imported:
 /// every op between the image and the logits has a backward rule (the plan is made, not run).
 final class ZooTrainingPlanTests: XCTestCase {
     func check(_ name: String) throws {
-        let env = ProcessInfo.processInfo.environment["BRAID_CACHE"]
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let path = (env.map { URL(fileURLWithPath: $0) } ?? repo.appendingPathComponent(".cache"))
-            .appendingPathComponent("import-zoo/\(name).onnx").path
-        guard FileManager.default.fileExists(atPath: path) else {
-            XCTFail("\(path) missing: run tools/make-import-zoo torch")
-            return
-        }
+        let path = try TestCache.require("import-zoo/\(name).onnx", madeBy: "tools/make-import-zoo torch")
         let graph = try Passes.optimizeForInference(try importONNX(path: path))
         let input = graph.feedInputs[0]
         let shape = (input.shape ?? []).map { $0.value ?? 1 }

@@ -138,11 +138,10 @@ final class BaselineTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let d = try digitsSplits()
         let m = try smallSource(dir: dir, classes: d.classes.count)
-        for (method, mode) in [("l2sp", "d"), ("child-tuning", "d"), ("child-tuning", "f")] {
+        for (method, mode) in [(TrainOptions.Method.l2sp, ChildTuningMask.Mode.d), (.childTuning, .d), (.childTuning, .f)] {
             var o = TrainOptions()
             o.method = method; o.childMode = mode; o.epochs = 2; o.batch = 32; o.lr = 0.05; o.seed = 9
-            let tuner = try Finetuner(models: [m.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir + "/" + method + mode)
-            tuner.quiet = true
+            let tuner = try Finetuner(models: [m.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir + "/" + method.rawValue + mode.rawValue)
             tuner.scoringOnly = true
             try tuner.train(train: d.train, validation: d.validation, resume: false)
             let acc = try XCTUnwrap(tuner.history.last?.validationAccuracy)

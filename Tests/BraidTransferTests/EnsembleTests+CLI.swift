@@ -6,6 +6,7 @@ import BraidTraining
 import Foundation
 import XCTest
 @testable import BraidTransfer
+import BraidTestSupport
 
 /// `braid export` and `braid run --image` as a user runs them, and the exported file checked
 /// by tools/check-ensemble-export (ONNX checker and onnxruntime against Braid).
@@ -96,7 +97,7 @@ extension EnsembleTests {
         let rn = try braid(["run", e17, "--image", dir + "/c.npy", "--top", "3", "--json"])
         XCTAssertEqual(rn.status, 0, rn.err)
         let pn = try Executor(graph: classifier.graph).run(["image": try classifier.load([dir + "/c.npy"])])["probabilities"]!.floatArray
-        assertClose(pn, Array(expected[3..<6]), 1e-6, ".npy image equals the same pixels as PNG")
+        assertClose(pn, Array(expected[3..<6]), tolerance: 1e-6, ".npy image equals the same pixels as PNG")
         let objn = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(rn.out.utf8)) as? [String: Any])
         let topn = try XCTUnwrap(((objn["results"] as? [[String: Any]])?.first?["top"]) as? [[String: Any]])
         XCTAssertEqual(topn.compactMap { $0["probability"] as? Double }.reduce(0, +), 1, accuracy: 1e-5)
@@ -135,7 +136,7 @@ extension EnsembleTests {
         let x = EnsembleTests.random([2, 1, 16, 16], 0, 1, &rng)
         let ya = try Executor(graph: a).run(["x": x])["y"]!.floatArray
         let yb = try Executor(graph: b).run(["x": x])["y"]!.floatArray
-        assertClose(yb, ya, 1e-6, "re-exported model")
+        assertClose(yb, ya, tolerance: 1e-6, "re-exported model")
     }
 
     /// `--format h5` of a whole ensemble (resize, channel map, NHWC member). With

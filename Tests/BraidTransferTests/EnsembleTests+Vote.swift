@@ -5,6 +5,7 @@ import BraidTraining
 import Foundation
 import XCTest
 @testable import BraidTransfer
+import BraidTestSupport
 
 /// The softmax vote (`--vote softmax`) in the exported graph: probabilities are the mean of
 /// the members' softmaxes, logits their log; onnxruntime agrees.
@@ -29,8 +30,8 @@ extension EnsembleTests {
             }
             wantP += mean
         }
-        assertClose(try XCTUnwrap(out["probabilities"]).floatArray, wantP, 1e-5, "mean of member probabilities")
-        assertClose(try XCTUnwrap(out["logits"]).floatArray, wantP.map { log($0) }, 1e-4, "log of the mean")
+        assertClose(try XCTUnwrap(out["probabilities"]).floatArray, wantP, tolerance: 1e-5, "mean of member probabilities")
+        assertClose(try XCTUnwrap(out["logits"]).floatArray, wantP.map { log($0) }, tolerance: 1e-4, "log of the mean")
 
         let info = EnsembleInfo(classes: Self.classes, sources: [], members: ["gray", "rgb"], depths: [0, 0], method: "amcf",
                                 dataset: "d", vote: .meanOfProbabilities, image: image)

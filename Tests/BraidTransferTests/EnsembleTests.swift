@@ -6,6 +6,7 @@ import BraidTraining
 import Foundation
 import XCTest
 @testable import BraidTransfer
+import BraidTestSupport
 
 /// The exported ensemble: one graph with the members' input adaptation as ops, checked
 /// against running each member on images adapted by BraidData's `InputSpec`; export and
@@ -112,12 +113,6 @@ final class EnsembleTests: XCTestCase {
         return Tensor(shape: [images.count] + shape, floats: images.flatMap(\.floatArray))
     }
 
-    func assertClose(_ a: [Float], _ b: [Float], _ tol: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-        let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
-        XCTAssertLessThanOrEqual(worst, tol, "\(what): max difference \(worst)", file: file, line: line)
-    }
-
     func testEnsembleGraphMatchesSeparateMembers() throws {
         let dir = try tempDir()
         let ms = try members(in: dir)
@@ -130,13 +125,13 @@ final class EnsembleTests: XCTestCase {
             XCTAssertEqual(g.outputs.map(\.name), ["logits", "probabilities", "gray", "rgb"])
             let out = try Executor(graph: g).run(["image": batch(images)])
             let ref = try reference(ms, images)
-            assertClose(try XCTUnwrap(out["logits"]).floatArray, ref.sum.flatMap { $0 }, 1e-4, "ensemble logits \(image)")
-            assertClose(try XCTUnwrap(out["gray"]).floatArray, ref.each.flatMap { $0[0] }, 1e-4, "gray member \(image)")
-            assertClose(try XCTUnwrap(out["rgb"]).floatArray, ref.each.flatMap { $0[1] }, 1e-4, "rgb member \(image)")
+            assertClose(try XCTUnwrap(out["logits"]).floatArray, ref.sum.flatMap { $0 }, tolerance: 1e-4, "ensemble logits \(image)")
+            assertClose(try XCTUnwrap(out["gray"]).floatArray, ref.each.flatMap { $0[0] }, tolerance: 1e-4, "gray member \(image)")
+            assertClose(try XCTUnwrap(out["rgb"]).floatArray, ref.each.flatMap { $0[1] }, tolerance: 1e-4, "rgb member \(image)")
             let p = try XCTUnwrap(out["probabilities"]).floatArray
             for (i, z) in ref.sum.enumerated() {
                 let e = z.map { exp($0 - z.max()!) }
-                assertClose(Array(p[(3 * i)..<(3 * i + 3)]), e.map { $0 / e.reduce(0, +) }, 1e-5, "probabilities \(i)")
+                assertClose(Array(p[(3 * i)..<(3 * i + 3)]), e.map { $0 / e.reduce(0, +) }, tolerance: 1e-5, "probabilities \(i)")
             }
         }
     }
@@ -160,7 +155,7 @@ final class EnsembleTests: XCTestCase {
                 let image = Self.random([c, h, w], 0, 255, &rng)
                 let got = try XCTUnwrap(try Executor(graph: g).run(["image": image.reshaped([1, c, h, w])])["a"])
                 XCTAssertEqual(got.shape, spec.batchShape(1))
-                assertClose(got.floatArray, spec.adapt(image).floatArray, 1e-5, "\(c)x\(h)x\(w) -> \(spec)")
+                assertClose(got.floatArray, spec.adapt(image).floatArray, tolerance: 1e-5, "\(c)x\(h)x\(w) -> \(spec)")
             }
         }
     }
@@ -181,7 +176,7 @@ final class EnsembleTests: XCTestCase {
         let run = dir + "/run"
         try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
         var o = TrainOptions()
-        o.method = "standard"; o.seed = 1
+        o.method = .standard; o.seed = 1
         // buildModels seeds member j with options.seed + j; the members above used 1 and 2.
         let record = RunRecord(sources: ms.map(\.path), featureNodes: [nil, nil], data: "nowhere",
                                classes: Self.classes, depths: [0, 1], options: o)
@@ -218,7 +213,7 @@ final class EnsembleTests: XCTestCase {
         let a = try Executor(graph: g).run(["image": x])
         let b = try Executor(graph: back).run(["image": x])
         for name in g.outputs.map(\.name) {
-            assertClose(try XCTUnwrap(b[name]).floatArray, try XCTUnwrap(a[name]).floatArray, 1e-5, "re-imported \(name)")
+            assertClose(try XCTUnwrap(b[name]).floatArray, try XCTUnwrap(a[name]).floatArray, tolerance: 1e-5, "re-imported \(name)")
         }
         // The checkpoint's (scaled) parameters are what runs, not the freshly built heads.
         let fresh = try ensembleGraph(members: ms, classes: Self.classes, imageShape: (1, 28, 28))

@@ -9,6 +9,7 @@ import FoundationXML
 #endif
 import XCTest
 @testable import BraidTransfer
+import BraidTestSupport
 
 /// The experiment configuration, the statistics of its tables, and the committed CI
 /// experiment run end to end on the fetched models and digits, then resumed.
@@ -76,8 +77,7 @@ final class ExperimentTests: XCTestCase {
     /// `inputSize` feeds a source at another size when its graph allows it: ppocr_cls runs
     /// at 48x64 but its pooling rejects a 32-pixel height.
     func testInputSizeOverrideIsCheckedAgainstTheGraph() throws {
-        let path = Self.cacheDir + "/models/ppocr_cls.onnx"
-        guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("ppocr_cls not fetched (run tools/fetch-models)") }
+        let path = try TestCache.require("models/ppocr_cls.onnx", madeBy: "tools/fetch-models")
         let manifest = try ModelManifest.load(path: Self.repo.appendingPathComponent("Models/manifest").path)
         let m = try SourceModel.load(path: path, classes: 10, seed: 0, manifest: manifest, inputSize: [48, 64])
         XCTAssertEqual(m.spec.sampleShape, [3, 48, 64])
@@ -164,10 +164,8 @@ final class ExperimentTests: XCTestCase {
     }
 
     func testCISmallExperimentRunsReportsAndResumes() throws {
+        try TestCache.require("data/digits.csv.gz", madeBy: "tools/fetch-data")
         let data = Self.cacheDir + "/data"
-        guard FileManager.default.fileExists(atPath: data + "/digits.csv.gz") else {
-            throw XCTSkip("digits not fetched (run tools/fetch-data)")
-        }
         // A cache of its own: the two CNNs ci-small.json names, and the fetched data.
         let dir = NSTemporaryDirectory() + "braid-exp-\(UUID().uuidString)"
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
@@ -179,7 +177,6 @@ final class ExperimentTests: XCTestCase {
         let configPath = Self.repo.appendingPathComponent("Models/experiments/ci-small.json").path
         let config = try ExperimentConfig.load(path: configPath)
         let runner = try ExperimentRunner(config: config, outDir: out, cacheDir: cache, manifest: [])
-        runner.quiet = true
         let t0 = Date()
         let outcomes = try runner.run()
         let seconds = Date().timeIntervalSince(t0)
@@ -266,7 +263,6 @@ final class ExperimentTests: XCTestCase {
         // A second run finds every cell finished and rewrites the same results.
         var started = 0
         let again = try ExperimentRunner(config: config, outDir: out, cacheDir: cache, manifest: [])
-        again.quiet = true
         again.onCellStart = { _, _, _ in started += 1 }
         let second = try again.run()
         XCTAssertEqual(started, 0)

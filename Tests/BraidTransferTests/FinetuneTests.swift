@@ -69,7 +69,6 @@ final class FinetuneTests: XCTestCase {
         var o = TrainOptions()
         o.epochs = epochs; o.batch = 32; o.lr = 0.05; o.seed = 9
         let tuner = try Finetuner(models: [m], depths: [0], classes: classes, options: o, runDir: runDir)
-        tuner.quiet = true
         return tuner
     }
 
@@ -109,10 +108,9 @@ final class FinetuneTests: XCTestCase {
         try writeSmallModel(to: model)
         let (train, val, test, classes) = try digits()
         var o = TrainOptions()
-        o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9; o.consistency = "kl"; o.vote = "softmax"; o.lambda = 0.5
+        o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9; o.consistency = .kl; o.vote = .softmax; o.lambda = 0.5
         let members = try [5, 6].map { try SourceModel.load(path: model, classes: classes.count, seed: UInt64($0), manifest: []) }
         let tuner = try Finetuner(models: members, depths: [0, 1], classes: classes, options: o, runDir: dir)
-        tuner.quiet = true
         try tuner.train(train: train, validation: val, resume: false)
         let result = try tuner.evaluateMembers(on: test)
         XCTAssertGreaterThan(result.ensemble.accuracy, 0.5, "one epoch with the KL term learns digits")

@@ -31,7 +31,6 @@ final class LearningRateRangeTests: XCTestCase {
         var t = o
         t.lr = s; t.epochs = 1
         let train = try Finetuner(models: [model], depths: [0], classes: d.classes, options: t, runDir: dir)
-        train.quiet = true
         try train.train(train: d.train, validation: d.validation, resume: false)
         XCTAssertGreaterThan(try XCTUnwrap(train.history.last).validationAccuracy, 0.3)
     }

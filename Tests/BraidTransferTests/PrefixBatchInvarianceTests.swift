@@ -96,7 +96,6 @@ final class PrefixBatchInvarianceTests: XCTestCase {
             o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9; o.prefixCache = cached
             let tuner = try Finetuner(models: [m.pristineCopy()], depths: [2], classes: d.classes, options: o,
                                       runDir: dir + "/\(cached)")
-            tuner.quiet = true
             tuner.scoringOnly = true
             if cached { tuner.validationPrefixCache = PrefixCache() }
             try tuner.train(train: d.train, validation: d.validation, resume: false)

@@ -69,7 +69,6 @@ final class PrefixBridgeTests: XCTestCase {
             o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9
             let tuner = try Finetuner(models: [m.pristineCopy()], depths: [depth], classes: d.classes, options: o,
                                       runDir: dir + "/d\(depth)")
-            tuner.quiet = true
             try FileManager.default.createDirectory(atPath: dir + "/d\(depth)", withIntermediateDirectories: true)
             try tuner.train(train: d.train, validation: d.validation, resume: false)
             let plain = try tuner.evaluateEnsemble(on: d.validation)

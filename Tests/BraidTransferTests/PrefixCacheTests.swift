@@ -68,7 +68,6 @@ final class PrefixCacheTests: XCTestCase {
         var o = TrainOptions()
         o.epochs = epochs; o.batch = 32; o.lr = 0.05; o.seed = 9; o.prefixCache = cache
         let tuner = try Finetuner(models: [model.pristineCopy()], depths: [depth], classes: d.classes, options: o, runDir: dir)
-        tuner.quiet = true
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try tuner.train(train: d.train, validation: d.validation, resume: false)
         // The training loops of the epochs after the first (the cache's warm-up excluded).

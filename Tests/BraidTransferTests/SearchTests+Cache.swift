@@ -23,14 +23,13 @@ extension SearchTests {
                 try SourceModel.load(path: p, classes: d.classes.count, seed: 5 &+ UInt64(j), manifest: [])
             }
             var training = TrainOptions()
-            training.batch = 32; training.lr = 0.05; training.seed = 9; training.method = "amcf"
+            training.batch = 32; training.lr = 0.05; training.seed = 9; training.method = .amcf
             training.prefixCache = cached
             var options = SearchOptions()
             options.swarm.particles = 4; options.swarm.iterations = 3; options.swarm.seed = 4
             options.epochs = 2
             options.reuseSchemes = cached
             let search = try LayerSearch(models: models, classes: d.classes, training: training, options: options)
-            search.quiet = true
             records.append(try search.run(train: d.train, validation: d.validation, runDir: dir + (cached ? "/c" : "/u")))
         }
         let (c, u) = (records[0], records[1])

@@ -200,12 +200,11 @@ final class SearchTests: XCTestCase {
         XCTAssertEqual(models.map(\.units.count), [2, 3])
         let before = models.map { $0.graph.initializers.mapValues { $0.dtype.isFloat ? $0.floatArray : [] } }
         var training = TrainOptions()
-        training.batch = 32; training.lr = 0.05; training.seed = 9; training.method = "amcf"
+        training.batch = 32; training.lr = 0.05; training.seed = 9; training.method = .amcf
         var options = SearchOptions()
         options.swarm.particles = 3; options.swarm.iterations = 2; options.swarm.seed = 9
         options.epochs = 1
         let search = try LayerSearch(models: models, classes: opened.classes, training: training, options: options)
-        search.quiet = true
         var seenDuringSearch: [Int] = []
         let record = try search.run(train: train, validation: validation, runDir: dir) { _ in
             seenDuringSearch.append(whole.read.count)

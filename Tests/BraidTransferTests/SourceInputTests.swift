@@ -7,6 +7,37 @@ import BraidTraining
 import Foundation
 import XCTest
 @testable import BraidTransfer
+import BraidTestSupport
+
+/// x `input` -> conv 3x3 (4) -> relu -> global average pool -> `tail` -> Gemm (3 classes).
+/// `tail` is a Flatten, or (`bakedBatch`) a Reshape to the constant [1, 4] that PyTorch's
+/// dynamo exporter writes when it traces at batch 1.
+func writeTinyClassifier(to path: String, input: [Dim], bakedBatch: Bool = false, metadata: [String: String] = [:],
+                         output: String = "y") throws {
+    try exportONNX(tinyClassifier(input: input, bakedBatch: bakedBatch, output: output), to: path, metadata: metadata)
+}
+
+func tinyClassifier(input: [Dim], bakedBatch: Bool = false, output: String = "y") -> Graph {
+    var rng = SplitMix64(seed: 3)
+    func t(_ shape: [Int]) -> Tensor { Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-0.5, 0.5) }) }
+    let conv = ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1)
+    let tail = bakedBatch
+        ? Node(name: "view", op: .reshape(allowZero: false), inputs: ["p", "target"], outputs: ["f"], sourceOp: "Reshape")
+        : Node(name: "flat", op: .flatten(axis: 1), inputs: ["p"], outputs: ["f"], sourceOp: "Flatten")
+    let g = Graph(name: "m", inputs: [ValueDecl(name: "input", dtype: .float32, shape: input)],
+                  outputs: [ValueDecl(name: output, dtype: .float32, shape: nil)],
+                  initializers: ["w": t([4, 3, 3, 3]), "b": t([4]), "wf": t([3, 4]), "bf": t([3]),
+                                 "target": Tensor(shape: [2], ints: [1, 4])],
+                  nodes: [
+                    Node(name: "conv", op: .conv(conv), inputs: ["input", "w", "b"], outputs: ["c"], sourceOp: "Conv"),
+                    Node(name: "relu", op: .unary(.relu), inputs: ["c"], outputs: ["r"], sourceOp: "Relu"),
+                    Node(name: "pool", op: .globalPool(.average), inputs: ["r"], outputs: ["p"], sourceOp: "GlobalAveragePool"),
+                    tail,
+                    Node(name: "fc", op: .gemm(transA: false, transB: true, alpha: 1, beta: 1), inputs: ["f", "wf", "bf"],
+                         outputs: [output], sourceOp: "Gemm"),
+                  ])
+    return g
+}
 
 /// What `SourceModel.load` makes of files it has no manifest entry for: symbolic spatial
 /// dims with `--input-size`, a batch fixed at 1 by the exporter, and preprocessing from
@@ -19,44 +50,17 @@ final class SourceInputTests: XCTestCase {
         return dir
     }
 
-    /// x `input` -> conv 3x3 (4) -> relu -> global average pool -> `tail` -> Gemm (3 classes).
-    /// `tail` is a Flatten, or (`bakedBatch`) a Reshape to the constant [1, 4] that PyTorch's
-    /// dynamo exporter writes when it traces at batch 1.
-    func writeModel(to path: String, input: [Dim], bakedBatch: Bool = false, metadata: [String: String] = [:],
-                    output: String = "y") throws {
-        try exportONNX(model(input: input, bakedBatch: bakedBatch, output: output), to: path, metadata: metadata)
-    }
-
-    func model(input: [Dim], bakedBatch: Bool = false, output: String = "y") -> Graph {
-        var rng = SplitMix64(seed: 3)
-        func t(_ shape: [Int]) -> Tensor { Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-0.5, 0.5) }) }
-        let conv = ConvParams(kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1)
-        let tail = bakedBatch
-            ? Node(name: "view", op: .reshape(allowZero: false), inputs: ["p", "target"], outputs: ["f"], sourceOp: "Reshape")
-            : Node(name: "flat", op: .flatten(axis: 1), inputs: ["p"], outputs: ["f"], sourceOp: "Flatten")
-        let g = Graph(name: "m", inputs: [ValueDecl(name: "input", dtype: .float32, shape: input)],
-                      outputs: [ValueDecl(name: output, dtype: .float32, shape: nil)],
-                      initializers: ["w": t([4, 3, 3, 3]), "b": t([4]), "wf": t([3, 4]), "bf": t([3]),
-                                     "target": Tensor(shape: [2], ints: [1, 4])],
-                      nodes: [
-                        Node(name: "conv", op: .conv(conv), inputs: ["input", "w", "b"], outputs: ["c"], sourceOp: "Conv"),
-                        Node(name: "relu", op: .unary(.relu), inputs: ["c"], outputs: ["r"], sourceOp: "Relu"),
-                        Node(name: "pool", op: .globalPool(.average), inputs: ["r"], outputs: ["p"], sourceOp: "GlobalAveragePool"),
-                        tail,
-                        Node(name: "fc", op: .gemm(transA: false, transB: true, alpha: 1, beta: 1), inputs: ["f", "wf", "bf"],
-                             outputs: [output], sourceOp: "Gemm"),
-                      ])
-        return g
-    }
-
-    /// `[N, 3, H, W]`: without a size the error names --input-size and the file; with one the
+    /// `[N, 3, H, W]`: without a size the error names the file and the `inputSize` setting
+    /// (not a command-line flag); with one the
     /// model loads at that size and plans at any batch.
     func testSymbolicSpatialDimsNeedOnlyAnInputSize() throws {
         let path = try tempDir() + "/free.onnx"
-        try writeModel(to: path, input: [.symbol("N"), .fixed(3), .symbol("H"), .symbol("W")])
+        try writeTinyClassifier(to: path, input: [.symbol("N"), .fixed(3), .symbol("H"), .symbol("W")])
         XCTAssertThrowsError(try SourceModel.load(path: path, classes: 5, seed: 0, manifest: [])) { e in
             let text = "\(e)"
-            XCTAssertTrue(text.contains("free.onnx") && text.contains("--input-size") && text.contains("symbolic spatial dims"), text)
+            XCTAssertTrue(text.contains("free.onnx") && text.contains("input size") && text.contains("symbolic spatial dims"), text)
+            XCTAssertFalse(text.contains("--"), text)
+            XCTAssertEqual((e as? SettingError)?.setting, "inputSize")
         }
         let m = try SourceModel.load(path: path, classes: 5, seed: 0, manifest: [], inputSize: [20, 24])
         XCTAssertEqual(m.spec.sampleShape, [3, 20, 24])
@@ -71,8 +75,8 @@ final class SourceInputTests: XCTestCase {
     /// called `logits`, as the new head's: the old classifier must not survive beside it.
     func testBatchOneExportLoadsForAnyBatch() throws {
         let path = try tempDir() + "/traced.onnx"
-        try writeModel(to: path, input: [.fixed(1), .fixed(3), .fixed(8), .fixed(8)], bakedBatch: true, output: "logits")
-        let raw = try SourceModel.importGraph(path: path)
+        try writeTinyClassifier(to: path, input: [.fixed(1), .fixed(3), .fixed(8), .fixed(8)], bakedBatch: true, output: "logits")
+        let raw = try ModelFile.load(path: path)
         XCTAssertThrowsError(try Executor(graph: raw).plan(for: ["input": ([6, 3, 8, 8], .float32)]))
         let m = try SourceModel.load(path: path, classes: 2, seed: 1, manifest: [])
         XCTAssertEqual(m.graph.feedInputs.first?.shape?.first, .symbol("N"))
@@ -92,10 +96,10 @@ final class SourceInputTests: XCTestCase {
     func testPreprocessingSourcesInOrder() throws {
         let dir = try tempDir()
         let path = dir + "/tagged.onnx"
-        try writeModel(to: path, input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)],
+        try writeTinyClassifier(to: path, input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)],
                        metadata: ["input_range": "0..255", "input_channel_order": "BGR"])
-        let graph = try SourceModel.importGraph(path: path)
-        let plain = try SourceModel.resolveInput(path: path, graph: graph, manifest: [])
+        let graph = try ModelFile.load(path: path)
+        let plain = try ResolvedInput.resolve(path: path, graph: graph, manifest: [])
         XCTAssertEqual(plain.spec.range, .byte)
         XCTAssertTrue(plain.spec.bgr)
         XCTAssertEqual(plain.sources, [.size: .default, .layout: .default, .range: .metadata, .mean: .default,
@@ -104,7 +108,7 @@ final class SourceInputTests: XCTestCase {
                                                          "mean": "0.5", "std": "0.25", "channel_order": "RGB"])
         var flags = PreprocessOverride()
         try flags.set(.channelOrder, "rgb")
-        let r = try SourceModel.resolveInput(path: path, graph: graph, manifest: [entry], preprocess: flags)
+        let r = try ResolvedInput.resolve(path: path, graph: graph, manifest: [entry], preprocess: flags)
         XCTAssertEqual(r.spec.mean, [0.5])
         XCTAssertEqual(r.spec.std, [0.25])
         XCTAssertEqual(r.spec.range, .byte)
@@ -119,7 +123,7 @@ final class SourceInputTests: XCTestCase {
         // A layout flag that does not fit the declared input is refused, naming the file.
         var nhwc = PreprocessOverride()
         try nhwc.set(.layout, "nhwc")
-        XCTAssertThrowsError(try SourceModel.resolveInput(path: path, graph: graph, manifest: [], preprocess: nhwc)) { e in
+        XCTAssertThrowsError(try ResolvedInput.resolve(path: path, graph: graph, manifest: [], preprocess: nhwc)) { e in
             XCTAssertTrue("\(e)".contains("tagged.onnx") && "\(e)".contains("NHWC"), "\(e)")
         }
     }
@@ -143,9 +147,8 @@ final class SourceInputTests: XCTestCase {
     /// the patches, position embeddings, the tokens' mean to the classifier) fine-tunes end to end at
     /// batch 32 on digits: the generalised graph's inserted Shape, Concat and Expand train.
     func testClassTokenModelTrainsAtBatch32() throws {
-        let data = FinetuneTests.repo.appendingPathComponent(".cache/data").path
-        let folder = ProcessInfo.processInfo.environment["BRAID_CACHE"].map { $0 + "/data" } ?? data
-        guard FileManager.default.fileExists(atPath: folder + "/digits.csv.gz") else { throw XCTSkip("digits not fetched") }
+        try TestCache.require("data/digits.csv.gz", madeBy: "tools/fetch-data")
+        let folder = TestCache.path("data")
         var rng = SplitMix64(seed: 4)
         func t(_ shape: [Int], _ scale: Float) -> Tensor {
             Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-scale, scale) })
@@ -177,7 +180,6 @@ final class SourceInputTests: XCTestCase {
         var o = TrainOptions()
         o.epochs = 1; o.batch = 32; o.lr = 0.05; o.seed = 9
         let tuner = try Finetuner(models: [m], depths: [0], classes: opened.classes, options: o, runDir: dir)
-        tuner.quiet = true
         let before = m.graph.initializers["pw"]!.floatArray
         try tuner.train(train: split.train, validation: split.validation, resume: false)
         XCTAssertEqual(tuner.history.count, 1)
@@ -188,9 +190,9 @@ final class SourceInputTests: XCTestCase {
     /// Braid's Keras exports keep their preprocessing in the file's `braid_metadata`.
     func testKerasMetadataIsRead() throws {
         let path = try tempDir() + "/tagged.h5"
-        try exportKeras(model(input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)]), to: path,
+        try exportKeras(tinyClassifier(input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)]), to: path,
                         metadata: ["input_range": "-1..1", "input_channel_order": "BGR"])
-        let r = try SourceModel.resolveInput(path: path, graph: try SourceModel.importGraph(path: path), manifest: [])
+        let r = try ResolvedInput.resolve(path: path, graph: try ModelFile.load(path: path), manifest: [])
         XCTAssertEqual(r.spec.range, .symmetric)
         XCTAssertTrue(r.spec.bgr)
         XCTAssertEqual(r.sources[.range], .metadata)

@@ -2,13 +2,14 @@ import BraidONNX
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// Models nobody wrote a manifest entry for: preprocessing and input size from flags,
 /// reported by `inspect` and in metrics.json; files traced at batch 1 run at batch 4.
 extension CLITests {
     /// ppocr_cls under a name Models/manifest does not know: its input is `[N, 3, H, W]`.
     func unknownClassifier() throws -> String {
-        guard FileManager.default.fileExists(atPath: ppocr) else { throw XCTSkip("ppocr_cls not fetched (run tools/fetch-models)") }
+        try TestCache.requireFile(ppocr, madeBy: "tools/fetch-models")
         let path = try tempDir() + "/cls.onnx"
         try FileManager.default.copyItem(atPath: ppocr, toPath: path)
         return path
@@ -17,8 +18,7 @@ extension CLITests {
     func testFinetuneNeedsOnlyInputSizeAndRecordsPreprocessing() throws {
         let model = try unknownClassifier()
         let dir = (model as NSString).deletingLastPathComponent
-        let data = Self.cache + "/data/digits.csv.gz"
-        guard FileManager.default.fileExists(atPath: data) else { throw XCTSkip("digits not fetched (run tools/fetch-data)") }
+        let data = try TestCache.require("data/digits.csv.gz", madeBy: "tools/fetch-data")
         let base = ["finetune", "--source", model, "--data", data, "--epochs", "1", "--batch", "64", "--method", "linear-probe", "--quiet"]
         try assertFails(base + ["--out", dir + "/none"], mentions: ["cls.onnx", "--input-size", "symbolic spatial dims"])
         try assertFails(base + ["--out", dir + "/bad", "--input-size", "48x96", "--mean", "0.5,0.5"],

@@ -2,15 +2,14 @@ import BraidONNX
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// The `braid` command line as a user meets it: real models, and bad input that must give
 /// one clear line on standard error and a non-zero exit, never a crash.
 final class CLITests: XCTestCase {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
-    static var cache: String {
-        ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? repo.appendingPathComponent(".cache").path
-    }
+    static var cache: String { TestCache.root.path }
 
     struct Result { var status: Int32; var out: String; var err: String }
 

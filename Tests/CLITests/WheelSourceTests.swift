@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import BraidTestSupport
 
 /// The ImageNet-pretrained sources that tools/fetch-models converts from PyTorch checkpoints in
 /// wheels (Models/manifest blocks with `convert`): each fine-tunes through `braid finetune` for
@@ -32,11 +33,7 @@ final class WheelSourceTests: XCTestCase {
     /// An image folder of the first `perClass` patches of each texture class (tools/fetch-data).
     func textureSubset(in dir: String, perClass: Int) throws -> String {
         let fm = FileManager.default
-        let textures = Self.cache + "/data/textures"
-        guard fm.fileExists(atPath: textures) else {
-            XCTFail("\(textures) missing: run tools/fetch-data")
-            throw CocoaError(.fileNoSuchFile)
-        }
+        let textures = try TestCache.require("data/textures", madeBy: "tools/fetch-data")
         let root = dir + "/textures"
         for cls in ["brick", "grass", "gravel"] {
             try fm.createDirectory(atPath: root + "/" + cls, withIntermediateDirectories: true)
@@ -50,11 +47,7 @@ final class WheelSourceTests: XCTestCase {
     }
 
     func finetuneOneEpoch(_ id: String, units: Int) throws {
-        let model = Self.cache + "/models/\(id).onnx"
-        guard FileManager.default.fileExists(atPath: model) else {
-            XCTFail("\(model) missing: run tools/fetch-models")
-            return
-        }
+        let model = try TestCache.require("models/\(id).onnx", madeBy: "tools/fetch-models")
         let dir = try tempDir()
         let data = try textureSubset(in: dir, perClass: 10)
         // --no-prefix-cache: in a debug build (not in release) the standard method's frozen

@@ -1,29 +1,30 @@
 import BraidGraph
 import BraidONNX
 import BraidTensor
+import BraidTestSupport
 import Foundation
+import Testing
 import XCTest
 
-/// Runs ONNX's own backend test data: the per-op node cases, the `simple`,
-/// `pytorch-converted` and `pytorch-operator` model cases, and the nine light zoo models.
+/// ONNX's own backend test data: the per-op node cases, the `simple`, `pytorch-converted`
+/// and `pytorch-operator` model cases, and the nine light zoo models, one test per case, so a
+/// failure names its case (`swift test --filter 'ConformanceTests.*test_abs'` runs one).
 ///
 /// `cases.txt` beside this file names every case. A line is `SUITE/CASE` to run it, or
-/// `SUITE/CASE  skip: REASON`. Cases found in the cache but missing from the list fail the
-/// test, so the list stays complete. The data comes from `tools/fetch-conformance`.
-final class ConformanceTests: XCTestCase {
-    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-    static var cache: URL {
-        if let c = ProcessInfo.processInfo.environment["BRAID_CACHE"] { return URL(fileURLWithPath: c) }
-        return repo.appendingPathComponent(".cache")
-    }
+/// `SUITE/CASE  skip: REASON`. Cases found in the cache but missing from the list fail
+/// `testListNamesEveryCase`, so the list stays complete. The data comes from
+/// `tools/fetch-conformance`; without it the cases are skipped, or fail under
+/// `BRAID_REQUIRE_CACHE=1`.
+enum Conformance {
     static let suites = ["node", "simple", "pytorch-converted", "pytorch-operator", "light"]
+    static var root: URL { TestCache.root.appendingPathComponent("onnx-tests") }
+    static var dataPresent: Bool { FileManager.default.fileExists(atPath: root.path) }
 
     struct Listed { var id: String; var skip: String? }
 
-    func readList() throws -> [Listed] {
-        let path = Self.repo.appendingPathComponent("Tests/ConformanceTests/cases.txt")
-        let text = try String(contentsOf: path, encoding: .utf8)
+    static func readList() -> [Listed] {
+        let path = TestCache.repo.appendingPathComponent("Tests/ConformanceTests/cases.txt")
+        guard let text = try? String(contentsOf: path, encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap { line in
             let l = line.trimmingCharacters(in: .whitespaces)
             if l.isEmpty || l.hasPrefix("#") { return nil }
@@ -35,12 +36,14 @@ final class ConformanceTests: XCTestCase {
         }
     }
 
+    /// The cases the list says to run.
+    static let runnable: [String] = readList().filter { $0.skip == nil }.map(\.id)
+
     /// Every case id present in the cache.
-    func discover() -> [String] {
-        let root = Self.cache.appendingPathComponent("onnx-tests")
+    static func discover() -> [String] {
         var ids: [String] = []
         let fm = FileManager.default
-        for suite in Self.suites {
+        for suite in suites {
             let dir = root.appendingPathComponent(suite).path
             guard let items = try? fm.contentsOfDirectory(atPath: dir) else { continue }
             if suite == "light" {
@@ -52,70 +55,10 @@ final class ConformanceTests: XCTestCase {
         return ids.sorted()
     }
 
-    func testONNXConformance() throws {
-        let root = Self.cache.appendingPathComponent("onnx-tests")
-        guard FileManager.default.fileExists(atPath: root.path) else {
-            XCTFail("no conformance data at \(root.path): run tools/fetch-conformance first")
-            return
-        }
-        var listed = try readList()
-        let listedIDs = Set(listed.map(\.id))
-        let present = discover()
-        XCTAssertGreaterThan(present.count, 1000, "conformance data looks incomplete")
-        let unlisted = present.filter { !listedIDs.contains($0) }
-        // BRAID_CONFORMANCE_ALL=1 tries every case present, listed or not, and records each
-        // outcome for tools/conformance-list.
-        let runAll = ProcessInfo.processInfo.environment["BRAID_CONFORMANCE_ALL"] == "1"
-        if runAll {
-            listed += unlisted.map { Listed(id: $0, skip: "not yet listed") }
-        } else {
-            XCTAssertTrue(unlisted.isEmpty, "cases missing from cases.txt: \(unlisted.prefix(20).joined(separator: ", "))")
-        }
-        var passed = 0, failed = 0, skipped = 0
-        var perOp: [String: (pass: Int, total: Int)] = [:]
-        var failures: [String] = []
-        let logPath = Self.cache.appendingPathComponent("conformance-all.tsv").path
-        if runAll { FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = runAll ? FileHandle(forWritingAtPath: logPath) : nil
-        for item in listed {
-            if item.skip != nil && !runAll { skipped += 1; continue }
-            // Written before the run too, so a crash leaves the culprit's name in the log.
-            log?.write(Data("\(item.id)\t".utf8))
-            let result: String?
-            var ops: [String] = []
-            do {
-                ops = try runCase(item.id, root: root)
-                result = nil
-            } catch {
-                result = String(describing: error).replacingOccurrences(of: "\n", with: " ")
-            }
-            log?.write(Data("\(result ?? "ok")\n".utf8))
-            if item.skip != nil { skipped += 1; continue }
-            for op in Set(ops) {
-                var c = perOp[op] ?? (0, 0)
-                c.total += 1
-                if result == nil { c.pass += 1 }
-                perOp[op] = c
-            }
-            if let r = result {
-                failed += 1
-                failures.append("\(item.id): \(r)")
-            } else {
-                passed += 1
-            }
-        }
-        try log?.close()
-        print("per-op coverage (cases passed / run):")
-        for (op, c) in perOp.sorted(by: { $0.key < $1.key }) { print("  \(op): \(c.pass)/\(c.total)") }
-        for f in failures.prefix(50) { print("FAILED \(f)") }
-        print("conformance: \(passed) passed, \(failed) failed, \(skipped) skipped")
-        XCTAssertEqual(failed, 0, "conformance failures: \(failures.prefix(10).joined(separator: "; "))")
-    }
-
     struct Mismatch: Error, CustomStringConvertible { var description: String }
 
     /// Runs one case, returning the ONNX op types its model uses; throws on any difference.
-    func runCase(_ id: String, root: URL) throws -> [String] {
+    static func runCase(_ id: String, root: URL) throws -> [String] {
         let parts = id.split(separator: "/", maxSplits: 1).map(String.init)
         let suite = parts[0], name = parts[1]
         let modelPath: String
@@ -174,7 +117,7 @@ final class ConformanceTests: XCTestCase {
                     guard let got = results[graph.outputs[i].name] else {
                         throw Mismatch(description: "output \(i) missing")
                     }
-                    if let m = compare(got, exp, rtol: 1e-3, atol: suite == "light" ? 1e-4 : 1e-5) {
+                    if let m = allCloseFailure(got, exp, rtol: 1e-3, atol: suite == "light" ? 1e-4 : 1e-5) {
                         throw Mismatch(description: "data set \(si) output \(i) ('\(graph.outputs[i].name)')\(executor === executors[0] ? "" : " after the execution passes"): \(m)")
                     }
                 }
@@ -182,23 +125,67 @@ final class ConformanceTests: XCTestCase {
         }
         return ops
     }
+}
 
-    /// nil when equal within tolerance, else a description of the first difference.
-    func compare(_ got: Tensor, _ exp: Tensor, rtol: Double, atol: Double) -> String? {
-        if got.shape != exp.shape && !(got.count == exp.count && got.count == 1) {
-            return "shape \(got.shape), expected \(exp.shape)"
+/// One test per listed case; a case's failure message is its first difference or error.
+@Suite struct ONNXConformanceCases {
+    @Test(.enabled(if: Conformance.dataPresent || TestCache.isRequired,
+                   "no ONNX conformance data in the cache: run tools/fetch-conformance"),
+          arguments: Conformance.runnable)
+    func conformance(_ id: String) throws {
+        guard Conformance.dataPresent else {
+            throw MissingCacheFile(description: "\(Conformance.root.path) is not in the cache: run tools/fetch-conformance (BRAID_REQUIRE_CACHE=1)")
         }
-        if got.dtype.isFloat != exp.dtype.isFloat || (!got.dtype.isFloat && (got.dtype == .bool) != (exp.dtype == .bool)) {
-            return "dtype \(got.dtype), expected \(exp.dtype)"
+        _ = try Conformance.runCase(id, root: Conformance.root)
+    }
+}
+
+final class ConformanceTests: XCTestCase {
+    /// The list and the data agree: every case present is listed (to run or with a reason to
+    /// skip), and the list is not cut short.
+    func testListNamesEveryCase() throws {
+        try TestCache.require("onnx-tests", madeBy: "tools/fetch-conformance")
+        let listed = Set(Conformance.readList().map(\.id))
+        let present = Conformance.discover()
+        XCTAssertGreaterThan(present.count, 1000, "conformance data looks incomplete")
+        XCTAssertGreaterThan(Conformance.runnable.count, 1000, "cases.txt lists too few cases to run")
+        let unlisted = present.filter { !listed.contains($0) }
+        XCTAssertTrue(unlisted.isEmpty, "cases missing from cases.txt: \(unlisted.prefix(20).joined(separator: ", "))")
+    }
+
+    /// `BRAID_CONFORMANCE_ALL=1` tries every case present, listed or not, and writes each
+    /// outcome to `$BRAID_CACHE/conformance-all.tsv` for tools/conformance-list, with per-op
+    /// coverage on stdout. Skipped otherwise.
+    func testRecordEveryCase() throws {
+        guard ProcessInfo.processInfo.environment["BRAID_CONFORMANCE_ALL"] == "1" else {
+            throw XCTSkip("set BRAID_CONFORMANCE_ALL=1 to record every case for tools/conformance-list")
         }
-        let a = got.doubleArray, b = exp.doubleArray
-        for i in 0..<a.count {
-            if a[i].isNaN && b[i].isNaN { continue }
-            if a[i] == b[i] { continue }
-            if abs(a[i] - b[i]) > atol + rtol * abs(b[i]) || a[i].isNaN != b[i].isNaN {
-                return "element \(i): \(a[i]), expected \(b[i])"
+        try TestCache.require("onnx-tests", madeBy: "tools/fetch-conformance")
+        let ids = Set(Conformance.readList().map(\.id)).union(Conformance.discover()).sorted()
+        let logPath = TestCache.path("conformance-all.tsv")
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try XCTUnwrap(FileHandle(forWritingAtPath: logPath))
+        var perOp: [String: (pass: Int, total: Int)] = [:]
+        for id in ids {
+            // Written before the run too, so a crash leaves the culprit's name in the log.
+            log.write(Data("\(id)\t".utf8))
+            var result: String?
+            var ops: [String] = []
+            do {
+                ops = try Conformance.runCase(id, root: Conformance.root)
+            } catch {
+                result = String(describing: error).replacingOccurrences(of: "\n", with: " ")
+            }
+            log.write(Data("\(result ?? "ok")\n".utf8))
+            for op in Set(ops) {
+                var c = perOp[op] ?? (0, 0)
+                c.total += 1
+                if result == nil { c.pass += 1 }
+                perOp[op] = c
             }
         }
-        return nil
+        try log.close()
+        print("per-op coverage (cases passed / run):")
+        for (op, c) in perOp.sorted(by: { $0.key < $1.key }) { print("  \(op): \(c.pass)/\(c.total)") }
     }
 }

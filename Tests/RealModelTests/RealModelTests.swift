@@ -1,19 +1,13 @@
 import BraidGraph
 import BraidONNX
 import BraidTensor
+import BraidTestSupport
 import Foundation
 import XCTest
 
 /// The real pretrained models from Models/manifest against onnxruntime's outputs on fixed
 /// inputs (made by tools/make-reference with a batch size the files do not name).
 final class RealModelTests: XCTestCase {
-    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-    static var cache: URL {
-        if let c = ProcessInfo.processInfo.environment["BRAID_CACHE"] { return URL(fileURLWithPath: c) }
-        return repo.appendingPathComponent(".cache")
-    }
-
     func check(_ id: String, optimized: Bool = false) throws {
         try checkAgainstReference(id, passes: optimized ? .inference : .none)
     }
@@ -32,15 +26,11 @@ final class RealModelTests: XCTestCase {
 enum PassSet { case none, inference, execution }
 
 /// Runs model `id` from the cache on its reference input and checks every output against
-/// onnxruntime's within 1e-4 (absolute or relative).
+/// onnxruntime's within 1e-4 of the output's scale (absolute below 1). A model that is not in
+/// the cache skips (fails under BRAID_REQUIRE_CACHE=1); a model without its reference outputs
+/// fails.
 func checkAgainstReference(_ id: String, passes: PassSet) throws {
-    let cache = RealModelTests.cache
-    let model = cache.appendingPathComponent("models/\(id).onnx").path
-    let ref = cache.appendingPathComponent("reference/\(id)")
-    guard FileManager.default.fileExists(atPath: model) else {
-        XCTFail("\(model) missing: run tools/fetch-models and tools/make-reference")
-        return
-    }
+    let model = try TestCache.require("models/\(id).onnx", madeBy: "tools/fetch-models")
     var graph = try importONNX(path: model)
     switch passes {
     case .none: break
@@ -50,31 +40,14 @@ func checkAgainstReference(_ id: String, passes: PassSet) throws {
         let fused = graph.nodes.filter { if case .conv(let p) = $0.op { return p.fusion != nil } else { return false } }
         XCTAssertFalse(fused.isEmpty, "\(id): the execution passes fuse its convolutions")
     }
-    let input = try Npy.read(path: ref.appendingPathComponent("input_0.npy").path)
+    let input = try TestCache.reference("reference/\(id)/input_0.npy", madeBy: "tools/make-reference")
     let executor = Executor(graph: graph)
     executor.poisonBuffers = true
     let outputs = try executor.run([graph.feedInputs[0].name: input])
     for (i, o) in graph.outputs.enumerated() {
-        let path = ref.appendingPathComponent("output_\(i).npy").path
-        guard FileManager.default.fileExists(atPath: path) else {
-            XCTFail("\(id): no reference for output \(i) (\(path)): run tools/make-reference")
-            continue
-        }
-        let expected = try Npy.read(path: path)
+        let expected = try TestCache.reference("reference/\(id)/output_\(i).npy", madeBy: "tools/make-reference")
         let got = try XCTUnwrap(outputs[o.name])
-        XCTAssertEqual(got.shape, expected.shape, "\(id) output \(o.name)")
-        guard got.shape == expected.shape else { continue }
-        // NaN-aware: a NaN on either side (or a NaN error) makes the worst error NaN, which
-        // fails the check below (`max` alone would drop it).
-        var worst = 0.0
-        for k in 0..<got.count {
-            let a = Double(got.floats[k]), b = Double(expected.floats[k])
-            let err = min(abs(a - b), abs(a - b) / max(abs(b), 1e-12))
-            if err.isNaN || a.isNaN != b.isNaN { worst = .nan; break }
-            worst = max(worst, err)
-        }
-        XCTAssertLessThanOrEqual(worst, 1e-4, "\(id) output \(o.name): worst error \(worst) (absolute or relative)")
-        print("\(id) (\(passes) passes) output \(o.name) \(got.shape): worst abs-or-rel error \(worst)")
+        let d = assertClose(got, expected, tolerance: 1e-4, "\(id) output \(o.name)")
+        print("\(id) (\(passes) passes) output \(o.name) \(got.shape): worst difference / output scale \(d.worst)")
     }
 }
-

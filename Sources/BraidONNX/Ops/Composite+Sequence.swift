@@ -105,7 +105,7 @@ import BraidTensor
         index = n.step(.binary(.mod(fmod: false)), [index, length], "wrapped")
     }
     index = n.step(.expand, [index, n.step(.shape(start: 0, end: nil), [n.input(1)], "update_shape")], "index_full")
-    n.emit(.scatterElements(axis: axis, reduction: .none), inputs: [n.input(0), index, n.input(1)])
+    n.emit(.scatterElements(axis: axis, reduction: .replace), inputs: [n.input(0), index, n.input(1)])
 }
 
 /// RotaryEmbedding: heads `[B, S, H, D]` (from 4-D `[B, H, S, D]` or 3-D `[B, S, H * D]`), the

@@ -126,7 +126,7 @@ let compositeOps: OpTable = {
     }]
     t["LpNormalization"] = [v(1) { n in
         let axis = try n.int("axis", default: -1), p = try n.int("p", default: 2)
-        let kind: ReduceKind
+        let kind: ReduceFunction
         switch p {
         case 1: kind = .l1
         case 2: kind = .l2

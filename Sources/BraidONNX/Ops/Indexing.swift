@@ -38,20 +38,8 @@ let indexingOps: OpTable = {
         n.emit(.oneHot(axis: try n.int("axis", default: -1)), inputs: [n.input(0), n.input(1), n.input(2)])
     }]
     t["GridSample"] = [v(16) { n in
-        let mode: GridSampleParams.Mode
-        switch try n.string("mode", default: n.opset >= 20 ? "linear" : "bilinear") {
-        case "bilinear", "linear": mode = .linear
-        case "nearest": mode = .nearest
-        case "bicubic", "cubic": mode = .cubic
-        case let s: throw n.error("attribute 'mode' = '\(s)' is not known")
-        }
-        let padding: GridSampleParams.Padding
-        switch try n.string("padding_mode", default: "zeros") {
-        case "zeros": padding = .zeros
-        case "border": padding = .border
-        case "reflection": padding = .reflection
-        case let s: throw n.error("attribute 'padding_mode' = '\(s)' is not known")
-        }
+        let mode = try gridModeSpellings.read(n, default: n.opset >= 20 ? "linear" : "bilinear")
+        let padding = try gridPaddingSpellings.read(n, default: "zeros")
         n.emit(.gridSample(GridSampleParams(mode: mode, padding: padding, alignCorners: try n.bool("align_corners", default: false))),
                inputs: [n.input(0), n.input(1)])
     }]
@@ -114,37 +102,29 @@ let indexingOps: OpTable = {
     return t
 }()
 
-@Sendable private func reduction(_ n: NodeTranslation) throws -> ScatterReduction {
-    guard n.opset >= 16 else { return .none }
-    switch try n.string("reduction", default: "none") {
-    case "none": return .none
-    case "add": return .add
-    case "mul": return .mul
-    case "max" where n.opset >= 18: return .max
-    case "min" where n.opset >= 18: return .min
-    case let s: throw n.error("attribute 'reduction' = '\(s)' is not known at opset \(n.opset)")
-    }
+@Sendable private func reduction(_ n: NodeTranslation) throws -> ScatterCombine {
+    guard n.opset >= 16 else { return .replace }
+    return try reductionSpellings.read(n, default: "none")
 }
+
+/// ScatterND's and ScatterElements' reductions (max and min from opset 18).
+private let reductionSpellings = AttributeSpellings<ScatterCombine>("reduction", [
+    ("none", .replace), ("add", .add), ("mul", .mul),
+], later: [("max", .max, since: 18), ("min", .min, since: 18)])
 
 // MARK: - Writers (IR -> ONNX)
 
-private func reductionAttribute(_ r: ScatterReduction) -> [ONNXAttributeProto] {
-    switch r {
-    case .none: return []
-    case .add: return [.string("reduction", "add")]
-    case .mul: return [.string("reduction", "mul")]
-    case .max: return [.string("reduction", "max")]
-    case .min: return [.string("reduction", "min")]
-    }
+private func reductionAttribute(_ r: ScatterCombine, _ n: NodeExport) throws -> [ONNXAttributeProto] {
+    r == .replace ? [] : [.string("reduction", try reductionSpellings.name(r, n, what: "scatter reduction"))]
 }
 
 /// Writes the indexing ops; false when `n` is not one of them.
 func writeIndexingOp(_ n: NodeExport) throws -> Bool {
     switch n.node.op {
     case .gatherND(let b): n.emit("GatherND", attrs: b == 0 ? [] : [.int("batch_dims", Int64(b))])
-    case .scatterND(let r): n.emit("ScatterND", attrs: reductionAttribute(r))
+    case .scatterND(let r): n.emit("ScatterND", attrs: try reductionAttribute(r, n))
     case .scatterElements(let axis, let r):
-        n.emit("ScatterElements", attrs: [.int("axis", Int64(axis))] + reductionAttribute(r))
+        n.emit("ScatterElements", attrs: [.int("axis", Int64(axis))] + (try reductionAttribute(r, n)))
     case .cumSum(let exclusive, let reverse):
         n.emit("CumSum", attrs: [.bool("exclusive", exclusive), .bool("reverse", reverse)])
     case .cumProd(let exclusive, let reverse):
@@ -173,9 +153,18 @@ func writeIndexingOp(_ n: NodeExport) throws -> Bool {
         n.emit("Unique", attrs: (axis.map { [ONNXAttributeProto.int("axis", Int64($0))] } ?? []) + [.bool("sorted", sorted)])
     case .gridSample(let p):
         let mode = p.mode == .nearest ? "nearest" : (p.mode == .linear ? (n.opset >= 20 ? "linear" : "bilinear") : (n.opset >= 20 ? "cubic" : "bicubic"))
-        let padding = p.padding == .zeros ? "zeros" : (p.padding == .border ? "border" : "reflection")
+        let padding = try gridPaddingSpellings.name(p.padding, n, what: "GridSample padding")
         n.emit("GridSample", attrs: [.string("mode", mode), .string("padding_mode", padding), .bool("align_corners", p.alignCorners)])
     default: return false
     }
     return true
 }
+
+/// GridSample's modes: opset 20 renamed bilinear and bicubic; both spellings are read.
+private let gridModeSpellings = AttributeSpellings<GridSampleParams.Mode>("mode", [
+    ("bilinear", .linear), ("linear", .linear), ("nearest", .nearest), ("bicubic", .cubic), ("cubic", .cubic),
+])
+
+private let gridPaddingSpellings = AttributeSpellings<GridSampleParams.Padding>("padding_mode", [
+    ("zeros", .zeros), ("border", .border), ("reflection", .reflection),
+])

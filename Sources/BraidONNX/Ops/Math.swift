@@ -6,31 +6,31 @@ import BraidTensor
 
 let mathOps: OpTable = {
     var t: OpTable = [:]
-    func unary(_ name: String, since: Int, _ op: UnaryOp) {
+    func unary(_ name: String, since: Int, _ op: UnaryFunction) {
         t[name] = [v(since) { n in n.emit(.unary(op), inputs: [n.input(0)]) }]
     }
-    func unary(_ name: String, since: Int, _ make: @escaping @Sendable (NodeTranslation) throws -> UnaryOp) {
+    func unary(_ name: String, since: Int, _ make: @escaping @Sendable (NodeTranslation) throws -> UnaryFunction) {
         t[name] = [v(since) { n in n.emit(.unary(try make(n)), inputs: [n.input(0)]) }]
     }
     // Before opset 7 the arithmetic and logical ops broadcast only when asked (`broadcast`),
     // optionally aligned at `axis`.
-    func binary(_ name: String, since: Int, legacyBefore: Int = 7, _ op: BinaryOp) {
+    func binary(_ name: String, since: Int, legacyBefore: Int = 7, _ op: BinaryFunction) {
         var entries = [v(since) { n in try legacyBinary(n, op) }]
         if since < legacyBefore { entries.append(v(legacyBefore) { n in n.emit(.binary(op)) }) }
         t[name] = entries
     }
 
-    for (name, op) in [("Neg", UnaryOp.neg), ("Abs", .abs), ("Sqrt", .sqrt), ("Exp", .exp),
+    for (name, op) in [("Neg", UnaryFunction.neg), ("Abs", .abs), ("Sqrt", .sqrt), ("Exp", .exp),
                        ("Log", .log), ("Reciprocal", .reciprocal), ("Floor", .floor),
                        ("Ceil", .ceil), ("Relu", .relu), ("Sigmoid", .sigmoid), ("Tanh", .tanh),
                        ("Softplus", .softplus), ("Softsign", .softsign), ("Not", .not)] {
         unary(name, since: 1, op)
     }
-    for (name, op) in [("Sin", UnaryOp.sin), ("Cos", .cos), ("Tan", .tan), ("Asin", .asin),
+    for (name, op) in [("Sin", UnaryFunction.sin), ("Cos", .cos), ("Tan", .tan), ("Asin", .asin),
                        ("Acos", .acos), ("Atan", .atan)] {
         unary(name, since: 7, op)
     }
-    for (name, op) in [("Sinh", UnaryOp.sinh), ("Cosh", .cosh), ("Asinh", .asinh),
+    for (name, op) in [("Sinh", UnaryFunction.sinh), ("Cosh", .cosh), ("Asinh", .asinh),
                        ("Acosh", .acosh), ("Atanh", .atanh), ("Erf", .erf), ("Sign", .sign),
                        ("IsNaN", .isNaN)] {
         unary(name, since: 9, op)
@@ -61,13 +61,13 @@ let mathOps: OpTable = {
     }
     t["IsInf"] = [v(10, translateIsInf)]
 
-    for (name, op) in [("Add", BinaryOp.add), ("Sub", .sub), ("Mul", .mul), ("Div", .div),
+    for (name, op) in [("Add", BinaryFunction.add), ("Sub", .sub), ("Mul", .mul), ("Div", .div),
                        ("Equal", .equal), ("Less", .less), ("Greater", .greater),
                        ("And", .and), ("Or", .or), ("Xor", .xor)] {
         binary(name, since: 1, op)
     }
     binary("Pow", since: 1, .pow)
-    for (name, op) in [("BitwiseAnd", BinaryOp.bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor)] {
+    for (name, op) in [("BitwiseAnd", BinaryFunction.bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor)] {
         t[name] = [v(18) { n in n.emit(.binary(op)) }]
     }
     unary("BitwiseNot", since: 18, .bitwiseNot)
@@ -126,7 +126,7 @@ let mathOps: OpTable = {
 
 /// A binary op before opset 7: with `broadcast` and `axis`, B's axes line up with A's from
 /// `axis` on, so B gets trailing size-1 axes (both ranks must be known at import).
-@Sendable private func legacyBinary(_ n: NodeTranslation, _ op: BinaryOp) throws {
+@Sendable private func legacyBinary(_ n: NodeTranslation, _ op: BinaryFunction) throws {
     guard try n.bool("broadcast", default: false), let axis = try n.int("axis") else {
         return n.emit(.binary(op))
     }
@@ -177,8 +177,11 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
         switch b {
         case .mod(let fmod): n.emit("Mod", attrs: [.bool("fmod", fmod)])
         case .bitShiftLeft: n.emit("BitShift", attrs: [.string("direction", "LEFT")])
-        case .bitShiftRight: n.emit("BitShift", attrs: [.string("direction", "RIGHT")])
-        default: n.emit(binaryONNXName(b))
+        // Right shifts of signed values fill with the sign in ONNX's reference too.
+        case .bitShiftRight, .arithmeticShiftRight: n.emit("BitShift", attrs: [.string("direction", "RIGHT")])
+        default:
+            guard let name = binaryNames.first(where: { $0.1 == b })?.0 else { preconditionFailure("\(b) is written with attributes") }
+            n.emit(name)
         }
     case .variadic(let v):
         switch v {
@@ -200,31 +203,16 @@ func writeMathOp(_ n: NodeExport) throws -> Bool {
     return true
 }
 
-private func binaryONNXName(_ b: BinaryOp) -> String {
-    switch b {
-    case .add: return "Add"
-    case .sub: return "Sub"
-    case .mul: return "Mul"
-    case .div: return "Div"
-    case .pow: return "Pow"
-    case .max: return "Max"
-    case .min: return "Min"
-    case .equal: return "Equal"
-    case .less: return "Less"
-    case .greater: return "Greater"
-    case .lessOrEqual: return "LessOrEqual"
-    case .greaterOrEqual: return "GreaterOrEqual"
-    case .and: return "And"
-    case .or: return "Or"
-    case .xor: return "Xor"
-    case .bitwiseAnd: return "BitwiseAnd"
-    case .bitwiseOr: return "BitwiseOr"
-    case .bitwiseXor: return "BitwiseXor"
-    case .mod, .bitShiftLeft, .bitShiftRight: preconditionFailure("written with attributes")
-    }
-}
+/// The ONNX op each binary function without attributes is written as (Max and Min as the
+/// variadic ops of two inputs).
+private let binaryNames: [(String, BinaryFunction)] = [
+    ("Add", .add), ("Sub", .sub), ("Mul", .mul), ("Div", .div), ("Pow", .pow), ("Max", .max), ("Min", .min),
+    ("Equal", .equal), ("Less", .less), ("Greater", .greater), ("LessOrEqual", .lessOrEqual),
+    ("GreaterOrEqual", .greaterOrEqual), ("And", .and), ("Or", .or), ("Xor", .xor),
+    ("BitwiseAnd", .bitwiseAnd), ("BitwiseOr", .bitwiseOr), ("BitwiseXor", .bitwiseXor),
+]
 
-private func writeUnary(_ u: UnaryOp, _ n: NodeExport) throws {
+private func writeUnary(_ u: UnaryFunction, _ n: NodeExport) throws {
     let x = n.input(0)
     switch u {
     case .neg: n.emit("Neg", [x])

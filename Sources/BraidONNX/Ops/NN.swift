@@ -74,7 +74,7 @@ let nnOps: OpTable = {
         n.emit(.lrn(size: try n.requiredInt("size"), alpha: try n.float("alpha", default: 1e-4),
                     beta: try n.float("beta", default: 0.75), bias: try n.float("bias", default: 1)))
     }]
-    for (name, kind) in [("Softmax", SoftmaxKind.softmax), ("LogSoftmax", .logSoftmax), ("Hardmax", .hardmax)] {
+    for (name, kind) in [("Softmax", SoftmaxMode.softmax), ("LogSoftmax", .logSoftmax), ("Hardmax", .hardmax)] {
         t[name] = [
             v(1) { n in n.emit(.softmax(kind, axis: try n.int("axis", default: 1), coerce2D: true)) },
             v(13) { n in n.emit(.softmax(kind, axis: try n.int("axis", default: -1), coerce2D: false)) },
@@ -268,7 +268,7 @@ private func writePool(_ n: NodeExport, _ p: PoolParams) throws {
 
 /// Softmax 13 normalises one axis. The IR's `coerce2D` form (opset < 13's rule) is that same
 /// op when the axis is the last one; otherwise it becomes Flatten, Softmax, Reshape.
-private func writeSoftmax(_ n: NodeExport, _ kind: SoftmaxKind, axis: Int, coerce2D: Bool) throws {
+private func writeSoftmax(_ n: NodeExport, _ kind: SoftmaxMode, axis: Int, coerce2D: Bool) throws {
     let name = kind == .softmax ? "Softmax" : kind == .logSoftmax ? "LogSoftmax" : "Hardmax"
     let x = n.input(0)
     let rank = n.shape(x)?.count

@@ -64,7 +64,7 @@ let quantizeOps: OpTable = {
         n.emit(.cast(to: .int32), inputs: [n.step(.matMul, [centredInteger(n, 0, 2, "a"), centredInteger(n, 1, 3, "b")], "product")])
     }]
     t["DynamicQuantizeLinear"] = [v(11) { n in
-        let all = { (k: ReduceKind) in Op.reduce(k, axes: nil, keepDims: false, noopWithEmptyAxes: false) }
+        let all = { (k: ReduceFunction) in Op.reduce(k, axes: nil, keepDims: false, noopWithEmptyAxes: false) }
         let zero = n.constant(floats: [0], shape: [], "zero")
         let lo = n.step(.binary(.min), [n.step(all(.min), [n.input(0)], "data_min"), zero], "range_min")
         let hi = n.step(.binary(.max), [n.step(all(.max), [n.input(0)], "data_max"), zero], "range_max")

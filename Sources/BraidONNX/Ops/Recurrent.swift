@@ -38,7 +38,7 @@ private func translateRecurrent(_ n: NodeTranslation, _ cell: RecurrentParams.Ce
     }
     var alphas = try n.floats("activation_alpha") ?? [], betas = try n.floats("activation_beta") ?? []
     func take(_ list: inout [Float], _ d: Float) -> Float { list.isEmpty ? d : list.removeFirst() }
-    var ops: [UnaryOp] = []
+    var ops: [UnaryFunction] = []
     for name in names {
         switch name.lowercased() {
         case "sigmoid": ops.append(.sigmoid)

@@ -4,15 +4,18 @@ import BraidTensor
 // Reductions and arg-extremes -> IR. The `axes` attribute of older opsets becomes a constant
 // input; the IR's own `axes` field is left nil so that there is one form.
 
+/// Each reduction's ONNX name and the opset from which its axes are an input; the reader
+/// and the writer both use it.
+private let reductions: [(String, ReduceFunction, Int)] = [
+    ("ReduceSum", .sum, 13), ("ReduceMean", .mean, 18), ("ReduceMax", .max, 18),
+    ("ReduceMin", .min, 18), ("ReduceProd", .prod, 18), ("ReduceL1", .l1, 18),
+    ("ReduceL2", .l2, 18), ("ReduceLogSum", .logSum, 18), ("ReduceLogSumExp", .logSumExp, 18),
+    ("ReduceSumSquare", .sumSquare, 18),
+]
+
 let reduceOps: OpTable = {
     var t: OpTable = [:]
-    let kinds: [(String, ReduceKind, Int)] = [
-        ("ReduceSum", .sum, 13), ("ReduceMean", .mean, 18), ("ReduceMax", .max, 18),
-        ("ReduceMin", .min, 18), ("ReduceProd", .prod, 18), ("ReduceL1", .l1, 18),
-        ("ReduceL2", .l2, 18), ("ReduceLogSum", .logSum, 18), ("ReduceLogSumExp", .logSumExp, 18),
-        ("ReduceSumSquare", .sumSquare, 18),
-    ]
-    for (name, kind, axesAsInput) in kinds {
+    for (name, kind, axesAsInput) in reductions {
         t[name] = [
             v(1) { n in
                 let axes = try n.ints("axes").map { n.constant(ints: $0, "axes") } ?? ""
@@ -51,25 +54,10 @@ func writeReduceOp(_ n: NodeExport) throws -> Bool {
     return true
 }
 
-private func reduceONNXName(_ kind: ReduceKind) -> String {
-    switch kind {
-    case .sum: return "ReduceSum"
-    case .mean: return "ReduceMean"
-    case .max: return "ReduceMax"
-    case .min: return "ReduceMin"
-    case .prod: return "ReduceProd"
-    case .l1: return "ReduceL1"
-    case .l2: return "ReduceL2"
-    case .logSum: return "ReduceLogSum"
-    case .logSumExp: return "ReduceLogSumExp"
-    case .sumSquare: return "ReduceSumSquare"
-    }
-}
-
 /// Axes go in as an input from ReduceSum 13 and the other reductions 18, as an attribute
 /// before; an attribute needs axes fixed before the run.
-private func writeReduce(_ n: NodeExport, _ kind: ReduceKind, axes field: [Int]?, keepDims: Bool, noop: Bool) throws {
-    let name = reduceONNXName(kind)
+private func writeReduce(_ n: NodeExport, _ kind: ReduceFunction, axes field: [Int]?, keepDims: Bool, noop: Bool) throws {
+    let name = reductions.first { $0.1 == kind }!.0
     let x = n.input(0)
     if kind == .sum || n.opset >= 18 {
         let axes = field.map { n.constant(ints: $0, "axes") } ?? n.input(1)

@@ -153,7 +153,7 @@ private func blockSize(_ n: NodeTranslation) throws -> Int {
     return b
 }
 
-private func padMode(_ n: NodeTranslation) throws -> PadMode {
+private func padMode(_ n: NodeTranslation) throws -> PadFill {
     switch try n.string("mode", default: "constant") {
     case "constant": return .constant
     case "reflect": return .reflect
@@ -173,39 +173,31 @@ private func resizeMode(_ n: NodeTranslation, allowCubic: Bool, bilinear: Bool =
     }
 }
 
+private let coordinateSpellings = AttributeSpellings<ResizeCoordinates>("coordinate_transformation_mode", [
+    ("half_pixel", .halfPixel), ("pytorch_half_pixel", .pytorchHalfPixel), ("align_corners", .alignCorners),
+    ("asymmetric", .asymmetric), ("tf_crop_and_resize", .tfCropAndResize),
+], later: [("half_pixel_symmetric", .halfPixelSymmetric, since: 19)])
+
+private let nearestSpellings = AttributeSpellings<ResizeRounding>("nearest_mode", [
+    ("round_prefer_floor", .roundPreferFloor), ("round_prefer_ceil", .roundPreferCeil), ("floor", .floor), ("ceil", .ceil),
+])
+
+private let aspectSpellings = AttributeSpellings<ResizeParams.AspectPolicy>("keep_aspect_ratio_policy", [
+    ("stretch", .stretch), ("not_larger", .notLarger), ("not_smaller", .notSmaller),
+])
+
 /// Resize 11 and later: `[x, roi, scales, sizes]`; attributes added by later versions are
 /// read only from those versions on.
 @Sendable private func translateResize(_ n: NodeTranslation) throws {
-    let coordinate: ResizeParams.CoordinateTransform
-    switch try n.string("coordinate_transformation_mode", default: "half_pixel") {
-    case "half_pixel": coordinate = .halfPixel
-    case "pytorch_half_pixel": coordinate = .pytorchHalfPixel
-    case "align_corners": coordinate = .alignCorners
-    case "asymmetric": coordinate = .asymmetric
-    case "tf_crop_and_resize": coordinate = .tfCropAndResize
-    case "half_pixel_symmetric" where n.opset >= 19: coordinate = .halfPixelSymmetric
-    case let s: throw n.error("attribute 'coordinate_transformation_mode' = '\(s)' is not supported at opset \(n.opset)")
-    }
-    let nearest: ResizeParams.NearestRounding
-    switch try n.string("nearest_mode", default: "round_prefer_floor") {
-    case "round_prefer_floor": nearest = .roundPreferFloor
-    case "round_prefer_ceil": nearest = .roundPreferCeil
-    case "floor": nearest = .floor
-    case "ceil": nearest = .ceil
-    case let s: throw n.error("attribute 'nearest_mode' = '\(s)' is not supported")
-    }
+    let coordinate = try coordinateSpellings.read(n, default: "half_pixel")
+    let nearest = try nearestSpellings.read(n, default: "round_prefer_floor")
     var aspect = ResizeParams.AspectPolicy.stretch
     var axes: [Int]?
     var antialias = false
     if n.opset >= 18 {
         antialias = try n.bool("antialias", default: false)
         axes = try n.ints("axes")
-        switch try n.string("keep_aspect_ratio_policy", default: "stretch") {
-        case "stretch": aspect = .stretch
-        case "not_larger": aspect = .notLarger
-        case "not_smaller": aspect = .notSmaller
-        case let s: throw n.error("attribute 'keep_aspect_ratio_policy' = '\(s)' is not supported")
-        }
+        aspect = try aspectSpellings.read(n, default: "stretch")
     }
     n.emit(.resize(ResizeParams(
         mode: try resizeMode(n, allowCubic: true), coordinate: coordinate, nearest: nearest,
@@ -286,7 +278,7 @@ private func writeShape(_ n: NodeExport, start: Int, end: Int?) {
                      n.constant(ints: [0], "axis")])
 }
 
-private func writePad(_ n: NodeExport, _ mode: PadMode) throws {
+private func writePad(_ n: NodeExport, _ mode: PadFill) throws {
     let name: String
     switch mode {
     case .constant: name = "constant"
@@ -302,24 +294,8 @@ private func writePad(_ n: NodeExport, _ mode: PadMode) throws {
 
 private func writeResize(_ n: NodeExport, _ p: ResizeParams) throws {
     let mode = p.mode == .nearest ? "nearest" : p.mode == .linear ? "linear" : "cubic"
-    let coordinate: String
-    switch p.coordinate {
-    case .halfPixel: coordinate = "half_pixel"
-    case .pytorchHalfPixel: coordinate = "pytorch_half_pixel"
-    case .alignCorners: coordinate = "align_corners"
-    case .asymmetric: coordinate = "asymmetric"
-    case .tfCropAndResize: coordinate = "tf_crop_and_resize"
-    case .halfPixelSymmetric:
-        try n.require(opset: 19, "Resize coordinate mode 'half_pixel_symmetric'")
-        coordinate = "half_pixel_symmetric"
-    }
-    let nearest: String
-    switch p.nearest {
-    case .roundPreferFloor: nearest = "round_prefer_floor"
-    case .roundPreferCeil: nearest = "round_prefer_ceil"
-    case .floor: nearest = "floor"
-    case .ceil: nearest = "ceil"
-    }
+    let coordinate = try coordinateSpellings.name(p.coordinate, n, what: "Resize coordinate mode")
+    let nearest = try nearestSpellings.name(p.nearest, n, what: "Resize nearest mode")
     var attrs: [ONNXAttributeProto] = [
         .string("mode", mode), .string("coordinate_transformation_mode", coordinate),
         .string("nearest_mode", nearest), .float("cubic_coeff_a", p.cubicCoefficient),
@@ -339,7 +315,7 @@ private func writeResize(_ n: NodeExport, _ p: ResizeParams) throws {
     }
     if p.aspect != .stretch {
         try n.require(opset: 18, "Resize with a keep-aspect-ratio policy")
-        attrs.append(.string("keep_aspect_ratio_policy", p.aspect == .notLarger ? "not_larger" : "not_smaller"))
+        attrs.append(.string("keep_aspect_ratio_policy", try aspectSpellings.name(p.aspect, n, what: "Resize keep-aspect-ratio policy")))
     }
     n.emit("Resize", inputs, attrs: attrs)
 }

@@ -1,7 +1,6 @@
 import BraidData
 import BraidGraph
 import BraidKeras
-import BraidTraining
 import Foundation
 
 /// A model's input preparation and where each of its settings came from.
@@ -24,27 +23,24 @@ public struct ResolvedInput: Sendable, Equatable {
     }
 }
 
-extension SourceModel {
-    /// How this model's input is prepared and where each setting came from.
-    public var input: ResolvedInput { ResolvedInput(spec: spec, sources: inputSources) }
-
+extension ResolvedInput {
     /// How `path`'s input is prepared, each setting from the most binding place that has it:
     /// `preprocess` and `inputSize` (flags or an experiment config), then the model's own
     /// metadata (`PreprocessOverride(metadata:)`), then its Models/manifest entry (the file's
     /// stem is the id), then Braid's default: the declared input's size, NCHW when its
     /// second dim is 1 or 3 and NHWC when its last is, RGB, pixels 0-1, mean 0, std 1.
     ///
-    /// - Throws: `TrainingError` naming the file when the input is not 4-D, when its spatial
-    ///   dims are symbolic and no `inputSize` (`--input-size`) or manifest entry gives them,
+    /// - Throws: `ModelLoadError` naming the file when the input is not 4-D, when its spatial
+    ///   dims are symbolic and no `inputSize` or manifest entry gives them,
     ///   when its layout cannot be told, or when a setting does not fit it.
-    public static func resolveInput(path: String, graph: Graph, manifest: [ModelManifest], inputSize: [Int]? = nil,
+    public static func resolve(path: String, graph: Graph, manifest: [ModelManifest], inputSize: [Int]? = nil,
                                     preprocess: PreprocessOverride? = nil) throws -> ResolvedInput {
         let stem = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         let stored: PreprocessOverride?
         do {
             stored = try PreprocessOverride(metadata: try modelMetadata(path: path, graph: graph))
         } catch {
-            throw TrainingError("\(path): \(error)")
+            throw ModelLoadError("\(path): \(error)")
         }
         let given = preprocess ?? PreprocessOverride()
         let layout = given.layout ?? stored?.layout
@@ -66,13 +62,13 @@ extension SourceModel {
             do {
                 resolved.spec = try settings.applied(to: resolved.spec)
             } catch {
-                throw TrainingError("\(path): \(source == .flag ? "" : "metadata: ")\(error)")
+                throw ModelLoadError("\(path): \(source == .flag ? "" : "metadata: ")\(error)")
             }
             for f in settings.fields { resolved.sources[f] = source }
         }
         if let inputSize {
             guard inputSize.count == 2, inputSize.allSatisfy({ $0 >= 1 && $0 <= 4096 }) else {
-                throw TrainingError("\(path): an input size is HEIGHTxWIDTH with each side in 1...4096, got \(inputSize)")
+                throw ModelLoadError("\(path): an input size is HEIGHTxWIDTH with each side in 1...4096, got \(inputSize)")
             }
             resolved.spec.height = inputSize[0]
             resolved.spec.width = inputSize[1]
@@ -85,7 +81,7 @@ extension SourceModel {
     /// `resolveInput`), ignoring any metadata or flags.
     public static func inputSpec(for path: String, graph: Graph, manifest: [ModelManifest],
                                  inputSize: [Int]? = nil) throws -> InputSpec {
-        try resolveInput(path: path, graph: graph, manifest: manifest, inputSize: inputSize,
+        try resolve(path: path, graph: graph, manifest: manifest, inputSize: inputSize,
                          preprocess: PreprocessOverride()).spec
     }
 
@@ -103,7 +99,7 @@ extension SourceModel {
     static func declaredSpec(path: String, graph: Graph, layout: InputLayout?, inputSize: [Int]?,
                              base: InputSpec) throws -> InputSpec {
         guard let input = graph.feedInputs.first, let dims = input.shape, dims.count == 4 else {
-            throw TrainingError("\(path): cannot tell the input size (no manifest entry and no 4-D input); it needs an entry in Models/manifest")
+            throw ModelLoadError("\(path): cannot tell the input size (no manifest entry and no 4-D input); it needs an entry in Models/manifest")
         }
         let v = dims.map(\.value)
         let shown = "[" + dims.map(\.description).joined(separator: ", ") + "]"
@@ -115,11 +111,11 @@ extension SourceModel {
         } else if let c = v[3], c == 1 || c == 3 {
             chosen = .nhwc
         } else {
-            throw TrainingError("\(path): cannot tell whether input '\(input.name)' \(shown) is NCHW or NHWC; give --layout nchw|nhwc")
+            throw ModelLoadError("\(path): cannot tell whether input '\(input.name)' \(shown) is NCHW or NHWC; give its layout (nchw or nhwc)", setting: "layout")
         }
         let (c, h, w) = chosen == .nchw ? (v[1], v[2], v[3]) : (v[3], v[1], v[2])
         guard let channels = c, channels == 1 || channels == 3 else {
-            throw TrainingError("\(path): input '\(input.name)' \(shown) read as \(chosen.rawValue) has \(c.map(String.init) ?? "symbolic") channels; expected 1 or 3")
+            throw ModelLoadError("\(path): input '\(input.name)' \(shown) read as \(chosen.rawValue) has \(c.map(String.init) ?? "symbolic") channels; expected 1 or 3")
         }
         var spec = base
         spec.channels = channels
@@ -129,10 +125,10 @@ extension SourceModel {
         } else if let inputSize, inputSize.count == 2 {
             spec.height = inputSize[0]; spec.width = inputSize[1]
         } else {
-            throw TrainingError("\(path): input '\(input.name)' \(shown) has symbolic spatial dims; give its size with --input-size HEIGHTxWIDTH (NAME=HEIGHTxWIDTH for one of several sources), or add the model to Models/manifest")
+            throw ModelLoadError("\(path): input '\(input.name)' \(shown) has symbolic spatial dims; give its input size (HEIGHTxWIDTH), or add the model to Models/manifest", setting: "inputSize")
         }
         if spec.mean.count == 3 && channels == 1 || spec.std.count == 3 && channels == 1 {
-            throw TrainingError("\(path): input '\(input.name)' has 1 channel but the preprocessing has 3 means or stds")
+            throw ModelLoadError("\(path): input '\(input.name)' has 1 channel but the preprocessing has 3 means or stds")
         }
         return spec
     }

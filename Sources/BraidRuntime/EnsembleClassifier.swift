@@ -3,8 +3,18 @@ import BraidGraph
 import BraidKeras
 import BraidONNX
 import BraidTensor
-import BraidTraining
 import Foundation
+
+/// A model that is not an exported ensemble: its metadata lacks the class names or the
+/// preprocessing of its image input.
+public struct MissingEnsembleMetadata: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    /// The metadata keys missing or malformed, with what they should hold.
+    public var missing: [String]
+    public var description: String {
+        "\(path): no preprocessing metadata (missing \(missing.joined(separator: ", "))); export the model from a run directory, give its preprocessing, or feed prepared tensors"
+    }
+}
 
 /// An exported ensemble loaded for classifying image files: its graph and the metadata that
 /// says how to feed it and what its classes are called.
@@ -15,13 +25,13 @@ public final class EnsembleClassifier {
 
     /// Loads `path` (.onnx, or a Keras file written by `braid export --format h5`).
     ///
-    /// - Throws: `TrainingError` when the model has no ensemble metadata (class names and
-    ///   preprocessing) or no `probabilities` output.
+    /// - Throws: `MissingEnsembleMetadata` when the model has no ensemble metadata (class
+    ///   names and preprocessing); `ModelLoadError` when it has no `probabilities` output.
     public init(path: String) throws {
         var graph: Graph
         var metadata: [String: String]
         if (path as NSString).pathExtension.lowercased() == "onnx" {
-            guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("\(path): no such file") }
+            guard FileManager.default.fileExists(atPath: path) else { throw ModelLoadError("\(path): no such file") }
             // metadata_props are read from the message itself: the importer keeps only short values.
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             let model = try data.withUnsafeBytes { try ONNXModelProto(serialized: $0) }
@@ -30,16 +40,15 @@ public final class EnsembleClassifier {
             metadata = graph.metadata
             for p in model.metadataProps { metadata[p.key] = p.value }
         } else {
-            graph = try SourceModel.importGraph(path: path)
+            graph = try ModelFile.load(path: path)
             metadata = graph.metadata.merging(try kerasFileMetadata(path: path)) { _, stored in stored }
         }
         guard let info = EnsembleInfo(metadata: metadata) else {
-            let missing = EnsembleInfo.missing(in: metadata).joined(separator: ", ")
-            throw TrainingError("\(path): no preprocessing metadata for --image (missing \(missing)); export the model from a run directory (`braid export RUN_DIR --format onnx|h5`), give its preprocessing with --preprocess (or --range, --mean, --std), or feed prepared tensors with `--input x.npy --output y.npy`")
+            throw MissingEnsembleMetadata(path: path, missing: EnsembleInfo.missing(in: metadata))
         }
         guard graph.outputs.contains(where: { $0.name == EnsembleNames.probabilities }),
               graph.feedInputs.count == 1 else {
-            throw TrainingError("\(path): expected one image input and a '\(EnsembleNames.probabilities)' output")
+            throw ModelLoadError("\(path): expected one image input and a '\(EnsembleNames.probabilities)' output")
         }
         self.graph = graph
         self.info = info
@@ -67,7 +76,7 @@ public final class EnsembleClassifier {
     public func classify(_ batch: Tensor, top: Int) throws -> [[(label: String, probability: Float)]] {
         let out = try executor.run([graph.feedInputs[0].name: batch])
         guard let p = out[EnsembleNames.probabilities], p.shape.count == 2, p.shape[1] == info.classes.count else {
-            throw TrainingError("the model's probabilities do not have \(info.classes.count) classes")
+            throw ModelLoadError("the model's probabilities do not have \(info.classes.count) classes")
         }
         let k = info.classes.count
         let values = p.floatArray
@@ -79,16 +88,32 @@ public final class EnsembleClassifier {
     }
 }
 
-/// Braid's metadata stored in a model file: an ONNX model's `metadata_props` (read from the
-/// message, whatever their length), or what `exportKeras` stored in a Keras file.
-///
-/// - Throws: the importers' errors naming the file when it cannot be parsed.
-public func storedMetadata(path: String) throws -> [String: String] {
-    guard (path as NSString).pathExtension.lowercased() == "onnx" else { return try kerasFileMetadata(path: path) }
-    guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("\(path): no such file") }
-    let data = try Data(contentsOf: URL(fileURLWithPath: path))
-    let model = try data.withUnsafeBytes { try ONNXModelProto(serialized: $0) }
-    return Dictionary(model.metadataProps.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+extension EnsembleClassifier {
+    /// Checks, before any image is read, that classifying `images` images `batch` at a time
+    /// fits in `limit` bytes: the classifier plans once per batch size it meets (full batches
+    /// and a smaller last one) and keeps every plan, so each size's planned buffers count,
+    /// plus the weights, the folded constants and one batch of decoded images.
+    ///
+    /// - Throws: `MemoryLimitError` with the parts that add up to the need.
+    public func checkMemory(images: Int, batch: Int, limit: Int) throws {
+        let input = graph.feedInputs[0].name
+        let (c, h, w) = (info.image.channels, info.image.height, info.image.width)
+        let sizes = Set([min(batch, images), images % batch].filter { $0 > 0 }).sorted(by: >)
+        var planned = 0, fixed = 0
+        for n in sizes {
+            let estimate = try executor.memoryNeeded([input: (shape: [n, c, h, w], dtype: .float32)])
+            planned += estimate.plannedBytes
+            fixed = estimate.weightBytes + estimate.constantBytes
+        }
+        let decoded = (sizes.first ?? 0) * c * h * w * MemoryLayout<Float>.size
+        let needed = planned + fixed + decoded
+        guard needed <= limit else {
+            let shapes = sizes.map { "[\($0), \(c), \(h), \(w)]" }.joined(separator: " and ")
+            throw MemoryLimitError(needed: needed, limit: limit,
+                                   detail: "planned buffers \(formatBytes(planned)) + weights and folded constants \(formatBytes(fixed))"
+                                       + " + decoded images \(formatBytes(decoded)) for image batches \(shapes)")
+        }
+    }
 }
 
 extension EnsembleClassifier {
@@ -99,7 +124,7 @@ extension EnsembleClassifier {
         let t = try Npy.read(path: path)
         let shape = t.shape.count == 2 ? [1] + t.shape : t.shape
         guard t.dtype == .float32, shape.count == 3, shape[0] == 1 || shape[0] == 3, shape[1] > 0, shape[2] > 0 else {
-            throw TrainingError("\(path): expected one float32 image [C, H, W] (C 1 or 3) or [H, W] in 0..255, got \(t.dtype) \(t.shape)")
+            throw ModelLoadError("\(path): expected one float32 image [C, H, W] (C 1 or 3) or [H, W] in 0..255, got \(t.dtype) \(t.shape)")
         }
         return t.reshaped(shape)
     }
@@ -112,12 +137,12 @@ public func imageFiles(_ arguments: [String]) throws -> [String] {
     var files: [String] = []
     for a in arguments {
         var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: a, isDirectory: &isDir) else { throw TrainingError("\(a): no such file or folder") }
+        guard fm.fileExists(atPath: a, isDirectory: &isDir) else { throw ModelLoadError("\(a): no such file or folder") }
         guard isDir.boolValue else { files.append(a); continue }
         let found = (fm.enumerator(atPath: a)?.allObjects as? [String] ?? [])
             .filter { ["png", "jpg", "jpeg", "npy"].contains(($0 as NSString).pathExtension.lowercased()) }
             .sorted()
-        guard !found.isEmpty else { throw TrainingError("\(a): no .png, .jpg or .npy images in this folder") }
+        guard !found.isEmpty else { throw ModelLoadError("\(a): no .png, .jpg or .npy images in this folder") }
         files += found.map { (a as NSString).appendingPathComponent($0) }
     }
     return files

@@ -1,0 +1,100 @@
+import BraidData
+import BraidTraining
+import Foundation
+import XCTest
+@testable import BraidTransfer
+
+/// `--lr auto`'s recovery: a fine-tune at an automatically chosen rate that diverges starts
+/// again from the initial weights at a third of the rate.
+final class AutoRateRecoveryTests: XCTestCase {
+    /// The rule on loss sequences whose answer is known.
+    func testDivergenceRule() {
+        // Two classes: the starting level is max(first loss, ln 2).
+        var w = DivergenceWatch(classes: 2)
+        for loss: Float in [0.7, 0.65, 0.6, 0.5, 0.45, 0.4, 0.3, 0.35, 0.2] { XCTAssertNil(w.observe(loss)) }
+        XCTAssertEqual(w.start, 0.7)
+        // A rise past twice the start is divergence, but not before the fifth batch.
+        w = DivergenceWatch(classes: 2)
+        XCTAssertNil(w.observe(0.7))
+        XCTAssertNil(w.observe(5))
+        XCTAssertNil(w.observe(5))
+        XCTAssertNil(w.observe(5))
+        XCTAssertNotNil(w.observe(5))
+        // One noisy batch among ordinary ones is not.
+        w = DivergenceWatch(classes: 2)
+        for loss: Float in [0.7, 0.7, 0.69, 2.5, 0.7, 0.68, 0.6, 0.6] { XCTAssertNil(w.observe(loss), "\(loss)") }
+        // A lucky first batch: the level is ln(classes), not 0.05.
+        w = DivergenceWatch(classes: 10)
+        XCTAssertEqual(w.observe(0.05), nil)
+        XCTAssertEqual(try XCTUnwrap(w.start), Float(log(10.0)), accuracy: 1e-6)
+        for _ in 0..<20 { XCTAssertNil(w.observe(3)) }
+        // A large first loss (a random network's big logits) sets a large level.
+        w = DivergenceWatch(classes: 2)
+        for loss: Float in [8, 7, 9, 6, 10, 12] { XCTAssertNil(w.observe(loss)) }
+        for _ in 0..<30 { _ = w.observe(40) }
+        XCTAssertNotNil(w.observe(40))
+    }
+
+    /// "Learned nothing": the loss's moving average no lower than the entropy of the labels
+    /// seen (a model predicting the class frequencies).
+    func testLearnedNothingRule() {
+        var w = DivergenceWatch(classes: 2)
+        XCTAssertNil(w.learnedNothing())
+        // Balanced labels, a loss stuck at ln 2: a constant output.
+        for i in 0..<40 { _ = w.observe(0.6932 + (i % 2 == 0 ? 0.01 : -0.005)); w.tally(label: i % 2) }
+        XCTAssertNotNil(w.learnedNothing())
+        // The same loss with 3:1 labels is above their entropy (0.562) too; a falling one is not.
+        w = DivergenceWatch(classes: 2)
+        for i in 0..<40 { _ = w.observe(0.7 - Float(i) * 0.01); w.tally(label: i % 4 == 0 ? 1 : 0) }
+        XCTAssertNil(w.learnedNothing(), "ends at 0.31, below 0.562")
+        w = DivergenceWatch(classes: 3)
+        for i in 0..<30 { _ = w.observe(1.2); w.tally(label: i % 3) }
+        XCTAssertNotNil(w.learnedNothing(), "1.2 >= ln 3 = 1.0986")
+        w = DivergenceWatch(classes: 3)
+        for i in 0..<30 { _ = w.observe(1.0); w.tally(label: i % 3) }
+        XCTAssertNil(w.learnedNothing())
+    }
+
+    /// A small CNN on the digits at a rate its loss explodes at: without the recovery (one
+    /// try) the fine-tune stops with an error; with it, it restarts at lower rates, completes
+    /// with finite losses above chance, and ends exactly where a plain fine-tune at the rate
+    /// that completed ends (so each restart really starts from the initial weights).
+    func testDivergingRateIsLoweredAndTrainingCompletes() throws {
+        let dir = try scratchDir()
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try smallSource(dir: dir, classes: 10)
+        let d = try digitsSplits()
+        var o = TrainOptions()
+        o.batch = 32; o.seed = 2; o.epochs = 1; o.prefixCache = false
+        o.lr = 6
+
+        let once = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
+        XCTAssertThrowsError(try once.trainRecoveringRate(train: d.train, validation: d.validation, tries: 1)) { error in
+            XCTAssertTrue("\(error)".contains("training diverged at every rate tried (6)"), "\(error)")
+        }
+        XCTAssertEqual(once.rateAttempts.count, 1)
+
+        let tuner = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
+        var told: [Float] = []
+        try tuner.trainRecoveringRate(train: d.train, validation: d.validation) { told.append($0) }
+        let attempts = tuner.rateAttempts
+        XCTAssertGreaterThanOrEqual(attempts.count, 2, "\(attempts)")
+        XCTAssertTrue(attempts.dropLast().allSatisfy(\.diverged), "\(attempts)")
+        XCTAssertEqual(attempts.last?.outcome, "completed")
+        XCTAssertEqual(attempts[0].rate, 6)
+        for (a, b) in zip(attempts, attempts.dropFirst()) { XCTAssertEqual(b.rate, a.rate / 3, accuracy: 1e-6) }
+        XCTAssertEqual(told, attempts.dropFirst().map(\.rate))
+        XCTAssertEqual(tuner.options.lr, attempts.last!.rate)
+        let epoch = try XCTUnwrap(tuner.history.last)
+        XCTAssertEqual(tuner.history.count, 1)
+        XCTAssertTrue(epoch.trainLoss.isFinite)
+        XCTAssertGreaterThan(try tuner.evaluateEnsemble(on: d.test).accuracy, 0.3)
+
+        var plain = o
+        plain.lr = attempts.last!.rate
+        let direct = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: plain, runDir: dir)
+        try direct.train(train: d.train, validation: d.validation, resume: false)
+        XCTAssertEqual(direct.history.last?.trainLoss, epoch.trainLoss)
+        XCTAssertEqual(direct.history.last?.validationAccuracy, epoch.validationAccuracy)
+    }
+}
