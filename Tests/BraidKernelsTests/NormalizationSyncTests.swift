@@ -1,4 +1,5 @@
 import BraidKernels
+import BraidTestSupport
 import Foundation
 import XCTest
 
@@ -84,25 +85,17 @@ final class NormalizationSyncTests: XCTestCase {
                                             invStd: sh.inv, dy: dys, dx: &sh.dx, dScale: &sh.ds, dBias: &sh.db,
                                             scratch: &scratch, processes: 2, allReduce: reducer.reduce)
         }
-        func close(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-            let scale = b.map { abs($0) }.max() ?? 1
-            for (i, (u, v)) in zip(a, b).enumerated() where !(abs(u - v) <= 1e-5 * max(scale, 1)) {
-                XCTFail("\(what)[\(i)]: \(u) vs \(v)", file: file, line: line)
-                return
-            }
-            XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-        }
-        close(shards[0].y + shards[1].y, y, "y")
+        assertClose(shards[0].y + shards[1].y, y, tolerance: 1e-5, "y")
         for (r, sh) in shards.enumerated() {
-            close(sh.mean, mean, "mean, shard \(r)")
-            close(sh.inv, inv, "invStd, shard \(r)")
-            close(sh.rm, rm, "running mean, shard \(r)")
-            close(sh.rv, rv, "running variance, shard \(r)")
+            assertClose(sh.mean, mean, tolerance: 1e-5, "mean, shard \(r)")
+            assertClose(sh.inv, inv, tolerance: 1e-5, "invStd, shard \(r)")
+            assertClose(sh.rm, rm, tolerance: 1e-5, "running mean, shard \(r)")
+            assertClose(sh.rv, rv, tolerance: 1e-5, "running variance, shard \(r)")
         }
         // Input gradients: each shard's rows get twice the whole batch's (its loss weighs them
         // double); parameter gradients averaged over the shards give the whole batch's.
-        close((shards[0].dx + shards[1].dx).map { $0 / 2 }, dx, "dx")
-        close(zip(shards[0].ds, shards[1].ds).map { ($0 + $1) / 2 }, ds, "dScale")
-        close(zip(shards[0].db, shards[1].db).map { ($0 + $1) / 2 }, db, "dBias")
+        assertClose((shards[0].dx + shards[1].dx).map { $0 / 2 }, dx, tolerance: 1e-5, "dx")
+        assertClose(zip(shards[0].ds, shards[1].ds).map { ($0 + $1) / 2 }, ds, tolerance: 1e-5, "dScale")
+        assertClose(zip(shards[0].db, shards[1].db).map { ($0 + $1) / 2 }, db, tolerance: 1e-5, "dBias")
     }
 }
