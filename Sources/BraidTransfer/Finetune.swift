@@ -336,7 +336,12 @@ public final class Finetuner {
                     m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: lr(epoch: epoch, step: step))
                 }
                 tally.correct += correct
-                for label in batch.labels { watch?.tally(label: label) }
+                if watch != nil {
+                    // The whole global batch's labels, so that every rank decides alike.
+                    let labels = parallel == nil ? batch.labels
+                        : loader.order(epoch: epoch)[(b * options.batch)..<((b + 1) * options.batch)].map(train.label)
+                    for label in labels { watch?.tally(label: label) }
+                }
                 tally.lossSum += Double(loss)
                 stepLosses.append(loss)
                 tally.seen += rows
