@@ -87,7 +87,10 @@ extension Passes {
     /// 1/6, by one HardSwish node, which a convolution before it then absorbs. The three
     /// intermediate values must each have one reader and not be graph outputs; the constants
     /// must be float scalars of the graph. Four passes over the tensor become one (or none).
+    /// Not in a quantized graph: there the next quantize step rounds to integers, and the one
+    /// HardSwish rounds differently from the four ops as written (onnxruntime runs those).
     public static func recognizeHardSwish(_ g: Graph) -> Graph {
+        guard !g.nodes.contains(where: { isQuantizationOp($0.sourceOp) }) else { return g }
         var readers: [String: [Int]] = [:]
         for (i, n) in g.nodes.enumerated() { for v in Set(n.inputs) where !v.isEmpty { readers[v, default: []].append(i) } }
         let outputs = Set(g.outputs.map(\.name)), overridable = Set(g.inputs.map(\.name))

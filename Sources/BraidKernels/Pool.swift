@@ -360,7 +360,7 @@ public func globalPool(_ reduction: PoolReduction, planes: Int, size: Int, x: Un
                 for j in 0..<size where row[j] > m || j == 0 { m = row[j] }
                 y[p] = m
             case .average:
-                y[p] = size == 0 ? 0 : NNVec.sum(row, size) / Float(size)
+                y[p] = size == 0 ? 0 : fourLaneSum(row, size) / Float(size)
             case .lp(let pw):
                 var s: Float = 0
                 for j in 0..<size { s += lpPower(row[j], pw) }
@@ -368,6 +368,24 @@ public func globalPool(_ reduction: PoolReduction, planes: Int, size: Int, x: Un
             }
         }
     }
+}
+
+/// The sum of `count` floats in onnxruntime's order for global average pooling (MLAS): four
+/// running lanes, folded as (l0 + l2) + (l1 + l3), then the tail one by one. Summed this way a
+/// global average pool gives onnxruntime's float to the bit, which quantized models need: their
+/// next step rounds it to an integer and a last-bit difference can move that integer.
+@inline(__always)
+func fourLaneSum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
+    var acc = SIMD4<Float>()
+    var i = 0
+    let raw = UnsafeRawPointer(p)
+    while i + 4 <= count {
+        acc += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD4<Float>.self)
+        i += 4
+    }
+    var s = (acc[0] + acc[2]) + (acc[1] + acc[3])
+    while i < count { s += p[i]; i += 1 }
+    return s
 }
 
 // MARK: - Backward

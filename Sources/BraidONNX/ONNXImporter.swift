@@ -12,9 +12,14 @@ public struct ONNXImporter: Sendable {
     /// When true, Constant nodes holding float tensors become initializers (trainable
     /// weights) instead of `.constant` nodes; some exporters store every weight that way.
     public var constantsAsInitializers: Bool
+    /// When true, the QDQ node groups (DequantizeLinear -> op -> QuantizeLinear) that
+    /// onnxruntime's CPU provider runs as integer kernels are read as those kernels, so the
+    /// integers match onnxruntime's; when false every group is read as written, in float.
+    public var fusesQDQGroups: Bool
 
-    public init(constantsAsInitializers: Bool = false) {
+    public init(constantsAsInitializers: Bool = false, fusesQDQGroups: Bool = true) {
         self.constantsAsInitializers = constantsAsInitializers
+        self.fusesQDQGroups = fusesQDQGroups
     }
 
     /// Imports the model at `path`; external data is looked up next to it.
@@ -71,7 +76,7 @@ public struct ONNXImporter: Sendable {
         guard model.irVersion >= 1 else {
             throw ONNXError("not an ONNX model (no ir_version; empty or corrupt file)")
         }
-        let g = model.graph
+        var g = model.graph
         guard !g.outputs.isEmpty else { throw ONNXError("model graph has no outputs") }
         let opset = try defaultOpset(model)
         if let s = g.sparseInitializerNames.first {
@@ -85,6 +90,7 @@ public struct ONNXImporter: Sendable {
             }
             initializers[t.name] = try t.tensor(baseDirectory: baseDirectory)
         }
+        if fusesQDQGroups { g = fuseQDQGroups(g, initializers: initializers, opset: opset) }
         let inputs = try g.inputs.map { try valueDecl($0, role: "graph input") }
         let outputs = try g.outputs.map { try valueDecl($0, role: "graph output") }
 

@@ -6,18 +6,24 @@ import Foundation
 import XCTest
 
 /// The real sources quantized by onnxruntime's own quantize_static (QDQ and QOperator, int8,
-/// per-channel weights, calibrated on target images) and quantize_dynamic (tools/make-quant-zoo),
-/// run as `braid run` runs them, against onnxruntime's outputs on the same inputs. The first
-/// `count` of the zoo's evaluation inputs (the debug build is slow; `tools/make-quant-zoo
-/// --check` runs all 200 with a release braid). Labels are classes, per time step for the
-/// recogniser, the text mask at 0.3 per pixel for the detector. QOperator files must give
-/// onnxruntime's outputs (argmax on every label, worst difference <= 1e-5 of the output's
-/// scale) where every op is quantized (all but the OCR detector's and recogniser's). QDQ and
-/// dynamic files, and those two QOperator files: argmax on >= 99% of the labels and a mean difference
-/// <= 2% of the output's scale (see CONFORMANCE.md, "Quantized real models", for why they
-/// cannot be held to the same integers).
+/// per-channel weights, reduce_range, calibrated on target images) and quantize_dynamic
+/// (tools/make-quant-zoo), run as `braid run` runs them, against onnxruntime's outputs on the
+/// same inputs. The first `count` of the zoo's evaluation inputs (the debug build is slow;
+/// `tools/make-quant-zoo --check` runs all 200 with a release braid). Labels are classes, per
+/// time step for the recogniser, the text mask at 0.3 per pixel for the detector. QOperator
+/// files must give onnxruntime's outputs (every label, worst difference <= 1e-5 of the
+/// output's scale) where every op is quantized (all but the OCR detector's and recogniser's).
+/// QDQ and dynamic files, and those two QOperator files, keep float ops between quantize steps
+/// (as onnxruntime runs them), where a last-bit difference can move a value one quantization
+/// step: every label onnxruntime decides by more than `nearTie` of the output's scale must
+/// agree (a label closer than that to its runner-up may go either way; the detector's mask,
+/// tens of thousands of pixels, must agree on 99.9% of them), and the mean difference must
+/// stay within `meanTolerance` of the scale.
 final class QuantizedModelTests: XCTestCase {
     static let count = 8
+    /// Top-two margin (share of the output's scale) below which onnxruntime's label is a near tie.
+    static let nearTie = 0.01
+    static let meanTolerance = 0.005
 
     /// `exact`: every op of the file quantized (no float op between a DequantizeLinear and a
     /// QuantizeLinear), so Braid must give onnxruntime's integers.
@@ -40,8 +46,8 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertEqual(got.shape, expected.shape, "\(source) \(variant)")
         guard got.shape == expected.shape else { return }
         let err = difference(got, expected, floor: 0).worst, mean = meanScaledError(got, expected)
-        let agree = agreement(got, expected, mask: source == "ppocr_det_v4")
-        print("\(source) \(variant): argmax agreement \(agree), worst difference / output scale = \(err), mean \(mean)")
+        let (agree, clearFlips) = agreement(got, expected, mask: source == "ppocr_det_v4", nearTie: Self.nearTie)
+        print("\(source) \(variant): argmax agreement \(agree), clear flips \(clearFlips), worst difference / output scale = \(err), mean \(mean)")
         if exact {
             // Integer accumulation and onnxruntime's requantisation: the same integers.
             XCTAssertTrue(agree == 1, "\(source) \(variant): argmax agrees on \(agree) of the labels")
@@ -50,8 +56,14 @@ final class QuantizedModelTests: XCTestCase {
             // Float convolutions between quantize steps (QDQ groups onnxruntime leaves unfused,
             // and the dynamic models' float epilogues) sum in another order than onnxruntime's;
             // a value at a rounding boundary then lands one step away and the step propagates.
-            XCTAssertTrue(agree >= 0.99, "\(source) \(variant): argmax agrees on \(agree) of the labels")
-            XCTAssertTrue(mean <= 0.02, "\(source) \(variant): mean difference is \(mean) of the output's scale")
+            if source == "ppocr_det_v4" {
+                // Tens of thousands of mask pixels: the share is a sound measure on its own.
+                XCTAssertTrue(agree >= 0.999, "\(source) \(variant): the mask agrees on \(agree) of the pixels")
+            } else {
+                XCTAssertTrue(clearFlips == 0 && !agree.isNaN,
+                              "\(source) \(variant): \(clearFlips) labels differ where onnxruntime's margin exceeds \(Self.nearTie) of the scale (agreement \(agree))")
+            }
+            XCTAssertTrue(mean <= Self.meanTolerance, "\(source) \(variant): mean difference is \(mean) of the output's scale")
         }
     }
 
@@ -109,22 +121,31 @@ private func meanScaledError(_ got: Tensor, _ want: Tensor) -> Double {
     return total / Double(max(want.count, 1)) / max(scale, 1e-30)
 }
 
-/// The share of labels that agree: argmax over the last axis per leading index, or (`mask`)
-/// each element thresholded at 0.3. NaN anywhere gives 0.
-private func agreement(_ got: Tensor, _ want: Tensor, mask: Bool) -> Double {
-    for k in 0..<got.count where got.floats[k].isNaN || want.floats[k].isNaN { return 0 }
+/// The share of labels that agree (argmax over the last axis per leading index, or with
+/// `mask` each element thresholded at 0.3), and how many disagree although `want` decides
+/// them by more than `nearTie` of its scale (largest |want|): its top two values further
+/// apart, or the element further from 0.3. NaN anywhere gives (NaN, every label).
+private func agreement(_ got: Tensor, _ want: Tensor, mask: Bool, nearTie: Double) -> (Double, Int) {
+    let width = mask ? 1 : (got.shape.last ?? 1), rows = got.count / max(width, 1)
+    for k in 0..<got.count where got.floats[k].isNaN || want.floats[k].isNaN { return (.nan, rows) }
+    var scale: Float = 0
+    for k in 0..<want.count { scale = max(scale, abs(want.floats[k])) }
+    let margin = Float(nearTie) * scale
+    var same = 0, clear = 0
     if mask {
-        var same = 0
-        for k in 0..<got.count where (got.floats[k] > 0.3) == (want.floats[k] > 0.3) { same += 1 }
-        return Double(same) / Double(max(got.count, 1))
+        for k in 0..<got.count {
+            if (got.floats[k] > 0.3) == (want.floats[k] > 0.3) { same += 1 } else if abs(want.floats[k] - 0.3) > margin { clear += 1 }
+        }
+        return (Double(same) / Double(max(got.count, 1)), clear)
     }
-    let width = got.shape.last ?? 1, rows = got.count / max(width, 1)
     func argmax(_ t: Tensor, _ r: Int) -> Int {
         var best = 0
         for j in 1..<width where t.floats[r * width + j] > t.floats[r * width + best] { best = j }
         return best
     }
-    var same = 0
-    for r in 0..<rows where argmax(got, r) == argmax(want, r) { same += 1 }
-    return Double(same) / Double(max(rows, 1))
+    for r in 0..<rows {
+        let a = argmax(got, r), b = argmax(want, r)
+        if a == b { same += 1 } else if want.floats[r * width + b] - want.floats[r * width + a] > margin { clear += 1 }
+    }
+    return (Double(same) / Double(max(rows, 1)), clear)
 }
