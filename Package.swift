@@ -23,6 +23,9 @@ let package = Package(
                        providers: [.apt(["libprotobuf-c-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .target(name: "BraidMPI", dependencies: ["CMPI"]),
         .target(name: "CONNXProto", dependencies: ["CProtobufC"]),
         .target(name: "BraidTensor"),
         .target(name: "BraidKernels", dependencies: ["BraidTensor", "CBLAS"],
@@ -44,7 +47,7 @@ let package = Package(
             "BraidRuntime", "BraidTraining", "BraidData", "BraidONNX", "BraidKeras", "BraidGraph", "BraidTensor",
         ]),
         .executableTarget(name: "braid", dependencies: [
-            "BraidRuntime", "BraidTransfer", "BraidTraining", "BraidData",
+            "BraidRuntime", "BraidTransfer", "BraidTraining", "BraidData", "BraidMPI",
             "BraidONNX", "BraidKeras", "BraidGraph", "BraidKernels", "BraidTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -60,6 +63,7 @@ let package = Package(
         .testTarget(name: "BraidDataTests", dependencies: ["BraidTestSupport", "BraidData", "BraidTensor"], exclude: ["Fixtures"]),
         .testTarget(name: "BraidTransferTests", dependencies: ["BraidTestSupport", "BraidTransfer", "BraidRuntime", "BraidTraining", "BraidData", "BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "CLITests", dependencies: ["BraidTestSupport", "BraidONNX", "BraidTensor"]),
+        .testTarget(name: "BraidMPITests", dependencies: ["BraidMPI"]),
         .testTarget(name: "ConformanceTests", dependencies: ["BraidTestSupport", "BraidONNX", "BraidGraph", "BraidTensor"]),
         .testTarget(name: "RealModelTests", dependencies: ["BraidTestSupport", "BraidONNX", "BraidGraph", "BraidTensor"]),
     ]

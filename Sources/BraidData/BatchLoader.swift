@@ -70,10 +70,17 @@ public final class BatchLoader: @unchecked Sendable {
 
     /// The batches of epoch `epoch`, from batch `start` on, prepared one ahead on a
     /// background thread. Stop early by dropping the iterator.
-    public func epoch(_ epoch: Int, startingAt start: Int = 0) -> EpochIterator {
+    ///
+    /// With `shard` (data-parallel training), each batch is only part `shard.index` of
+    /// `shard.count` equal consecutive parts of the batch it would be without; `batchSize`
+    /// must be a multiple of `shard.count` (the last batch too, unless `dropLast`).
+    public func epoch(_ epoch: Int, startingAt start: Int = 0, shard: (index: Int, count: Int)? = nil) -> EpochIterator {
         let order = order(epoch: epoch)
         let groups = (start..<batchesPerEpoch).map { b in
-            Array(order[(b * batchSize)..<min((b + 1) * batchSize, order.count)])
+            let whole = order[(b * batchSize)..<min((b + 1) * batchSize, order.count)]
+            guard let shard else { return Array(whole) }
+            let part = whole.count / shard.count
+            return Array(whole.dropFirst(part * shard.index).prefix(part))
         }
         return EpochIterator(groups: groups) { [self] indices in try makeBatch(indices: indices, epoch: epoch) }
     }

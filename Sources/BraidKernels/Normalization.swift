@@ -144,7 +144,7 @@ public func lrn(batch: Int, channels: Int, spatial: Int, size: Int, alpha: Float
 
 /// `sum((x[i] - mean) * d[i])` over `count` floats.
 @inline(__always)
-private func centeredDot(_ x: UnsafePointer<Float>, _ d: UnsafePointer<Float>, _ count: Int, _ mean: Float) -> Float {
+func centeredDot(_ x: UnsafePointer<Float>, _ d: UnsafePointer<Float>, _ count: Int, _ mean: Float) -> Float {
     var acc = SIMD8<Float>()
     let m = SIMD8<Float>(repeating: mean)
     var i = 0
@@ -161,7 +161,7 @@ private func centeredDot(_ x: UnsafePointer<Float>, _ d: UnsafePointer<Float>, _
 
 /// `dx[i] += a * dy[i] + b * (x[i] - mean) + c`.
 @inline(__always)
-private func normInputGrad(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+func normInputGrad(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
                            _ count: Int, _ a: Float, _ b: Float, _ mean: Float, _ c: Float) {
     for i in 0..<count { dx[i] += a * dy[i] + b * (x[i] - mean) + c }
 }
@@ -177,6 +177,12 @@ public func batchNormTraining(batch: Int, channels: Int, spatial: Int, x: Unsafe
                               runningMean: UnsafeMutablePointer<Float>, runningVar: UnsafeMutablePointer<Float>,
                               y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
                               invStd: UnsafeMutablePointer<Float>) {
+    if let reduce = BatchStatisticsSync.allReduce {
+        return batchNormTrainingSynced(batch: batch, channels: channels, spatial: spatial, x: x, scale: scale, bias: bias,
+                                       epsilon: epsilon, momentum: momentum, runningMean: runningMean,
+                                       runningVar: runningVar, y: y, mean: mean, invStd: invStd,
+                                       processes: BatchStatisticsSync.processes, allReduce: reduce)
+    }
     let count = batch * spatial
     let chunks = channels * count >= 1 << 16 ? min(channels, NNParallel.workers) : 1
     NNParallel.run(chunks) { i in
@@ -211,6 +217,12 @@ public func batchNormTrainingBackward(batch: Int, channels: Int, spatial: Int, x
                                       invStd: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                                       dx: UnsafeMutablePointer<Float>?, dScale: UnsafeMutablePointer<Float>?,
                                       dBias: UnsafeMutablePointer<Float>?) {
+    if let reduce = BatchStatisticsSync.allReduce {
+        return batchNormTrainingSyncedBackward(batch: batch, channels: channels, spatial: spatial, x: x, scale: scale,
+                                               mean: mean, invStd: invStd, dy: dy, dx: dx, dScale: dScale, dBias: dBias,
+                                               scratch: BatchStatisticsSync.scratch(2 * channels),
+                                               processes: BatchStatisticsSync.processes, allReduce: reduce)
+    }
     let count = batch * spatial
     let chunks = channels * count >= 1 << 16 ? min(channels, NNParallel.workers) : 1
     NNParallel.run(chunks) { i in

@@ -69,6 +69,10 @@ public final class ExperimentRunner {
     public var runNothing = false
     /// Called with each cell as it starts (index, total).
     public var onCellStart: (ExperimentCell, Int, Int) -> Void = { _, _, _ in }
+    /// The ranks the cells are spread over (nil: this process runs them all). Every rank
+    /// calls `run`; rank 0 hands out cells as ranks free up, runs some itself, receives the
+    /// others' cell directories and alone writes the experiment directory and the results.
+    public var group: (any ProcessGroup)?
 
     /// `baseDir` resolves relative source paths (the configuration file's folder).
     public init(config: ExperimentConfig, outDir: String, cacheDir: String = ExperimentConfig.defaultCacheDir(),
@@ -90,8 +94,15 @@ public final class ExperimentRunner {
             throw TrainingError("the configuration has no method '\(only)' (\(config.methods.joined(separator: ", ")))", setting: "only")
         }
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        let spread = group.flatMap { $0.size > 1 ? $0 : nil }
+        if let spread, spread.rank > 0 {
+            try serveCells(group: spread)
+            return []
+        }
         var opened: [String: OpenedData] = [:]
         var outcomes: [CellOutcome] = []
+        var handedOut: [(index: Int, cell: ExperimentCell)] = []
+        var positions: [ExperimentCell: Int] = [:]
         // Seed-major, so an experiment stopped early has every target and method at the first seeds.
         let cells = config.cells.enumerated().sorted { a, b in
             let sa = config.seeds.firstIndex(of: a.element.seed)!, sb = config.seeds.firstIndex(of: b.element.seed)!
@@ -111,20 +122,18 @@ public final class ExperimentRunner {
                 outcomes.append(CellOutcome(cell: cell, status: .pending, note: "", skipped: false))
                 continue
             }
-            onCellStart(cell, i, cells.count)
-            do {
-                let data: OpenedData
-                if let d = opened[cell.target] { data = d } else {
-                    data = try DataCatalog.open(cell.target, dataFolder: cacheDir + "/data")
-                    for (path, reason) in data.skipped { events?(.warning("skipping \(path): \(reason)")) }
-                    opened[cell.target] = data
-                }
-                let metrics = try runCell(cell, data: data)
-                outcomes.append(CellOutcome(cell: cell, status: .done, metrics: metrics, note: "", skipped: false))
-            } catch {
-                outcomes.append(CellOutcome(cell: cell, status: .failed, note: String(describing: error), skipped: false))
-                events?(.warning("cell \(cell.relativeDir) failed: \(error)"))
+            if spread != nil {
+                handedOut.append((config.cells.firstIndex(of: cell)!, cell))
+                positions[cell] = i
+                continue
             }
+            onCellStart(cell, i, cells.count)
+            outcomes.append(runOne(cell, opened: &opened))
+        }
+        if let spread {
+            let start = onCellStart, total = cells.count, order = positions
+            let done = try runSpread(handedOut, group: spread) { cell in start(cell, order[cell]!, total) }
+            outcomes += handedOut.map { done[$0.index]! }
         }
         let order = Dictionary(uniqueKeysWithValues: config.cells.enumerated().map { ($1, $0) })
         outcomes.sort { order[$0.cell]! < order[$1.cell]! }

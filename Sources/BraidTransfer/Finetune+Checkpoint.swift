@@ -67,6 +67,7 @@ extension Finetuner {
     /// Parameters (all float initializers, so running statistics too), optimiser state and
     /// the run's position. Refuses to write parameters that hold NaN or infinity.
     func saveCheckpoint(_ at: Position) throws {
+        if let parallel, parallel.group.rank > 0 { return }
         var tensors: [String: Tensor] = [:]
         var facts: [String: String] = ["epoch": String(at.epoch), "braid_version": braidVersion]
         if at.batch > 0 {

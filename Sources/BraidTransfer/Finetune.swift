@@ -158,12 +158,19 @@ public final class Finetuner {
     /// ends `train` with `TrainingDiverged` too.
     var watchProgress = false
     public internal(set) var history: [EpochRecord] = []
+    /// Each batch's loss (of the whole global batch when data-parallel), in order, from
+    /// this process's first batch (a resumed run's from where it resumed).
+    public internal(set) var stepLosses: [Float] = []
     /// The rates `trainRecoveringRate` trained with, in order, and how each ended (empty
     /// after plain `train`).
     public internal(set) var rateAttempts: [RateAttempt] = []
 
     /// The prefix cache in use (nil when caching is off).
     public let prefixCache: PrefixCache?
+    /// Data-parallel training over several ranks (nil: this process alone).
+    let parallel: DataParallel?
+    /// Rows of each member's plan: `options.batch`, or one rank's shard of it.
+    let memberBatch: Int
     /// With `scoringOnly`: a prefix cache for the validation split's images, through which
     /// members with a cached frozen prefix are scored (nil: scored on whole graphs).
     public var validationPrefixCache: PrefixCache?
@@ -187,16 +194,19 @@ public final class Finetuner {
     }
 
     init(models: [SourceModel], setups: [TrainingSetup], classes: [String], options: TrainOptions, runDir: String,
-         prefixCache: PrefixCache?) throws {
+         prefixCache: PrefixCache?, group: (any ProcessGroup)? = nil) throws {
         try options.validate()
         self.options = options
+        let memberOptions = try Self.memberOptions(options, group: group)
+        parallel = group.flatMap { $0.size > 1 ? DataParallel(group: $0) : nil }
+        memberBatch = memberOptions.batch
         self.classes = classes
         self.runDir = runDir
         let cache = options.prefixCache ? (prefixCache ?? PrefixCache(megabytes: options.cacheMB)) : nil
         self.prefixCache = cache
         if let limit = options.maxMemory {
             let each = try zip(models, setups).map {
-                try Member.memoryNeeded(model: $0, setup: $1, options: options, caching: cache != nil)
+                try Member.memoryNeeded(model: $0, setup: $1, options: memberOptions, caching: cache != nil)
             }
             let total = each.reduce(0, +)
             if total > limit {
@@ -205,7 +215,7 @@ public final class Finetuner {
                                        detail: "training plans, weights and optimiser state at batch \(options.batch): \(parts)")
             }
         }
-        members = try zip(models, setups).map { try Member(model: $0, setup: $1, options: options, cache: cache) }
+        members = try zip(models, setups).map { try Member(model: $0, setup: $1, options: memberOptions, cache: cache) }
     }
 
     /// For each member, the values where its cached frozen prefix ends (empty: not cut).
@@ -251,6 +261,8 @@ public final class Finetuner {
             if position.step < 0 { position.step = position.epoch * loader.batchesPerEpoch }
         }
         let k = classes.count
+        parallel?.begin()
+        defer { parallel?.end() }
         var step = position.step
         var losses = [Float](repeating: 0, count: members.count)
         var watch = watchDivergence ? DivergenceWatch(classes: k) : nil
@@ -260,7 +272,7 @@ public final class Finetuner {
             let rate = lr(epoch: epoch, step: step - first)
             let phase = "epoch \(epoch + 1)/\(options.epochs)"
             let t0 = Date()
-            let it = loader.epoch(epoch, startingAt: first)
+            let it = loader.epoch(epoch, startingAt: first, shard: parallel.map { ($0.group.rank, $0.group.size) })
             var b = first
             while let batch = try it.next() {
                 let n = batch.labels.count
@@ -282,6 +294,8 @@ public final class Finetuner {
                 for m in members {
                     if let l2sp = m.l2sp { loss += l2sp.value(params: m.plan.params) }
                 }
+                var (correct, rows) = (ensembleCorrect(labels: batch.labels), n)
+                if let parallel { (loss, correct, rows) = try parallel.batchFigures(loss: loss, correct: correct, rows: n) }
                 let rising = loss.isFinite ? watch?.observe(loss) : nil
                 var problem = loss.isFinite ? rising : lossProblem(losses, total: loss)
                 if problem == nil {
@@ -290,6 +304,7 @@ public final class Finetuner {
                         m.l2sp?.addGradient(params: m.plan.params, grads: m.plan.grads)
                         m.child?.apply(grads: m.plan.grads, step: step)
                     }
+                    try parallel?.averageGradients(members)
                     problem = gradientProblem()
                 }
                 if let problem {
@@ -320,18 +335,16 @@ public final class Finetuner {
                     if options.clipNorm > 0 { clipGradientNorm(m.plan.grads, maxNorm: options.clipNorm) }
                     m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: lr(epoch: epoch, step: step))
                 }
-                for r in 0..<n {
-                    var best = 0, bestScore = -Float.infinity
-                    for c in 0..<k {
-                        var s: Float = 0
-                        for m in members { s += m.plan.output.floats[r * k + c] }
-                        if s > bestScore { bestScore = s; best = c }
-                    }
-                    if best == batch.labels[r] { tally.correct += 1 }
-                    watch?.tally(label: batch.labels[r])
+                tally.correct += correct
+                if watch != nil {
+                    // The whole global batch's labels, so that every rank decides alike.
+                    let labels = parallel == nil ? batch.labels
+                        : loader.order(epoch: epoch)[(b * options.batch)..<((b + 1) * options.batch)].map(train.label)
+                    for label in labels { watch?.tally(label: label) }
                 }
                 tally.lossSum += Double(loss)
-                tally.seen += n
+                stepLosses.append(loss)
+                tally.seen += rows
                 tally.batches += 1
                 b += 1
                 step += 1
@@ -379,7 +392,7 @@ public final class Finetuner {
     func warmPrefixCache(train: any ImageDataset) throws {
         let staged = members.enumerated().filter { $0.element.prefix != nil }
         guard !staged.isEmpty else { return }
-        let loader = try BatchLoader(dataset: train, specs: staged.map(\.element.model.spec), batchSize: options.batch,
+        let loader = try BatchLoader(dataset: train, specs: staged.map(\.element.model.spec), batchSize: memberBatch,
                                      shuffle: false, dropLast: false, seed: options.seed)
         let it = loader.epoch(0)
         while let batch = try it.next() {

@@ -71,6 +71,12 @@ public final class FinetuneRun {
     /// Receives progress, notes, warnings and summary lines (nil: nothing is reported).
     public var events: TrainingEvents?
     public let resuming: Bool
+    /// The ranks of an MPI job (nil: this process alone). The AMCF search spreads its
+    /// fitness evaluations over them; with `dataParallel` every rank trains its shard of
+    /// each batch, otherwise rank 0 alone trains the chosen scheme and `run()` returns on
+    /// the other ranks after the search, with no test figures.
+    public var group: (any ProcessGroup)?
+    public var dataParallel = false
     let manifest: [ModelManifest]
     let onCorrupt: CorruptImagePolicy
     let learningRateRangeSteps: Int?
@@ -174,9 +180,19 @@ public final class FinetuneRun {
         saved.depths = depths
         try saved.save(runDir: runDir)
         record = saved
-        let tuner = try frozenUnits.map {
-            try Finetuner(models: models, frozenUnits: [$0], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
-        } ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+        if let group, group.rank > 0, !dataParallel {
+            return FinetuneResult(runDir: runDir, classes: record.classes, members: models.map(\.name), depths: depths,
+                                  unitCounts: models.map(\.units.count), test: Evaluation(classes: record.classes.count),
+                                  memberTests: [], history: [], seconds: 0, prefixCache: nil)
+        }
+        let parallel = dataParallel ? group.flatMap { $0.size > 1 ? $0 : nil } : nil
+        let tuner = try frozenUnits.map { frozen in
+            try parallel.map { try Finetuner(models: models, frozenUnits: [frozen], classes: record.classes, options: o,
+                                             runDir: runDir, prefixCache: cache, dataParallel: $0) }
+                ?? Finetuner(models: models, frozenUnits: [frozen], classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
+        } ?? parallel.map { try Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir,
+                                          prefixCache: cache, dataParallel: $0) }
+            ?? Finetuner(models: models, depths: depths, classes: record.classes, options: o, runDir: runDir, prefixCache: cache)
         tuner.events = events
         for (m, d) in zip(models, depths) {
             summary("\(m.name): \(m.units.count) layer units, freezing \(d); input \(m.spec.sampleShape) \(m.spec.layout)")
@@ -309,6 +325,7 @@ public final class FinetuneRun {
         }
         let layerSearch = try LayerSearch(models: models, classes: record.classes, training: record.options, options: search)
         layerSearch.events = events
+        layerSearch.group = group
         summary("AMCF search: \(search.swarm.particles) particles x \(search.swarm.iterations) iterations, \(search.epochs) epoch(s) per fitness on \(search.subset < 1 ? String(format: "%.0f%% of ", search.subset * 100) : "")the training split, scored on validation")
         let found = try layerSearch.run(train: split.train, validation: split.validation, runDir: runDir)
         summary(String(format: "chosen freeze depths %@ (of %@ layer units), validation %.2f%% after %d epoch(s); %d schemes evaluated, %d cache hits, search took %.1fs",
@@ -336,6 +353,9 @@ public final class FinetuneRun {
             "learning_rate": Double(tuner.options.lr),
             "learning_rate_source": auto ? "auto (range test, lr-range.json)" : "fixed",
             "learning_rate_attempts": tuner.rateAttempts.map { ["rate": Double($0.rate), "outcome": $0.outcome] as [String: Any] },
+            "step_losses": tuner.stepLosses.map(Double.init),
+            "gradient_floats": tuner.gradientFloats,
+            "training_batch_norms": tuner.trainingBatchNorms,
             "preprocessing": Dictionary(tuner.models.map { ($0.name, $0.input.report.jsonObject) }, uniquingKeysWith: { a, _ in a }),
         ]
         let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])

@@ -86,6 +86,10 @@ public final class LayerSearch {
     public let options: SearchOptions
     /// Receives one note per fitness evaluation (nil: nothing is reported).
     public var events: TrainingEvents?
+    /// The processes the fitness evaluations are spread over (nil: this one). Every rank
+    /// runs the same search; each computes its share of an iteration's schemes with its own
+    /// prefix caches, and all receive every fitness, so all choose the same depths.
+    public var group: (any ProcessGroup)?
     /// Frozen-prefix activations shared by every fitness evaluation: a prefix depends only
     /// on pretrained weights and the (fixed) search subset, so schemes that freeze the same
     /// prefix reuse it.
@@ -158,6 +162,17 @@ public final class LayerSearch {
         var progress = SearchProgress(options: options, sources: names, evaluations: [])
         var replayedTime = 0.0
         let total = options.swarm.particles * options.swarm.iterations
+        let workDir = runDir + "/search-work" + (group.map { $0.rank > 0 ? "-rank\($0.rank)" : "" } ?? "")
+        let spread = group.flatMap { g -> (([[Int]]) throws -> [(fitness: Double, seconds: Double)])? in
+            guard g.size > 1 else { return nil }
+            return { schemes in
+                try g.spread(schemes.count) { i -> [Double] in
+                    let t0 = Date()
+                    let f = try self.fitness(of: schemes[i], train: subset, validation: validation, workDir: workDir)
+                    return [f, Date().timeIntervalSince(t0)]
+                }.map { (fitness: $0[0], seconds: $0[1]) }
+            }
+        }
         let result = try swarm.run(replay: options.reuseSchemes ? replay : [], reuse: options.reuseSchemes, onEvaluation: { e in
             progress.evaluations.append(e)
             if replayedSeconds[e.scheme] != nil { replayedTime += e.seconds }
@@ -166,8 +181,8 @@ public final class LayerSearch {
                                  e.iteration * options.swarm.particles + e.particle + 1, total, e.iteration + 1,
                                  e.particle + 1, e.scheme.map(String.init).joined(separator: ","), e.fitness * 100, e.seconds)))
             try onEvaluation(e)
-        }, fitness: { scheme in
-            return try fitness(of: scheme, train: subset, validation: validation, workDir: runDir + "/search-work")
+        }, evaluateAll: spread, fitness: { scheme in
+            return try fitness(of: scheme, train: subset, validation: validation, workDir: workDir)
         })
         let record = SearchRecord(sources: names, unitCounts: unitCounts, options: options, training: training,
                                   trainImages: subset.count, validationImages: validation.count,

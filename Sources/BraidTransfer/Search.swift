@@ -115,8 +115,14 @@ public struct ParticleSwarm {
     ///
     /// `reuse` false evaluates a scheme again at every visit (as a search without a
     /// memo would); only for measuring what the memo saves.
+    ///
+    /// `evaluateAll`, when given, computes at the start of each iteration every scheme that
+    /// iteration needs (in particle order, returning fitness and seconds of each) instead of
+    /// `fitness` computing them one by one: the schemes of an iteration are independent, so
+    /// they can be spread over processes. The search is the same either way.
     public func run(replay: [SchemeEvaluation] = [], reuse: Bool = true,
                     onEvaluation: (SchemeEvaluation) throws -> Void = { _ in },
+                    evaluateAll: (([[Int]]) throws -> [(fitness: Double, seconds: Double)])? = nil,
                     fitness: ([Int]) throws -> Double) throws -> SwarmResult {
         let start = Date()
         let n = options.particles, dims = upperBounds.count
@@ -152,6 +158,21 @@ public struct ParticleSwarm {
                     }
                 }
             }
+            var precomputed: [Int: (fitness: Double, seconds: Double)] = [:]
+            if let evaluateAll {
+                var wanted: [Int] = [], seen = Set<[Int]>()
+                for i in 0..<n {
+                    let scheme = Self.scheme(of: x[i], upperBounds: upperBounds)
+                    if reuse && (cache[scheme] != nil || replayed[scheme] != nil || !seen.insert(scheme).inserted) { continue }
+                    wanted.append(i)
+                }
+                let schemes = wanted.map { Self.scheme(of: x[$0], upperBounds: upperBounds) }
+                let results = try evaluateAll(schemes)
+                guard results.count == schemes.count else {
+                    throw TrainingError("the swarm asked for \(schemes.count) fitness values and got \(results.count)")
+                }
+                for (i, r) in zip(wanted, results) { precomputed[i] = r }
+            }
             var states: [ParticleState] = []
             for i in 0..<n {
                 let scheme = Self.scheme(of: x[i], upperBounds: upperBounds)
@@ -163,6 +184,8 @@ public struct ParticleSwarm {
                     let e: SchemeEvaluation
                     if let old = replayed[scheme] {
                         e = SchemeEvaluation(iteration: g, particle: i, scheme: scheme, fitness: old.fitness, seconds: old.seconds)
+                    } else if let done = precomputed[i] {
+                        e = SchemeEvaluation(iteration: g, particle: i, scheme: scheme, fitness: done.fitness, seconds: done.seconds)
                     } else {
                         let t0 = Date()
                         let value = try fitness(scheme)

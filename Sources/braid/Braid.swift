@@ -12,12 +12,14 @@ struct Braid: ParsableCommand {
             fail("this CPU lacks \(missing); Braid's kernels are built for x86-64 CPUs with AVX2 and FMA "
                  + "(Intel Haswell, AMD Zen or later)")
         }
+        Cluster.start()
         do {
             var command = try parseAsRoot()
             try command.run()
         } catch {
             exit(withError: error)
         }
+        Cluster.finish()
     }
 
     static let configuration = CommandConfiguration(
@@ -42,7 +44,13 @@ func missingCPUFeatures() -> String? {
 
 /// Prints one clear line to standard error and exits non-zero.
 func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("braid: error: \(message)\n".utf8))
+    if Cluster.rank > 0 {
+        // An error every rank meets is reported once, by rank 0: mpirun ends this rank
+        // (SIGTERM) when rank 0 exits with it, before this rank's pause is over.
+        signal(SIGTERM, SIG_DFL)
+        sleep(2)
+    }
+    Cluster.errorOutput.write(Data("braid: error: \(Cluster.errorPrefix)\(message)\n".utf8))
     exit(1)
 }
 

@@ -29,12 +29,13 @@ struct Experiment: ParsableCommand {
             if let only, !cfg.methods.contains(only) {
                 throw ValidationError("--only \(only): \(config) has no such method (\(cfg.methods.joined(separator: ", ")))")
             }
-            let dir = out ?? "runs/experiment-\(cfg.name)"
+            let dir = try Cluster.runDirectories(out: out ?? "runs/experiment-\(cfg.name)", resume: nil).out!
             let base = ((config as NSString).deletingLastPathComponent as String)
             let runner = try ExperimentRunner(config: cfg, outDir: dir, manifest: try loadManifest(path: manifest),
                                               baseDir: base.isEmpty ? "." : base)
             runner.only = only
             runner.events = ProgressPrinter(quiet: quiet).handle
+            runner.group = Cluster.group
             runner.runNothing = reportOnly
             runner.onCellStart = { cell, i, n in
                 print("[\(i + 1)/\(n)] \(cell.target) \(cell.row) seed \(cell.seed)")

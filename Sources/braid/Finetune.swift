@@ -94,6 +94,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Fail before training if the members' training plans need more memory than this (512M, 2G).")
     var maxMemory: String?
     @Flag(name: .long, help: "No progress bar.") var quiet = false
+    @Flag(name: .long, help: "Under mpirun: every rank trains on its shard of each batch (gradients averaged, batch norms synchronised); --batch is the global batch.")
+    var dataParallel = false
     @Flag(name: .long, help: "Skip images that fail to decode (each is reported with its path) instead of stopping.")
     var skipCorrupt = false
 
@@ -102,6 +104,8 @@ struct Finetune: ParsableCommand {
         let progress = ProgressPrinter(quiet: quiet)
         var runDir = resume ?? out ?? ""
         do {
+            // Ranks other than 0 work in scratch directories (see Cluster).
+            let (out, resume) = try Cluster.runDirectories(out: self.out, resume: self.resume)
             let manifestEntries = try loadManifest(path: manifest)
             let onCorrupt: CorruptImagePolicy = skipCorrupt ? .skip : .fail
             let job: FinetuneRun
@@ -118,6 +122,8 @@ struct Finetune: ParsableCommand {
             if let onNonfinite { job.options.onNonfinite = onNonfinite }
             if let limit = try memoryLimit(maxMemory) { job.options.maxMemory = limit }
             job.events = progress.handle
+            job.group = Cluster.group
+            job.dataParallel = dataParallel
             let result = try job.run()
             printResult(result)
         } catch let stop as TrainingInterrupted {
