@@ -51,6 +51,11 @@ public struct TrainOptions: Codable, Sendable, Equatable {
     /// What a NaN or infinite loss or gradient does: `stop` (the default: error, with a
     /// checkpoint of the last good state) or `skip` (that batch's update is dropped).
     public var onNonfinite = "stop"
+    /// A geometric ramp at the start of training: step i's rate is at most
+    /// `rampFrom * rampGrowth^i` (0: no ramp). `--lr auto`'s restarts climb to their rate as
+    /// its range test did (`Finetuner.trainRecoveringRate`).
+    public var rampFrom: Float = 0
+    public var rampGrowth: Float = 1
     /// Cap in bytes on the members' training plans (buffers, weights, optimiser state),
     /// checked before anything is allocated; nil: no cap.
     public var maxMemory: Int?
@@ -63,7 +68,7 @@ extension TrainOptions {
         case method, freeze, epochs, batch, lr, optimizer, momentum, nesterov, weightDecay, schedule, stepSize
         case gamma, warmupSteps, labelSmoothing, lambda, clipNorm, seed, valFraction, testFraction
         case l2spAlpha, l2spBeta, childP, childMode, prefixCache, cacheMB, checkpointEvery, onNonfinite, maxMemory
-        case consistency, vote
+        case consistency, vote, rampFrom, rampGrowth
     }
 
     /// Decodes a run record; settings missing from older records keep their defaults.
@@ -83,6 +88,7 @@ extension TrainOptions {
         try get(.childMode, &childMode); try get(.prefixCache, &prefixCache); try get(.cacheMB, &cacheMB)
         try get(.checkpointEvery, &checkpointEvery); try get(.onNonfinite, &onNonfinite)
         try get(.consistency, &consistency); try get(.vote, &vote)
+        try get(.rampFrom, &rampFrom); try get(.rampGrowth, &rampGrowth)
         maxMemory = try c.decodeIfPresent(Int.self, forKey: .maxMemory)
     }
 }
@@ -309,7 +315,9 @@ public final class Finetuner {
         case "constant": schedule = .constant
         default: schedule = .step(stepSize: options.stepSize, gamma: options.gamma)
         }
-        return schedule.rate(base: options.lr, epoch: epoch) * warmupFactor(step: step, steps: options.warmupSteps)
+        let rate = schedule.rate(base: options.lr, epoch: epoch) * warmupFactor(step: step, steps: options.warmupSteps)
+        guard options.rampFrom > 0 && options.rampGrowth > 1 && options.rampFrom < rate else { return rate }
+        return min(rate, options.rampFrom * pow(options.rampGrowth, Float(min(step, 10_000))))
     }
 
     /// Trains from the first epoch, or from where the checkpoint in the run directory left

@@ -222,8 +222,9 @@ struct Finetune: ParsableCommand {
                 print("data \(record.data): \(split.train.count) train, \(split.validation.count) validation, \(split.test.count) test, \(record.classes.count) classes")
                 let t0 = Date()
                 if lr == "auto" && resume == nil {
-                    try tuner.trainRecoveringRate(train: split.train, validation: split.validation) { rate in
-                        saved.options.lr = rate
+                    let range = try? LearningRateRange(json: Data(contentsOf: URL(fileURLWithPath: runDir + "/lr-range.json")))
+                    try tuner.trainRecoveringRate(train: split.train, validation: split.validation, range: range) { next in
+                        saved.options = next
                         try saved.save(runDir: runDir)
                     }
                 } else {
