@@ -47,6 +47,11 @@ extension Graph {
             case .globalPool:
                 sawGlobalPool = true
                 value = n.inputs[0]; continue
+            case .reduce(.mean, _, _, _) where spatialMean(n):
+                // The dynamo exporter writes adaptive average pooling to 1x1 as a mean over
+                // the last two axes (SqueezeNet's classifier: Conv -> ReLU -> ReduceMean).
+                sawGlobalPool = true
+                value = n.inputs[0]; continue
             case .softmax, .identity, .flatten, .reshape, .dropout, .transpose, .squeeze, .unary, .cast:
                 value = n.inputs[0]; continue
             case .binary(.add), .binary(.mul):
@@ -61,6 +66,15 @@ extension Graph {
                                 setting: "featureNode")
         }
         throw TrainingError("cannot find the classifier from output '\(start)' (name the feature node)", setting: "featureNode")
+    }
+
+    /// Whether `n` is a mean over the spatial axes of an NCHW value only (2 and 3, or -1 and -2,
+    /// given as an attribute or a constant input): a global average pooling.
+    func spatialMean(_ n: Node) -> Bool {
+        guard case .reduce(.mean, let attr, _, _) = n.op else { return false }
+        let axes = attr ?? (n.inputs.count > 1 ? initializers[n.inputs[1]].map { $0.intArray.map(Int.init) } : nil)
+        guard let axes, !axes.isEmpty else { return false }
+        return Set(axes) == [2, 3] || Set(axes) == [-1, -2]
     }
 
     /// Whether `value` comes from a global pooling through ops that keep a 1x1 map 1x1

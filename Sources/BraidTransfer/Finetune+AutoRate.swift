@@ -84,14 +84,20 @@ extension Finetuner {
     /// at the last rate, which trains on), the members go back
     /// to their initial weights, running statistics and optimiser state, and training starts
     /// again from the first batch with the same seed at `1 / factor` of the rate, up to
-    /// `tries` rates in all. Each restart sends one warning to `events`. The rates tried
+    /// `tries` rates in all. With the range test that chose the rate (`range`), a restart also
+    /// climbs to its rate the way the test did, geometrically from the test's first rate by
+    /// its growth per step (`TrainOptions.rampFrom`): on batch-norm-folded exports the first
+    /// steps at full rate are what diverges (efficientnet_b0 diverged within ten batches at
+    /// each of four constant rates from 0.0094 down to 0.00035, while its range test, climbing
+    /// from 1e-5, reached a loss of 0.009 at 0.028). Each restart sends one warning to `events`. The rates tried
     /// and their outcomes are in `rateAttempts`; `options.lr` ends as the rate that completed.
-    /// `onRestart` is told each new rate before its attempt (to record it for a resume).
+    /// `onRestart` is told each attempt's settings before it starts (to record them for a resume).
     ///
     /// - Throws: `TrainingError` naming every rate tried when the last one diverges too;
     ///   `TrainingInterrupted` and other errors of `train` as they come.
     public func trainRecoveringRate(train: any ImageDataset, validation: any ImageDataset, tries: Int = 4,
-                                    factor: Float = 3, onRestart: ((Float) throws -> Void)? = nil) throws {
+                                    factor: Float = 3, range: LearningRateRange? = nil,
+                                    onRestart: ((TrainOptions) throws -> Void)? = nil) throws {
         precondition(tries >= 1 && factor > 1)
         let initial = members.map { m in m.setup.graph.initializers.filter { $0.value.dtype.isFloat }.mapValues { $0.copy() } }
         watchDivergence = true
@@ -124,8 +130,20 @@ extension Finetuner {
                 }
                 history = []
                 options.lr = next
-                try onRestart?(next)
+                if let ramp = range?.ramp {
+                    options.rampFrom = ramp.from
+                    options.rampGrowth = ramp.growth
+                }
+                try onRestart?(options)
             }
         }
+    }
+}
+
+extension LearningRateRange {
+    /// The test's climb: its first rate and its growth per step (nil with fewer than two steps).
+    public var ramp: (from: Float, growth: Float)? {
+        guard rates.count >= 2, rates[0] > 0, rates[1] > rates[0] else { return nil }
+        return (rates[0], rates[1] / rates[0])
     }
 }

@@ -234,7 +234,9 @@ public final class Finetuner {
         case .constant: schedule = .constant
         case .step: schedule = .step(stepSize: options.stepSize, gamma: options.gamma)
         }
-        return schedule.rate(base: options.lr, epoch: epoch) * warmupFactor(step: step, steps: options.warmupSteps)
+        let rate = schedule.rate(base: options.lr, epoch: epoch) * warmupFactor(step: step, steps: options.warmupSteps)
+        guard options.rampFrom > 0 && options.rampGrowth > 1 && options.rampFrom < rate else { return rate }
+        return min(rate, options.rampFrom * pow(options.rampGrowth, Float(min(step, 10_000))))
     }
 
     /// Trains from the first epoch, or from where the checkpoint in the run directory left

@@ -205,8 +205,10 @@ public final class FinetuneRun {
         let t0 = Date()
         if learningRateRangeSteps != nil && !resuming {
             // A rate the range test chose may still prove too high: restart lower (and record it).
-            try tuner.trainRecoveringRate(train: split.train, validation: split.validation) { rate in
-                self.record.options.lr = rate
+            // Restarts climb to their rate as the range test did (its record in the run directory).
+            let range = try? LearningRateRange(json: Data(contentsOf: URL(fileURLWithPath: runDir + "/lr-range.json")))
+            try tuner.trainRecoveringRate(train: split.train, validation: split.validation, range: range) { next in
+                self.record.options = next
                 try self.record.save(runDir: self.runDir)
             }
         } else {

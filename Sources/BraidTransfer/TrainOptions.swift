@@ -125,6 +125,11 @@ public struct TrainOptions: Sendable, Equatable {
     /// Also checkpoint every this many batches within an epoch (0: at epoch ends only).
     public var checkpointEvery = 0
     public var onNonfinite = NonFinitePolicy.stop
+    /// A geometric ramp at the start of training: step i's rate is at most
+    /// `rampFrom * rampGrowth^i` (0: no ramp). `--lr auto`'s restarts climb to their rate as
+    /// its range test did (`Finetuner.trainRecoveringRate`).
+    public var rampFrom: Float = 0
+    public var rampGrowth: Float = 1
     /// Cap in bytes on the members' training plans (buffers, weights, optimiser state),
     /// checked before anything is allocated; nil: no cap.
     public var maxMemory: Int?
@@ -160,6 +165,8 @@ public struct TrainOptions: Sendable, Equatable {
         try check(cacheMB >= 0, "cacheMB", "non-negative", cacheMB)
         try check(checkpointEvery >= 0, "checkpointEvery", "a whole number of batches (0: off)", checkpointEvery)
         try check(freeze.allSatisfy { $0 >= 0 }, "freeze", "non-negative whole numbers", freeze)
+        try check(rampFrom >= 0 && rampFrom.isFinite, "rampFrom", "non-negative (0: no ramp)", rampFrom)
+        try check(rampGrowth >= 1 && rampGrowth.isFinite, "rampGrowth", "at least 1", rampGrowth)
         try check((maxMemory ?? 1) > 0, "maxMemory", "a positive number of bytes", maxMemory ?? 0)
     }
 }
@@ -179,7 +186,7 @@ extension TrainOptions: Codable {
         Field(\.testFraction, "testFraction"), Field(\.l2spAlpha, "l2spAlpha"), Field(\.l2spBeta, "l2spBeta"),
         Field(\.childP, "childP"), Field(\.childMode, "childMode"), Field(\.prefixCache, "prefixCache"),
         Field(\.cacheMB, "cacheMB"), Field(\.checkpointEvery, "checkpointEvery"), Field(\.onNonfinite, "onNonfinite"),
-        Field(\.maxMemory, "maxMemory"),
+        Field(\.maxMemory, "maxMemory"), Field(\.rampFrom, "rampFrom"), Field(\.rampGrowth, "rampGrowth"),
     ]
 
     /// Every setting's key as `run.json` spells it.

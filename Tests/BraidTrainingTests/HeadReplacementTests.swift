@@ -85,4 +85,35 @@ final class HeadReplacementTests: XCTestCase {
         spatial.nodes[1].inputs[0] = "s"
         XCTAssertThrowsError(try spatial.findFeatureCut())
     }
+
+    /// torchvision's SqueezeNet as the dynamo exporter writes it: Conv (classifier) -> ReLU ->
+    /// ReduceMean over axes [-1, -2] (a constant input) -> Flatten. The mean is a global
+    /// average pooling, so the convolution is the classifier; a mean over the channels is not.
+    func testSpatialReduceMeanIsAGlobalPool() throws {
+        var rng = SplitMix64(seed: 6)
+        func t(_ shape: [Int]) -> Tensor { Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in rng.uniform(-1, 1) }) }
+        func conv(_ k: Int) -> Op { .conv(ConvParams(kernel: [k, k], strides: [1, 1], pads: [0, 0, 0, 0], dilations: [1, 1], group: 1)) }
+        func graph(axes: [Int64]) -> Graph {
+            Graph(name: "m", inputs: [ValueDecl(name: "x", dtype: .float32, shape: [.symbol("N"), .fixed(3), .fixed(5), .fixed(5)])],
+                  outputs: [ValueDecl(name: "f", dtype: .float32, shape: nil)],
+                  initializers: ["w0": t([4, 3, 3, 3]), "w1": t([7, 4, 1, 1]), "b1": t([7]),
+                                 "axes": Tensor(shape: [axes.count], ints: axes)],
+                  nodes: [Node(name: "stem", op: conv(3), inputs: ["x", "w0"], outputs: ["s"], sourceOp: "Conv"),
+                          Node(name: "cls", op: conv(1), inputs: ["s", "w1", "b1"], outputs: ["c"], sourceOp: "Conv"),
+                          Node(name: "relu", op: .unary(.relu), inputs: ["c"], outputs: ["r"], sourceOp: "Relu"),
+                          Node(name: "node_mean", op: .reduce(.mean, axes: nil, keepDims: true, noopWithEmptyAxes: false),
+                               inputs: ["r", "axes"], outputs: ["m"], sourceOp: "ReduceMean"),
+                          Node(name: "flat", op: .flatten(axis: 1), inputs: ["m"], outputs: ["f"], sourceOp: "Flatten")])
+        }
+        let g = graph(axes: [-1, -2])
+        let cut = try g.findFeatureCut()
+        XCTAssertEqual(cut.classifier, "cls")
+        XCTAssertEqual(cut.feature, "s")
+        XCTAssertTrue(cut.needsPooling)
+        let head = g.replacingHead(cut: cut, classes: 2, featureSize: 4, seed: 1)
+        let plan = try TrainingPlan.make(graph: head, output: "logits", trainable: ["w0", "head.weight"], feeds: ["x": [2, 3, 5, 5]])
+        plan.forward()
+        XCTAssertEqual(plan.output.shape, [2, 2])
+        XCTAssertThrowsError(try graph(axes: [1]).findFeatureCut())
+    }
 }

@@ -76,7 +76,7 @@ final class AutoRateRecoveryTests: XCTestCase {
 
         let tuner = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
         var told: [Float] = []
-        try tuner.trainRecoveringRate(train: d.train, validation: d.validation) { told.append($0) }
+        try tuner.trainRecoveringRate(train: d.train, validation: d.validation) { told.append($0.lr) }
         let attempts = tuner.rateAttempts
         XCTAssertGreaterThanOrEqual(attempts.count, 2, "\(attempts)")
         XCTAssertTrue(attempts.dropLast().allSatisfy(\.diverged), "\(attempts)")
@@ -96,5 +96,39 @@ final class AutoRateRecoveryTests: XCTestCase {
         try direct.train(train: d.train, validation: d.validation, resume: false)
         XCTAssertEqual(direct.history.last?.trainLoss, epoch.trainLoss)
         XCTAssertEqual(direct.history.last?.validationAccuracy, epoch.validationAccuracy)
+    }
+
+    /// Restarts climb to their rate as the range test did; the ramp is part of the settings,
+    /// so a plain fine-tune with them ends where the recovered one ends.
+    func testRestartsClimbLikeTheRangeTest() throws {
+        var o = TrainOptions()
+        o.lr = 1e-3; o.rampFrom = 1e-5; o.rampGrowth = 2; o.schedule = .constant
+        let dir = try scratchDir()
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try smallSource(dir: dir, classes: 10)
+        let d = try digitsSplits()
+        let probe = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
+        XCTAssertEqual(probe.lr(epoch: 0, step: 0), 1e-5, accuracy: 1e-12)
+        XCTAssertEqual(probe.lr(epoch: 0, step: 3), 8e-5, accuracy: 1e-10)
+        XCTAssertEqual(probe.lr(epoch: 0, step: 7), 1e-3)
+        XCTAssertEqual(probe.lr(epoch: 3, step: 500), 1e-3)
+
+        let range = LearningRateRange(minLR: 1e-3, maxLR: 10, rates: [1e-3, 2e-3, 4e-3], losses: [2.3, 2.2, 2.1],
+                                      smoothed: [2.3, 2.25, 2.2], suggested: 6, stoppedEarly: nil, key: "")
+        XCTAssertEqual(range.ramp?.from, 1e-3)
+        XCTAssertEqual(range.ramp?.growth, 2)
+        var t = TrainOptions()
+        t.batch = 32; t.seed = 2; t.epochs = 1; t.prefixCache = false; t.lr = 6
+        let tuner = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: t, runDir: dir)
+        var told: [TrainOptions] = []
+        try tuner.trainRecoveringRate(train: d.train, validation: d.validation, range: range) { told.append($0) }
+        XCTAssertGreaterThanOrEqual(tuner.rateAttempts.count, 2)
+        XCTAssertEqual(told.last?.rampFrom, 1e-3)
+        XCTAssertEqual(told.last?.rampGrowth, 2)
+        let epoch = try XCTUnwrap(tuner.history.last)
+        XCTAssertTrue(epoch.trainLoss.isFinite)
+        let direct = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: tuner.options, runDir: dir)
+        try direct.train(train: d.train, validation: d.validation, resume: false)
+        XCTAssertEqual(direct.history.last?.trainLoss, epoch.trainLoss)
     }
 }
