@@ -129,6 +129,7 @@ extension Finetuner {
                     m.optimizer.stepCount = 0
                 }
                 history = []
+                stepLosses = []
                 options.lr = next
                 if let ramp = range?.ramp {
                     options.rampFrom = ramp.from

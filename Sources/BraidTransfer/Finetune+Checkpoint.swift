@@ -87,6 +87,9 @@ extension Finetuner {
         }
         let history = try JSONEncoder().encode(self.history)
         facts["history"] = String(decoding: history, as: UTF8.self)
+        // The losses so far, so that a resumed run's metrics.json lists every step as an
+        // uninterrupted run's does.
+        facts["step_losses"] = String(decoding: try JSONEncoder().encode(stepLosses), as: UTF8.self)
         try Checkpoint(tensors: tensors, facts: facts).save(to: checkpointPath)
     }
 
@@ -112,6 +115,9 @@ extension Finetuner {
         }
         if let h = ck.facts["history"] {
             history = try JSONDecoder().decode([EpochRecord].self, from: Data(h.utf8))
+        }
+        if let l = ck.facts["step_losses"] {
+            stepLosses = try JSONDecoder().decode([Float].self, from: Data(l.utf8))
         }
         let batch = ck.facts["batch"].flatMap(Int.init) ?? 0
         let tally = try ck.facts["tally"].map { try JSONDecoder().decode(Tally.self, from: Data($0.utf8)) } ?? Tally()

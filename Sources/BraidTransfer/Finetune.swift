@@ -159,7 +159,7 @@ public final class Finetuner {
     var watchProgress = false
     public internal(set) var history: [EpochRecord] = []
     /// Each batch's loss (of the whole global batch when data-parallel), in order, from
-    /// this process's first batch (a resumed run's from where it resumed).
+    /// the run's first batch (a resumed run's include those its checkpoint recorded).
     public internal(set) var stepLosses: [Float] = []
     /// The rates `trainRecoveringRate` trained with, in order, and how each ended (empty
     /// after plain `train`).
