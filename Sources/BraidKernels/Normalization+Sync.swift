@@ -60,18 +60,10 @@ public func batchNormTrainingSynced(batch: Int, channels: Int, spatial: Int, x: 
     allReduce(UnsafeMutableBufferPointer(start: invStd, count: channels))
     NNParallel.run(chunks) { i in
         for c in (channels * i / chunks)..<(channels * (i + 1) / chunks) {
-            let mu = mean[c]
-            let variance = count == 0 ? 0 : invStd[c] / Float(count)
-            let inv = 1 / (variance + epsilon).squareRoot()
-            invStd[c] = inv
-            let k = scale[c] * inv, shift = bias[c] - mu * k
-            for n in 0..<batch {
-                let o = (n * channels + c) * spatial
-                NNVec.affine(x + o, y + o, spatial, k, shift)
-            }
-            let unbiased = count > 1 ? variance * Float(count) / Float(count - 1) : variance
-            runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
-            runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
+            normalizeTrainingChannel(c, mean: mean[c], variance: count == 0 ? 0 : invStd[c] / Float(count),
+                                     count: count, batch: batch, channels: channels, spatial: spatial, x: x, y: y,
+                                     scale: scale, bias: bias, epsilon: epsilon, momentum: momentum,
+                                     runningMean: runningMean, runningVar: runningVar, invStd: invStd)
         }
     }
 }

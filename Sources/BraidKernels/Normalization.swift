@@ -192,20 +192,36 @@ public func batchNormTraining(batch: Int, channels: Int, spatial: Int, x: Unsafe
             let mu = count == 0 ? 0 : s / Float(count)
             var ss: Float = 0
             for n in 0..<batch { ss += NNVec.squaredDeviation(x + (n * channels + c) * spatial, spatial, mu) }
-            let variance = count == 0 ? 0 : ss / Float(count)
-            let inv = 1 / (variance + epsilon).squareRoot()
             mean[c] = mu
-            invStd[c] = inv
-            let k = scale[c] * inv, shift = bias[c] - mu * k
-            for n in 0..<batch {
-                let o = (n * channels + c) * spatial
-                NNVec.affine(x + o, y + o, spatial, k, shift)
-            }
-            let unbiased = count > 1 ? variance * Float(count) / Float(count - 1) : variance
-            runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
-            runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
+            normalizeTrainingChannel(c, mean: mu, variance: count == 0 ? 0 : ss / Float(count), count: count,
+                                     batch: batch, channels: channels, spatial: spatial, x: x, y: y, scale: scale,
+                                     bias: bias, epsilon: epsilon, momentum: momentum, runningMean: runningMean,
+                                     runningVar: runningVar, invStd: invStd)
         }
     }
+}
+
+/// Channel `c` of a training batch norm over `[N, C, S]`, given its batch mean and biased
+/// variance over `count` values: `invStd[c] = 1 / sqrt(variance + epsilon)`,
+/// `y = scale * (x - mean) * invStd + bias`, and the running statistics moved by `momentum`
+/// (the variance unbiased: `variance * count / (count - 1)`). Shared by `batchNormTraining`
+/// and its synchronised form, whose `count` spans every process's shard.
+@inline(__always)
+func normalizeTrainingChannel(_ c: Int, mean mu: Float, variance: Float, count: Int, batch: Int, channels: Int,
+                              spatial: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                              scale: UnsafePointer<Float>, bias: UnsafePointer<Float>, epsilon: Float,
+                              momentum: Float, runningMean: UnsafeMutablePointer<Float>,
+                              runningVar: UnsafeMutablePointer<Float>, invStd: UnsafeMutablePointer<Float>) {
+    let inv = 1 / (variance + epsilon).squareRoot()
+    invStd[c] = inv
+    let k = scale[c] * inv, shift = bias[c] - mu * k
+    for n in 0..<batch {
+        let o = (n * channels + c) * spatial
+        NNVec.affine(x + o, y + o, spatial, k, shift)
+    }
+    let unbiased = count > 1 ? variance * Float(count) / Float(count - 1) : variance
+    runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
+    runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
 }
 
 /// Backward of `batchNormTraining`: from `dy` `[N, C, S]`, the batch `mean` and `invStd`
