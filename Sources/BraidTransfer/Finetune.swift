@@ -275,6 +275,9 @@ public final class Finetuner {
             let phase = "epoch \(epoch + 1)/\(options.epochs)"
             let t0 = Date()
             let it = loader.epoch(epoch, startingAt: first, shard: parallel.map { ($0.group.rank, $0.group.size) })
+            // Data-parallel divergence watch: the whole global batch's labels, from the epoch's order
+            // (made once an epoch, not once a batch).
+            let globalOrder = parallel != nil && watch != nil ? loader.order(epoch: epoch) : []
             var b = first
             while let batch = try it.next() {
                 let n = batch.labels.count
@@ -341,7 +344,7 @@ public final class Finetuner {
                 if watch != nil {
                     // The whole global batch's labels, so that every rank decides alike.
                     let labels = parallel == nil ? batch.labels
-                        : loader.order(epoch: epoch)[(b * options.batch)..<((b + 1) * options.batch)].map(train.label)
+                        : globalOrder[(b * options.batch)..<((b + 1) * options.batch)].map(train.label)
                     for label in labels { watch?.tally(label: label) }
                 }
                 tally.lossSum += Double(loss)
