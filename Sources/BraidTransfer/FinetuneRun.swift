@@ -159,9 +159,11 @@ public final class FinetuneRun {
         let models = try record.buildModels(manifest: manifest)
         var depths = try Self.freezeDepths(method: o.method, freeze: o.freeze, models: models, chosen: record.depths)
         try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+        var range: LearningRateRange?
         if let steps = learningRateRangeSteps, !resuming {
-            o.lr = try autoLearningRate(models: models, depths: depths.map { max($0, 0) }, options: o,
-                                        train: split.train, steps: steps)
+            let found = try autoLearningRate(models: models, depths: depths.map { max($0, 0) }, options: o,
+                                             train: split.train, steps: steps)
+            (o.lr, range) = (found.rate, found.range)
             record.options.lr = o.lr
         }
         var saved = record
@@ -205,8 +207,7 @@ public final class FinetuneRun {
         let t0 = Date()
         if learningRateRangeSteps != nil && !resuming {
             // A rate the range test chose may still prove too high: restart lower (and record it).
-            // Restarts climb to their rate as the range test did (its record in the run directory).
-            let range = try? LearningRateRange(json: Data(contentsOf: URL(fileURLWithPath: runDir + "/lr-range.json")))
+            // Restarts climb to their rate as the range test did.
             try tuner.trainRecoveringRate(train: split.train, validation: split.validation, range: range) { next in
                 self.record.options = next
                 try self.record.save(runDir: self.runDir)
@@ -259,9 +260,9 @@ public final class FinetuneRun {
 
     /// Runs the learning-rate range test for these members (or reuses the one cached in the
     /// run directory for the same setting), writes `lr-range.json` and `lr-range.svg`, and
-    /// returns the rate to train with.
+    /// returns the rate to train with and the test it came from.
     func autoLearningRate(models: [SourceModel], depths: [Int], options: TrainOptions, train: any ImageDataset,
-                          steps: Int) throws -> Float {
+                          steps: Int) throws -> (rate: Float, range: LearningRateRange) {
         let key = "\(record.sources)|\(record.data)|\(record.inputSizes)|\(options.method.rawValue)|\(depths)|\(options.batch)|\(options.optimizer.rawValue)|\(options.seed)|\(steps)"
         let path = runDir + "/lr-range.json"
         var found: LearningRateRange
@@ -292,7 +293,7 @@ public final class FinetuneRun {
         } else {
             summary("learning rate: \(rate) (curve: \(runDir)/lr-range.svg)")
         }
-        return rate
+        return (rate, found)
     }
 
     /// ALS's genetic search over one source's freeze bitmask (replayed from `als.json` when
