@@ -14,9 +14,10 @@ extension CLITests {
 
     /// A run.json as `braid finetune` writes it, for `version`.
     func writeRunRecord(_ dir: String, version: String) throws {
+        let source = try ppocr
         let record: [String: Any] = [
             "braidVersion": version, "classes": ["a", "b"], "data": "digits", "depths": [0], "featureNodes": [NSNull()],
-            "sources": [ppocr],
+            "sources": [source],
             "options": ["batch": 8, "cacheMB": 64, "childMode": "d", "childP": 0.3, "clipNorm": 0, "epochs": 1,
                         "freeze": [0], "gamma": 0.1, "l2spAlpha": 0.01, "l2spBeta": 0.01, "labelSmoothing": 0,
                         "lambda": 0.2, "lr": 0.01, "method": "standard", "momentum": 0.9, "nesterov": false,
