@@ -95,7 +95,17 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
     do { plan = try Executor(graph: graph).plan(for: feeds) } catch {
         throw KerasExportError(file: path, unmapped: [], message: "cannot plan the graph: \(error)")
     }
-    let b = ExportBuilder(graph: graph, values: plan.values)
+    // A second plan at batch 2 tells which axes scale with a symbolic batch (operation
+    // nodes such as Reshape write -1 there); a graph that cannot plan at batch 2 keeps its
+    // planned sizes.
+    var batch2: [String: PlanValue]?
+    let symbolic = graph.feedInputs.filter { inputShapes[$0.name]?.first == nil && $0.shape?.first?.value == nil }
+    if !symbolic.isEmpty {
+        var feeds2 = feeds
+        for d in symbolic { feeds2[d.name]!.shape[0] = 2 }
+        batch2 = try? Executor(graph: graph).plan(for: feeds2).values
+    }
+    let b = ExportBuilder(graph: graph, values: plan.values, valuesAtBatch2: batch2)
     var inputs: [String] = []
     for d in graph.feedInputs {
         guard d.dtype == .float32 else {
@@ -109,10 +119,18 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
         if node.outputs.allSatisfy({ b.values[$0]?.constant != nil || $0.isEmpty }) { continue }
         b.current = node
         do {
-            guard let writer = writerTable[writerKey(node.op)] else {
-                throw Unmappable(reason: "no Keras layer computes IR op '\(writerKey(node.op))'")
+            do {
+                guard let writer = writerTable[writerKey(node.op)] else {
+                    throw Unmappable(reason: "no Keras layer computes IR op '\(writerKey(node.op))'")
+                }
+                try writer(b, node)
+            } catch let layerFailure as Unmappable {
+                // No layer computes it: a Keras 3 operation node may.
+                guard let op = operationWriters[writerKey(node.op)] else { throw layerFailure }
+                do { try op(b, node) } catch let u as Unmappable {
+                    throw Unmappable(reason: "\(layerFailure.reason); as a Keras operation: \(u.reason)")
+                }
             }
-            try writer(b, node)
         } catch let u as Unmappable {
             unmapped.append((node.name, node.sourceOp, u.reason))
             // Stand-ins let later nodes be checked on their own merits.
@@ -168,6 +186,9 @@ func namingOutputs(_ m: KerasModel, after names: [String]) -> KerasModel {
         var l = l
         l.name = rename[l.name] ?? l.name
         l.inputs = l.inputs.map(fix)
+        if let op = l.operation {
+            l.operation = (op.module, op.args.map { a in if case .tensor(let t) = a { return .tensor(fix(t)) } else { return a } })
+        }
         return l
     }
     out.outputs = m.outputs.map(fix)
@@ -211,7 +232,23 @@ func kerasOrder(_ layers: [KLayer], inputs: [String], outputs: [String]) -> [KLa
 
 private func tensorRef(_ t: XTensor) -> [String: Any] {
     ["class_name": "__keras_tensor__",
-     "config": ["shape": t.shape.map { $0 as Any? ?? NSNull() }, "dtype": "float32", "keras_history": [t.layer, 0, 0]] as [String: Any]]
+     "config": ["shape": t.shape.map { $0 as Any? ?? NSNull() }, "dtype": "float32", "keras_history": [t.layer, 0, t.index]] as [String: Any]]
+}
+
+/// An operation node's argument as Keras serialises call arguments.
+private func operationArgument(_ a: OperationArg) -> Any {
+    switch a {
+    case .tensor(let t): return tensorRef(t)
+    case .number(let v): return v
+    case .ints(let v): return v
+    case .array(let shape, let values, let dtype):
+        func nest(_ axis: Int, _ offset: Int) -> Any {
+            if axis == shape.count { return dtype == "float32" ? values[offset] as Any : Int(values[offset]) as Any }
+            let stride = shape[(axis + 1)...].reduce(1, *)
+            return (0..<shape[axis]).map { nest(axis + 1, offset + $0 * stride) }
+        }
+        return ["class_name": "__numpy__", "config": ["value": nest(0, 0), "dtype": dtype] as [String: Any]]
+    }
 }
 
 /// The model config as Keras 3 serialises a Functional model.
@@ -219,6 +256,10 @@ func modelConfig(_ m: KerasModel) -> [String: Any] {
     let layers: [[String: Any]] = m.layers.map { l in
         var config = l.config
         config["name"] = l.name
+        if let (module, args) = l.operation {
+            return ["module": module, "class_name": l.className, "config": config, "registered_name": l.className,
+                    "name": l.name, "inbound_nodes": [["args": args.map(operationArgument), "kwargs": [String: Any]()]]]
+        }
         if l.className == "InputLayer" {
             config["dtype"] = "float32"
             config["sparse"] = false
@@ -264,8 +305,9 @@ private func writeLegacyH5(_ m: KerasModel, to path: String, metadata: [String: 
     try w.group("model_weights")
     try w.attribute("keras_version", kerasExportVersion, at: "model_weights")
     try w.attribute("backend", "jax", at: "model_weights")
-    try w.attribute("layer_names", m.layers.map(\.name), at: "model_weights")
-    for l in m.layers {
+    let weighted = m.layers.filter { !$0.isOperation }
+    try w.attribute("layer_names", weighted.map(\.name), at: "model_weights")
+    for l in weighted {
         let g = "model_weights/\(l.name)"
         try w.group(g)
         try w.attribute("weight_names", l.weights.map { "\(l.name)/\($0.name)" }, at: g)
@@ -282,7 +324,8 @@ private func writeWeightsH5(_ m: KerasModel, to path: String) throws {
     let w = try HDF5Writer(path: path)
     try w.group("layers")
     var keys = Keras3Keys()
-    for l in m.layers {
+    // Keras numbers the weights of layers only (`model.layers` leaves operation nodes out).
+    for l in m.layers where !l.isOperation {
         let g = "layers/\(keys.next(className: l.className))"
         try w.group(g)
         try w.group("\(g)/vars")
