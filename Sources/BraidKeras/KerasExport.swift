@@ -275,13 +275,13 @@ func modelConfig(_ m: KerasModel) -> [String: Any] {
         return ["module": "keras.layers", "class_name": l.className, "config": config,
                 "registered_name": NSNull(), "name": l.name, "inbound_nodes": inbound]
     }
-    func refs(_ names: [String]) -> Any {
-        let r = names.map { [$0, 0, 0] as [Any] }
+    func refs(_ tensors: [XTensor]) -> Any {
+        let r = tensors.map { [$0.layer, 0, $0.index] as [Any] }
         return r.count == 1 ? r[0] : r
     }
     return ["module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
             "config": ["name": m.name, "trainable": true, "layers": layers,
-                       "input_layers": refs(m.inputs), "output_layers": refs(m.outputs.map(\.layer))] as [String: Any]]
+                       "input_layers": refs(m.inputs.map { XTensor(layer: $0, shape: [], perm: []) }), "output_layers": refs(m.outputs)] as [String: Any]]
 }
 
 private func jsonText(_ object: Any) throws -> String {
