@@ -37,12 +37,11 @@ struct KLayer {
     var isOperation: Bool { operation != nil }
 }
 
-/// A positional argument of a Keras 3 operation node: a tensor, a Python number, a list of
-/// ints, or a constant array (`__numpy__`, float32 or int64 elements in row-major order).
+/// A positional argument of a Keras 3 operation node: a tensor, a Python number, or a
+/// constant array (`__numpy__`, float32 or int64 elements in row-major order).
 enum OperationArg {
     case tensor(XTensor)
     case number(Double)
-    case ints([Int])
     case array(shape: [Int], values: [Double], dtype: String)
 }
 

@@ -240,7 +240,6 @@ private func operationArgument(_ a: OperationArg) -> Any {
     switch a {
     case .tensor(let t): return tensorRef(t)
     case .number(let v): return v
-    case .ints(let v): return v
     case .array(let shape, let values, let dtype):
         func nest(_ axis: Int, _ offset: Int) -> Any {
             if axis == shape.count { return dtype == "float32" ? values[offset] as Any : Int(values[offset]) as Any }
