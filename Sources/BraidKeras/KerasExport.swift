@@ -26,7 +26,10 @@ public struct KerasExportError: Error, CustomStringConvertible, Sendable {
 /// layout Keras 3's `model.save("x.h5")` writes.
 ///
 /// The model is Functional, one layer per IR op (or per fused group: a conv and its bias
-/// add, a MatMul and its bias add become one layer). Inputs and outputs keep the graph's
+/// add, a MatMul and its bias add become one layer). An op no Keras layer computes (erf, a
+/// reshape across the batch axis, a gather, a max pool with explicit padding...) becomes a
+/// Keras 3 operation node, the `keras.ops` call a functional config records (never a
+/// Lambda); see `operationWriters`. Inputs and outputs keep the graph's
 /// shapes and layout: a graph imported from Keras takes `[N, H, W, C]` as it did; an NCHW
 /// graph imported from ONNX takes `[N, C, H, W]` and a Permute layer moves it to Keras's
 /// channels-last layout inside. Transposes that only change layout cost no layer.
@@ -40,8 +43,8 @@ public struct KerasExportError: Error, CustomStringConvertible, Sendable {
 /// is stored where Keras ignores it and `kerasFileMetadata(path:)` reads it back: the root
 /// attribute `braid_metadata` of an `.h5`, the `braid_metadata` object of a `.keras`'s
 /// metadata.json.
-/// Throws `KerasExportError` listing every op that has no Keras layer; nothing is written
-/// then. The file is written under a temporary name and renamed into place.
+/// Throws `KerasExportError` listing every op that has neither a Keras layer nor a Keras
+/// operation; nothing is written then. The file is written under a temporary name and renamed into place.
 public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [Int]] = [:],
                         metadata: [String: String] = [:]) throws {
     let url = URL(fileURLWithPath: path)
