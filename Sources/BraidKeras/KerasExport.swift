@@ -69,6 +69,9 @@ public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [
     }
 }
 
+/// IR ops whose Keras layers treat Keras axis 0 as the batch (they reshape the rest).
+private let batchBoundKeys: Set<String> = ["reshape", "flatten", "squeeze", "unsqueeze", "expand"]
+
 /// The layers of a whole model, ready to serialise.
 struct KerasModel {
     var name: String
@@ -125,6 +128,13 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
             do {
                 guard let writer = writerTable[writerKey(node.op)] else {
                     throw Unmappable(reason: "no Keras layer computes IR op '\(writerKey(node.op))'")
+                }
+                // Reshaping layers keep Keras's axis 0 as the batch: a value whose batch
+                // sits elsewhere (sequence-first attention) needs an operation node.
+                if batchBoundKeys.contains(writerKey(node.op)) {
+                    for v in [node.inputs[0], node.outputs[0]] where (try b.batchAxis(v)).map({ $0 != 0 }) ?? false {
+                        throw Unmappable(reason: "its batch axis is not the first")
+                    }
                 }
                 try writer(b, node)
             } catch let layerFailure as Unmappable {
