@@ -54,15 +54,16 @@ final class KerasExportOperationsTests: XCTestCase {
     /// A vision transformer's batch-moving steps: the class token expanded to the batch and
     /// concatenated, a position embedding added (a constant varying along two axes), a reshape
     /// that merges the batch with the tokens and back, a transpose that moves the batch and a
-    /// gather along the new first axis, and a slice of the features.
+    /// gather along the new first axis, a slice of the features, and a reshape of the
+    /// sequence-first tensor (batch on axis 1, as in TorchScript's attention).
     static func transformer() -> Graph {
         var generator = SplitMix64(seed: 7)
         let cls = Tensor(shape: [1, 1, 6], floats: (0..<6).map { _ in generator.uniform(-1, 1) })
         let pos = Tensor(shape: [1, 5, 6], floats: (0..<30).map { _ in generator.uniform(-1, 1) })
-        return Graph(name: "transformer", inputs: [input([.fixed(4), .fixed(6)])], outputs: [output("picked"), output("sliced")],
+        return Graph(name: "transformer", inputs: [input([.fixed(4), .fixed(6)])], outputs: [output("picked"), output("sliced"), output("unflat")],
                      initializers: ["cls": cls, "pos": pos, "tail": ints([1, 6]), "flat": ints([-1, 6]), "back": ints([-1, 5, 6]),
                                     "starts": ints([1]), "ends": ints([5]), "axes": ints([2]), "steps": ints([2]),
-                                    "one": Tensor(shape: [], ints: [1])],
+                                    "one": Tensor(shape: [], ints: [1]), "split_heads": ints([0, 0, 2, 3])],
                      nodes: [Node(name: "shape", op: .shape(start: 0, end: 1), inputs: ["x"], outputs: ["n"], sourceOp: "Shape"),
                              Node(name: "cat_shape", op: .concat(axis: 0), inputs: ["n", "tail"], outputs: ["cls_shape"], sourceOp: "Concat"),
                              Node(name: "expand", op: .expand, inputs: ["cls", "cls_shape"], outputs: ["cls_n"], sourceOp: "Expand"),
@@ -73,7 +74,9 @@ final class KerasExportOperationsTests: XCTestCase {
                              Node(name: "back", op: .reshape(allowZero: false), inputs: ["rows_e", "back"], outputs: ["h"], sourceOp: "Reshape"),
                              Node(name: "swap", op: .transpose(perm: [1, 0, 2]), inputs: ["h"], outputs: ["h_t"], sourceOp: "Transpose"),
                              Node(name: "pick", op: .gather(axis: 0), inputs: ["h_t", "one"], outputs: ["picked"], sourceOp: "Gather"),
-                             Node(name: "slice", op: .slice, inputs: ["h", "starts", "ends", "axes", "steps"], outputs: ["sliced"], sourceOp: "Slice")])
+                             Node(name: "slice", op: .slice, inputs: ["h", "starts", "ends", "axes", "steps"], outputs: ["sliced"], sourceOp: "Slice"),
+                             Node(name: "heads", op: .reshape(allowZero: false), inputs: ["h_t", "split_heads"], outputs: ["unflat"],
+                                  sourceOp: "Reshape")])
     }
 
     // MARK: Helpers
@@ -136,7 +139,7 @@ final class KerasExportOperationsTests: XCTestCase {
         let layers = try writtenLayers(Self.transformer(), "transformer")
         func entries(_ cls: String) -> [[String: Any]] { layers.filter { $0["class_name"] as? String == cls } }
         let shapes = entries("Reshape").compactMap { ($0["config"] as? [String: Any])?["newshape"] as? [Int] }
-        XCTAssertEqual(shapes, [[-1, 6], [-1, 5, 6]])
+        XCTAssertEqual(shapes, [[-1, 6], [-1, 5, 6], [5, -1, 2, 3]])
         XCTAssertTrue(entries("Transpose").contains { (($0["config"] as? [String: Any])?["axes"] as? [Int])?.first != 0 })
         XCTAssertEqual(entries("Take").count, 3, "class-token rows, the gather, the slice")
         XCTAssertEqual(entries("ZerosLike").count, 1)
