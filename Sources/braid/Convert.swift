@@ -16,9 +16,10 @@ struct Convert: ParsableCommand {
           braid convert resnet18.onnx resnet18.keras --check
 
         --check runs the source and the converted file with Braid's runner on the same seeded
-        random inputs (uniform in -1...1) (a symbolic batch at 2) and prints, per output, the worst difference over
-        the source output's largest magnitude; the exit status is 1 when it exceeds 1e-3 (or
-        is NaN, or the shapes differ).
+        random inputs (uniform in -1...1, a symbolic batch at 2) and prints, per output, the
+        worst difference over the source output's largest magnitude; the exit status is 1 when
+        it exceeds 1e-3 (or is NaN, or the shapes differ). A .keras file Braid cannot read back
+        runs in Keras instead when $BRAID_CACHE/keras-venv is there.
         """)
 
     @Argument(help: "Input model (.onnx, .h5, .hdf5, .keras).") var input: String
@@ -60,39 +61,53 @@ struct Convert: ParsableCommand {
 let conversionTolerance = 1e-3
 
 /// Runs `source` and the model saved at `converted` on one set of seeded random inputs in
-/// -1...1
-/// (inputs matched by position; a symbolic batch at 2, other symbolic sizes from
+/// -1...1 (inputs matched by position; a symbolic batch at 2, other symbolic sizes from
 /// `inputShapes`) and prints each output's worst difference relative to the source output's
-/// scale. Returns the worst relative error over the outputs (NaN when any difference is NaN,
-/// infinity when shapes or output counts differ).
+/// scale. The converted file runs in Braid; a `.keras` file Braid cannot read back (operation
+/// nodes its importer lacks) runs in Keras when the cache's Keras venv
+/// (`$BRAID_CACHE/keras-venv`, else `.cache/keras-venv`) is there. Returns the worst relative
+/// error over the outputs (NaN when any difference is NaN, infinity when shapes or output
+/// counts differ).
 func checkConversion(source: Graph, converted: String, inputShapes: [String: [Int]]) throws -> Double {
     let a = Model(graph: source)
-    let b = try Model(contentsOf: converted)
-    guard a.inputs.count == b.inputs.count, a.outputs.count == b.outputs.count else {
-        print("check: the converted model has \(b.inputs.count) inputs and \(b.outputs.count) outputs, the source \(a.inputs.count) and \(a.outputs.count)")
-        return .infinity
-    }
     var generator = SplitMix64(seed: 20)
-    var feedsA: [String: Tensor] = [:], feedsB: [String: Tensor] = [:]
-    for (da, db) in zip(a.inputs, b.inputs) {
-        guard da.dtype == .float32 else { throw ValidationError("--check feeds float32 inputs; '\(da.name)' is \(da.dtype)") }
+    var inputs: [Tensor] = []
+    for d in a.inputs {
+        guard d.dtype == .float32 else { throw ValidationError("--check feeds float32 inputs; '\(d.name)' is \(d.dtype)") }
         var shape: [Int] = []
-        for (i, d) in (da.shape ?? []).enumerated() {
-            if let given = inputShapes[da.name] { shape = given; break }
-            if let v = d.value { shape.append(v) } else if i == 0 { shape.append(2) } else {
-                throw ValidationError("--check: input '\(da.name)' has symbolic size '\(d)'; give it with --input-shape")
+        for (i, dim) in (d.shape ?? []).enumerated() {
+            if let given = inputShapes[d.name] { shape = given; break }
+            if let v = dim.value { shape.append(v) } else if i == 0 { shape.append(2) } else {
+                throw ValidationError("--check: input '\(d.name)' has symbolic size '\(dim)'; give it with --input-shape")
             }
         }
-        let x = Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in generator.uniform(-1, 1) })
-        feedsA[da.name] = x
-        feedsB[db.name] = x
+        inputs.append(Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in generator.uniform(-1, 1) }))
     }
-    let outA = try a.run(feedsA), outB = try b.run(feedsB)
+    let outA = try a.run(Dictionary(uniqueKeysWithValues: zip(a.inputs.map(\.name), inputs)))
+    let want = a.outputs.map { outA[$0.name]! }
+    let got: [Tensor]
+    do {
+        let b = try Model(contentsOf: converted)
+        guard b.inputs.count == a.inputs.count else {
+            print("check: the converted model has \(b.inputs.count) inputs, the source \(a.inputs.count)")
+            return .infinity
+        }
+        let outB = try b.run(Dictionary(uniqueKeysWithValues: zip(b.inputs.map(\.name), inputs)))
+        got = b.outputs.map { outB[$0.name]! }
+        print("check: converted model run by Braid")
+    } catch {
+        guard converted.lowercased().hasSuffix(".keras"), let python = kerasVenvPython() else { throw error }
+        print("check: Braid cannot read \(converted) back (\(error)); running it in Keras (\(python))")
+        got = try kerasOutputs(python: python, model: converted, inputs: inputs)
+    }
+    guard got.count == want.count else {
+        print("check: the converted model has \(got.count) outputs, the source \(want.count)")
+        return .infinity
+    }
     var worst = 0.0
-    for (oa, ob) in zip(a.outputs, b.outputs) {
-        let ya = outA[oa.name]!, yb = outB[ob.name]!
+    for (name, (ya, yb)) in zip(a.outputs.map(\.name), zip(want, got)) {
         guard ya.shape == yb.shape else {
-            print("check: output '\(oa.name)' has shape \(ya.shape) in the source, \(yb.shape) converted")
+            print("check: output '\(name)' has shape \(ya.shape) in the source, \(yb.shape) converted")
             return .infinity
         }
         let ra = ya.doubleArray, rb = yb.doubleArray
@@ -103,8 +118,51 @@ func checkConversion(source: Graph, converted: String, inputShapes: [String: [In
             if !(d <= diff) { diff = d }  // NaN sticks
         }
         let rel = scale > 0 ? diff / scale : diff
-        print("check: output '\(oa.name)' \(ya.shape): worst difference \(String(format: "%.3g", diff)) of scale \(String(format: "%.3g", scale)) (\(String(format: "%.3g", rel)) relative)")
+        print("check: output '\(name)' \(ya.shape): worst difference \(String(format: "%.3g", diff)) of scale \(String(format: "%.3g", scale)) (\(String(format: "%.3g", rel)) relative)")
         if !(rel <= worst) { worst = rel }
     }
     return worst
+}
+
+/// The Keras venv's python, when the cache holds one.
+private func kerasVenvPython() -> String? {
+    let cache = ProcessInfo.processInfo.environment["BRAID_CACHE"] ?? ".cache"
+    let python = (cache as NSString).appendingPathComponent("keras-venv/bin/python")
+    return FileManager.default.isExecutableFile(atPath: python) ? python : nil
+}
+
+/// `model` predicted by Keras (jax backend) on `inputs`, every output.
+private func kerasOutputs(python: String, model: String, inputs: [Tensor]) throws -> [Tensor] {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("braid-check-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    for (i, x) in inputs.enumerated() { try Npy.write(x, path: dir.appendingPathComponent("in\(i).npy").path) }
+    let script = """
+    import os, sys
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import numpy as np, keras
+    model = keras.saving.load_model(sys.argv[1], compile=False)
+    xs = [np.load(os.path.join(sys.argv[2], f"in{i}.npy")) for i in range(int(sys.argv[3]))]
+    ys = model.predict(xs[0] if len(xs) == 1 else xs, verbose=0)
+    for i, y in enumerate(ys if isinstance(ys, (list, tuple)) else [ys]):
+        np.save(os.path.join(sys.argv[2], f"out{i}.npy"), np.asarray(y, dtype=np.float32))
+    """
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: python)
+    p.arguments = ["-c", script, model, dir.path, "\(inputs.count)"]
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else {
+        let last = text.split(separator: "\n").last(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) ?? "no message"
+        throw ValidationError("--check: Keras could not run \(model): \(last)")
+    }
+    var outs: [Tensor] = []
+    while FileManager.default.fileExists(atPath: dir.appendingPathComponent("out\(outs.count).npy").path) {
+        outs.append(try Npy.read(path: dir.appendingPathComponent("out\(outs.count).npy").path))
+    }
+    return outs
 }
