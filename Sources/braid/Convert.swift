@@ -50,7 +50,8 @@ struct Convert: ParsableCommand {
             if check {
                 let worst = try checkConversion(source: graph, converted: output, inputShapes: options.inputShapes)
                 guard worst <= conversionTolerance else {
-                    fail("\(output): the converted model differs from \(input) by \(worst) of the output's scale (tolerance \(conversionTolerance))")
+                    fail("\(output): the converted model differs from \(input) by \(worst) of the output's scale "
+                         + "(tolerance \(conversionTolerance))")
                 }
             }
         }
@@ -118,7 +119,8 @@ func checkConversion(source: Graph, converted: String, inputShapes: [String: [In
             if !(d <= diff) { diff = d }  // NaN sticks
         }
         let rel = scale > 0 ? diff / scale : diff
-        print("check: output '\(name)' \(ya.shape): worst difference \(String(format: "%.3g", diff)) of scale \(String(format: "%.3g", scale)) (\(String(format: "%.3g", rel)) relative)")
+        func g(_ v: Double) -> String { String(format: "%.3g", v) }
+        print("check: output '\(name)' \(ya.shape): worst difference \(g(diff)) of scale \(g(scale)) (\(g(rel)) relative)")
         if !(rel <= worst) { worst = rel }
     }
     return worst
