@@ -120,8 +120,10 @@ let operationTable: [String: OperationTranslator] = {
         guard (ctx.config.string("mode") ?? "constant") == "constant" else { throw ctx.err("only constant padding is supported") }
         let x = ctx.b.channelsLast(x0)
         let widths = (ctx.config.array("pad_width") ?? []).map { ($0 as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue } ?? [] }
-        guard widths.count == x.rank, widths.allSatisfy({ $0.count == 2 && $0[0] >= 0 && $0[1] >= 0 }), widths[0] == [0, 0] else {
-            throw ctx.err("Pad needs one [begin, end] pair of non-negative widths per axis, none on the batch axis")
+        let limit = Geometry.maxExtent
+        guard widths.count == x.rank, widths.allSatisfy({ $0.count == 2 && (0...limit).contains($0[0]) && (0...limit).contains($0[1]) }),
+              widths[0] == [0, 0] else {
+            throw ctx.err("Pad needs one [begin, end] pair of widths in 0...\(limit) per axis, none on the batch axis")
         }
         let pads = ctx.b.intsConstant(widths.map { $0[0] } + widths.map { $0[1] }, name: "\(ctx.name)/pads")
         let y = ctx.add(.pad(mode: .constant), [x.name, pads, ctx.b.scalar(fill, name: "\(ctx.name)/value")])
