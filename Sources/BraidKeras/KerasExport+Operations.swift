@@ -78,18 +78,17 @@ private func opUnary(_ b: ExportBuilder, _ node: Node) throws {
                                                 outputShape: b.kerasShape(node.outputs[0], perm: x.perm), perm: x.perm)
 }
 
+/// The Keras classes computing a binary function elementwise: Keras 3 has an operation of each
+/// name, and a merge layer of the names marked `layer`.
+let kerasElementwiseClasses: [(function: BinaryFunction, name: String, layer: Bool)] = [
+    (.add, "Add", true), (.sub, "Subtract", true), (.mul, "Multiply", true), (.div, "Divide", false),
+    (.pow, "Power", false), (.max, "Maximum", true), (.min, "Minimum", true),
+]
+
 private func opBinary(_ b: ExportBuilder, _ node: Node) throws {
     guard case .binary(let f) = node.op else { return }
-    let cls: String
-    switch f {
-    case .add: cls = "Add"
-    case .sub: cls = "Subtract"
-    case .mul: cls = "Multiply"
-    case .div: cls = "Divide"
-    case .pow: cls = "Power"
-    case .max: cls = "Maximum"
-    case .min: cls = "Minimum"
-    default: throw Unmappable(reason: "\(f) has no Keras operation")
+    guard let cls = kerasElementwiseClasses.first(where: { $0.function == f })?.name else {
+        throw Unmappable(reason: "\(f) has no Keras operation")
     }
     let out = node.outputs[0]
     let computed = node.inputs.filter { b.constant($0) == nil }
