@@ -51,7 +51,7 @@ public struct ExperimentConfig: Sendable, Equatable {
     /// Methods fine-tuning one source at a time: the experiment has one cell per source.
     public static let singleSourceMethods = ["scratch", "linear-probe", "standard", "l2sp", "child-tuning", "als"]
     /// Methods training all sources together as one ensemble: one cell.
-    public static let ensembleMethods = ["amcf-fixed", "amcf"]
+    public static let ensembleMethods = ["ensemble", "ensemble-searched", "collab", "amcf-fixed", "amcf", "amcf-weighted"]
     /// Methods this engine can run; the others of the two lists above are accepted and
     /// reported as not available.
     public static let availableMethods = Set(TrainOptions.Method.allCases.map(\.rawValue))

@@ -30,9 +30,23 @@ public struct TrainOptions: Sendable, Equatable {
         case amcf
         /// Several sources with the collaborative loss at the given freeze depths.
         case amcfFixed = "amcf-fixed"
+        /// Several sources, each fine-tuned on its own as `standard` does (all layers, no
+        /// collaborative loss), their logits summed: the baseline of every multi-source method.
+        case ensemble
+        /// `ensemble` at freeze depths searched by AMCF's swarm (no collaborative loss, in the
+        /// search's fine-tunes too).
+        case ensembleSearched = "ensemble-searched"
+        /// Several sources, all layers, with the collaborative loss; no search.
+        case collab
+        /// `collab`, then a weighted sum of logits, each member weighted by its validation
+        /// accuracy, dropping the members whose removal raises the ensemble's validation
+        /// accuracy (`WeightedVote`).
+        case amcfWeighted = "amcf-weighted"
 
         /// Methods training one source at a time.
-        public var isSingleSource: Bool { ![.amcf, .amcfFixed].contains(self) }
+        public var isSingleSource: Bool {
+            ![.amcf, .amcfFixed, .ensemble, .ensembleSearched, .collab, .amcfWeighted].contains(self)
+        }
     }
 
     /// The optimiser each member gets.

