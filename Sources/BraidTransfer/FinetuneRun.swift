@@ -333,7 +333,7 @@ public final class FinetuneRun {
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try writeAtomically(try enc.encode(search), to: optionsPath)
         }
-        let layerSearch = try LayerSearch(models: models, classes: record.classes, training: record.options, options: search)
+        let layerSearch = try LayerSearch(models: models, classes: record.classes, training: record.options.forMethod, options: search)
         layerSearch.events = events
         layerSearch.group = group
         summary("AMCF search: \(search.swarm.particles) particles x \(search.swarm.iterations) iterations, \(search.epochs) epoch(s) per fitness on \(search.subset < 1 ? String(format: "%.0f%% of ", search.subset * 100) : "")the training split, scored on validation")

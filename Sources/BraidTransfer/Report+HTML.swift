@@ -107,7 +107,7 @@ extension ExperimentSummary {
                     }
                     // Green: the interval is above 0; red: below.
                     let cls = d.low > 0 ? " class=\"best\"" : d.high < 0 ? " class=\"worse\"" : ""
-                    let n = d.seeds == config.seeds.count ? "" : " (\(d.seeds) seeds)"
+                    let n = d.seeds == config.seeds.count ? "" : " (\(d.seeds)/\(config.seeds.count) seeds)"
                     let who = vsEnsemble ? "" : "<br><small>vs \(escapeHTML(d.baseline))</small>"
                     body += "<td\(cls)>\(escapeHTML(Self.pointsText(d) + n))\(who)</td>"
                 }

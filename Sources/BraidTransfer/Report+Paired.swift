@@ -145,7 +145,7 @@ extension ExperimentSummary {
                 out += "| \(row) | \(against) | " + config.targets.map { t in
                     guard let d = diffs.first(where: { $0.row == row && $0.target == t
                         && ($0.baseline == "ensemble") == (against == "ensemble") }) else { return "" }
-                    let n = d.seeds == config.seeds.count ? "" : " (\(d.seeds) seeds)"
+                    let n = d.seeds == config.seeds.count ? "" : " (\(d.seeds)/\(config.seeds.count) seeds)"
                     let who = against == "ensemble" ? "" : " vs \(d.baseline)"
                     return Self.pointsText(d) + n + who
                 }.joined(separator: " | ") + " |\n"

@@ -127,6 +127,31 @@ final class EnsembleMethodTests: XCTestCase {
         XCTAssertGreaterThan(wide.high - wide.low, r.high - r.low)
     }
 
+    /// ensemble-searched through the library: the search and the training both run without
+    /// the collaborative loss, whatever lambda was asked for.
+    func testEnsembleSearchedTrainsAndSearchesWithoutTheCollaborativeLoss() throws {
+        guard FileManager.default.fileExists(atPath: DataCatalog.defaultDataFolder() + "/digits.csv.gz") else {
+            throw XCTSkip("no digits (tools/fetch-data)")
+        }
+        let dir = try tempDir()
+        try writeTinyClassifier(to: dir + "/a.onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
+        try writeTinyClassifier(to: dir + "/b.onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
+        var setup = FinetuneSetup(sources: [dir + "/a.onnx", dir + "/b.onnx"], data: "digits")
+        setup.options.method = .ensembleSearched
+        setup.options.lambda = 0.5
+        setup.options.epochs = 1
+        setup.options.batch = 32
+        setup.search.swarm.particles = 2
+        setup.search.swarm.iterations = 1
+        setup.search.epochs = 1
+        setup.search.subset = 0.3
+        let result = try FinetuneRun(setup, runDir: dir + "/run", manifest: []).run()
+        let search = try LayerSearch.loadRecord(runDir: dir + "/run")
+        XCTAssertEqual(search.training.lambda, 0)
+        XCTAssertEqual(search.chosenScheme, result.depths)
+        XCTAssertEqual(try RunRecord.load(runDir: dir + "/run").options.lambda, 0)
+    }
+
     /// amcf-weighted through the library on the digits: vote.json is written, and the run
     /// read back (heads scaled by the weights) tests as the run did.
     func testAMCFWeightedRunRoundTrips() throws {
