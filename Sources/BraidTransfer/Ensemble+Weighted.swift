@@ -104,13 +104,16 @@ public func memberLogits(members: [(graph: Graph, inputName: String, spec: Input
     return out
 }
 
-/// `amcf-weighted`'s vote: each member's weight is its validation accuracy; then, one at a
-/// time, the member whose removal raises the weighted ensemble's validation accuracy most is
-/// dropped (weight 0), while some removal raises it (one member may be all that is left). Only
-/// the validation split is read.
+/// `amcf-weighted`'s vote: the members weighted by their validation accuracies, or equally
+/// when that scores as well on validation (the plain sum: ties keep it); then, one at a
+/// time, the member whose removal raises the ensemble's validation accuracy most is dropped
+/// (weight 0), while some removal raises it (one member may be all that is left). Only the
+/// validation split is read, and the vote never scores below the plain sum there.
 public struct WeightedVote: Codable, Sendable, Equatable {
     /// Per member, its weight in the vote (0: dropped).
     public var weights: [Double]
+    /// Whether the weights are the validation accuracies (false: all 1 before dropping).
+    public var byAccuracy: Bool
     /// Per member, its validation accuracy alone.
     public var memberValidationAccuracy: [Double]
     /// The chosen vote's validation accuracy, and that of the plain sum over all members.
@@ -120,7 +123,7 @@ public struct WeightedVote: Codable, Sendable, Equatable {
     public var dropped: [Int]
 
     enum CodingKeys: String, CodingKey {
-        case weights, memberValidationAccuracy = "member_validation_accuracy"
+        case weights, byAccuracy = "by_accuracy", memberValidationAccuracy = "member_validation_accuracy"
         case validationAccuracy = "validation_accuracy", unweightedValidationAccuracy = "unweighted_validation_accuracy"
         case dropped
     }
@@ -129,8 +132,11 @@ public struct WeightedVote: Codable, Sendable, Equatable {
     public static func choose(validation v: MemberLogits, softmax: Bool) -> WeightedVote {
         let n = v.logits.count
         let each = (0..<n).map { v.memberEvaluation($0).accuracy }
-        var weights = each
-        var current = v.evaluation(weights: weights, softmax: softmax).accuracy
+        let plain = v.evaluation(softmax: softmax).accuracy
+        let weighted = v.evaluation(weights: each, softmax: softmax).accuracy
+        let byAccuracy = weighted > plain
+        var weights = byAccuracy ? each : [Double](repeating: 1, count: n)
+        var current = max(weighted, plain)
         var dropped: [Int] = []
         while weights.filter({ $0 != 0 }).count >= 2 {
             var best: (j: Int, accuracy: Double)?
@@ -148,8 +154,8 @@ public struct WeightedVote: Codable, Sendable, Equatable {
             dropped.append(best.j)
             current = best.accuracy
         }
-        return WeightedVote(weights: weights, memberValidationAccuracy: each, validationAccuracy: current,
-                            unweightedValidationAccuracy: v.evaluation(softmax: softmax).accuracy, dropped: dropped)
+        return WeightedVote(weights: weights, byAccuracy: byAccuracy, memberValidationAccuracy: each,
+                            validationAccuracy: current, unweightedValidationAccuracy: plain, dropped: dropped)
     }
 }
 

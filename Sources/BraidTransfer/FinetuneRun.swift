@@ -220,7 +220,7 @@ public final class FinetuneRun {
             let weighted = try tuner.weightedTest(validation: split.validation, test: split.test)
             test = (weighted.ensemble, weighted.members)
             try writeAtomically(try JSONEncoder().encode(weighted.vote), to: runDir + "/vote.json")
-            summary("vote weights (validation accuracy; 0: dropped): " + weighted.vote.weights.map { String(format: "%.3f", $0) }.joined(separator: ", "))
+            summary("vote weights (validation accuracies, or 1 when they vote no better; 0: dropped): " + weighted.vote.weights.map { String(format: "%.3f", $0) }.joined(separator: ", "))
         }
         let seconds = Date().timeIntervalSince(t0)
         try writeMetrics(tuner: tuner, test: test, seconds: seconds)

@@ -84,15 +84,28 @@ final class EnsembleMethodTests: XCTestCase {
         let vote = WeightedVote.choose(validation: v, softmax: false)
         XCTAssertEqual(vote.memberValidationAccuracy, [0.75, 0.75, 0.25])
         XCTAssertEqual(vote.dropped, [2])
-        XCTAssertEqual(vote.weights, [0.75, 0.75, 0])
+        XCTAssertFalse(vote.byAccuracy, "accuracy weights score no better than the plain sum")
+        XCTAssertEqual(vote.weights, [1, 1, 0])
         XCTAssertEqual(vote.unweightedValidationAccuracy, 0.25)
         XCTAssertEqual(vote.validationAccuracy, 1)
 
-        // Nothing to gain: every member kept, weights their accuracies.
+        // Nothing to gain: the plain sum.
         let same = logits([good0, good0], labels: labels)
         let kept = WeightedVote.choose(validation: same, softmax: false)
         XCTAssertEqual(kept.dropped, [])
-        XCTAssertEqual(kept.weights, [0.75, 0.75])
+        XCTAssertEqual(kept.weights, [1, 1])
+
+        // A right everywhere by 1, B wrong on two images by 1.5: the plain sum follows B
+        // there; weighted by accuracy (1 and 0.5) A decides, and nothing is dropped.
+        let a: [Float] = [1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0]
+        let b: [Float] = [1, 0, 0, 0, 1, 0, 1.5, 0, 0, 0, 1.5, 0]
+        let both = logits([a, b], labels: labels)
+        XCTAssertEqual(both.evaluation().accuracy, 0.5)
+        let w = WeightedVote.choose(validation: both, softmax: false)
+        XCTAssertTrue(w.byAccuracy)
+        XCTAssertEqual(w.weights, [1, 0.5])
+        XCTAssertEqual(w.dropped, [])
+        XCTAssertEqual(w.validationAccuracy, 1)
         let data = try! JSONEncoder().encode(vote)
         XCTAssertEqual(try JSONDecoder().decode(WeightedVote.self, from: data), vote)
     }
