@@ -121,11 +121,14 @@ public struct WeightedVote: Codable, Sendable, Equatable {
     public var unweightedValidationAccuracy: Double
     /// Indices of the dropped members, in the order they were dropped.
     public var dropped: [Int]
+    /// Whether the members voting are the collaboratively trained ones (false: the ones
+    /// trained each on its own, which scored higher on validation; nil: not compared).
+    public var collaborative: Bool?
 
     enum CodingKeys: String, CodingKey {
         case weights, byAccuracy = "by_accuracy", memberValidationAccuracy = "member_validation_accuracy"
         case validationAccuracy = "validation_accuracy", unweightedValidationAccuracy = "unweighted_validation_accuracy"
-        case dropped
+        case dropped, collaborative
     }
 
     /// Chooses the weights from the members' validation logits.
@@ -155,7 +158,8 @@ public struct WeightedVote: Codable, Sendable, Equatable {
             current = best.accuracy
         }
         return WeightedVote(weights: weights, byAccuracy: byAccuracy, memberValidationAccuracy: each,
-                            validationAccuracy: current, unweightedValidationAccuracy: plain, dropped: dropped)
+                            validationAccuracy: current, unweightedValidationAccuracy: plain, dropped: dropped,
+                            collaborative: nil)
     }
 }
 
@@ -167,14 +171,34 @@ extension Finetuner {
     }
 }
 
+/// What amcf-weighted chose and how it tested.
+public struct WeightedChoice {
+    public var vote: WeightedVote
+    /// The tuner whose members vote: the collaborative one or the independent one.
+    public var tuner: Finetuner
+    public var ensemble: Evaluation
+    /// Each voting member's own test evaluation (unweighted).
+    public var members: [Evaluation]
+    /// Per test image, "1" where the vote was right.
+    public var testCorrect: String
+}
+
 extension Finetuner {
-    /// amcf-weighted: the vote chosen on `validation` and the test evaluation under it (the
-    /// members' own evaluations unweighted).
-    public func weightedTest(validation: any ImageDataset, test: any ImageDataset)
-        throws -> (vote: WeightedVote, ensemble: Evaluation, members: [Evaluation]) {
-        let vote = WeightedVote.choose(validation: try memberLogits(on: validation), softmax: false)
-        let t = try memberLogits(on: test)
-        return (vote, t.evaluation(weights: vote.weights), t.logits.indices.map { t.memberEvaluation($0) })
+    /// amcf-weighted: a vote (`WeightedVote`) for the members trained with the collaborative
+    /// loss (`self`) and one for the same members trained each on its own (`independent`),
+    /// both on `validation`; the higher-scoring one is kept (ties: the collaborative) and
+    /// tested on `test`.
+    public func weightedChoice(independent: Finetuner, validation: any ImageDataset, test: any ImageDataset)
+        throws -> WeightedChoice {
+        var a = WeightedVote.choose(validation: try memberLogits(on: validation), softmax: false)
+        var b = WeightedVote.choose(validation: try independent.memberLogits(on: validation), softmax: false)
+        a.collaborative = true
+        b.collaborative = false
+        let (vote, tuner) = b.validationAccuracy > a.validationAccuracy ? (b, independent) : (a, self)
+        let t = try tuner.memberLogits(on: test)
+        return WeightedChoice(vote: vote, tuner: tuner, ensemble: t.evaluation(weights: vote.weights),
+                              members: t.logits.indices.map { t.memberEvaluation($0) },
+                              testCorrect: t.correctness(weights: vote.weights))
     }
 }
 
@@ -188,5 +212,40 @@ extension SourceModel {
             for i in 0..<scaled.count { p[i] *= Float(weight) }
             graph.initializers[name] = scaled
         }
+    }
+}
+
+extension FinetuneRun {
+    /// amcf-weighted after its collaborative training: trains the same members each on its
+    /// own in `independent/`, keeps the set whose vote scores higher on validation (its
+    /// checkpoint becomes the run's, and `run.json` records lambda 0 when it is the
+    /// independent one), and writes `vote.json`.
+    func weightedChoice(_ tuner: Finetuner, models: [SourceModel], depths: [Int], options o: TrainOptions,
+                        split: (train: any ImageDataset, validation: any ImageDataset, test: any ImageDataset))
+        throws -> WeightedChoice {
+        var alone = o
+        alone.lambda = 0
+        let dir = runDir + "/independent"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let independent = try Finetuner(models: try record.buildModels(manifest: manifest), depths: depths,
+                                         classes: record.classes, options: alone, runDir: dir)
+        independent.events = events
+        summary("amcf-weighted: training the same members each on its own (lambda 0) to compare on validation")
+        try independent.train(train: split.train, validation: split.validation, resume: resuming)
+        let chosen = try tuner.weightedChoice(independent: independent, validation: split.validation, test: split.test)
+        if chosen.vote.collaborative == false {
+            let fm = FileManager.default
+            try? fm.removeItem(atPath: runDir + "/checkpoint.bin")
+            try fm.copyItem(atPath: dir + "/checkpoint.bin", toPath: runDir + "/checkpoint.bin")
+            var saved = record
+            saved.options.lambda = 0
+            try saved.save(runDir: runDir)
+        }
+        try writeAtomically(try JSONEncoder().encode(chosen.vote), to: runDir + "/vote.json")
+        summary(String(format: "vote: the %@ members, validation %.2f%%, weights %@ (0: dropped)",
+                       chosen.vote.collaborative == false ? "independently trained" : "collaboratively trained",
+                       chosen.vote.validationAccuracy * 100,
+                       chosen.vote.weights.map { String(format: "%.3f", $0) }.joined(separator: ", ")))
+        return chosen
     }
 }

@@ -238,22 +238,38 @@ public final class ExperimentRunner {
         tuner.events = events
         let trainStart = Date()
         try tuner.train(train: train, validation: split.validation, resume: true)
-        // amcf-weighted's vote is a weighted sum of logits (its weights scale the heads).
-        let softmax = o.vote == .softmax && method != .amcfWeighted
-        let vote = method == .amcfWeighted
-            ? WeightedVote.choose(validation: try tuner.memberLogits(on: split.validation), softmax: softmax) : nil
-        let logits = try tuner.memberLogits(on: split.test)
-        let ensemble = logits.evaluation(weights: vote?.weights, softmax: softmax)
-        let memberTests = logits.logits.indices.map { logits.memberEvaluation($0) }
+        let ensemble: Evaluation, memberTests: [Evaluation], testCorrect: String
+        var vote: WeightedVote?
+        var voting = tuner
+        if method == .amcfWeighted {
+            // The same members trained each on its own, in a directory of their own.
+            var alone = o
+            alone.lambda = 0
+            try FileManager.default.createDirectory(atPath: dir + "/independent", withIntermediateDirectories: true)
+            let independent = try Finetuner(models: try record.buildModels(manifest: manifest), depths: depths,
+                                             classes: data.classes, options: alone, runDir: dir + "/independent")
+            independent.events = events
+            try independent.train(train: train, validation: split.validation, resume: true)
+            let chosen = try tuner.weightedChoice(independent: independent, validation: split.validation, test: split.test)
+            (ensemble, memberTests, testCorrect, vote, voting) = (chosen.ensemble, chosen.members, chosen.testCorrect,
+                                                                  chosen.vote, chosen.tuner)
+            if !config.keepCheckpoints { try? FileManager.default.removeItem(atPath: dir + "/independent") }
+        } else {
+            let softmax = o.vote == .softmax
+            let logits = try tuner.memberLogits(on: split.test)
+            ensemble = logits.evaluation(softmax: softmax)
+            memberTests = logits.logits.indices.map { logits.memberEvaluation($0) }
+            testCorrect = logits.correctness(softmax: softmax)
+        }
         let metrics = CellMetrics(testAccuracy: ensemble.accuracy, memberTestAccuracy: memberTests.map(\.accuracy),
                                   confusion: ensemble.confusion, classes: data.classes, depths: tuner.depths,
-                                  unitCounts: tuner.unitCounts, epochs: tuner.history,
+                                  unitCounts: tuner.unitCounts, epochs: voting.history,
                                   seconds: Date().timeIntervalSince(trainStart), method: cell.method, target: cell.target,
                                   seed: cell.seed, sources: paths, searchSeconds: searchSeconds,
                                   wallSeconds: Date().timeIntervalSince(t0) + searchSecondsBeforeResume(earlier, searchSeconds, cell),
                                   preprocessing: Dictionary(tuner.models.map { ($0.name, $0.input.report) }, uniquingKeysWith: { a, _ in a }),
                                   cpuSeconds: processCPUSeconds() - cpu0 + searchCPUBeforeResume,
-                                  testCorrect: logits.correctness(weights: vote?.weights, softmax: softmax), vote: vote)
+                                  testCorrect: testCorrect, vote: vote)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try enc.encode(metrics), to: dir + "/metrics.json")

@@ -217,10 +217,8 @@ public final class FinetuneRun {
         }
         var test = try tuner.evaluateMembers(on: split.test)
         if o.method == .amcfWeighted {
-            let weighted = try tuner.weightedTest(validation: split.validation, test: split.test)
-            test = (weighted.ensemble, weighted.members)
-            try writeAtomically(try JSONEncoder().encode(weighted.vote), to: runDir + "/vote.json")
-            summary("vote weights (validation accuracies, or 1 when they vote no better; 0: dropped): " + weighted.vote.weights.map { String(format: "%.3f", $0) }.joined(separator: ", "))
+            let chosen = try weightedChoice(tuner, models: models, depths: depths, options: o, split: split)
+            test = (chosen.ensemble, chosen.members)
         }
         let seconds = Date().timeIntervalSince(t0)
         try writeMetrics(tuner: tuner, test: test, seconds: seconds)

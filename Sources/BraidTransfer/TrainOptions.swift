@@ -38,9 +38,10 @@ public struct TrainOptions: Sendable, Equatable {
         case ensembleSearched = "ensemble-searched"
         /// Several sources, all layers, with the collaborative loss; no search.
         case collab
-        /// `collab`, then a weighted sum of logits (each member weighted by its validation
-        /// accuracy when that beats equal weights on validation), dropping the members whose
-        /// removal raises the ensemble's validation accuracy (`WeightedVote`).
+        /// `collab` and `ensemble` both trained; the set of members whose vote scores higher
+        /// on validation is kept. The vote is a weighted sum of logits (each member weighted
+        /// by its validation accuracy when that beats equal weights there), dropping members
+        /// whose removal raises the validation accuracy (`WeightedVote`).
         case amcfWeighted = "amcf-weighted"
 
         /// Methods training one source at a time.

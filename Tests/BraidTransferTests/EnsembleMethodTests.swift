@@ -166,7 +166,7 @@ final class EnsembleMethodTests: XCTestCase {
     }
 
     /// amcf-weighted through the library on the digits: vote.json is written, and the run
-    /// read back (heads scaled by the weights) tests as the run did.
+    /// read back (the chosen members, heads scaled by the weights) tests as the run did.
     func testAMCFWeightedRunRoundTrips() throws {
         guard FileManager.default.fileExists(atPath: DataCatalog.defaultDataFolder() + "/digits.csv.gz") else {
             throw XCTSkip("no digits (tools/fetch-data)")
@@ -184,6 +184,10 @@ final class EnsembleMethodTests: XCTestCase {
         let vote = try JSONDecoder().decode(WeightedVote.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/run/vote.json")))
         XCTAssertEqual(vote.weights.count, 2)
         XCTAssertTrue(vote.weights.allSatisfy { $0 >= 0 && $0 <= 1 } && vote.weights.contains { $0 > 0 }, "\(vote)")
+        // The collaborative members or the independent ones, whichever voted better on validation.
+        let collaborative = try XCTUnwrap(vote.collaborative)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/run/independent/checkpoint.bin"))
+        XCTAssertEqual(try RunRecord.load(runDir: dir + "/run").options.lambda, collaborative ? setup.options.lambda : 0)
         let trained = try TrainedRun.load(runDir: dir + "/run", manifest: [])
         XCTAssertEqual(trained.vote, vote)
         let test = try trained.evaluate(on: try trained.images(of: try DataCatalog.open("digits"), split: .test))

@@ -218,6 +218,10 @@ final class ExperimentTests: XCTestCase {
             XCTAssertEqual(correct.count, total)
             XCTAssertEqual(Double(correct.filter { $0 == "1" }.count) / Double(total), acc, accuracy: 1e-12)
             XCTAssertEqual(raw["vote"] != nil, o.cell.method == "amcf-weighted")
+            if let vote = raw["vote"] as? [String: Any] {
+                XCTAssertNotNil(vote["collaborative"] as? Bool, "amcf-weighted compares both sets of members")
+                XCTAssertFalse(FileManager.default.fileExists(atPath: cellDir + "/independent"))
+            }
             switch o.cell.method {
             case "standard", "l2sp": XCTAssertEqual(depths, [0])
             case "ensemble", "amcf-weighted": XCTAssertEqual(depths, [0, 0])
