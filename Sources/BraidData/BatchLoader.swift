@@ -34,13 +34,8 @@ public final class BatchLoader: @unchecked Sendable {
         guard !specs.isEmpty else { throw DataError.invalidArgument("a batch loader needs at least one input spec") }
         guard batchSize >= 1 else { throw DataError.invalidArgument("batch size must be at least 1, got \(batchSize)") }
         for spec in specs { try spec.validate() }
-        self.dataset = dataset
-        self.specs = specs
-        self.batchSize = batchSize
-        self.shuffle = shuffle
-        self.dropLast = dropLast
-        self.seed = seed
-        self.augmentation = augmentation
+        (self.dataset, self.specs, self.batchSize) = (dataset, specs, batchSize)
+        (self.shuffle, self.dropLast, self.seed, self.augmentation) = (shuffle, dropLast, seed, augmentation)
     }
 
     public var batchesPerEpoch: Int {

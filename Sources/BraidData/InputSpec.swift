@@ -34,15 +34,8 @@ public struct InputSpec: Sendable, Equatable {
     public init(channels: Int, height: Int, width: Int, layout: InputLayout = .nchw,
                 scale: Float = 1.0 / 255, mean: [Float] = [0], std: [Float] = [1], bgr: Bool = false,
                 offset: Float = 0) {
-        self.channels = channels
-        self.height = height
-        self.width = width
-        self.layout = layout
-        self.scale = scale
-        self.mean = mean
-        self.std = std
-        self.bgr = bgr
-        self.offset = offset
+        (self.channels, self.height, self.width, self.layout) = (channels, height, width, layout)
+        (self.scale, self.mean, self.std, self.bgr, self.offset) = (scale, mean, std, bgr, offset)
     }
 
     /// Shape of one sample in `layout`.

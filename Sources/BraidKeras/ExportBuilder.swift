@@ -11,6 +11,8 @@ struct XTensor {
     var layer: String
     var shape: [Int?]
     var perm: [Int]
+    /// Which output of the layer (an operation node such as Split has several).
+    var index: Int = 0
 
     var rank: Int { perm.count }
     func kerasAxis(_ irAxis: Int) -> Int { perm[irAxis < 0 ? irAxis + rank : irAxis] }
@@ -27,6 +29,20 @@ struct KLayer {
     var inputs: [XTensor]
     var listInput: Bool
     var outputShape: [Int?]
+    /// Set for a Keras 3 operation node (a `keras.ops` call): the module holding its class
+    /// (`keras.src.ops.numpy`...) and its positional arguments in order. Operation nodes
+    /// hold no weights: constant operands are written inline as NumPy arrays.
+    var operation: (module: String, args: [OperationArg])? = nil
+
+    var isOperation: Bool { operation != nil }
+}
+
+/// A positional argument of a Keras 3 operation node: a tensor, a Python number, or a
+/// constant array (`__numpy__`, float32 or int64 elements in row-major order).
+enum OperationArg {
+    case tensor(XTensor)
+    case number(Double)
+    case array(shape: [Int], values: [Double], dtype: String)
 }
 
 /// An IR node that has no Keras layer, with the reason.
@@ -55,6 +71,9 @@ func writerKey(_ op: Op) -> String {
 final class ExportBuilder {
     let graph: Graph
     let values: [String: PlanValue]
+    /// The plan at batch 2 when the graph's batch is symbolic (nil otherwise): the axes whose
+    /// size differs from `values` scale with the batch.
+    let valuesAtBatch2: [String: PlanValue]?
     private(set) var layers: [KLayer] = []
     var tensors: [String: XTensor] = [:]
     /// Nodes already written as part of an earlier node's layer (a conv's bias add...).
@@ -66,9 +85,10 @@ final class ExportBuilder {
     /// The node being written, for layer names.
     var current: Node?
 
-    init(graph: Graph, values: [String: PlanValue]) {
+    init(graph: Graph, values: [String: PlanValue], valuesAtBatch2: [String: PlanValue]? = nil) {
         self.graph = graph
         self.values = values
+        self.valuesAtBatch2 = valuesAtBatch2
         outputNames = Set(graph.outputs.map(\.name))
         for n in graph.nodes {
             for i in Set(n.inputs) where !i.isEmpty { consumers[i, default: []].append(n) }
@@ -110,20 +130,33 @@ final class ExportBuilder {
 
     // MARK: Layouts
 
-    /// The tensor re-laid so that the IR value is `transpose(result, perm)` (a Permute layer
-    /// when the layout differs; the batch axis never moves).
+    /// The tensor re-laid so that the IR value is `transpose(result, perm)`: a Permute layer
+    /// when the layout differs, a Keras `Transpose` operation node when the change moves the
+    /// batch axis (which no layer can).
     func layout(_ x: XTensor, _ perm: [Int]) throws -> XTensor {
         if x.perm == perm { return x }
         var s = [Int](repeating: 0, count: perm.count)
         for i in 0..<perm.count { s[perm[i]] = x.perm[i] }
-        guard s[0] == 0 else { throw Unmappable(reason: "it moves the batch axis") }
-        let key = "\(x.layer)|\(perm)"
+        let key = "\(x.layer)|\(x.index)|\(perm)"
         if let t = permuteCache[key] { return t }
         let shape = s.map { x.shape[$0] }
-        let t = addLayer("Permute", ["dims": Array(s.dropFirst())], inputs: [x], outputShape: shape, perm: perm,
-                         suffix: "permute")
+        let t = s[0] == 0
+            ? addLayer("Permute", ["dims": Array(s.dropFirst())], inputs: [x], outputShape: shape, perm: perm, suffix: "permute")
+            : addOperation("Transpose", module: "keras.src.ops.numpy", ["axes": s], args: [.tensor(x)], outputShape: shape,
+                           perm: perm, suffix: "transpose")
         permuteCache[key] = t
         return t
+    }
+
+    /// The axis of `value` whose size scales with the batch, when the graph's batch is
+    /// symbolic and exactly one axis does (nil for a fixed batch or none).
+    func batchAxis(_ value: String) throws -> Int? {
+        guard let other = valuesAtBatch2?[value]?.shape else { return nil }
+        let differing = zip(shape(value), other).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
+        guard differing.count <= 1 else {
+            throw Unmappable(reason: "\(differing.count) axes of its output scale with the batch")
+        }
+        return differing.first
     }
 
     /// Keras's layout for the IR value (Keras tensor axes = IR axes).
@@ -176,6 +209,19 @@ final class ExportBuilder {
                          outputShape: kerasShape(out, perm: perm), perm: perm)
         tensors[out] = t
         return t
+    }
+
+    /// Adds a Keras 3 operation node (`keras.ops.<cls>` recorded in the functional config) and
+    /// returns its output tensor, whose IR view has `perm`.
+    @discardableResult
+    func addOperation(_ cls: String, module: String, _ config: [String: Any], args: [OperationArg], outputShape: [Int?],
+                      perm: [Int], suffix: String? = nil) -> XTensor {
+        let base = current.map { $0.name + (suffix.map { "_" + $0 } ?? "") } ?? (suffix ?? cls.lowercased())
+        let name = uniqueName(base)
+        let inputs: [XTensor] = args.compactMap { if case .tensor(let t) = $0 { return t } else { return nil } }
+        layers.append(KLayer(name: name, className: cls, config: config, weights: [], inputs: inputs, listInput: false,
+                             outputShape: outputShape, operation: (module, args)))
+        return XTensor(layer: name, shape: outputShape, perm: perm)
     }
 
     /// Gives the IR value `value` the Keras tensor `t` (ops that are layouts or identities).

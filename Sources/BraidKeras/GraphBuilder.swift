@@ -120,19 +120,14 @@ func permuted(_ t: Tensor, _ perm: [Int]) -> Tensor {
     let n = t.count
     let src = t.floats, dst = out.floats
     let r = outShape.count
-    var idx = [Int](repeating: 0, count: r)
-    var off = 0
     for i in 0..<n {
-        dst[i] = src[off]
-        var d = r - 1
-        while d >= 0 {
-            idx[d] += 1
-            off += permStrides[d]
-            if idx[d] < outShape[d] { break }
-            off -= permStrides[d] * outShape[d]
-            idx[d] = 0
-            d -= 1
+        // Output index i's coordinates, last axis fastest, give its source offset.
+        var rest = i, off = 0
+        for d in stride(from: r - 1, through: 0, by: -1) {
+            off += (rest % outShape[d]) * permStrides[d]
+            rest /= outShape[d]
         }
+        dst[i] = src[off]
     }
     return out
 }

@@ -119,10 +119,8 @@ final class HDF5File {
         let a = H5Aopen(o, name, 0)
         guard a >= 0 else { throw fail(path, "cannot open attribute '\(name)'") }
         defer { H5Aclose(a) }
-        let type = H5Aget_type(a)
-        defer { H5Tclose(type) }
-        let space = H5Aget_space(a)
-        defer { H5Sclose(space) }
+        let type = H5Aget_type(a), space = H5Aget_space(a)
+        defer { H5Sclose(space); H5Tclose(type) }
         let count = Int(H5Sget_simple_extent_npoints(space))
         guard H5Tget_class(type) == H5T_STRING else {
             throw fail(path, "attribute '\(name)' is not a string")

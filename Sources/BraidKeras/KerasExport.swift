@@ -26,7 +26,10 @@ public struct KerasExportError: Error, CustomStringConvertible, Sendable {
 /// layout Keras 3's `model.save("x.h5")` writes.
 ///
 /// The model is Functional, one layer per IR op (or per fused group: a conv and its bias
-/// add, a MatMul and its bias add become one layer). Inputs and outputs keep the graph's
+/// add, a MatMul and its bias add become one layer). An op no Keras layer computes (erf, a
+/// reshape across the batch axis, a gather, a max pool with explicit padding...) becomes a
+/// Keras 3 operation node, the `keras.ops` call a functional config records (never a
+/// Lambda); see `operationWriters`. Inputs and outputs keep the graph's
 /// shapes and layout: a graph imported from Keras takes `[N, H, W, C]` as it did; an NCHW
 /// graph imported from ONNX takes `[N, C, H, W]` and a Permute layer moves it to Keras's
 /// channels-last layout inside. Transposes that only change layout cost no layer.
@@ -40,8 +43,8 @@ public struct KerasExportError: Error, CustomStringConvertible, Sendable {
 /// is stored where Keras ignores it and `kerasFileMetadata(path:)` reads it back: the root
 /// attribute `braid_metadata` of an `.h5`, the `braid_metadata` object of a `.keras`'s
 /// metadata.json.
-/// Throws `KerasExportError` listing every op that has no Keras layer; nothing is written
-/// then. The file is written under a temporary name and renamed into place.
+/// Throws `KerasExportError` listing every op that has neither a Keras layer nor a Keras
+/// operation; nothing is written then. The file is written under a temporary name and renamed into place.
 public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [Int]] = [:],
                         metadata: [String: String] = [:]) throws {
     let url = URL(fileURLWithPath: path)
@@ -65,6 +68,9 @@ public func exportKeras(_ graph: Graph, to path: String, inputShapes: [String: [
         throw KerasExportError(file: path, unmapped: [], message: "cannot write: \(error)")
     }
 }
+
+/// IR ops whose Keras layers treat Keras axis 0 as the batch (they reshape the rest).
+private let batchBoundKeys: Set<String> = ["reshape", "flatten", "squeeze", "unsqueeze", "expand"]
 
 /// The layers of a whole model, ready to serialise.
 struct KerasModel {
@@ -95,7 +101,17 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
     do { plan = try Executor(graph: graph).plan(for: feeds) } catch {
         throw KerasExportError(file: path, unmapped: [], message: "cannot plan the graph: \(error)")
     }
-    let b = ExportBuilder(graph: graph, values: plan.values)
+    // A second plan at batch 2 tells which axes scale with a symbolic batch (operation
+    // nodes such as Reshape write -1 there); a graph that cannot plan at batch 2 keeps its
+    // planned sizes.
+    var batch2: [String: PlanValue]?
+    let symbolic = graph.feedInputs.filter { inputShapes[$0.name]?.first == nil && $0.shape?.first?.value == nil }
+    if !symbolic.isEmpty {
+        var feeds2 = feeds
+        for d in symbolic { feeds2[d.name]!.shape[0] = 2 }
+        batch2 = try? Executor(graph: graph).plan(for: feeds2).values
+    }
+    let b = ExportBuilder(graph: graph, values: plan.values, valuesAtBatch2: batch2)
     var inputs: [String] = []
     for d in graph.feedInputs {
         guard d.dtype == .float32 else {
@@ -109,10 +125,25 @@ func buildKerasModel(_ graph: Graph, path: String, inputShapes: [String: [Int]])
         if node.outputs.allSatisfy({ b.values[$0]?.constant != nil || $0.isEmpty }) { continue }
         b.current = node
         do {
-            guard let writer = writerTable[writerKey(node.op)] else {
-                throw Unmappable(reason: "no Keras layer computes IR op '\(writerKey(node.op))'")
+            do {
+                guard let writer = writerTable[writerKey(node.op)] else {
+                    throw Unmappable(reason: "no Keras layer computes IR op '\(writerKey(node.op))'")
+                }
+                // Reshaping layers keep Keras's axis 0 as the batch: a value whose batch
+                // sits elsewhere (sequence-first attention) needs an operation node.
+                if batchBoundKeys.contains(writerKey(node.op)) {
+                    for v in [node.inputs[0], node.outputs[0]] where (try b.batchAxis(v)).map({ $0 != 0 }) ?? false {
+                        throw Unmappable(reason: "its batch axis is not the first")
+                    }
+                }
+                try writer(b, node)
+            } catch let layerFailure as Unmappable {
+                // No layer computes it: a Keras 3 operation node may.
+                guard let op = operationWriters[writerKey(node.op)] else { throw layerFailure }
+                do { try op(b, node) } catch let u as Unmappable {
+                    throw Unmappable(reason: "\(layerFailure.reason); as a Keras operation: \(u.reason)")
+                }
             }
-            try writer(b, node)
         } catch let u as Unmappable {
             unmapped.append((node.name, node.sourceOp, u.reason))
             // Stand-ins let later nodes be checked on their own merits.
@@ -168,6 +199,9 @@ func namingOutputs(_ m: KerasModel, after names: [String]) -> KerasModel {
         var l = l
         l.name = rename[l.name] ?? l.name
         l.inputs = l.inputs.map(fix)
+        if let op = l.operation {
+            l.operation = (op.module, op.args.map { a in if case .tensor(let t) = a { return .tensor(fix(t)) } else { return a } })
+        }
         return l
     }
     out.outputs = m.outputs.map(fix)
@@ -211,7 +245,22 @@ func kerasOrder(_ layers: [KLayer], inputs: [String], outputs: [String]) -> [KLa
 
 private func tensorRef(_ t: XTensor) -> [String: Any] {
     ["class_name": "__keras_tensor__",
-     "config": ["shape": t.shape.map { $0 as Any? ?? NSNull() }, "dtype": "float32", "keras_history": [t.layer, 0, 0]] as [String: Any]]
+     "config": ["shape": t.shape.map { $0 as Any? ?? NSNull() }, "dtype": "float32", "keras_history": [t.layer, 0, t.index]] as [String: Any]]
+}
+
+/// An operation node's argument as Keras serialises call arguments.
+private func operationArgument(_ a: OperationArg) -> Any {
+    switch a {
+    case .tensor(let t): return tensorRef(t)
+    case .number(let v): return v
+    case .array(let shape, let values, let dtype):
+        func nest(_ axis: Int, _ offset: Int) -> Any {
+            if axis == shape.count { return dtype == "float32" ? values[offset] as Any : Int(values[offset]) as Any }
+            let stride = shape[(axis + 1)...].reduce(1, *)
+            return (0..<shape[axis]).map { nest(axis + 1, offset + $0 * stride) }
+        }
+        return ["class_name": "__numpy__", "config": ["value": nest(0, 0), "dtype": dtype] as [String: Any]]
+    }
 }
 
 /// The model config as Keras 3 serialises a Functional model.
@@ -219,6 +268,10 @@ func modelConfig(_ m: KerasModel) -> [String: Any] {
     let layers: [[String: Any]] = m.layers.map { l in
         var config = l.config
         config["name"] = l.name
+        if let (module, args) = l.operation {
+            return ["module": module, "class_name": l.className, "config": config, "registered_name": l.className,
+                    "name": l.name, "inbound_nodes": [["args": args.map(operationArgument), "kwargs": [String: Any]()]]]
+        }
         if l.className == "InputLayer" {
             config["dtype"] = "float32"
             config["sparse"] = false
@@ -234,13 +287,13 @@ func modelConfig(_ m: KerasModel) -> [String: Any] {
         return ["module": "keras.layers", "class_name": l.className, "config": config,
                 "registered_name": NSNull(), "name": l.name, "inbound_nodes": inbound]
     }
-    func refs(_ names: [String]) -> Any {
-        let r = names.map { [$0, 0, 0] as [Any] }
+    func refs(_ tensors: [XTensor]) -> Any {
+        let r = tensors.map { [$0.layer, 0, $0.index] as [Any] }
         return r.count == 1 ? r[0] : r
     }
     return ["module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
             "config": ["name": m.name, "trainable": true, "layers": layers,
-                       "input_layers": refs(m.inputs), "output_layers": refs(m.outputs.map(\.layer))] as [String: Any]]
+                       "input_layers": refs(m.inputs.map { XTensor(layer: $0, shape: [], perm: []) }), "output_layers": refs(m.outputs)] as [String: Any]]
 }
 
 private func jsonText(_ object: Any) throws -> String {
@@ -264,8 +317,9 @@ private func writeLegacyH5(_ m: KerasModel, to path: String, metadata: [String: 
     try w.group("model_weights")
     try w.attribute("keras_version", kerasExportVersion, at: "model_weights")
     try w.attribute("backend", "jax", at: "model_weights")
-    try w.attribute("layer_names", m.layers.map(\.name), at: "model_weights")
-    for l in m.layers {
+    let weighted = m.layers.filter { !$0.isOperation }
+    try w.attribute("layer_names", weighted.map(\.name), at: "model_weights")
+    for l in weighted {
         let g = "model_weights/\(l.name)"
         try w.group(g)
         try w.attribute("weight_names", l.weights.map { "\(l.name)/\($0.name)" }, at: g)
@@ -282,7 +336,8 @@ private func writeWeightsH5(_ m: KerasModel, to path: String) throws {
     let w = try HDF5Writer(path: path)
     try w.group("layers")
     var keys = Keras3Keys()
-    for l in m.layers {
+    // Keras numbers the weights of layers only (`model.layers` leaves operation nodes out).
+    for l in m.layers where !l.isOperation {
         let g = "layers/\(keys.next(className: l.className))"
         try w.group(g)
         try w.group("\(g)/vars")

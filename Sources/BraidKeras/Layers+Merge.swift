@@ -159,14 +159,8 @@ private func writeBinary(_ b: ExportBuilder, _ node: Node) throws {
     let (l, r) = (node.inputs[0], node.inputs[1])
     if b.constant(l) == nil, b.constant(r) == nil {
         if op == .mul, try writeProductPattern(b, node) { return }
-        let cls: String
-        switch op {
-        case .add: cls = "Add"
-        case .sub: cls = "Subtract"
-        case .mul: cls = "Multiply"
-        case .max: cls = "Maximum"
-        case .min: cls = "Minimum"
-        default: throw Unmappable(reason: "\(op) of two tensors has no Keras layer")
+        guard let cls = kerasElementwiseClasses.first(where: { $0.function == op && $0.layer })?.name else {
+            throw Unmappable(reason: "\(op) of two tensors has no Keras layer")
         }
         let xs = try sameLayout(b, [try b.tensor(l), try b.tensor(r)])
         b.emit(node, cls, [:], inputs: xs, listInput: true, perm: xs[0].perm)

@@ -106,6 +106,70 @@ let operationTable: [String: OperationTranslator] = {
         let hi = ctx.config.float("x_max").map { ctx.b.scalar($0, name: "\(ctx.name)/max") } ?? ""
         return [KTensor(name: ctx.add(.clip, [x.name, lo, hi]), shape: x.shape, channelsFirst: x.channelsFirst)]
     }
+    // `keras.ops.pad(x, pad_width, constant_values=v)`: pad_width in Keras axis order, the
+    // fill a positional number (Braid's exporter pads max pooling with the lowest float).
+    t["Pad"] = { ctx, args in
+        guard let first = args.first, case .tensor(let x0) = first, args.count <= 2 else {
+            throw ctx.err("Pad takes a tensor and an optional number")
+        }
+        var fill: Float = 0
+        if args.count == 2 {
+            guard case .number(let v) = args[1] else { throw ctx.err("Pad's constant value is not a number") }
+            fill = v
+        }
+        guard (ctx.config.string("mode") ?? "constant") == "constant" else { throw ctx.err("only constant padding is supported") }
+        let x = ctx.b.channelsLast(x0)
+        let widths = (ctx.config.array("pad_width") ?? []).map { ($0 as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue } ?? [] }
+        let limit = Geometry.maxExtent
+        guard widths.count == x.rank, widths.allSatisfy({ $0.count == 2 && (0...limit).contains($0[0]) && (0...limit).contains($0[1]) }),
+              widths[0] == [0, 0] else {
+            throw ctx.err("Pad needs one [begin, end] pair of widths in 0...\(limit) per axis, none on the batch axis")
+        }
+        let pads = ctx.b.intsConstant(widths.map { $0[0] } + widths.map { $0[1] }, name: "\(ctx.name)/pads")
+        let y = ctx.add(.pad(mode: .constant), [x.name, pads, ctx.b.scalar(fill, name: "\(ctx.name)/value")])
+        let shape = zip(x.shape, widths).map { d, w in d.map { $0 + w[0] + w[1] } }
+        return [KTensor(name: y, shape: shape)]
+    }
+    t["Matmul"] = { ctx, args in
+        guard args.count == 2, case .tensor(let a0) = args[0], case .tensor(let b0) = args[1] else {
+            throw ctx.err("Matmul takes two tensors")
+        }
+        let a = ctx.b.channelsLast(a0), b = ctx.b.channelsLast(b0)
+        guard a.rank >= 2, b.rank >= 2 else { throw ctx.err("Matmul of vectors is not supported") }
+        let r = max(a.rank, b.rank)
+        var shape: [Int?] = (0..<(r - 2)).map { i in
+            let da = i - (r - a.rank) >= 0 ? a.shape[i - (r - a.rank)] : 1
+            let db = i - (r - b.rank) >= 0 ? b.shape[i - (r - b.rank)] : 1
+            return da == 1 ? db : da
+        }
+        shape += [a.shape[a.rank - 2], b.shape[b.rank - 1]]
+        shape[0] = nil
+        return [KTensor(name: ctx.add(.matMul, [a.name, b.name]), shape: shape)]
+    }
+    t["Split"] = { ctx, args in
+        let x = ctx.b.channelsLast(try soleTensor(ctx, args))
+        var axis = ctx.config.int("axis") ?? 0
+        if axis < 0 { axis += x.rank }
+        guard axis > 0 && axis < x.rank, let n = x.shape[axis] else { throw ctx.err("Split along the batch or an unknown axis") }
+        var points: [Int]
+        if let k = ctx.config.int("indices_or_sections"), !(ctx.config["indices_or_sections"] is [Any]) {
+            guard k > 0, n % k == 0 else { throw ctx.err("Split of \(n) into \(k) equal parts") }
+            points = (1..<k).map { $0 * n / k }
+        } else {
+            points = (ctx.config.array("indices_or_sections") ?? []).compactMap { ($0 as? NSNumber)?.intValue }
+        }
+        let bounds = [0] + points + [n]
+        guard zip(bounds, bounds.dropFirst()).allSatisfy({ $0 <= $1 }) else { throw ctx.err("Split points \(points) are not increasing") }
+        let sizes = zip(bounds, bounds.dropFirst()).map { $1 - $0 }
+        let sizesName = ctx.b.intsConstant(sizes, name: "\(ctx.name)/sizes")
+        let outs = ctx.b.add(.split(axis: axis, count: sizes.count), [x.name, sizesName], name: ctx.name, source: ctx.cls,
+                             outputs: sizes.count)
+        return zip(outs, sizes).map { name, size in
+            var shape = x.shape
+            shape[axis] = size
+            return KTensor(name: name, shape: shape)
+        }
+    }
     t["Square"] = { ctx, args in
         let x = try soleTensor(ctx, args)
         return [KTensor(name: ctx.add(.binary(.mul), [x.name, x.name]), shape: x.shape, channelsFirst: x.channelsFirst)]

@@ -10,13 +10,9 @@
 final class DepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
     let geometry: ConvGeometry
     let epilogue: ConvEpilogue
-    /// Floats in one phase row of the padded scratch (a multiple of 8 outputs plus the taps' reach).
-    private let phaseLength: Int
-    /// Padded input rows the outputs read.
-    private let paddedRows: Int
-    /// Scratch floats per chunk.
-    private let scratchSize: Int
-    private let chunks: Int
+    /// Floats in one phase row of the padded scratch (a multiple of 8 outputs plus the taps'
+    /// reach), padded input rows the outputs read, scratch floats per chunk, and chunks.
+    private let phaseLength, paddedRows, scratchSize, chunks: Int
     private let scratch: UnsafeMutablePointer<Float>
     /// Per filter column `kx`: offset of its tap from the output column inside a padded row.
     private let columnOffsets: UnsafeMutablePointer<Int>
@@ -53,10 +49,8 @@ final class DepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
     }
 
     deinit {
-        scratch.deallocate()
-        tapVectors.deallocate()
-        columnOffsets.deallocate()
-        phaseRanges.deallocate()
+        scratch.deallocate(); tapVectors.deallocate()
+        columnOffsets.deallocate(); phaseRanges.deallocate()
     }
 
 

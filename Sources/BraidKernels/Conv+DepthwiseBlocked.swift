@@ -11,15 +11,10 @@
 final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
     let geometry: ConvGeometry
     let epilogue: ConvEpilogue
-    private let blocks: Int
-    /// Padded columns a band reads: `(OW - 1) * sW + (kW - 1) * dW + 1`.
-    private let paddedCols: Int
-    private let bandRows: Int
-    private let bands: Int
-    private let chunks: Int
-    /// Floats of one chunk's scratch: the interleaved band, its interleaved outputs, the taps
-    /// and bias.
-    private let scratchSize: Int
+    /// Channel blocks; padded columns a band reads (`(OW - 1) * sW + (kW - 1) * dW + 1`); rows
+    /// per band; bands; chunks; floats of one chunk's scratch (the interleaved band, its
+    /// interleaved outputs, the taps and bias).
+    private let blocks, paddedCols, bandRows, bands, chunks, scratchSize: Int
     private let scratch: UnsafeMutablePointer<Float>
     /// Byte offset in the band of each band output pixel's first tap, then of each tap from it.
     private let pixelOffsets: UnsafeMutablePointer<Int>

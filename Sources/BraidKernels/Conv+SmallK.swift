@@ -125,12 +125,8 @@ enum SmallPatchConv {
 final class DirectSmallConv: EpilogueKernel, @unchecked Sendable {
     let geometry: ConvGeometry
     let epilogue: ConvEpilogue
-    private let paddedW: Int
-    private let bands: Int
-    private let bandRows: Int
-    /// Padded rows one band reads.
-    private let paddedRows: Int
-    private let chunkFloats: Int
+    /// Padded row width, bands, rows per band, padded rows one band reads, floats per chunk.
+    private let paddedW, bands, bandRows, paddedRows, chunkFloats: Int
     private let scratch: UnsafeMutablePointer<Float>
     private let offsets: UnsafeMutablePointer<Int>
 

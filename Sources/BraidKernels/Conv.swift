@@ -222,13 +222,7 @@ public final class Conv2D: @unchecked Sendable {
                 let first = grp * g.groupOut + m0
                 let offset = (n * g.outChannels + first) * outPlane + q0
                 let yc = y + offset
-                let b: UnsafePointer<Float>, ldb: Int
-                if let col {
-                    g.im2colPanel(xg, q0, cols, col, xRanges)
-                    b = UnsafePointer(col); ldb = cols
-                } else {
-                    b = xg + q0; ldb = outPlane
-                }
+                let (b, ldb) = g.panelOperand(xg, q0, cols, col, xRanges)
                 if let table = rowOffsets.map({ $0 + worker * g.patch }) {
                     for j in 0..<g.patch { table[j] = j * ldb }
                     SmallPatchConv.product(f, rows: rows, cols: cols, k: g.patch, w: weight + first * g.patch, b: b,
@@ -344,64 +338,78 @@ extension ConvGeometry {
     /// columns `[lo, hi)` whose tap lands inside the row.
     func im2colPanel(_ x: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ col: UnsafeMutablePointer<Float>,
                      _ xRanges: UnsafePointer<Int>, rows: Range<Int>? = nil) {
-        let g = self
-        let inPlane = g.inH * g.inW, ow = g.outW, sw = g.strideW
-        for r in rows ?? 0..<g.patch {
-            let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
-            let lo = xRanges[2 * kx], hi = xRanges[2 * kx + 1]
-            let offX = kx * g.dilationW - g.padLeft
-            let row = col + r * cols
-            var q = q0
-            let end = q0 + cols
-            while q < end {
-                let oy = q / ow, ox0 = q % ow
-                let run = min(ow - ox0, end - q)
-                let dst = row + (q - q0) - ox0
-                let iy = oy * g.strideH + ky * g.dilationH - g.padTop
-                if iy < 0 || iy >= g.inH {
-                    (dst + ox0).update(repeating: 0, count: run)
-                } else {
-                    let src = x + c * inPlane + iy * g.inW + offX
-                    let a = min(max(lo, ox0), ox0 + run), b = max(a, min(hi, ox0 + run))
-                    if a > ox0 { (dst + ox0).update(repeating: 0, count: a - ox0) }
-                    if sw == 1 {
-                        (dst + a).update(from: src + a, count: b - a)
-                    } else {
-                        for ox in a..<b { dst[ox] = src[ox * sw] }
-                    }
-                    if b < ox0 + run { (dst + b).update(repeating: 0, count: ox0 + run - b) }
-                }
-                q += run
+        let sw = strideW
+        forEachPanelRun(q0, cols, xRanges, rows: rows ?? 0..<patch) { colBase, xBase, ox0, run, a, b in
+            let dst = col + colBase
+            guard let xBase else {
+                (dst + ox0).update(repeating: 0, count: run)
+                return
             }
+            let src = x + xBase
+            if a > ox0 { (dst + ox0).update(repeating: 0, count: a - ox0) }
+            if sw == 1 {
+                (dst + a).update(from: src + a, count: b - a)
+            } else {
+                for ox in a..<b { dst[ox] = src[ox * sw] }
+            }
+            if b < ox0 + run { (dst + b).update(repeating: 0, count: ox0 + run - b) }
         }
+    }
+
+    /// The GEMM operand for output columns `[q0, q0 + cols)` of one group and its leading
+    /// dimension: the im2col panel written into `col` when there is one, else the group's input
+    /// itself (a 1x1, stride-1, unpadded convolution reads it as the matrix).
+    @inline(__always)
+    func panelOperand(_ xg: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ col: UnsafeMutablePointer<Float>?,
+                      _ xRanges: UnsafePointer<Int>) -> (UnsafePointer<Float>, Int) {
+        guard let col else { return (xg + q0, outH * outW) }
+        im2colPanel(xg, q0, cols, col, xRanges)
+        return (UnsafePointer(col), cols)
     }
 
     /// The adjoint of `im2colPanel`: adds each `col[r, q - q0]` into the input element it was
     /// read from (taps in the padding are dropped).
     func col2imPanelAdd(_ col: UnsafePointer<Float>, _ q0: Int, _ cols: Int, _ dx: UnsafeMutablePointer<Float>,
                         _ xRanges: UnsafePointer<Int>) {
+        let sw = strideW
+        forEachPanelRun(q0, cols, xRanges, rows: 0..<patch) { colBase, xBase, _, _, a, b in
+            guard let xBase else { return }
+            let src = col + colBase, dst = dx + xBase
+            if sw == 1 {
+                for ox in a..<b { dst[ox] += src[ox] }
+            } else {
+                for ox in a..<b { dst[ox * sw] += src[ox] }
+            }
+        }
+    }
+
+    /// The walk `im2colPanel` and its adjoint share: for each panel row `r` in `rows` and each
+    /// stretch of one output row within columns `[q0, q0 + cols)`, calls `body` with the panel
+    /// offset of output column 0 of the stretch (`colBase + ox` is column `ox`'s entry), the
+    /// input offset of column 0's tap (nil when the tap's input row lies in the padding), the
+    /// stretch's first output column `ox0` and length `run`, and the columns `[a, b)` of it
+    /// whose taps land inside the input row.
+    @inline(__always)
+    private func forEachPanelRun(_ q0: Int, _ cols: Int, _ xRanges: UnsafePointer<Int>, rows: Range<Int>,
+                                 _ body: (_ colBase: Int, _ xBase: Int?, _ ox0: Int, _ run: Int, _ a: Int, _ b: Int) -> Void) {
         let g = self
-        let inPlane = g.inH * g.inW, ow = g.outW, sw = g.strideW
-        for r in 0..<g.patch {
+        let inPlane = g.inH * g.inW, ow = g.outW
+        for r in rows {
             let kx = r % g.kernelW, ky = (r / g.kernelW) % g.kernelH, c = r / (g.kernelW * g.kernelH)
             let lo = xRanges[2 * kx], hi = xRanges[2 * kx + 1]
             let offX = kx * g.dilationW - g.padLeft
-            let row = col + r * cols
             var q = q0
             let end = q0 + cols
             while q < end {
                 let oy = q / ow, ox0 = q % ow
                 let run = min(ow - ox0, end - q)
+                let colBase = r * cols + (q - q0) - ox0
                 let iy = oy * g.strideH + ky * g.dilationH - g.padTop
-                if iy >= 0 && iy < g.inH {
-                    let src = row + (q - q0) - ox0
-                    let dst = dx + c * inPlane + iy * g.inW + offX
+                if iy < 0 || iy >= g.inH {
+                    body(colBase, nil, ox0, run, ox0, ox0)
+                } else {
                     let a = min(max(lo, ox0), ox0 + run), b = max(a, min(hi, ox0 + run))
-                    if sw == 1 {
-                        for ox in a..<b { dst[ox] += src[ox] }
-                    } else {
-                        for ox in a..<b { dst[ox * sw] += src[ox] }
-                    }
+                    body(colBase, c * inPlane + iy * g.inW + offX, ox0, run, a, b)
                 }
                 q += run
             }
@@ -498,13 +506,7 @@ public final class Conv2DBackward: @unchecked Sendable {
                 while q0 < outPlane {
                     let cols = min(panel, outPlane - q0)
                     if let dwW {
-                        let b: UnsafePointer<Float>, ldb: Int
-                        if let colW {
-                            g.im2colPanel(xg, q0, cols, colW, xRanges)
-                            b = UnsafePointer(colW); ldb = cols
-                        } else {
-                            b = xg + q0; ldb = outPlane
-                        }
+                        let (b, ldb) = g.panelOperand(xg, q0, cols, colW, xRanges)
                         gemm(transA: false, transB: true, m: g.groupOut, n: patch, k: cols, alpha: 1,
                              a: dyg + q0, lda: outPlane, b: b, ldb: ldb, beta: 1,
                              c: dwW + grp * g.groupOut * patch, ldc: patch)

@@ -88,22 +88,32 @@ public struct StridedCopy: Sendable {
             runTransposed(src, dst)
             return
         }
-        let outer = count / inner
-        let chunks = count >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
+        forEachRowChunked(parallel: true) { row, base in
+            let s = src + base, out = dst + row * inner
+            if innerStride == 1 {
+                out.update(from: s, count: inner)
+            } else if innerStride == 0 {
+                out.update(repeating: s.pointee, count: inner)
+            } else {
+                for j in 0..<inner { out[j] = s[j * innerStride] }
+            }
+        }
+    }
+
+    /// Visits every row of the view (all axes but the last) as `forEachRow` does, split into
+    /// chunks over the pool when `parallel` and the view is large, calling `body` with the
+    /// row's index in the dense order and the source offset of its first element.
+    @inline(__always)
+    fileprivate func forEachRowChunked(parallel: Bool, _ body: (_ row: Int, _ base: Int) -> Void) {
+        let outer = count / shape[shape.count - 1]
+        let chunks = parallel && count >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
         forEachChunk(chunks) { c in
             let range = chunkRange(c, of: chunks, total: outer)
             if range.isEmpty { return }
-            var out = dst + range.lowerBound * inner
+            var row = range.lowerBound
             forEachRow(range) { base in
-                let s = src + base
-                if innerStride == 1 {
-                    out.update(from: s, count: inner)
-                } else if innerStride == 0 {
-                    out.update(repeating: s.pointee, count: inner)
-                } else {
-                    for j in 0..<inner { out[j] = s[j * innerStride] }
-                }
-                out += inner
+                body(row, base)
+                row += 1
             }
         }
     }
@@ -175,22 +185,13 @@ extension StridedCopy {
         if count == 0 { return }
         let r = shape.count
         let inner = shape[r - 1], innerStride = strides[r - 1]
-        let outer = count / inner
         // Rows write disjoint source elements unless some stride repeats them.
-        let injective = !strides.contains(0)
-        let chunks = injective && count >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
-        forEachChunk(chunks) { c in
-            let range = chunkRange(c, of: chunks, total: outer)
-            if range.isEmpty { return }
-            var src = g + range.lowerBound * inner
-            forEachRow(range) { base in
-                let d = gx + base
-                if innerStride == 1 {
-                    for j in 0..<inner { d[j] += src[j] }
-                } else {
-                    for j in 0..<inner { d[j * innerStride] += src[j] }
-                }
-                src += inner
+        forEachRowChunked(parallel: !strides.contains(0)) { row, base in
+            let d = gx + base, src = g + row * inner
+            if innerStride == 1 {
+                for j in 0..<inner { d[j] += src[j] }
+            } else {
+                for j in 0..<inner { d[j * innerStride] += src[j] }
             }
         }
     }
@@ -301,18 +302,15 @@ extension ConcatCopy {
     }
 }
 
-/// Gather of whole slices along one axis: x viewed as `[outer, axisSize, inner]`, indices
-/// (any shape, `indexCount` entries, negative counts from the end) give an output
-/// `[outer, indexCount, inner]`. An index outside `[-axisSize, axisSize)` yields zeros
-/// (the run closure cannot throw; the lowering checks plan-time indices).
-public struct GatherCopy: Sendable {
-    public let outer, axisSize, inner, indexCount, elementSize: Int
+/// A copy that reads its source at positions an int64 index tensor gives, for 4- and 8-byte
+/// elements (the bits are moved, never interpreted).
+public protocol IndexedCopy: Sendable {
+    var elementSize: Int { get }
+    func runTyped<T: FixedWidthInteger>(_ src: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
+                                        _ dst: UnsafeMutablePointer<T>)
+}
 
-    public init(outer: Int, axisSize: Int, inner: Int, indexCount: Int, elementSize: Int) {
-        self.outer = outer; self.axisSize = axisSize; self.inner = inner
-        self.indexCount = indexCount; self.elementSize = elementSize
-    }
-
+extension IndexedCopy {
     public func run(_ src: UnsafeRawPointer, _ indices: UnsafePointer<Int64>, _ dst: UnsafeMutableRawPointer) {
         if elementSize == 4 {
             runTyped(src.assumingMemoryBound(to: UInt32.self), indices, dst.assumingMemoryBound(to: UInt32.self))
@@ -320,10 +318,23 @@ public struct GatherCopy: Sendable {
             runTyped(src.assumingMemoryBound(to: UInt64.self), indices, dst.assumingMemoryBound(to: UInt64.self))
         }
     }
+}
+
+/// Gather of whole slices along one axis: x viewed as `[outer, axisSize, inner]`, indices
+/// (any shape, `indexCount` entries, negative counts from the end) give an output
+/// `[outer, indexCount, inner]`. An index outside `[-axisSize, axisSize)` yields zeros
+/// (the run closure cannot throw; the lowering checks plan-time indices).
+public struct GatherCopy: IndexedCopy {
+    public let outer, axisSize, inner, indexCount, elementSize: Int
+
+    public init(outer: Int, axisSize: Int, inner: Int, indexCount: Int, elementSize: Int) {
+        self.outer = outer; self.axisSize = axisSize; self.inner = inner
+        self.indexCount = indexCount; self.elementSize = elementSize
+    }
 
     @inline(__always)
-    private func runTyped<T: FixedWidthInteger>(_ src: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
-                                                _ dst: UnsafeMutablePointer<T>) {
+    public func runTyped<T: FixedWidthInteger>(_ src: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
+                                               _ dst: UnsafeMutablePointer<T>) {
         let total = outer * indexCount * inner
         let chunks = total >= parallelCopyThreshold ? min(outer * indexCount, dataMovementWorkers * 4) : 1
         let (axisSize, inner, indexCount) = (self.axisSize, self.inner, self.indexCount)
@@ -369,7 +380,7 @@ extension GatherCopy {
 
 /// ONNX GatherElements: `out[i...] = x[i... with axis coordinate replaced by indices[i...]]`.
 /// `indexShape` may be smaller than `shape` on any axis; out-of-range indices yield zeros.
-public struct GatherElementsCopy: Sendable {
+public struct GatherElementsCopy: IndexedCopy {
     public let shape: [Int]
     public let indexShape: [Int]
     public let axis: Int
@@ -383,17 +394,9 @@ public struct GatherElementsCopy: Sendable {
         strides = shape.strides
     }
 
-    public func run(_ src: UnsafeRawPointer, _ indices: UnsafePointer<Int64>, _ dst: UnsafeMutableRawPointer) {
-        if elementSize == 4 {
-            runTyped(src.assumingMemoryBound(to: UInt32.self), indices, dst.assumingMemoryBound(to: UInt32.self))
-        } else {
-            runTyped(src.assumingMemoryBound(to: UInt64.self), indices, dst.assumingMemoryBound(to: UInt64.self))
-        }
-    }
-
     @inline(__always)
-    private func runTyped<T: FixedWidthInteger>(_ src: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
-                                                _ dst: UnsafeMutablePointer<T>) {
+    public func runTyped<T: FixedWidthInteger>(_ src: UnsafePointer<T>, _ indices: UnsafePointer<Int64>,
+                                               _ dst: UnsafeMutablePointer<T>) {
         forEachAxisIndex(shape: shape, strides: strides, indexShape: indexShape, axis: axis, indices) { e, o in
             dst[e] = o.map { src[$0] } ?? 0
         }
@@ -489,39 +492,48 @@ public struct AxisMapCopy: Sendable {
         let total = outShape.reduce(1, *)
         if total == 0 { return }
         let outer = total / inner
-        let inStrides = self.inStrides
         let chunks = total >= parallelCopyThreshold ? min(outer, dataMovementWorkers * 4) : 1
-        let (maps, outShape, runStart, runLength) = (self.maps, self.outShape, self.runStart, self.runLength)
-        let innerMap = maps[r - 1]
+        let (runStart, runLength, innerMap) = (self.runStart, self.runLength, maps[r - 1])
         forEachChunk(chunks) { c in
             let range = chunkRange(c, of: chunks, total: outer)
             if range.isEmpty { return }
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-                var rem = range.lowerBound
-                for d in stride(from: r - 2, through: 0, by: -1) { idx[d] = rem % outShape[d]; rem /= outShape[d] }
-                var out = dst + range.lowerBound * inner
-                for _ in range {
-                    var base = 0, filled = false
-                    for d in 0..<(r - 1) {
-                        let m = maps[d][idx[d]]
-                        if m < 0 { filled = true; break }
-                        base += m * inStrides[d]
-                    }
-                    if filled {
-                        out.update(repeating: fill, count: inner)
-                    } else {
-                        let s = src + base
-                        for o in 0..<runStart { let m = innerMap[o]; out[o] = m < 0 ? fill : s[m] }
-                        if runLength > 0 { (out + runStart).update(from: s + innerMap[runStart], count: runLength) }
-                        for o in (runStart + runLength)..<inner { let m = innerMap[o]; out[o] = m < 0 ? fill : s[m] }
-                    }
-                    out += inner
-                    var d = r - 2
-                    while d >= 0 {
-                        idx[d] += 1
-                        if idx[d] < outShape[d] { break }
-                        idx[d] = 0; d -= 1
-                    }
+            forEachOuterRow(range) { row, base in
+                let out = dst + row * inner
+                guard let base else {
+                    out.update(repeating: fill, count: inner)
+                    return
+                }
+                let s = src + base
+                for o in 0..<runStart { let m = innerMap[o]; out[o] = m < 0 ? fill : s[m] }
+                if runLength > 0 { (out + runStart).update(from: s + innerMap[runStart], count: runLength) }
+                for o in (runStart + runLength)..<inner { let m = innerMap[o]; out[o] = m < 0 ? fill : s[m] }
+            }
+        }
+    }
+
+    /// Visits output rows `range` (all axes but the last) in order, calling `body` with the
+    /// row's index and the source offset its inner map reads from, or nil when an outer axis
+    /// maps the row to the fill value.
+    @inline(__always)
+    fileprivate func forEachOuterRow(_ range: Range<Int>, _ body: (_ row: Int, _ base: Int?) -> Void) {
+        let r = outShape.count
+        let (maps, outShape, inStrides) = (self.maps, self.outShape, self.inStrides)
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
+            var rem = range.lowerBound
+            for d in stride(from: r - 2, through: 0, by: -1) { idx[d] = rem % outShape[d]; rem /= outShape[d] }
+            for row in range {
+                var base = 0, filled = false
+                for d in 0..<(r - 1) {
+                    let m = maps[d][idx[d]]
+                    if m < 0 { filled = true; break }
+                    base += m * inStrides[d]
+                }
+                body(row, filled ? nil : base)
+                var d = r - 2
+                while d >= 0 {
+                    idx[d] += 1
+                    if idx[d] < outShape[d] { break }
+                    idx[d] = 0; d -= 1
                 }
             }
         }
@@ -536,31 +548,11 @@ extension AxisMapCopy {
         let inner = outShape[r - 1]
         let total = outShape.reduce(1, *)
         if total == 0 { return }
-        let outer = total / inner
-        let inStrides = self.inStrides
         let innerMap = maps[r - 1]
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: r) { idx in
-            idx.initialize(repeating: 0)
-            var src = g
-            for _ in 0..<outer {
-                var base = 0, filled = false
-                for d in 0..<(r - 1) {
-                    let m = maps[d][idx[d]]
-                    if m < 0 { filled = true; break }
-                    base += m * inStrides[d]
-                }
-                if !filled {
-                    let d = gx + base
-                    for o in 0..<inner where innerMap[o] >= 0 { d[innerMap[o]] += src[o] }
-                }
-                src += inner
-                var d = r - 2
-                while d >= 0 {
-                    idx[d] += 1
-                    if idx[d] < outShape[d] { break }
-                    idx[d] = 0; d -= 1
-                }
-            }
+        forEachOuterRow(0..<(total / inner)) { row, base in
+            guard let base else { return }
+            let d = gx + base, src = g + row * inner
+            for o in 0..<inner where innerMap[o] >= 0 { d[innerMap[o]] += src[o] }
         }
     }
 }

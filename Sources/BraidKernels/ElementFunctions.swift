@@ -40,20 +40,27 @@ func pbroadcast2<F: ElementFunction2>(_ layout: BroadcastLayout, _ a: UnsafePoin
     let sa = layout.innerStep[0], sb = layout.innerStep[1]
     elementwiseChunks(layout.count) { lo, hi in
         layout.walk(lo, hi) { off, o, n in
-            let pa = a + off[0], pb = b + off[1], pc = c + o
-            if sa != 0 && sb != 0 {
-                for i in 0..<n { pc[i] = f(pa[i], pb[i]) }
-            } else if sa != 0 {
-                let y = pb[0]
-                for i in 0..<n { pc[i] = f(pa[i], y) }
-            } else if sb != 0 {
-                let x = pa[0]
-                for i in 0..<n { pc[i] = f(x, pb[i]) }
-            } else {
-                let v = f(pa[0], pb[0])
-                for i in 0..<n { pc[i] = v }
-            }
+            broadcastRun(sa, sb, a + off[0], b + off[1], c + o, n) { f($0, $1) }
         }
+    }
+}
+
+/// One inner run of `n` outputs of a two-input broadcast: `pc[i] = f(pa[i * ?], pb[i * ?])`
+/// where an operand whose inner step is 0 is read once, so each case is a tight loop.
+@inline(__always)
+func broadcastRun<A, B, C>(_ sa: Int, _ sb: Int, _ pa: UnsafePointer<A>, _ pb: UnsafePointer<B>,
+                           _ pc: UnsafeMutablePointer<C>, _ n: Int, _ f: (A, B) -> C) {
+    if sa != 0 && sb != 0 {
+        for i in 0..<n { pc[i] = f(pa[i], pb[i]) }
+    } else if sa != 0 {
+        let y = pb[0]
+        for i in 0..<n { pc[i] = f(pa[i], y) }
+    } else if sb != 0 {
+        let x = pa[0]
+        for i in 0..<n { pc[i] = f(x, pb[i]) }
+    } else {
+        let v = f(pa[0], pb[0])
+        for i in 0..<n { pc[i] = v }
     }
 }
 

@@ -399,16 +399,7 @@ func broadcast2<A, B, C>(_ layout: BroadcastLayout, _ a: UnsafePointer<A>,
                          _ f: (A, B) -> C) {
     let sa = layout.innerStep[0], sb = layout.innerStep[1]
     layout.walk(0, layout.count) { off, o, n in
-        let pa = a + off[0], pb = b + off[1], pc = c + o
-        if sa != 0 && sb != 0 {
-            for i in 0..<n { pc[i] = f(pa[i], pb[i]) }
-        } else if sa != 0 {
-            let y = pb[0]
-            for i in 0..<n { pc[i] = f(pa[i], y) }
-        } else {
-            let x = pa[0]
-            for i in 0..<n { pc[i] = f(x, pb[i]) }
-        }
+        broadcastRun(sa, sb, a + off[0], b + off[1], c + o, n, f)
     }
 }
 

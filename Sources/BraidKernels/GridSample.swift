@@ -123,20 +123,7 @@ public struct GridSampler: Sendable {
                 for p in 0..<points {
                     let g = grid + (b * points + p) * s
                     for d in 0..<s {
-                        let len = dims[d]
-                        let norm = g[s - 1 - d]
-                        let (v, lo, hi, _) = sourceCoordinate(norm, len)
-                        let base: Int, frac: Float
-                        switch mode {
-                        case .nearest: base = Int(v); frac = 0; weight[d * k] = 1
-                        case .linear:
-                            base = Int(v.rounded(.down)); frac = v - Float(base)
-                            weight[d * k] = 1 - frac; weight[d * k + 1] = frac
-                        case .cubic:
-                            base = Int(v.rounded(.down)) - 1; frac = v - Float(base + 1)
-                            cubic(frac, weight.baseAddress! + d * k)
-                        }
-                        for t in 0..<k { index[d * k + t] = tapIndex(base + t, len, lo, hi) }
+                        _ = fillTaps(d, g[s - 1 - d], index.baseAddress!, weight.baseAddress!, slope: nil)
                     }
                     for ch in 0..<c {
                         let src = x + (b * c + ch) * plane
@@ -149,6 +136,33 @@ public struct GridSampler: Sendable {
         }
         }
         }
+    }
+
+    /// Fills dimension `d`'s tap indices and weights for the grid coordinate `norm` (and, with
+    /// `slope`, the weights' derivatives with respect to the source coordinate); returns the
+    /// source coordinate's derivative with respect to `norm`.
+    @inline(__always)
+    private func fillTaps(_ d: Int, _ norm: Float, _ index: UnsafeMutablePointer<Int>, _ weight: UnsafeMutablePointer<Float>,
+                          slope: UnsafeMutablePointer<Float>?) -> Float {
+        let len = dims[d], k = taps
+        let (v, lo, hi, dv) = sourceCoordinate(norm, len)
+        let base: Int
+        switch mode {
+        case .nearest:
+            base = Int(v); weight[d * k] = 1
+            slope?[d * k] = 0
+        case .linear:
+            base = Int(v.rounded(.down))
+            let f = v - Float(base)
+            weight[d * k] = 1 - f; weight[d * k + 1] = f
+            slope?[d * k] = -1; slope?[d * k + 1] = 1
+        case .cubic:
+            base = Int(v.rounded(.down)) - 1
+            cubic(v - Float(base + 1), weight + d * k)
+            if let slope { for t in 0..<k { slope[d * k + t] = 0 } }
+        }
+        for t in 0..<k { index[d * k + t] = tapIndex(base + t, len, lo, hi) }
+        return dv
     }
 
     /// Derivative of the padding transform at `x` (1 inside, 0 where the border clamps, ±1
@@ -181,24 +195,8 @@ public struct GridSampler: Sendable {
                 for p in 0..<points {
                     let g = grid + (b * points + p) * s
                     for d in 0..<s {
-                        let len = dims[d]
-                        let norm = g[s - 1 - d]
-                        let (v, lo, hi, dv) = sourceCoordinate(norm, len)
+                        let dv = fillTaps(d, g[s - 1 - d], index.baseAddress!, weight.baseAddress!, slope: slope.baseAddress!)
                         factor[d] = mode == .linear ? dv : 0
-                        let base: Int
-                        switch mode {
-                        case .nearest: base = Int(v); weight[d * k] = 1; slope[d * k] = 0
-                        case .linear:
-                            base = Int(v.rounded(.down))
-                            let f = v - Float(base)
-                            weight[d * k] = 1 - f; weight[d * k + 1] = f
-                            slope[d * k] = -1; slope[d * k + 1] = 1
-                        case .cubic:
-                            base = Int(v.rounded(.down)) - 1
-                            cubic(v - Float(base + 1), weight.baseAddress! + d * k)
-                            for t in 0..<k { slope[d * k + t] = 0 }
-                        }
-                        for t in 0..<k { index[d * k + t] = tapIndex(base + t, len, lo, hi) }
                     }
                     for ch in 0..<c {
                         let src = x + (b * c + ch) * plane

@@ -244,12 +244,7 @@ public func batchNormTrainingBackward(batch: Int, channels: Int, spatial: Int, x
     NNParallel.run(chunks) { i in
         for c in (channels * i / chunks)..<(channels * (i + 1) / chunks) {
             let mu = mean[c], inv = invStd[c]
-            var sdy: Float = 0, sdyx: Float = 0
-            for n in 0..<batch {
-                let o = (n * channels + c) * spatial
-                sdy += NNVec.sum(dy + o, spatial)
-                sdyx += centeredDot(x + o, dy + o, spatial, mu)
-            }
+            let (sdy, sdyx) = channelGradientSums(batch, channels, spatial, c, x, dy, mu)
             dBias?[c] += sdy
             dScale?[c] += sdyx * inv
             guard let dx, count > 0 else { continue }
@@ -261,6 +256,20 @@ public func batchNormTrainingBackward(batch: Int, channels: Int, spatial: Int, x
             }
         }
     }
+}
+
+/// Channel `c`'s sums over batch and space of `dy` and of `(x - mu) * dy`, `x` and `dy`
+/// `[N, C, S]`: what every batch-norm backward needs for its scale, bias and input gradients.
+@inline(__always)
+private func channelGradientSums(_ batch: Int, _ channels: Int, _ spatial: Int, _ c: Int, _ x: UnsafePointer<Float>,
+                                 _ dy: UnsafePointer<Float>, _ mu: Float) -> (Float, Float) {
+    var sdy: Float = 0, sdyx: Float = 0
+    for n in 0..<batch {
+        let o = (n * channels + c) * spatial
+        sdy += NNVec.sum(dy + o, spatial)
+        sdyx += centeredDot(x + o, dy + o, spatial, mu)
+    }
+    return (sdy, sdyx)
 }
 
 /// Backward of inference batch normalisation `y = (x - mean) / sqrt(var + eps) * scale + bias`
@@ -278,12 +287,7 @@ public func batchNormBackward(batch: Int, channels: Int, spatial: Int, x: Unsafe
         for c in (channels * i / chunks)..<(channels * (i + 1) / chunks) {
             let mu = mean[c], inv = 1 / (variance[c] + epsilon).squareRoot(), a = scale[c] * inv
             if needSums {
-                var sdy: Float = 0, sdyx: Float = 0
-                for n in 0..<batch {
-                    let o = (n * channels + c) * spatial
-                    sdy += NNVec.sum(dy + o, spatial)
-                    sdyx += centeredDot(x + o, dy + o, spatial, mu)
-                }
+                let (sdy, sdyx) = channelGradientSums(batch, channels, spatial, c, x, dy, mu)
                 dBias?[c] += sdy
                 dScale?[c] += sdyx * inv
                 dMean?[c] += -a * sdy

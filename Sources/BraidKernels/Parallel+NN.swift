@@ -29,20 +29,28 @@ enum NNParallel {
     }
 }
 
+/// The lane-wise sums of the first `count` floats in whole vectors of `V`, and how many
+/// floats those vectors covered (the rest is the caller's tail).
+@inline(__always)
+func laneSums<V: SIMD>(_ p: UnsafePointer<Float>, _ count: Int, _: V.Type) -> (V, Int) where V.Scalar == Float {
+    var acc = V()
+    var i = 0
+    let raw = UnsafeRawPointer(p)
+    while i + V.scalarCount <= count {
+        acc += raw.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+        i += V.scalarCount
+    }
+    return (acc, i)
+}
+
 /// Small vector helpers shared by the NN kernels.
 enum NNVec {
     /// Sum of `count` floats with eight running lanes.
     @inline(__always)
     static func sum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
-        var acc = SIMD8<Float>()
-        var i = 0
-        let raw = UnsafeRawPointer(p)
-        while i + 8 <= count {
-            acc += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            i += 8
-        }
+        let (acc, whole) = laneSums(p, count, SIMD8<Float>.self)
         var s = acc.sum()
-        while i < count { s += p[i]; i += 1 }
+        for i in whole..<count { s += p[i] }
         return s
     }
 

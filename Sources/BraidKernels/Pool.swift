@@ -8,27 +8,10 @@ import Foundation
 public struct PoolGeometry: Sendable, Equatable {
     /// `N * C`.
     public var planes: Int
-    public var inH: Int
-    public var inW: Int
-    public var outH: Int
-    public var outW: Int
-    public var kernelH: Int
-    public var kernelW: Int
-    public var strideH: Int
-    public var strideW: Int
-    public var dilationH: Int
-    public var dilationW: Int
-    public var padTop: Int
-    public var padLeft: Int
-    public var padBottom: Int
-    public var padRight: Int
-    public var inD = 1
-    public var outD = 1
-    public var kernelD = 1
-    public var strideD = 1
-    public var dilationD = 1
-    public var padFront = 0
-    public var padBack = 0
+    public var inH, inW, outH, outW: Int
+    public var kernelH, kernelW, strideH, strideW, dilationH, dilationW: Int
+    public var padTop, padLeft, padBottom, padRight: Int
+    public var inD = 1, outD = 1, kernelD = 1, strideD = 1, dilationD = 1, padFront = 0, padBack = 0
 
     public init(planes: Int, inH: Int, inW: Int, outH: Int, outW: Int, kernelH: Int, kernelW: Int,
                 strideH: Int = 1, strideW: Int = 1, dilationH: Int = 1, dilationW: Int = 1,
@@ -386,15 +369,9 @@ public func globalPool(_ reduction: PoolReduction, planes: Int, size: Int, x: Un
 /// next step rounds it to an integer and a last-bit difference can move that integer.
 @inline(__always)
 func fourLaneSum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
-    var acc = SIMD4<Float>()
-    var i = 0
-    let raw = UnsafeRawPointer(p)
-    while i + 4 <= count {
-        acc += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD4<Float>.self)
-        i += 4
-    }
+    let (acc, whole) = laneSums(p, count, SIMD4<Float>.self)
     var s = (acc[0] + acc[2]) + (acc[1] + acc[3])
-    while i < count { s += p[i]; i += 1 }
+    for i in whole..<count { s += p[i] }
     return s
 }
 

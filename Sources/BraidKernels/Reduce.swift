@@ -98,18 +98,18 @@ extension Elementwise {
     /// results in the kept dimensions' order.
     public static func reduce(_ f: ReduceFunction, _ layout: ReduceLayout,
                               _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-        let n = Float(layout.reduceCount)
+        func by<F: FloatFold>(_ function: F) { fold(layout, x, y, function) }
         switch f {
-        case .sum: fold(layout, x, y, SumFold())
-        case .mean: fold(layout, x, y, MeanFold(n: n))
-        case .max: fold(layout, x, y, MaxFold())
-        case .min: fold(layout, x, y, MinFold())
-        case .prod: fold(layout, x, y, ProdFold())
-        case .l1: fold(layout, x, y, L1Fold())
-        case .l2: fold(layout, x, y, L2Fold())
-        case .logSum: fold(layout, x, y, LogSumFold())
-        case .sumSquare: fold(layout, x, y, SumSquareFold())
+        case .sum: by(SumFold())
+        case .mean: by(MeanFold(n: Float(layout.reduceCount)))
+        case .max: by(MaxFold())
+        case .min: by(MinFold())
         case .logSumExp: logSumExp(layout, x, y)
+        case .prod: by(ProdFold())
+        case .l1: by(L1Fold())
+        case .l2: by(L2Fold())
+        case .logSum: by(LogSumFold())
+        case .sumSquare: by(SumSquareFold())
         }
     }
 
@@ -215,15 +215,12 @@ extension Elementwise {
     public static func reduceBackward(_ f: ReduceFunction, _ layout: ReduceLayout,
                                       _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
                                       _ g: UnsafePointer<Float>, _ gx: UnsafeMutablePointer<Float>) {
+        func by<D: ReduceGrad>(_ derivative: D) { unfold(layout, x, y, g, gx, derivative) }
         switch f {
-        case .sum: unfold(layout, x, y, g, gx, SumGrad())
-        case .mean: unfold(layout, x, y, g, gx, MeanGrad(inv: 1 / Float(Swift.max(layout.reduceCount, 1))))
-        case .sumSquare: unfold(layout, x, y, g, gx, SumSquareGrad())
-        case .l1: unfold(layout, x, y, g, gx, L1Grad())
-        case .l2: unfold(layout, x, y, g, gx, L2Grad())
-        case .logSum: unfold(layout, x, y, g, gx, LogSumGrad())
-        case .logSumExp: unfold(layout, x, y, g, gx, LogSumExpGrad())
-        case .prod: unfold(layout, x, y, g, gx, ProdGrad())
+        case .sum: by(SumGrad())
+        case .mean: by(MeanGrad(inv: 1 / Float(Swift.max(layout.reduceCount, 1))))
+        case .sumSquare: by(SumSquareGrad())
+        case .l1: by(L1Grad())
         case .max, .min:
             let n = layout.reduceCount
             elementwiseChunks(layout.outputCount, grain: Swift.max(1, (1 << 14) / Swift.max(n, 1))) { lo, hi in
@@ -236,6 +233,10 @@ extension Elementwise {
                     for r in 0..<n where x[base + layout.offset(r)] == m { gx[base + layout.offset(r)] += share }
                 }
             }
+        case .l2: by(L2Grad())
+        case .logSum: by(LogSumGrad())
+        case .logSumExp: by(LogSumExpGrad())
+        case .prod: by(ProdGrad())
         }
     }
 }

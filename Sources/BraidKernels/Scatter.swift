@@ -117,25 +117,29 @@ public struct IndexedSlices: Sendable {
     /// Gradient of a gather (or of a scatter's updates): `dData[place] += dSlices[b, t]`.
     public func gatherBackward(_ dSlices: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>,
                                _ dData: UnsafeMutablePointer<Float>) {
-        let s = sliceSize
-        for b in 0..<batchCount {
-            for t in 0..<tuples {
-                guard let off = offset(indices, batch: b, tuple: t) else { continue }
-                let src = dSlices + (b * tuples + t) * s
-                for j in 0..<s { dData[off + j] += src[j] }
-            }
+        forEachPlacedSlice(indices) { slice, off in
+            let src = dSlices + slice
+            for j in 0..<sliceSize { dData[off + j] += src[j] }
         }
     }
 
     /// Gradient of a scatter's updates (reduction `none`): `dUpdates[b, t] += dOut[place]`.
     public func scatterUpdatesBackward(_ dOut: UnsafePointer<Float>, _ indices: UnsafePointer<Int64>,
                                        _ dUpdates: UnsafeMutablePointer<Float>) {
-        let s = sliceSize
+        forEachPlacedSlice(indices) { slice, off in
+            let dst = dUpdates + slice
+            for j in 0..<sliceSize { dst[j] += dOut[off + j] }
+        }
+    }
+
+    /// Calls `body` with the offset of every slice `[b, t]` (in a `[batch, tuples, slice]`
+    /// array) whose index tuple is in range, and the data offset that tuple names.
+    @inline(__always)
+    private func forEachPlacedSlice(_ indices: UnsafePointer<Int64>, _ body: (_ slice: Int, _ offset: Int) -> Void) {
         for b in 0..<batchCount {
             for t in 0..<tuples {
                 guard let off = offset(indices, batch: b, tuple: t) else { continue }
-                let dst = dUpdates + (b * tuples + t) * s
-                for j in 0..<s { dst[j] += dOut[off + j] }
+                body((b * tuples + t) * sliceSize, off)
             }
         }
     }

@@ -71,10 +71,7 @@ public final class SGD: Optimizer {
 
 /// Adam, or AdamW when `decoupled` (weight decay applied to the weights, not the gradient).
 public final class Adam: Optimizer {
-    public var beta1: Float
-    public var beta2: Float
-    public var epsilon: Float
-    public var weightDecay: Float
+    public var beta1, beta2, epsilon, weightDecay: Float
     public var decoupled: Bool
     public var groups: [ParamGroup]
     public var state: [String: Tensor] = [:]

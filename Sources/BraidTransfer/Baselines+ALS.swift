@@ -5,13 +5,13 @@ import Foundation
 
 /// Settings of ALS's genetic algorithm over a per-unit freeze bitmask.
 public struct GeneticOptions: Codable, Sendable, Equatable {
-    public var population = 8
+    public var population: Int = 8
     /// Generations after the initial population's evaluation.
-    public var generations = 4
+    public var generations: Int = 4
     /// Probability that two selected parents are crossed (single point) rather than copied.
-    public var crossover = 0.8
+    public var crossover: Double = 0.8
     /// Per-bit flip probability of a child.
-    public var mutation = 0.1
+    public var mutation: Double = 0.1
     public var seed: UInt64 = 0
 
     public init() {}

@@ -55,17 +55,9 @@ public func evaluate(members: [(graph: Graph, inputName: String, spec: InputSpec
         for (j, m) in members.enumerated() {
             let out = try executors[j].run([m.inputName: batch.inputs[j]])
             guard let logits = out["logits"] else { throw GraphError(node: nil, "member has no 'logits' output") }
-            if softmaxVote && members.count > 1 {
-                for r in 0..<n {
-                    let z = logits.floats + r * classes
-                    var top = z[0]
-                    for c in 1..<classes { top = max(top, z[c]) }
-                    var total: Float = 0
-                    for c in 0..<classes { total += expf(z[c] - top) }
-                    for c in 0..<classes { sum[r * classes + c] += expf(z[c] - top) / total }
-                }
-            } else {
-                for i in 0..<(n * classes) { sum[i] += logits.floats[i] }
+            for r in 0..<n {
+                addVote(logits.floats + r * classes, classes, into: sum + r * classes,
+                        softmax: softmaxVote && members.count > 1)
             }
         }
         for r in 0..<n {
@@ -75,4 +67,19 @@ public func evaluate(members: [(graph: Graph, inputName: String, spec: InputSpec
         }
     }
     return result
+}
+
+/// Adds one member's vote for one image to `sum` (`classes` entries): its logits `z`, or with
+/// `softmax` their softmax (computed from the largest logit, so no exponential overflows).
+@inline(__always)
+func addVote(_ z: UnsafePointer<Float>, _ classes: Int, into sum: UnsafeMutablePointer<Float>, softmax: Bool) {
+    guard softmax else {
+        for c in 0..<classes { sum[c] += z[c] }
+        return
+    }
+    var top = z[0]
+    for c in 1..<classes { top = max(top, z[c]) }
+    var total: Float = 0
+    for c in 0..<classes { total += expf(z[c] - top) }
+    for c in 0..<classes { sum[c] += expf(z[c] - top) / total }
 }

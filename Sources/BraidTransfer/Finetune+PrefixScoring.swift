@@ -55,16 +55,9 @@ extension Finetuner {
                 guard let logits = try r.executor.run(feeds)["logits"] else {
                     throw GraphError(node: nil, "member has no 'logits' output")
                 }
-                for row in 0..<n {
-                    let z = logits.floats + row * k
-                    if softmaxVote {
-                        var top = z[0]
-                        for c in 1..<k { top = max(top, z[c]) }
-                        var total: Float = 0
-                        for c in 0..<k { total += expf(z[c] - top) }
-                        for c in 0..<k { sum[row * k + c] += expf(z[c] - top) / total }
-                    } else {
-                        for c in 0..<k { sum[row * k + c] += z[c] }
+                sum.withUnsafeMutableBufferPointer { votes in
+                    for row in 0..<n {
+                        addVote(logits.floats + row * k, k, into: votes.baseAddress! + row * k, softmax: softmaxVote)
                     }
                 }
             }

@@ -54,12 +54,19 @@ static int unbacked(hid_t file, hid_t set, int rank, const hsize_t *dims, const 
     return 0;
 }
 
+/* open_dataset, and the dataset's dataspace in *space when it opened. */
+static hid_t open_dataset_space(const char *path, const char *name, hid_t *file, hid_t *space,
+                                char *message, size_t message_size) {
+    hid_t set = open_dataset(path, name, file, message, message_size);
+    if (set >= 0) *space = H5Dget_space(set);
+    return set;
+}
+
 int braid_h5_dataset_shape(const char *path, const char *name, int *rank, int64_t *dims,
                            char *message, size_t message_size) {
-    hid_t file;
-    hid_t set = open_dataset(path, name, &file, message, message_size);
+    hid_t file, space;
+    hid_t set = open_dataset_space(path, name, &file, &space, message, message_size);
     if (set < 0) return -1;
-    hid_t space = H5Dget_space(set);
     int n = H5Sget_simple_extent_ndims(space);
     int status = 0;
     if (n < 0 || n > 8) {
@@ -83,10 +90,9 @@ int braid_h5_dataset_shape(const char *path, const char *name, int *rank, int64_
 
 int braid_h5_read(const char *path, const char *name, int as_int, void *out, size_t count,
                   char *message, size_t message_size) {
-    hid_t file;
-    hid_t set = open_dataset(path, name, &file, message, message_size);
+    hid_t file, space;
+    hid_t set = open_dataset_space(path, name, &file, &space, message, message_size);
     if (set < 0) return -1;
-    hid_t space = H5Dget_space(set);
     hssize_t points = H5Sget_simple_extent_npoints(space);
     H5Sclose(space);
     int status = 0;

@@ -29,7 +29,7 @@ enum Cluster {
     nonisolated(unsafe) static var group: (any ProcessGroup)?
     /// Where fatal errors go (this rank's real standard error).
     nonisolated(unsafe) static var errorOutput = FileHandle.standardError
-    nonisolated(unsafe) static var scratch: String?
+    nonisolated(unsafe) static var scratch: RankRunDirectories?
 
     static var rank: Int { world?.rank ?? 0 }
     static var size: Int { world?.size ?? 1 }
@@ -72,35 +72,20 @@ enum Cluster {
     static func finish() {
         guard let w = world else { return }
         do { try w.barrier() } catch { fail(String(describing: error)) }
-        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+        scratch?.removeScratch()
         w.finalize()
     }
 
     /// The prefix of this rank's fatal error lines ("rank 2: "; empty on rank 0 or alone).
     static var errorPrefix: String { rank > 0 ? "rank \(rank): " : "" }
 
-    /// The run directories this rank works in: on rank 0 (and without MPI) `out` and
-    /// `resume` unchanged; on the other ranks a private scratch directory, which for a
-    /// resumed run receives from rank 0 the small files of `resume` (its record, search
-    /// state and checkpoint), so that no rank needs to see rank 0's disk.
+    /// The run directories this rank works in (`ProcessGroup.runDirectories`): `out` and
+    /// `resume` unchanged without MPI and on rank 0, a private scratch directory on the others
+    /// (removed by `finish`).
     static func runDirectories(out: String?, resume: String?) throws -> (out: String?, resume: String?) {
         guard let g = group else { return (out, resume) }
-        var files: [String: Data] = [:]
-        if g.rank == 0, let resume {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: resume)) ?? [] {
-                let path = resume + "/" + name
-                var isDirectory: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
-                      name.hasSuffix(".json") || name == "checkpoint.bin" else { continue }
-                files[name] = FileManager.default.contents(atPath: path)
-            }
-        }
-        if resume != nil { files = try g.broadcast(files) }
-        guard g.rank > 0 else { return (out, resume) }
-        let dir = NSTemporaryDirectory() + "braid-rank\(g.rank)-\(getpid())"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        scratch = dir
-        for (name, data) in files { try data.write(to: URL(fileURLWithPath: dir + "/" + name)) }
-        return (out == nil ? nil : dir, resume == nil ? nil : dir)
+        let dirs = try g.runDirectories(out: out, resume: resume)
+        scratch = dirs
+        return (dirs.out, dirs.resume)
     }
 }

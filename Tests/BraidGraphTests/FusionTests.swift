@@ -145,7 +145,7 @@ final class FusionTests: XCTestCase {
             Node(name: "sub", op: .binary(.sub), inputs: ["e", "row"], outputs: ["f"], sourceOp: "Sub"),
             Node(name: "div", op: .binary(.div), inputs: ["f", "two"], outputs: ["y"], sourceOp: "Div"),
         ]
-        var v = random([4], 1)
+        let v = random([4], 1)
         for i in 0..<4 { v.floats[i] = abs(v.floats[i]) + 0.5 }
         let inits: [String: Tensor] = ["s": random([4]), "b": random([4]), "m": random([4]), "v": v,
                                        "w3": random([4, 1, 1]), "k3": random([1, 4, 1, 1]), "row": random([5]),

@@ -160,4 +160,42 @@ final class QDQFusionTests: XCTestCase {
         XCTAssertTrue(sourceOps(try importGraph(model(constant: false))).contains("QLinearAdd"))
         XCTAssertFalse(sourceOps(try importGraph(model(constant: true))).contains("QLinearAdd"))
     }
+
+    /// com.microsoft QLinearAdd on every pair of int8 values (65,536), with the scales and zero
+    /// points of a residual add in EfficientNet-Lite0 quantized by onnxruntime (where Braid's
+    /// earlier two-rounding arithmetic moved one output a step): each output must equal
+    /// onnxruntime's x86 kernel formula, round_half_even(fma(A, rA, fma(B, rB, fixed))),
+    /// computed here with Swift's single-rounding `addingProduct`.
+    func testQLinearAddRoundsAsOnnxruntimesFusedMultiplyAdds() throws {
+        let (sA, zA, sB, zB, sC, zC): (Float, Int64, Float, Int64, Float, Int64) = (0.0823589637875557, -11, 0.19098688662052155, 11, 0.2037472128868103, 11)
+        var b = ModelBuilder(opset: 13)
+        b.input("a", dims(256, 256), type: .int8)
+        b.input("b", dims(256, 256), type: .int8)
+        b.output("y", type: .int8)
+        b.model.opsetImport.append(("com.microsoft", 1))
+        for (name, value) in [("as", sA), ("bs", sB), ("cs", sC)] { b.initializer(name, Tensor(shape: [], floats: [value])) }
+        for (name, value) in [("az", zA), ("bz", zB), ("cz", zC)] { b.initializer(name, Tensor(shape: [], ints: [value], dtype: .int8)) }
+        b.node("QLinearAdd", ["a", "as", "az", "b", "bs", "bz", "cs", "cz"], ["y"], domain: "com.microsoft")
+        let g = try importGraph(b.model)
+        var a: [Int64] = [], bv: [Int64] = []
+        for i in 0..<256 { for j in 0..<256 { a.append(Int64(i - 128)); bv.append(Int64(j - 128)) } }
+        let y = try runGraph(g, [Tensor(shape: [256, 256], ints: a, dtype: .int8),
+                                 Tensor(shape: [256, 256], ints: bv, dtype: .int8)])[0]
+        let rA = sA / sC, rB = sB / sC
+        let fixed = Float(zC) - (rA * Float(zA) + rB * Float(zB))
+        var mismatches = 0, twoRoundingDiffers = 0
+        let got = y.intArray
+        for k in 0..<a.count {
+            let inner = fixed.addingProduct(Float(bv[k]), rB)
+            let value = inner.addingProduct(Float(a[k]), rA)
+            let want = Int64(min(max(value.rounded(.toNearestOrEven), -128), 127))
+            if got[k] != want { mismatches += 1 }
+            let twice = (Float(a[k] - zA) * rA + Float(bv[k] - zB) * rB).rounded(.toNearestOrEven) + Float(zC)
+            if Int64(min(max(twice, -128), 127)) != want { twoRoundingDiffers += 1 }
+        }
+        XCTAssertEqual(mismatches, 0, "outputs that differ from onnxruntime's kernel formula")
+        // The case is one that tells the arithmetics apart.
+        XCTAssertGreaterThan(twoRoundingDiffers, 0)
+    }
 }
+

@@ -85,7 +85,7 @@ final class PrefixBridgeTests: XCTestCase {
 
     func testCachesSharingABudgetKeepAtMostItInMemory() throws {
         let train = PrefixCache(megabytes: 1)
-        var validation: PrefixCache? = PrefixCache(sharingBudgetWith: train)
+        let validation: PrefixCache? = PrefixCache(sharingBudgetWith: train)
         let big = (0..<200_000).map { Float($0) }, other = (0..<200_000).map { -Float($0) }
         try train.store(member: "m", cut: "c", index: 0, from: big, count: big.count)
         try validation!.store(member: "m", cut: "c", index: 0, from: other, count: other.count)

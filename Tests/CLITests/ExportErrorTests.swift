@@ -14,9 +14,10 @@ extension CLITests {
 
     /// A run.json as `braid finetune` writes it, for `version`.
     func writeRunRecord(_ dir: String, version: String) throws {
+        let source = try ppocr
         let record: [String: Any] = [
             "braidVersion": version, "classes": ["a", "b"], "data": "digits", "depths": [0], "featureNodes": [NSNull()],
-            "sources": [ppocr],
+            "sources": [source],
             "options": ["batch": 8, "cacheMB": 64, "childMode": "d", "childP": 0.3, "clipNorm": 0, "epochs": 1,
                         "freeze": [0], "gamma": 0.1, "l2spAlpha": 0.01, "l2spBeta": 0.01, "labelSmoothing": 0,
                         "lambda": 0.2, "lr": 0.01, "method": "standard", "momentum": 0.9, "nesterov": false,
@@ -82,7 +83,7 @@ extension CLITests {
         m.graph.name = "erf"
         m.graph.inputs = [ONNXValueInfoProto(name: "x", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: [.value(1), .value(4)]))]
         m.graph.outputs = [ONNXValueInfoProto(name: "y", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
-        m.graph.nodes = [ONNXNodeProto(name: "the_erf", opType: "Erf", domain: "", inputs: ["x"], outputs: ["y"], attributes: [])]
+        m.graph.nodes = [ONNXNodeProto(name: "the_erf", opType: "Tan", domain: "", inputs: ["x"], outputs: ["y"], attributes: [])]
         try Data(m.serialized()).write(to: URL(fileURLWithPath: dir + "/erf.onnx"))
         let r = try braid(["export", dir + "/erf.onnx", "--format", "h5", "--out", dir + "/erf.h5"])
         XCTAssertNotEqual(r.status, 0)

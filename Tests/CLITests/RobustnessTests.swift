@@ -82,11 +82,13 @@ final class RobustnessTests: XCTestCase {
 
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
-    static var cache: String { TestCache.root.path }
+    /// The digits file the fine-tunes read (`TestCache.require`: skipped when absent locally).
+    var digits: String { get throws { try TestCache.require("data/digits.csv.gz", madeBy: "tools/fetch-data") } }
 
     /// A fine-tune of the tiny MLP on digits with mid-epoch checkpoints: 4 epochs of 78 batches.
-    func finetuneArgs(model: String, out: String) -> [String] {
-        ["finetune", "--source", model, "--data", Self.cache + "/data/digits.csv.gz", "--out", out, "--epochs", "4",
+    func finetuneArgs(model: String, out: String) throws -> [String] {
+        let data = try digits
+        return ["finetune", "--source", model, "--data", data, "--out", out, "--epochs", "4",
          "--batch", "16", "--lr", "0.05", "--seed", "3", "--checkpoint-every", "7", "--quiet"]
     }
 
@@ -205,7 +207,7 @@ final class RobustnessTests: XCTestCase {
         let model = dir + "/tiny.onnx", rooted = dir + "/sqrt.onnx"
         try writeTinyMLP(to: model)
         try writeTinyMLP(to: rooted, sqrt: true)
-        let data = Self.cache + "/data/digits.csv.gz"
+        let data = try digits
         // A finite loss with an infinite gradient: the member, parameter and layer are named.
         var r = try braid(["finetune", "--source", rooted, "--data", data, "--out", dir + "/g", "--epochs", "1", "--quiet"])
         XCTAssertEqual(r.status, 1, r.err)
@@ -251,11 +253,13 @@ final class RobustnessTests: XCTestCase {
         let dir = try tempDir()
         let model = dir + "/tiny.onnx"
         try writeTinyMLP(to: model)
-        let ppocr = Self.cache + "/models/ppocr_cls.onnx", input = Self.cache + "/reference/ppocr_cls/input_0.npy"
+        let ppocr = try TestCache.require("models/ppocr_cls.onnx", madeBy: "tools/fetch-models")
+        let input = try TestCache.require("reference/ppocr_cls/input_0.npy", madeBy: "tools/make-reference")
+        let data = try digits
         for args in [["run", ppocr, "--input", input, "--output", dir + "/o.npy", "--max-memory", "1M"],
                      ["bench", ppocr, "--shape", "2x3x48x192", "--runs", "1", "--max-memory", "1M"],
                      ["bench", ppocr, "--shape", "2x3x48x192", "--runs", "1", "--train", "--max-memory", "1M"],
-                     ["finetune", "--source", model, "--data", Self.cache + "/data/digits.csv.gz", "--out", dir + "/ft",
+                     ["finetune", "--source", model, "--data", data, "--out", dir + "/ft",
                       "--max-memory", "16K"]] {
             let r = try braid(args)
             XCTAssertEqual(r.status, 1, "\(args): \(r.err)")

@@ -45,7 +45,15 @@ final class QuantizedModelTests: XCTestCase {
             : try run(input)
         XCTAssertEqual(got.shape, expected.shape, "\(source) \(variant)")
         guard got.shape == expected.shape else { return }
-        let err = difference(got, expected, floor: 0).worst, mean = meanScaledError(got, expected)
+        // The scale errors are measured against: the largest |output| of onnxruntime's run of
+        // this file, or of the float model when larger (a quantized model's output can be all
+        // zeros where the float model's is not, and then no relative error is defined).
+        let floatReference = firstRows(try TestCache.reference("quant-zoo/\(source)/float.ort.npy", madeBy: "tools/make-quant-zoo"), count)
+        var floatScale = 0.0
+        for k in 0..<floatReference.count where floatReference.floats[k].isFinite {
+            floatScale = max(floatScale, Double(abs(floatReference.floats[k])))
+        }
+        let err = difference(got, expected, floor: floatScale).worst, mean = meanScaledError(got, expected, floor: floatScale)
         let (agree, clearFlips) = agreement(got, expected, mask: source == "ppocr_det_v4", nearTie: Self.nearTie)
         print("\(source) \(variant): argmax agreement \(agree), clear flips \(clearFlips), worst difference / output scale = \(err), mean \(mean)")
         if exact {
@@ -73,10 +81,10 @@ final class QuantizedModelTests: XCTestCase {
     func testPPOCRClsQDQ() throws { try check("ppocr_cls", "qdq") }
     func testPPOCRClsQOperator() throws { try check("ppocr_cls", "qop") }
     func testPPOCRClsDynamic() throws { try check("ppocr_cls", "dyn") }
-    func testPPOCRDetQDQ() throws { try check("ppocr_det_v4", "qdq", count: 2) }
+    func testPPOCRDetQDQ() throws { try check("ppocr_det_v4", "qdq", count: 3) }
     // Its QOperator file keeps ConvTranspose, BatchNormalization and Resize in float.
-    func testPPOCRDetQOperator() throws { try check("ppocr_det_v4", "qop", count: 2, exact: false) }
-    func testPPOCRDetDynamic() throws { try check("ppocr_det_v4", "dyn", count: 2) }
+    func testPPOCRDetQOperator() throws { try check("ppocr_det_v4", "qop", count: 3, exact: false) }
+    func testPPOCRDetDynamic() throws { try check("ppocr_det_v4", "dyn", count: 3) }
     func testPPOCRRecQDQ() throws { try check("ppocr_rec_v4", "qdq", count: 2) }
     // Its QOperator file keeps its layer norms and attention MatMuls in float.
     func testPPOCRRecQOperator() throws { try check("ppocr_rec_v4", "qop", count: 2, exact: false) }
@@ -109,9 +117,10 @@ private func concatRows(_ parts: [Tensor]) -> Tensor {
     return Tensor(shape: [parts.reduce(0) { $0 + $1.shape[0] }] + parts[0].shape.dropFirst(), floats: values)
 }
 
-/// The mean |got - want| over the largest |want|; NaN anywhere gives NaN (and fails).
-private func meanScaledError(_ got: Tensor, _ want: Tensor) -> Double {
-    var scale = 0.0, total = 0.0
+/// The mean |got - want| over the largest |want| (at least `floor`); NaN anywhere gives NaN
+/// (and fails).
+private func meanScaledError(_ got: Tensor, _ want: Tensor, floor: Double) -> Double {
+    var scale = floor, total = 0.0
     for k in 0..<want.count {
         let a = Double(got.floats[k]), b = Double(want.floats[k])
         if a.isNaN || b.isNaN { return .nan }

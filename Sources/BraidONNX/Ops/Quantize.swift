@@ -69,7 +69,12 @@ let quantizeOps: OpTable = {
         let lo = n.step(.binary(.min), [n.step(all(.min), [n.input(0)], "data_min"), zero], "range_min")
         let hi = n.step(.binary(.max), [n.step(all(.max), [n.input(0)], "data_max"), zero], "range_max")
         let scale = n.outputUsed(1) ? n.outputs[1] : n.temporary("scale")
-        n.emit(.binary(.div), inputs: [n.step(.binary(.sub), [hi, lo], "range"), n.constant(floats: [255], shape: [], "levels")], outputs: [scale])
+        // An all-zero input has no range: scale 1 as onnxruntime takes it (the spec's formula
+        // divides by zero there; the quantized values are 0 with either choice).
+        let range = n.step(.binary(.sub), [hi, lo], "range")
+        let spread = n.step(.binary(.div), [range, n.constant(floats: [255], shape: [], "levels")], "spread")
+        n.emit(.select, inputs: [n.step(.binary(.equal), [range, zero], "no_range"),
+                                 n.constant(floats: [1], shape: [], "unit_scale"), spread], outputs: [scale])
         let zpReal = n.step(.binary(.sub), [zero, n.step(.binary(.div), [lo, scale], "min_scaled")], "zp_real")
         let zpRounded = n.step(.clip, [n.step(.unary(.round), [zpReal], "zp_round"), zero,
                                        n.constant(floats: [255], shape: [], "zp_max")], "zp_clipped")

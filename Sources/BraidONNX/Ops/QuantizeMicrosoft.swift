@@ -13,9 +13,11 @@ import BraidTensor
 let microsoftOps: OpTable = {
     var t: OpTable = [:]
     // A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp. As onnxruntime's kernels compute them:
-    // Add: (A - A_zp) * (A_scale / C_scale) + (B - B_zp) * (B_scale / C_scale), rounded;
+    // Add: (A - A_zp) * (A_scale / C_scale) + (B - B_zp) * (B_scale / C_scale), rounded (with
+    // constant scales and zero points exactly as onnxruntime's x86 kernel: `onnxruntimeAdd`);
     // Mul: (A - A_zp) * (B - B_zp) * (A_scale * B_scale / C_scale), rounded; then + C_zp.
     t["QLinearAdd"] = [v(1) { n in
+        if try onnxruntimeAdd(n) { return }
         func part(_ x: Int, _ role: String) -> String {
             let ratio = n.step(.binary(.div), [n.input(x + 1), n.input(6)], role + "_ratio")
             return n.step(.binary(.mul), [centredInteger(n, x, x + 2, role), ratio], role + "_scaled")
@@ -130,4 +132,67 @@ private func requantize(_ n: NodeTranslation, _ real: String, scale: Int, zeroPo
     let zp = n.input(zeroPoint)
     try quantize(n, n.step(.binary(.div), [real, n.input(scale)], "scaled"), zeroPoint: zp.isEmpty ? nil : zp,
                  to: n.knownElementType(zeroPoint) ?? .uint8, saturate: true, output: n.outputs[0])
+}
+
+/// QLinearAdd as onnxruntime's x86 kernel (MLAS, AVX2) computes it, when the scales and zero
+/// points are constants: with ratios `rA = A_scale / C_scale`, `rB = B_scale / C_scale` and
+/// `fixed = C_zp - (rA * A_zp + rB * B_zp)` in float32, each output is
+/// `round_half_even(fma(A, rA, fma(B, rB, fixed)))` saturated, A and B the raw integers (a
+/// one-element B is folded into `fixed` first: `fixed + B * rB`, two roundings). The kernel's
+/// fused multiply-adds round once where a multiply and an add round twice, which moves a
+/// value at a rounding boundary one step; Braid's IR has no fused multiply-add, so each one is
+/// rebuilt from float32 operations that round as it does: the ratio split as `hi + lo` (its
+/// 12 leading significant bits, then the rest), so that `x * hi` and `x * lo` are exact for
+/// 8-bit integers x, and the sum `x * hi + c` with its exact rounding error (Knuth's two-sum)
+/// added to `x * lo` before the last rounding. This equals the single rounding except where
+/// that sum lands exactly between two floats after a first rounding (double rounding), which
+/// does not move an integer label of 8-bit data in practice. Returns false (the generic
+/// lowering applies) when a scale or zero point is not an initializer.
+private func onnxruntimeAdd(_ n: NodeTranslation) throws -> Bool {
+    func scalar(_ i: Int, zeroPoint: Bool) -> Float? {
+        guard let t = n.initializerValue(i), t.count == 1 else { return nil }
+        return t.dtype.isFloat ? t.floats[0] : Float(t.ints[0])
+    }
+    guard let sA = scalar(1, zeroPoint: false), let zA = scalar(2, zeroPoint: true),
+          let sB = scalar(4, zeroPoint: false), let zB = scalar(5, zeroPoint: true),
+          let sC = scalar(6, zeroPoint: false), let zC = scalar(7, zeroPoint: true),
+          sA.isFinite, sB.isFinite, sC.isNormal else { return false }
+    // 8-bit data only (onnxruntime computes 16-bit types another way, and `fusedMultiplyAdd`
+    // is exact for up to 12-bit integers); the output's type is its zero point's.
+    let eightBit: Set<ONNXDataType> = [.int8, .uint8]
+    guard let outType = n.knownElementType(7), eightBit.contains(outType),
+          n.knownElementType(2).map(eightBit.contains) ?? false,
+          n.knownElementType(5).map(eightBit.contains) ?? false else { return false }
+    let rA = sA / sC, rB = sB / sC
+    let products = rA * zA + rB * zB
+    let fixed = zC - products
+    let a = n.step(.cast(to: .float32), [n.input(0)], "a_float")
+    let b = n.step(.cast(to: .float32), [n.input(3)], "b_float")
+    let result: String
+    if n.knownShape(3)?.product == 1 {
+        let shifted = n.step(.binary(.add), [n.constant(floats: [fixed], shape: [], "fixed"),
+                                             n.step(.binary(.mul), [b, n.constant(floats: [rB], shape: [], "b_ratio")], "b_scaled")],
+                             "fixed_b")
+        result = fusedMultiplyAdd(n, a, rA, shifted, "a")
+    } else {
+        let inner = fusedMultiplyAdd(n, b, rB, n.constant(floats: [fixed], shape: [], "fixed"), "b")
+        result = fusedMultiplyAdd(n, a, rA, inner, "a")
+    }
+    try quantize(n, result, zeroPoint: nil, to: outType, saturate: true, output: n.outputs[0])
+    return true
+}
+
+/// `x * ratio + c` rounded once to float32, for integer-valued `x` of at most 12 significant
+/// bits and a constant `ratio` (see `onnxruntimeAdd`).
+private func fusedMultiplyAdd(_ n: NodeTranslation, _ x: String, _ ratio: Float, _ c: String, _ role: String) -> String {
+    let hi = Float(bitPattern: ratio.bitPattern & ~0xFFF), lo = ratio - hi
+    let p1 = n.step(.binary(.mul), [x, n.constant(floats: [hi], shape: [], role + "_ratio_hi")], role + "_p1")
+    let p2 = n.step(.binary(.mul), [x, n.constant(floats: [lo], shape: [], role + "_ratio_lo")], role + "_p2")
+    // Two-sum: s + e == p1 + c exactly.
+    let s = n.step(.binary(.add), [p1, c], role + "_s")
+    let bv = n.step(.binary(.sub), [s, p1], role + "_bv")
+    let av = n.step(.binary(.sub), [s, bv], role + "_av")
+    let e = n.step(.binary(.add), [n.step(.binary(.sub), [p1, av], role + "_ea"),
+                                   n.step(.binary(.sub), [c, bv], role + "_eb")], role + "_e")
+    return n.step(.binary(.add), [s, n.step(.binary(.add), [e, p2], role + "_tail")], role + "_fma")
 }

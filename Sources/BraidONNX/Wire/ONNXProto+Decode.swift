@@ -93,12 +93,6 @@ extension ONNXAttributeProto {
 }
 
 extension ONNXTensorProto {
-    /// Parses a serialized `TensorProto` (ONNX's `input_0.pb` test-data format).
-    public init(serialized bytes: UnsafeRawBufferPointer) throws {
-        self = try unpacked(bytes, .tensor, "ONNX TensorProto", onnx__tensor_proto__unpack, onnx__tensor_proto__free_unpacked,
-                            ONNXTensorProto.init)
-    }
-
     init(_ c: Onnx__TensorProto) {
         self.init()
         name = cString(c.name)
@@ -179,4 +173,12 @@ private func cStrings(_ p: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, 
 private func cEntries(_ p: UnsafeMutablePointer<UnsafeMutablePointer<Onnx__StringStringEntryProto>?>?,
                      _ n: Int) -> [(key: String, value: String)] {
     cMessages(p, n).map { (cString($0.key), cString($0.value)) }
+}
+
+extension ONNXTensorProto {
+    /// Parses a serialized `TensorProto` (ONNX's `input_0.pb` test-data format).
+    public init(serialized bytes: UnsafeRawBufferPointer) throws {
+        self = try unpacked(bytes, .tensor, "ONNX TensorProto", onnx__tensor_proto__unpack, onnx__tensor_proto__free_unpacked,
+                            ONNXTensorProto.init)
+    }
 }
