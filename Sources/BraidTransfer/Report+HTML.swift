@@ -139,6 +139,19 @@ extension ExperimentSummary {
         return body
     }
 
+    /// A chart's title and its accuracy gridlines with their labels, one every `tick` from `lo`
+    /// to `hi`, `y` placing an accuracy on the plot.
+    func accuracyGrid(_ target: String, lo: Double, hi: Double, tick: Double, left: Double, plotW: Double,
+                      _ y: (Double) -> Double) -> String {
+        var svg = "<text x=\"\(fmt(left))\" y=\"20\" font-size=\"14\" font-weight=\"bold\">\(escapeHTML(target))</text>\n"
+        for i in 0...Int(((hi - lo) / tick + 1e-9).rounded(.down)) {
+            let v = lo + tick * Double(i)
+            svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(y(v)))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(y(v)))\" stroke=\"#e4e4e4\"/>\n"
+            svg += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(y(v) + 4))\" text-anchor=\"end\">\(String(format: "%.0f%%", v * 100))</text>\n"
+        }
+        return svg
+    }
+
     /// Mean test accuracy (± std) against mean CPU seconds (log scale), one marker per row.
     func costChart(target: String, points: [(row: String, cpu: Double, mean: Double, std: Double)]) -> String {
         let left = 56.0, top = 34.0, plotW = 300.0, plotH = 240.0
@@ -151,13 +164,7 @@ extension ExperimentSummary {
         func x(_ c: Double) -> Double { left + plotW * (log10(c) - c0) / (c1 - c0) }
         func y(_ v: Double) -> Double { top + plotH * (1 - (v - lo) / (hi - lo)) }
         var svg = svgOpen(legendX + 230, height)
-        svg += "<text x=\"\(fmt(left))\" y=\"20\" font-size=\"14\" font-weight=\"bold\">\(escapeHTML(target))</text>\n"
-        let tick = hi - lo > 0.3 ? 0.1 : 0.05
-        for i in 0...Int(((hi - lo) / tick + 1e-9).rounded(.down)) {
-            let v = lo + tick * Double(i)
-            svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(y(v)))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(y(v)))\" stroke=\"#e4e4e4\"/>\n"
-            svg += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(y(v) + 4))\" text-anchor=\"end\">\(String(format: "%.0f%%", v * 100))</text>\n"
-        }
+        svg += accuracyGrid(target, lo: lo, hi: hi, tick: hi - lo > 0.3 ? 0.1 : 0.05, left: left, plotW: plotW, y)
         for e in Int(c0)...Int(c1) {
             let c = pow(10, Double(e))
             svg += "<line x1=\"\(fmt(x(c)))\" y1=\"\(fmt(top))\" x2=\"\(fmt(x(c)))\" y2=\"\(fmt(top + plotH))\" stroke=\"#e4e4e4\"/>\n"
@@ -190,13 +197,7 @@ extension ExperimentSummary {
         func x(_ e: Int) -> Double { epochs == 1 ? left + plotW / 2 : left + plotW * Double(e) / Double(epochs - 1) }
         func y(_ v: Double) -> Double { top + plotH * (1 - (v - lo) / (hi - lo)) }
         var svg = svgOpen(width, height)
-        svg += "<text x=\"\(fmt(left))\" y=\"20\" font-size=\"14\" font-weight=\"bold\">\(escapeHTML(target))</text>\n"
-        let tick = hi - lo > 0.5 ? 0.2 : 0.1
-        for i in 0...Int(((hi - lo) / tick + 1e-9).rounded(.down)) {
-            let v = lo + tick * Double(i)
-            svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(y(v)))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(y(v)))\" stroke=\"#e4e4e4\"/>\n"
-            svg += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(y(v) + 4))\" text-anchor=\"end\">\(String(format: "%.0f%%", v * 100))</text>\n"
-        }
+        svg += accuracyGrid(target, lo: lo, hi: hi, tick: hi - lo > 0.5 ? 0.2 : 0.1, left: left, plotW: plotW, y)
         let tickStep = max(1, epochs / 8)
         for e in stride(from: 0, to: epochs, by: tickStep) {
             svg += "<text x=\"\(fmt(x(e)))\" y=\"\(fmt(top + plotH + 16))\" text-anchor=\"middle\">\(e + 1)</text>\n"
