@@ -8,6 +8,9 @@ import Foundation
 public struct TrainedRun {
     public var record: RunRecord
     public var members: [SourceModel]
+    /// amcf-weighted's vote (`vote.json`), already applied: each member's head is scaled by
+    /// its weight, and `ensemble` leaves out the members of weight 0.
+    public var vote: WeightedVote?
 
     /// Reads `runDir/run.json` and `runDir/checkpoint.bin` and rebuilds the trained members.
     ///
@@ -44,7 +47,19 @@ public struct TrainedRun {
                 t.buffer.raw.copyMemory(from: saved.buffer.raw, byteCount: t.count * t.dtype.storageStride)
             }
         }
-        return TrainedRun(record: record, members: models)
+        var trained = TrainedRun(record: record, members: models)
+        if let data = fm.contents(atPath: runDir + "/vote.json") {
+            let vote: WeightedVote
+            do { vote = try JSONDecoder().decode(WeightedVote.self, from: data) } catch {
+                throw TrainingError("\(runDir)/vote.json: unreadable vote (\(error))")
+            }
+            guard vote.weights.count == models.count else {
+                throw TrainingError("\(runDir)/vote.json: \(vote.weights.count) weights for \(models.count) members")
+            }
+            for j in trained.members.indices { trained.members[j].scaleHead(by: vote.weights[j]) }
+            trained.vote = vote
+        }
+        return trained
     }
 
     /// The target dataset's image size (its first image), or nil when the dataset cannot be
@@ -60,6 +75,7 @@ public struct TrainedRun {
     /// voting as the run did.
     public func ensemble(image: EnsembleImage, member: String? = nil) throws -> (graph: Graph, info: EnsembleInfo) {
         var picked = Array(members.enumerated())
+        if let vote, member == nil { picked = picked.filter { vote.weights[$0.offset] != 0 } }
         if let member {
             picked = picked.filter { $0.element.name == member }
             guard !picked.isEmpty else {

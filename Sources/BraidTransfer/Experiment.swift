@@ -26,11 +26,20 @@ public struct CellMetrics: Codable, Sendable {
     public var wallSeconds: Double?
     /// Per member (by name), how its input was prepared and where each setting came from.
     public var preprocessing: [String: InputReport]?
+    /// CPU seconds (user + system, all threads) of the whole cell, search included (nil in
+    /// cells written before they were counted).
+    public var cpuSeconds: Double?
+    /// Per test image in the split's order, "1" where the ensemble's prediction was right:
+    /// what paired comparisons between methods resample (nil in older cells).
+    public var testCorrect: String?
+    /// amcf-weighted: the vote chosen on the validation split.
+    public var vote: WeightedVote?
 
     enum CodingKeys: String, CodingKey {
         case testAccuracy = "test_accuracy", memberTestAccuracy = "member_test_accuracy", confusion, classes, depths
         case unitCounts = "unit_counts", epochs, seconds, method, target, seed, sources
         case searchSeconds = "search_seconds", wallSeconds = "wall_seconds", preprocessing
+        case cpuSeconds = "cpu_seconds", testCorrect = "test_correct", vote
     }
 }
 
@@ -157,6 +166,7 @@ public final class ExperimentRunner {
     /// `search.json`, and last `metrics.json`.
     func runCell(_ cell: ExperimentCell, data: OpenedData) throws -> CellMetrics {
         let t0 = Date()
+        let cpu0 = processCPUSeconds()
         let dir = runDir(cell)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         guard let method = TrainOptions.Method(rawValue: cell.method) else {
@@ -165,6 +175,7 @@ public final class ExperimentRunner {
         var o = config.training
         o.method = method
         o.seed = cell.seed
+        o = o.forMethod
         if method == .amcfFixed { o.freeze = cell.sourceIndices.map { config.training.freeze[$0] } }
         let split = try data.splits(validationFraction: o.valFraction, testFraction: o.testFraction, seed: o.seed)
         var train: any ImageDataset = split.train
@@ -184,20 +195,23 @@ public final class ExperimentRunner {
         let earlier = try? RunRecord.load(runDir: dir)
         let models = try record.buildModels(manifest: manifest)
         var searchSeconds = 0.0
+        var searchCPUBeforeResume = 0.0
         var depths: [Int]
         var frozenUnits: Set<Int>?
         switch method {
-        case .standard, .scratch, .l2sp, .childTuning: depths = models.map { _ in 0 }
+        case .standard, .scratch, .l2sp, .childTuning, .ensemble, .collab, .amcfWeighted: depths = models.map { _ in 0 }
         case .linearProbe: depths = models.map(\.units.count)
         case .freeze, .amcfFixed:
             depths = o.freeze
             for (m, k) in zip(models, depths) where k < 0 || k > m.units.count {
                 throw TrainingError("training.freeze: depth \(k) for \(m.name) is outside 0...\(m.units.count)")
             }
-        case .amcf:
+        case .amcf, .ensembleSearched:
             if let earlier, earlier.depths.count == models.count {
                 depths = earlier.depths
-                searchSeconds = (try? LayerSearch.loadRecord(runDir: dir).totalSeconds) ?? 0
+                let done = try? LayerSearch.loadRecord(runDir: dir)
+                searchSeconds = done?.totalSeconds ?? 0
+                searchCPUBeforeResume = done?.cpuSeconds ?? 0
             } else {
                 try record.save(runDir: dir)
                 var s = config.search
@@ -224,14 +238,38 @@ public final class ExperimentRunner {
         tuner.events = events
         let trainStart = Date()
         try tuner.train(train: train, validation: split.validation, resume: true)
-        let test = try tuner.evaluateMembers(on: split.test)
-        let metrics = CellMetrics(testAccuracy: test.ensemble.accuracy, memberTestAccuracy: test.members.map(\.accuracy),
-                                  confusion: test.ensemble.confusion, classes: data.classes, depths: tuner.depths,
-                                  unitCounts: tuner.unitCounts, epochs: tuner.history,
+        let ensemble: Evaluation, memberTests: [Evaluation], testCorrect: String
+        var vote: WeightedVote?
+        var voting = tuner
+        if method == .amcfWeighted {
+            // The same members trained each on its own, in a directory of their own.
+            var alone = o
+            alone.lambda = 0
+            try FileManager.default.createDirectory(atPath: dir + "/independent", withIntermediateDirectories: true)
+            let independent = try Finetuner(models: try record.buildModels(manifest: manifest), depths: depths,
+                                             classes: data.classes, options: alone, runDir: dir + "/independent")
+            independent.events = events
+            try independent.train(train: train, validation: split.validation, resume: true)
+            let chosen = try tuner.weightedChoice(independent: independent, validation: split.validation, test: split.test)
+            (ensemble, memberTests, testCorrect, vote, voting) = (chosen.ensemble, chosen.members, chosen.testCorrect,
+                                                                  chosen.vote, chosen.tuner)
+            if !config.keepCheckpoints { try? FileManager.default.removeItem(atPath: dir + "/independent") }
+        } else {
+            let softmax = o.vote == .softmax
+            let logits = try tuner.memberLogits(on: split.test)
+            ensemble = logits.evaluation(softmax: softmax)
+            memberTests = logits.logits.indices.map { logits.memberEvaluation($0) }
+            testCorrect = logits.correctness(softmax: softmax)
+        }
+        let metrics = CellMetrics(testAccuracy: ensemble.accuracy, memberTestAccuracy: memberTests.map(\.accuracy),
+                                  confusion: ensemble.confusion, classes: data.classes, depths: tuner.depths,
+                                  unitCounts: tuner.unitCounts, epochs: voting.history,
                                   seconds: Date().timeIntervalSince(trainStart), method: cell.method, target: cell.target,
                                   seed: cell.seed, sources: paths, searchSeconds: searchSeconds,
                                   wallSeconds: Date().timeIntervalSince(t0) + searchSecondsBeforeResume(earlier, searchSeconds, cell),
-                                  preprocessing: Dictionary(tuner.models.map { ($0.name, $0.input.report) }, uniquingKeysWith: { a, _ in a }))
+                                  preprocessing: Dictionary(tuner.models.map { ($0.name, $0.input.report) }, uniquingKeysWith: { a, _ in a }),
+                                  cpuSeconds: processCPUSeconds() - cpu0 + searchCPUBeforeResume,
+                                  testCorrect: testCorrect, vote: vote)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try enc.encode(metrics), to: dir + "/metrics.json")
@@ -264,7 +302,7 @@ public final class ExperimentRunner {
 
     /// A resumed amcf cell did its search in an earlier process; its time still counts.
     private func searchSecondsBeforeResume(_ earlier: RunRecord?, _ searchSeconds: Double, _ cell: ExperimentCell) -> Double {
-        (cell.method == "amcf" || cell.method == "als") && earlier?.depths.isEmpty == false ? searchSeconds : 0
+        ["amcf", "ensemble-searched", "als"].contains(cell.method) && earlier?.depths.isEmpty == false ? searchSeconds : 0
     }
 
     /// Writes `results.json`, `results.csv`, `results.md` and `report.html` for `outcomes`.

@@ -51,7 +51,7 @@ public struct ExperimentConfig: Sendable, Equatable {
     /// Methods fine-tuning one source at a time: the experiment has one cell per source.
     public static let singleSourceMethods = ["scratch", "linear-probe", "standard", "l2sp", "child-tuning", "als"]
     /// Methods training all sources together as one ensemble: one cell.
-    public static let ensembleMethods = ["amcf-fixed", "amcf"]
+    public static let ensembleMethods = ["ensemble", "ensemble-searched", "collab", "amcf-fixed", "amcf", "amcf-weighted"]
     /// Methods this engine can run; the others of the two lists above are accepted and
     /// reported as not available.
     public static let availableMethods = Set(TrainOptions.Method.allCases.map(\.rawValue))
@@ -60,7 +60,7 @@ public struct ExperimentConfig: Sendable, Equatable {
                                        "keep_checkpoints", "input_sizes", "target_subsets", "method_sources", "als",
                                        "preprocess"]
     static let searchKeys: Set<String> = ["particles", "iterations", "inertia_start", "inertia_end", "c1", "c2",
-                                          "max_velocity", "epochs", "subset"]
+                                          "max_velocity", "epochs", "subset", "strategy", "candidates", "eta"]
     static let alsKeys: Set<String> = ["population", "generations", "crossover", "mutation", "epochs", "subset"]
 
     /// Reads and checks a JSON configuration.
@@ -103,6 +103,14 @@ public struct ExperimentConfig: Sendable, Equatable {
         s.swarm.maxVelocity = try double(search["max_velocity"], "search.max_velocity") ?? s.swarm.maxVelocity
         s.epochs = try int(search["epochs"], "search.epochs") ?? s.epochs
         s.subset = try double(search["subset"], "search.subset") ?? s.subset
+        if let name = try string(search["strategy"], "search.strategy") {
+            guard let strategy = SearchOptions.Strategy(rawValue: name) else {
+                throw TrainingError("search.strategy must be one of \(SearchOptions.Strategy.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
+            }
+            s.strategy = strategy
+        }
+        s.halvingCandidates = try int(search["candidates"], "search.candidates") ?? s.halvingCandidates
+        s.halvingEta = try int(search["eta"], "search.eta") ?? s.halvingEta
 
         let alsObject = try object(top["als"], "als")
         try checkKeys(alsObject, alsKeys, where: "als")

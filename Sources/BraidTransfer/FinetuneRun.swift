@@ -151,7 +151,7 @@ public final class FinetuneRun {
     ///   beyond `maxMemory`.
     @discardableResult
     public func run() throws -> FinetuneResult {
-        var o = options
+        var o = options.forMethod
         try o.validate()
         let opened = try self.opened ?? DataCatalog.open(record.data, onCorrupt: onCorrupt)
         for (path, reason) in opened.skipped { events?(.warning("skipping \(path): \(reason)")) }
@@ -215,7 +215,11 @@ public final class FinetuneRun {
         } else {
             try tuner.train(train: split.train, validation: split.validation, resume: resuming)
         }
-        let test = try tuner.evaluateMembers(on: split.test)
+        var test = try tuner.evaluateMembers(on: split.test)
+        if o.method == .amcfWeighted {
+            let chosen = try weightedChoice(tuner, models: models, depths: depths, options: o, split: split)
+            test = (chosen.ensemble, chosen.members)
+        }
         let seconds = Date().timeIntervalSince(t0)
         try writeMetrics(tuner: tuner, test: test, seconds: seconds)
         return FinetuneResult(runDir: runDir, classes: record.classes, members: models.map(\.name), depths: tuner.depths,
@@ -236,14 +240,15 @@ public final class FinetuneRun {
         try models.enumerated().map { j, m -> Int in
             let units = m.units.count
             switch method {
-            case .standard, .scratch, .l2sp, .childTuning: return 0
+            case .standard, .scratch, .l2sp, .childTuning, .ensemble: return 0
             case .als:
                 guard models.count == 1 else { throw TrainingError("ALS takes exactly one source", setting: "source") }
                 return 0
             case .linearProbe: return units
-            case .amcf where freeze.isEmpty:
+            case .collab where freeze.isEmpty, .amcfWeighted where freeze.isEmpty: return 0
+            case .amcf where freeze.isEmpty, .ensembleSearched where freeze.isEmpty:
                 return j < chosen.count ? chosen[j] : -1
-            case .freeze, .amcfFixed, .amcf:
+            case .freeze, .amcfFixed, .amcf, .ensembleSearched, .collab, .amcfWeighted:
                 guard !freeze.isEmpty else {
                     throw TrainingError("method \(method.rawValue) needs freeze depths", setting: "freeze")
                 }
@@ -326,7 +331,7 @@ public final class FinetuneRun {
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try writeAtomically(try enc.encode(search), to: optionsPath)
         }
-        let layerSearch = try LayerSearch(models: models, classes: record.classes, training: record.options, options: search)
+        let layerSearch = try LayerSearch(models: models, classes: record.classes, training: record.options.forMethod, options: search)
         layerSearch.events = events
         layerSearch.group = group
         summary("AMCF search: \(search.swarm.particles) particles x \(search.swarm.iterations) iterations, \(search.epochs) epoch(s) per fitness on \(search.subset < 1 ? String(format: "%.0f%% of ", search.subset * 100) : "")the training split, scored on validation")

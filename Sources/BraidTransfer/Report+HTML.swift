@@ -33,6 +33,7 @@ extension ExperimentSummary {
             body += "</tr>\n"
         }
         body += "</table>\n<p class=\"note\">Highlighted: the best mean on each target.</p>\n"
+        body += pairedHTML()
 
         body += "<h2>Training curves: validation accuracy per epoch (mean over seeds)</h2>\n<div class=\"charts\">\n"
         for t in config.targets {
@@ -54,13 +55,14 @@ extension ExperimentSummary {
         body += "</div>\n"
 
         body += "<h2>Cells</h2>\n<table><tr><th>target</th><th>method</th><th>seed</th><th>status</th><th>test accuracy (%)</th>"
-        body += "<th>train s</th><th>search s</th><th>wall s</th><th>run directory</th></tr>\n"
+        body += "<th>train s</th><th>search s</th><th>wall s</th><th>CPU s</th><th>run directory</th></tr>\n"
         for o in outcomes {
             let acc = o.metrics.map { Self.percent($0.testAccuracy) } ?? ""
             let status = o.status == .failed ? "failed: " + o.note : o.status.rawValue
             body += "<tr><td>\(escapeHTML(o.cell.target))</td><td>\(escapeHTML(o.cell.row))</td><td>\(o.cell.seed)</td>"
             body += "<td>\(escapeHTML(status))</td><td class=\"num\">\(acc)</td><td class=\"num\">\(Self.seconds(o.metrics?.seconds))</td>"
             body += "<td class=\"num\">\(Self.seconds(o.metrics?.searchSeconds))</td><td class=\"num\">\(Self.seconds(o.metrics?.wallSeconds))</td>"
+            body += "<td class=\"num\">\(Self.seconds(o.metrics?.cpuSeconds))</td>"
             body += "<td><code>\(escapeHTML(o.cell.relativeDir))</code></td></tr>\n"
         }
         body += "</table>\n"
@@ -75,6 +77,7 @@ extension ExperimentSummary {
         td.num, table.acc td + td { text-align: right; font-variant-numeric: tabular-nums; }
         td.best { background: #d8ecd8; font-weight: bold; }
         td.na { color: #888; }
+        td.worse { background: #f3d9d9; }
         .note { color: #555; font-size: 0.9em; }
         .charts { display: flex; flex-wrap: wrap; gap: 1em; }
         figure { margin: 0.5em 0; }
@@ -83,6 +86,102 @@ extension ExperimentSummary {
         \(body)</body></html>
 
         """
+    }
+
+    /// The paired-difference table, the CPU-seconds table and the accuracy-against-CPU charts.
+    func pairedHTML() -> String {
+        var body = ""
+        if !paired.isEmpty {
+            body += "<h2>Paired differences, percentage points [95% interval]</h2>\n<p class=\"note\">\(escapeHTML(Self.pairedNote))</p>\n"
+            body += "<table class=\"acc\"><tr><th>method</th><th>against</th>"
+            body += config.targets.map { "<th>\(escapeHTML($0))</th>" }.joined() + "</tr>\n"
+            var pairs: [(String, Bool)] = []
+            for d in paired where !pairs.contains(where: { $0 == (d.row, d.baseline == "ensemble") }) {
+                pairs.append((d.row, d.baseline == "ensemble"))
+            }
+            for (row, vsEnsemble) in pairs {
+                body += "<tr><td>\(escapeHTML(row))</td><td>\(vsEnsemble ? "ensemble" : "best single source")</td>"
+                for t in config.targets {
+                    guard let d = paired.first(where: { $0.row == row && $0.target == t && ($0.baseline == "ensemble") == vsEnsemble }) else {
+                        body += "<td></td>"; continue
+                    }
+                    // Green: the interval is above 0; red: below.
+                    let cls = d.low > 0 ? " class=\"best\"" : d.high < 0 ? " class=\"worse\"" : ""
+                    let n = d.seeds == config.seeds.count ? "" : " (\(d.seeds)/\(config.seeds.count) seeds)"
+                    let who = vsEnsemble ? "" : "<br><small>vs \(escapeHTML(d.baseline))</small>"
+                    body += "<td\(cls)>\(escapeHTML(Self.pointsText(d) + n))\(who)</td>"
+                }
+                body += "</tr>\n"
+            }
+            body += "</table>\n"
+        }
+        let points = config.targets.map { t in
+            rows.compactMap { r -> (row: String, cpu: Double, mean: Double, std: Double)? in
+                guard let c = meanCPUSeconds(row: r, target: t), c > 0, let e = entry(row: r, target: t), !e.accuracies.isEmpty else { return nil }
+                return (r, c, e.mean, e.std)
+            }
+        }
+        if points.contains(where: { !$0.isEmpty }) {
+            body += "<h2>Test accuracy against CPU seconds per cell (search included)</h2>\n<div class=\"charts\">\n"
+            for (t, p) in zip(config.targets, points) where !p.isEmpty {
+                body += "<figure>\(costChart(target: t, points: p))</figure>\n"
+            }
+            body += "</div>\n<p class=\"note\">Mean over seeds; bars: ± one standard deviation of the accuracy; CPU seconds on a log scale.</p>\n"
+            body += "<h2>CPU seconds per cell, mean over seeds (search included)</h2>\n<table class=\"acc\"><tr><th>method</th>"
+            body += config.targets.map { "<th>\(escapeHTML($0))</th>" }.joined() + "</tr>\n"
+            for r in rows {
+                body += "<tr><td>\(escapeHTML(r))</td>" + config.targets.map { t in
+                    "<td>\(meanCPUSeconds(row: r, target: t).map { String(format: "%.1f", $0) } ?? "")</td>"
+                }.joined() + "</tr>\n"
+            }
+            body += "</table>\n"
+        }
+        return body
+    }
+
+    /// A chart's title and its accuracy gridlines with their labels, one every `tick` from `lo`
+    /// to `hi`, `y` placing an accuracy on the plot.
+    func accuracyGrid(_ target: String, lo: Double, hi: Double, tick: Double, left: Double, plotW: Double,
+                      _ y: (Double) -> Double) -> String {
+        var svg = "<text x=\"\(fmt(left))\" y=\"20\" font-size=\"14\" font-weight=\"bold\">\(escapeHTML(target))</text>\n"
+        for i in 0...Int(((hi - lo) / tick + 1e-9).rounded(.down)) {
+            let v = lo + tick * Double(i)
+            svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(y(v)))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(y(v)))\" stroke=\"#e4e4e4\"/>\n"
+            svg += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(y(v) + 4))\" text-anchor=\"end\">\(String(format: "%.0f%%", v * 100))</text>\n"
+        }
+        return svg
+    }
+
+    /// Mean test accuracy (± std) against mean CPU seconds (log scale), one marker per row.
+    func costChart(target: String, points: [(row: String, cpu: Double, mean: Double, std: Double)]) -> String {
+        let left = 56.0, top = 34.0, plotW = 300.0, plotH = 240.0
+        let legendX = left + plotW + 16
+        let height = max(plotH + top + 46, top + Double(points.count) * 16 + 20)
+        var lo = points.map { $0.mean - $0.std }.min() ?? 0, hi = points.map { $0.mean + $0.std }.max() ?? 1
+        lo = max(0, (lo * 20).rounded(.down) / 20); hi = min(1, (hi * 20).rounded(.up) / 20)
+        if hi - lo < 0.05 { lo = max(0, hi - 0.05); hi = lo + 0.05 }
+        let c0 = floor(log10(points.map(\.cpu).min()!)), c1 = max(ceil(log10(points.map(\.cpu).max()!)), c0 + 1)
+        func x(_ c: Double) -> Double { left + plotW * (log10(c) - c0) / (c1 - c0) }
+        func y(_ v: Double) -> Double { top + plotH * (1 - (v - lo) / (hi - lo)) }
+        var svg = svgOpen(legendX + 230, height)
+        svg += accuracyGrid(target, lo: lo, hi: hi, tick: hi - lo > 0.3 ? 0.1 : 0.05, left: left, plotW: plotW, y)
+        for e in Int(c0)...Int(c1) {
+            let c = pow(10, Double(e))
+            svg += "<line x1=\"\(fmt(x(c)))\" y1=\"\(fmt(top))\" x2=\"\(fmt(x(c)))\" y2=\"\(fmt(top + plotH))\" stroke=\"#e4e4e4\"/>\n"
+            svg += "<text x=\"\(fmt(x(c)))\" y=\"\(fmt(top + plotH + 16))\" text-anchor=\"middle\">\(String(format: "%g", c))</text>\n"
+        }
+        svg += "<text x=\"\(fmt(left + plotW / 2))\" y=\"\(fmt(top + plotH + 34))\" text-anchor=\"middle\">CPU seconds per cell</text>\n"
+        svg += "<rect x=\"\(fmt(left))\" y=\"\(fmt(top))\" width=\"\(fmt(plotW))\" height=\"\(fmt(plotH))\" fill=\"none\" stroke=\"#888\"/>\n"
+        for (i, p) in points.enumerated() {
+            let colour = palette[rows.firstIndex(of: p.row).map { $0 % palette.count } ?? i % palette.count]
+            let px = x(p.cpu)
+            svg += "<line x1=\"\(fmt(px))\" y1=\"\(fmt(y(max(lo, p.mean - p.std))))\" x2=\"\(fmt(px))\" y2=\"\(fmt(y(min(hi, p.mean + p.std))))\" stroke=\"\(colour)\"/>\n"
+            svg += "<circle cx=\"\(fmt(px))\" cy=\"\(fmt(y(p.mean)))\" r=\"4\" fill=\"\(colour)\"><title>\(escapeHTML(p.row)): \(String(format: "%.2f%% ± %.2f, %.1f CPU s", p.mean * 100, p.std * 100, p.cpu))</title></circle>\n"
+            let ly = top + Double(i) * 16 + 6
+            svg += "<circle cx=\"\(fmt(legendX + 6))\" cy=\"\(fmt(ly - 4))\" r=\"4\" fill=\"\(colour)\"/>\n"
+            svg += "<text x=\"\(fmt(legendX + 16))\" y=\"\(fmt(ly))\">\(escapeHTML(p.row))</text>\n"
+        }
+        return svg + "</svg>"
     }
 
     /// Validation accuracy against epoch, one line per row.
@@ -98,13 +197,7 @@ extension ExperimentSummary {
         func x(_ e: Int) -> Double { epochs == 1 ? left + plotW / 2 : left + plotW * Double(e) / Double(epochs - 1) }
         func y(_ v: Double) -> Double { top + plotH * (1 - (v - lo) / (hi - lo)) }
         var svg = svgOpen(width, height)
-        svg += "<text x=\"\(fmt(left))\" y=\"20\" font-size=\"14\" font-weight=\"bold\">\(escapeHTML(target))</text>\n"
-        let tick = hi - lo > 0.5 ? 0.2 : 0.1
-        for i in 0...Int(((hi - lo) / tick + 1e-9).rounded(.down)) {
-            let v = lo + tick * Double(i)
-            svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(y(v)))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(y(v)))\" stroke=\"#e4e4e4\"/>\n"
-            svg += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(y(v) + 4))\" text-anchor=\"end\">\(String(format: "%.0f%%", v * 100))</text>\n"
-        }
+        svg += accuracyGrid(target, lo: lo, hi: hi, tick: hi - lo > 0.5 ? 0.2 : 0.1, left: left, plotW: plotW, y)
         let tickStep = max(1, epochs / 8)
         for e in stride(from: 0, to: epochs, by: tickStep) {
             svg += "<text x=\"\(fmt(x(e)))\" y=\"\(fmt(top + plotH + 16))\" text-anchor=\"middle\">\(e + 1)</text>\n"
@@ -166,7 +259,7 @@ extension ExperimentSummary {
         for (t, target) in config.targets.enumerated() {
             let y = ly + Double(t) * 16
             svg += "<circle cx=\"16\" cy=\"\(fmt(y))\" r=\"5\" fill=\"\(palette[t % palette.count])\"/>"
-            svg += "<text x=\"28\" y=\"\(fmt(y + 4))\">\(escapeHTML(target)) (circle: amcf, square: amcf-fixed)</text>\n"
+            svg += "<text x=\"28\" y=\"\(fmt(y + 4))\">\(escapeHTML(target)) (circle: amcf, square: ensemble-searched or amcf-fixed)</text>\n"
         }
         return svg + "</svg>"
     }

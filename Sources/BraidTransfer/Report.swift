@@ -30,6 +30,9 @@ public struct ExperimentSummary {
     /// Row labels in the configuration's order.
     public let rows: [String]
     public let entries: [SummaryEntry]
+    /// Every multi-source row against `ensemble` and against the best single source, per
+    /// target (`pairedDifferences`).
+    public private(set) var paired: [PairedDifference] = []
 
     public init(config: ExperimentConfig, outcomes: [CellOutcome]) {
         self.config = config
@@ -52,6 +55,7 @@ public struct ExperimentSummary {
             }
         }
         self.entries = entries
+        paired = pairedDifferences()
     }
 
     public func entry(row: String, target: String) -> SummaryEntry? {
@@ -101,9 +105,10 @@ public struct ExperimentSummary {
         }
     }
 
-    /// The finished ensemble cells (amcf, amcf-fixed): freeze depth per source.
+    /// The finished ensemble cells whose depths were searched or given (amcf,
+    /// ensemble-searched, amcf-fixed): freeze depth per source.
     public var depthCells: [CellOutcome] {
-        outcomes.filter { $0.cell.ensemble && $0.metrics != nil }
+        outcomes.filter { $0.cell.ensemble && $0.metrics != nil && ["amcf", "ensemble-searched", "amcf-fixed"].contains($0.cell.method) }
     }
 
     static func percent(_ x: Double) -> String { String(format: "%.2f", x * 100) }
@@ -136,19 +141,27 @@ public struct ExperimentSummary {
                 d["train_seconds"] = m.seconds
                 d["search_seconds"] = m.searchSeconds ?? 0
                 d["wall_seconds"] = m.wallSeconds ?? m.seconds
+                if let c = m.cpuSeconds { d["cpu_seconds"] = c }
+                if let v = m.vote { d["vote_weights"] = v.weights }
             }
             return d
         }
         let summary: [[String: Any]] = entries.map {
             ["row": $0.row, "target": $0.target, "test_accuracies": $0.accuracies, "mean": num($0.mean),
-             "std": num($0.std), "seeds_done": $0.accuracies.count, "status": $0.status]
+             "std": num($0.std), "seeds_done": $0.accuracies.count, "status": $0.status,
+             "mean_cpu_seconds": meanCPUSeconds(row: $0.row, target: $0.target) ?? NSNull()]
+        }
+        let paired: [[String: Any]] = self.paired.map {
+            ["row": $0.row, "baseline": $0.baseline, "target": $0.target, "seeds": $0.seeds, "images": $0.images,
+             "difference": num($0.difference), "low": num($0.low), "high": num($0.high)]
         }
         var best: [String: Any] = [:]
         for t in config.targets { best[t] = bestRow(target: t) ?? NSNull() }
         let obj: [String: Any] = [
             "name": config.name, "description": config.description, "sources": config.sources,
             "targets": config.targets, "methods": config.methods, "seeds": config.seeds,
-            "summary": summary, "best": best, "cells": cells, "braid_version": braidVersion,
+            "summary": summary, "best": best, "paired_differences": paired,
+            "paired_method": "bootstrap over seeds and test images, 2000 replicates, 95% percentile interval", "cells": cells, "braid_version": braidVersion,
         ]
         return try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
     }
@@ -157,7 +170,7 @@ public struct ExperimentSummary {
         func field(_ s: String) -> String {
             s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
         }
-        var out = "target,method,sources,seed,status,test_accuracy,member_test_accuracy,depths,unit_counts,epochs,final_validation_accuracy,train_seconds,search_seconds,wall_seconds,run_dir\n"
+        var out = "target,method,sources,seed,status,test_accuracy,member_test_accuracy,depths,unit_counts,epochs,final_validation_accuracy,train_seconds,search_seconds,wall_seconds,cpu_seconds,run_dir\n"
         for o in outcomes {
             let m = o.metrics
             let cols: [String] = [
@@ -169,7 +182,8 @@ public struct ExperimentSummary {
                 m.map { String($0.epochs.count) } ?? "",
                 m?.epochs.last.map { String($0.validationAccuracy) } ?? "",
                 m.map { String($0.seconds) } ?? "", m.map { String($0.searchSeconds ?? 0) } ?? "",
-                m.map { String($0.wallSeconds ?? $0.seconds) } ?? "", o.cell.relativeDir,
+                m.map { String($0.wallSeconds ?? $0.seconds) } ?? "", m?.cpuSeconds.map { String($0) } ?? "",
+                o.cell.relativeDir,
             ]
             out += cols.map(field).joined(separator: ",") + "\n"
         }
@@ -193,6 +207,7 @@ public struct ExperimentSummary {
             }.joined(separator: " | ") + " |\n"
         }
         out += "\nBold: the best mean on each target (ties all bold).\n"
+        out += pairedMarkdown(paired)
         if !depthCells.isEmpty {
             out += "\n## Freeze depth per source (frozen layer units / the source's layer units)\n\n"
             out += "| target | method | seed | " + config.sources.map(ExperimentConfig.shortName).joined(separator: " | ") + " |\n"
@@ -203,13 +218,13 @@ public struct ExperimentSummary {
                 out += zip(m.depths, m.unitCounts).map { "\($0) / \($1)" }.joined(separator: " | ") + " |\n"
             }
         }
-        out += "\n## Cells\n\n| target | method | seed | status | test accuracy (%) | train s | search s | wall s |\n"
-        out += "|---|---|---:|---|---:|---:|---:|---:|\n"
+        out += "\n## Cells\n\n| target | method | seed | status | test accuracy (%) | train s | search s | wall s | CPU s |\n"
+        out += "|---|---|---:|---|---:|---:|---:|---:|---:|\n"
         for o in outcomes {
             let acc = o.metrics.map { Self.percent($0.testAccuracy) } ?? ""
             let status = o.status == .failed ? "failed: " + o.note.replacingOccurrences(of: "|", with: "/") : o.status.rawValue
             out += "| \(o.cell.target) | \(o.cell.row) | \(o.cell.seed) | \(status) | \(acc) | "
-            out += "\(Self.seconds(o.metrics?.seconds)) | \(Self.seconds(o.metrics?.searchSeconds)) | \(Self.seconds(o.metrics?.wallSeconds)) |\n"
+            out += "\(Self.seconds(o.metrics?.seconds)) | \(Self.seconds(o.metrics?.searchSeconds)) | \(Self.seconds(o.metrics?.wallSeconds)) | \(Self.seconds(o.metrics?.cpuSeconds)) |\n"
         }
         let total = outcomes.compactMap { $0.metrics?.wallSeconds }.reduce(0, +)
         out += String(format: "\nTotal wall time of the finished cells: %.1f s.\n", total)

@@ -12,10 +12,23 @@ public struct SearchOptions: Codable, Sendable, Equatable {
     public var subset = 1.0
     /// Evaluate each distinct scheme once (false: at every visit, to measure the saving).
     public var reuseSchemes = true
+    /// How schemes are searched.
+    public enum Strategy: String, Codable, Sendable, CaseIterable {
+        /// AMCF's particle swarm, every fitness at the full `epochs`.
+        case swarm
+        /// Successive halving over the swarm's initial schemes (`HalvingPlan`): many schemes
+        /// on short budgets, the full budget only for the best.
+        case halving
+    }
+    public var strategy = Strategy.swarm
+    /// Halving: schemes drawn at the start (the all-zero scheme is added), and the factor
+    /// eta by which each rung divides them.
+    public var halvingCandidates = 27
+    public var halvingEta = 3
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case swarm, epochs, subset, reuseSchemes }
+    enum CodingKeys: String, CodingKey { case swarm, epochs, subset, reuseSchemes, strategy, halvingCandidates, halvingEta }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -23,6 +36,9 @@ public struct SearchOptions: Codable, Sendable, Equatable {
         epochs = try c.decode(Int.self, forKey: .epochs)
         subset = try c.decode(Double.self, forKey: .subset)
         reuseSchemes = try c.decodeIfPresent(Bool.self, forKey: .reuseSchemes) ?? true
+        strategy = try c.decodeIfPresent(Strategy.self, forKey: .strategy) ?? .swarm
+        halvingCandidates = try c.decodeIfPresent(Int.self, forKey: .halvingCandidates) ?? 27
+        halvingEta = try c.decodeIfPresent(Int.self, forKey: .halvingEta) ?? 3
     }
 }
 
@@ -101,6 +117,10 @@ public final class LayerSearch {
     /// `training` configures each short fine-tune (its epochs are replaced by `options.epochs`).
     public init(models: [SourceModel], classes: [String], training: TrainOptions, options: SearchOptions) throws {
         guard options.epochs >= 1 else { throw TrainingError("search epochs must be at least 1", setting: "searchEpochs") }
+        guard options.halvingCandidates >= 1, options.halvingEta >= 2 else {
+            throw TrainingError("halving needs at least one candidate and eta of at least 2, got \(options.halvingCandidates) and \(options.halvingEta)",
+                                setting: "halvingEta")
+        }
         guard options.subset > 0 && options.subset <= 1 else {
             throw TrainingError("the search subset must be in (0, 1], got \(options.subset)", setting: "searchSubset")
         }
@@ -147,6 +167,9 @@ public final class LayerSearch {
     /// options and sources in `runDir` is replayed rather than recomputed.
     public func run(train: any ImageDataset, validation: any ImageDataset, runDir: String,
                     onEvaluation: (SchemeEvaluation) throws -> Void = { _ in }) throws -> SearchRecord {
+        if options.strategy == .halving {
+            return try runHalving(train: train, validation: validation, runDir: runDir, onEvaluation: onEvaluation)
+        }
         let swarm = try ParticleSwarm(upperBounds: unitCounts, options: options.swarm)
         let cpuAtStart = processCPUSeconds()
         let subset = try searchSubset(of: train)

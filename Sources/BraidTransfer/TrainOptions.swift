@@ -30,9 +30,24 @@ public struct TrainOptions: Sendable, Equatable {
         case amcf
         /// Several sources with the collaborative loss at the given freeze depths.
         case amcfFixed = "amcf-fixed"
+        /// Several sources, each fine-tuned on its own as `standard` does (all layers, no
+        /// collaborative loss), their logits summed: the baseline of every multi-source method.
+        case ensemble
+        /// `ensemble` at freeze depths searched by AMCF's swarm (no collaborative loss, in the
+        /// search's fine-tunes too).
+        case ensembleSearched = "ensemble-searched"
+        /// Several sources, all layers, with the collaborative loss; no search.
+        case collab
+        /// `collab` and `ensemble` both trained; the set of members whose vote scores higher
+        /// on validation is kept. The vote is a weighted sum of logits (each member weighted
+        /// by its validation accuracy when that beats equal weights there), dropping members
+        /// whose removal raises the validation accuracy (`WeightedVote`).
+        case amcfWeighted = "amcf-weighted"
 
         /// Methods training one source at a time.
-        public var isSingleSource: Bool { ![.amcf, .amcfFixed].contains(self) }
+        public var isSingleSource: Bool {
+            ![.amcf, .amcfFixed, .ensemble, .ensembleSearched, .collab, .amcfWeighted].contains(self)
+        }
     }
 
     /// The optimiser each member gets.

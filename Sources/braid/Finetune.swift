@@ -15,6 +15,7 @@ struct Finetune: ParsableCommand {
           braid finetune --source a.onnx --data digits --out runs/lp --method linear-probe
           braid finetune --source a.onnx --source b.h5 --data textures --out runs/two --method amcf-fixed --freeze 20,10
           braid finetune --source a.onnx --source b.h5 --data digits --out runs/amcf --method amcf --particles 6 --iterations 3 --search-epochs 2
+          braid finetune --source a.onnx --source b.h5 --data digits --out runs/ens --method ensemble
           braid finetune --source a.onnx --data digits --out runs/l2sp --method l2sp --l2sp-alpha 0.01
           braid finetune --source a.onnx --data digits --out runs/ct --method child-tuning --child-mode f --child-p 0.3
           braid finetune --source a.onnx --data digits --out runs/als --method als --ga-population 8 --ga-generations 4
@@ -73,6 +74,11 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "amcf: epochs of the short fine-tune behind each fitness value.") var searchEpochs = SearchOptions().epochs
     @Option(name: .long, help: "amcf: fraction (0, 1] of the training split the short fine-tunes use (stratified).")
     var searchSubset = SearchOptions().subset
+    @Option(name: .long, help: "amcf: swarm (the paper's) | halving (successive halving over the swarm's initial schemes).")
+    var searchStrategy = SearchOptions().strategy
+    @Option(name: .long, help: "amcf --search-strategy halving: schemes drawn at the start, and the factor each rung divides them by.")
+    var halvingCandidates = SearchOptions().halvingCandidates
+    @Option(name: .long) var halvingEta = SearchOptions().halvingEta
     @Option(name: .long, help: "l2sp: weight of alpha/2 ||w - w0||^2 on the pretrained backbone.") var l2spAlpha = TrainOptions.defaults.l2spAlpha
     @Option(name: .long, help: "l2sp: weight of beta/2 ||w||^2 on the new head.") var l2spBeta = TrainOptions.defaults.l2spBeta
     @Option(name: .long, help: "child-tuning: fraction of backbone gradients kept.") var childP = TrainOptions.defaults.childP
@@ -169,6 +175,7 @@ struct Finetune: ParsableCommand {
         s.search.swarm.inertiaStart = inertiaStart; s.search.swarm.inertiaEnd = inertiaEnd
         s.search.swarm.c1 = c1; s.search.swarm.c2 = c2; s.search.swarm.maxVelocity = maxVelocity
         s.search.epochs = searchEpochs; s.search.subset = searchSubset; s.search.reuseSchemes = !noSearchReuse
+        s.search.strategy = searchStrategy; s.search.halvingCandidates = halvingCandidates; s.search.halvingEta = halvingEta
         s.als.population = gaPopulation; s.als.generations = gaGenerations
         s.als.crossover = gaCrossover; s.als.mutation = gaMutation
         return s
@@ -210,6 +217,7 @@ func memoryLimit(_ text: String?) throws -> Int? {
 }
 
 extension TrainOptions.Method: ExpressibleByArgument {}
+extension SearchOptions.Strategy: ExpressibleByArgument {}
 extension TrainOptions.OptimizerKind: ExpressibleByArgument {}
 extension TrainOptions.Schedule: ExpressibleByArgument {}
 extension TrainOptions.Consistency: ExpressibleByArgument {}

