@@ -17,6 +17,17 @@ final class EnsembleMethodTests: XCTestCase {
         return dir
     }
 
+    /// Two tiny classifiers ([N, 3, 8, 8] in) in a temporary folder, for runs on the digits
+    /// (skipped when tools/fetch-data has not fetched them).
+    func twoTinySourcesOnDigits() throws -> (dir: String, sources: [String]) {
+        try TestCache.require("data/digits.csv.gz", madeBy: "tools/fetch-data")
+        let dir = try tempDir()
+        for name in ["a", "b"] {
+            try writeTinyClassifier(to: dir + "/\(name).onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
+        }
+        return (dir, [dir + "/a.onnx", dir + "/b.onnx"])
+    }
+
     func testMethodsResolveDepthsAndLoss() throws {
         let dir = try tempDir()
         try writeTinyClassifier(to: dir + "/a.onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
@@ -143,13 +154,8 @@ final class EnsembleMethodTests: XCTestCase {
     /// ensemble-searched through the library: the search and the training both run without
     /// the collaborative loss, whatever lambda was asked for.
     func testEnsembleSearchedTrainsAndSearchesWithoutTheCollaborativeLoss() throws {
-        guard FileManager.default.fileExists(atPath: DataCatalog.defaultDataFolder() + "/digits.csv.gz") else {
-            throw XCTSkip("no digits (tools/fetch-data)")
-        }
-        let dir = try tempDir()
-        try writeTinyClassifier(to: dir + "/a.onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
-        try writeTinyClassifier(to: dir + "/b.onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
-        var setup = FinetuneSetup(sources: [dir + "/a.onnx", dir + "/b.onnx"], data: "digits")
+        let (dir, sources) = try twoTinySourcesOnDigits()
+        var setup = FinetuneSetup(sources: sources, data: "digits")
         setup.options.method = .ensembleSearched
         setup.options.lambda = 0.5
         setup.options.epochs = 1
@@ -168,13 +174,8 @@ final class EnsembleMethodTests: XCTestCase {
     /// amcf-weighted through the library on the digits: vote.json is written, and the run
     /// read back (the chosen members, heads scaled by the weights) tests as the run did.
     func testAMCFWeightedRunRoundTrips() throws {
-        guard FileManager.default.fileExists(atPath: DataCatalog.defaultDataFolder() + "/digits.csv.gz") else {
-            throw XCTSkip("no digits (tools/fetch-data)")
-        }
-        let dir = try tempDir()
-        try writeTinyClassifier(to: dir + "/a.onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
-        try writeTinyClassifier(to: dir + "/b.onnx", input: [.symbol("N"), .fixed(3), .fixed(8), .fixed(8)])
-        var setup = FinetuneSetup(sources: [dir + "/a.onnx", dir + "/b.onnx"], data: "digits")
+        let (dir, sources) = try twoTinySourcesOnDigits()
+        var setup = FinetuneSetup(sources: sources, data: "digits")
         setup.options.method = .amcfWeighted
         setup.options.epochs = 1
         setup.options.batch = 32

@@ -24,20 +24,10 @@ extension SearchTests {
     }
 
     func testHalvingSearchKeepsTheBestOfEachRung() throws {
-        let dir = NSTemporaryDirectory() + "braid-halving-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        try writeCNN(to: dir + "/gray16.onnx", channels: 1, size: 16, widths: [8, 16], seed: 11)
-        try writeCNN(to: dir + "/rgb20.onnx", channels: 3, size: 20, widths: [6, 8, 8], seed: 12)
-        let d = try digitsSplits()
+        let (dir, d) = try twoCNNSourcesOnDigits("halving")
         var records: [SearchRecord] = []
         for cached in [true, false] {
-            let models = try [dir + "/gray16.onnx", dir + "/rgb20.onnx"].enumerated().map { j, p in
-                try SourceModel.load(path: p, classes: d.classes.count, seed: 5 &+ UInt64(j), manifest: [])
-            }
-            var training = TrainOptions()
-            training.batch = 32; training.lr = 0.05; training.seed = 9; training.method = .amcf
-            training.prefixCache = cached
+            let (models, training) = try searchSetup(dir, d, cached: cached)
             var options = SearchOptions()
             options.strategy = .halving
             options.halvingCandidates = 8; options.halvingEta = 2; options.swarm.seed = 4

@@ -95,13 +95,7 @@ extension CLITests {
     /// scores are the prepared channel means; two images in one batch of a file traced at 1.
     func testRunImageOnAPlainClassifier() throws {
         let dir = try tempDir()
-        var m = ONNXModelProto()
-        m.irVersion = 8
-        m.opsetImport = [("", 17)]
-        m.graph.name = "g"
-        m.graph.inputs = [ONNXValueInfoProto(name: "x", type: .tensor(elemType: ONNXDataType.float.rawValue,
-                                                                      shape: [.value(1), .value(3), .value(2), .value(2)]))]
-        m.graph.outputs = [ONNXValueInfoProto(name: "y", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
+        var m = floatModel("g", input: [.value(1), .value(3), .value(2), .value(2)])
         m.graph.nodes = [ONNXNodeProto(name: "mean", opType: "ReduceMean", domain: "", inputs: ["x"], outputs: ["y"],
                                        attributes: [.ints("axes", [2, 3]), .int("keepdims", 0)])]
         try Data(m.serialized()).write(to: URL(fileURLWithPath: dir + "/means.onnx"))

@@ -11,13 +11,7 @@ extension CLITests {
     /// `valid` MaxPooling2D) converted to `.keras` and to ONNX at opset 13, each checked.
     func testConvertCheckReportsTheWorstRelativeError() throws {
         let dir = try tempDir()
-        var m = ONNXModelProto()
-        m.irVersion = 8
-        m.opsetImport = [("", 17)]
-        m.graph.name = "stem"
-        m.graph.inputs = [ONNXValueInfoProto(name: "x", type: .tensor(elemType: ONNXDataType.float.rawValue,
-                                                                     shape: [.param("N"), .value(2), .value(9), .value(9)]))]
-        m.graph.outputs = [ONNXValueInfoProto(name: "y", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
+        var m = floatModel("stem", input: [.param("N"), .value(2), .value(9), .value(9)])
         var kernel = ONNXAttributeProto(name: "kernel_shape", type: .ints)
         kernel.ints = [3, 3]
         var strides = ONNXAttributeProto(name: "strides", type: .ints)
@@ -34,5 +28,18 @@ extension CLITests {
             XCTAssertTrue(r.out.contains("check: converted model run by Braid"), r.out)
             XCTAssertTrue(r.out.contains("check: output 'y' [2, 2, 5, 5]: worst difference"), r.out)
         }
+    }
+}
+
+extension CLITests {
+    /// An empty opset-17 model with float input `x` of `shape` and output `y` (nodes to add).
+    func floatModel(_ name: String, input shape: [ONNXDim]) -> ONNXModelProto {
+        var m = ONNXModelProto()
+        m.irVersion = 8
+        m.opsetImport = [("", 17)]
+        m.graph.name = name
+        m.graph.inputs = [ONNXValueInfoProto(name: "x", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: shape))]
+        m.graph.outputs = [ONNXValueInfoProto(name: "y", type: .tensor(elemType: ONNXDataType.float.rawValue, shape: nil))]
+        return m
     }
 }
