@@ -35,7 +35,7 @@ let package = Package(
         // The HDF5 writer and the one lock every libhdf5 call in Braid takes.
         .target(name: "BraidHDF5", dependencies: ["BraidTensor", "CHDF5"]),
         .target(name: "BraidKeras", dependencies: [
-            "BraidGraph", "BraidTensor", "BraidHDF5", "CHDF5", "CDataShim",
+            "BraidGraph", "BraidKernels", "BraidTensor", "BraidHDF5", "CHDF5", "CDataShim",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .target(name: "CDataShim", dependencies: ["CPNG", "CJPEG", "CHDF5"],

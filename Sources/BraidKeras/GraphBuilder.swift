@@ -1,4 +1,5 @@
 import BraidGraph
+import BraidKernels
 import BraidTensor
 
 /// A Keras tensor during import: the IR value holding it, its shape as Keras states it
@@ -111,23 +112,14 @@ final class GraphBuilder {
     }
 }
 
-/// Permutes a constant tensor's axes (for weight layout changes at import time).
+/// Permutes a constant tensor's axes (for weight layout changes at import time), with the
+/// runtime's strided copy.
 func permuted(_ t: Tensor, _ perm: [Int]) -> Tensor {
     let outShape = perm.map { t.shape[$0] }
     let out = Tensor(zeros: outShape)
+    guard t.count > 0 else { return out }
     let inStrides = t.shape.strides
-    let permStrides = perm.map { inStrides[$0] }
-    let n = t.count
-    let src = t.floats, dst = out.floats
-    let r = outShape.count
-    for i in 0..<n {
-        // Output index i's coordinates, last axis fastest, give its source offset.
-        var rest = i, off = 0
-        for d in stride(from: r - 1, through: 0, by: -1) {
-            off += (rest % outShape[d]) * permStrides[d]
-            rest /= outShape[d]
-        }
-        dst[i] = src[off]
-    }
+    StridedCopy(shape: outShape, strides: perm.map { inStrides[$0] }, elementSize: 4)
+        .run(UnsafeRawPointer(t.floats), UnsafeMutableRawPointer(out.floats))
     return out
 }

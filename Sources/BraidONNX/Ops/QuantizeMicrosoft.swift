@@ -149,13 +149,13 @@ private func requantize(_ n: NodeTranslation, _ real: String, scale: Int, zeroPo
 /// does not move an integer label of 8-bit data in practice. Returns false (the generic
 /// lowering applies) when a scale or zero point is not an initializer.
 private func onnxruntimeAdd(_ n: NodeTranslation) throws -> Bool {
-    func scalar(_ i: Int, zeroPoint: Bool) -> Float? {
+    func scalar(_ i: Int) -> Float? {
         guard let t = n.initializerValue(i), t.count == 1 else { return nil }
         return t.dtype.isFloat ? t.floats[0] : Float(t.ints[0])
     }
-    guard let sA = scalar(1, zeroPoint: false), let zA = scalar(2, zeroPoint: true),
-          let sB = scalar(4, zeroPoint: false), let zB = scalar(5, zeroPoint: true),
-          let sC = scalar(6, zeroPoint: false), let zC = scalar(7, zeroPoint: true),
+    guard let sA = scalar(1), let zA = scalar(2),
+          let sB = scalar(4), let zB = scalar(5),
+          let sC = scalar(6), let zC = scalar(7),
           sA.isFinite, sB.isFinite, sC.isNormal else { return false }
     // 8-bit data only (onnxruntime computes 16-bit types another way, and `fusedMultiplyAdd`
     // is exact for up to 12-bit integers); the output's type is its zero point's.
