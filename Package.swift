@@ -28,8 +28,10 @@ let package = Package(
         .target(name: "BraidMPI", dependencies: ["CMPI"]),
         .target(name: "CONNXProto", dependencies: ["CProtobufC"]),
         .target(name: "BraidTensor"),
-        .target(name: "BraidKernels", dependencies: ["BraidTensor", "CBLAS"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "haswell"])]),
+        // The hot inner loops in C, built once per instruction set and chosen at run time
+        // (BRAID_CPU=portable|avx2|avx512|auto): no target carries a CPU-specific flag.
+        .target(name: "CKernels"),
+        .target(name: "BraidKernels", dependencies: ["BraidTensor", "CBLAS", "CKernels"]),
         .target(name: "BraidGraph", dependencies: ["BraidTensor", "BraidKernels"]),
         .target(name: "BraidONNX", dependencies: ["BraidGraph", "BraidTensor", "CONNXProto"]),
         // The HDF5 writer and the one lock every libhdf5 call in Braid takes.

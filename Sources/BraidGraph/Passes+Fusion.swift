@@ -148,11 +148,12 @@ extension Passes {
         return out
     }
 
-    /// Folds into each convolution the element-wise tail only it feeds: an optional
-    /// residual `Add` or two-input `Sum` (the convolution's output plus any other tensor), then an optional
-    /// activation (Relu, LeakyRelu, Clip with constant bounds, HardSigmoid, HardSwish,
-    /// Sigmoid), skipping Identity nodes between them. Each absorbed value must have exactly
-    /// one reader and not be a graph output.
+    /// Folds into each convolution the element-wise tail only it feeds: an optional residual
+    /// `Add` or two-input `Sum` (the convolution's output plus any other tensor), then an
+    /// optional activation (Relu, LeakyRelu, Clip with constant bounds, HardSigmoid, HardSwish,
+    /// Sigmoid, and SiLU written as `Mul(v, Sigmoid(v))`, whose `v` has just those two
+    /// readers), skipping Identity nodes between them. Each other absorbed value must have
+    /// exactly one reader and not be a graph output.
     /// The fused node takes the place of the last node it absorbs (so the residual is
     /// computed before it) and keeps the convolution's name; its `sourceOp` lists what was
     /// fused, e.g. "Conv+Add+Relu".
@@ -161,9 +162,14 @@ extension Passes {
         for n in g.nodes { for i in n.inputs where !i.isEmpty { readers[i, default: 0] += 1 } }
         let outputs = Set(g.outputs.map(\.name))
         var soleReader: [String: Int] = [:]
+        var readerNodes: [String: [Int]] = [:]
         for (i, n) in g.nodes.enumerated() {
-            for v in Set(n.inputs) where !v.isEmpty && readers[v] == 1 && !outputs.contains(v) { soleReader[v] = i }
+            for v in Set(n.inputs) where !v.isEmpty {
+                readerNodes[v, default: []].append(i)
+                if readers[v] == 1 && !outputs.contains(v) { soleReader[v] = i }
+            }
         }
+        let quantized = g.nodes.contains { isQuantizationOp($0.sourceOp) }
         // A graph input with an initializer is only a default: its value may change per run.
         let overridable = Set(g.inputs.map(\.name))
         let constants = g.initializers.filter { !overridable.contains($0.key) }
@@ -196,7 +202,22 @@ extension Passes {
                     skipIdentities()
                 }
             }
-            if let ri = soleReader[value], !removed.contains(ri), g.nodes[ri].inputs.first == value,
+            // SiLU as exporters write it: `value` read by a Sigmoid and by a Mul of `value` and
+            // that Sigmoid's output, the Sigmoid's output read by nothing else.
+            if !quantized, !outputs.contains(value), let pair = readerNodes[value], pair.count == 2,
+               let (si, mi) = [(pair[0], pair[1]), (pair[1], pair[0])].first(where: { si, mi in
+                   let s = g.nodes[si], m = g.nodes[mi]
+                   guard case .unary(.sigmoid) = s.op, case .binary(.mul) = m.op, s.inputs == [value],
+                         s.outputs.count == 1, m.outputs.count == 1, m.inputs.count == 2,
+                         Set(m.inputs) == [value, s.outputs[0]], soleReader[s.outputs[0]] == mi,
+                         !removed.contains(si), !removed.contains(mi) else { return false }
+                   return true
+               }) {
+                fusion.activation = .silu
+                value = g.nodes[mi].outputs[0]; last = mi
+                tail += "+" + g.nodes[si].sourceOp + "+" + g.nodes[mi].sourceOp
+                removed.insert(si); removed.insert(mi)
+            } else if let ri = soleReader[value], !removed.contains(ri), g.nodes[ri].inputs.first == value,
                let act = fusedActivation(g.nodes[ri], constants) {
                 fusion.activation = act
                 value = g.nodes[ri].outputs[0]; last = ri; tail += "+" + g.nodes[ri].sourceOp

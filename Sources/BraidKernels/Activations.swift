@@ -4,6 +4,7 @@ import Glibc
 #else
 import Darwin
 #endif
+import CKernels
 
 extension Elementwise {
     /// The activation functions of `UnaryFunction`, float32 `[count]` -> `[count]`, with the
@@ -14,8 +15,8 @@ extension Elementwise {
         case .relu: pmap(x, y, count, ReluF())
         case .leakyRelu(let alpha): pmap(x, y, count, LeakyReluF(alpha: alpha))
         case .thresholdedRelu(let alpha): pmap(x, y, count, ThresholdedReluF(alpha: alpha))
-        case .sigmoid: pmap(x, y, count, SigmoidF())
-        case .tanh: pmap(x, y, count, TanhF())
+        case .sigmoid: cmap(x, y, count, Int(BRAID_MAP_SIGMOID))
+        case .tanh: cmap(x, y, count, Int(BRAID_MAP_TANH))
         case .hardSigmoid(let alpha, let beta): pmap(x, y, count, HardSigmoidF(alpha: alpha, beta: beta))
         case .hardSwish: pmap(x, y, count, HardSwishF())
         case .softplus: pmap(x, y, count, SoftplusF())

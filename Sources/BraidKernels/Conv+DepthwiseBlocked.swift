@@ -1,3 +1,5 @@
+import CKernels
+
 /// Depthwise convolution (one output channel per input channel) computed eight channels at a
 /// time: `y[N, C, OH, OW]`, channel `c` convolved with its own `kH x kW` filter.
 ///
@@ -92,7 +94,7 @@ final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
                 }
                 self.packBand(x, n, c0, lanes, oy0, oy1, band)
                 let pixels = (oy1 - oy0) * g.outW
-                self.computeBand(f, band, pixels, taps, b8, outs, fused: residual == nil)
+                self.computeBand(band, pixels, taps, b8, outs)
                 let out = (n * g.outChannels + c0) * g.outH * g.outW + oy0 * g.outW
                 self.spread(f, outs, pixels, lanes, y + out, residual.map { $0 + out })
             }
@@ -156,55 +158,18 @@ final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
     }
 
     /// The band's first `pixels` outputs of eight channels, `outs[p * 8 + lane]` for band pixel
-    /// `p = oyLocal * OW + ox`. Eight pixels are computed together, whatever rows they sit on,
-    /// so eight independent multiply-add chains keep both FMA units busy. The activation is
-    /// applied here when no residual is added afterwards.
+    /// `p = oyLocal * OW + ox`, before the activation. Eight pixels are computed together,
+    /// whatever rows they sit on, so eight independent multiply-add chains keep both FMA units
+    /// busy; the loop is CKernels' `braid_dw8_accumulate`, built for each instruction set.
     @inline(__always)
-    private func computeBand<F: EpilogueFunction>(_ f: F, _ band: UnsafePointer<Float>, _ pixels: Int,
-                                                  _ taps: UnsafePointer<Float>, _ b8: UnsafePointer<Float>,
-                                                  _ outs: UnsafeMutablePointer<Float>, fused: Bool) {
-        let kArea = geometry.kernelH * geometry.kernelW
-        let base = UnsafeRawPointer(band), w = UnsafeRawPointer(taps), out = UnsafeMutableRawPointer(outs)
-        let po = pixelOffsets, to = tapOffsets
-        let bias = UnsafeRawPointer(b8).loadUnaligned(as: SIMD8<Float>.self)
-        var p = 0
-        while p + 8 <= pixels {
-            let o0 = po[p], o1 = po[p + 1], o2 = po[p + 2], o3 = po[p + 3]
-            let o4 = po[p + 4], o5 = po[p + 5], o6 = po[p + 6], o7 = po[p + 7]
-            var a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias, a7 = bias
-            for t in 0..<kArea {
-                let q = base + to[t]
-                let v = w.loadUnaligned(fromByteOffset: t * 32, as: SIMD8<Float>.self)
-                a0.addProduct(q.loadUnaligned(fromByteOffset: o0, as: SIMD8<Float>.self), v)
-                a1.addProduct(q.loadUnaligned(fromByteOffset: o1, as: SIMD8<Float>.self), v)
-                a2.addProduct(q.loadUnaligned(fromByteOffset: o2, as: SIMD8<Float>.self), v)
-                a3.addProduct(q.loadUnaligned(fromByteOffset: o3, as: SIMD8<Float>.self), v)
-                a4.addProduct(q.loadUnaligned(fromByteOffset: o4, as: SIMD8<Float>.self), v)
-                a5.addProduct(q.loadUnaligned(fromByteOffset: o5, as: SIMD8<Float>.self), v)
-                a6.addProduct(q.loadUnaligned(fromByteOffset: o6, as: SIMD8<Float>.self), v)
-                a7.addProduct(q.loadUnaligned(fromByteOffset: o7, as: SIMD8<Float>.self), v)
-            }
-            if fused {
-                a0 = f(a0); a1 = f(a1); a2 = f(a2); a3 = f(a3); a4 = f(a4); a5 = f(a5); a6 = f(a6); a7 = f(a7)
-            }
-            storeConsecutive(out + p * 32, a0, a1, a2, a3, a4, a5, a6, a7)
-            p += 8
-        }
-        while p < pixels {
-            var a = bias
-            let q = base + po[p]
-            for t in 0..<kArea {
-                a.addProduct(q.loadUnaligned(fromByteOffset: to[t], as: SIMD8<Float>.self),
-                             w.loadUnaligned(fromByteOffset: t * 32, as: SIMD8<Float>.self))
-            }
-            out.storeBytes(of: fused ? f(a) : a, toByteOffset: p * 32, as: SIMD8<Float>.self)
-            p += 1
-        }
+    private func computeBand(_ band: UnsafePointer<Float>, _ pixels: Int, _ taps: UnsafePointer<Float>,
+                             _ b8: UnsafePointer<Float>, _ outs: UnsafeMutablePointer<Float>) {
+        braid_dw8_accumulate(band, pixelOffsets, tapOffsets, pixels, geometry.kernelH * geometry.kernelW, taps, b8, outs)
     }
 
     /// Writes the band's interleaved outputs `outs[p * 8 + lane]` to its `lanes` planes
     /// (`OH * OW` apart; band pixel `p` is element `p` of each plane from `y`), adding the
-    /// residual and applying the activation when there is a residual.
+    /// residual if there is one and applying the activation.
     @inline(__always)
     private func spread<F: EpilogueFunction>(_ f: F, _ outs: UnsafePointer<Float>, _ pixels: Int, _ lanes: Int,
                                              _ y: UnsafeMutablePointer<Float>, _ residual: UnsafePointer<Float>?) {
@@ -229,6 +194,8 @@ final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
                     t3 = f(t3 + load8(r + 3 * plane)); t4 = f(t4 + load8(r + 4 * plane))
                     t5 = f(t5 + load8(r + 5 * plane)); t6 = f(t6 + load8(r + 6 * plane))
                     t7 = f(t7 + load8(r + 7 * plane))
+                } else {
+                    t0 = f(t0); t1 = f(t1); t2 = f(t2); t3 = f(t3); t4 = f(t4); t5 = f(t5); t6 = f(t6); t7 = f(t7)
                 }
                 let d = y + p
                 store8(t0, d); store8(t1, d + plane); store8(t2, d + 2 * plane); store8(t3, d + 3 * plane)
@@ -245,7 +212,7 @@ final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
         } else {
             for l in 0..<lanes {
                 let d = y + l * plane
-                for q in p..<pixels { d[q] = outs[q * 8 + l] }
+                for q in p..<pixels { d[q] = f(outs[q * 8 + l]) }
             }
         }
     }

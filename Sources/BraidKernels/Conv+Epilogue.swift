@@ -63,12 +63,13 @@ struct HardSwishEpilogue: EpilogueFunction {
 }
 
 struct SigmoidEpilogue: EpilogueFunction {
-    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
-        var r = v
-        for i in 0..<8 { r[i] = fastSigmoid(v[i]) }
-        return r
-    }
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { fastSigmoid(v) }
     @inline(__always) func callAsFunction(_ v: Float) -> Float { fastSigmoid(v) }
+}
+
+struct SiLUEpilogue: EpilogueFunction {
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v * fastSigmoid(v) }
+    @inline(__always) func callAsFunction(_ v: Float) -> Float { v * fastSigmoid(v) }
 }
 
 /// Calls back with the activation as a concrete `EpilogueFunction`, so the callee's loops
@@ -88,6 +89,7 @@ extension ConvActivation? {
         case .hardSigmoid(let alpha, let beta): v.visit(HardSigmoidEpilogue(alpha: alpha, beta: beta))
         case .hardSwish: v.visit(HardSwishEpilogue())
         case .sigmoid: v.visit(SigmoidEpilogue())
+        case .silu: v.visit(SiLUEpilogue())
         }
     }
 }

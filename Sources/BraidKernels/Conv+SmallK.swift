@@ -1,3 +1,5 @@
+import CKernels
+
 /// The convolution product for few input channels per output (`patch <= limit`: a pointwise
 /// convolution from 16 channels) or few output channels (a first 3x3 convolution over RGB to
 /// 16 channels; see `prefers`), computed
@@ -27,7 +29,6 @@ enum SmallPatchConv {
                                              b: UnsafePointer<Float>, rowOffsets: UnsafePointer<Int>,
                                              bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                              y: UnsafeMutablePointer<Float>, ldy: Int) {
-        let braw = UnsafeRawPointer(b)
         var m = 0
         while m < rows {
             // A last tile of fewer than four channels repeats its last channel in the spare
@@ -35,32 +36,29 @@ enum SmallPatchConv {
             let valid = min(4, rows - m)
             let r1 = m + min(1, valid - 1), r2 = m + min(2, valid - 1), r3 = m + min(3, valid - 1)
             let w0 = w + m * k, w1 = w + r1 * k, w2 = w + r2 * k, w3 = w + r3 * k
-            let b0 = SIMD8<Float>(repeating: bias?[m] ?? 0), b1 = SIMD8<Float>(repeating: bias?[r1] ?? 0)
-            let b2 = SIMD8<Float>(repeating: bias?[r2] ?? 0), b3 = SIMD8<Float>(repeating: bias?[r3] ?? 0)
+            var b4 = (bias?[m] ?? 0, bias?[r1] ?? 0, bias?[r2] ?? 0, bias?[r3] ?? 0)
             // The last tile steps back to end at `cols`, recomputing a few columns (the same
             // values: y never aliases the inputs or the residual) rather than going scalar.
-            var q = 0
-            while q < cols && cols >= 16 {
-                if q + 16 > cols { q = cols - 16 }
-                var a0 = b0, a1 = b1, a2 = b2, a3 = b3, c0 = b0, c1 = b1, c2 = b2, c3 = b3
-                let col = braw + q * 4
-                for j in 0..<k {
-                    let p = col + rowOffsets[j] * 4
-                    let lo = p.loadUnaligned(as: SIMD8<Float>.self)
-                    let hi = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-                    let v0 = SIMD8<Float>(repeating: w0[j]), v1 = SIMD8<Float>(repeating: w1[j])
-                    let v2 = SIMD8<Float>(repeating: w2[j]), v3 = SIMD8<Float>(repeating: w3[j])
-                    a0.addProduct(lo, v0); c0.addProduct(hi, v0)
-                    a1.addProduct(lo, v1); c1.addProduct(hi, v1)
-                    a2.addProduct(lo, v2); c2.addProduct(hi, v2)
-                    a3.addProduct(lo, v3); c3.addProduct(hi, v3)
+            // The tile's products are CKernels' `braid_smallk_tile`, built for each instruction
+            // set; the epilogue is applied here on the way out.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { tile in
+                let t = UnsafeRawPointer(tile.baseAddress!)
+                withUnsafePointer(to: &b4) { bp in
+                    bp.withMemoryRebound(to: Float.self, capacity: 4) { b4p in
+                        var q = 0
+                        while q < cols && cols >= 16 {
+                            if q + 16 > cols { q = cols - 16 }
+                            braid_smallk_tile(b + q, rowOffsets, k, w0, w1, w2, w3, b4p, tile.baseAddress!)
+                            let at = m * ldy + q
+                            for r in 0..<valid {
+                                put(f, t.loadUnaligned(fromByteOffset: r * 64, as: SIMD8<Float>.self),
+                                    t.loadUnaligned(fromByteOffset: r * 64 + 32, as: SIMD8<Float>.self),
+                                    y + at + r * ldy, residual.map { $0 + at + r * ldy })
+                            }
+                            q += 16
+                        }
+                    }
                 }
-                let at = m * ldy + q
-                put(f, a0, c0, y + at, residual.map { $0 + at })
-                if valid > 1 { put(f, a1, c1, y + at + ldy, residual.map { $0 + at + ldy }) }
-                if valid > 2 { put(f, a2, c2, y + at + 2 * ldy, residual.map { $0 + at + 2 * ldy }) }
-                if valid > 3 { put(f, a3, c3, y + at + 3 * ldy, residual.map { $0 + at + 3 * ldy }) }
-                q += 16
             }
             if cols < 16 {
                 for r in m..<(m + valid) { tail(f, r, cols, k, w, b, rowOffsets, bias, residual, y, ldy) }
@@ -100,8 +98,7 @@ enum SmallPatchConv {
             var a = SIMD8<Float>(repeating: bm)
             let braw = UnsafeRawPointer(b + q)
             for j in 0..<k {
-                a.addProduct(braw.loadUnaligned(fromByteOffset: rowOffsets[j] * 4, as: SIMD8<Float>.self),
-                             SIMD8(repeating: wm[j]))
+                a += braw.loadUnaligned(fromByteOffset: rowOffsets[j] * 4, as: SIMD8<Float>.self) * wm[j]
             }
             if let rrow { a += UnsafeRawPointer(rrow + q).loadUnaligned(as: SIMD8<Float>.self) }
             UnsafeMutableRawPointer(yrow + q).storeBytes(of: f(a), as: SIMD8<Float>.self)

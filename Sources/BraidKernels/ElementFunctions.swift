@@ -3,6 +3,7 @@ import Glibc
 #else
 import Darwin
 #endif
+import CKernels
 
 // Element functions as types. A closure captured by the chunk body handed to
 // `DispatchQueue.concurrentPerform` is called indirectly per element (no specialisation
@@ -29,6 +30,14 @@ func pmap<F: ElementFunction1>(_ x: UnsafePointer<F.In>, _ y: UnsafeMutablePoint
     elementwiseChunks(n) { lo, hi in
         for i in lo..<hi { y[i] = f(x[i]) }
     }
+}
+
+/// `y[i] = function(x[i])` by CKernels' `braid_map` (`BRAID_MAP_EXP`, `_SIGMOID`, `_TANH`: the
+/// vectorised exp-based functions, built for each instruction set), parallel over chunks when
+/// large.
+@inline(__always)
+func cmap(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ function: Int) {
+    elementwiseChunks(n) { lo, hi in braid_map(Int32(function), x + lo, y + lo, hi - lo) }
 }
 
 /// `c = f(a, b)` through `layout`, parallel over chunks when large. Three inner-loop shapes
@@ -67,7 +76,6 @@ func broadcastRun<A, B, C>(_ sa: Int, _ sb: Int, _ pa: UnsafePointer<A>, _ pb: U
 struct NegF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { -v } }
 struct AbsF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { Swift.abs(v) } }
 struct SqrtF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { v.squareRoot() } }
-struct ExpF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { fastExp(v) } }
 struct LogF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { logf(v) } }
 struct ReciprocalF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { 1 / v } }
 struct FloorF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { v.rounded(.down) } }
@@ -85,8 +93,6 @@ struct ThresholdedReluF: ElementFunction1 {
     let alpha: Float
     func callAsFunction(_ v: Float) -> Float { v > alpha ? v : 0 }
 }
-struct SigmoidF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { fastSigmoid(v) } }
-struct TanhF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { fastTanh(v) } }
 struct HardSigmoidF: ElementFunction1 {
     let alpha: Float, beta: Float
     func callAsFunction(_ v: Float) -> Float { Swift.max(0, Swift.min(1, alpha * v + beta)) }

@@ -4,6 +4,7 @@ import Glibc
 #else
 import Darwin
 #endif
+import CKernels
 
 /// Element-wise kernels over raw storage. Float32 tensors are `Float`, every other dtype is
 /// `Int64` (see `DType`). Outputs never alias inputs unless stated.
@@ -15,7 +16,7 @@ public enum Elementwise {
         case .neg: pmap(x, y, count, NegF())
         case .abs: pmap(x, y, count, AbsF())
         case .sqrt: pmap(x, y, count, SqrtF())
-        case .exp: pmap(x, y, count, ExpF())
+        case .exp: cmap(x, y, count, Int(BRAID_MAP_EXP))
         case .log: pmap(x, y, count, LogF())
         case .reciprocal: pmap(x, y, count, ReciprocalF())
         case .floor: pmap(x, y, count, FloorF())

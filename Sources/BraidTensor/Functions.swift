@@ -48,6 +48,8 @@ public enum ConvActivation: Sendable, Equatable {
     case hardSwish
     /// `1 / (1 + e^-v)`.
     case sigmoid
+    /// `v / (1 + e^-v)` (SiLU, Swish: exporters write it as `Mul(v, Sigmoid(v))`).
+    case silu
 }
 
 /// Two-input element-wise functions, applied in NumPy broadcast.

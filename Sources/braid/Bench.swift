@@ -1,5 +1,6 @@
 import ArgumentParser
 import BraidGraph
+import BraidKernels
 import BraidTensor
 import BraidTraining
 import BraidTransfer
@@ -82,7 +83,8 @@ struct Bench: ParsableCommand {
         if json {
             var obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!,
                                       "max_ms": times.last!, "runs": times.count, "batch": batch,
-                                      "items_per_s": throughput, "planned_bytes": plan.plannedBytes]
+                                      "items_per_s": throughput, "planned_bytes": plan.plannedBytes,
+                                      "kernels": KernelISA.active.description]
             if perOp {
                 obj["per_op"] = PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest,
                                             runs: times.count).jsonObject()
@@ -91,7 +93,8 @@ struct Bench: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(model + String(format: ": median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
-                                 median, times.first!, times.last!, times.count, throughput, batch))
+                                 median, times.first!, times.last!, times.count, throughput, batch)
+                  + "; kernels \(KernelISA.active)")
         }
         if perOp && !json { PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest, runs: times.count).print() }
     }
@@ -122,12 +125,13 @@ struct Bench: ParsableCommand {
             let obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!, "max_ms": times.last!,
                                       "runs": times.count, "units": bench.units, "frozen_units": bench.frozenDepth,
                                       "trainable_parameters": bench.trainableParameters, "peak_rss_mb": peakMB,
-                                      "first_loss": Double(firstLoss), "last_loss": Double(lastLoss)]
+                                      "first_loss": Double(firstLoss), "last_loss": Double(lastLoss),
+                                      "kernels": KernelISA.active.description]
             print(String(decoding: try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
         } else {
             print(model + String(format: ": training step median %.2f ms (min %.2f, max %.2f) over %d runs; %d of %d layer units train (%d parameters); peak RSS %.0f MB",
                                  median, times.first!, times.last!, times.count, bench.units - bench.frozenDepth,
-                                 bench.units, bench.trainableParameters, peakMB))
+                                 bench.units, bench.trainableParameters, peakMB) + "; kernels \(KernelISA.active)")
         }
     }
 }

@@ -1,5 +1,10 @@
 import ArgumentParser
+#if canImport(Glibc)
 @preconcurrency import Glibc
+#else
+import Darwin
+#endif
+import BraidKernels
 import BraidRuntime
 import Foundation
 
@@ -8,10 +13,7 @@ struct Braid: ParsableCommand {
     static func main() {
         // Line-buffered stdout keeps results in order with the progress bar on stderr.
         setvbuf(stdout, nil, _IOLBF, 0)
-        if let missing = missingCPUFeatures() {
-            fail("this CPU lacks \(missing); Braid's kernels are built for x86-64 CPUs with AVX2 and FMA "
-                 + "(Intel Haswell, AMD Zen or later)")
-        }
+        checkKernelSet()
         Cluster.start()
         do {
             var command = try parseAsRoot()
@@ -31,15 +33,17 @@ struct Braid: ParsableCommand {
 }
 
 
-/// The instruction-set extensions the kernels are compiled for (`-target-cpu haswell` in
-/// Package.swift) that `/proc/cpuinfo` does not list, or nil when all are there (or the file
-/// cannot be read, as on a system without it).
-func missingCPUFeatures() -> String? {
-    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
-    let flags = Set(line.split(separator: " ").map(String.init))
-    let missing = ["avx", "avx2", "fma", "bmi2", "f16c", "movbe"].filter { !flags.contains($0) }
-    return missing.isEmpty ? nil : missing.joined(separator: ", ")
+/// Checks `BRAID_CPU` (the instruction set the kernels use): a value that names no set is an
+/// error; a set this CPU lacks is a warning, and the kernels use the best set it has.
+func checkKernelSet() {
+    guard let wanted = ProcessInfo.processInfo.environment["BRAID_CPU"], !wanted.isEmpty else { return }
+    guard let isa = KernelISA.parse(wanted) else {
+        fail("BRAID_CPU=\(wanted) names no instruction set; expected one of \(KernelISA.names.joined(separator: ", "))")
+    }
+    if isa.rawValue > KernelISA.best.rawValue {
+        FileHandle.standardError.write(Data(
+            "braid: warning: BRAID_CPU=\(wanted): this CPU lacks \(isa); the kernels use \(KernelISA.best)\n".utf8))
+    }
 }
 
 /// Prints one clear line to standard error and exits non-zero.

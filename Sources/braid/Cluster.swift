@@ -1,6 +1,10 @@
 import BraidMPI
 import BraidTransfer
+#if canImport(Glibc)
 @preconcurrency import Glibc
+#else
+import Darwin
+#endif
 import Foundation
 
 /// `MPIWorld` as the library's `ProcessGroup`.

@@ -80,6 +80,46 @@ final class FusionTests: XCTestCase {
         }
     }
 
+    /// SiLU as the torch exporters and Braid's Keras importer write it, `Mul(v, Sigmoid(v))`,
+    /// after a depthwise convolution (either operand order of the Mul) and after a pointwise
+    /// one with a residual: absorbed, and the fused graph computes the same. A Sigmoid whose
+    /// output something else also reads, and a Mul of `v` with another Sigmoid, stay.
+    func testAbsorbsSiLU() throws {
+        let nodes = [
+            conv("dw", "x", "a0", group: 4),
+            Node(name: "sig", op: .unary(.sigmoid), inputs: ["a0"], outputs: ["a1"], sourceOp: "Sigmoid"),
+            Node(name: "mul", op: .binary(.mul), inputs: ["a1", "a0"], outputs: ["a"], sourceOp: "Mul"),
+            conv("pw", "a", "b0", pad: 0),
+            Node(name: "res", op: .binary(.add), inputs: ["b0", "x"], outputs: ["b1"], sourceOp: "Add"),
+            Node(name: "sig2", op: .unary(.sigmoid), inputs: ["b1"], outputs: ["b2"], sourceOp: "Sigmoid"),
+            Node(name: "mul2", op: .binary(.mul), inputs: ["b1", "b2"], outputs: ["b"], sourceOp: "Mul"),
+            conv("kept", "b", "c0", pad: 0),
+            Node(name: "sig3", op: .unary(.sigmoid), inputs: ["c0"], outputs: ["c1"], sourceOp: "Sigmoid"),
+            Node(name: "mul3", op: .binary(.mul), inputs: ["c0", "c1"], outputs: ["y"], sourceOp: "Mul"),
+            Node(name: "also", op: .unary(.relu), inputs: ["c1"], outputs: ["z"], sourceOp: "Relu"),
+            conv("other", "b", "d0", pad: 0),
+            Node(name: "sig4", op: .unary(.sigmoid), inputs: ["b"], outputs: ["d1"], sourceOp: "Sigmoid"),
+            Node(name: "mul4", op: .binary(.mul), inputs: ["d0", "d1"], outputs: ["w"], sourceOp: "Mul"),
+        ]
+        var inits: [String: Tensor] = [:]
+        for (name, shape) in [("dw", [4, 1, 3, 3]), ("pw", [4, 4, 1, 1]), ("kept", [4, 4, 1, 1]), ("other", [4, 4, 1, 1])] {
+            inits[name + ".w"] = random(shape)
+            inits[name + ".b"] = random([shape[0]])
+        }
+        let g = Graph(name: "silu", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil)],
+                      outputs: ["y", "z", "w"].map { ValueDecl(name: $0, dtype: .float32, shape: nil) },
+                      initializers: inits, nodes: nodes)
+        let fused = Passes.fuseConvEpilogues(g)
+        XCTAssertEqual(fused.nodes.map(\.sourceOp),
+                       ["Conv+Sigmoid+Mul", "Conv+Add+Sigmoid+Mul", "Conv", "Sigmoid", "Mul", "Relu", "Conv", "Sigmoid", "Mul"])
+        guard case .conv(let p) = fused.nodes[1].op else { return XCTFail("not a conv") }
+        XCTAssertEqual(p.fusion, ConvFusion(residual: true, activation: .silu))
+        XCTAssertEqual(fused.nodes[0].outputs, ["a"])
+        for batch in [1, 2] {
+            try assertSameOutputs(g, fused, x: random([batch, 4, 9, 11], 3), ["y", "z", "w"])
+        }
+    }
+
     /// A 3x3 convolution with 32 input channels runs through Winograd's kernel once its weight
     /// is marked constant; with a residual and an activation it matches the plain graph. A
     /// weight that is also a graph input (a default the caller may override) is not marked.

@@ -1,0 +1,93 @@
+/* Chooses each kernel's build for this CPU once, and calls it through a pointer. */
+#include "CKernels.h"
+#include "Kernels+Sets.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*dw8_fn)(const float *, const intptr_t *, const intptr_t *, intptr_t, intptr_t, const float *,
+                       const float *, float *);
+typedef void (*smallk_fn)(const float *, const intptr_t *, intptr_t, const float *, const float *, const float *,
+                          const float *, const float *, float *);
+typedef void (*map_fn)(int, const float *, float *, intptr_t);
+
+/* -1 until chosen. The pointers are written before `active` (release) and read after it
+   (acquire); choosing twice at once writes the same values. */
+static _Atomic int active = -1;
+static _Atomic(dw8_fn) dw8 = NULL;
+static _Atomic(smallk_fn) smallk = NULL;
+static _Atomic(map_fn) map = NULL;
+
+int braid_isa_best(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return BRAID_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return BRAID_ISA_AVX2;
+#endif
+    return BRAID_ISA_PORTABLE;
+}
+
+const char *braid_isa_name(int isa) {
+    switch (isa) {
+    case BRAID_ISA_PORTABLE: return "portable";
+    case BRAID_ISA_AVX2: return "avx2";
+    case BRAID_ISA_AVX512: return "avx512";
+    default: return NULL;
+    }
+}
+
+int braid_isa_parse(const char *name) {
+    if (name == NULL) return -1;
+    if (strcmp(name, "auto") == 0) return braid_isa_best();
+    for (int isa = BRAID_ISA_PORTABLE; isa <= BRAID_ISA_AVX512; isa++)
+        if (strcmp(name, braid_isa_name(isa)) == 0) return isa;
+    return -1;
+}
+
+int braid_isa_select(int isa) {
+    const int best = braid_isa_best();
+    if (isa < BRAID_ISA_PORTABLE || isa > best) isa = best;
+    dw8_fn d = braid_dw8_accumulate_portable;
+    smallk_fn s = braid_smallk_tile_portable;
+    map_fn m = braid_map_portable;
+#if defined(__x86_64__)
+    if (isa == BRAID_ISA_AVX2) { d = braid_dw8_accumulate_avx2; s = braid_smallk_tile_avx2; m = braid_map_avx2; }
+    if (isa == BRAID_ISA_AVX512) { d = braid_dw8_accumulate_avx512; s = braid_smallk_tile_avx512; m = braid_map_avx512; }
+#endif
+    atomic_store_explicit(&dw8, d, memory_order_relaxed);
+    atomic_store_explicit(&smallk, s, memory_order_relaxed);
+    atomic_store_explicit(&map, m, memory_order_relaxed);
+    atomic_store_explicit(&active, isa, memory_order_release);
+    return isa;
+}
+
+int braid_isa_active(void) {
+    int isa = atomic_load_explicit(&active, memory_order_acquire);
+    if (isa < 0) {
+        const char *wanted = getenv("BRAID_CPU");
+        const int parsed = braid_isa_parse(wanted);
+        isa = braid_isa_select(parsed < 0 ? braid_isa_best() : parsed);
+    }
+    return isa;
+}
+
+void braid_dw8_accumulate(const float *band, const intptr_t *pixel_offsets, const intptr_t *tap_offsets,
+                          intptr_t pixels, intptr_t taps, const float *taps8, const float *bias8, float *out) {
+    braid_isa_active();
+    atomic_load_explicit(&dw8, memory_order_relaxed)(band, pixel_offsets, tap_offsets, pixels, taps, taps8, bias8,
+                                                     out);
+}
+
+void braid_smallk_tile(const float *b, const intptr_t *row_offsets, intptr_t k, const float *w0, const float *w1,
+                       const float *w2, const float *w3, const float *bias4, float *out) {
+    braid_isa_active();
+    atomic_load_explicit(&smallk, memory_order_relaxed)(b, row_offsets, k, w0, w1, w2, w3, bias4, out);
+}
+
+void braid_map(int function, const float *x, float *y, intptr_t n) {
+    braid_isa_active();
+    atomic_load_explicit(&map, memory_order_relaxed)(function, x, y, n);
+}

@@ -1,0 +1,134 @@
+/*
+ * The kernels' bodies, included once per instruction set by the Kernels+*.c files with
+ *   SUFFIX(name)   the instruction set's name for a function (name_avx2, ...)
+ *   MADD(a, b, c)  a + b * c on vectors (fused where the set has FMA)
+ * set. Vectors are clang/GCC vector types; each set's compilation lowers them to its
+ * registers (two SSE or NEON registers per eight floats in the portable build).
+ */
+#include <string.h>
+
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+
+/* Unaligned loads as expressions (macros: a function returning a vector would change the
+   calling convention with the instruction set). */
+#define LOAD8(p) ({ v8f v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define LOAD16(p) ({ v16f v_; memcpy(&v_, (p), sizeof v_); v_; })
+
+void SUFFIX(braid_dw8_accumulate)(const float *band, const intptr_t *po, const intptr_t *to, intptr_t pixels,
+                                  intptr_t taps, const float *taps8, const float *bias8, float *out) {
+    const char *base = (const char *)band, *w = (const char *)taps8;
+    const v8f bias = LOAD8((const char *)bias8);
+    intptr_t p = 0;
+    for (; p + 8 <= pixels; p += 8) {
+        const char *q0 = base + po[p], *q1 = base + po[p + 1], *q2 = base + po[p + 2], *q3 = base + po[p + 3];
+        const char *q4 = base + po[p + 4], *q5 = base + po[p + 5], *q6 = base + po[p + 6], *q7 = base + po[p + 7];
+        v8f a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias, a7 = bias;
+        for (intptr_t t = 0; t < taps; t++) {
+            const intptr_t o = to[t];
+            const v8f v = LOAD8(w + t * 32);
+            a0 = MADD(a0, LOAD8(q0 + o), v);
+            a1 = MADD(a1, LOAD8(q1 + o), v);
+            a2 = MADD(a2, LOAD8(q2 + o), v);
+            a3 = MADD(a3, LOAD8(q3 + o), v);
+            a4 = MADD(a4, LOAD8(q4 + o), v);
+            a5 = MADD(a5, LOAD8(q5 + o), v);
+            a6 = MADD(a6, LOAD8(q6 + o), v);
+            a7 = MADD(a7, LOAD8(q7 + o), v);
+        }
+        float *d = out + p * 8;
+        memcpy(d, &a0, 32); memcpy(d + 8, &a1, 32); memcpy(d + 16, &a2, 32); memcpy(d + 24, &a3, 32);
+        memcpy(d + 32, &a4, 32); memcpy(d + 40, &a5, 32); memcpy(d + 48, &a6, 32); memcpy(d + 56, &a7, 32);
+    }
+    for (; p < pixels; p++) {
+        v8f a = bias;
+        const char *q = base + po[p];
+        for (intptr_t t = 0; t < taps; t++) a = MADD(a, LOAD8(q + to[t]), LOAD8(w + t * 32));
+        memcpy(out + p * 8, &a, 32);
+    }
+}
+
+void SUFFIX(braid_smallk_tile)(const float *b, const intptr_t *ro, intptr_t k, const float *w0, const float *w1,
+                               const float *w2, const float *w3, const float *bias4, float *out) {
+    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    a0 += bias4[0]; a1 += bias4[1]; a2 += bias4[2]; a3 += bias4[3];
+    for (intptr_t j = 0; j < k; j++) {
+        const v16f x = LOAD16(b + ro[j]);
+        a0 = MADD(a0, x, (v16f){0} + w0[j]);
+        a1 = MADD(a1, x, (v16f){0} + w1[j]);
+        a2 = MADD(a2, x, (v16f){0} + w2[j]);
+        a3 = MADD(a3, x, (v16f){0} + w3[j]);
+    }
+    memcpy(out, &a0, 64); memcpy(out + 16, &a1, 64); memcpy(out + 32, &a2, 64); memcpy(out + 48, &a3, 64);
+}
+
+/*
+ * Element maps on the set's own vector width VEC (VLEN floats; VINT the integers of the same
+ * width): exp by a degree-6 polynomial after reducing by ln 2 (relative error about 2e-7;
+ * overflow gives +inf, results below the smallest normal float 0, NaN stays NaN), sigmoid as
+ * 1 / (1 + e^-x), tanh by a polynomial for |x| < 0.625 and from e^2|x| beyond.
+ */
+#define SELECT(m, a, b) ((VEC)(((VINT)(m) & (VINT)(a)) | (~(VINT)(m) & (VINT)(b))))
+#define SPLAT(c) ((VEC){0} + (float)(c))
+
+static inline VEC SUFFIX(vexp)(VEC v) {
+    const VEC x = __builtin_elementwise_min(__builtin_elementwise_max(v, SPLAT(-87.336544f)), SPLAT(88.72283f));
+    const VEC t = __builtin_elementwise_min(__builtin_elementwise_max(x * 1.44269504f, SPLAT(-126)), SPLAT(127))
+                  + 12582912.0f;
+    const VEC n = t - 12582912.0f;
+    const VEC r = x - n * 0.693359375f - n * -2.1219444e-4f;
+    VEC p = SPLAT(1.98756915e-4f);
+    p = MADD(SPLAT(1.3981999507e-3f), p, r);
+    p = MADD(SPLAT(8.3334519073e-3f), p, r);
+    p = MADD(SPLAT(4.1665795894e-2f), p, r);
+    p = MADD(SPLAT(1.6666665459e-1f), p, r);
+    p = MADD(SPLAT(5.0000001201e-1f), p, r);
+    const VEC er = MADD(r + 1.0f, p * r, r);
+    const VEC scale = (VEC)(((VINT)t - 0x4B400000 + 127) << 23);
+    VEC out = er * scale;
+    out = SELECT(v > 88.72283f, SPLAT(__builtin_inff()), out);
+    out = SELECT(v < -87.336544f, SPLAT(0), out);
+    return SELECT(v != v, v, out);
+}
+
+static inline VEC SUFFIX(vsigmoid)(VEC v) { return 1.0f / (1.0f + SUFFIX(vexp)(-v)); }
+
+static inline VEC SUFFIX(vtanh)(VEC v) {
+    const VEC a = (VEC)((VINT)v & 0x7FFFFFFF);
+    const VEC z = v * v;
+    VEC p = SPLAT(-5.70498872745e-3f);
+    p = MADD(SPLAT(2.06390887954e-2f), p, z);
+    p = MADD(SPLAT(-5.37397155531e-2f), p, z);
+    p = MADD(SPLAT(1.33314422036e-1f), p, z);
+    p = MADD(SPLAT(-3.33332819422e-1f), p, z);
+    const VEC small = MADD(v, p * z, v);
+    const VEC large = 1.0f - 2.0f / (SUFFIX(vexp)(2.0f * a) + 1.0f);
+    VEC out = SELECT(a < 0.625f, small, SELECT(v < 0.0f, -large, large));
+    return SELECT(v != v, v, out);
+}
+
+#define BRAID_MAP_LOOP(fn)                                                                              \
+    do {                                                                                                \
+        intptr_t i = 0;                                                                                 \
+        for (; i + VLEN <= n; i += VLEN) {                                                              \
+            VEC v;                                                                                      \
+            memcpy(&v, x + i, sizeof v);                                                                \
+            v = fn(v);                                                                                  \
+            memcpy(y + i, &v, sizeof v);                                                                \
+        }                                                                                               \
+        if (i < n) {                                                                                    \
+            VEC v = {0};                                                                                \
+            memcpy(&v, x + i, (size_t)(n - i) * sizeof(float));                                         \
+            v = fn(v);                                                                                  \
+            memcpy(y + i, &v, (size_t)(n - i) * sizeof(float));                                         \
+        }                                                                                               \
+    } while (0)
+
+void SUFFIX(braid_map)(int function, const float *x, float *y, intptr_t n) {
+    switch (function) {
+    case BRAID_MAP_EXP: BRAID_MAP_LOOP(SUFFIX(vexp)); break;
+    case BRAID_MAP_SIGMOID: BRAID_MAP_LOOP(SUFFIX(vsigmoid)); break;
+    case BRAID_MAP_TANH: BRAID_MAP_LOOP(SUFFIX(vtanh)); break;
+    default: break;
+    }
+}

@@ -1,0 +1,20 @@
+/* Each instruction set's build of the kernels (Kernels+Body.h), as Dispatch.c calls them. */
+#ifndef BRAID_KERNELS_SETS_H
+#define BRAID_KERNELS_SETS_H
+#include <stdint.h>
+
+#define BRAID_KERNEL_SET(set)                                                                                   \
+    void braid_dw8_accumulate_##set(const float *band, const intptr_t *pixel_offsets,                           \
+                                    const intptr_t *tap_offsets, intptr_t pixels, intptr_t taps,                \
+                                    const float *taps8, const float *bias8, float *out);                        \
+    void braid_smallk_tile_##set(const float *b, const intptr_t *row_offsets, intptr_t k, const float *w0,      \
+                                 const float *w1, const float *w2, const float *w3, const float *bias4,         \
+                                 float *out);                                                                   \
+    void braid_map_##set(int function, const float *x, float *y, intptr_t n);
+
+BRAID_KERNEL_SET(portable)
+#if defined(__x86_64__)
+BRAID_KERNEL_SET(avx2)
+BRAID_KERNEL_SET(avx512)
+#endif
+#endif

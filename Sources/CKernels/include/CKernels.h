@@ -1,0 +1,67 @@
+#ifndef BRAID_CKERNELS_H
+#define BRAID_CKERNELS_H
+/*
+ * Braid's hot inner loops, compiled once per instruction set in this one C target and chosen
+ * at run time, so the package builds with no CPU-specific flag and runs on any CPU of its
+ * architecture: AVX-512 or AVX2+FMA where the CPU has them, a portable build of the same loops
+ * otherwise (SSE2 on x86-64, NEON on arm64, which every arm64 CPU has).
+ */
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The instruction sets the kernels are built for. */
+enum {
+    BRAID_ISA_PORTABLE = 0,
+    BRAID_ISA_AVX2 = 1,     /* AVX2 and FMA */
+    BRAID_ISA_AVX512 = 2,   /* AVX-512 F, VL (and AVX2, FMA) */
+};
+
+/* The best instruction set this CPU (and its operating system) supports. */
+int braid_isa_best(void);
+/* The instruction set the kernels use now. On the first call of any kernel it is chosen from
+   the environment variable BRAID_CPU (portable, avx2, avx512 or auto) and the CPU: a named
+   set the CPU lacks falls back to the best it has. */
+int braid_isa_active(void);
+/* Uses `isa` (or the best set below it the CPU has) from now on; returns the set in use. */
+int braid_isa_select(int isa);
+/* "portable", "avx2" or "avx512"; NULL for any other value. */
+const char *braid_isa_name(int isa);
+/* The value of `name` as an instruction set (auto is the best there is), or -1. */
+int braid_isa_parse(const char *name);
+
+/*
+ * Depthwise convolution, eight channels and eight output pixels at a time. `band` is an
+ * interleaved `[row, column, 8]` band of the padded input; output pixel `p` reads, for tap
+ * `t`, the eight floats at byte `pixel_offsets[p] + tap_offsets[t]` of `band` and multiplies
+ * them by `taps8[t * 8 ...]`. Writes `out[p * 8 + lane] = bias8[lane] + sum over taps` for
+ * `p < pixels`.
+ */
+void braid_dw8_accumulate(const float *band, const intptr_t *pixel_offsets, const intptr_t *tap_offsets,
+                          intptr_t pixels, intptr_t taps, const float *taps8, const float *bias8, float *out);
+
+/*
+ * A 4 x 16 tile of a product with a short inner dimension: for row `r` of four and column `c`
+ * of sixteen, `out[r * 16 + c] = bias4[r] + sum_j w[r][j] * b[row_offsets[j] + c]` for
+ * `j < k`, where `w[r]` is `w0`...`w3`.
+ */
+void braid_smallk_tile(const float *b, const intptr_t *row_offsets, intptr_t k,
+                       const float *w0, const float *w1, const float *w2, const float *w3,
+                       const float *bias4, float *out);
+
+/* The functions `braid_map` applies. */
+enum {
+    BRAID_MAP_EXP = 0,
+    BRAID_MAP_SIGMOID = 1,
+    BRAID_MAP_TANH = 2,
+};
+
+/* `y[i] = function(x[i])` for `i < n`; `x` and `y` may be the same array. */
+void braid_map(int function, const float *x, float *y, intptr_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

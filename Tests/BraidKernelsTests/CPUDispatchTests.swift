@@ -1,0 +1,157 @@
+import BraidTestSupport
+import CKernels
+import Foundation
+import XCTest
+@testable import BraidKernels
+
+/// The C kernels (`CKernels`) on every instruction set this CPU has, each against its
+/// definition computed in Double, and the dispatch's choices. `tools/test` also runs all
+/// kernel tests with `BRAID_CPU=portable`, so the convolutions and activations built on these
+/// kernels are checked on the portable path as well as the dispatched one.
+final class CPUDispatchTests: XCTestCase {
+    /// The sets this CPU can run, portable first.
+    private var sets: [KernelISA] { KernelISA.allCases.filter { $0.rawValue <= KernelISA.best.rawValue } }
+
+    /// Runs `body` with `isa` selected, then restores the set that was active.
+    private func with(_ isa: KernelISA, _ body: () throws -> Void) rethrows {
+        let before = KernelISA.active
+        XCTAssertEqual(KernelISA.select(isa), isa)
+        defer { KernelISA.select(before) }
+        try body()
+    }
+
+    func testEnvironmentChoosesTheSet() {
+        // Whatever the environment asked for is what runs (clamped to what the CPU has), so
+        // `BRAID_CPU=portable swift test` really tests the portable path.
+        let wanted = ProcessInfo.processInfo.environment["BRAID_CPU"].flatMap(KernelISA.parse) ?? KernelISA.best
+        XCTAssertEqual(KernelISA.active, KernelISA(rawValue: min(wanted.rawValue, KernelISA.best.rawValue)))
+        XCTAssertEqual(KernelISA.parse("auto"), KernelISA.best)
+        XCTAssertEqual(KernelISA.parse("portable"), .portable)
+        XCTAssertNil(KernelISA.parse("avx3"))
+        XCTAssertEqual(KernelISA.names, ["auto", "portable", "avx2", "avx512"])
+        #if arch(x86_64)
+        // This project's CI machines have AVX2 and FMA; a set above the CPU's falls back.
+        if KernelISA.best == .avx2 { XCTAssertEqual(KernelISA.select(.avx512), .avx2); KernelISA.select(.avx2) }
+        #else
+        XCTAssertEqual(KernelISA.best, .portable)
+        #endif
+    }
+
+    /// Inputs that exercise every branch: tiny, ordinary, near the overflow and underflow
+    /// limits, beyond them, infinities and NaN; a length that leaves a tail for every width.
+    private let inputs: [Float] = {
+        var v: [Float] = [0, -0.0, 1e-8, -1e-8, 0.3, -0.3, 0.62, 0.63, -0.63, 1, -1, 2.5, -7, 20, -20, 40, -40,
+                          87, -87, 88.7, 88.8, -87.4, -104, 100, -100, .infinity, -.infinity, .nan, 9.5, -9.5]
+        var r = UInt64(7)
+        for _ in 0..<203 {
+            r = r &* 6364136223846793005 &+ 1442695040888963407
+            v.append(Float(Int64(bitPattern: r >> 11) % 2_000_000) / 100_000)   // [-20, 20]
+        }
+        return v
+    }()
+
+    private func checkMap(_ function: Int32, _ name: String, _ want: (Double) -> Double) {
+        for isa in sets {
+            with(isa) {
+                var y = [Float](repeating: 0, count: inputs.count)
+                inputs.withUnsafeBufferPointer { x in
+                    y.withUnsafeMutableBufferPointer { braid_map(function, x.baseAddress!, $0.baseAddress!, x.count) }
+                }
+                for (i, x) in inputs.enumerated() {
+                    let w = want(Double(x)), g = Double(y[i])
+                    if w.isNaN { XCTAssert(g.isNaN, "\(name)(\(x)) on \(isa): \(g), expected NaN"); continue }
+                    let wf = Double(Float(w))
+                    if !wf.isFinite || wf == 0 || abs(w) < 1.2e-38 {
+                        // Beyond float's range (or 0): float's value, or 0 below its smallest normal.
+                        XCTAssert(g == wf || (abs(w) < 1.2e-38 && g == 0), "\(name)(\(x)) on \(isa): \(g), expected \(w)")
+                        continue
+                    }
+                    XCTAssertLessThanOrEqual(abs(g - w) / abs(w), 1e-6, "\(name)(\(x)) on \(isa): \(g), expected \(w)")
+                }
+            }
+        }
+    }
+
+    func testExp() { checkMap(Int32(BRAID_MAP_EXP), "exp") { Foundation.exp($0) } }
+    func testSigmoid() { checkMap(Int32(BRAID_MAP_SIGMOID), "sigmoid") { 1 / (1 + Foundation.exp(-$0)) } }
+    func testTanh() { checkMap(Int32(BRAID_MAP_TANH), "tanh") { Foundation.tanh($0) } }
+
+    func testDepthwiseAccumulate() {
+        // A [rows, cols, 8] band; pixel p reads tap t at pixelOffsets[p] + tapOffsets[t] bytes.
+        let rows = 6, cols = 13, kH = 3, kW = 3
+        let band = nnRandom(rows * cols * 8, seed: 3), taps = nnRandom(kH * kW * 8, seed: 4), bias = nnRandom(8, seed: 5)
+        var pixelOffsets: [Int] = [], tapOffsets: [Int] = []
+        for oy in 0..<(rows - kH + 1) { for ox in 0..<(cols - kW + 1) { pixelOffsets.append((oy * cols + ox) * 32) } }
+        for ky in 0..<kH { for kx in 0..<kW { tapOffsets.append((ky * cols + kx) * 32) } }
+        let pixels = pixelOffsets.count   // 44: five blocks of eight and a tail of four
+        var want = [Float](repeating: 0, count: pixels * 8)
+        for p in 0..<pixels {
+            for l in 0..<8 {
+                var s = Double(bias[l])
+                for t in 0..<(kH * kW) { s += Double(band[(pixelOffsets[p] + tapOffsets[t]) / 4 + l]) * Double(taps[t * 8 + l]) }
+                want[p * 8 + l] = Float(s)
+            }
+        }
+        for isa in sets {
+            with(isa) {
+                var out = [Float](repeating: .nan, count: pixels * 8)
+                braid_dw8_accumulate(band, pixelOffsets, tapOffsets, pixels, kH * kW, taps, bias, &out)
+                nnAssertClose(out, want, "depthwise on \(isa)")
+            }
+        }
+    }
+
+    func testSmallKTile() {
+        let k = 19, ld = 40
+        let b = nnRandom(k * ld, seed: 6), w = nnRandom(4 * k, seed: 7), bias: [Float] = [0.5, -1, 2, 0]
+        let rowOffsets = (0..<k).map { $0 * ld + 3 }
+        var want = [Float](repeating: 0, count: 64)
+        for r in 0..<4 {
+            for c in 0..<16 {
+                var s = Double(bias[r])
+                for j in 0..<k { s += Double(w[r * k + j]) * Double(b[rowOffsets[j] + c]) }
+                want[r * 16 + c] = Float(s)
+            }
+        }
+        for isa in sets {
+            with(isa) {
+                var out = [Float](repeating: .nan, count: 64)
+                w.withUnsafeBufferPointer { wp in
+                    let p = wp.baseAddress!
+                    braid_smallk_tile(b, rowOffsets, k, p, p + k, p + 2 * k, p + 3 * k, bias, &out)
+                }
+                nnAssertClose(out, want, "small-k tile on \(isa)")
+            }
+        }
+    }
+
+    func testConvolutionsAgreeAcrossSets() {
+        // A depthwise 3x3 (eight channels at a time) and a pointwise convolution with a short
+        // inner dimension (the small-k tiles), through the convolution kernels on each set: all
+        // within rounding of each other, and not all identical (fused multiply-adds against
+        // separate ones), which shows each set ran its own code.
+        let dw = ConvGeometry(batch: 2, inChannels: 12, inH: 9, inW: 11, outChannels: 12, outH: 9, outW: 11,
+                              kernelH: 3, kernelW: 3, strideH: 1, strideW: 1, dilationH: 1, dilationW: 1,
+                              padTop: 1, padLeft: 1, group: 12)
+        let pw = ConvGeometry(batch: 1, inChannels: 8, inH: 10, inW: 10, outChannels: 6, outH: 10, outW: 10,
+                              kernelH: 1, kernelW: 1, strideH: 1, strideW: 1, dilationH: 1, dilationW: 1,
+                              padTop: 0, padLeft: 0, group: 1)
+        for g in [dw, pw] {
+            let x = nnRandom(g.batch * g.inChannels * g.inH * g.inW, seed: 21)
+            let w = nnRandom(g.outChannels * g.patch, seed: 22), b = nnRandom(g.outChannels, seed: 23)
+            var outputs: [[Float]] = []
+            for isa in sets {
+                with(isa) {
+                    let conv = Conv2D(g)
+                    var y = [Float](repeating: .nan, count: g.batch * g.outChannels * g.outH * g.outW)
+                    conv.forward(x: x, weight: w, bias: b, y: &y)
+                    outputs.append(y)
+                }
+            }
+            for (i, y) in outputs.enumerated().dropFirst() {
+                nnAssertClose(y, outputs[0], "\(g) on \(sets[i]) vs portable")
+                XCTAssertNotEqual(y, outputs[0], "\(g): \(sets[i]) gave the portable build's bits exactly")
+            }
+        }
+    }
+}
