@@ -1,4 +1,5 @@
 import BraidTensor
+import CKernels
 
 /// What a convolution does to its output after the products: `y = act(conv(x) + b + r)`.
 public struct ConvEpilogue: Sendable, Equatable {
@@ -18,6 +19,14 @@ public struct ConvEpilogue: Sendable, Equatable {
 protocol EpilogueFunction {
     func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float>
     func callAsFunction(_ v: Float) -> Float
+    /// The CKernels map (`braid_map`) that computes this function over whole runs, for the
+    /// exp-based functions: vectorised at the CPU's full width there, against a lane at a time
+    /// in registers. Kernels then compute without the activation and map their output.
+    var bulkMap: Int? { get }
+}
+
+extension EpilogueFunction {
+    var bulkMap: Int? { nil }
 }
 
 struct IdentityEpilogue: EpilogueFunction {
@@ -63,13 +72,23 @@ struct HardSwishEpilogue: EpilogueFunction {
 }
 
 struct SigmoidEpilogue: EpilogueFunction {
-    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { fastSigmoid(v) }
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        var r = v
+        for i in 0..<8 { r[i] = fastSigmoid(v[i]) }
+        return r
+    }
     @inline(__always) func callAsFunction(_ v: Float) -> Float { fastSigmoid(v) }
+    var bulkMap: Int? { Int(BRAID_MAP_SIGMOID) }
 }
 
 struct SiLUEpilogue: EpilogueFunction {
-    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v * fastSigmoid(v) }
+    @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        var r = v
+        for i in 0..<8 { r[i] = v[i] * fastSigmoid(v[i]) }
+        return r
+    }
     @inline(__always) func callAsFunction(_ v: Float) -> Float { v * fastSigmoid(v) }
+    var bulkMap: Int? { Int(BRAID_MAP_SILU) }
 }
 
 /// Calls back with the activation as a concrete `EpilogueFunction`, so the callee's loops
@@ -97,6 +116,7 @@ extension ConvActivation? {
 /// A convolution kernel that applies its epilogue itself, its loops compiled once per
 /// activation: it provides `run`, and gets `forward`, which picks the activation.
 protocol EpilogueKernel: AnyObject {
+    var geometry: ConvGeometry { get }
     var epilogue: ConvEpilogue { get }
     func run<F: EpilogueFunction>(_ f: F, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                   bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
@@ -108,7 +128,14 @@ extension EpilogueKernel {
     /// `[N, M, OH, OW]` (read when the epilogue has one), `y` `[N, M, OH, OW]` (overwritten).
     func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                  residual: UnsafePointer<Float>? = nil, y: UnsafeMutablePointer<Float>) {
-        epilogue.activation.dispatch(KernelRun(kernel: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
+        if let map = epilogue.activation?.bulkMap {
+            // Sigmoid and SiLU: the products (and residual), then one vectorised pass.
+            run(IdentityEpilogue(), x: x, weight: weight, bias: bias, residual: residual, y: y)
+            let g = geometry
+            cmap(y, y, g.batch * g.outChannels * g.outH * g.outW, map)
+        } else {
+            epilogue.activation.dispatch(KernelRun(kernel: self, x: x, weight: weight, bias: bias, residual: residual, y: y))
+        }
     }
 }
 
@@ -124,6 +151,10 @@ private struct KernelRun<K: EpilogueKernel>: EpilogueVisitor {
 /// `rows` rows of `cols` floats, `stride` apart, replaced in place by `f(v)`.
 @inline(__always)
 func applyEpilogue<F: EpilogueFunction>(_ f: F, _ y: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int) {
+    if let map = f.bulkMap {
+        for r in 0..<rows { braid_map(Int32(map), y + r * stride, y + r * stride, cols) }
+        return
+    }
     for r in 0..<rows {
         let p = y + r * stride
         let raw = UnsafeMutableRawPointer(p)
@@ -143,6 +174,15 @@ private struct RowsVisitor: EpilogueVisitor {
 }
 
 extension ConvActivation {
+    /// The CKernels map that applies this activation over whole runs (`EpilogueFunction.bulkMap`).
+    var bulkMap: Int? {
+        switch self {
+        case .sigmoid: return Int(BRAID_MAP_SIGMOID)
+        case .silu: return Int(BRAID_MAP_SILU)
+        default: return nil
+        }
+    }
+
     /// Applies the activation in place to `rows` rows of `cols` floats, `stride` apart.
     public func apply(_ y: UnsafeMutablePointer<Float>, rows: Int = 1, cols: Int, stride: Int = 0) {
         Optional(self).dispatch(RowsVisitor(y: y, rows: rows, cols: cols, stride: stride))

@@ -29,6 +29,13 @@ enum SmallPatchConv {
                                              b: UnsafePointer<Float>, rowOffsets: UnsafePointer<Int>,
                                              bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                              y: UnsafeMutablePointer<Float>, ldy: Int) {
+        if let map = f.bulkMap {
+            // Sigmoid and SiLU: the products, then each row of the block mapped while it is in cache.
+            product(IdentityEpilogue(), rows: rows, cols: cols, k: k, w: w, b: b, rowOffsets: rowOffsets, bias: bias,
+                    residual: residual, y: y, ldy: ldy)
+            for r in 0..<rows { braid_map(Int32(map), y + r * ldy, y + r * ldy, cols) }
+            return
+        }
         var m = 0
         while m < rows {
             // A last tile of fewer than four channels repeats its last channel in the spare

@@ -46,32 +46,3 @@ func fastTanh(_ v: Float) -> Float {
     let out = a < 0.625 ? small : (v < 0 ? -large : large)
     return v != v ? v : out
 }
-
-/// `fastExp` on eight lanes at once, with the same polynomial and limits, written in vector
-/// operations so that a convolution's epilogue applies it in registers.
-@inline(__always)
-func fastExp(_ v: SIMD8<Float>) -> SIMD8<Float> {
-    let x = v.clamped(lowerBound: SIMD8(repeating: -87.336_544), upperBound: SIMD8(repeating: 88.722_83))
-    let t = (x * 1.442_695_04).clamped(lowerBound: SIMD8(repeating: -126), upperBound: SIMD8(repeating: 127))
-        + 12_582_912
-    let n = t - 12_582_912
-    let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4
-    var p = SIMD8<Float>(repeating: 1.987_569_15e-4)
-    p = p * r + 1.398_199_950_7e-3
-    p = p * r + 8.333_451_907_3e-3
-    p = p * r + 4.166_579_589_4e-2
-    p = p * r + 1.666_666_545_9e-1
-    p = p * r + 5.000_000_120_1e-1
-    let er = p * r * r + r + 1
-    let bits = unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127
-    var out = er * unsafeBitCast(bits &<< 23, to: SIMD8<Float>.self)
-    out.replace(with: .infinity, where: v .> 88.722_83)
-    out.replace(with: 0, where: v .< -87.336_544)
-    out.replace(with: v, where: v .!= v)
-    return out
-}
-
-@inline(__always)
-func fastSigmoid(_ v: SIMD8<Float>) -> SIMD8<Float> {
-    1 / (1 + fastExp(-v))
-}

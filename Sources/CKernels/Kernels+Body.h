@@ -66,7 +66,7 @@ void SUFFIX(braid_smallk_tile)(const float *b, const intptr_t *ro, intptr_t k, c
  * Element maps on the set's own vector width VEC (VLEN floats; VINT the integers of the same
  * width): exp by a degree-6 polynomial after reducing by ln 2 (relative error about 2e-7;
  * overflow gives +inf, results below the smallest normal float 0, NaN stays NaN), sigmoid as
- * 1 / (1 + e^-x), tanh by a polynomial for |x| < 0.625 and from e^2|x| beyond.
+ * 1 / (1 + e^-x), SiLU as x / (1 + e^-x), tanh by a polynomial for |x| < 0.625 and from e^2|x| beyond.
  */
 #define SELECT(m, a, b) ((VEC)(((VINT)(m) & (VINT)(a)) | (~(VINT)(m) & (VINT)(b))))
 #define SPLAT(c) ((VEC){0} + (float)(c))
@@ -92,6 +92,8 @@ static inline VEC SUFFIX(vexp)(VEC v) {
 }
 
 static inline VEC SUFFIX(vsigmoid)(VEC v) { return 1.0f / (1.0f + SUFFIX(vexp)(-v)); }
+
+static inline VEC SUFFIX(vsilu)(VEC v) { return v / (1.0f + SUFFIX(vexp)(-v)); }
 
 static inline VEC SUFFIX(vtanh)(VEC v) {
     const VEC a = (VEC)((VINT)v & 0x7FFFFFFF);
@@ -129,6 +131,7 @@ void SUFFIX(braid_map)(int function, const float *x, float *y, intptr_t n) {
     case BRAID_MAP_EXP: BRAID_MAP_LOOP(SUFFIX(vexp)); break;
     case BRAID_MAP_SIGMOID: BRAID_MAP_LOOP(SUFFIX(vsigmoid)); break;
     case BRAID_MAP_TANH: BRAID_MAP_LOOP(SUFFIX(vtanh)); break;
+    case BRAID_MAP_SILU: BRAID_MAP_LOOP(SUFFIX(vsilu)); break;
     default: break;
     }
 }

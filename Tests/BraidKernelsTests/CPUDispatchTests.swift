@@ -74,6 +74,7 @@ final class CPUDispatchTests: XCTestCase {
 
     func testExp() { checkMap(Int32(BRAID_MAP_EXP), "exp") { Foundation.exp($0) } }
     func testSigmoid() { checkMap(Int32(BRAID_MAP_SIGMOID), "sigmoid") { 1 / (1 + Foundation.exp(-$0)) } }
+    func testSiLU() { checkMap(Int32(BRAID_MAP_SILU), "silu") { $0 / (1 + Foundation.exp(-$0)) } }
     func testTanh() { checkMap(Int32(BRAID_MAP_TANH), "tanh") { Foundation.tanh($0) } }
 
     func testDepthwiseAccumulate() {

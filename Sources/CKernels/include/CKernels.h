@@ -56,6 +56,7 @@ enum {
     BRAID_MAP_EXP = 0,
     BRAID_MAP_SIGMOID = 1,
     BRAID_MAP_TANH = 2,
+    BRAID_MAP_SILU = 3,     /* x * sigmoid(x) */
 };
 
 /* `y[i] = function(x[i])` for `i < n`; `x` and `y` may be the same array. */
