@@ -29,11 +29,11 @@ enum SmallPatchConv {
                                              b: UnsafePointer<Float>, rowOffsets: UnsafePointer<Int>,
                                              bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                              y: UnsafeMutablePointer<Float>, ldy: Int) {
-        if let map = f.bulkMap {
+        if f.bulkMap != nil {
             // Sigmoid and SiLU: the products, then each row of the block mapped while it is in cache.
             product(IdentityEpilogue(), rows: rows, cols: cols, k: k, w: w, b: b, rowOffsets: rowOffsets, bias: bias,
                     residual: residual, y: y, ldy: ldy)
-            for r in 0..<rows { braid_map(Int32(map), y + r * ldy, y + r * ldy, cols) }
+            applyEpilogue(f, y, rows: rows, cols: cols, stride: ldy)
             return
         }
         var m = 0
