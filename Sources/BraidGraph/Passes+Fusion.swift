@@ -2,11 +2,11 @@ import BraidTensor
 
 extension Passes {
     /// The pipeline for running a graph here: `optimizeForInference`, then
-    /// `recognizeHardSwish`, `fuseConvEpilogues`, `fuseChannelChains` and `markConstantWeights`. The result holds fused convolutions, which only the executor
+    /// `recognizeHardSwish`, `recognizeGELU`, `fuseConvEpilogues`, `fuseChannelChains` and `markConstantWeights`. The result holds fused convolutions, which only the executor
     /// understands: export and train the graph from `optimizeForInference` (or the imported
     /// one), never this one.
     public static func optimizeForExecution(_ g: Graph) throws -> Graph {
-        markConstantWeights(fuseChannelChains(fuseConvEpilogues(recognizeHardSwish(try optimizeForInference(g)))))
+        markConstantWeights(fuseChannelChains(fuseConvEpilogues(recognizeGELU(recognizeHardSwish(try optimizeForInference(g))))))
     }
 
     /// True for the ONNX (and onnxruntime contrib) ops whose lowering quantizes or dequantizes.
@@ -124,6 +124,81 @@ extension Passes {
             removed.formUnion([ai, ci, mi])
             placed[di] = Node(name: last.name, op: .unary(.hardSwish), inputs: [x], outputs: last.outputs,
                               sourceOp: "Add+Clip+Mul+\(last.sourceOp)")
+        }
+        if placed.isEmpty { return g }
+        var out = g
+        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
+        return removeDeadCode(out)
+    }
+
+    /// Replaces GELU as exporters write it before ONNX's `Gelu` (opset 20) by one `gelu` node:
+    /// `Erf(x / sqrt 2)` (a `Div` by sqrt 2 or a `Mul` by its inverse), `Add` 1, then the
+    /// product with `x` and 0.5 in any of the orders PyTorch's two exporters write
+    /// (`(x * p) * 0.5`, `(x * 0.5) * p`, `(p * 0.5) * x`). torchvision's ViT, Swin and ConvNeXt
+    /// and MaxViT hold one per block; five passes over the tensor (the scalar `erf` among them)
+    /// become one vectorised pass. Every intermediate value must have one reader and not be a
+    /// graph output; the constants must be float scalars of the graph. Not in a quantized
+    /// graph (the next quantize step would round the one op differently from the five).
+    public static func recognizeGELU(_ g: Graph) -> Graph {
+        guard !g.nodes.contains(where: { isQuantizationOp($0.sourceOp) }) else { return g }
+        var readers: [String: [Int]] = [:]
+        for (i, n) in g.nodes.enumerated() { for v in Set(n.inputs) where !v.isEmpty { readers[v, default: []].append(i) } }
+        let outputs = Set(g.outputs.map(\.name)), overridable = Set(g.inputs.map(\.name))
+        func scalar(_ name: String) -> Float? {
+            guard !overridable.contains(name), let t = g.initializers[name], t.dtype == .float32, t.count == 1 else { return nil }
+            return t.floats[0]
+        }
+        func next(_ value: String) -> Int? {
+            guard !outputs.contains(value), let r = readers[value], r.count == 1, g.nodes[r[0]].outputs.count == 1 else { return nil }
+            return r[0]
+        }
+        func close(_ v: Float?, _ want: Float) -> Bool { v.map { abs($0 - want) <= 1e-6 * want } ?? false }
+        // `node` as a two-input binary `op` with one operand `value`: the other operand.
+        func other(_ node: Node, _ op: BinaryFunction, _ value: String) -> String? {
+            guard case .binary(let o) = node.op, o == op, node.inputs.count == 2 else { return nil }
+            if node.inputs[0] == value { return node.inputs[1] }
+            return node.inputs[1] == value && (op == .add || op == .mul) ? node.inputs[0] : nil
+        }
+        var producer: [String: Int] = [:]
+        for (i, n) in g.nodes.enumerated() { for v in n.outputs { producer[v] = i } }
+        var removed = Set<Int>(), placed: [Int: Node] = [:]
+        for (ei, erf) in g.nodes.enumerated() {
+            guard case .unary(.erf) = erf.op, erf.inputs.count == 1, erf.outputs.count == 1,
+                  let di = producer[erf.inputs[0]], next(erf.inputs[0]) == ei else { continue }
+            let scaling = g.nodes[di]
+            guard case .binary(let sop) = scaling.op, scaling.inputs.count == 2 else { continue }
+            let x: String
+            if sop == .div, close(scalar(scaling.inputs[1]), Float(2).squareRoot()) {
+                x = scaling.inputs[0]
+            } else if sop == .mul, close(scalar(scaling.inputs[1]), Float(0.5).squareRoot()) {
+                x = scaling.inputs[0]
+            } else if sop == .mul, close(scalar(scaling.inputs[0]), Float(0.5).squareRoot()) {
+                x = scaling.inputs[1]
+            } else { continue }
+            guard let ai = next(erf.outputs[0]), let one = other(g.nodes[ai], .add, erf.outputs[0]), scalar(one) == 1,
+                  let mi = next(g.nodes[ai].outputs[0]),
+                  let factor = other(g.nodes[mi], .mul, g.nodes[ai].outputs[0]) else { continue }
+            var members = [di, ei, ai, mi], last = mi
+            if factor == x {
+                // (x * p) * 0.5
+                guard let hi = next(g.nodes[mi].outputs[0]), let half = other(g.nodes[hi], .mul, g.nodes[mi].outputs[0]),
+                      scalar(half) == 0.5 else { continue }
+                members.append(hi); last = hi
+            } else if scalar(factor) == 0.5 {
+                // (p * 0.5) * x
+                guard let xi = next(g.nodes[mi].outputs[0]), other(g.nodes[xi], .mul, g.nodes[mi].outputs[0]) == x
+                else { continue }
+                members.append(xi); last = xi
+            } else if let hi = producer[factor], next(factor) == mi, let half = other(g.nodes[hi], .mul, x),
+                      scalar(half) == 0.5 {
+                // (x * 0.5) * p
+                members.append(hi)
+            } else { continue }
+            guard removed.isDisjoint(with: members) else { continue }
+            removed.formUnion(members.filter { $0 != last })
+            let sources = members.sorted().map { g.nodes[$0].sourceOp }
+            placed[last] = Node(name: g.nodes[last].name, op: .unary(.gelu(tanhApproximation: false)), inputs: [x],
+                                outputs: g.nodes[last].outputs, sourceOp: sources.joined(separator: "+"))
         }
         if placed.isEmpty { return g }
         var out = g

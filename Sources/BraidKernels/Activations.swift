@@ -25,7 +25,7 @@ extension Elementwise {
         case .elu(let alpha): pmap(x, y, count, EluF(alpha: alpha))
         case .celu(let alpha): pmap(x, y, count, CeluF(alpha: alpha))
         case .selu(let alpha, let gamma): pmap(x, y, count, SeluF(alpha: alpha, gamma: gamma))
-        case .gelu(tanhApproximation: false): pmap(x, y, count, GeluErfF())
+        case .gelu(tanhApproximation: false): cmap(x, y, count, Int(BRAID_MAP_GELU))
         case .gelu(tanhApproximation: true): pmap(x, y, count, GeluTanhF())
         case .shrink(let bias, let lambd): pmap(x, y, count, ShrinkF(bias: bias, lambd: lambd))
         default: preconditionFailure("\(f) is not an activation")

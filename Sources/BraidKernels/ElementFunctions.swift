@@ -32,9 +32,9 @@ func pmap<F: ElementFunction1>(_ x: UnsafePointer<F.In>, _ y: UnsafeMutablePoint
     }
 }
 
-/// `y[i] = function(x[i])` by CKernels' `braid_map` (`BRAID_MAP_EXP`, `_SIGMOID`, `_TANH`: the
-/// vectorised exp-based functions, built for each instruction set), parallel over chunks when
-/// large.
+/// `y[i] = function(x[i])` by CKernels' `braid_map` (`BRAID_MAP_EXP`, `_SIGMOID`, `_TANH`,
+/// `_SILU`, `_ERF`, `_GELU`: vectorised, built for each instruction set), parallel over chunks
+/// when large.
 @inline(__always)
 func cmap(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ function: Int) {
     elementwiseChunks(n) { lo, hi in braid_map(Int32(function), x + lo, y + lo, hi - lo) }
@@ -82,7 +82,6 @@ struct FloorF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { v.r
 struct CeilF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { v.rounded(.up) } }
 struct RoundF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { v.rounded(.toNearestOrEven) } }
 struct SignF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { v > 0 ? 1 : (v < 0 ? -1 : v) } }
-struct ErfF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { erff(v) } }
 // `v < 0 ? 0 : v` rather than max(v, 0): NaN passes through as in NumPy.
 struct ReluF: ElementFunction1 { func callAsFunction(_ v: Float) -> Float { v < 0 ? 0 : v } }
 struct LeakyReluF: ElementFunction1 {
@@ -114,9 +113,6 @@ struct CeluF: ElementFunction1 {
 struct SeluF: ElementFunction1 {
     let alpha: Float, gamma: Float
     func callAsFunction(_ v: Float) -> Float { v > 0 ? gamma * v : gamma * (alpha * fastExp(v) - alpha) }
-}
-struct GeluErfF: ElementFunction1 {
-    func callAsFunction(_ v: Float) -> Float { 0.5 * v * (1 + erff(v * (0.70710678118654752 as Float))) }
 }
 struct GeluTanhF: ElementFunction1 {
     func callAsFunction(_ v: Float) -> Float {

@@ -34,7 +34,7 @@ public enum Elementwise {
         case .asinh: map(x, y, count) { asinhf($0) }
         case .acosh: map(x, y, count) { acoshf($0) }
         case .atanh: map(x, y, count) { atanhf($0) }
-        case .erf: pmap(x, y, count, ErfF())
+        case .erf: cmap(x, y, count, Int(BRAID_MAP_ERF))
         case .not, .isNaN, .isInf, .bitwiseNot:
             preconditionFailure("\(f) does not map float32 to float32")
         case .narrow(let format, let saturate): map(x, y, count) { format.round($0, saturate: saturate) }

@@ -172,6 +172,44 @@ final class FusionTests: XCTestCase {
         try assertSameOutputs(g, fast, x: random([2, 4, 5, 3], 6), ["3y", "3c"])
     }
 
+    /// GELU written out as PyTorch's exporters write it (Erf of x / sqrt 2 or x * (1 / sqrt 2),
+    /// plus 1, times x and 0.5 in each of three orders) becomes one `gelu` node that computes
+    /// the same; a pattern whose Erf output is also a graph output stays as written.
+    func testGELUPatternRecognised() throws {
+        func mul(_ tag: String, _ a: String, _ b: String, _ out: String) -> Node {
+            Node(name: tag, op: .binary(.mul), inputs: [a, b], outputs: [out], sourceOp: "Mul")
+        }
+        func pattern(_ x: String, _ t: String, order: Int) -> [Node] {
+            let scale = order == 0
+                ? Node(name: t + "div", op: .binary(.div), inputs: [x, "sqrt2"], outputs: [t + "d"], sourceOp: "Div")
+                : mul(t + "div", "invsqrt2", x, t + "d")
+            let head = [scale,
+                        Node(name: t + "erf", op: .unary(.erf), inputs: [t + "d"], outputs: [t + "e"], sourceOp: "Erf"),
+                        Node(name: t + "add", op: .binary(.add), inputs: ["one", t + "e"], outputs: [t + "p"], sourceOp: "Add")]
+            switch order {
+            case 0: return head + [mul(t + "m1", x, t + "p", t + "m"), mul(t + "m2", t + "m", "half", t + "y")]
+            case 1: return [mul(t + "h", x, "half", t + "h")] + head + [mul(t + "m1", t + "h", t + "p", t + "y")]
+            default: return head + [mul(t + "m1", t + "p", "half", t + "q"), mul(t + "m2", x, t + "q", t + "y")]
+            }
+        }
+        let nodes = pattern("x", "1", order: 0)
+            + [Node(name: "neg", op: .unary(.neg), inputs: ["1y"], outputs: ["n"], sourceOp: "Neg")]
+            + pattern("n", "2", order: 1) + pattern("2y", "3", order: 2) + pattern("3y", "4", order: 0)
+        let inits: [String: Tensor] = ["sqrt2": Tensor(shape: [], floats: [Float(2).squareRoot()]),
+                                       "invsqrt2": Tensor(shape: [1], floats: [Float(0.5).squareRoot()]),
+                                       "one": Tensor(shape: [], floats: [1]), "half": Tensor(shape: [], floats: [0.5])]
+        let g = Graph(name: "gelu", inputs: [ValueDecl(name: "x", dtype: .float32, shape: nil)],
+                      outputs: [ValueDecl(name: "4y", dtype: .float32, shape: nil), ValueDecl(name: "4e", dtype: .float32, shape: nil)],
+                      initializers: inits, nodes: nodes)
+        let fast = Passes.recognizeGELU(g)
+        XCTAssertEqual(fast.nodes.map(\.sourceOp),
+                       ["Div+Erf+Add+Mul+Mul", "Neg", "Mul+Mul+Erf+Add+Mul", "Mul+Erf+Add+Mul+Mul", "Div", "Erf", "Add", "Mul", "Mul"])
+        XCTAssertEqual(fast.nodes.filter {
+            if case .unary(.gelu(tanhApproximation: false)) = $0.op { return true } else { return false }
+        }.count, 3)
+        try assertSameOutputs(g, try Passes.optimizeForExecution(g), x: random([2, 3, 37], 5), ["4y", "4e"], tolerance: 2e-6)
+    }
+
     /// Per-channel runs become one channel chain: BatchNormalization, Mul, Add and Relu (the
     /// ONNX zoo's DenseNet, its parameters graph inputs with defaults), and a Sub and Div by
     /// operands that broadcast along the last axis instead (the chain's step-by-step path);

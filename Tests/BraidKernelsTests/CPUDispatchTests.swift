@@ -41,7 +41,8 @@ final class CPUDispatchTests: XCTestCase {
     /// limits, beyond them, infinities and NaN; a length that leaves a tail for every width.
     private let inputs: [Float] = {
         var v: [Float] = [0, -0.0, 1e-8, -1e-8, 0.3, -0.3, 0.62, 0.63, -0.63, 1, -1, 2.5, -7, 20, -20, 40, -40,
-                          87, -87, 88.7, 88.8, -87.4, -104, 100, -100, .infinity, -.infinity, .nan, 9.5, -9.5]
+                          87, -87, 88.7, 88.8, -87.4, -104, 100, -100, .infinity, -.infinity, .nan, 9.5, -9.5,
+                          0.999, 1.001, -1.001, 1.414, 1.415, -1.414, -1.415, 3.9, -3.9, -13.1, 14.2, -14.2]
         var r = UInt64(7)
         for _ in 0..<203 {
             r = r &* 6364136223846793005 &+ 1442695040888963407
@@ -50,7 +51,8 @@ final class CPUDispatchTests: XCTestCase {
         return v
     }()
 
-    private func checkMap(_ function: Int32, _ name: String, _ want: (Double) -> Double) {
+    /// Within 1e-6 relative, or `floor` absolute where that is larger.
+    private func checkMap(_ function: Int32, _ name: String, floor: Double = 0, _ want: (Double) -> Double) {
         for isa in sets {
             with(isa) {
                 var y = [Float](repeating: 0, count: inputs.count)
@@ -66,7 +68,7 @@ final class CPUDispatchTests: XCTestCase {
                         XCTAssert(g == wf || (abs(w) < 1.2e-38 && g == 0), "\(name)(\(x)) on \(isa): \(g), expected \(w)")
                         continue
                     }
-                    XCTAssertLessThanOrEqual(abs(g - w) / abs(w), 1e-6, "\(name)(\(x)) on \(isa): \(g), expected \(w)")
+                    XCTAssertLessThanOrEqual(abs(g - w), Swift.max(1e-6 * abs(w), floor), "\(name)(\(x)) on \(isa): \(g), expected \(w)")
                 }
             }
         }
@@ -76,6 +78,12 @@ final class CPUDispatchTests: XCTestCase {
     func testSigmoid() { checkMap(Int32(BRAID_MAP_SIGMOID), "sigmoid") { 1 / (1 + Foundation.exp(-$0)) } }
     func testSiLU() { checkMap(Int32(BRAID_MAP_SILU), "silu") { $0 / (1 + Foundation.exp(-$0)) } }
     func testTanh() { checkMap(Int32(BRAID_MAP_TANH), "tanh") { Foundation.tanh($0) } }
+    func testErf() { checkMap(Int32(BRAID_MAP_ERF), "erf") { Foundation.erf($0) } }
+    /// GELU's far lower tail (|y| under 1e-12, from x < -7) is held to 1e-12 absolute: there its
+    /// e^(-x^2/2) loses relative precision as it nears float's smallest normal.
+    func testGELU() {
+        checkMap(Int32(BRAID_MAP_GELU), "gelu", floor: 1e-12) { 0.5 * $0 * Foundation.erfc(-$0 / 2.0.squareRoot()) }
+    }
 
     func testDepthwiseAccumulate() {
         // A [rows, cols, 8] band; pixel p reads tap t at pixelOffsets[p] + tapOffsets[t] bytes.

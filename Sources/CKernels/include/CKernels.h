@@ -57,6 +57,8 @@ enum {
     BRAID_MAP_SIGMOID = 1,
     BRAID_MAP_TANH = 2,
     BRAID_MAP_SILU = 3,     /* x * sigmoid(x) */
+    BRAID_MAP_ERF = 4,
+    BRAID_MAP_GELU = 5,     /* x (1 + erf(x / sqrt 2)) / 2 */
 };
 
 /* `y[i] = function(x[i])` for `i < n`; `x` and `y` may be the same array. */
