@@ -1,11 +1,26 @@
 import Dispatch
 import Foundation
 
+/// How many threads Braid's kernels use: `BRAID_THREADS` when it holds a whole number from 1 on
+/// (so a benchmark can give Braid exactly the threads its peer has, on any machine), else one
+/// per core this process may run on. Read once, before the first kernel runs.
+public enum KernelThreads {
+    /// The thread count in use.
+    public static let count: Int = parse(ProcessInfo.processInfo.environment["BRAID_THREADS"] ?? "")
+        ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// The count a `BRAID_THREADS` value asks for, or nil when it is not a whole number from 1 on.
+    public static func parse(_ value: String) -> Int? {
+        guard let n = Int(value.trimmingCharacters(in: .whitespaces)), n >= 1 else { return nil }
+        return n
+    }
+}
+
 /// The NN kernels' thread fan-out over raw-pointer work: the spinning `SpinPool`, or
 /// `DispatchQueue.concurrentPerform` when the pool is busy.
 enum NNParallel {
-    /// Cores available to `concurrentPerform`.
-    static let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Threads the kernels fan out over: `KernelThreads.count`.
+    static let workers = KernelThreads.count
 
     /// OpenBLAS's thread count when the NN kernels first ran, restored after batch-parallel work.
     static let blasDefaultThreads = blasThreads()

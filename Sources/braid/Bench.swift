@@ -84,7 +84,7 @@ struct Bench: ParsableCommand {
             var obj: [String: Any] = ["model": model, "median_ms": median, "min_ms": times.first!,
                                       "max_ms": times.last!, "runs": times.count, "batch": batch,
                                       "items_per_s": throughput, "planned_bytes": plan.plannedBytes,
-                                      "kernels": KernelISA.active.description]
+                                      "kernels": KernelISA.active.description, "threads": KernelThreads.count]
             if perOp {
                 obj["per_op"] = PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest,
                                             runs: times.count).jsonObject()
@@ -94,7 +94,7 @@ struct Bench: ParsableCommand {
         } else {
             print(model + String(format: ": median %.3f ms, min %.3f ms, max %.3f ms over %d runs; %.1f items/s (batch %d)",
                                  median, times.first!, times.last!, times.count, throughput, batch)
-                  + "; kernels \(KernelISA.active)")
+                  + "; kernels \(KernelISA.active), \(KernelThreads.count) threads")
         }
         if perOp && !json { PerOpReport(graph: graph, plan: plan, times: perOpTime, best: perOpBest, runs: times.count).print() }
     }
@@ -126,12 +126,12 @@ struct Bench: ParsableCommand {
                                       "runs": times.count, "units": bench.units, "frozen_units": bench.frozenDepth,
                                       "trainable_parameters": bench.trainableParameters, "peak_rss_mb": peakMB,
                                       "first_loss": Double(firstLoss), "last_loss": Double(lastLoss),
-                                      "kernels": KernelISA.active.description]
+                                      "kernels": KernelISA.active.description, "threads": KernelThreads.count]
             print(String(decoding: try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
         } else {
             print(model + String(format: ": training step median %.2f ms (min %.2f, max %.2f) over %d runs; %d of %d layer units train (%d parameters); peak RSS %.0f MB",
                                  median, times.first!, times.last!, times.count, bench.units - bench.frozenDepth,
-                                 bench.units, bench.trainableParameters, peakMB) + "; kernels \(KernelISA.active)")
+                                 bench.units, bench.trainableParameters, peakMB) + "; kernels \(KernelISA.active), \(KernelThreads.count) threads")
         }
     }
 }

@@ -14,6 +14,7 @@ struct Braid: ParsableCommand {
         // Line-buffered stdout keeps results in order with the progress bar on stderr.
         setvbuf(stdout, nil, _IOLBF, 0)
         checkKernelSet()
+        checkKernelThreads()
         Cluster.start()
         do {
             var command = try parseAsRoot()
@@ -43,6 +44,15 @@ func checkKernelSet() {
     if isa.rawValue > KernelISA.best.rawValue {
         FileHandle.standardError.write(Data(
             "braid: warning: BRAID_CPU=\(wanted): this CPU lacks \(isa); the kernels use \(KernelISA.best)\n".utf8))
+    }
+}
+
+/// Checks `BRAID_THREADS` (the kernels' thread count): anything but a whole number from 1 on is
+/// an error, not a silent fallback to one thread per core.
+func checkKernelThreads() {
+    guard let wanted = ProcessInfo.processInfo.environment["BRAID_THREADS"], !wanted.isEmpty else { return }
+    guard KernelThreads.parse(wanted) != nil else {
+        fail("BRAID_THREADS=\(wanted) is not a thread count; expected a whole number from 1 on")
     }
 }
 

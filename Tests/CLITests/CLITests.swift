@@ -13,10 +13,10 @@ final class CLITests: XCTestCase {
 
     struct Result { var status: Int32; var out: String; var err: String }
 
-    func braid(_ args: [String]) throws -> Result {
+    func braid(_ args: [String], environment: [String: String] = [:]) throws -> Result {
         let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let exe = dir.appendingPathComponent("braid").path
-        let (p, out, err) = try launch(exe, args)
+        let (p, out, err) = try launch(exe, args, environment: environment)
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
@@ -79,6 +79,22 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]
         XCTAssertNotNil(obj?["median_ms"] as? Double)
+    }
+
+    /// `BRAID_THREADS` sets the kernels' thread count (benchmarks give Braid the peer's); a
+    /// value that is no count from 1 on is one clear error, not a silent default.
+    func testThreadCountFromEnvironment() throws {
+        let r = try braid(["bench", ppocr, "--shape", "1x3x48x192", "--runs", "1", "--warmup", "0", "--json"],
+                          environment: ["BRAID_THREADS": "3"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]
+        XCTAssertEqual(obj?["threads"] as? Int, 3)
+        for bad in ["0", "-2", "two"] {
+            let b = try braid(["bench", ppocr, "--runs", "1"], environment: ["BRAID_THREADS": bad])
+            XCTAssertNotEqual(b.status, 0, "BRAID_THREADS=\(bad) was accepted")
+            XCTAssertEqual(b.err.split(separator: "\n").count, 1, b.err)
+            XCTAssertTrue(b.err.contains("BRAID_THREADS=\(bad)"), b.err)
+        }
     }
 
     func testBadInputs() throws {
