@@ -1,3 +1,5 @@
+import CKernels
+
 /// A 2-D convolution that sums in onnxruntime's CPU order, to the bit:
 /// `y[N, M, OH, OW] = conv(x[N, C, H, W], w[M, C/group, kH, kW]) + b[M]`.
 ///
@@ -13,9 +15,9 @@
 /// OpenBLAS's order).
 ///
 /// Not for one output channel per group (depthwise) or a 1x1 output plane: MLAS runs those
-/// through its matrix-vector kernels, in another order (`handles`). Scalar fused multiply-adds
-/// over contiguous columns: this is not a speed path. Scratch is allocated here, never
-/// during `forward`.
+/// through its matrix-vector kernels, in another order (`handles`). The chains run over
+/// columns at the CPU's vector width (`braid_fma_chain`), without GEMM blocking: this is not a
+/// speed path. Scratch is allocated here, never during `forward`.
 public final class MLASOrderConv2D: @unchecked Sendable {
     public let geometry: ConvGeometry
     /// Output columns per work item.
@@ -103,10 +105,7 @@ public final class MLASOrderConv2D: @unchecked Sendable {
             let k1 = min(depth, k0 + slice)
             let into = k0 == 0 ? out : acc
             into.update(repeating: 0, count: cols)
-            for k in k0..<k1 {
-                let wk = w[k], row = b + k * ldb
-                for j in 0..<cols { into[j] = into[j].addingProduct(wk, row[j]) }
-            }
+            braid_fma_chain(into, b + k0 * ldb, ldb, w + k0, k1 - k0, cols)
             if k0 > 0 { for j in 0..<cols { out[j] = out[j] + acc[j] } }
             k0 = k1
         }
