@@ -176,6 +176,15 @@ func lowerConv(_ node: Node, _ p: ConvParams, _ inputs: [PlanValue?]) throws -> 
     let bias = try nnOptionalInput(2, node, inputs, "B", shape: [w.shape[0]])
     let hasBias = bias != nil
     let activation = p.fusion?.activation
+    if p.summation == .onnxruntimeCPU && MLASOrderConv2D.handles(geometry) && p.fusion?.residual != true && activation == nil {
+        return LoweredOp(outputs: [(outShape, .float32)]) { ins, outs in
+            let conv = MLASOrderConv2D(geometry)
+            let xp = ins[0]!.floats, wp = ins[1]!.floats
+            let bp = hasBias ? UnsafePointer(ins[2]!.floats) : nil
+            let yp = outs[0].floats
+            return { conv.forward(x: xp, weight: wp, bias: bp, y: yp) }
+        }
+    }
     if p.fusion?.constantWeights == true, let weight = w.constant, WinogradConv3x3.handles(geometry),
        p.fusion?.residual != true || (try? nnFloatInput(3, node, inputs, "residual"))?.shape == outShape {
         let residual = p.fusion?.residual == true

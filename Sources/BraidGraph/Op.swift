@@ -284,13 +284,31 @@ public struct ConvParams: Sendable, Equatable {
     /// What the inference optimiser folded into this convolution (`Passes.fuseConvEpilogues`);
     /// nil for every convolution an importer makes. Exporters and training reject fused nodes.
     public var fusion: ConvFusion?
+    /// The order the products are summed in; `.fastest` for every convolution but the float
+    /// ones an importer finds between quantize steps.
+    public var summation: ConvSummation
 
     public init(kernel: [Int], strides: [Int], pads: [Int], dilations: [Int], group: Int,
-                autoPad: AutoPad = .explicit, fusion: ConvFusion? = nil) {
+                autoPad: AutoPad = .explicit, fusion: ConvFusion? = nil, summation: ConvSummation = .fastest) {
         self.kernel = kernel; self.strides = strides; self.pads = pads
         self.dilations = dilations; self.group = group; self.autoPad = autoPad
-        self.fusion = fusion
+        self.fusion = fusion; self.summation = summation
     }
+}
+
+/// The order a float convolution sums its products and bias in. Rounding depends on it; the
+/// difference is a last bit, which matters only where the next step rounds to an integer.
+public enum ConvSummation: Sendable, Equatable {
+    /// The kernel's own order (the fastest it has).
+    case fastest
+    /// onnxruntime's CPU order (MLAS's SGEMM under its Conv; `MLASOrderConv2D`): per output,
+    /// the products in `[C/group, kH, kW]` order in slices, each a chain of fused multiply-adds
+    /// from zero, the slices added left to right, then the bias. The ONNX importer sets it on a
+    /// quantized graph's float convolutions (the groups onnxruntime leaves unfused), so that the
+    /// QuantizeLinear after them rounds the float onnxruntime rounds. Where that kernel does
+    /// not apply (3-D; one output channel per group or a 1x1 plane, which MLAS sums with other
+    /// kernels) the convolution runs as `.fastest`, and nothing fuses into it.
+    case onnxruntimeCPU
 }
 
 /// The element-wise tail fused into a convolution: `y = activation(conv + bias + residual)`.

@@ -251,7 +251,9 @@ extension Passes {
         var removed = Set<Int>()
         var placed: [Int: Node] = [:]
         for (ci, conv) in g.nodes.enumerated() {
-            guard case .conv(var p) = conv.op, p.fusion == nil, conv.outputs.count == 1,
+            // A convolution summed in onnxruntime's order keeps its tail as separate ops, as
+            // onnxruntime runs them.
+            guard case .conv(var p) = conv.op, p.fusion == nil, p.summation == .fastest, conv.outputs.count == 1,
                   conv.inputs.count >= 2, conv.inputs.count <= 3 else { continue }
             var fusion = ConvFusion()
             var inputs = conv.inputs + Array(repeating: "", count: 3 - conv.inputs.count)

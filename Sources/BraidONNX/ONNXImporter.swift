@@ -14,7 +14,9 @@ public struct ONNXImporter: Sendable {
     public var constantsAsInitializers: Bool
     /// When true, the QDQ node groups (DequantizeLinear -> op -> QuantizeLinear) that
     /// onnxruntime's CPU provider runs as integer kernels are read as those kernels, so the
-    /// integers match onnxruntime's; when false every group is read as written, in float.
+    /// integers match onnxruntime's, and the float convolutions left between quantize steps sum
+    /// in onnxruntime's order (`ConvSummation.onnxruntimeCPU`); when false every group is read
+    /// as written, in float.
     public var fusesQDQGroups: Bool
 
     public init(constantsAsInitializers: Bool = false, fusesQDQGroups: Bool = true) {
@@ -90,7 +92,11 @@ public struct ONNXImporter: Sendable {
             }
             initializers[t.name] = try t.tensor(baseDirectory: baseDirectory)
         }
-        if fusesQDQGroups { g = fuseQDQGroups(g, initializers: initializers, opset: opset) }
+        var onnxruntimeOrder = Set<Int>()
+        if fusesQDQGroups {
+            g = fuseQDQGroups(g, initializers: initializers, opset: opset)
+            onnxruntimeOrder = floatConvsBetweenQuantizeSteps(g)
+        }
         let inputs = try g.inputs.map { try valueDecl($0, role: "graph input") }
         let outputs = try g.outputs.map { try valueDecl($0, role: "graph output") }
 
@@ -165,7 +171,11 @@ public struct ONNXImporter: Sendable {
                 continue
             }
             for c in t.constants { initializers[c.name] = c.tensor }
-            for node in t.nodes {
+            for var node in t.nodes {
+                if onnxruntimeOrder.contains(index), case .conv(var params) = node.op {
+                    params.summation = .onnxruntimeCPU
+                    node.op = .conv(params)
+                }
                 if constantsAsInitializers, case .constant(let value) = node.op, value.dtype.isFloat,
                    node.outputs.count == 1, !node.outputs[0].isEmpty {
                     initializers[node.outputs[0]] = value

@@ -37,6 +37,24 @@ func fuseQDQGroups(_ g: ONNXGraphProto, initializers: [String: Tensor], opset: I
     return fusion.result()
 }
 
+/// The indices of `g`'s float Conv nodes whose input and weight both come from a
+/// DequantizeLinear: the convolutions a QDQ file leaves in float after `fuseQDQGroups` (int8
+/// activations, mismatched types). onnxruntime runs them with its plain float Conv kernel
+/// (MLAS's GEMM, not its NCHWc layout, which needs a constant weight), so they are to sum in
+/// its order: the QuantizeLinear after them turns a last-bit difference into a whole step.
+func floatConvsBetweenQuantizeSteps(_ g: ONNXGraphProto) -> Set<Int> {
+    var dequantized = Set<String>()
+    for n in g.nodes where n.opType == "DequantizeLinear" && (n.domain.isEmpty || n.domain == "ai.onnx") {
+        dequantized.formUnion(n.outputs.filter { !$0.isEmpty })
+    }
+    guard !dequantized.isEmpty else { return [] }
+    var found = Set<Int>()
+    for (i, n) in g.nodes.enumerated() where n.opType == "Conv" && (n.domain.isEmpty || n.domain == "ai.onnx") {
+        if n.inputs.count >= 2 && dequantized.contains(n.inputs[0]) && dequantized.contains(n.inputs[1]) { found.insert(i) }
+    }
+    return found
+}
+
 private struct QDQFusion {
     /// The graph's nodes as read: every rule looks at these (onnxruntime's selectors see the
     /// same DequantizeLinear/QuantizeLinear nodes and value types after earlier fusions).

@@ -11,6 +11,7 @@ typedef void (*dw8_fn)(const float *, const intptr_t *, const intptr_t *, intptr
 typedef void (*smallk_fn)(const float *, const intptr_t *, intptr_t, const float *, const float *, const float *,
                           const float *, const float *, float *);
 typedef void (*map_fn)(int, const float *, float *, intptr_t);
+typedef void (*fma_chain_fn)(float *, const float *, intptr_t, const float *, intptr_t, intptr_t);
 
 /* -1 until chosen. The pointers are written before `active` (release) and read after it
    (acquire); choosing twice at once writes the same values. */
@@ -18,6 +19,7 @@ static _Atomic int active = -1;
 static _Atomic(dw8_fn) dw8 = NULL;
 static _Atomic(smallk_fn) smallk = NULL;
 static _Atomic(map_fn) map = NULL;
+static _Atomic(fma_chain_fn) fma_chain = NULL;
 
 int braid_isa_best(void) {
 #if defined(__x86_64__)
@@ -53,13 +55,19 @@ int braid_isa_select(int isa) {
     dw8_fn d = braid_dw8_accumulate_portable;
     smallk_fn s = braid_smallk_tile_portable;
     map_fn m = braid_map_portable;
+    fma_chain_fn f = braid_fma_chain_portable;
 #if defined(__x86_64__)
-    if (isa == BRAID_ISA_AVX2) { d = braid_dw8_accumulate_avx2; s = braid_smallk_tile_avx2; m = braid_map_avx2; }
-    if (isa == BRAID_ISA_AVX512) { d = braid_dw8_accumulate_avx512; s = braid_smallk_tile_avx512; m = braid_map_avx512; }
+    if (isa == BRAID_ISA_AVX2) {
+        d = braid_dw8_accumulate_avx2; s = braid_smallk_tile_avx2; m = braid_map_avx2; f = braid_fma_chain_avx2;
+    }
+    if (isa == BRAID_ISA_AVX512) {
+        d = braid_dw8_accumulate_avx512; s = braid_smallk_tile_avx512; m = braid_map_avx512; f = braid_fma_chain_avx512;
+    }
 #endif
     atomic_store_explicit(&dw8, d, memory_order_relaxed);
     atomic_store_explicit(&smallk, s, memory_order_relaxed);
     atomic_store_explicit(&map, m, memory_order_relaxed);
+    atomic_store_explicit(&fma_chain, f, memory_order_relaxed);
     atomic_store_explicit(&active, isa, memory_order_release);
     return isa;
 }
@@ -90,4 +98,9 @@ void braid_smallk_tile(const float *b, const intptr_t *row_offsets, intptr_t k, 
 void braid_map(int function, const float *x, float *y, intptr_t n) {
     braid_isa_active();
     atomic_load_explicit(&map, memory_order_relaxed)(function, x, y, n);
+}
+
+void braid_fma_chain(float *acc, const float *b, intptr_t ldb, const float *w, intptr_t k, intptr_t n) {
+    braid_isa_active();
+    atomic_load_explicit(&fma_chain, memory_order_relaxed)(acc, b, ldb, w, k, n);
 }

@@ -193,3 +193,24 @@ void SUFFIX(braid_map)(int function, const float *x, float *y, intptr_t n) {
     default: break;
     }
 }
+
+/* acc[j] = fma(w[t], b[t * ldb + j], acc[j]) for t = 0 ..< k in order, j < n: fused (one
+   rounding) in every set; without FMA hardware the compiler calls fmaf, which is exact too. */
+void SUFFIX(braid_fma_chain)(float *acc, const float *b, intptr_t ldb, const float *w, intptr_t k, intptr_t n) {
+    intptr_t j = 0;
+    for (; j + VLEN <= n; j += VLEN) {
+        VEC a;
+        memcpy(&a, acc + j, sizeof a);
+        for (intptr_t t = 0; t < k; t++) {
+            VEC v;
+            memcpy(&v, b + t * ldb + j, sizeof v);
+            a = __builtin_elementwise_fma((VEC){0} + w[t], v, a);
+        }
+        memcpy(acc + j, &a, sizeof a);
+    }
+    for (; j < n; j++) {
+        float a = acc[j];
+        for (intptr_t t = 0; t < k; t++) a = __builtin_fmaf(w[t], b[t * ldb + j], a);
+        acc[j] = a;
+    }
+}

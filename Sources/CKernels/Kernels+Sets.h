@@ -10,7 +10,8 @@
     void braid_smallk_tile_##set(const float *b, const intptr_t *row_offsets, intptr_t k, const float *w0,      \
                                  const float *w1, const float *w2, const float *w3, const float *bias4,         \
                                  float *out);                                                                   \
-    void braid_map_##set(int function, const float *x, float *y, intptr_t n);
+    void braid_map_##set(int function, const float *x, float *y, intptr_t n);                                   \
+    void braid_fma_chain_##set(float *acc, const float *b, intptr_t ldb, const float *w, intptr_t k, intptr_t n);
 
 BRAID_KERNEL_SET(portable)
 #if defined(__x86_64__)

@@ -64,6 +64,13 @@ enum {
 /* `y[i] = function(x[i])` for `i < n`; `x` and `y` may be the same array. */
 void braid_map(int function, const float *x, float *y, intptr_t n);
 
+/*
+ * Chains of fused multiply-adds, in order: `acc[j] = fma(w[t], b[t * ldb + j], acc[j])` for
+ * `t = 0 ..< k`, for each `j < n`. Every set rounds once per step (the portable x86-64 build
+ * through fmaf), so all give the same floats: the order onnxruntime's CPU GEMM sums in.
+ */
+void braid_fma_chain(float *acc, const float *b, intptr_t ldb, const float *w, intptr_t k, intptr_t n);
+
 #ifdef __cplusplus
 }
 #endif
