@@ -117,16 +117,71 @@ extension Double {
     }
 }
 
+/// The joint L2 norm of `grads` (summed in name order, in double precision, so that the
+/// same gradients give the same norm in every process).
+public func gradientNorm(_ grads: [String: Tensor]) -> Float {
+    var sum: Double = 0
+    for name in grads.keys.sorted() {
+        let g = grads[name]!.floats
+        for i in 0..<grads[name]!.count { sum += Double(g[i]) * Double(g[i]) }
+    }
+    return Float(sum.squareRoot())
+}
+
 /// Scales gradients so that their joint L2 norm is at most `maxNorm`; returns the norm
 /// before clipping.
 @discardableResult
 public func clipGradientNorm(_ grads: [String: Tensor], maxNorm: Float) -> Float {
-    var sum: Double = 0
-    for g in grads.values { for i in 0..<g.count { sum += Double(g.floats[i] * g.floats[i]) } }
-    let norm = Float(sum.squareRoot())
-    if norm > maxNorm {
-        let s = maxNorm / (norm + 1e-6)
-        for g in grads.values { for i in 0..<g.count { g.floats[i] *= s } }
-    }
+    let norm = gradientNorm(grads)
+    if norm > maxNorm { scaleGradients(grads, by: maxNorm / (norm + 1e-6)) }
     return norm
+}
+
+func scaleGradients(_ grads: [String: Tensor], by s: Float) {
+    for g in grads.values {
+        let p = g.floats
+        for i in 0..<g.count { p[i] *= s }
+    }
+}
+
+/// Adaptive gradient clipping (AutoClip: Seetharaman, Wichern, Pardo, Le Roux, "AutoClip:
+/// Adaptive Gradient Clipping for Source Separation Networks", 2020): each step's gradient is
+/// clipped to the `percentile`-th percentile (nearest rank) of the joint norms of every step
+/// so far, its own included. No threshold to tune: it follows the model's own gradient scale,
+/// and a step whose norm is an outlier (a batch holding an image whose features are a hundred
+/// times the usual size) moves the weights no further than a typical step.
+public struct AdaptiveClip: Sendable {
+    /// In (0, 100]; 100 never clips, 50 clips every step above the median so far.
+    public let percentile: Float
+    /// The norms seen, ascending.
+    public private(set) var norms: [Float] = []
+
+    public init(percentile: Float) {
+        precondition(percentile > 0 && percentile <= 100)
+        self.percentile = percentile
+    }
+
+    /// The threshold over the norms seen so far (nil before any).
+    public var threshold: Float? {
+        guard !norms.isEmpty else { return nil }
+        let rank = Int((Double(percentile) / 100 * Double(norms.count)).rounded(.up))
+        return norms[min(max(rank, 1), norms.count) - 1]
+    }
+
+    /// Records the norm of `grads` and scales them down to the threshold when above it.
+    /// Returns the norm before clipping and the threshold used.
+    @discardableResult
+    public mutating func clip(_ grads: [String: Tensor]) -> (norm: Float, threshold: Float) {
+        let norm = gradientNorm(grads)
+        guard norm.isFinite else { return (norm, threshold ?? norm) }
+        var lo = 0, hi = norms.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if norms[mid] < norm { lo = mid + 1 } else { hi = mid }
+        }
+        norms.insert(norm, at: lo)
+        let limit = threshold!
+        if norm > limit { scaleGradients(grads, by: limit / norm) }
+        return (norm, limit)
+    }
 }

@@ -127,6 +127,7 @@ extension Finetuner {
                     }
                     m.optimizer.state = [:]
                     m.optimizer.stepCount = 0
+                    m.resetClipping()
                 }
                 history = []
                 stepLosses = []

@@ -36,6 +36,8 @@ final class Member {
     /// Running statistics the forward pass updates, and room to restore them when a
     /// batch's update is dropped.
     let runningStats: [(live: Tensor, saved: Tensor)]
+    /// `TrainOptions.clipPercentile`'s norms so far (nil: off).
+    var adaptiveClip: AdaptiveClip?
 
     init(model: SourceModel, setup: TrainingSetup, options: TrainOptions, cache: PrefixCache?) throws {
         self.model = model
@@ -73,6 +75,7 @@ final class Member {
         case .adam: optimizer = Adam(weightDecay: decay)
         case .adamw: optimizer = Adam(weightDecay: decay, decoupled: true)
         }
+        adaptiveClip = options.clipPercentile > 0 ? AdaptiveClip(percentile: options.clipPercentile) : nil
         l2sp = penalised ? L2SPPenalty(params: plan.params, alpha: options.l2spAlpha, beta: options.l2spBeta) : nil
         if options.method == .childTuning {
             child = try ChildTuningMask(mode: options.childMode, p: options.childP, seed: options.seed)
@@ -111,6 +114,19 @@ final class Member {
         let weights = setup.graph.initializers.values.reduce(0) { $0 + $1.buffer.byteCount }
         let trainable = setup.trainable.reduce(0) { $0 + (setup.graph.initializers[$1]?.buffer.byteCount ?? 0) }
         return total + estimate.plannedBytes + estimate.constantBytes + weights + trainable * (options.optimizer == .sgd ? 1 : 2)
+    }
+
+    /// Clips the plan's gradients as `options` says (a fixed norm, or a percentile of the
+    /// norms so far); returns the norm before clipping when one was computed.
+    @discardableResult
+    func clipGradients(_ options: TrainOptions) -> Float? {
+        if options.clipNorm > 0 { return clipGradientNorm(plan.grads, maxNorm: options.clipNorm) }
+        return adaptiveClip?.clip(plan.grads).norm
+    }
+
+    /// Forgets the norms `clipGradients` has seen (a fresh start from the initial weights).
+    func resetClipping() {
+        if let p = adaptiveClip?.percentile { adaptiveClip = AdaptiveClip(percentile: p) }
     }
 
     /// Copies the running statistics aside before a forward pass.
@@ -337,7 +353,7 @@ public final class Finetuner {
                                         setting: "onNonfinite")
                 }
                 for m in members {
-                    if options.clipNorm > 0 { clipGradientNorm(m.plan.grads, maxNorm: options.clipNorm) }
+                    m.clipGradients(options)
                     m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: lr(epoch: epoch, step: step))
                 }
                 tally.correct += correct

@@ -161,6 +161,10 @@ public final class FinetuneRun {
         try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
         var range: LearningRateRange?
         if let steps = learningRateRangeSteps, !resuming {
+            if o.clipNorm == 0 && o.clipPercentile == 0 {
+                o.clipPercentile = TrainOptions.autoRateClipPercentile
+                record.options.clipPercentile = o.clipPercentile
+            }
             let found = try autoLearningRate(models: models, depths: depths.map { max($0, 0) }, options: o,
                                              train: split.train, steps: steps)
             (o.lr, range) = (found.rate, found.range)
@@ -268,7 +272,7 @@ public final class FinetuneRun {
     /// returns the rate to train with and the test it came from.
     func autoLearningRate(models: [SourceModel], depths: [Int], options: TrainOptions, train: any ImageDataset,
                           steps: Int) throws -> (rate: Float, range: LearningRateRange) {
-        let key = "\(record.sources)|\(record.data)|\(record.inputSizes)|\(options.method.rawValue)|\(depths)|\(options.batch)|\(options.optimizer.rawValue)|\(options.seed)|\(steps)"
+        let key = "\(record.sources)|\(record.data)|\(record.inputSizes)|\(options.method.rawValue)|\(depths)|\(options.batch)|\(options.optimizer.rawValue)|\(options.seed)|\(steps)|clip \(options.clipNorm) \(options.clipPercentile)"
         let path = runDir + "/lr-range.json"
         var found: LearningRateRange
         if let data = FileManager.default.contents(atPath: path),

@@ -23,6 +23,9 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
     public var stoppedEarly: String?
     /// What the run was keyed on, so a cached result is reused only for the same setting.
     public var key: String
+    /// Each step's gradient norm before clipping (the largest over members); nil in tests
+    /// recorded before it was kept.
+    public var gradientNorms: [Float]? = nil
 
     /// JSON for lr-range.json: a diverged step's loss is written as the string "nan" or "inf".
     public func json() throws -> Data {
@@ -44,6 +47,9 @@ public struct LearningRateRange: Codable, Sendable, Equatable {
         let picks = Set(stride(from: 0, to: rates.count, by: max(1, rates.count / 8)).map { $0 } + [rates.count - 1])
         for i in picks.sorted() {
             lines.append(String(format: "  rate %@  loss %.4f", fmtRate(rates[i]) as NSString, smoothed[i]))
+        }
+        if let norms = gradientNorms?.sorted(), !norms.isEmpty {
+            lines.append(String(format: "  gradient norm: median %.3g, largest %.3g", norms[norms.count / 2], norms.last!))
         }
         if let best = bestIndex { lines.append("  lowest smoothed loss \(String(format: "%.4f", smoothed[best])) at rate \(fmtRate(rates[best]))") }
         if let suggested {
@@ -131,7 +137,8 @@ extension Finetuner {
     ///
     /// Each step takes the next shuffled batch (seeded by the run's seed), computes the run's
     /// loss (cross-entropy per member, plus the collaborative term with several members) and
-    /// updates with rate `minLR * (maxLR / minLR)^(i / (steps - 1))`. The test stops early
+    /// updates with rate `minLR * (maxLR / minLR)^(i / (steps - 1))`, the gradient clipped
+    /// as `options` says (`clipNorm`, `clipPercentile`). The test stops early
     /// when the smoothed loss passes 4x its minimum or turns non-finite.
     public func learningRateRange(train: any ImageDataset, minLR: Float = 1e-5, maxLR: Float = 1, steps: Int = 100,
                                   key: String = "", onStep: ((Int, Float, Float) -> Void)? = nil) throws -> LearningRateRange {
@@ -150,6 +157,7 @@ extension Finetuner {
                 }
                 m.optimizer.state = [:]
                 m.optimizer.stepCount = 0
+                m.resetClipping()
             }
         }
         var result = LearningRateRange(minLR: minLR, maxLR: maxLR, rates: [], losses: [], smoothed: [], suggested: nil,
@@ -195,7 +203,13 @@ extension Finetuner {
                 for g in m.plan.grads.values where !allFinite(g) { finite = false }
             }
             if !finite { result.stoppedEarly = "diverged (non-finite gradient)"; break }
-            for m in members { m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: rate) }
+            // Clipped as the training will be, so that the rate it picks is one for that training.
+            var norm: Float = 0
+            for m in members {
+                norm = max(norm, m.clipGradients(options) ?? gradientNorm(m.plan.grads))
+                m.optimizer.step(params: m.plan.params, grads: m.plan.grads, lr: rate)
+            }
+            result.gradientNorms = (result.gradientNorms ?? []) + [norm]
         }
         result.suggested = LearningRateRange.suggestion(rates: result.rates, smoothed: result.smoothed, minLR: minLR)
         return result

@@ -121,6 +121,10 @@ public struct TrainOptions: Sendable, Equatable {
     public var vote = Vote.logits
     /// Clip each member's gradient to this global L2 norm (0: off).
     public var clipNorm: Float = 0
+    /// Clip each member's gradient to this percentile of the global norms of its steps so far
+    /// (`AdaptiveClip`; 0: off, 100: never clips). Not with `clipNorm`. A new run at an
+    /// automatically chosen rate without either gets `autoRateClipPercentile`.
+    public var clipPercentile: Float = 0
     /// Seeds the heads, splits, batch order, masks and searches.
     public var seed: UInt64 = 0
     /// Fractions of the dataset held out for validation and test (stratified).
@@ -154,6 +158,14 @@ public struct TrainOptions: Sendable, Equatable {
     /// The defaults, as `init()` sets them.
     public static let defaults = TrainOptions()
 
+    /// `clipPercentile` of a run whose rate the range test chooses (`--lr auto`), when neither
+    /// clipping setting is given: the range test and the training clip each step to the median
+    /// of the norms so far. Batch-norm-folded random-weight EfficientNets put out penultimate
+    /// features whose norm is 6 on the median image and up to 1000 on a few; unclipped, the
+    /// steps on those batches (gradient norms 20 to 130 against a median of 3) made every rate
+    /// that learns diverge, in PyTorch as in Braid (BENCHMARKS.md, "Fine-tuning the files users hold").
+    public static let autoRateClipPercentile: Float = 50
+
     /// Checks every setting's range.
     ///
     /// - Throws: `TrainingError` whose `setting` names the first offending setting.
@@ -172,6 +184,9 @@ public struct TrainOptions: Sendable, Equatable {
         try check(labelSmoothing >= 0 && labelSmoothing < 1, "labelSmoothing", "in [0, 1)", labelSmoothing)
         try check(lambda >= 0 && lambda.isFinite, "lambda", "non-negative", lambda)
         try check(clipNorm >= 0 && clipNorm.isFinite, "clipNorm", "non-negative", clipNorm)
+        try check(clipPercentile >= 0 && clipPercentile <= 100, "clipPercentile", "in [0, 100] (0: off)", clipPercentile)
+        try check(clipNorm == 0 || clipPercentile == 0, "clipPercentile", "0 when clipNorm is set (one clipping rule)",
+                  clipPercentile)
         try check(valFraction >= 0 && valFraction < 1, "valFraction", "in [0, 1)", valFraction)
         try check(testFraction >= 0 && testFraction < 1 && valFraction + testFraction < 1, "testFraction",
                   "in [0, 1) with valFraction + testFraction below 1", testFraction)
@@ -197,7 +212,8 @@ extension TrainOptions: Codable {
         Field(\.nesterov, "nesterov"), Field(\.weightDecay, "weightDecay"), Field(\.schedule, "schedule"),
         Field(\.stepSize, "stepSize"), Field(\.gamma, "gamma"), Field(\.warmupSteps, "warmupSteps"),
         Field(\.labelSmoothing, "labelSmoothing"), Field(\.lambda, "lambda"), Field(\.consistency, "consistency"),
-        Field(\.vote, "vote"), Field(\.clipNorm, "clipNorm"), Field(\.seed, "seed"), Field(\.valFraction, "valFraction"),
+        Field(\.vote, "vote"), Field(\.clipNorm, "clipNorm"),
+        Field(\.clipPercentile, "clipPercentile"), Field(\.seed, "seed"), Field(\.valFraction, "valFraction"),
         Field(\.testFraction, "testFraction"), Field(\.l2spAlpha, "l2spAlpha"), Field(\.l2spBeta, "l2spBeta"),
         Field(\.childP, "childP"), Field(\.childMode, "childMode"), Field(\.prefixCache, "prefixCache"),
         Field(\.cacheMB, "cacheMB"), Field(\.checkpointEvery, "checkpointEvery"), Field(\.onNonfinite, "onNonfinite"),

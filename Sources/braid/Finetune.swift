@@ -55,6 +55,8 @@ struct Finetune: ParsableCommand {
     @Option(name: .long, help: "Ensemble prediction: logits (argmax of summed logits) | softmax (of mean probabilities).")
     var vote = TrainOptions.defaults.vote
     @Option(name: .long, help: "Clip the gradient norm (0: off).") var clipNorm = TrainOptions.defaults.clipNorm
+    @Option(name: .long, help: "Clip each step's gradient norm to this percentile of the norms so far (AutoClip; 100: never clips). Default: off, but 50 (the median) with --lr auto and no --clip-norm, in the range test and the training alike.")
+    var clipPercentile = TrainOptions.defaults.clipPercentile
     @Option(name: .long) var seed = TrainOptions.defaults.seed
     @Option(name: .long) var valFraction = TrainOptions.defaults.valFraction
     @Option(name: .long) var testFraction = TrainOptions.defaults.testFraction
@@ -152,6 +154,7 @@ struct Finetune: ParsableCommand {
         o.momentum = momentum; o.nesterov = nesterov; o.weightDecay = weightDecay; o.schedule = schedule
         o.stepSize = stepSize; o.gamma = gamma; o.warmupSteps = warmupSteps
         o.labelSmoothing = labelSmoothing; o.lambda = lambda; o.clipNorm = clipNorm; o.seed = seed
+        o.clipPercentile = clipPercentile
         o.consistency = consistency; o.vote = vote
         o.valFraction = valFraction; o.testFraction = testFraction
         o.l2spAlpha = l2spAlpha; o.l2spBeta = l2spBeta; o.childP = childP; o.childMode = childMode

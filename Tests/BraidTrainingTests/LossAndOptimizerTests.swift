@@ -105,4 +105,42 @@ final class LossAndOptimizerTests: XCTestCase {
         XCTAssertEqual(g.floats[0], 0.6, accuracy: 1e-5)
         XCTAssertEqual(g.floats[1], 0.8, accuracy: 1e-5)
     }
+
+    /// AutoClip: each step is clipped to the median (nearest rank) of the norms so far, its
+    /// own included, so one outlier step moves the weights no further than a typical one.
+    func testAdaptiveClipHoldsAnOutlierStepToTheMedianSoFar() {
+        var clip = AdaptiveClip(percentile: 50)
+        XCTAssertNil(clip.threshold)
+        func step(_ values: [Float]) -> (Float, [Float]) {
+            let g = Tensor(shape: [values.count], floats: values)
+            let r = clip.clip(["a": g])
+            return (r.threshold, g.floatArray)
+        }
+        // The first step is its own median: unchanged.
+        XCTAssertEqual(step([3, 4]).1, [3, 4])
+        XCTAssertEqual(step([0, 2]).1, [0, 2])   // norms {2, 5}: median (rank 1) 2
+        XCTAssertEqual(step([6, 8]).0, 5)        // norms {2, 5, 10}: rank 2 is 5
+        // An outlier 100 times the usual norm is scaled to the median so far (5), direction kept.
+        let (limit, out) = step([300, 400])
+        XCTAssertEqual(limit, 5)                 // {2, 5, 10, 500}: rank 2
+        XCTAssertEqual(out[0], 3, accuracy: 1e-4)
+        XCTAssertEqual(out[1], 4, accuracy: 1e-4)
+        XCTAssertEqual(clip.norms, [2, 5, 10, 500])
+        // Percentile 100 never clips.
+        var never = AdaptiveClip(percentile: 100)
+        let g = Tensor(shape: [2], floats: [1, 0])
+        never.clip(["g": g]); g.floats[0] = 1000
+        XCTAssertEqual(never.clip(["g": g]).norm, 1000)
+        XCTAssertEqual(g.floatArray, [1000, 0])
+        // A NaN norm is not recorded (the training loop skips or stops on such a step).
+        let bad = Tensor(shape: [1], floats: [.nan])
+        XCTAssertTrue(clip.clip(["b": bad]).norm.isNaN)
+        XCTAssertEqual(clip.norms.count, 4)
+    }
+
+    /// The norm sums in name order, in double precision.
+    func testGradientNormAcrossTensors() {
+        let grads = ["b": Tensor(shape: [1], floats: [12]), "a": Tensor(shape: [2], floats: [3, 4])]
+        XCTAssertEqual(gradientNorm(grads), 13, accuracy: 1e-6)
+    }
 }

@@ -131,4 +131,66 @@ final class AutoRateRecoveryTests: XCTestCase {
         try direct.train(train: d.train, validation: d.validation, resume: false)
         XCTAssertEqual(direct.history.last?.trainLoss, epoch.trainLoss)
     }
+
+    /// The range test clips as the training will (`clipPercentile`): the same steps with and
+    /// without it part from the first clipped step on, and the norms are recorded.
+    func testRangeTestClipsLikeTheTraining() throws {
+        let dir = try scratchDir()
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try smallSource(dir: dir, classes: 10)
+        let d = try digitsSplits()
+        var o = TrainOptions()
+        o.batch = 32; o.seed = 2; o.prefixCache = false
+        let plain = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
+            .learningRateRange(train: d.train, minLR: 1e-3, maxLR: 1, steps: 12)
+        o.clipPercentile = 50
+        let clipped = try Finetuner(models: [model.pristineCopy()], depths: [0], classes: d.classes, options: o, runDir: dir)
+            .learningRateRange(train: d.train, minLR: 1e-3, maxLR: 1, steps: 12)
+        let norms = try XCTUnwrap(clipped.gradientNorms)
+        XCTAssertEqual(norms.count, clipped.rates.count)
+        XCTAssertEqual(plain.losses[0], clipped.losses[0])
+        // The first step whose norm is above the median of the norms so far is clipped: the
+        // loss after it differs.
+        let first = try XCTUnwrap((1..<norms.count).first { k in
+            let seen = norms[0...k].sorted()
+            return norms[k] > seen[Int((Double(seen.count) / 2).rounded(.up)) - 1]
+        }, "no step above the median so far: \(norms)")
+        XCTAssertEqual(Array(plain.losses[...first]), Array(clipped.losses[...first]))
+        XCTAssertNotEqual(plain.losses[first + 1], clipped.losses[first + 1])
+        XCTAssertTrue(clipped.summary().contains("gradient norm: median"), clipped.summary())
+    }
+
+    /// A new run at `--lr auto` with no clipping setting clips at the median
+    /// (`TrainOptions.autoRateClipPercentile`), in its range test and its training, and records
+    /// it in run.json (a resumption clips alike); a given `clipNorm` is kept instead.
+    func testAutoRateRunClipsAtTheMedianUnlessToldOtherwise() throws {
+        let dir = try scratchDir()
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try smallSource(dir: dir, classes: 10)
+        var setup = FinetuneSetup(sources: [dir + "/small.onnx"], data: "digits")
+        setup.options.epochs = 1; setup.options.batch = 32; setup.options.prefixCache = false
+        setup.learningRateRangeSteps = 12
+        _ = try FinetuneRun(setup, runDir: dir + "/auto", manifest: []).run()
+        let record = try RunRecord.load(runDir: dir + "/auto")
+        XCTAssertEqual(record.options.clipPercentile, TrainOptions.autoRateClipPercentile)
+        XCTAssertEqual(record.options.clipNorm, 0)
+        let range = try LearningRateRange(json: try Data(contentsOf: URL(fileURLWithPath: dir + "/auto/lr-range.json")))
+        XCTAssertEqual(range.gradientNorms?.count, range.rates.count)
+        XCTAssertTrue(range.key.hasSuffix("clip 0.0 50.0"), range.key)
+
+        setup.options.clipNorm = 1
+        _ = try FinetuneRun(setup, runDir: dir + "/fixed", manifest: []).run()
+        let fixed = try RunRecord.load(runDir: dir + "/fixed")
+        XCTAssertEqual(fixed.options.clipPercentile, 0)
+        XCTAssertEqual(fixed.options.clipNorm, 1)
+
+        // Both rules at once is a setting error naming the second.
+        var both = TrainOptions()
+        both.clipNorm = 1; both.clipPercentile = 50
+        XCTAssertThrowsError(try both.validate()) { XCTAssertEqual(($0 as? TrainingError)?.setting, "clipPercentile") }
+        // An experiment configuration spells it clip_percentile.
+        let o = try TrainOptions.decode(json: Data(#"{"clip_percentile": 90}"#.utf8), place: "training")
+        XCTAssertEqual(o.clipPercentile, 90)
+        XCTAssertThrowsError(try TrainOptions.decode(json: Data(#"{"clip_percentile": 150}"#.utf8), place: "training"))
+    }
 }
