@@ -43,12 +43,13 @@ public enum DataCatalog {
         return (env.isEmpty ? FileManager.default.currentDirectoryPath + "/.cache" : env) + "/data"
     }
 
-    /// The fetched sets by name (case and `-`/`_` ignored): `mnist-5k`, `digits`, `textures`.
+    /// The fetched sets by name (case and `-`/`_` ignored): `mnist-5k`, `digits`, `textures`,
+    /// `elpv` (solar-cell electroluminescence scans, a train/val/test ImageFolder).
     public static let fetchedNames = ["mnist5k": "mnist_5k.csv.gz", "digits": "digits.csv.gz",
-                                      "textures": "textures"]
+                                      "textures": "textures", "elpv": "elpv"]
 
     /// Opens `data`:
-    /// - a fetched set's name (`mnist-5k`, `digits`, `textures`), looked up in `dataFolder`;
+    /// - a fetched set's name (`mnist-5k`, `digits`, `textures`, `elpv`), looked up in `dataFolder`;
     /// - a folder with `train/` (and optionally `val/` or `validation/`, `test/`) class folders;
     /// - a folder with MNIST's IDX files (`train-images-idx3-ubyte[.gz]`,
     ///   `train-labels-idx1-ubyte[.gz]`, optionally `t10k-...` as the test split);

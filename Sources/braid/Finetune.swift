@@ -26,7 +26,7 @@ struct Finetune: ParsableCommand {
         """)
 
     @Option(name: .long, help: "A pretrained model (.onnx, .h5, .keras); repeat for several.") var source: [String] = []
-    @Option(name: .long, help: "Target data: mnist-5k, digits, textures, a folder, or FILE.h5#IMAGES,LABELS.") var data: String?
+    @Option(name: .long, help: "Target data: mnist-5k, digits, textures, elpv, a folder, or FILE.h5#IMAGES,LABELS.") var data: String?
     @Option(name: .long, help: "Run directory to write.") var out: String?
     @Option(name: .long, help: "Continue the run in this directory from its last checkpoint.") var resume: String?
     @Option(name: .long, help: "How layers train: \(TrainOptions.Method.allCases.map(\.rawValue).joined(separator: " | "))")

@@ -12,6 +12,14 @@ final class CatalogTests: XCTestCase {
         }
     }
 
+    func testELPVIsAFetchedName() throws {
+        let empty = try temporaryFolder(self)
+        XCTAssertThrowsError(try DataCatalog.open("ELPV", dataFolder: empty)) { error in
+            XCTAssertTrue("\(error)".contains("run tools/fetch-data"), "\(error)")
+            XCTAssertTrue("\(error)".contains(empty + "/elpv"), "\(error)")
+        }
+    }
+
     func testIDXFolderWithoutTestSplitIsCutFromTrain() throws {
         let folder = try temporaryFolder(self)
         try FileManager.default.copyItem(atPath: fixture("tiny-images-idx3-ubyte.gz"),

@@ -83,3 +83,28 @@ extension RealDataTests {
         XCTAssertEqual(try DataCatalog.open("digits", dataFolder: folder).whole?.count, 1797)
     }
 }
+
+extension RealDataTests {
+    /// tools/fetch-data's ELPV folder, opened by name. Counts follow Models/data-manifest's
+    /// split rule; the pixel sums were read with Pillow (`np.asarray(Image.open(path)).sum()`).
+    func testCatalogOpensELPVWithItsOwnSplits() throws {
+        try TestCache.require("data/elpv/train", madeBy: "tools/fetch-data elpv")
+        let data = try DataCatalog.open("elpv", dataFolder: TestCache.path("data"))
+        XCTAssertNil(data.whole)
+        XCTAssertEqual(data.classes, ["defective", "functional"])
+        let train = try XCTUnwrap(data.train), validation = try XCTUnwrap(data.validation)
+        let test = try XCTUnwrap(data.test)
+        XCTAssertEqual(train.classCounts, [581, 1265])
+        XCTAssertEqual(validation.classCounts, [120, 270])
+        XCTAssertEqual(test.classCounts, [120, 268])
+        // The own splits are used whatever fractions are asked for.
+        let s = try data.splits(validationFraction: 0.3, testFraction: 0.3, seed: 2)
+        XCTAssertEqual([s.train.count, s.validation.count, s.test.count], [1846, 390, 388])
+        let first = try train.image(0)
+        XCTAssertEqual(first.shape, [1, 300, 300])
+        XCTAssertEqual(sum(first), 6_522_270)
+        XCTAssertEqual(train.label(0), 0)
+        XCTAssertEqual(sum(try test.image(test.count - 1)), 13_628_100)
+        XCTAssertEqual(test.label(test.count - 1), 1)
+    }
+}
