@@ -76,10 +76,7 @@ extension Passes {
             placed[members.last!] = Node(name: start.name, op: .channelChain(steps: steps, activation: activation),
                                          inputs: [x] + operands, outputs: [value], sourceOp: tail.joined(separator: "+"))
         }
-        if placed.isEmpty { return g }
-        var out = g
-        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
-        return removeDeadCode(out)
+        return replacingNodes(g, placed: placed, removed: removed)
     }
 
     /// Replaces `Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)` (HardSwish as exporters write it for
@@ -91,18 +88,7 @@ extension Passes {
     /// HardSwish rounds differently from the four ops as written (onnxruntime runs those).
     public static func recognizeHardSwish(_ g: Graph) -> Graph {
         guard !g.nodes.contains(where: { isQuantizationOp($0.sourceOp) }) else { return g }
-        var readers: [String: [Int]] = [:]
-        for (i, n) in g.nodes.enumerated() { for v in Set(n.inputs) where !v.isEmpty { readers[v, default: []].append(i) } }
-        let outputs = Set(g.outputs.map(\.name)), overridable = Set(g.inputs.map(\.name))
-        func scalar(_ name: String) -> Float? {
-            guard !overridable.contains(name), let t = g.initializers[name], t.dtype == .float32, t.count == 1 else { return nil }
-            return t.floats[0]
-        }
-        // The sole reader of `value`, when it is a single-output node.
-        func next(_ value: String) -> Int? {
-            guard !outputs.contains(value), let r = readers[value], r.count == 1, g.nodes[r[0]].outputs.count == 1 else { return nil }
-            return r[0]
-        }
+        let index = PatternIndex(g), scalar = index.scalar, next = index.next
         var removed = Set<Int>(), placed: [Int: Node] = [:]
         for (ai, add) in g.nodes.enumerated() {
             guard case .binary(.add) = add.op, add.inputs.count == 2, add.outputs.count == 1 else { continue }
@@ -125,10 +111,7 @@ extension Passes {
             placed[di] = Node(name: last.name, op: .unary(.hardSwish), inputs: [x], outputs: last.outputs,
                               sourceOp: "Add+Clip+Mul+\(last.sourceOp)")
         }
-        if placed.isEmpty { return g }
-        var out = g
-        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
-        return removeDeadCode(out)
+        return replacingNodes(g, placed: placed, removed: removed)
     }
 
     /// Replaces GELU as exporters write it before ONNX's `Gelu` (opset 20) by one `gelu` node:
@@ -141,17 +124,7 @@ extension Passes {
     /// graph (the next quantize step would round the one op differently from the five).
     public static func recognizeGELU(_ g: Graph) -> Graph {
         guard !g.nodes.contains(where: { isQuantizationOp($0.sourceOp) }) else { return g }
-        var readers: [String: [Int]] = [:]
-        for (i, n) in g.nodes.enumerated() { for v in Set(n.inputs) where !v.isEmpty { readers[v, default: []].append(i) } }
-        let outputs = Set(g.outputs.map(\.name)), overridable = Set(g.inputs.map(\.name))
-        func scalar(_ name: String) -> Float? {
-            guard !overridable.contains(name), let t = g.initializers[name], t.dtype == .float32, t.count == 1 else { return nil }
-            return t.floats[0]
-        }
-        func next(_ value: String) -> Int? {
-            guard !outputs.contains(value), let r = readers[value], r.count == 1, g.nodes[r[0]].outputs.count == 1 else { return nil }
-            return r[0]
-        }
+        let index = PatternIndex(g), scalar = index.scalar, next = index.next
         func close(_ v: Float?, _ want: Float) -> Bool { v.map { abs($0 - want) <= 1e-6 * want } ?? false }
         // `node` as a two-input binary `op` with one operand `value`: the other operand.
         func other(_ node: Node, _ op: BinaryFunction, _ value: String) -> String? {
@@ -200,10 +173,7 @@ extension Passes {
             placed[last] = Node(name: g.nodes[last].name, op: .unary(.gelu(tanhApproximation: false)), inputs: [x],
                                 outputs: g.nodes[last].outputs, sourceOp: sources.joined(separator: "+"))
         }
-        if placed.isEmpty { return g }
-        var out = g
-        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
-        return removeDeadCode(out)
+        return replacingNodes(g, placed: placed, removed: removed)
     }
 
     /// Marks each convolution whose weight is an initializer that no run can override
@@ -338,5 +308,45 @@ extension Passes {
             return .clip(min: lo, max: hi)
         default: return nil
         }
+    }
+}
+
+/// Who reads what in a graph, for the passes that recognise element-wise patterns.
+private struct PatternIndex {
+    let g: Graph
+    let readers: [String: [Int]]
+    let outputs: Set<String>
+    let overridable: Set<String>
+
+    init(_ g: Graph) {
+        var readers: [String: [Int]] = [:]
+        for (i, n) in g.nodes.enumerated() { for v in Set(n.inputs) where !v.isEmpty { readers[v, default: []].append(i) } }
+        self.g = g
+        self.readers = readers
+        outputs = Set(g.outputs.map(\.name))
+        overridable = Set(g.inputs.map(\.name))
+    }
+
+    /// The value of `name` when it is a float32 scalar initializer that no run can override.
+    func scalar(_ name: String) -> Float? {
+        guard !overridable.contains(name), let t = g.initializers[name], t.dtype == .float32, t.count == 1 else { return nil }
+        return t.floats[0]
+    }
+
+    /// The sole reader of `value`, when it is a single-output node and `value` is no graph output.
+    func next(_ value: String) -> Int? {
+        guard !outputs.contains(value), let r = readers[value], r.count == 1, g.nodes[r[0]].outputs.count == 1 else { return nil }
+        return r[0]
+    }
+}
+
+extension Passes {
+    /// `g` with node `i` replaced by `placed[i]`, the nodes in `removed` dropped, then dead code
+    /// removed; `g` itself when nothing was placed.
+    static func replacingNodes(_ g: Graph, placed: [Int: Node], removed: Set<Int>) -> Graph {
+        if placed.isEmpty { return g }
+        var out = g
+        out.nodes = g.nodes.indices.compactMap { i in placed[i] ?? (removed.contains(i) ? nil : g.nodes[i]) }
+        return removeDeadCode(out)
     }
 }
