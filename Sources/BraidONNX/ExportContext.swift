@@ -35,6 +35,12 @@ final class NodeExport {
     /// for dimensions that depend on a symbolic input dimension.
     func shape(_ value: String) -> [Int?]? { value.isEmpty ? nil : session.shapes.shape(value) }
 
+    /// The element type planning found for `value`, nil when unknown.
+    func dtype(_ value: String) -> DType? { value.isEmpty ? nil : session.shapes.dtype(value) }
+
+    /// The IR ops of the nodes that read `value`.
+    func readers(of value: String) -> [Op] { session.readers[value] ?? [] }
+
     /// The elements of `value` when fixed before the run: an initializer, a constant node's
     /// value, or a plan-time constant that does not depend on the input sizes.
     func constantValue(_ value: String) -> Tensor? {
@@ -104,13 +110,20 @@ final class ExportSession {
     /// Constants added by writers, in the order added.
     private(set) var added: [String] = []
     let shapes: ShapeKnowledge
+    /// The ops reading each value.
+    let readers: [String: [Op]]
     private let graphOutputs: Set<String>
 
     init(graph: Graph, shapes: ShapeKnowledge) {
         graphOutputs = Set(graph.outputs.map(\.name))
         var names = Set(graph.initializers.keys).union(graph.inputs.map(\.name)).union(graph.outputs.map(\.name))
-        for n in graph.nodes { names.formUnion(n.inputs); names.formUnion(n.outputs) }
+        var readers: [String: [Op]] = [:]
+        for n in graph.nodes {
+            names.formUnion(n.inputs); names.formUnion(n.outputs)
+            for i in Set(n.inputs) where !i.isEmpty { readers[i, default: []].append(n.op) }
+        }
         taken = names
+        self.readers = readers
         initializers = graph.initializers
         self.shapes = shapes
     }

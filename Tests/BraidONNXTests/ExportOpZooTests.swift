@@ -84,6 +84,14 @@ final class ExportOpZooTests: XCTestCase {
         let ap = b.add(.pool(PoolParams(kind: .average, kernel: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1],
                                         autoPad: .explicit, ceilMode: false, countIncludePad: true)), [mp], "avgpool")
         let lrn = b.add(.lrn(size: 3, alpha: 1e-2, beta: 0.75, bias: 1), [ap], "lrn")
+        // Keras's ZeroPadding2D then MaxPooling2D (the ResNetV2 stem) on all-negative values,
+        // so every border window's maximum is the padding's 0.
+        let negative = b.add(.binary(.sub), [b.add(.unary(.neg), [b.add(.unary(.abs), ["x"], "abs_x")], "neg_abs_x"),
+                                             b.scalar("tenth", 0.1)], "negative_x")
+        let zeroPadded = b.add(.pad(mode: .constant), [negative, b.ints("pads_zero", [0, 0, 1, 1, 0, 0, 1, 1])], "zero_pad")
+        b.outputs.append(b.add(.pool(PoolParams(kind: .max, kernel: [3, 3], strides: [2, 2], pads: [0, 0, 0, 0],
+                                                dilations: [1, 1], autoPad: .explicit, ceilMode: false, countIncludePad: false)),
+                               [zeroPadded], "zero_pad_maxpool"))
         let rz = b.add(.resize(ResizeParams(mode: .linear, coordinate: .halfPixel, nearest: .roundPreferFloor)),
                        [lrn, "", b.floats("rz_scales", [1, 1, 2, 2]), ""], "resize_scales")
         let rz2 = b.add(.resize(ResizeParams(mode: .nearest, coordinate: .asymmetric, nearest: .floor, axes: [2, 3])),
@@ -290,6 +298,19 @@ final class ExportOpZooTests: XCTestCase {
         // SAME padding resolved from the known 8x8 input: total 1, the extra pad at the end.
         XCTAssertEqual(try node(at13, "conv").attributes.first { $0.name == "pads" }?.ints, [0, 0, 1, 1])
         XCTAssertNil(try node(at13, "conv").attributes.first { $0.name == "auto_pad" })
+        // Zero padding read only by a max pooling is written with the fill -0.0, which
+        // onnxruntime's Pad fusion leaves alone (it would fill with -inf instead of 0).
+        for opset in [13, 21] {
+            let written = try ONNXExporter(opset: opset).model(graph).graph
+            let fill = try XCTUnwrap(try node(written.nodes, "zero_pad").inputs.dropFirst(2).first, "the Pad has no fill")
+            let value = try XCTUnwrap(written.initializers.first { $0.name == fill }, "fill \(fill) is no initializer")
+            let floats = try value.tensor(baseDirectory: nil).floatArray
+            XCTAssertEqual(floats.map(\.bitPattern), [(-Float(0)).bitPattern], "opset \(opset)")
+        }
+        // Other constant padding keeps its fill.
+        let math = try ONNXExporter(opset: 13).model(Self.mathZoo()).graph
+        let kept = try node(math.nodes, "pad_const").inputs[2]
+        XCTAssertEqual(try math.initializers.first { $0.name == kept }?.tensor(baseDirectory: nil).floatArray, [0.5])
         // Resize axes: attribute from 18, full-rank operands before.
         XCTAssertEqual(try node(at21, "resize_axes").attributes.first { $0.name == "axes" }?.ints, [2, 3])
         XCTAssertNil(try node(at13, "resize_axes").attributes.first { $0.name == "axes" })

@@ -289,7 +289,31 @@ private func writePad(_ n: NodeExport, _ mode: PadFill) throws {
         name = "wrap"
     }
     if !n.input(3).isEmpty { try n.require(opset: 18, "Pad with an 'axes' input") }
-    n.emit("Pad", attrs: [.string("mode", name)])
+    var inputs = (0..<4).map(n.input)
+    if padsWithZeroForMaxPooling(n, mode) {
+        // Zero padding read only by max pooling (Keras's ZeroPadding2D then MaxPooling2D, as in
+        // ResNetV2) is written with the fill -0.0, which compares equal to 0 everywhere. With
+        // +0.0, onnxruntime's basic optimisations (its Pad fusion, which tests the fill's bytes
+        // for zero) fold the Pad into the MaxPool's pads, which MaxPool fills with -inf: a
+        // window of negative values then yields their maximum instead of 0.
+        inputs[2] = n.constant(scalar: -0.0, "fill")
+    }
+    n.emit("Pad", inputs, attrs: [.string("mode", name)])
+}
+
+/// True for constant padding with a zero (or absent) float32 fill whose every reader is a
+/// max pooling.
+private func padsWithZeroForMaxPooling(_ n: NodeExport, _ mode: PadFill) -> Bool {
+    guard case .constant = mode, n.dtype(n.input(0)) == .float32 else { return false }
+    let fill = n.input(2)
+    if !fill.isEmpty {
+        guard let t = n.constantValue(fill), t.dtype == .float32, t.floatArray.allSatisfy({ $0 == 0 }) else { return false }
+    }
+    let readers = n.readers(of: n.node.outputs[0])
+    return !readers.isEmpty && readers.allSatisfy { op in
+        if case .pool(let p) = op { return p.kind == .max }
+        return false
+    }
 }
 
 private func writeResize(_ n: NodeExport, _ p: ResizeParams) throws {
