@@ -23,6 +23,9 @@ protocol EpilogueFunction {
     /// exp-based functions: vectorised at the CPU's full width there, against a lane at a time
     /// in registers. Kernels then compute without the activation and map their output.
     var bulkMap: Int? { get }
+    /// The same function as CKernels' `braid_activate` computes it (kind and its two
+    /// parameters), giving the same floats; nil for the identity.
+    var kernel: (kind: Int32, a: Float, b: Float)? { get }
 }
 
 extension EpilogueFunction {
@@ -32,21 +35,25 @@ extension EpilogueFunction {
 struct IdentityEpilogue: EpilogueFunction {
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v }
     @inline(__always) func callAsFunction(_ v: Float) -> Float { v }
+    var kernel: (kind: Int32, a: Float, b: Float)? { nil }
 }
 
 struct ReluEpilogue: EpilogueFunction {
+    var kernel: (kind: Int32, a: Float, b: Float)? { (Int32(BRAID_ACT_RELU), 0, 0) }
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v.replacing(with: 0, where: v .< 0) }
     @inline(__always) func callAsFunction(_ v: Float) -> Float { v < 0 ? 0 : v }
 }
 
 struct LeakyReluEpilogue: EpilogueFunction {
     let alpha: Float
+    var kernel: (kind: Int32, a: Float, b: Float)? { (Int32(BRAID_ACT_LEAKY_RELU), alpha, 0) }
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> { v.replacing(with: v * alpha, where: v .< 0) }
     @inline(__always) func callAsFunction(_ v: Float) -> Float { v < 0 ? alpha * v : v }
 }
 
 struct ClipEpilogue: EpilogueFunction {
     let lo: Float, hi: Float
+    var kernel: (kind: Int32, a: Float, b: Float)? { (Int32(BRAID_ACT_CLIP), lo, hi) }
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
         let a = v.replacing(with: lo, where: v .< lo)
         return a.replacing(with: hi, where: a .> hi)
@@ -56,6 +63,7 @@ struct ClipEpilogue: EpilogueFunction {
 
 struct HardSigmoidEpilogue: EpilogueFunction {
     let alpha: Float, beta: Float
+    var kernel: (kind: Int32, a: Float, b: Float)? { (Int32(BRAID_ACT_HARD_SIGMOID), alpha, beta) }
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
         let t = v * alpha + beta
         return t.replacing(with: 0, where: t .< 0).replacing(with: 1, where: t .> 1)
@@ -64,6 +72,7 @@ struct HardSigmoidEpilogue: EpilogueFunction {
 }
 
 struct HardSwishEpilogue: EpilogueFunction {
+    var kernel: (kind: Int32, a: Float, b: Float)? { (Int32(BRAID_ACT_HARD_SWISH), 0, 0) }
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
         let t = v * (1 / 6 as Float) + 0.5
         return v * t.replacing(with: 0, where: t .< 0).replacing(with: 1, where: t .> 1)
@@ -72,6 +81,7 @@ struct HardSwishEpilogue: EpilogueFunction {
 }
 
 struct SigmoidEpilogue: EpilogueFunction {
+    var kernel: (kind: Int32, a: Float, b: Float)? { (Int32(BRAID_ACT_SIGMOID), 0, 0) }
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
         var r = v
         for i in 0..<8 { r[i] = fastSigmoid(v[i]) }
@@ -82,6 +92,7 @@ struct SigmoidEpilogue: EpilogueFunction {
 }
 
 struct SiLUEpilogue: EpilogueFunction {
+    var kernel: (kind: Int32, a: Float, b: Float)? { (Int32(BRAID_ACT_SILU), 0, 0) }
     @inline(__always) func callAsFunction(_ v: SIMD8<Float>) -> SIMD8<Float> {
         var r = v
         for i in 0..<8 { r[i] = v[i] * fastSigmoid(v[i]) }
@@ -149,23 +160,11 @@ private struct KernelRun<K: EpilogueKernel>: EpilogueVisitor {
 }
 
 /// `rows` rows of `cols` floats, `stride` apart, replaced in place by `f(v)`.
+/// CKernels' `braid_activate`, at the CPU's full vector width.
 @inline(__always)
 func applyEpilogue<F: EpilogueFunction>(_ f: F, _ y: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int) {
-    if let map = f.bulkMap {
-        for r in 0..<rows { braid_map(Int32(map), y + r * stride, y + r * stride, cols) }
-        return
-    }
-    for r in 0..<rows {
-        let p = y + r * stride
-        let raw = UnsafeMutableRawPointer(p)
-        var i = 0
-        while i + 8 <= cols {
-            raw.storeBytes(of: f(raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)),
-                           toByteOffset: i * 4, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < cols { p[i] = f(p[i]); i += 1 }
-    }
+    guard let k = f.kernel, rows > 0, cols > 0 else { return }
+    braid_activate(k.kind, k.a, k.b, y, rows, cols, stride)
 }
 
 private struct RowsVisitor: EpilogueVisitor {

@@ -6,8 +6,8 @@ import CKernels
 /// directly instead of through `cblas_sgemm`. With so short an inner dimension OpenBLAS spends
 /// most of its time packing (16x12544x27: 39 GFLOP/s here, against about 80 for square
 /// products); this kernel keeps a 4-channel x 16-column tile of the output in registers, reads
-/// each input vector once per tile, and applies bias, residual and activation before the only
-/// store.
+/// each input vector once per tile, adds bias and residual before the only store, and applies
+/// the activation to each 4-channel strip while it is in cache.
 enum SmallPatchConv {
     /// The longest inner dimension (`C/group * kH * kW`) sent here whatever the output channels.
     static let limit = 16
@@ -29,13 +29,6 @@ enum SmallPatchConv {
                                              b: UnsafePointer<Float>, rowOffsets: UnsafePointer<Int>,
                                              bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                              y: UnsafeMutablePointer<Float>, ldy: Int) {
-        if f.bulkMap != nil {
-            // Sigmoid and SiLU: the products, then each row of the block mapped while it is in cache.
-            product(IdentityEpilogue(), rows: rows, cols: cols, k: k, w: w, b: b, rowOffsets: rowOffsets, bias: bias,
-                    residual: residual, y: y, ldy: ldy)
-            applyEpilogue(f, y, rows: rows, cols: cols, stride: ldy)
-            return
-        }
         var m = 0
         while m < rows {
             // A last tile of fewer than four channels repeats its last channel in the spare
@@ -44,59 +37,31 @@ enum SmallPatchConv {
             let r1 = m + min(1, valid - 1), r2 = m + min(2, valid - 1), r3 = m + min(3, valid - 1)
             let w0 = w + m * k, w1 = w + r1 * k, w2 = w + r2 * k, w3 = w + r3 * k
             var b4 = (bias?[m] ?? 0, bias?[r1] ?? 0, bias?[r2] ?? 0, bias?[r3] ?? 0)
-            // The last tile steps back to end at `cols`, recomputing a few columns (the same
-            // values: y never aliases the inputs or the residual) rather than going scalar.
-            // The tile's products are CKernels' `braid_smallk_tile`, built for each instruction
-            // set; the epilogue is applied here on the way out.
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { tile in
-                let t = UnsafeRawPointer(tile.baseAddress!)
+            // The strip's products, bias and residual are CKernels' `braid_smallk_strip`, built
+            // for each instruction set (the last 16 columns step back to end at `cols`); the
+            // activation is then applied to its rows while they are in cache.
+            if cols >= 16 {
                 withUnsafePointer(to: &b4) { bp in
                     bp.withMemoryRebound(to: Float.self, capacity: 4) { b4p in
-                        var q = 0
-                        while q < cols && cols >= 16 {
-                            if q + 16 > cols { q = cols - 16 }
-                            braid_smallk_tile(b + q, rowOffsets, k, w0, w1, w2, w3, b4p, tile.baseAddress!)
-                            let at = m * ldy + q
-                            for r in 0..<valid {
-                                put(f, t.loadUnaligned(fromByteOffset: r * 64, as: SIMD8<Float>.self),
-                                    t.loadUnaligned(fromByteOffset: r * 64 + 32, as: SIMD8<Float>.self),
-                                    y + at + r * ldy, residual.map { $0 + at + r * ldy })
-                            }
-                            q += 16
-                        }
+                        braid_smallk_strip(b, rowOffsets, k, w0, w1, w2, w3, b4p, cols, y + m * ldy, ldy,
+                                           residual.map { $0 + m * ldy }, valid)
                     }
                 }
+            } else {
+                for r in m..<(m + valid) { tail(r, cols, k, w, b, rowOffsets, bias, residual, y, ldy) }
             }
-            if cols < 16 {
-                for r in m..<(m + valid) { tail(f, r, cols, k, w, b, rowOffsets, bias, residual, y, ldy) }
-            }
+            applyEpilogue(f, y + m * ldy, rows: valid, cols: cols, stride: ldy)
             m += 4
         }
     }
 
+    /// Output channel `m` when there are fewer than 16 columns, before the activation: eight
+    /// at a time (the last eight stepping back to end at `cols`), one at a time when fewer
+    /// than eight.
     @inline(__always)
-    private static func put<F: EpilogueFunction>(_ f: F, _ lo: SIMD8<Float>, _ hi: SIMD8<Float>,
-                                                 _ y: UnsafeMutablePointer<Float>, _ r: UnsafePointer<Float>?) {
-        let out = UnsafeMutableRawPointer(y)
-        if let r {
-            let rr = UnsafeRawPointer(r)
-            out.storeBytes(of: f(lo + rr.loadUnaligned(as: SIMD8<Float>.self)), as: SIMD8<Float>.self)
-            out.storeBytes(of: f(hi + rr.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)),
-                           toByteOffset: 32, as: SIMD8<Float>.self)
-        } else {
-            out.storeBytes(of: f(lo), as: SIMD8<Float>.self)
-            out.storeBytes(of: f(hi), toByteOffset: 32, as: SIMD8<Float>.self)
-        }
-    }
-
-    /// Output channel `m` when there are fewer than 16 columns: eight at a time (the last
-    /// eight stepping back to end at `cols`), one at a time when fewer than eight.
-    @inline(__always)
-    private static func tail<F: EpilogueFunction>(_ f: F, _ m: Int, _ cols: Int, _ k: Int,
-                                                  _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-                                                  _ rowOffsets: UnsafePointer<Int>,
-                                                  _ bias: UnsafePointer<Float>?, _ residual: UnsafePointer<Float>?,
-                                                  _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
+    private static func tail(_ m: Int, _ cols: Int, _ k: Int, _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                             _ rowOffsets: UnsafePointer<Int>, _ bias: UnsafePointer<Float>?,
+                             _ residual: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
         let wm = w + m * k, bm = bias?[m] ?? 0
         let yrow = y + m * ldy, rrow = residual.map { $0 + m * ldy }
         var q = 0
@@ -108,14 +73,14 @@ enum SmallPatchConv {
                 a += braw.loadUnaligned(fromByteOffset: rowOffsets[j] * 4, as: SIMD8<Float>.self) * wm[j]
             }
             if let rrow { a += UnsafeRawPointer(rrow + q).loadUnaligned(as: SIMD8<Float>.self) }
-            UnsafeMutableRawPointer(yrow + q).storeBytes(of: f(a), as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(yrow + q).storeBytes(of: a, as: SIMD8<Float>.self)
             q += 8
         }
         while q < cols {
             var a = bm
             for j in 0..<k { a += wm[j] * b[rowOffsets[j] + q] }
             if let rrow { a += rrow[q] }
-            yrow[q] = f(a)
+            yrow[q] = a
             q += 1
         }
     }
@@ -209,12 +174,13 @@ final class DirectSmallConv: EpilogueKernel, @unchecked Sendable {
                             let src = out + m * self.flatCols + oy * self.paddedW
                             let o = at + m * outPlane + oy * g.outW
                             if let residual {
-                                for ox in 0..<g.outW { y[o + ox] = f(src[ox] + residual[o + ox]) }
+                                for ox in 0..<g.outW { y[o + ox] = src[ox] + residual[o + ox] }
                             } else {
-                                for ox in 0..<g.outW { y[o + ox] = f(src[ox]) }
+                                (y + o).update(from: src, count: g.outW)
                             }
                         }
                     }
+                    applyEpilogue(f, y + at, rows: g.groupOut, cols: outPlane, stride: outPlane)
                     continue
                 }
                 for oy in oy0..<oy1 {

@@ -8,17 +8,19 @@
 
 typedef void (*dw8_fn)(const float *, const intptr_t *, const intptr_t *, intptr_t, intptr_t, const float *,
                        const float *, float *);
-typedef void (*smallk_fn)(const float *, const intptr_t *, intptr_t, const float *, const float *, const float *,
-                          const float *, const float *, float *);
+typedef void (*strip_fn)(const float *, const intptr_t *, intptr_t, const float *, const float *, const float *,
+                         const float *, const float *, intptr_t, float *, intptr_t, const float *, intptr_t);
 typedef void (*map_fn)(int, const float *, float *, intptr_t);
+typedef void (*activate_fn)(int, float, float, float *, intptr_t, intptr_t, intptr_t);
 typedef void (*fma_chain_fn)(float *, const float *, intptr_t, const float *, intptr_t, intptr_t);
 
 /* -1 until chosen. The pointers are written before `active` (release) and read after it
    (acquire); choosing twice at once writes the same values. */
 static _Atomic int active = -1;
 static _Atomic(dw8_fn) dw8 = NULL;
-static _Atomic(smallk_fn) smallk = NULL;
+static _Atomic(strip_fn) strip = NULL;
 static _Atomic(map_fn) map = NULL;
+static _Atomic(activate_fn) activate = NULL;
 static _Atomic(fma_chain_fn) fma_chain = NULL;
 
 int braid_isa_best(void) {
@@ -53,20 +55,24 @@ int braid_isa_select(int isa) {
     const int best = braid_isa_best();
     if (isa < BRAID_ISA_PORTABLE || isa > best) isa = best;
     dw8_fn d = braid_dw8_accumulate_portable;
-    smallk_fn s = braid_smallk_tile_portable;
+    strip_fn t = braid_smallk_strip_portable;
     map_fn m = braid_map_portable;
+    activate_fn a = braid_activate_portable;
     fma_chain_fn f = braid_fma_chain_portable;
 #if defined(__x86_64__)
     if (isa == BRAID_ISA_AVX2) {
-        d = braid_dw8_accumulate_avx2; s = braid_smallk_tile_avx2; m = braid_map_avx2; f = braid_fma_chain_avx2;
+        d = braid_dw8_accumulate_avx2; m = braid_map_avx2; f = braid_fma_chain_avx2;
+        t = braid_smallk_strip_avx2; a = braid_activate_avx2;
     }
     if (isa == BRAID_ISA_AVX512) {
-        d = braid_dw8_accumulate_avx512; s = braid_smallk_tile_avx512; m = braid_map_avx512; f = braid_fma_chain_avx512;
+        d = braid_dw8_accumulate_avx512; m = braid_map_avx512; f = braid_fma_chain_avx512;
+        t = braid_smallk_strip_avx512; a = braid_activate_avx512;
     }
 #endif
     atomic_store_explicit(&dw8, d, memory_order_relaxed);
-    atomic_store_explicit(&smallk, s, memory_order_relaxed);
+    atomic_store_explicit(&strip, t, memory_order_relaxed);
     atomic_store_explicit(&map, m, memory_order_relaxed);
+    atomic_store_explicit(&activate, a, memory_order_relaxed);
     atomic_store_explicit(&fma_chain, f, memory_order_relaxed);
     atomic_store_explicit(&active, isa, memory_order_release);
     return isa;
@@ -89,10 +95,17 @@ void braid_dw8_accumulate(const float *band, const intptr_t *pixel_offsets, cons
                                                      out);
 }
 
-void braid_smallk_tile(const float *b, const intptr_t *row_offsets, intptr_t k, const float *w0, const float *w1,
-                       const float *w2, const float *w3, const float *bias4, float *out) {
+void braid_smallk_strip(const float *b, const intptr_t *row_offsets, intptr_t k, const float *w0, const float *w1,
+                        const float *w2, const float *w3, const float *bias4, intptr_t cols, float *y, intptr_t ldy,
+                        const float *residual, intptr_t valid) {
     braid_isa_active();
-    atomic_load_explicit(&smallk, memory_order_relaxed)(b, row_offsets, k, w0, w1, w2, w3, bias4, out);
+    atomic_load_explicit(&strip, memory_order_relaxed)(b, row_offsets, k, w0, w1, w2, w3, bias4, cols, y, ldy,
+                                                       residual, valid);
+}
+
+void braid_activate(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols, intptr_t stride) {
+    braid_isa_active();
+    atomic_load_explicit(&activate, memory_order_relaxed)(kind, a, b, y, rows, cols, stride);
 }
 
 void braid_map(int function, const float *x, float *y, intptr_t n) {

@@ -48,18 +48,43 @@ void SUFFIX(braid_dw8_accumulate)(const float *band, const intptr_t *po, const i
     }
 }
 
-void SUFFIX(braid_smallk_tile)(const float *b, const intptr_t *ro, intptr_t k, const float *w0, const float *w1,
-                               const float *w2, const float *w3, const float *bias4, float *out) {
-    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    a0 += bias4[0]; a1 += bias4[1]; a2 += bias4[2]; a3 += bias4[3];
-    for (intptr_t j = 0; j < k; j++) {
-        const v16f x = LOAD16(b + ro[j]);
-        a0 = MADD(a0, x, (v16f){0} + w0[j]);
-        a1 = MADD(a1, x, (v16f){0} + w1[j]);
-        a2 = MADD(a2, x, (v16f){0} + w2[j]);
-        a3 = MADD(a3, x, (v16f){0} + w3[j]);
+/* Rows `valid` (1 to 4) of a 4-row strip of the same product over `cols` >= 16 columns, written
+   to `y` (rows `ldy` apart) with `residual` (same layout, or NULL) added: 16 columns at a time,
+   the last 16 stepping back to end at `cols` (recomputing a few columns: `y` never aliases the
+   inputs). */
+void SUFFIX(braid_smallk_strip)(const float *b, const intptr_t *ro, intptr_t k, const float *w0, const float *w1,
+                                const float *w2, const float *w3, const float *bias4, intptr_t cols, float *y,
+                                intptr_t ldy, const float *residual, intptr_t valid) {
+    for (intptr_t q = 0; q < cols; q += 16) {
+        if (q + 16 > cols) q = cols - 16;
+        /* Four named accumulators (an array indexed at run time would live in memory). */
+        v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        a0 += bias4[0]; a1 += bias4[1]; a2 += bias4[2]; a3 += bias4[3];
+        const float *bq = b + q;
+        for (intptr_t j = 0; j < k; j++) {
+            const v16f x = LOAD16(bq + ro[j]);
+            a0 = MADD(a0, x, (v16f){0} + w0[j]);
+            a1 = MADD(a1, x, (v16f){0} + w1[j]);
+            a2 = MADD(a2, x, (v16f){0} + w2[j]);
+            a3 = MADD(a3, x, (v16f){0} + w3[j]);
+        }
+        float *d = y + q;
+        const float *r = residual ? residual + q : NULL;
+        if (r) a0 += LOAD16(r);
+        memcpy(d, &a0, 64);
+        if (valid > 1) {
+            if (r) a1 += LOAD16(r + ldy);
+            memcpy(d + ldy, &a1, 64);
+        }
+        if (valid > 2) {
+            if (r) a2 += LOAD16(r + 2 * ldy);
+            memcpy(d + 2 * ldy, &a2, 64);
+        }
+        if (valid > 3) {
+            if (r) a3 += LOAD16(r + 3 * ldy);
+            memcpy(d + 3 * ldy, &a3, 64);
+        }
     }
-    memcpy(out, &a0, 64); memcpy(out + 16, &a1, 64); memcpy(out + 32, &a2, 64); memcpy(out + 48, &a3, 64);
 }
 
 /*
@@ -190,6 +215,61 @@ void SUFFIX(braid_map)(int function, const float *x, float *y, intptr_t n) {
     case BRAID_MAP_SILU: BRAID_MAP_LOOP(SUFFIX(vsilu)); break;
     case BRAID_MAP_ERF: BRAID_MAP_LOOP(SUFFIX(verf)); break;
     case BRAID_MAP_GELU: BRAID_MAP_LOOP(SUFFIX(vgelu)); break;
+    default: break;
+    }
+}
+
+static inline VEC SUFFIX(vclamp01)(VEC t) {
+    t = SELECT(t < 0.0f, SPLAT(0), t);
+    return SELECT(t > 1.0f, SPLAT(1), t);
+}
+
+/* One statement per rounding: no multiply-add is fused, so every set gives the same floats as
+   the Swift forms of these functions. */
+static inline VEC SUFFIX(vhardsigmoid)(VEC v, float alpha, float beta) {
+    VEC t = v * alpha;
+    t = t + beta;
+    return SUFFIX(vclamp01)(t);
+}
+
+static inline VEC SUFFIX(vhardswish)(VEC v) {
+    VEC t = v * (1.0f / 6.0f);
+    t = t + 0.5f;
+    return v * SUFFIX(vclamp01)(t);
+}
+
+static inline VEC SUFFIX(vclip)(VEC v, float lo, float hi) {
+    v = SELECT(v < lo, SPLAT(lo), v);
+    return SELECT(v > hi, SPLAT(hi), v);
+}
+
+#define BRAID_ACT_LOOP(fn)                                                                              \
+    for (intptr_t r = 0; r < rows; r++) {                                                               \
+        float *x = y + r * stride;                                                                      \
+        intptr_t i = 0;                                                                                 \
+        for (; i + VLEN <= cols; i += VLEN) {                                                           \
+            VEC v;                                                                                      \
+            memcpy(&v, x + i, sizeof v);                                                                \
+            v = fn;                                                                                     \
+            memcpy(x + i, &v, sizeof v);                                                                \
+        }                                                                                               \
+        if (i < cols) {                                                                                 \
+            VEC v = {0};                                                                                \
+            memcpy(&v, x + i, (size_t)(cols - i) * sizeof(float));                                     \
+            v = fn;                                                                                     \
+            memcpy(x + i, &v, (size_t)(cols - i) * sizeof(float));                                     \
+        }                                                                                               \
+    }
+
+void SUFFIX(braid_activate)(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols, intptr_t stride) {
+    switch (kind) {
+    case BRAID_ACT_RELU: BRAID_ACT_LOOP(SELECT(v < 0.0f, SPLAT(0), v)); break;
+    case BRAID_ACT_LEAKY_RELU: BRAID_ACT_LOOP(SELECT(v < 0.0f, v * a, v)); break;
+    case BRAID_ACT_CLIP: BRAID_ACT_LOOP(SUFFIX(vclip)(v, a, b)); break;
+    case BRAID_ACT_HARD_SIGMOID: BRAID_ACT_LOOP(SUFFIX(vhardsigmoid)(v, a, b)); break;
+    case BRAID_ACT_HARD_SWISH: BRAID_ACT_LOOP(SUFFIX(vhardswish)(v)); break;
+    case BRAID_ACT_SIGMOID: BRAID_ACT_LOOP(SUFFIX(vsigmoid)(v)); break;
+    case BRAID_ACT_SILU: BRAID_ACT_LOOP(SUFFIX(vsilu)(v)); break;
     default: break;
     }
 }

@@ -7,10 +7,13 @@
     void braid_dw8_accumulate_##set(const float *band, const intptr_t *pixel_offsets,                           \
                                     const intptr_t *tap_offsets, intptr_t pixels, intptr_t taps,                \
                                     const float *taps8, const float *bias8, float *out);                        \
-    void braid_smallk_tile_##set(const float *b, const intptr_t *row_offsets, intptr_t k, const float *w0,      \
-                                 const float *w1, const float *w2, const float *w3, const float *bias4,         \
-                                 float *out);                                                                   \
+    void braid_smallk_strip_##set(const float *b, const intptr_t *row_offsets, intptr_t k, const float *w0,     \
+                                  const float *w1, const float *w2, const float *w3, const float *bias4,        \
+                                  intptr_t cols, float *y, intptr_t ldy, const float *residual,                 \
+                                  intptr_t valid);                                                              \
     void braid_map_##set(int function, const float *x, float *y, intptr_t n);                                   \
+    void braid_activate_##set(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols,               \
+                              intptr_t stride);                                                                 \
     void braid_fma_chain_##set(float *acc, const float *b, intptr_t ldb, const float *w, intptr_t k, intptr_t n);
 
 BRAID_KERNEL_SET(portable)

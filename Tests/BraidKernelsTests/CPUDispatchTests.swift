@@ -110,28 +110,61 @@ final class CPUDispatchTests: XCTestCase {
         }
     }
 
-    func testSmallKTile() {
-        let k = 19, ld = 40
-        let b = nnRandom(k * ld, seed: 6), w = nnRandom(4 * k, seed: 7), bias: [Float] = [0.5, -1, 2, 0]
+    func testSmallKStrip() {
+        // 37 columns: two full tiles and a last one stepping back to end at 37; three valid rows
+        // of the four; a residual; rows 45 floats apart.
+        let k = 19, ld = 40, cols = 37, ldy = 45, valid = 3
+        let b = nnRandom(k * ld + 64, seed: 6), w = nnRandom(4 * k, seed: 7), bias: [Float] = [0.5, -1, 2, 0]
+        let residual = nnRandom(4 * ldy, seed: 8)
         let rowOffsets = (0..<k).map { $0 * ld + 3 }
-        var want = [Float](repeating: 0, count: 64)
-        for r in 0..<4 {
-            for c in 0..<16 {
-                var s = Double(bias[r])
+        var want = [Float](repeating: .infinity, count: 4 * ldy)
+        for r in 0..<valid {
+            for c in 0..<cols {
+                var s = Double(bias[r]) + Double(residual[r * ldy + c])
                 for j in 0..<k { s += Double(w[r * k + j]) * Double(b[rowOffsets[j] + c]) }
-                want[r * 16 + c] = Float(s)
+                want[r * ldy + c] = Float(s)
             }
         }
         for isa in sets {
             with(isa) {
-                var out = [Float](repeating: .nan, count: 64)
+                var out = [Float](repeating: .infinity, count: 4 * ldy)
                 w.withUnsafeBufferPointer { wp in
                     let p = wp.baseAddress!
-                    braid_smallk_tile(b, rowOffsets, k, p, p + k, p + 2 * k, p + 3 * k, bias, &out)
+                    braid_smallk_strip(b, rowOffsets, k, p, p + k, p + 2 * k, p + 3 * k, bias, cols, &out, ldy,
+                                       residual, valid)
                 }
-                nnAssertClose(out, want, "small-k tile on \(isa)")
+                // Columns past `cols` and the fourth row stay untouched (infinity on both sides).
+                nnAssertClose(out, want, "small-k strip on \(isa)")
             }
         }
+    }
+
+    func testActivationsMatchTheirSwiftForms() {
+        // Each activation of braid_activate on every set gives the same floats as the Swift
+        // epilogue function's vector form (one rounding per step in both), over rows with a stride and a
+        // tail shorter than any vector; NaN stays NaN; the gap between rows is not touched.
+        let cols = inputs.count, stride = cols + 5
+        func check<F: EpilogueFunction>(_ f: F, _ name: String) {
+            let k = f.kernel!
+            var want = [Float](repeating: 7, count: 2 * stride)
+            for r in 0..<2 { for c in 0..<cols { want[r * stride + c] = f(SIMD8(repeating: inputs[(c + r) % cols]))[0] } }
+            for isa in sets {
+                with(isa) {
+                    var y = [Float](repeating: 7, count: 2 * stride)
+                    for r in 0..<2 { for c in 0..<cols { y[r * stride + c] = inputs[(c + r) % cols] } }
+                    braid_activate(k.kind, k.a, k.b, &y, 2, cols, stride)
+                    for i in 0..<y.count where !(y[i] == want[i] || (y[i].isNaN && want[i].isNaN)) {
+                        XCTFail("\(name) on \(isa) at \(i): \(y[i]) against \(want[i])")
+                        return
+                    }
+                }
+            }
+        }
+        check(ReluEpilogue(), "relu")
+        check(LeakyReluEpilogue(alpha: 0.1), "leaky relu")
+        check(ClipEpilogue(lo: -1.5, hi: 6), "clip")
+        check(HardSigmoidEpilogue(alpha: 0.2, beta: 0.5), "hard sigmoid")
+        check(HardSwishEpilogue(), "hard swish")
     }
 
     func testConvolutionsAgreeAcrossSets() {

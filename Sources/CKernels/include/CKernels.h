@@ -43,13 +43,29 @@ void braid_dw8_accumulate(const float *band, const intptr_t *pixel_offsets, cons
                           intptr_t pixels, intptr_t taps, const float *taps8, const float *bias8, float *out);
 
 /*
- * A 4 x 16 tile of a product with a short inner dimension: for row `r` of four and column `c`
- * of sixteen, `out[r * 16 + c] = bias4[r] + sum_j w[r][j] * b[row_offsets[j] + c]` for
- * `j < k`, where `w[r]` is `w0`...`w3`.
+ * Rows `valid` (1 to 4) of a 4-row strip of the same product over `cols` >= 16 columns: for row
+ * `r` and column `c`, `y[r * ldy + c] = bias4[r] + sum_j w[r][j] * b[row_offsets[j] + c]
+ * (+ residual[r * ldy + c] when `residual` is not NULL)`.
  */
-void braid_smallk_tile(const float *b, const intptr_t *row_offsets, intptr_t k,
-                       const float *w0, const float *w1, const float *w2, const float *w3,
-                       const float *bias4, float *out);
+void braid_smallk_strip(const float *b, const intptr_t *row_offsets, intptr_t k,
+                        const float *w0, const float *w1, const float *w2, const float *w3,
+                        const float *bias4, intptr_t cols, float *y, intptr_t ldy, const float *residual,
+                        intptr_t valid);
+
+/* The activations `braid_activate` applies, with its parameters `a` and `b`. */
+enum {
+    BRAID_ACT_RELU = 0,
+    BRAID_ACT_LEAKY_RELU = 1,    /* a: the slope below 0 */
+    BRAID_ACT_CLIP = 2,          /* [a, b] */
+    BRAID_ACT_HARD_SIGMOID = 3,  /* min(1, max(0, a * x + b)) */
+    BRAID_ACT_HARD_SWISH = 4,    /* x * min(1, max(0, x / 6 + 1/2)) */
+    BRAID_ACT_SIGMOID = 5,
+    BRAID_ACT_SILU = 6,
+};
+
+/* `rows` runs of `cols` floats, `stride` apart from `y`, replaced in place by the activation.
+   NaN stays NaN. */
+void braid_activate(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols, intptr_t stride);
 
 /* The functions `braid_map` applies. */
 enum {
