@@ -7,8 +7,8 @@ import CKernels
 /// band's input rows into a zero-padded scratch laid out `[row, column, 8 channels]`, so every
 /// tap of an output pixel is one aligned 8-float load and one multiply-add whatever the plane
 /// width, stride, dilation or padding. Eight output pixels are computed together. Each output
-/// row is then spread back to the eight planes, with the epilogue (residual add and
-/// activation) applied on the way out. Small planes such as 7x7 and 14x14, where a row of
+/// row is then spread back to the eight planes, with the residual added on the way out and
+/// the activation applied to the runs just written. Small planes such as 7x7 and 14x14, where a row of
 /// outputs fills less than two vectors, are where this wins over a per-plane kernel.
 final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
     let geometry: ConvGeometry
@@ -133,22 +133,8 @@ final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
             if hi < cols { (dst + hi * 8).update(repeating: 0, count: (cols - hi) * 8) }
             let src = planes + iy * g.inW - g.padLeft
             if lanes == 8 {
-                let s0 = src, s1 = src + inPlane, s2 = src + 2 * inPlane, s3 = src + 3 * inPlane
-                let s4 = src + 4 * inPlane, s5 = src + 5 * inPlane, s6 = src + 6 * inPlane, s7 = src + 7 * inPlane
-                let out = UnsafeMutableRawPointer(dst)
-                var c = lo
-                while c + 8 <= hi {
-                    let (t0, t1, t2, t3, t4, t5, t6, t7) = transpose8(
-                        load8(s0 + c), load8(s1 + c), load8(s2 + c), load8(s3 + c),
-                        load8(s4 + c), load8(s5 + c), load8(s6 + c), load8(s7 + c))
-                    storeConsecutive(out + c * 32, t0, t1, t2, t3, t4, t5, t6, t7)
-                    c += 8
-                }
-                while c < hi {
-                    out.storeBytes(of: SIMD8<Float>(s0[c], s1[c], s2[c], s3[c], s4[c], s5[c], s6[c], s7[c]),
-                                   toByteOffset: c * 32, as: SIMD8<Float>.self)
-                    c += 1
-                }
+                // The eight rows interleaved by CKernels at the CPU's vector width.
+                braid_interleave8(src + lo, inPlane, hi - lo, dst + lo * 8)
             } else {
                 for c in lo..<hi {
                     for l in 0..<8 { dst[c * 8 + l] = l < lanes ? src[l * inPlane + c] : 0 }
@@ -169,93 +155,20 @@ final class BlockedDepthwiseConv2D: EpilogueKernel, @unchecked Sendable {
 
     /// Writes the band's interleaved outputs `outs[p * 8 + lane]` to its `lanes` planes
     /// (`OH * OW` apart; band pixel `p` is element `p` of each plane from `y`), adding the
-    /// residual if there is one and applying the activation.
+    /// residual if there is one, then applies the activation to those runs while they are in
+    /// cache (both in CKernels at the CPU's vector width).
     @inline(__always)
     private func spread<F: EpilogueFunction>(_ f: F, _ outs: UnsafePointer<Float>, _ pixels: Int, _ lanes: Int,
                                              _ y: UnsafeMutablePointer<Float>, _ residual: UnsafePointer<Float>?) {
         let plane = geometry.outH * geometry.outW
-        var p = 0
         if lanes == 8 {
-            let src = UnsafeRawPointer(outs)
-            while p + 8 <= pixels {
-                let at = p * 32
-                var (t0, t1, t2, t3, t4, t5, t6, t7) = transpose8(
-                    src.loadUnaligned(fromByteOffset: at, as: SIMD8<Float>.self),
-                    src.loadUnaligned(fromByteOffset: at + 32, as: SIMD8<Float>.self),
-                    src.loadUnaligned(fromByteOffset: at + 64, as: SIMD8<Float>.self),
-                    src.loadUnaligned(fromByteOffset: at + 96, as: SIMD8<Float>.self),
-                    src.loadUnaligned(fromByteOffset: at + 128, as: SIMD8<Float>.self),
-                    src.loadUnaligned(fromByteOffset: at + 160, as: SIMD8<Float>.self),
-                    src.loadUnaligned(fromByteOffset: at + 192, as: SIMD8<Float>.self),
-                    src.loadUnaligned(fromByteOffset: at + 224, as: SIMD8<Float>.self))
-                if let residual {
-                    let r = residual + p
-                    t0 = f(t0 + load8(r)); t1 = f(t1 + load8(r + plane)); t2 = f(t2 + load8(r + 2 * plane))
-                    t3 = f(t3 + load8(r + 3 * plane)); t4 = f(t4 + load8(r + 4 * plane))
-                    t5 = f(t5 + load8(r + 5 * plane)); t6 = f(t6 + load8(r + 6 * plane))
-                    t7 = f(t7 + load8(r + 7 * plane))
-                } else {
-                    t0 = f(t0); t1 = f(t1); t2 = f(t2); t3 = f(t3); t4 = f(t4); t5 = f(t5); t6 = f(t6); t7 = f(t7)
-                }
-                let d = y + p
-                store8(t0, d); store8(t1, d + plane); store8(t2, d + 2 * plane); store8(t3, d + 3 * plane)
-                store8(t4, d + 4 * plane); store8(t5, d + 5 * plane); store8(t6, d + 6 * plane)
-                store8(t7, d + 7 * plane)
-                p += 8
-            }
-        }
-        if let residual {
-            for l in 0..<lanes {
-                let d = y + l * plane, r = residual + l * plane
-                for q in p..<pixels { d[q] = f(outs[q * 8 + l] + r[q]) }
-            }
+            braid_deinterleave8(outs, pixels, y, plane, residual)
         } else {
             for l in 0..<lanes {
-                let d = y + l * plane
-                for q in p..<pixels { d[q] = f(outs[q * 8 + l]) }
+                let d = y + l * plane, r = residual.map { $0 + l * plane }
+                for q in 0..<pixels { d[q] = outs[q * 8 + l] + (r?[q] ?? 0) }
             }
         }
+        applyEpilogue(f, y, rows: lanes, cols: pixels, stride: plane)
     }
-}
-
-@inline(__always)
-private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-}
-
-/// Eight vectors stored one after another from `p`.
-@inline(__always)
-private func storeConsecutive(_ p: UnsafeMutableRawPointer, _ v0: SIMD8<Float>, _ v1: SIMD8<Float>, _ v2: SIMD8<Float>,
-                              _ v3: SIMD8<Float>, _ v4: SIMD8<Float>, _ v5: SIMD8<Float>, _ v6: SIMD8<Float>,
-                              _ v7: SIMD8<Float>) {
-    p.storeBytes(of: v0, as: SIMD8<Float>.self)
-    p.storeBytes(of: v1, toByteOffset: 32, as: SIMD8<Float>.self)
-    p.storeBytes(of: v2, toByteOffset: 64, as: SIMD8<Float>.self)
-    p.storeBytes(of: v3, toByteOffset: 96, as: SIMD8<Float>.self)
-    p.storeBytes(of: v4, toByteOffset: 128, as: SIMD8<Float>.self)
-    p.storeBytes(of: v5, toByteOffset: 160, as: SIMD8<Float>.self)
-    p.storeBytes(of: v6, toByteOffset: 192, as: SIMD8<Float>.self)
-    p.storeBytes(of: v7, toByteOffset: 224, as: SIMD8<Float>.self)
-}
-
-@inline(__always)
-private func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-}
-
-/// The 8x8 transpose of rows `r0 ... r7`. Viewing the 64 floats as one array indexed by
-/// `(row, column)` bits, taking the even elements and then the odd ones rotates the index bits
-/// by one; three such rounds swap the row and column bits.
-@inline(__always)
-func transpose8(_ r0: SIMD8<Float>, _ r1: SIMD8<Float>, _ r2: SIMD8<Float>, _ r3: SIMD8<Float>,
-                _ r4: SIMD8<Float>, _ r5: SIMD8<Float>, _ r6: SIMD8<Float>, _ r7: SIMD8<Float>)
-    -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
-    @inline(__always)
-    func round(_ v: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>))
-        -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
-        let p0 = SIMD16(lowHalf: v.0, highHalf: v.1), p1 = SIMD16(lowHalf: v.2, highHalf: v.3)
-        let p2 = SIMD16(lowHalf: v.4, highHalf: v.5), p3 = SIMD16(lowHalf: v.6, highHalf: v.7)
-        return (p0.evenHalf, p1.evenHalf, p2.evenHalf, p3.evenHalf, p0.oddHalf, p1.oddHalf, p2.oddHalf, p3.oddHalf)
-    }
-    return round(round(round((r0, r1, r2, r3, r4, r5, r6, r7))))
 }

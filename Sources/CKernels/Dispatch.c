@@ -10,6 +10,8 @@ typedef void (*dw8_fn)(const float *, const intptr_t *, const intptr_t *, intptr
                        const float *, float *);
 typedef void (*strip_fn)(const float *, const intptr_t *, intptr_t, const float *, const float *, const float *,
                          const float *, const float *, intptr_t, float *, intptr_t, const float *, intptr_t);
+typedef void (*interleave_fn)(const float *, intptr_t, intptr_t, float *);
+typedef void (*deinterleave_fn)(const float *, intptr_t, float *, intptr_t, const float *);
 typedef void (*map_fn)(int, const float *, float *, intptr_t);
 typedef void (*activate_fn)(int, float, float, float *, intptr_t, intptr_t, intptr_t);
 typedef void (*fma_chain_fn)(float *, const float *, intptr_t, const float *, intptr_t, intptr_t);
@@ -19,6 +21,8 @@ typedef void (*fma_chain_fn)(float *, const float *, intptr_t, const float *, in
 static _Atomic int active = -1;
 static _Atomic(dw8_fn) dw8 = NULL;
 static _Atomic(strip_fn) strip = NULL;
+static _Atomic(interleave_fn) interleave = NULL;
+static _Atomic(deinterleave_fn) deinterleave = NULL;
 static _Atomic(map_fn) map = NULL;
 static _Atomic(activate_fn) activate = NULL;
 static _Atomic(fma_chain_fn) fma_chain = NULL;
@@ -56,6 +60,8 @@ int braid_isa_select(int isa) {
     if (isa < BRAID_ISA_PORTABLE || isa > best) isa = best;
     dw8_fn d = braid_dw8_accumulate_portable;
     strip_fn t = braid_smallk_strip_portable;
+    interleave_fn i8 = braid_interleave8_portable;
+    deinterleave_fn d8 = braid_deinterleave8_portable;
     map_fn m = braid_map_portable;
     activate_fn a = braid_activate_portable;
     fma_chain_fn f = braid_fma_chain_portable;
@@ -63,14 +69,18 @@ int braid_isa_select(int isa) {
     if (isa == BRAID_ISA_AVX2) {
         d = braid_dw8_accumulate_avx2; m = braid_map_avx2; f = braid_fma_chain_avx2;
         t = braid_smallk_strip_avx2; a = braid_activate_avx2;
+        i8 = braid_interleave8_avx2; d8 = braid_deinterleave8_avx2;
     }
     if (isa == BRAID_ISA_AVX512) {
         d = braid_dw8_accumulate_avx512; m = braid_map_avx512; f = braid_fma_chain_avx512;
         t = braid_smallk_strip_avx512; a = braid_activate_avx512;
+        i8 = braid_interleave8_avx512; d8 = braid_deinterleave8_avx512;
     }
 #endif
     atomic_store_explicit(&dw8, d, memory_order_relaxed);
     atomic_store_explicit(&strip, t, memory_order_relaxed);
+    atomic_store_explicit(&interleave, i8, memory_order_relaxed);
+    atomic_store_explicit(&deinterleave, d8, memory_order_relaxed);
     atomic_store_explicit(&map, m, memory_order_relaxed);
     atomic_store_explicit(&activate, a, memory_order_relaxed);
     atomic_store_explicit(&fma_chain, f, memory_order_relaxed);
@@ -101,6 +111,16 @@ void braid_smallk_strip(const float *b, const intptr_t *row_offsets, intptr_t k,
     braid_isa_active();
     atomic_load_explicit(&strip, memory_order_relaxed)(b, row_offsets, k, w0, w1, w2, w3, bias4, cols, y, ldy,
                                                        residual, valid);
+}
+
+void braid_interleave8(const float *src, intptr_t plane, intptr_t n, float *dst) {
+    braid_isa_active();
+    atomic_load_explicit(&interleave, memory_order_relaxed)(src, plane, n, dst);
+}
+
+void braid_deinterleave8(const float *src, intptr_t n, float *dst, intptr_t plane, const float *residual) {
+    braid_isa_active();
+    atomic_load_explicit(&deinterleave, memory_order_relaxed)(src, n, dst, plane, residual);
 }
 
 void braid_activate(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols, intptr_t stride) {

@@ -48,6 +48,54 @@ void SUFFIX(braid_dw8_accumulate)(const float *band, const intptr_t *po, const i
     }
 }
 
+/* Transposes the 8x8 block held in r[0..7] (r[i][j] becomes r[j][i]). */
+static inline void SUFFIX(transpose8)(v8f r[8]) {
+    v8f t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+void SUFFIX(braid_interleave8)(const float *src, intptr_t plane, intptr_t n, float *dst) {
+    intptr_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        v8f r[8];
+        for (int l = 0; l < 8; l++) r[l] = LOAD8(src + l * plane + c);
+        SUFFIX(transpose8)(r);
+        memcpy(dst + c * 8, r, sizeof r);
+    }
+    for (; c < n; c++)
+        for (int l = 0; l < 8; l++) dst[c * 8 + l] = src[l * plane + c];
+}
+
+void SUFFIX(braid_deinterleave8)(const float *src, intptr_t n, float *dst, intptr_t plane, const float *residual) {
+    intptr_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        v8f r[8];
+        memcpy(r, src + c * 8, sizeof r);
+        SUFFIX(transpose8)(r);
+        for (int l = 0; l < 8; l++) {
+            v8f v = r[l];
+            if (residual) v += LOAD8(residual + l * plane + c);
+            memcpy(dst + l * plane + c, &v, 32);
+        }
+    }
+    for (; c < n; c++)
+        for (int l = 0; l < 8; l++)
+            dst[l * plane + c] = src[c * 8 + l] + (residual ? residual[l * plane + c] : 0.0f);
+}
+
 /* Rows `valid` (1 to 4) of a 4-row strip of the same product over `cols` >= 16 columns, written
    to `y` (rows `ldy` apart) with `residual` (same layout, or NULL) added: 16 columns at a time,
    the last 16 stepping back to end at `cols` (recomputing a few columns: `y` never aliases the

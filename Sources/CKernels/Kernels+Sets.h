@@ -11,6 +11,9 @@
                                   const float *w1, const float *w2, const float *w3, const float *bias4,        \
                                   intptr_t cols, float *y, intptr_t ldy, const float *residual,                 \
                                   intptr_t valid);                                                              \
+    void braid_interleave8_##set(const float *src, intptr_t plane, intptr_t n, float *dst);                     \
+    void braid_deinterleave8_##set(const float *src, intptr_t n, float *dst, intptr_t plane,                    \
+                                   const float *residual);                                                      \
     void braid_map_##set(int function, const float *x, float *y, intptr_t n);                                   \
     void braid_activate_##set(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols,               \
                               intptr_t stride);                                                                 \

@@ -139,6 +139,32 @@ final class CPUDispatchTests: XCTestCase {
         }
     }
 
+    func testInterleaveAndBack() {
+        // 21 columns: two 8x8 blocks and a tail of five; planes 30 floats apart.
+        let n = 21, plane = 30
+        let src = nnRandom(8 * plane, seed: 9), residual = nnRandom(8 * plane, seed: 10)
+        for isa in sets {
+            with(isa) {
+                var packed = [Float](repeating: .nan, count: n * 8)
+                braid_interleave8(src, plane, n, &packed)
+                for c in 0..<n { for l in 0..<8 where packed[c * 8 + l] != src[l * plane + c] {
+                    XCTFail("interleave on \(isa): column \(c) lane \(l)"); return
+                } }
+                var back = [Float](repeating: 7, count: 8 * plane)
+                braid_deinterleave8(packed, n, &back, plane, nil)
+                var plus = [Float](repeating: 7, count: 8 * plane)
+                braid_deinterleave8(packed, n, &plus, plane, residual)
+                for l in 0..<8 {
+                    for c in 0..<plane {
+                        let i = l * plane + c
+                        XCTAssertEqual(back[i], c < n ? src[i] : 7, "deinterleave on \(isa) at \(i)")
+                        XCTAssertEqual(plus[i], c < n ? src[i] + residual[i] : 7, "with residual on \(isa) at \(i)")
+                    }
+                }
+            }
+        }
+    }
+
     func testActivationsMatchTheirSwiftForms() {
         // Each activation of braid_activate on every set gives the same floats as the Swift
         // epilogue function's vector form (one rounding per step in both), over rows with a stride and a

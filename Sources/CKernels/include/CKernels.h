@@ -52,6 +52,14 @@ void braid_smallk_strip(const float *b, const intptr_t *row_offsets, intptr_t k,
                         const float *bias4, intptr_t cols, float *y, intptr_t ldy, const float *residual,
                         intptr_t valid);
 
+/* Eight planes `plane` floats apart, interleaved: `dst[c * 8 + l] = src[l * plane + c]` for
+   `c < n`, `l < 8`. */
+void braid_interleave8(const float *src, intptr_t plane, intptr_t n, float *dst);
+
+/* The inverse, with an optional residual added on the way:
+   `dst[l * plane + c] = src[c * 8 + l] (+ residual[l * plane + c])` for `c < n`, `l < 8`. */
+void braid_deinterleave8(const float *src, intptr_t n, float *dst, intptr_t plane, const float *residual);
+
 /* The activations `braid_activate` applies, with its parameters `a` and `b`. */
 enum {
     BRAID_ACT_RELU = 0,
