@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Geometry of pooling over `[N, C, D, H, W]` planes; 2-D pooling is `D = 1, kernelD = 1`, 1-D
@@ -166,12 +167,7 @@ private func fastPlanes(_ g: PoolGeometry, _ average: Bool, _ includePad: Bool, 
                     divisor = Float(rows * g.kernelW)
                 }
                 let window = VectorWindow(src: src, ds: ds, hs: hs, kd: (kd0, kd1), ky: (ky0, ky1), rows: rows, divisor: divisor)
-                switch (average, sw == 1) {
-                case (false, true): vectorColumns(g, window, dst, xa, vectorEnd, average: false, stride1: true)
-                case (false, false): vectorColumns(g, window, dst, xa, vectorEnd, average: false, stride1: false)
-                case (true, true): vectorColumns(g, window, dst, xa, vectorEnd, average: true, stride1: true)
-                case (true, false): vectorColumns(g, window, dst, xa, vectorEnd, average: true, stride1: false)
-                }
+                vectorColumns(g, window, dst, xa, vectorEnd, average: average)
                 func border(_ ox: Int) {
                     let ws = ox * g.strideW - g.padLeft
                     let (kx0, kx1) = taps(ws, g.kernelW, dw, g.inW)
@@ -268,28 +264,23 @@ private struct VectorWindow {
 }
 
 /// Output columns `[xa, end)` of one row, eight at a time (the last vector overlaps the one
-/// before instead of falling back to scalars). Called with literal flags so each variant is
-/// compiled without per-tap branches.
+/// before instead of falling back to scalars), by CKernels' `braid_pool_row` at the CPU's
+/// vector width; nothing when fewer than eight columns.
 @inline(__always)
 private func vectorColumns(_ g: PoolGeometry, _ w: VectorWindow, _ dst: UnsafeMutablePointer<Float>, _ xa: Int, _ end: Int,
-                           average: Bool, stride1: Bool) {
-    let dd = g.dilationD, dh = g.dilationH, tap = g.dilationW * 4, kw = g.kernelW, sw = g.strideW
-    var ox = xa
-    while ox < end {
-        if ox + 8 > end { ox = end - 8 }
-        var acc = SIMD8<Float>(repeating: average ? 0 : -.infinity)
+                           average: Bool) {
+    if end - xa < 8 { return }
+    let dd = g.dilationD, dh = g.dilationH
+    withUnsafeTemporaryAllocation(of: Int.self, capacity: max(1, w.rows)) { offsets in
+        var r = 0
         for kd in w.kd.0..<w.kd.1 {
             for ky in w.ky.0..<w.ky.1 {
-                let row = UnsafeRawPointer(w.src + ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW + ox * sw - g.padLeft)
-                for kx in 0..<kw {
-                    let v = stride1 ? NNVec.load(row, kx * tap) : NNVec.even(row, kx * tap)
-                    acc = average ? acc + v : acc.replacing(with: v, where: v .> acc)
-                }
+                offsets[r] = ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW - g.padLeft
+                r += 1
             }
         }
-        if average { acc = w.rows > 0 ? acc / w.divisor : SIMD8() }
-        UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
-        ox += 8
+        braid_pool_row(average ? 1 : 0, w.src + xa * g.strideW, offsets.baseAddress!, r, g.kernelW, g.dilationW,
+                       g.strideW, w.divisor, dst + xa, end - xa)
     }
 }
 

@@ -96,6 +96,50 @@ void SUFFIX(braid_deinterleave8)(const float *src, intptr_t n, float *dst, intpt
             dst[l * plane + c] = src[c * 8 + l] + (residual ? residual[l * plane + c] : 0.0f);
 }
 
+typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
+
+static inline void SUFFIX(pool_row)(const int average, const int stride2, const float *base, const intptr_t *offsets,
+                                    intptr_t nrows, intptr_t kw, intptr_t tap, float divisor, float *out,
+                                    intptr_t count) {
+    for (intptr_t j = 0; j < count; j += 8) {
+        if (j + 8 > count) j = count - 8;
+        v8f acc = (v8f){0} + (average ? 0.0f : -__builtin_inff());
+        for (intptr_t r = 0; r < nrows; r++) {
+            const float *p = base + offsets[r] + (stride2 ? 2 * j : j);
+            for (intptr_t kx = 0; kx < kw; kx++) {
+                const float *q = p + kx * tap;
+                v8f v;
+                if (stride2) {
+                    /* Elements 0, 2, ..., 14 of the 15 floats from q, reading no further. */
+                    const v8f lo = LOAD8(q), hi = LOAD8(q + 7);
+                    v = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 9, 11, 13, 15);
+                } else {
+                    v = LOAD8(q);
+                }
+                if (average) {
+                    acc = acc + v;
+                } else {
+                    const v8i m = (v8i)(v > acc);
+                    acc = (v8f)((m & (v8i)v) | (~m & (v8i)acc));
+                }
+            }
+        }
+        if (average) acc = nrows > 0 ? acc / divisor : (v8f){0};
+        memcpy(out + j, &acc, 32);
+    }
+}
+
+void SUFFIX(braid_pool_row)(int average, const float *base, const intptr_t *offsets, intptr_t nrows, intptr_t kw,
+                            intptr_t tap, intptr_t stride, float divisor, float *out, intptr_t count) {
+    if (average) {
+        if (stride == 2) SUFFIX(pool_row)(1, 1, base, offsets, nrows, kw, tap, divisor, out, count);
+        else SUFFIX(pool_row)(1, 0, base, offsets, nrows, kw, tap, divisor, out, count);
+    } else {
+        if (stride == 2) SUFFIX(pool_row)(0, 1, base, offsets, nrows, kw, tap, divisor, out, count);
+        else SUFFIX(pool_row)(0, 0, base, offsets, nrows, kw, tap, divisor, out, count);
+    }
+}
+
 /* Rows `valid` (1 to 4) of a 4-row strip of the same product over `cols` >= 16 columns, written
    to `y` (rows `ldy` apart) with `residual` (same layout, or NULL) added: 16 columns at a time,
    the last 16 stepping back to end at `cols` (recomputing a few columns: `y` never aliases the

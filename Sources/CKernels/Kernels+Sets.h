@@ -14,6 +14,9 @@
     void braid_interleave8_##set(const float *src, intptr_t plane, intptr_t n, float *dst);                     \
     void braid_deinterleave8_##set(const float *src, intptr_t n, float *dst, intptr_t plane,                    \
                                    const float *residual);                                                      \
+    void braid_pool_row_##set(int average, const float *base, const intptr_t *offsets, intptr_t nrows,          \
+                              intptr_t kw, intptr_t tap, intptr_t stride, float divisor, float *out,            \
+                              intptr_t count);                                                                  \
     void braid_map_##set(int function, const float *x, float *y, intptr_t n);                                   \
     void braid_activate_##set(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols,               \
                               intptr_t stride);                                                                 \

@@ -165,6 +165,37 @@ final class CPUDispatchTests: XCTestCase {
         }
     }
 
+    func testPoolRow() {
+        // Two window rows 40 floats apart, three taps a dilation of 2 apart, 13 outputs (a
+        // vector and an overlapping last one) at strides 1 and 2; a NaN tap is skipped by the
+        // maximum and poisons the average.
+        var x = nnRandom(120, seed: 11)
+        x[44] = .nan
+        let offsets = [0, 40], kw = 3, tap = 2, count = 13
+        for stride in [1, 2] {
+            for average in [false, true] {
+                var want = [Float](repeating: 0, count: count)
+                for j in 0..<count {
+                    var acc: Float = average ? 0 : -.infinity
+                    for r in offsets { for kx in 0..<kw {
+                        let v = x[r + j * stride + kx * tap]
+                        acc = average ? acc + v : (v > acc ? v : acc)
+                    } }
+                    want[j] = average ? acc / 6 : acc
+                }
+                for isa in sets {
+                    with(isa) {
+                        var out = [Float](repeating: 0, count: count)
+                        braid_pool_row(average ? 1 : 0, x, offsets, 2, kw, tap, stride, 6, &out, count)
+                        for j in 0..<count where !(out[j] == want[j] || (out[j].isNaN && want[j].isNaN)) {
+                            XCTFail("pool row (average \(average), stride \(stride)) on \(isa) at \(j): \(out[j]) against \(want[j])")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testActivationsMatchTheirSwiftForms() {
         // Each activation of braid_activate on every set gives the same floats as the Swift
         // epilogue function's vector form (one rounding per step in both), over rows with a stride and a

@@ -60,6 +60,16 @@ void braid_interleave8(const float *src, intptr_t plane, intptr_t n, float *dst)
    `dst[l * plane + c] = src[c * 8 + l] (+ residual[l * plane + c])` for `c < n`, `l < 8`. */
 void braid_deinterleave8(const float *src, intptr_t n, float *dst, intptr_t plane, const float *residual);
 
+/*
+ * Output columns `j < count` (count >= 8) of one row of max pooling (`average` 0) or average
+ * pooling over window rows at `base + offsets[r]` (`r < nrows`) and `kw` taps `tap` floats
+ * apart: `out[j]` = the maximum, or the sum divided by `divisor` (0 when `nrows` is 0), of
+ * `base[offsets[r] + j * stride + kx * tap]`, summed in the order r, kx. `stride` is 1 or 2;
+ * with 2 no float past the last tap is read. A NaN tap is skipped by the maximum.
+ */
+void braid_pool_row(int average, const float *base, const intptr_t *offsets, intptr_t nrows, intptr_t kw,
+                    intptr_t tap, intptr_t stride, float divisor, float *out, intptr_t count);
+
 /* The activations `braid_activate` applies, with its parameters `a` and `b`. */
 enum {
     BRAID_ACT_RELU = 0,
