@@ -336,7 +336,17 @@ public func globalPool(_ reduction: PoolReduction, planes: Int, size: Int, x: Un
                        y: UnsafeMutablePointer<Float>) {
     let chunks = planes * size >= 1 << 16 ? min(planes, NNParallel.workers) : 1
     NNParallel.run(chunks) { i in
-        for p in (planes * i / chunks)..<(planes * (i + 1) / chunks) {
+        var p = planes * i / chunks
+        let end = planes * (i + 1) / chunks
+        if case .average = reduction, size > 0 {
+            // Four planes at a time: four independent chains of additions instead of one.
+            while p + 4 <= end {
+                let s = fourLaneSums(x + p * size, size)
+                for k in 0..<4 { y[p + k] = s[k] / Float(size) }
+                p += 4
+            }
+        }
+        for p in p..<end {
             let row = x + p * size
             switch reduction {
             case .max:
@@ -363,6 +373,30 @@ func fourLaneSum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
     let (acc, whole) = laneSums(p, count, SIMD4<Float>.self)
     var s = (acc[0] + acc[2]) + (acc[1] + acc[3])
     for i in whole..<count { s += p[i] }
+    return s
+}
+
+/// `fourLaneSum` of four consecutive runs of `count` floats from `p`, interleaved so that the
+/// four dependency chains overlap; each run is summed in exactly `fourLaneSum`'s order.
+@inline(__always)
+func fourLaneSums(_ p: UnsafePointer<Float>, _ count: Int) -> SIMD4<Float> {
+    let raw = UnsafeRawPointer(p)
+    var a0 = SIMD4<Float>(), a1 = SIMD4<Float>(), a2 = SIMD4<Float>(), a3 = SIMD4<Float>()
+    let s1 = count * 4, s2 = 2 * count * 4, s3 = 3 * count * 4
+    var i = 0
+    while i + 4 <= count {
+        let at = i * 4
+        a0 += raw.loadUnaligned(fromByteOffset: at, as: SIMD4<Float>.self)
+        a1 += raw.loadUnaligned(fromByteOffset: s1 + at, as: SIMD4<Float>.self)
+        a2 += raw.loadUnaligned(fromByteOffset: s2 + at, as: SIMD4<Float>.self)
+        a3 += raw.loadUnaligned(fromByteOffset: s3 + at, as: SIMD4<Float>.self)
+        i += 4
+    }
+    var s = SIMD4<Float>((a0[0] + a0[2]) + (a0[1] + a0[3]), (a1[0] + a1[2]) + (a1[1] + a1[3]),
+                         (a2[0] + a2[2]) + (a2[1] + a2[3]), (a3[0] + a3[2]) + (a3[1] + a3[3]))
+    for j in i..<count {
+        s[0] += p[j]; s[1] += p[count + j]; s[2] += p[2 * count + j]; s[3] += p[3 * count + j]
+    }
     return s
 }
 

@@ -158,7 +158,7 @@ final class PoolTests: XCTestCase {
     }
 
     func testGlobalPool() {
-        for (planes, size) in [(6, 49), (3, 1), (300, 300)] {
+        for (planes, size) in [(6, 49), (3, 1), (300, 300), (9, 6)] {
             let x = nnRandom(planes * size, seed: 35)
             var avg = [Float](repeating: .nan, count: planes), mx = avg, l2 = avg
             globalPool(.average(countIncludePad: false), planes: planes, size: size, x: x, y: &avg)
@@ -167,6 +167,10 @@ final class PoolTests: XCTestCase {
             for p in 0..<planes {
                 let row = Array(x[(p * size)..<((p + 1) * size)])
                 XCTAssertEqual(avg[p], row.reduce(0, +) / Float(size), accuracy: 1e-5)
+                // Planes taken four at a time sum in the one-plane order, to the bit
+                // (onnxruntime's order, which quantized models need).
+                XCTAssertEqual(avg[p], row.withUnsafeBufferPointer { fourLaneSum($0.baseAddress!, size) } / Float(size),
+                               "plane \(p) of \(planes)x\(size)")
                 XCTAssertEqual(mx[p], row.max()!)
                 XCTAssertEqual(l2[p], row.map { $0 * $0 }.reduce(0, +).squareRoot(), accuracy: 1e-4)
             }
