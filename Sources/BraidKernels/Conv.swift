@@ -285,15 +285,23 @@ extension Conv2D {
                 row.update(from: bias, count: m)
             }
         }
-        // Images split over the cores, each product on one OpenBLAS thread; a product this
-        // small (ppocr_cls's squeeze-excitations) finishes before a second thread would wake.
-        let w = g.batch * m * c < 1 << 18 ? 1 : min(g.batch, NNParallel.workers)
+        // Work items are (image, block of output channels), each product on one OpenBLAS
+        // thread. The blocks depend only on the layer's shape, never on the batch, so an
+        // image's floats stay the same at any batch position; a large layer (a classifier's
+        // 512 -> 1280 at batch 1, weights read once per image) is split so that both cores
+        // stream its weights. A product this small (ppocr_cls's squeeze-excitations) finishes
+        // before a second thread would wake.
+        let parts = m * c >= 1 << 17 ? min(NNParallel.workers, max(1, m / 16)) : 1
+        let items = g.batch * parts
+        let w = g.batch * m * c < 1 << 18 ? 1 : min(items, NNParallel.workers)
         let beta: Float = bias == nil && residual == nil ? 0 : 1
         setBLASThreads(1)
         NNParallel.run(w) { worker in
-            for n in (g.batch * worker / w)..<(g.batch * (worker + 1) / w) {
-                gemm(transA: false, transB: true, m: 1, n: m, k: c, alpha: 1, a: x + n * c, lda: c,
-                     b: weight, ldb: c, beta: beta, c: y + n * m, ldc: m)
+            for item in (items * worker / w)..<(items * (worker + 1) / w) {
+                let n = item / parts, part = item % parts
+                let j0 = m * part / parts, j1 = m * (part + 1) / parts
+                gemm(transA: false, transB: true, m: 1, n: j1 - j0, k: c, alpha: 1, a: x + n * c, lda: c,
+                     b: weight + j0 * c, ldb: c, beta: beta, c: y + n * m + j0, ldc: m)
             }
         }
         setBLASThreads(NNParallel.blasDefaultThreads)

@@ -242,6 +242,11 @@ final class ConvEpilogueTests: XCTestCase {
               act: nil, residual: false, bias: false)
         check(geometry(batch: 4, channels: 40, h: 1, w: 1, k: 1, stride: 1, pad: 0, depthwise: false, out: 33),
               act: .relu, residual: false)
+        // Large enough for its output channels to be split over the cores.
+        check(geometry(batch: 1, channels: 512, h: 1, w: 1, k: 1, stride: 1, pad: 0, depthwise: false, out: 300),
+              act: .hardSwish, residual: false)
+        check(geometry(batch: 3, channels: 512, h: 1, w: 1, k: 1, stride: 1, pad: 0, depthwise: false, out: 301),
+              act: nil, residual: true)
     }
 
     /// A frozen prefix's activations are cached per image and reused in other batch orders, so
@@ -249,7 +254,7 @@ final class ConvEpilogueTests: XCTestCase {
     /// what size, it runs (one GEMM over the batch gave edge rows other last bits).
     func testPointwiseOnOneByOneMapsIsTheSameAtAnyBatchPosition() {
         var rng = SystemRandomNumberGenerator()
-        for (c, m) in [(40, 10), (63, 10), (10, 40)] {
+        for (c, m) in [(40, 10), (63, 10), (10, 40), (512, 300)] {
             let w = (0..<(m * c)).map { _ in Float.random(in: -1...1, using: &rng) }
             let b = (0..<m).map { _ in Float.random(in: -1...1, using: &rng) }
             let x = (0..<(32 * c)).map { _ in Float.random(in: -1...1, using: &rng) }
