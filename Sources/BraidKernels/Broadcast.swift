@@ -146,40 +146,19 @@ public struct BroadcastLayout: Sendable {
     }
 }
 
-/// Splits `[0, count)` into a few chunks and runs them on all cores when the work is large
-/// enough to pay for the hand-off; small work runs inline.
+/// Splits `[0, count)` into a few chunks and runs them on the kernels' threads
+/// (`KernelThreads.count`, through the spinning pool) when the work is large enough to pay
+/// for the hand-off; small work runs inline.
 @inline(__always)
 func elementwiseChunks(_ count: Int, grain: Int = 1 << 15, _ body: (Int, Int) -> Void) {
-    let chunks = Swift.min(ElementwiseThreads.cores, count / grain)
+    let chunks = Swift.min(NNParallel.workers, count / grain)
     if chunks <= 1 {
         body(0, count)
         return
     }
     let per = (count + chunks - 1) / chunks
-    withoutActuallyEscaping(body) { run in
-        let task = ChunkTask(run: run)
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            task.run(c * per, Swift.min(count, (c + 1) * per))
-        }
-    }
+    NNParallel.run(chunks) { c in body(c * per, Swift.min(count, (c + 1) * per)) }
 }
-
-/// Chunks write disjoint output ranges, which the compiler cannot see through raw pointers.
-private struct ChunkTask: @unchecked Sendable {
-    let run: (Int, Int) -> Void
-}
-
-enum ElementwiseThreads {
-    static let cores = max(1, sysconfCores())
-}
-
-#if canImport(Glibc)
-import Glibc
-private func sysconfCores() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
-#else
-import Darwin
-private func sysconfCores() -> Int { Int(sysconf(_SC_NPROCESSORS_ONLN)) }
-#endif
 
 /// The backward of a broadcast: sums a gradient of the broadcast `outputShape` back to an
 /// operand's `inputShape` (right-aligned, each dim 1 or equal), adding into the operand's
