@@ -1,7 +1,8 @@
 import Foundation
 
-/// Number of worker threads the data-movement kernels split large copies over.
-let dataMovementWorkers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+/// Number of worker threads the data-movement kernels split large copies over
+/// (`KernelThreads.count`).
+let dataMovementWorkers = NNParallel.workers
 
 /// Element counts below this are copied on the calling thread.
 let parallelCopyThreshold = 1 << 16

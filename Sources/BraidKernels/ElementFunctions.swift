@@ -5,8 +5,8 @@ import Darwin
 #endif
 import CKernels
 
-// Element functions as types. A closure captured by the chunk body handed to
-// `DispatchQueue.concurrentPerform` is called indirectly per element (no specialisation
+// Element functions as types. A closure captured by the chunk body handed to the thread pool
+// (`NNParallel.run`) is called indirectly per element (no specialisation
 // through the opaque call), which costs 10x on memory-bound loops; a generic over a struct is
 // specialised and vectorised. Rarely hot functions keep the closure form in serial loops.
 

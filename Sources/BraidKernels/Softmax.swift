@@ -1,4 +1,5 @@
 import BraidTensor
+import CKernels
 import Foundation
 
 /// Softmax (with max subtraction), log-softmax or hardmax of `x` viewed as
@@ -21,6 +22,10 @@ public func softmax(_ mode: SoftmaxMode, outer: Int, axis: Int, inner: Int,
 private func softmaxRow(_ mode: SoftmaxMode, _ n: Int, _ stride: Int, _ x: UnsafePointer<Float>,
                         _ y: UnsafeMutablePointer<Float>) {
     if n == 0 { return }
+    if stride == 1, case .softmax = mode, n >= 16 {
+        contiguousSoftmax(n, x, y)
+        return
+    }
     var m = x[0]
     var at = 0
     for k in 1..<max(1, n) where x[k * stride] > m { m = x[k * stride]; at = k }
@@ -38,6 +43,30 @@ private func softmaxRow(_ mode: SoftmaxMode, _ n: Int, _ stride: Int, _ x: Unsaf
         let l = logf(s) + m
         for k in 0..<n { y[k * stride] = x[k * stride] - l }
     }
+}
+
+/// Softmax of `n` contiguous floats, vectorised: the maximum, `x - max` mapped through
+/// CKernels' exp at the CPU's vector width, the sum, the scaling. A NaN anywhere makes every
+/// output NaN, as in the scalar form.
+@inline(__always)
+private func contiguousSoftmax(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    let raw = UnsafeRawPointer(x)
+    var acc = SIMD8<Float>(repeating: -.infinity)
+    var k = 0
+    while k + 8 <= n {
+        let v = raw.loadUnaligned(fromByteOffset: k * 4, as: SIMD8<Float>.self)
+        acc = acc.replacing(with: v, where: v .> acc)
+        k += 8
+    }
+    var m = acc.max()
+    while k < n {
+        if x[k] > m { m = x[k] }
+        k += 1
+    }
+    for i in 0..<n { y[i] = x[i] - m }
+    braid_map(Int32(BRAID_MAP_EXP), y, y, n)
+    let inv = 1 / NNVec.sum(y, n)
+    for i in 0..<n { y[i] *= inv }
 }
 
 /// Backward of `softmax` for `.softmax` and `.logSoftmax` over `[outer, axis, inner]`: from

@@ -25,7 +25,7 @@ final class SoftmaxTests: XCTestCase {
     }
 
     func testAllModesAlongInnerAndOuterAxes() {
-        for (outer, axis, inner) in [(4, 10, 1), (2, 5, 3), (1, 1, 4), (64, 1000, 1)] {
+        for (outer, axis, inner) in [(4, 10, 1), (2, 5, 3), (1, 1, 4), (64, 1000, 1), (3, 37, 1)] {
             let x = nnRandom(outer * axis * inner, seed: 61).map { $0 * 30 }
             for mode in [SoftmaxMode.softmax, .logSoftmax, .hardmax] {
                 var y = [Float](repeating: .nan, count: x.count)
@@ -40,6 +40,20 @@ final class SoftmaxTests: XCTestCase {
         var y = [Float](repeating: 0, count: 3)
         softmax(.softmax, outer: 1, axis: 3, inner: 1, x: x, y: &y)
         nnAssertClose(y, [0.09003057, 0.24472847, 0.66524096])
+    }
+
+    func testNaNAndInfinityInLongRows() {
+        // Rows long enough for the vectorised path: a NaN anywhere makes the row NaN; -inf
+        // logits get probability 0.
+        var x = nnRandom(40, seed: 62)
+        x[33] = .nan
+        var y = [Float](repeating: 0, count: 40)
+        softmax(.softmax, outer: 1, axis: 40, inner: 1, x: x, y: &y)
+        XCTAssertTrue(y.allSatisfy(\.isNaN))
+        x[33] = -.infinity
+        softmax(.softmax, outer: 1, axis: 40, inner: 1, x: x, y: &y)
+        XCTAssertEqual(y[33], 0)
+        XCTAssertEqual(y.reduce(0, +), 1, accuracy: 1e-6)
     }
 
     func testHardmaxPicksFirstOfTies() {
