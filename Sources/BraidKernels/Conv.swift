@@ -1,3 +1,5 @@
+import CKernels
+
 /// Geometry of a 2-D convolution over `[N, C, H, W]`; a 1-D convolution is `H = 1, kernelH = 1`.
 ///
 /// For `Conv2D`, `(inH, inW)` is the input and `(outH, outW)` the output. For
@@ -357,6 +359,8 @@ extension ConvGeometry {
             if a > ox0 { (dst + ox0).update(repeating: 0, count: a - ox0) }
             if sw == 1 {
                 (dst + a).update(from: src + a, count: b - a)
+            } else if sw == 2 {
+                if b > a { braid_gather_even(src + 2 * a, b - a, dst + a) }
             } else {
                 for ox in a..<b { dst[ox] = src[ox * sw] }
             }

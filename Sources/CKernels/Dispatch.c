@@ -14,6 +14,7 @@ typedef void (*interleave_fn)(const float *, intptr_t, intptr_t, float *);
 typedef void (*deinterleave_fn)(const float *, intptr_t, float *, intptr_t, const float *);
 typedef void (*pool_row_fn)(int, const float *, const intptr_t *, intptr_t, intptr_t, intptr_t, intptr_t, float,
                             float *, intptr_t);
+typedef void (*gather_even_fn)(const float *, intptr_t, float *);
 typedef void (*map_fn)(int, const float *, float *, intptr_t);
 typedef void (*activate_fn)(int, float, float, float *, intptr_t, intptr_t, intptr_t);
 typedef void (*fma_chain_fn)(float *, const float *, intptr_t, const float *, intptr_t, intptr_t);
@@ -26,6 +27,7 @@ static _Atomic(strip_fn) strip = NULL;
 static _Atomic(interleave_fn) interleave = NULL;
 static _Atomic(deinterleave_fn) deinterleave = NULL;
 static _Atomic(pool_row_fn) pool_row = NULL;
+static _Atomic(gather_even_fn) gather_even = NULL;
 static _Atomic(map_fn) map = NULL;
 static _Atomic(activate_fn) activate = NULL;
 static _Atomic(fma_chain_fn) fma_chain = NULL;
@@ -66,6 +68,7 @@ int braid_isa_select(int isa) {
     interleave_fn i8 = braid_interleave8_portable;
     deinterleave_fn d8 = braid_deinterleave8_portable;
     pool_row_fn pr = braid_pool_row_portable;
+    gather_even_fn ge = braid_gather_even_portable;
     map_fn m = braid_map_portable;
     activate_fn a = braid_activate_portable;
     fma_chain_fn f = braid_fma_chain_portable;
@@ -74,11 +77,13 @@ int braid_isa_select(int isa) {
         d = braid_dw8_accumulate_avx2; m = braid_map_avx2; f = braid_fma_chain_avx2;
         t = braid_smallk_strip_avx2; a = braid_activate_avx2;
         i8 = braid_interleave8_avx2; d8 = braid_deinterleave8_avx2; pr = braid_pool_row_avx2;
+        ge = braid_gather_even_avx2;
     }
     if (isa == BRAID_ISA_AVX512) {
         d = braid_dw8_accumulate_avx512; m = braid_map_avx512; f = braid_fma_chain_avx512;
         t = braid_smallk_strip_avx512; a = braid_activate_avx512;
         i8 = braid_interleave8_avx512; d8 = braid_deinterleave8_avx512; pr = braid_pool_row_avx512;
+        ge = braid_gather_even_avx512;
     }
 #endif
     atomic_store_explicit(&dw8, d, memory_order_relaxed);
@@ -86,6 +91,7 @@ int braid_isa_select(int isa) {
     atomic_store_explicit(&interleave, i8, memory_order_relaxed);
     atomic_store_explicit(&deinterleave, d8, memory_order_relaxed);
     atomic_store_explicit(&pool_row, pr, memory_order_relaxed);
+    atomic_store_explicit(&gather_even, ge, memory_order_relaxed);
     atomic_store_explicit(&map, m, memory_order_relaxed);
     atomic_store_explicit(&activate, a, memory_order_relaxed);
     atomic_store_explicit(&fma_chain, f, memory_order_relaxed);
@@ -133,6 +139,11 @@ void braid_pool_row(int average, const float *base, const intptr_t *offsets, int
     braid_isa_active();
     atomic_load_explicit(&pool_row, memory_order_relaxed)(average, base, offsets, nrows, kw, tap, stride, divisor, out,
                                                           count);
+}
+
+void braid_gather_even(const float *src, intptr_t n, float *dst) {
+    braid_isa_active();
+    atomic_load_explicit(&gather_even, memory_order_relaxed)(src, n, dst);
 }
 
 void braid_activate(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols, intptr_t stride) {

@@ -140,6 +140,17 @@ void SUFFIX(braid_pool_row)(int average, const float *base, const intptr_t *offs
     }
 }
 
+void SUFFIX(braid_gather_even)(const float *src, intptr_t n, float *dst) {
+    intptr_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        /* Elements 0, 2, ..., 14 of the 15 floats from src + 2i, reading no further. */
+        const v8f lo = LOAD8(src + 2 * i), hi = LOAD8(src + 2 * i + 7);
+        const v8f v = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 9, 11, 13, 15);
+        memcpy(dst + i, &v, 32);
+    }
+    for (; i < n; i++) dst[i] = src[2 * i];
+}
+
 /* Rows `valid` (1 to 4) of a 4-row strip of the same product over `cols` >= 16 columns, written
    to `y` (rows `ldy` apart) with `residual` (same layout, or NULL) added: 16 columns at a time,
    the last 16 stepping back to end at `cols` (recomputing a few columns: `y` never aliases the

@@ -17,6 +17,7 @@
     void braid_pool_row_##set(int average, const float *base, const intptr_t *offsets, intptr_t nrows,          \
                               intptr_t kw, intptr_t tap, intptr_t stride, float divisor, float *out,            \
                               intptr_t count);                                                                  \
+    void braid_gather_even_##set(const float *src, intptr_t n, float *dst);                                     \
     void braid_map_##set(int function, const float *x, float *y, intptr_t n);                                   \
     void braid_activate_##set(int kind, float a, float b, float *y, intptr_t rows, intptr_t cols,               \
                               intptr_t stride);                                                                 \

@@ -196,6 +196,19 @@ final class CPUDispatchTests: XCTestCase {
         }
     }
 
+    func testGatherEven() {
+        // 21 outputs (two vectors and a tail of five) from exactly 41 floats: nothing past the
+        // last one read is needed.
+        let src = nnRandom(41, seed: 12)
+        for isa in sets {
+            with(isa) {
+                var out = [Float](repeating: .nan, count: 21)
+                braid_gather_even(src, 21, &out)
+                XCTAssertEqual(out, (0..<21).map { src[2 * $0] }, "gather on \(isa)")
+            }
+        }
+    }
+
     func testActivationsMatchTheirSwiftForms() {
         // Each activation of braid_activate on every set gives the same floats as the Swift
         // epilogue function's vector form (one rounding per step in both), over rows with a stride and a

@@ -70,6 +70,9 @@ void braid_deinterleave8(const float *src, intptr_t n, float *dst, intptr_t plan
 void braid_pool_row(int average, const float *base, const intptr_t *offsets, intptr_t nrows, intptr_t kw,
                     intptr_t tap, intptr_t stride, float divisor, float *out, intptr_t count);
 
+/* Every second float: `dst[i] = src[2 * i]` for `i < n`, reading no float past `src[2 * (n - 1)]`. */
+void braid_gather_even(const float *src, intptr_t n, float *dst);
+
 /* The activations `braid_activate` applies, with its parameters `a` and `b`. */
 enum {
     BRAID_ACT_RELU = 0,
