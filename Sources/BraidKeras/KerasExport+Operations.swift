@@ -26,6 +26,9 @@ let operationWriters: [String: LayerWriter] = [
     "matMul": opMatMul,
     "concat": opConcat,
     "pool": opPool,
+    "clip": opClip,
+    "expand": opExpand,
+    "pad": opPad,
 ]
 
 private let numpyOps = "keras.src.ops.numpy"
@@ -120,11 +123,14 @@ private func opBinary(_ b: ExportBuilder, _ node: Node) throws {
     b.tensors[out] = b.addOperation(cls, module: numpyOps, [:], args: args, outputShape: b.kerasShape(out, perm: perm), perm: perm)
 }
 
+/// Reductions as `keras.ops` reductions; L2 (`F.normalize`, Swin V2's cosine attention) as
+/// sqrt(sum(square(x))), L1 as sum(abs(x)), a sum of squares as sum(square(x)).
 private func opReduce(_ b: ExportBuilder, _ node: Node) throws {
     guard case .reduce(let kind, let irAxes, let keep, let noop) = node.op else { return }
-    let names: [ReduceFunction: String] = [.mean: "Mean", .sum: "Sum", .max: "Max", .min: "Min", .prod: "Prod"]
+    let names: [ReduceFunction: String] = [.mean: "Mean", .sum: "Sum", .max: "Max", .min: "Min", .prod: "Prod",
+                                           .l2: "Sum", .l1: "Sum", .sumSquare: "Sum"]
     guard let cls = names[kind] else { throw Unmappable(reason: "\(kind) reduction has no Keras operation") }
-    let x = try b.input(node)
+    var x = try b.input(node)
     var axes = irAxes
     if axes == nil, node.inputs.count > 1, !node.inputs[1].isEmpty {
         axes = try b.requireConstant(node, 1, "axes").intArray.map(Int.init)
@@ -138,8 +144,85 @@ private func opReduce(_ b: ExportBuilder, _ node: Node) throws {
     let perm = keep ? x.perm : (0..<x.rank).filter { !axes.contains($0) }.map { i in
         x.perm[i] - kerasAxes.filter { $0 < x.perm[i] }.count
     }
-    b.tensors[node.outputs[0]] = b.addOperation(cls, module: numpyOps, ["axis": kerasAxes, "keepdims": keep], args: [.tensor(x)],
-                                                outputShape: b.kerasShape(node.outputs[0], perm: perm), perm: perm)
+    let elementwise: String? = kind == .l1 ? "Absolute" : kind == .l2 || kind == .sumSquare ? "Square" : nil
+    if let f = elementwise {
+        x = b.addOperation(f, module: numpyOps, [:], args: [.tensor(x)], outputShape: x.shape, perm: x.perm, suffix: f.lowercased())
+    }
+    let outShape = b.kerasShape(node.outputs[0], perm: perm)
+    var y = b.addOperation(cls, module: numpyOps, ["axis": kerasAxes, "keepdims": keep], args: [.tensor(x)],
+                           outputShape: outShape, perm: perm, suffix: kind == .l2 ? "sum" : nil)
+    if kind == .l2 {
+        y = b.addOperation("Sqrt", module: numpyOps, [:], args: [.tensor(y)], outputShape: outShape, perm: perm)
+    }
+    b.tensors[node.outputs[0]] = y
+}
+
+/// A clip with one bound (`clamp_min(eps)` of `F.normalize`) as `keras.ops.maximum` or
+/// `keras.ops.minimum` with a number; clips with both bounds or at 0 are layers.
+private func opClip(_ b: ExportBuilder, _ node: Node) throws {
+    func bound(_ i: Int) throws -> Float? {
+        guard i < node.inputs.count, !node.inputs[i].isEmpty else { return nil }
+        let t = try b.requireConstant(node, i, "bound")
+        guard t.count == 1, t.dtype == .float32 else { throw Unmappable(reason: "its bounds are not float32 scalars") }
+        return t.floats[0]
+    }
+    let lo = try bound(1), hi = try bound(2)
+    let x = try b.input(node)
+    var y = x
+    if let lo {
+        y = b.addOperation("Maximum", module: numpyOps, [:], args: [.tensor(y), .number(Double(lo))], outputShape: x.shape,
+                           perm: x.perm, suffix: hi == nil ? nil : "min")
+    }
+    if let hi {
+        y = b.addOperation("Minimum", module: numpyOps, [:], args: [.tensor(y), .number(Double(hi))], outputShape: x.shape, perm: x.perm)
+    }
+    b.alias(node.outputs[0], y)
+}
+
+/// Expand along axes other than the batch (`expand_as` in `F.normalize`) as a product with
+/// a constant of ones, sized like the result on the expanded axes and 1 elsewhere: exact,
+/// and the batch stays symbolic. The input keeps its Keras layout.
+private func opExpand(_ b: ExportBuilder, _ node: Node) throws {
+    let out = node.outputs[0]
+    let inShape = b.shape(node.inputs[0]), outShape = b.shape(out)
+    guard inShape.count == outShape.count else { throw Unmappable(reason: "it adds axes (rank \(inShape.count) to \(outShape.count))") }
+    let x = try b.input(node)
+    let batch = try b.batchAxis(out)
+    if let a = batch, inShape[a] != outShape[a] { throw Unmappable(reason: "it expands the batch axis") }
+    // Ones only along the expanded axes (size 1 elsewhere): broadcasting does the rest.
+    let onesShape = zip(inShape, outShape).map { i, o in i == o ? 1 : o }
+    let ones = Tensor(shape: onesShape, floats: Array(repeating: 1, count: onesShape.reduce(1, *)))
+    b.tensors[out] = b.addOperation("Multiply", module: numpyOps, [:], args: [.tensor(x), try arrayArgument(ones, like: x)],
+                                    outputShape: b.kerasShape(out, perm: x.perm), perm: x.perm)
+}
+
+/// Constant padding of any axes but the batch (Swin's padding of [N, H, W, C] windows) as
+/// `keras.ops.pad` on the input's Keras layout.
+private func opPad(_ b: ExportBuilder, _ node: Node) throws {
+    guard case .pad(.constant) = node.op else { throw Unmappable(reason: "only constant padding is written as a Keras operation") }
+    let x = try b.input(node)
+    let r = x.rank
+    var pads = try b.requireConstant(node, 1, "pads").intArray.map(Int.init)
+    if node.inputs.count > 3, !node.inputs[3].isEmpty {
+        let axes = try b.requireConstant(node, 3, "axes").intArray.map { Int($0) < 0 ? Int($0) + r : Int($0) }
+        var full = Array(repeating: 0, count: 2 * r)
+        for (k, a) in axes.enumerated() { full[a] = pads[k]; full[r + a] = pads[axes.count + k] }
+        pads = full
+    }
+    guard pads.count == 2 * r, pads.allSatisfy({ $0 >= 0 }) else { throw Unmappable(reason: "its pads \(pads) are negative or not one pair per axis") }
+    var fill = 0.0
+    if node.inputs.count > 2, !node.inputs[2].isEmpty {
+        let v = try b.requireConstant(node, 2, "pad value")
+        guard v.count == 1, v.dtype == .float32 else { throw Unmappable(reason: "its pad value is not a float32 scalar") }
+        fill = Double(v.floats[0])
+    }
+    if let a = try b.batchAxis(node.inputs[0]), pads[a] != 0 || pads[r + a] != 0 { throw Unmappable(reason: "it pads the batch axis") }
+    guard pads[0] == 0, pads[r] == 0 else { throw Unmappable(reason: "it pads axis 0, which Keras holds as the batch") }
+    // Keras axis k holds IR axis perm⁻¹(k).
+    let widths: [[Int]] = (0..<r).map { k in let i = x.perm.firstIndex(of: k)!; return [pads[i], pads[r + i]] }
+    b.tensors[node.outputs[0]] = b.addOperation("Pad", module: numpyOps, ["pad_width": widths, "mode": "constant"],
+                                                args: [.tensor(x), .number(fill)],
+                                                outputShape: b.kerasShape(node.outputs[0], perm: x.perm), perm: x.perm)
 }
 
 /// Reshape, Flatten, Squeeze, Unsqueeze as `keras.ops.reshape` on the IR layout.

@@ -7,8 +7,9 @@ import XCTest
 
 /// IR ops no Keras layer computes, written as Keras 3 operation nodes: max pooling with
 /// explicit or ceil-mode padding (`keras.ops.pad` with the lowest float, then a `valid`
-/// MaxPooling2D), erf, reductions, matrix products, splits, and the batch-moving reshapes,
-/// gathers and inline constants of a vision transformer. Each graph is checked through
+/// MaxPooling2D), erf, reductions (L1 and L2 among them), one-sided clips, expands, pads,
+/// matrix products, splits, and the batch-moving reshapes, gathers and inline constants of a
+/// vision transformer. Each graph is checked through
 /// Braid's own importer where it reads the nodes, and in Keras 3 itself (the cache's Keras
 /// venv) against Braid's outputs of the source graph.
 final class KerasExportOperationsTests: XCTestCase {
@@ -79,6 +80,30 @@ final class KerasExportOperationsTests: XCTestCase {
                                   sourceOp: "Reshape")])
     }
 
+    /// Swin V2's cosine attention and window padding: `F.normalize` (an L2 reduction, a
+    /// one-sided clip at eps, an expand back to the input's shape), an L1 reduction and a sum
+    /// of squares, a clip from above, and a constant pad (non-zero fill) of a channels-last
+    /// view along the channels and one spatial axis.
+    static func normalization() -> Graph {
+        Graph(name: "normalization", inputs: [input([.fixed(2), .fixed(5), .fixed(6)])],
+              outputs: [output("normalized"), output("l1"), output("squares"), output("capped"), output("padded")],
+              initializers: ["eps": Tensor(shape: [], floats: [0.75]), "cap": Tensor(shape: [], floats: [0.3]),
+                             "like": ints([1, 2, 5, 6]), "pads": ints([0, 1, 0, 2, 0, 0, 1, 1]),
+                             "fill": Tensor(shape: [], floats: [0.25])],
+              nodes: [Node(name: "l2", op: .reduce(.l2, axes: [3], keepDims: true, noopWithEmptyAxes: false), inputs: ["x"],
+                           outputs: ["norm"], sourceOp: "ReduceL2"),
+                      Node(name: "clamp_min", op: .clip, inputs: ["norm", "eps", ""], outputs: ["clamped"], sourceOp: "Clip"),
+                      Node(name: "expand", op: .expand, inputs: ["clamped", "like"], outputs: ["wide"], sourceOp: "Expand"),
+                      Node(name: "div", op: .binary(.div), inputs: ["x", "wide"], outputs: ["normalized"], sourceOp: "Div"),
+                      Node(name: "l1", op: .reduce(.l1, axes: [1], keepDims: false, noopWithEmptyAxes: false), inputs: ["x"],
+                           outputs: ["l1"], sourceOp: "ReduceL1"),
+                      Node(name: "squares", op: .reduce(.sumSquare, axes: [2, 3], keepDims: true, noopWithEmptyAxes: false),
+                           inputs: ["x"], outputs: ["squares"], sourceOp: "ReduceSumSquare"),
+                      Node(name: "clamp_max", op: .clip, inputs: ["x", "", "cap"], outputs: ["capped"], sourceOp: "Clip"),
+                      Node(name: "nhwc", op: .transpose(perm: [0, 2, 3, 1]), inputs: ["x"], outputs: ["xt"], sourceOp: "Transpose"),
+                      Node(name: "pad", op: .pad(mode: .constant), inputs: ["xt", "pads", "fill"], outputs: ["padded"], sourceOp: "Pad")])
+    }
+
     // MARK: Helpers
 
     func run(_ graph: Graph, _ x: Tensor) throws -> [Tensor] {
@@ -133,6 +158,27 @@ final class KerasExportOperationsTests: XCTestCase {
         try assertClose(try run(try importKeras(path: path), x), want, tolerance: 1e-6, "arithmetic.keras")
     }
 
+    /// Every op of the Swin V2 graph is written, none as a Lambda.
+    func testNormalizeClipExpandAndPadAreWritten() throws {
+        let g = Self.normalization()
+        let x = sample([3, 2, 5, 6], seed: 6)
+        let want = try run(g, x)
+        XCTAssertEqual(want[4].shape, [3, 6, 7, 5])
+        let layers = try writtenLayers(g, "normalization")
+        let classes = layers.compactMap { $0["class_name"] as? String }
+        for op in ["Square", "Sqrt", "Absolute", "Maximum", "Minimum", "Multiply", "Pad"] {
+            XCTAssertTrue(classes.contains(op), "\(op) missing from \(classes)")
+        }
+        XCTAssertFalse(classes.contains("Lambda"))
+        // The ones of the expand span only the expanded axis.
+        let multiply = try XCTUnwrap(layers.first { $0["class_name"] as? String == "Multiply" })
+        let operand = try XCTUnwrap(((multiply["inbound_nodes"] as? [[String: Any]])?.first?["args"] as? [Any])?.last as? [String: Any])
+        func leaves(_ v: Any?) -> Int { (v as? [Any]).map { $0.reduce(0) { $0 + leaves($1) } } ?? 1 }
+        XCTAssertEqual(leaves((operand["config"] as? [String: Any])?["value"]), 6)
+        // Braid's Keras reader takes no inline array operands (the expand's ones), so Keras
+        // itself checks the values: testKerasComputesTheWrittenOperations.
+    }
+
     /// The transformer graph is written (every op as a layer or an operation node) with -1
     /// where its reshapes meet the batch, and its constants inline.
     func testBatchMovingOperationsAreWritten() throws {
@@ -166,7 +212,8 @@ final class KerasExportOperationsTests: XCTestCase {
         let python = try TestCache.require("keras-venv/bin/python", madeBy: "tools/make-keras-fixtures")
         var cases: [(Graph, Tensor)] = [(Self.pooling(), sample([2, 2, 8, 8], seed: 3, negative: true)),
                                         (Self.arithmetic(), sample([2, 2, 4, 6], seed: 4)),
-                                        (Self.transformer(), sample([2, 4, 6], seed: 5))]
+                                        (Self.transformer(), sample([2, 4, 6], seed: 5)),
+                                        (Self.normalization(), sample([2, 2, 5, 6], seed: 7))]
         var args: [String] = []
         for (i, (g, x)) in cases.enumerated() {
             let model = dir.appendingPathComponent("\(g.name).keras").path
