@@ -185,11 +185,14 @@ final class DirectSmallConv: EpilogueKernel, @unchecked Sendable {
                 }
                 for oy in oy0..<oy1 {
                     let at = (n * g.outChannels + first) * outPlane + oy * g.outW
-                    SmallPatchConv.product(f, rows: g.groupOut, cols: g.outW, k: g.patch, w: weight + first * g.patch,
-                                           b: pad + (oy - oy0) * self.paddedW, rowOffsets: self.offsets,
-                                           bias: bias.map { $0 + first }, residual: residual.map { $0 + at },
-                                           y: y + at, ldy: outPlane)
+                    SmallPatchConv.product(IdentityEpilogue(), rows: g.groupOut, cols: g.outW, k: g.patch,
+                                           w: weight + first * g.patch, b: pad + (oy - oy0) * self.paddedW,
+                                           rowOffsets: self.offsets, bias: bias.map { $0 + first },
+                                           residual: residual.map { $0 + at }, y: y + at, ldy: outPlane)
                 }
+                // The activation once over the band's rows of each channel (one run each).
+                applyEpilogue(f, y + (n * g.outChannels + first) * outPlane + oy0 * g.outW, rows: g.groupOut,
+                              cols: (oy1 - oy0) * g.outW, stride: outPlane)
             }
         }
     }

@@ -271,6 +271,12 @@ private func vectorColumns(_ g: PoolGeometry, _ w: VectorWindow, _ dst: UnsafeMu
                            average: Bool) {
     if end - xa < 8 { return }
     let dd = g.dilationD, dh = g.dilationH
+    if end - xa < 64 {
+        // Short rows (fer's 60- and 30-column planes): inline, where a call per row would cost
+        // more than the wider vectors save.
+        shortVectorColumns(g, w, dst, xa, end, average: average)
+        return
+    }
     withUnsafeTemporaryAllocation(of: Int.self, capacity: max(1, w.rows)) { offsets in
         var r = 0
         for kd in w.kd.0..<w.kd.1 {
@@ -281,6 +287,30 @@ private func vectorColumns(_ g: PoolGeometry, _ w: VectorWindow, _ dst: UnsafeMu
         }
         braid_pool_row(average ? 1 : 0, w.src + xa * g.strideW, offsets.baseAddress!, r, g.kernelW, g.dilationW,
                        g.strideW, w.divisor, dst + xa, end - xa)
+    }
+}
+
+/// `vectorColumns` for rows under 64 outputs, eight at a time in Swift, the same floats.
+@inline(__always)
+private func shortVectorColumns(_ g: PoolGeometry, _ w: VectorWindow, _ dst: UnsafeMutablePointer<Float>, _ xa: Int,
+                                _ end: Int, average: Bool) {
+    let dd = g.dilationD, dh = g.dilationH, tap = g.dilationW * 4, kw = g.kernelW, sw = g.strideW
+    var ox = xa
+    while ox < end {
+        if ox + 8 > end { ox = end - 8 }
+        var acc = SIMD8<Float>(repeating: average ? 0 : -.infinity)
+        for kd in w.kd.0..<w.kd.1 {
+            for ky in w.ky.0..<w.ky.1 {
+                let row = UnsafeRawPointer(w.src + ((w.ds + kd * dd) * g.inH + w.hs + ky * dh) * g.inW + ox * sw - g.padLeft)
+                for kx in 0..<kw {
+                    let v = sw == 1 ? NNVec.load(row, kx * tap) : NNVec.even(row, kx * tap)
+                    acc = average ? acc + v : acc.replacing(with: v, where: v .> acc)
+                }
+            }
+        }
+        if average { acc = w.rows > 0 ? acc / w.divisor : SIMD8() }
+        UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
+        ox += 8
     }
 }
 
